@@ -1,0 +1,78 @@
+"""Helpers shared by the benchmarks: repeat-and-median timing, tables, JSON, progress lines."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["median_time", "format_table", "print_table", "write_json", "progress", "machine_info"]
+
+
+def median_time(fn: Callable[[], object], repeat: int = 5) -> float:
+    """Run ``fn`` ``repeat`` times and return the median wall-clock seconds of one run."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value == 0 or abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (readable in a terminal, pasteable into docs/benchmarks.md)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if i else v.ljust(w)
+                                 for i, (v, w) in enumerate(zip(values, widths))) + " |"
+    out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    print(f"\n{title}\n")
+    print(format_table(headers, rows))
+    sys.stdout.flush()
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, so stdout stays a clean table."""
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def write_json(path: str | None, name: str, results: Any) -> None:
+    """Write ``results`` with the machine's description to ``path`` (if given)."""
+    if not path:
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"benchmark": name, "machine": machine_info(), "results": results}, f, indent=2)
+    print(f"\nwrote {path}")

@@ -1,0 +1,109 @@
+"""The failures a minipool caller can act on, one class each.
+
+Technique: an exceptions module in the style of the ``websockets`` library. Every layer raises
+from this one small tree, so a caller can catch ``MinipoolError`` for "anything minipool", or
+a precise class for the one failure it knows how to handle (a wrong key, a lost worker, a
+frame that broke the protocol). This module imports nothing from minipool, so every layer may
+import it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MinipoolError",
+    "ProtocolError",
+    "FrameTooLarge",
+    "AuthenticationError",
+    "ConnectionClosed",
+    "CodecError",
+    "DecompressionBomb",
+    "MissingExtra",
+    "TransportError",
+    "WorkerLost",
+    "RemoteError",
+    "TaskCancelled",
+]
+
+
+class MinipoolError(Exception):
+    """Base class of every error minipool raises on purpose."""
+
+
+class ProtocolError(MinipoolError):
+    """Bytes from a peer do not follow the protocol (bad magic, version, length, encoding)."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A peer announced or sent a frame larger than the configured maximum."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class AuthenticationError(MinipoolError):
+    """The HMAC handshake failed: the peer does not hold the same key (or is not minipool)."""
+
+
+class ConnectionClosed(MinipoolError, ConnectionError):
+    """The connection was closed, by the peer or locally, while sending or receiving."""
+
+
+class TransportError(MinipoolError):
+    """A URL names no known transport, or a transport cannot be set up as asked."""
+
+
+class CodecError(MinipoolError):
+    """A codec is unknown, or its input is not valid compressed data."""
+
+
+class DecompressionBomb(CodecError):
+    """Decompressing would produce more bytes than the allowed maximum."""
+
+    def __init__(self, codec: str, limit: int) -> None:
+        super().__init__(f"{codec}: decompressed data exceeds the limit of {limit} bytes")
+        self.codec = codec
+        self.limit = limit
+
+
+class MissingExtra(MinipoolError, ImportError):
+    """An optional feature needs a package that is not installed.
+
+    The message names the extra to install, e.g. ``pip install 'minipool[zmq]'``.
+    """
+
+    def __init__(self, feature: str, extra: str, package: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package!r} package: pip install 'minipool[{extra}]'"
+        )
+        self.feature = feature
+        self.extra = extra
+        self.package = package
+
+
+class WorkerLost(MinipoolError):
+    """A task's worker died or went silent too many times while running it."""
+
+
+class TaskCancelled(MinipoolError):
+    """A task was cancelled by the coordinator (its client went away or the pool shut down)."""
+
+
+class RemoteError(MinipoolError):
+    """A task raised an exception that could not travel back as its original type.
+
+    ``remote_type`` names the original class and ``remote_traceback`` holds the worker's
+    formatted traceback text.
+    """
+
+    def __init__(self, remote_type: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{remote_type}: {message}")
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback
+        return text
