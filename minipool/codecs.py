@@ -1,0 +1,342 @@
+"""Compression codecs: a name -> compress / decompress pair, a registry, and a size limit.
+
+Technique: *compressing what goes over the wire* (seed 000 §3.2 compares gzip, deflate and
+brotli for transfer; minipool adds lzma, bz2 and zstd). Each message names its codec, so a
+sender picks per message what pays: text and JSON logs shrink 3-7x, random or already
+compressed bytes do not shrink at all and should travel as ``none``.
+
+How it is built, and why:
+
+* A :class:`Codec` is a frozen dataclass of two plain functions. The hot path is
+  ``get_codec(name)`` -- one dict lookup -- followed by a direct call of a function that is
+  either the library's own (``functools.partial(zlib.compress, ...)``) or a thin wrapper around
+  it, so the registry costs nothing measurable (``python -m minipool.bench codecs`` prints the
+  overhead against calling zlib, lzma, bz2 and zstandard directly).
+* Decompression is *bounded*: a peer controls the input, and 100 KB of zeros in gzip unpacks
+  to 100 MB. Every decompressor is driven through its incremental API with an output limit
+  (``decompressobj().decompress(data, max_length)``), so no more than ``max_size + 1`` bytes
+  ever exist in memory before :class:`~minipool.errors.DecompressionBomb` is raised. Truncated,
+  corrupt or trailing-garbage input raises :class:`~minipool.errors.CodecError`.
+* Levels are chosen for a wire, not for an archive: a codec that compresses slower than the
+  network sends has made the transfer slower. docs/codecs.md has the measurements.
+* zstd needs the optional ``zstandard`` package, imported only when ``zstd`` is first asked
+  for; without it the error names the extra to install. Third-party codecs (brotli, lz4, ...)
+  plug in with :func:`register_codec` or the ``minipool.codecs`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import importlib.metadata
+import logging
+import lzma
+import sys
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CodecError, DecompressionBomb, MissingExtra
+
+__all__ = [
+    "Codec",
+    "DEFAULT_MAX_SIZE",
+    "LEVELS",
+    "register_codec",
+    "get_codec",
+    "available_codecs",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest output a decompressor produces unless told otherwise (64 MiB, the transports' limit).
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+#: The compression level of each built-in codec: the fast end of each library's range, where
+#: (measured on text and JSON logs) most of the ratio is already won at several times the speed.
+LEVELS = {"gzip": 1, "deflate": 1, "lzma": 1, "bz2": 9, "zstd": 3}
+
+#: The entry-point group third-party codecs register under.
+ENTRY_POINT_GROUP = "minipool.codecs"
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A named pair of functions.
+
+    Attributes:
+        name: the name messages carry (``"gzip"``); ASCII, short.
+        compress: ``compress(data) -> bytes``; accepts bytes, bytearray or memoryview.
+        decompress: ``decompress(data, max_size) -> bytes``. Raises
+            :class:`~minipool.errors.DecompressionBomb` rather than return more than
+            ``max_size`` bytes, and :class:`~minipool.errors.CodecError` on corrupt input.
+    """
+
+    name: str
+    compress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes, int], bytes]
+
+
+# --- the built-in codecs -------------------------------------------------------------------
+
+
+def _none_compress(data: bytes) -> bytes:
+    return data if type(data) is bytes else bytes(data)
+
+
+def _none_decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    # Even the identity codec enforces the limit, so a caller can rely on it whatever the codec.
+    if len(data) > max_size:
+        raise DecompressionBomb("none", max_size)
+    return data if type(data) is bytes else bytes(data)
+
+
+def _zlib_codec(name: str, wbits: int) -> Codec:
+    """gzip (wbits 31: RFC 1952 header and CRC-32) or deflate (wbits 15: RFC 1950 zlib)."""
+    level = LEVELS[name]
+    compress: Callable[[bytes], bytes]
+    if sys.version_info >= (3, 11):
+        # One C call, no Python frame: zlib.compress grew ``wbits`` in 3.11.
+        compress = functools.partial(zlib.compress, level=level, wbits=wbits)
+    else:  # pragma: no cover - exercised on Python 3.10 only
+
+        def compress(data: bytes) -> bytes:
+            obj = zlib.compressobj(level, zlib.DEFLATED, wbits)
+            return obj.compress(data) + obj.flush()
+
+    def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+        obj = zlib.decompressobj(wbits)
+        try:
+            out = obj.decompress(data, max_size + 1)
+        except zlib.error as exc:
+            raise CodecError(f"{name}: corrupt input ({exc})") from None
+        if len(out) > max_size:
+            raise DecompressionBomb(name, max_size)
+        if not obj.eof:
+            raise CodecError(f"{name}: truncated input")
+        if obj.unused_data:
+            raise CodecError(f"{name}: {len(obj.unused_data)} bytes of trailing data")
+        return out
+
+    return Codec(name, compress, decompress)
+
+
+def _bounded(name: str, make: Callable[[], Any], errors: tuple[type[BaseException], ...]):
+    """A decompress function over an lzma/bz2-style decompressor object with ``max_length``."""
+
+    def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+        obj = make()
+        try:
+            out = obj.decompress(data, max_size + 1)
+        except errors as exc:
+            raise CodecError(f"{name}: corrupt input ({exc})") from None
+        if len(out) > max_size:
+            raise DecompressionBomb(name, max_size)
+        if not obj.eof:
+            raise CodecError(f"{name}: truncated input")
+        if obj.unused_data:
+            raise CodecError(f"{name}: {len(obj.unused_data)} bytes of trailing data")
+        return out
+
+    return decompress
+
+
+def _lzma_codec() -> Codec:
+    # xz container (with its CRC-64), so a flipped bit is an error, not wrong data.
+    compress = functools.partial(lzma.compress, format=lzma.FORMAT_XZ, preset=LEVELS["lzma"])
+    decompress = _bounded(
+        "lzma", functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ), (lzma.LZMAError,)
+    )
+    return Codec("lzma", compress, decompress)
+
+
+def _bz2_codec() -> Codec:
+    compress = functools.partial(bz2.compress, compresslevel=LEVELS["bz2"])
+    # _bz2 reports a corrupt stream as a plain OSError ("Invalid data stream").
+    decompress = _bounded("bz2", bz2.BZ2Decompressor, (OSError, ValueError))
+    return Codec("bz2", compress, decompress)
+
+
+def _zstd_codec() -> Codec:
+    """Build the zstd codec; imports ``zstandard`` now, so it runs on first use only.
+
+    Raises:
+        MissingExtra: ``zstandard`` is not installed.
+    """
+    try:
+        import zstandard
+    except ImportError:
+        raise MissingExtra("zstd codec", "zstd", "zstandard") from None
+
+    # ZstdCompressor/ZstdDecompressor objects hold a C context and must not be shared between
+    # threads; one pair per thread keeps the context reuse (cheap calls) and thread safety.
+    local = threading.local()
+    level = LEVELS["zstd"]
+    ZstdError = zstandard.ZstdError
+    content_size = zstandard.frame_content_size
+    strict = _zstd_strict(zstandard)
+
+    def compressor() -> Any:
+        local.c = zstandard.ZstdCompressor(level=level)  # writes the content size in the header
+        return local.c
+
+    def decompressor() -> Any:
+        local.d = zstandard.ZstdDecompressor()
+        return local.d
+
+    def compress(data: bytes) -> bytes:
+        c = getattr(local, "c", None) or compressor()
+        return c.compress(data)
+
+    def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+        d = getattr(local, "d", None) or decompressor()
+        size = None
+        try:
+            size = content_size(data)
+            if size >= 0:  # frame_content_size() gives -1 when the header declares no size
+                # The header's size bounds the allocation; libzstd refuses a frame that
+                # produces more than it declared, so a lying header is an error, not a bomb.
+                if size > max_size:
+                    raise DecompressionBomb("zstd", max_size)
+                return d.decompress(data, **strict)
+            # A streamed frame with no declared size: cap the output buffer instead.
+            out = d.decompress(data, max_output_size=max_size + 1, **strict)
+        except ZstdError as exc:
+            if size is not None and size < 0 and _zstd_exceeds(d, data, max_size):
+                raise DecompressionBomb("zstd", max_size) from None
+            raise CodecError(f"zstd: corrupt or truncated input ({exc})") from None
+        if len(out) > max_size:
+            raise DecompressionBomb("zstd", max_size)
+        return out
+
+    return Codec("zstd", compress, decompress)
+
+
+def _zstd_exceeds(d: Any, data: bytes, max_size: int) -> bool:
+    """Whether an undeclared-size frame that failed to fit would produce over ``max_size``.
+
+    Only runs on the error path; the bounded read never holds more than ``max_size + 1`` bytes.
+    """
+    try:
+        return len(d.stream_reader(data).read(max_size + 1)) > max_size
+    except Exception:  # corrupt data: not a bomb, the caller reports a CodecError
+        return False
+
+
+def _zstd_strict(zstandard: Any) -> dict[str, bool]:
+    """``allow_extra_data=False`` (newer zstandard) makes trailing bytes an error, as for gzip."""
+    try:
+        zstandard.ZstdDecompressor().decompress(
+            zstandard.ZstdCompressor().compress(b""), allow_extra_data=False
+        )
+    except TypeError:  # older zstandard: accepts trailing data, like the library itself
+        return {}
+    return {"allow_extra_data": False}
+
+
+# --- the registry --------------------------------------------------------------------------
+
+_codecs: dict[str, Codec] = {
+    "none": Codec("none", _none_compress, _none_decompress),
+    "gzip": _zlib_codec("gzip", 31),
+    "deflate": _zlib_codec("deflate", 15),
+    "lzma": _lzma_codec(),
+    "bz2": _bz2_codec(),
+}
+# Codecs built on first use, because building them imports an optional package.
+_lazy: dict[str, Callable[[], Codec]] = {"zstd": _zstd_codec}
+_lock = threading.Lock()
+_entry_points_loaded = False
+
+
+def register_codec(codec: Codec, *, replace: bool = False) -> None:
+    """Make ``codec`` available under ``codec.name``.
+
+    Args:
+        codec: the codec to add.
+        replace: allow replacing a codec of the same name (including a built-in one).
+
+    Raises:
+        ValueError: a codec of that name exists and ``replace`` is false, or the name is empty.
+        TypeError: ``codec`` is not a :class:`Codec`.
+    """
+    if not isinstance(codec, Codec):
+        raise TypeError(f"expected a Codec, got {type(codec).__name__}")
+    if not codec.name:
+        raise ValueError("a codec needs a non-empty name")
+    with _lock:
+        if not replace and (codec.name in _codecs or codec.name in _lazy):
+            raise ValueError(f"a codec named {codec.name!r} is already registered")
+        _lazy.pop(codec.name, None)
+        _codecs[codec.name] = codec
+
+
+def get_codec(name: str) -> Codec:
+    """The codec called ``name``.
+
+    Raises:
+        CodecError: no codec has that name (the message lists the known ones).
+        MissingExtra: the codec needs an optional package that is not installed (zstd).
+    """
+    try:
+        return _codecs[name]  # the hot path: one dict lookup
+    except KeyError:
+        return _get_slow(name)
+
+
+def _get_slow(name: str) -> Codec:
+    with _lock:
+        if name in _codecs:
+            return _codecs[name]
+        if name in _lazy:
+            codec = _lazy[name]()  # may raise MissingExtra; nothing is cached then
+            _lazy.pop(name, None)
+            _codecs[name] = codec
+            return codec
+        _load_entry_points()
+        if name in _codecs:
+            return _codecs[name]
+        known = ", ".join(sorted({*_codecs, *_lazy}))
+    raise CodecError(f"unknown codec {name!r} (known: {known})")
+
+
+def available_codecs() -> list[str]:
+    """Names of the codecs that work here: built-ins whose package is installed, codecs
+    registered with :func:`register_codec`, and those of the ``minipool.codecs`` entry points."""
+    with _lock:
+        _load_entry_points()
+        names = set(_codecs)
+        lazy = list(_lazy)
+    for name in lazy:
+        try:
+            get_codec(name)
+        except MissingExtra:
+            continue
+        names.add(name)
+    return sorted(names)
+
+
+def _load_entry_points() -> None:
+    """Register the codecs of the ``minipool.codecs`` entry points (once; caller holds _lock).
+
+    An entry point's value is a :class:`Codec` or a callable returning one. Built-in and
+    explicitly registered codecs win over a plug-in of the same name; a plug-in that fails to
+    load is logged and skipped, so one broken package does not break every codec.
+    """
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            codec = obj if isinstance(obj, Codec) else obj()
+            if not isinstance(codec, Codec):
+                raise TypeError(f"{ep.value} gave {type(codec).__name__}, not a Codec")
+        except Exception as exc:
+            log.warning("skipping codec entry point %r: %s", ep.name, exc)
+            continue
+        if codec.name not in _codecs and codec.name not in _lazy:
+            _codecs[codec.name] = codec
