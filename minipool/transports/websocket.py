@@ -1,0 +1,425 @@
+"""``ws://`` and ``wss://``: minipool messages as WebSocket messages (RFC 6455, from scratch).
+
+Technique: *a protocol upgrade over HTTP, then framing with its own rules*. Seed 000 §3.1 weighs
+HTTP against WebSocket; this transport shows what WebSocket costs and buys. A connection starts
+as an HTTP/1.1 ``GET`` with ``Upgrade: websocket`` (parsed by the shared sans-I/O
+:mod:`~minipool.transports.http11`); the server proves it understood by hashing the client's
+``Sec-WebSocket-Key`` with the RFC's GUID into ``Sec-WebSocket-Accept`` and answering ``101``.
+From then on both sides exchange frames, encoded and decoded by the sans-I/O
+:mod:`~minipool.transports.wsframes`. This module is only the thin I/O loop around both:
+
+* the socket work is :class:`~minipool.transports.stream.SocketStream` (buffered
+  ``read_exact``, locked gather-writes) and the accept loop is
+  :class:`~minipool.transports.tcp.TcpListener`'s, so ``ws://`` differs from ``tcp://`` only in
+  its handshake and framing -- which is exactly what the transport benchmark measures;
+* the upgrade runs in :meth:`WebSocketConnection.handshake`, in the serving thread, with a
+  deadline; a plain ``GET /health`` gets a small JSON ``200`` (for curl and load balancers);
+* minipool sends BINARY messages; ``recv`` returns the next data message (a TEXT message as its
+  UTF-8 bytes), answering pings with pongs on the way;
+* a protocol violation is answered with the close code the RFC asks for (1002, 1007, 1009)
+  before the connection is dropped, and raised as
+  :class:`~minipool.transports.wsframes.WebSocketProtocolError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from urllib.parse import SplitResult
+
+from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportError
+from .base import Buffer, Connection, Listener, Options
+from .http11 import (
+    MAX_HEAD,
+    REASONS,
+    Headers,
+    HttpError,
+    format_request,
+    format_response,
+    parse_request,
+    parse_response,
+)
+from .tcp import TcpConnection, TcpListener, open_socket
+from .wsframes import (
+    CloseCode,
+    Frame,
+    MessageAssembler,
+    Opcode,
+    WebSocketProtocolError,
+    apply_mask,
+    frame_header,
+    parse_close,
+    parse_frame,
+    serialize_close,
+)
+
+__all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen"]
+
+#: The RFC's constant, hashed with the client's key to prove the server speaks WebSocket.
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+_LINGER = 1.0  # seconds to wait for the peer's half of the closing handshake
+_LINGER_BYTES = 1 << 20  # ...and at most this much unread data to drain meanwhile
+_RESUMABLE = 64 * 1024  # a read this small never consumes bytes before it completes
+
+
+def accept_key(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` value answering ``Sec-WebSocket-Key`` ``key`` (§4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
+
+
+def _tokens(headers: Headers, name: str) -> set[str]:
+    """The comma-separated tokens of every ``name`` field, lower-cased."""
+    return {t.strip().lower() for value in headers.get_all(name) for t in value.split(",")}
+
+
+def check_request(request: object) -> str:
+    """Validate an upgrade request (§4.2.1) and return its ``Sec-WebSocket-Key``.
+
+    Raises:
+        HttpError: with the status to answer: 405 not a GET, 426 not an upgrade or not
+            version 13, 400 for anything else malformed.
+    """
+    method, version, headers = request.method, request.version, request.headers  # type: ignore[attr-defined]
+    if method != "GET":
+        raise HttpError(405, "a WebSocket handshake is a GET")
+    if "websocket" not in _tokens(headers, "Upgrade"):
+        raise HttpError(426, "this is a WebSocket endpoint: send Upgrade: websocket")
+    if version != "HTTP/1.1":
+        raise HttpError(400, "the WebSocket handshake needs HTTP/1.1")
+    if "upgrade" not in _tokens(headers, "Connection"):
+        raise HttpError(400, "Connection header lacks the upgrade token")
+    if "Host" not in headers:
+        raise HttpError(400, "missing Host header")
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        raise HttpError(426, "only WebSocket version 13 is supported")
+    keys = headers.get_all("Sec-WebSocket-Key")
+    try:
+        ok = len(keys) == 1 and len(base64.b64decode(keys[0].strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise HttpError(400, "Sec-WebSocket-Key must be 16 bytes in base64, given once")
+    return keys[0].strip()
+
+
+class WebSocketConnection(TcpConnection):
+    """One WebSocket connection, either end.
+
+    Attributes:
+        origin: the client's ``Origin`` header (server side), or ``None``. Browsers always send
+            it; check it against a list of allowed sites before trusting a browser client.
+        path: the request target the client asked for (server side).
+        request_headers: the client's upgrade request headers (server side).
+        close_code, close_reason: the code and reason of the peer's close frame, once one
+            arrived (1005 when it carried no code, 1006 when the connection broke instead).
+    """
+
+    def __init__(self, sock: socket.socket, options: Options, *, client: bool,
+                 server_tls: bool = False) -> None:
+        super().__init__(sock, options, server_tls=server_tls)
+        self._client = client
+        self._assembler = MessageAssembler(options.max_message)
+        self._pending: tuple[object, int] | None = None  # a frame half-read when recv timed out
+        self._close_lock = threading.Lock()
+        self._close_sent = False
+        self._reader: int | None = None  # thread id of a recv in progress
+        self.origin: str | None = None
+        self.path = "/"
+        self.request_headers = Headers()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    # -- opening handshake ---------------------------------------------------------------------
+
+    def handshake(self, timeout: float | None = None) -> None:
+        """Server side: TLS (for wss://), then read and answer the upgrade request.
+
+        Raises:
+            TimeoutError: the request was not complete within ``timeout`` (answered 408).
+            ProtocolError: not a valid upgrade (:class:`HttpError` answered with its status).
+            ConnectionClosed: the client left, or this was a health check (answered 200).
+        """
+        if self._client:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        super().handshake(timeout)  # TLS for wss://; nothing for ws://
+        try:
+            head = self._stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline)
+            request = parse_request(head)
+            if request.method == "GET" and request.target.split("?")[0] == "/health" and (
+                "websocket" not in _tokens(request.headers, "Upgrade")
+            ):
+                self._answer(200, [("Content-Type", "application/json")],
+                             json.dumps({"status": "ok", "transport": "websocket"}).encode() + b"\n")
+                raise ConnectionClosed("health check answered")
+            key = check_request(request)
+        except TimeoutError:
+            self._answer(408, [], b"request head not received in time\n")
+            raise
+        except FrameTooLarge as exc:
+            self._answer(431, [], b"request head too large\n")
+            raise HttpError(431, "request head too large") from exc
+        except HttpError as exc:
+            extra = []
+            if exc.status == 426:
+                extra = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+            elif exc.status == 405:
+                extra = [("Allow", "GET")]
+            self._answer(exc.status, extra, exc.detail.encode() + b"\n")
+            raise
+        except BaseException:
+            self._stream.close()
+            raise
+        self.origin = request.headers.get("Origin")
+        self.path = request.target
+        self.request_headers = request.headers
+        # No extension or subprotocol is accepted: not answering them declines them (§9.1).
+        self._stream.write([format_response(101, REASONS[101], [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(key)),
+        ])])
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Send a final HTTP response and close: the handshake did not become a WebSocket."""
+        fields = [*headers, ("Connection", "close")]
+        if not any(name == "Content-Type" for name, _ in fields):
+            fields.append(("Content-Type", "text/plain; charset=utf-8"))
+        try:
+            self._stream.write([format_response(status, REASONS.get(status, "Error"), fields, body)])
+        except ConnectionClosed:
+            pass
+        self._finish()
+
+    def _client_handshake(self, url: SplitResult, origin: str | None, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        host = url.hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        fields = [("Host", f"{host}:{url.port}"), ("Upgrade", "websocket"),
+                  ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
+                  ("Sec-WebSocket-Version", "13")]
+        if origin is not None:
+            fields.append(("Origin", origin))
+        self._stream.write([format_request("GET", target, fields)])
+        try:
+            response = parse_response(self._stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline))
+        except FrameTooLarge as exc:
+            raise ProtocolError("handshake response head too large") from exc
+        if response.status != 101:
+            raise HttpError(response.status,
+                            f"server refused the WebSocket upgrade: {response.reason}")
+        headers = response.headers
+        if "websocket" not in _tokens(headers, "Upgrade") or "upgrade" not in _tokens(
+            headers, "Connection"
+        ):
+            raise ProtocolError("101 response without Upgrade: websocket / Connection: Upgrade")
+        if headers.get("Sec-WebSocket-Accept") != accept_key(key):
+            raise ProtocolError("wrong Sec-WebSocket-Accept: the server is not a WebSocket server")
+        if "Sec-WebSocket-Extensions" in headers or "Sec-WebSocket-Protocol" in headers:
+            raise ProtocolError("server chose an extension or subprotocol that was not offered")
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def _frame_parts(self, opcode: int, payload: Buffer) -> tuple[bytes, Buffer]:
+        n = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+        if self._client:  # §5.3: clients mask, with a fresh unpredictable key per frame
+            key = os.urandom(4)
+            return frame_header(opcode, n, key=key), apply_mask(payload, key)
+        return frame_header(opcode, n), payload
+
+    def send(self, message: Buffer) -> None:
+        if self._close_sent:
+            raise ConnectionClosed("connection is closing")
+        self._stream.write(self._frame_parts(Opcode.BINARY, message))
+
+    def send_many(self, messages: Sequence[Buffer]) -> None:
+        if self._close_sent:
+            raise ConnectionClosed("connection is closing")
+        parts: list[Buffer] = []
+        for message in messages:
+            parts.extend(self._frame_parts(Opcode.BINARY, message))
+        if parts:
+            self._stream.write(parts)
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (keep-alive); the peer's pong is consumed by :meth:`recv`."""
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        self._stream.write(self._frame_parts(Opcode.PING, payload))
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """The next data message. Pings are answered on the way, pongs dropped.
+
+        Raises:
+            TimeoutError: no whole message within ``timeout``; the connection stays usable
+                unless a large payload was being read (then it is closed).
+            ConnectionClosed: the peer closed (``close_code`` tells why) or the socket broke.
+            WebSocketProtocolError: the peer broke the protocol; the close code was sent.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._reader = threading.get_ident()
+        try:
+            while True:
+                frame = self._read_frame(deadline)
+                opcode = frame.opcode
+                if opcode < 8:
+                    message = self._assembler.feed(frame)
+                    if message is not None:
+                        return message.data
+                elif opcode is Opcode.PING:
+                    self._stream.write(self._frame_parts(Opcode.PONG, frame.payload))
+                elif opcode is Opcode.CLOSE:
+                    self._on_close_frame(frame)
+        except WebSocketProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+            raise
+        except ConnectionClosed:
+            if self.close_code is None:
+                self.close_code = CloseCode.ABNORMAL_CLOSURE
+            self._stream.close()
+            raise
+        finally:
+            self._reader = None
+
+    def _read_frame(self, deadline: float | None) -> Frame:
+        """Drive :func:`parse_frame` with bytes from the stream."""
+        if self._pending is not None:
+            parser, need = self._pending  # type: ignore[assignment]
+            self._pending = None
+        else:
+            parser = parse_frame(masked=not self._client, max_size=self._assembler.budget)
+            need = next(parser)
+        read = self._stream.read_exact
+        try:
+            while True:
+                need = parser.send(read(need, deadline))  # type: ignore[attr-defined]
+        except StopIteration as done:
+            return done.value
+        except TimeoutError:
+            if need > _RESUMABLE:  # the stream may have consumed part of it: cannot resume
+                self._stream.close()
+                raise TimeoutError("timed out in the middle of a large frame; connection closed")
+            self._pending = (parser, need)
+            raise
+
+    # -- closing handshake ---------------------------------------------------------------------
+
+    def _send_close(self, code: int, reason: str = "") -> None:
+        with self._close_lock:
+            if self._close_sent:
+                return
+            self._close_sent = True
+        try:
+            self._stream.write(self._frame_parts(Opcode.CLOSE, serialize_close(code, reason)))
+        except ConnectionClosed:
+            pass
+
+    def _on_close_frame(self, frame: Frame) -> None:
+        self.close_code, self.close_reason = parse_close(frame.payload)
+        # Echo the peer's code (§5.5.1); 1005 means it sent none, so we send none back.
+        self._send_close(self.close_code, "")
+        self._finish()
+        raise ConnectionClosed(f"closed by peer: {int(self.close_code)} {self.close_reason}".rstrip())
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (§7.1.7): send the close code, then drop it."""
+        self._send_close(code, reason)
+        self._finish()
+
+    def _finish(self) -> None:
+        """Half-close, let the peer finish its side of the closing handshake, then close.
+
+        Closing a socket with unread data makes the kernel send a reset, which can destroy the
+        close frame just sent before the peer reads it. So: FIN first, then drain what the peer
+        still sends (bounded in time and bytes) until its own close.
+        """
+        stream = self._stream
+        if stream.closed:
+            return
+        reader = self._reader
+        if reader is not None and reader != threading.get_ident():
+            # Another thread is reading: closing wakes it up; draining here would race it.
+            stream.close()
+            return
+        sock = stream.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER
+            drained = 0
+            while drained < _LINGER_BYTES:
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                        break
+                data = sock.recv(65536)
+                if not data:
+                    break
+                drained += len(data)
+        except (OSError, ValueError):
+            pass
+        stream.close()
+
+    def close(self) -> None:
+        """Start the closing handshake (code 1000) and close; waits at most ~1 s for the peer."""
+        if self._stream.closed:
+            return
+        self._send_close(CloseCode.NORMAL_CLOSURE)
+        self._finish()
+
+
+class WebSocketListener(TcpListener):
+    """``ws://`` / ``wss://`` server: TcpListener's accept loop, WebSocket connections out."""
+
+    def __init__(self, url: SplitResult, options: Options) -> None:
+        secure = url.scheme.lower() == "wss"
+        if secure and options.ssl_context is None:
+            raise TransportError("wss:// needs ssl_context= (a server-side ssl.SSLContext)")
+        super().__init__(url, options)
+        self._tls = secure  # TcpListener only knows tls://; the handshake is TcpConnection's
+        self.url += url.path if url.path not in ("", "/") else ""
+
+    def accept(self) -> Connection:
+        tcp = super().accept()  # accepted and configured; nothing read from it yet
+        return WebSocketConnection(tcp._stream.sock, self._options, client=False,
+                                   server_tls=self._tls)
+
+
+def connect(url: SplitResult, options: Options, *, origin: str | None = None) -> Connection:
+    """Open a client connection to ``ws://host:port/path`` (or ``wss://``).
+
+    Args:
+        url: the server's URL.
+        options: transport options (``ssl_context`` for wss://).
+        origin: an ``Origin`` header to send, as a browser would.
+
+    Raises:
+        TransportError: wss:// without an ssl_context.
+        OSError: the server cannot be reached.
+        ProtocolError: the server is not a WebSocket server (an :class:`HttpError` carries
+            the status if it answered with something other than 101).
+        TimeoutError: no answer within ``options.handshake_timeout``.
+    """
+    if url.scheme.lower() == "wss" and options.ssl_context is None:
+        raise TransportError("wss:// needs ssl_context= (a client-side ssl.SSLContext)")
+    conn = WebSocketConnection(open_socket(url, options), options, client=True)
+    try:
+        conn._client_handshake(url, origin, options.handshake_timeout)
+    except BaseException:
+        conn._stream.close()
+        raise
+    return conn
+
+
+def listen(url: SplitResult, options: Options) -> Listener:
+    return WebSocketListener(url, options)
