@@ -15,8 +15,12 @@ How it is built, and why:
 * Decompression is *bounded*: a peer controls the input, and 100 KB of zeros in gzip unpacks
   to 100 MB. Every decompressor is driven through its incremental API with an output limit
   (``decompressobj().decompress(data, max_length)``), so no more than ``max_size + 1`` bytes
-  ever exist in memory before :class:`~minipool.errors.DecompressionBomb` is raised. Truncated,
-  corrupt or trailing-garbage input raises :class:`~minipool.errors.CodecError`.
+  ever exist in memory before :class:`~minipool.errors.DecompressionBomb` is raised -- except
+  where the input is too short to inflate past the limit at all (deflate cannot exceed 1032:1;
+  a zstd frame declares its size), where the one-shot C call is provably safe and fastest.
+  Truncated or corrupt input raises :class:`~minipool.errors.CodecError`. Bytes after the end
+  of the compressed stream are treated as each library's one-shot function treats them:
+  ignored by gzip, deflate and zstd, an error for lzma and bz2.
 * Levels are chosen for a wire, not for an archive: a codec that compresses slower than the
   network sends has made the transfer slower. docs/codecs.md has the measurements.
 * zstd needs the optional ``zstandard`` package, imported only when ``zstd`` is first asked
@@ -93,6 +97,11 @@ def _none_decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     return data if type(data) is bytes else bytes(data)
 
 
+# DEFLATE's longest match (258 bytes) costs at least 2 bits, so no stream inflates by more than
+# 1032:1 (RFC 1951; the zlib FAQ). Below that ratio a one-shot decompress cannot be a bomb.
+_DEFLATE_MAX_RATIO = 1032
+
+
 def _zlib_codec(name: str, wbits: int) -> Codec:
     """gzip (wbits 31: RFC 1952 header and CRC-32) or deflate (wbits 15: RFC 1950 zlib)."""
     level = LEVELS[name]
@@ -107,17 +116,19 @@ def _zlib_codec(name: str, wbits: int) -> Codec:
             return obj.compress(data) + obj.flush()
 
     def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-        obj = zlib.decompressobj(wbits)
         try:
+            if len(data) * _DEFLATE_MAX_RATIO <= max_size:
+                # Fast path (every message under ~64 KB with the default limit): this input
+                # cannot inflate past max_size, so the one-shot C call is safe.
+                return zlib.decompress(data, wbits)
+            obj = zlib.decompressobj(wbits)
             out = obj.decompress(data, max_size + 1)
         except zlib.error as exc:
-            raise CodecError(f"{name}: corrupt input ({exc})") from None
+            raise CodecError(f"{name}: corrupt or truncated input ({exc})") from None
         if len(out) > max_size:
             raise DecompressionBomb(name, max_size)
         if not obj.eof:
             raise CodecError(f"{name}: truncated input")
-        if obj.unused_data:
-            raise CodecError(f"{name}: {len(obj.unused_data)} bytes of trailing data")
         return out
 
     return Codec(name, compress, decompress)
@@ -176,64 +187,54 @@ def _zstd_codec() -> Codec:
     level = LEVELS["zstd"]
     ZstdError = zstandard.ZstdError
     content_size = zstandard.frame_content_size
-    strict = _zstd_strict(zstandard)
-
-    def compressor() -> Any:
-        local.c = zstandard.ZstdCompressor(level=level)  # writes the content size in the header
-        return local.c
-
-    def decompressor() -> Any:
-        local.d = zstandard.ZstdDecompressor()
-        return local.d
 
     def compress(data: bytes) -> bytes:
-        c = getattr(local, "c", None) or compressor()
-        return c.compress(data)
+        try:
+            return local.compress(data)
+        except AttributeError:  # this thread's first call: make its compressor
+            # The default writes the content size into the frame header (see decompress).
+            local.compress = zstandard.ZstdCompressor(level=level).compress
+            return local.compress(data)
 
     def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-        d = getattr(local, "d", None) or decompressor()
-        size = None
         try:
             size = content_size(data)
-            if size >= 0:  # frame_content_size() gives -1 when the header declares no size
-                # The header's size bounds the allocation; libzstd refuses a frame that
-                # produces more than it declared, so a lying header is an error, not a bomb.
-                if size > max_size:
-                    raise DecompressionBomb("zstd", max_size)
-                return d.decompress(data, **strict)
-            # A streamed frame with no declared size: cap the output buffer instead.
-            out = d.decompress(data, max_output_size=max_size + 1, **strict)
+            if 0 <= size <= max_size:
+                # The declared size bounds the allocation, and libzstd refuses a frame that
+                # produces more than it declared: a lying header is an error, not a bomb.
+                return local.decompress(data)
         except ZstdError as exc:
-            if size is not None and size < 0 and _zstd_exceeds(d, data, max_size):
-                raise DecompressionBomb("zstd", max_size) from None
             raise CodecError(f"zstd: corrupt or truncated input ({exc})") from None
-        if len(out) > max_size:
+        except AttributeError:  # this thread's first call: make its decompressor
+            local.decompress = zstandard.ZstdDecompressor().decompress
+            return decompress(data, max_size)
+        if size > max_size:
             raise DecompressionBomb("zstd", max_size)
-        return out
+        return _zstd_undeclared(local.decompress, data, max_size, ZstdError)
 
     return Codec("zstd", compress, decompress)
 
 
-def _zstd_exceeds(d: Any, data: bytes, max_size: int) -> bool:
-    """Whether an undeclared-size frame that failed to fit would produce over ``max_size``.
-
-    Only runs on the error path; the bounded read never holds more than ``max_size + 1`` bytes.
-    """
+def _zstd_undeclared(decompress: Any, data: bytes, max_size: int, error: type) -> bytes:
+    """Decompress a frame whose header declares no size (a streamed frame) within max_size."""
     try:
-        return len(d.stream_reader(data).read(max_size + 1)) > max_size
-    except Exception:  # corrupt data: not a bomb, the caller reports a CodecError
-        return False
+        out = decompress(data, max_output_size=max_size + 1)
+    except error as exc:
+        # The same message means "output would not fit" and "input ended early": tell them
+        # apart with a bounded streaming read, which never holds more than max_size + 1 bytes.
+        try:
+            import zstandard
 
-
-def _zstd_strict(zstandard: Any) -> dict[str, bool]:
-    """``allow_extra_data=False`` (newer zstandard) makes trailing bytes an error, as for gzip."""
-    try:
-        zstandard.ZstdDecompressor().decompress(
-            zstandard.ZstdCompressor().compress(b""), allow_extra_data=False
-        )
-    except TypeError:  # older zstandard: accepts trailing data, like the library itself
-        return {}
-    return {"allow_extra_data": False}
+            reader = zstandard.ZstdDecompressor().stream_reader(data)
+            too_big = len(reader.read(max_size + 1)) > max_size
+        except Exception:
+            too_big = False
+        if too_big:
+            raise DecompressionBomb("zstd", max_size) from None
+        raise CodecError(f"zstd: corrupt or truncated input ({exc})") from None
+    if len(out) > max_size:
+        raise DecompressionBomb("zstd", max_size)
+    return out
 
 
 # --- the registry --------------------------------------------------------------------------

@@ -110,12 +110,35 @@ def test_truncated_input_is_a_codec_error(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", COMPRESSED)
-def test_trailing_garbage_and_empty_input_are_codec_errors(name: str) -> None:
+def test_empty_input_is_a_codec_error(name: str) -> None:
+    with pytest.raises(CodecError):
+        get_codec(name).decompress(b"", MB)
+
+
+@pytest.mark.parametrize("name", ["lzma", "bz2"])
+def test_trailing_garbage_is_refused_where_the_library_refuses_it(name: str) -> None:
     codec = get_codec(name)
     with pytest.raises(CodecError):
         codec.decompress(codec.compress(b"hello") + b"junk", MB)
+
+
+@pytest.mark.parametrize("name", ["gzip", "deflate", "zstd"])
+def test_trailing_bytes_are_ignored_like_the_one_shot_library_call(name: str) -> None:
+    codec = get_codec(name)
+    packed = codec.compress(b"hello" * 1000) + b"junk"
+    assert codec.decompress(packed, MB) == b"hello" * 1000
+    assert codec.decompress(packed, 5000) == b"hello" * 1000  # the bounded path agrees
+
+
+@pytest.mark.parametrize("name", ["gzip", "deflate"])
+def test_both_zlib_paths_refuse_truncation(name: str) -> None:
+    codec = get_codec(name)
+    data = bytes(range(256)) * 256
+    packed = codec.compress(data)[:-10]
     with pytest.raises(CodecError):
-        codec.decompress(b"", MB)
+        codec.decompress(packed, MB)  # small input: the one-shot path
+    with pytest.raises(CodecError):
+        codec.decompress(packed, len(data))  # limit near the output size: the bounded path
 
 
 @pytest.mark.parametrize("name", COMPRESSED)
