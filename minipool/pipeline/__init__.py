@@ -1,0 +1,32 @@
+"""The pipeline DSL: ``pl.source(data) | pl.map(f, kind="process") | pl.reduce(add)``.
+
+Technique: seed 000 §3.4-3.5 (sharding, merging, pipeline processing), seed 001 (process,
+thread and coroutine pipes, named services with dynamic weights, exchange channels, recovery
+logs) and seed 004 (windows, rolling aggregation, checkpoints, MapReduce), as one small API.
+Read ``docs/pipeline.md`` for the tour; the modules, in reading order:
+
+* :mod:`.core` -- Stage, Pipeline, ``|``, and the Execution that runs one stage per thread;
+* :mod:`.channels` -- bounded fast channels (backpressure) and the durable, journaled channel;
+* :mod:`.runners` -- the stage kinds: thread, process, async, any Executor;
+* :mod:`.operators` -- map, filter, batch, reduce, shard, ...;
+* :mod:`.windows` -- tumbling/sliding windows by count or time, rolling aggregates;
+* :mod:`.services` -- named services with weighted dynamic balancing;
+* :mod:`.stats`, :mod:`.errors` -- observability and the failures a caller can act on.
+"""
+
+from .core import Execution, Pipeline, Stage
+from .errors import PipelineError, StageDefinitionError, StageFailed
+from .operators import (batch, collect, count, count_by, distinct, filter, flat_map, key_by, map,
+                        merge, reduce, reduce_by_key, shard, sink, source, take, tap, to_dict, top)
+from .runners import DeadLetter, ErrorPolicy, Kind
+from .services import InstanceStats, service
+from .stats import StageStats
+from .windows import Window, rolling, window
+
+__all__ = [
+    "Pipeline", "Stage", "Execution", "PipelineError", "StageDefinitionError", "StageFailed",
+    "source", "merge", "map", "filter", "flat_map", "key_by", "tap", "batch", "take", "distinct",
+    "reduce_by_key", "count_by", "top", "collect", "reduce", "sink", "count", "to_dict", "shard",
+    "service", "window", "rolling", "Window", "DeadLetter", "ErrorPolicy", "Kind",
+    "InstanceStats", "StageStats",
+]

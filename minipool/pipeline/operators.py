@@ -1,0 +1,412 @@
+"""The operators a pipeline is written with: ``source | map | filter | ... | reduce``.
+
+Technique: the composable operators of toolz, Beam and the Unix tool box, each a small
+declaration (:class:`~.core.Stage`) with a small runtime. Record-at-a-time operators (``map``,
+``filter``, ``flat_map``, ``key_by``) run on any stage kind (see :mod:`.runners`); operators that
+remember records (``batch``, ``distinct``, ``reduce_by_key``, ``top``) run in their stage thread;
+terminal operators (``collect``, ``reduce``, ``sink``, ``count``, ``to_dict``) fold the stream
+into the value ``run()`` returns. ``shard`` is seed 000 §3.4's split–process–combine: records
+are routed by key to N copies of a fragment, whose outputs merge into one stream again.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from typing import Any
+
+from .channels import Channel
+from .core import Merge, Pipeline, Runtime, Source, Stage, StageDone, Terminal
+from .errors import PipelineError
+from .runners import ErrorPolicy, Kind, MapRuntime, Mode
+
+__all__ = ["source", "merge", "map", "filter", "flat_map", "key_by", "tap", "batch", "take",
+           "distinct", "reduce_by_key", "count_by", "top", "collect", "reduce", "sink", "count",
+           "to_dict", "shard", "MapStage", "Shard"]
+
+_NOTHING: Any = object()
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def source(iterable: Iterable[Any] | Callable[[], Iterable[Any]], *, name: str | None = None) -> Pipeline:
+    """Start a pipeline from an iterable (finite or endless) or a function returning one.
+
+    Raises:
+        PipelineError: ``iterable`` is neither iterable nor callable.
+    """
+    if not callable(iterable) and not hasattr(iterable, "__iter__"):
+        raise PipelineError(f"source() needs an iterable, got {type(iterable).__name__}")
+    return Pipeline(Source(iterable, name), [])
+
+
+def merge(*pipelines: Pipeline) -> Pipeline:
+    """Fan-in: one stream of every record of every pipeline, interleaved as they arrive."""
+    return Pipeline(Merge(pipelines), [])
+
+
+class MapStage(Stage):
+    """A record-at-a-time stage: ``map``, ``filter`` or ``flat_map`` on any kind of worker."""
+
+    def __init__(self, fn: Callable[[Any], Any], mode: Mode, *, kind: str = "thread", workers: int = 1,
+                 executor: Executor | None = None, chunksize: int | None = None, retries: int = 0,
+                 errors: str = "fail", name: str | None = None, label: str | None = None) -> None:
+        self.fn, self.mode, self.name = fn, mode, name
+        self.label = label or f"{mode.value}({getattr(fn, '__name__', type(fn).__name__)})"
+        if executor is not None:
+            if not isinstance(executor, Executor):
+                raise PipelineError(f"executor= needs a concurrent.futures.Executor, got {executor!r}")
+            kind = "executor"
+        try:
+            self.kind = Kind(kind)
+        except ValueError:
+            raise PipelineError(f"kind must be one of {[k.value for k in Kind]}, got {kind!r}") from None
+        if self.kind is Kind.EXECUTOR and executor is None:
+            raise PipelineError("kind='executor' needs executor=...")
+        self.kind_name = self.kind.value
+        self.executor = executor
+        self.workers = _positive("workers", workers)
+        self.chunksize = None if chunksize is None else _positive("chunksize", chunksize)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise PipelineError(f"retries must be a non-negative integer, got {retries!r}")
+        self.retries = retries
+        try:
+            self.errors = ErrorPolicy(errors)
+        except ValueError:
+            raise PipelineError(f"errors must be one of {[e.value for e in ErrorPolicy]}, "
+                                f"got {errors!r}") from None
+
+    def open(self, name: str, run: Any, stats: Any) -> MapRuntime:
+        return MapRuntime(self, name, run, stats)
+
+
+def map(fn: Callable[[Any], Any], **options: Any) -> MapStage:  # noqa: A001 - the domain's word
+    """Emit ``fn(record)`` for each record.
+
+    Args:
+        fn: the function (a coroutine function with ``kind="async"``).
+        kind: ``"thread"`` (default), ``"process"``, ``"async"``; or pass ``executor=``.
+        workers: parallel calls in flight (threads, processes, coroutines).
+        executor: any ``concurrent.futures.Executor``, e.g. a minipool ``Pool``.
+        chunksize: records per task sent to a pool (default: adaptive).
+        retries: extra attempts for a record whose call raised.
+        errors: ``"fail"`` (default), ``"skip"`` or ``"dead_letter"``.
+        name: the stage's name in errors and statistics.
+    """
+    return MapStage(fn, Mode.MAP, **options)
+
+
+def filter(pred: Callable[[Any], Any], **options: Any) -> MapStage:  # noqa: A001
+    """Keep the records for which ``pred(record)`` is true (options as for :func:`map`)."""
+    return MapStage(pred, Mode.FILTER, **options)
+
+
+def flat_map(fn: Callable[[Any], Iterable[Any]], **options: Any) -> MapStage:
+    """Emit every item of ``fn(record)`` (options as for :func:`map`)."""
+    return MapStage(fn, Mode.FLAT_MAP, **options)
+
+
+def _pair(key: Callable[[Any], Any], record: Any) -> tuple[Any, Any]:
+    return key(record), record
+
+
+def key_by(key: Callable[[Any], Any], **options: Any) -> MapStage:
+    """Emit ``(key(record), record)`` pairs, the input of ``reduce_by_key`` and keyed windows."""
+    return MapStage(functools.partial(_pair, key), Mode.MAP,
+                    label=f"key_by({getattr(key, '__name__', 'key')})", **options)
+
+
+def _tap(fn: Callable[[Any], Any], record: Any) -> Any:
+    fn(record)
+    return record
+
+
+def tap(fn: Callable[[Any], Any], **options: Any) -> MapStage:
+    """Call ``fn(record)`` for its side effect (logging, metrics) and pass the record on."""
+    return MapStage(functools.partial(_tap, fn), Mode.MAP, label="tap", **options)
+
+
+class _Simple(Stage):
+    """A stage whose runtime is built by a factory taking no arguments."""
+
+    def __init__(self, label: str, factory: Callable[[], Runtime], *, stateful: bool,
+                 name: str | None) -> None:
+        self.label, self._factory, self.stateful, self.name = label, factory, stateful, name
+
+    def open(self, name: str, run: Any, stats: Any) -> Runtime:
+        return self._factory()
+
+
+class _Batch(Runtime):
+    def __init__(self, size: int) -> None:
+        self.size, self.buffer = size, []
+
+    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        self.buffer.extend(chunk)
+        if len(self.buffer) >= self.size:
+            cut = len(self.buffer) - len(self.buffer) % self.size
+            emit([self.buffer[i:i + self.size] for i in range(0, cut, self.size)])
+            del self.buffer[:cut]
+
+    def holding(self) -> bool:
+        return bool(self.buffer)
+
+    def finish(self, emit: Callable[[Any], None]) -> None:
+        if self.buffer:
+            emit([self.buffer])
+
+
+def batch(size: int, *, name: str | None = None) -> Stage:
+    """Group records into lists of ``size`` (the last one may be shorter)."""
+    _positive("batch size", size)
+    return _Simple(f"batch({size})", lambda: _Batch(size), stateful=True, name=name)
+
+
+class _Take(Runtime):
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        if len(chunk) >= self.left:
+            emit(chunk[: self.left])
+            self.left = 0
+            raise StageDone
+        self.left -= len(chunk)
+        emit(chunk)
+
+
+def take(n: int, *, name: str | None = None) -> Stage:
+    """Pass the first ``n`` records, then stop everything upstream (endless sources included)."""
+    _positive("take(n)", n)
+    return _Simple(f"take({n})", lambda: _Take(n), stateful=False, name=name)
+
+
+class _Distinct(Runtime):
+    def __init__(self, key: Callable[[Any], Any] | None) -> None:
+        self.key, self.seen = key, set()
+
+    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        out = []
+        for record in chunk:
+            k = record if self.key is None else self.key(record)
+            if k not in self.seen:
+                self.seen.add(k)
+                out.append(record)
+        if out:
+            emit(out)
+
+    def holding(self) -> bool:
+        return bool(self.seen)
+
+
+def distinct(key: Callable[[Any], Any] | None = None, *, name: str | None = None) -> Stage:
+    """Drop records whose key (default: the record) was seen before. Memory grows with keys."""
+    return _Simple("distinct", lambda: _Distinct(key), stateful=True, name=name)
+
+
+class _ReduceByKey(Runtime):
+    def __init__(self, fn: Callable[[Any, Any], Any], key: Callable[[Any], Any] | None) -> None:
+        self.fn, self.key, self.acc = fn, key, {}
+
+    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        acc, fn = self.acc, self.fn
+        for record in chunk:
+            k, v = (record if self.key is None else (self.key(record), record))
+            acc[k] = fn(acc[k], v) if k in acc else v
+
+    def holding(self) -> bool:
+        return bool(self.acc)
+
+    def finish(self, emit: Callable[[Any], None]) -> None:
+        if self.acc:
+            emit(list(self.acc.items()))
+
+
+def reduce_by_key(fn: Callable[[Any, Any], Any], *, key: Callable[[Any], Any] | None = None,
+                  name: str | None = None) -> Stage:
+    """Fold the values of each key with ``fn``; emit ``(key, value)`` pairs when input ends.
+
+    Input: ``(key, value)`` pairs (from ``key_by`` or ``map``), or any record with ``key=``.
+    This is MapReduce's reduce phase (seed 004); put it inside ``shard`` to run it in parallel.
+    """
+    return _Simple("reduce_by_key", lambda: _ReduceByKey(fn, key), stateful=True, name=name)
+
+
+def _one(_: Any) -> int:
+    return 1
+
+
+def count_by(key: Callable[[Any], Any], *, name: str | None = None) -> Stage:
+    """Emit ``(key, count)`` for every distinct ``key(record)`` when the input ends."""
+    stage = _Simple("count_by", lambda: _CountBy(key), stateful=True, name=name)
+    return stage
+
+
+class _CountBy(_ReduceByKey):
+    def __init__(self, key: Callable[[Any], Any]) -> None:
+        super().__init__(int.__add__, None)
+        self.keyfn = key
+
+    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        acc, key = self.acc, self.keyfn
+        for record in chunk:
+            k = key(record)
+            acc[k] = acc.get(k, 0) + 1
+
+
+class _Top(Runtime):
+    def __init__(self, k: int, key: Callable[[Any], Any] | None) -> None:
+        self.k, self.key, self.heap = k, key, []
+        self.counter = itertools.count()
+
+    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        heap = self.heap
+        for record in chunk:
+            # the counter breaks ties by arrival, so records themselves are never compared
+            item = (record if self.key is None else self.key(record), -next(self.counter), record)
+            if len(heap) < self.k:
+                heapq.heappush(heap, item)
+            elif item[:2] > heap[0][:2]:
+                heapq.heapreplace(heap, item)
+
+    def holding(self) -> bool:
+        return bool(self.heap)
+
+    def finish(self, emit: Callable[[Any], None]) -> None:
+        if self.heap:
+            emit([item[2] for item in sorted(self.heap, key=lambda i: i[:2], reverse=True)])
+
+
+def top(k: int, *, key: Callable[[Any], Any] | None = None, name: str | None = None) -> Stage:
+    """Emit the ``k`` largest records (by ``key``), largest first, when the input ends."""
+    _positive("top(k)", k)
+    return _Simple(f"top({k})", lambda: _Top(k, key), stateful=True, name=name)
+
+
+class _Fold(Terminal):
+    def __init__(self, label: str, initial: Callable[[], Any], apply: Callable[[Any, list[Any]], Any],
+                 result: Callable[[Any], Any] | None = None, name: str | None = None) -> None:
+        self.label, self._initial, self._apply, self._result, self.name = (
+            label, initial, apply, result, name)
+
+    def initial(self) -> Any:
+        return self._initial()
+
+    def apply(self, state: Any, records: list[Any]) -> Any:
+        return self._apply(state, records)
+
+    def result(self, state: Any) -> Any:
+        return state if self._result is None else self._result(state)
+
+
+def _extend(state: list[Any], records: list[Any]) -> list[Any]:
+    state.extend(records)
+    return state
+
+
+def collect(*, name: str | None = None) -> Terminal:
+    """Terminal: every record, in a list."""
+    return _Fold("collect", list, _extend, name=name)
+
+
+def reduce(fn: Callable[[Any, Any], Any], initial: Any = _NOTHING, *, name: str | None = None) -> Terminal:
+    """Terminal: ``functools.reduce(fn, records, initial)``; the combine stage of a fan-in.
+
+    Raises (at the end of the run):
+        PipelineError: the stream was empty and no ``initial`` was given.
+    """
+    def apply(state: Any, records: list[Any]) -> Any:
+        if not records:
+            return state
+        if state is _NOTHING:
+            return functools.reduce(fn, records)
+        return functools.reduce(fn, records, state)
+
+    def result(state: Any) -> Any:
+        if state is _NOTHING:
+            raise PipelineError("reduce() of an empty stream with no initial value")
+        return state
+
+    return _Fold(f"reduce({getattr(fn, '__name__', 'fn')})", lambda: initial, apply, result, name)
+
+
+def sink(fn: Callable[[Any], Any], *, name: str | None = None) -> Terminal:
+    """Terminal: call ``fn(record)`` for each record; ``run()`` returns how many it saw."""
+    def apply(state: int, records: list[Any]) -> int:
+        for record in records:
+            fn(record)
+        return state + len(records)
+    return _Fold(f"sink({getattr(fn, '__name__', 'fn')})", int, apply, name=name)
+
+
+def count(*, name: str | None = None) -> Terminal:
+    """Terminal: the number of records."""
+    return _Fold("count", int, lambda state, records: state + len(records), name=name)
+
+
+def _update(state: dict[Any, Any], records: list[Any]) -> dict[Any, Any]:
+    state.update(records)
+    return state
+
+
+def to_dict(*, name: str | None = None) -> Terminal:
+    """Terminal: a dict from ``(key, value)`` records (later keys win)."""
+    return _Fold("to_dict", dict, _update, name=name)
+
+
+class _Router(Runtime):
+    def __init__(self, key: Callable[[Any], Any], shards: list[Channel]) -> None:
+        self.key, self.shards = key, shards
+
+    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        n = len(self.shards)
+        buckets: list[list[Any]] = [[] for _ in range(n)]
+        key = self.key
+        for record in chunk:
+            buckets[hash(key(record)) % n].append(record)
+        for shard, bucket in zip(self.shards, buckets):
+            if bucket:
+                shard.put(bucket)
+
+    def finish(self, emit: Callable[[Any], None]) -> None:
+        for shard in self.shards:
+            shard.close()
+
+
+class Shard(Stage):
+    """Split by key into ``n`` copies of a fragment, then merge their outputs (see :func:`shard`)."""
+
+    def __init__(self, n: int, key: Callable[[Any], Any], then: Pipeline | Stage, name: str | None) -> None:
+        self.n = _positive("shard count", n)
+        if isinstance(then, Stage):
+            then = Pipeline(None, [then])
+        if not isinstance(then, Pipeline) or then.head is not None or not then.stages:
+            raise PipelineError("shard(then=...) needs stages without a source, e.g. "
+                                "pl.map(f) | pl.reduce(add)")
+        self.key, self.then, self.name = key, then, name
+        self.label = f"shard({n})"
+
+    def wire(self, name: str, run: Any, inbound: Channel, outbound: Channel) -> None:
+        shards = [Channel(run.stop, run._buffer) for _ in range(self.n)]
+        for i, channel in enumerate(shards):
+            channel.add_producer()
+            run._build_stages(self.then.stages, channel, outbound, f"{name}[{i}].")
+        router = _Simple(self.label, lambda: _Router(self.key, shards), stateful=False, name=None)
+        run.add_stage(router, name, inbound, Channel(run.stop, 1))  # the router emits to shards only
+
+
+def shard(n: int, *, key: Callable[[Any], Any], then: Pipeline | Stage, name: str | None = None) -> Shard:
+    """Split–process–combine: route each record to shard ``hash(key(record)) % n``.
+
+    Each shard runs its own copy of ``then`` (its own state, its own thread(s)); a terminal
+    stage in ``then`` emits each shard's partial result, and the outputs of every shard merge
+    into one stream for the next stage, e.g. a final ``reduce`` that combines the partials.
+    """
+    return Shard(n, key, then, name)
