@@ -52,6 +52,7 @@ from .tcp import TcpConnection, TcpListener, open_socket
 from .wsframes import (
     CloseCode,
     Frame,
+    Message,
     MessageAssembler,
     Opcode,
     WebSocketProtocolError,
@@ -258,8 +259,14 @@ class WebSocketConnection(TcpConnection):
             raise ValueError("a ping payload is at most 125 bytes")
         self._stream.write(self._frame_parts(Opcode.PING, payload))
 
+    def send_text(self, text: str) -> None:
+        """Send one TEXT message (minipool itself sends BINARY; browsers like both)."""
+        if self._close_sent:
+            raise ConnectionClosed("connection is closing")
+        self._stream.write(self._frame_parts(Opcode.TEXT, text.encode("utf-8")))
+
     def recv(self, timeout: float | None = None) -> bytes:
-        """The next data message. Pings are answered on the way, pongs dropped.
+        """The next data message's payload (a TEXT message as its UTF-8 bytes).
 
         Raises:
             TimeoutError: no whole message within ``timeout``; the connection stays usable
@@ -267,6 +274,11 @@ class WebSocketConnection(TcpConnection):
             ConnectionClosed: the peer closed (``close_code`` tells why) or the socket broke.
             WebSocketProtocolError: the peer broke the protocol; the close code was sent.
         """
+        return self.recv_message(timeout).data
+
+    def recv_message(self, timeout: float | None = None) -> Message:
+        """The next data message with its type (TEXT or BINARY). Pings are answered on the
+        way, pongs dropped. Raises as :meth:`recv`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._reader = threading.get_ident()
         try:
@@ -276,7 +288,7 @@ class WebSocketConnection(TcpConnection):
                 if opcode < 8:
                     message = self._assembler.feed(frame)
                     if message is not None:
-                        return message.data
+                        return message
                 elif opcode is Opcode.PING:
                     self._stream.write(self._frame_parts(Opcode.PONG, frame.payload))
                 elif opcode is Opcode.CLOSE:
