@@ -1,2 +1,40 @@
-"""minipool: a teaching toolkit for distributed computing, on the standard library."""
+"""minipool: a teaching toolkit for distributed computing, on the standard library.
+
+``from minipool import Pool`` gives a :class:`concurrent.futures.Executor` whose workers are
+processes on this machine or others; see the README and ``docs/`` for the guided tour.
+"""
+
+from .errors import (
+    AuthenticationError,
+    CodecError,
+    ConnectionClosed,
+    MinipoolError,
+    ProtocolError,
+    RemoteError,
+    TaskCancelled,
+    WorkerLost,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Pool",
+    "AuthenticationError",
+    "CodecError",
+    "ConnectionClosed",
+    "MinipoolError",
+    "ProtocolError",
+    "RemoteError",
+    "TaskCancelled",
+    "WorkerLost",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Pool is imported on first use so that `python -m minipool worker` starts quickly and a
+    # plain `import minipool` does not pull in the whole cluster layer.
+    if name == "Pool":
+        from .pool import Pool
+
+        return Pool
+    raise AttributeError(f"module 'minipool' has no attribute {name!r}")

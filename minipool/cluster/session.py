@@ -1,0 +1,148 @@
+"""Sessions: an authenticated connection, its outgoing queue, and its heartbeat bookkeeping.
+
+Technique: *the Paranoid Pirate pattern* (the ZeroMQ guide's reliable worker queue) over any
+transport. Both ends send HEARTBEAT when they have had nothing else to say for one interval, and
+each declares the other dead after ``liveness`` silent intervals. Nothing here depends on the
+transport noticing a dead peer: a frozen process (SIGSTOP) keeps its TCP connection open forever,
+and only the missing heartbeats give it away.
+
+The other two pieces:
+
+* the handshake helpers run the HMAC challenge-response of :mod:`minipool.wire` and the HELLO that
+  says who the peer is (client or worker), with a deadline, *before* anything else is read;
+* :class:`Outbox` sends with *flat combining*: whichever thread finds the outbox idle becomes its
+  sender and drains everything the other threads queued meanwhile into one ``send_many``. Under
+  load, many messages leave in one syscall; when idle, a message leaves at once, with no extra
+  thread and no handoff. A peer that stops reading cannot make the outbox grow without bound:
+  past ``limit`` queued bytes the session is closed (Redis's client-output-buffer-limit).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+from ..errors import ConnectionClosed, ProtocolError
+from ..transports.base import Connection, connect
+from ..wire import ClientAuth, Kind, Message, ServerAuth, decode, encode
+
+__all__ = ["Outbox", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
+
+#: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
+HEARTBEAT = 1.0
+LIVENESS = 3
+OUTBOX_LIMIT = 256 * 1024 * 1024
+
+
+class Outbox:
+    """A connection's send queue, drained by whichever thread arrives first."""
+
+    __slots__ = ("conn", "limit", "pending_bytes", "last_send", "busy_since", "_pending", "_lock",
+                 "_flushing", "failed")
+
+    def __init__(self, conn: Connection, limit: int = OUTBOX_LIMIT) -> None:
+        self.conn = conn
+        self.limit = limit
+        self.pending_bytes = 0
+        self.last_send = time.monotonic()
+        self.busy_since: float | None = None  # set while a send is in progress (stall detection)
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._lock = threading.Lock()
+        self._flushing = False
+        self.failed = False
+
+    def put(self, data: bytes) -> None:
+        """Queue ``data`` and send it (plus anything queued) unless another thread is sending."""
+        with self._lock:
+            if self.failed:
+                return
+            self._pending.append(data)
+            self.pending_bytes += len(data)
+            if self.pending_bytes > self.limit:
+                self.failed = True
+            elif self._flushing:
+                return
+            else:
+                self._flushing = True
+        if self.failed:
+            self.conn.close()  # a consumer this far behind is cut off; its reader cleans up
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._flushing = False
+                    self.busy_since = None
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                self.pending_bytes = 0
+                self.busy_since = time.monotonic()
+            try:
+                self.conn.send_many(batch)
+            except ConnectionClosed:
+                with self._lock:
+                    self.failed = True
+                    self._flushing = False
+                    self._pending.clear()
+                self.conn.close()
+                return
+            self.last_send = time.monotonic()
+
+    def stalled(self, now: float, limit: float) -> bool:
+        """A send has been blocked for ``limit`` seconds: the peer is not reading."""
+        busy = self.busy_since
+        return busy is not None and now - busy > limit
+
+
+def client_handshake(conn: Connection, key: bytes, hello: dict[str, Any], timeout: float) -> None:
+    """Authenticate to a coordinator over ``conn`` and introduce ourselves.
+
+    Raises:
+        AuthenticationError: wrong key on either side.
+        ProtocolError: the server is not a minipool coordinator.
+        TimeoutError, ConnectionClosed: the server did not answer in time or hung up.
+    """
+    auth = ClientAuth(key)
+    conn.send(auth.answer(conn.recv(timeout)))
+    auth.check(conn.recv(timeout))
+    conn.send(encode(Message(Kind.HELLO, headers=hello)))
+
+
+def server_handshake(conn: Connection, key: bytes, timeout: float) -> dict[str, Any]:
+    """Run the transport handshake, authenticate the peer, and return its HELLO headers.
+
+    Every step shares one deadline, so a client that dawdles anywhere is dropped.
+
+    Raises:
+        AuthenticationError, ProtocolError, TimeoutError, ConnectionClosed.
+    """
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(0.001, deadline - time.monotonic())
+
+    conn.handshake(left())
+    auth = ServerAuth(key)
+    conn.send(auth.challenge())
+    conn.send(auth.verify(conn.recv(left())))
+    hello = decode(conn.recv(left()))
+    if hello.kind is not Kind.HELLO:
+        raise ProtocolError(f"expected HELLO after authentication, got {hello.kind.name}")
+    return hello.headers
+
+
+def open_connection(url: str, key: bytes, hello: dict[str, Any], *, timeout: float = 10.0,
+                    **options: Any) -> Connection:
+    """Connect to the coordinator at ``url``, authenticate, send HELLO; return the connection."""
+    conn = connect(url, **options)
+    try:
+        client_handshake(conn, key, hello, timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,137 @@
+"""What the coordinator knows: tasks, the workers holding leases on them, the clients waiting.
+
+Technique: *leases*. A task handed to a worker is not forgotten: it sits in that worker's
+``inflight`` table until a result comes back, so when the worker dies the coordinator knows
+exactly which tasks to run again. These classes are plain data with a few helpers; every
+mutation happens under the coordinator's lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..transports.base import Connection
+from ..wire import Message, encode
+from .session import Outbox
+
+__all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState"]
+
+_ids = itertools.count(1)
+
+
+class TaskState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+@dataclass(eq=False)
+class Task:
+    """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
+
+    number: int
+    owner: ClientState | None
+    client_id: int
+    body: bytes
+    fmt: Any
+    codec: str
+    priority: int = 0
+    state: TaskState = TaskState.QUEUED
+    worker: WorkerState | None = None
+    losses: int = 0
+    leased_at: float = 0.0
+
+
+class _Peer:
+    """An authenticated connection with its outbox and liveness clock."""
+
+    local = False
+
+    def __init__(self, conn: Connection | None, name: str) -> None:
+        self.conn = conn
+        self.name = name
+        self.outbox = Outbox(conn) if conn is not None else None  # type: ignore[arg-type]
+        self.last_recv = time.monotonic()
+        self.connected_at = time.time()
+
+    def describe(self) -> str:
+        peer = self.conn.peer if self.conn is not None else "in-process"
+        return f"{type(self).__name__.removesuffix('State').lower()} {self.name} ({peer})"
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class WorkerState(_Peer):
+    """A connected worker: its advertised slots and the tasks it holds leases on."""
+
+    def __init__(self, conn: Connection, name: str, slots: int, prefetch: int | None,
+                 meta: dict[str, Any]) -> None:
+        super().__init__(conn, name)
+        self.id = f"{name}#{next(_ids)}"
+        self.slots = max(1, slots)
+        self.capacity = self.slots + (self.slots if prefetch is None else max(0, prefetch))
+        self.meta = meta
+        self.inflight: dict[int, Task] = {}
+        self.done = 0
+
+    @classmethod
+    def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None) -> WorkerState:
+        name = str(hello.get("name") or conn.peer)
+        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python") if k in hello}
+        return cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
+
+    def lease(self, task: Task) -> None:
+        task.leased_at = time.monotonic()
+        self.inflight[task.number] = task
+
+    def finish(self, number: int) -> None:
+        if self.inflight.pop(number, None) is not None:
+            self.done += 1
+
+    def note_started(self, number: int) -> None:
+        task = self.inflight.get(number)
+        if task is not None:
+            task.leased_at = time.monotonic()
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "address": self.conn.peer if self.conn else None,
+                "slots": self.slots, "inflight": len(self.inflight), "done": self.done,
+                "idle_for": None, **self.meta}
+
+
+class ClientState(_Peer):
+    """A connected client and the tasks it is waiting for, by its own task ids."""
+
+    def __init__(self, conn: Connection | None, client_id: str) -> None:
+        super().__init__(conn, client_id)
+        self.id = client_id
+        self.tasks: dict[int, Task] = {}
+
+    @classmethod
+    def from_hello(cls, conn: Connection, hello: dict[str, Any]) -> ClientState:
+        return cls(conn, str(hello.get("client") or f"anonymous-{next(_ids)}"))
+
+    def deliver(self, message: Message) -> None:
+        self.outbox.put(encode(message))  # type: ignore[union-attr]
+
+
+class LocalClientState(ClientState):
+    """A client living in the coordinator's own process: messages are handed over by a call."""
+
+    local = True
+
+    def __init__(self, client_id: str, on_message: Callable[[Message], None]) -> None:
+        super().__init__(None, client_id)
+        self._on_message = on_message
+
+    def deliver(self, message: Message) -> None:
+        self._on_message(message)
+

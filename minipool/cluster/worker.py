@@ -1,0 +1,172 @@
+"""The worker: connect to a coordinator, advertise slots, run tasks, send results back.
+
+Technique: *the worker side of a task queue* (Celery's worker, SCOOP's worker process) with the
+Paranoid Pirate pattern's reconnect. A worker is a loop: receive a TASK, run it, send a RESULT.
+Around that loop:
+
+* **slots.** ``kind="process"`` with one slot runs tasks in the worker's own main thread: the
+  process *is* the executor, so there is no extra hop (this is what ``Pool`` starts, one per
+  core). ``kind="thread"`` runs up to ``slots`` tasks at once in a
+  :class:`~concurrent.futures.ThreadPoolExecutor`, for I/O-bound work. Several process slots
+  are several single-slot worker processes (see :mod:`minipool.cluster.supervisor`), so a task
+  that crashes its process takes down one slot, not all of them.
+* **heartbeats.** A thread sends HEARTBEAT whenever the worker has been quiet for one interval,
+  even while a long task holds the main thread; the worker declares the coordinator dead after
+  ``liveness`` intervals of silence while it is waiting for work.
+* **reconnect with exponential backoff** (0.1 s, 0.2 s, 0.4 s, ... up to ``max_backoff``, with
+  jitter so a restarted coordinator is not hit by every worker in the same millisecond). A wrong
+  key is not retried: it will not get better.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import platform
+import random
+import socket
+import threading
+import time
+from typing import Any
+
+from .. import task as tasklib
+from ..errors import AuthenticationError, ConnectionClosed, MinipoolError
+from ..transports.base import Connection
+from ..wire import Format, Kind, Message, decode, encode
+from .session import HEARTBEAT, LIVENESS, Outbox, open_connection
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("minipool.worker")
+
+
+class Worker:
+    """A worker process's connection to one coordinator.
+
+    Args:
+        url: the coordinator's URL.
+        authkey: the shared key.
+        slots: tasks run at once.
+        kind: ``"process"`` (run in this process's main thread; slots must be 1) or ``"thread"``.
+        name: shown in ``status``; defaults to ``host:pid``.
+        reconnect: reconnect when the coordinator goes away (``False``: return from :meth:`run`).
+        max_backoff: longest wait between reconnection attempts, in seconds.
+    """
+
+    def __init__(self, url: str, authkey: bytes, *, slots: int = 1, kind: str = "process",
+                 name: str | None = None, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS,
+                 reconnect: bool = True, max_backoff: float = 30.0, **transport_options: Any) -> None:
+        if kind not in ("process", "thread"):
+            raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
+        if kind == "process" and slots != 1:
+            raise ValueError("a process worker has one slot; start several (see Supervisor)")
+        self.url = url
+        self._key = authkey
+        self.slots = slots
+        self.kind = kind
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = heartbeat
+        self.liveness = liveness
+        self.reconnect = reconnect
+        self.max_backoff = max_backoff
+        self._options = transport_options
+        self._stop = threading.Event()
+        self._conn: Connection | None = None
+        self._executor = (concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="minipool-task")
+                          if kind == "thread" else None)
+        self.tasks_done = 0
+
+    def hello(self) -> dict[str, Any]:
+        return {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "python": platform.python_version()}
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (or, without ``reconnect``, until the coordinator goes away).
+
+        Raises:
+            AuthenticationError: the coordinator refused our key.
+        """
+        delay = 0.1
+        try:
+            while not self._stop.is_set():
+                try:
+                    conn = open_connection(self.url, self._key, self.hello(), **self._options)
+                except AuthenticationError:
+                    raise
+                except (MinipoolError, OSError, TimeoutError) as exc:
+                    if not self.reconnect:
+                        raise
+                    wait = delay * random.uniform(0.5, 1.5)
+                    log.info("cannot reach %s (%s); retrying in %.1fs", self.url, exc, wait)
+                    self._stop.wait(wait)
+                    delay = min(delay * 2, self.max_backoff)
+                    continue
+                delay = 0.1
+                log.info("worker %s connected to %s", self.name, self.url)
+                self._serve(conn)
+                if not self.reconnect:
+                    return
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return; drops the current connection."""
+        self._stop.set()
+        if self._conn is not None:
+            self._conn.close()
+
+    # -- one connection ----------------------------------------------------------------------
+
+    def _serve(self, conn: Connection) -> None:
+        self._conn = conn
+        outbox = Outbox(conn)
+        beating = threading.Thread(target=self._beat, args=(outbox,), daemon=True,
+                                   name="minipool-worker-heartbeat")
+        beating.start()
+        silence = self.heartbeat * self.liveness
+        try:
+            while not self._stop.is_set():
+                try:
+                    msg = decode(conn.recv(timeout=silence))
+                except TimeoutError:
+                    log.warning("coordinator silent for %.1fs; reconnecting", silence)
+                    return
+                except ConnectionClosed:
+                    return
+                if msg.kind is Kind.TASK:
+                    self._start(msg, outbox)
+                elif msg.kind is Kind.ERROR:
+                    log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
+                    return
+        except MinipoolError as exc:
+            log.warning("dropping the connection to %s: %s", self.url, exc)
+        finally:
+            conn.close()
+
+    def _beat(self, outbox: Outbox) -> None:
+        beat = encode(Message(Kind.HEARTBEAT))
+        while not outbox.failed and not outbox.conn.closed:
+            if time.monotonic() - outbox.last_send >= self.heartbeat:
+                outbox.put(beat)
+            time.sleep(self.heartbeat / 2)
+
+    def _start(self, msg: Message, outbox: Outbox) -> None:
+        if self._executor is None:
+            self._finish(msg, outbox)
+        else:
+            self._executor.submit(self._finish, msg, outbox)
+
+    def _finish(self, msg: Message, outbox: Outbox) -> None:
+        try:
+            ok, value = True, tasklib.execute(msg.body, msg.codec)
+        except BaseException as exc:  # noqa: BLE001 - the task's failure is its result
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and self._executor is None:
+                raise
+            ok, value = False, exc
+        ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
+        self.tasks_done += 1
+        outbox.put(encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
+                                  fmt=Format.PICKLE, codec=codec)))

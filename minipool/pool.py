@@ -1,0 +1,247 @@
+"""``Pool``: the user's entry point, a :class:`concurrent.futures.Executor` over a coordinator.
+
+Technique: *a distributed compute pool behind a familiar interface* (seed 000's compute pool,
+SCOOP's futures, Celery's tasks). Anyone who knows ``ProcessPoolExecutor`` already knows
+``Pool``: ``submit`` returns a future, ``map`` yields results in order, ``shutdown`` and ``with``
+work as usual. Behind it are the coordinator and workers of :mod:`minipool.cluster`:
+
+* ``Pool()`` is the embedded default: a coordinator in this process, listening on 127.0.0.1
+  with a random key, and one worker *process* per core, started and replaced when they die by a
+  :class:`~minipool.cluster.supervisor.Supervisor`;
+* ``Pool(address="tcp://host:port", authkey=...)`` is a client of a coordinator running
+  elsewhere (``python -m minipool coordinator``), with workers on any number of machines.
+
+The path of one task: :meth:`Pool.submit` packs the call (:mod:`minipool.task`) and hands it to
+the client (:mod:`minipool.client`), which sends a SUBMIT; the coordinator
+(:mod:`minipool.cluster.coordinator`) queues it and leases it to a worker
+(:mod:`minipool.cluster.worker`), which runs it and sends the RESULT back the same way, where it
+resolves the future.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from . import mapping
+from . import task as tasklib
+from .asyncresult import TaskFunction
+from .client import Client, LocalClient, RemoteClient
+from .cluster.coordinator import Coordinator
+from .cluster.supervisor import Supervisor
+from .codecs import get_codec
+
+__all__ = ["Pool", "authkey_from_env"]
+
+DEFAULT_WINDOW = 64
+
+
+def authkey_from_env() -> bytes | None:
+    """The key in ``MINIPOOL_AUTHKEY``, as bytes, or ``None``."""
+    value = os.environ.get("MINIPOOL_AUTHKEY")
+    return value.encode() if value else None
+
+
+class Pool(concurrent.futures.Executor):
+    """A pool of workers, local or remote, with the ``concurrent.futures`` interface.
+
+    Args:
+        workers: local worker processes to start (embedded mode; default ``os.cpu_count()``).
+        address: URL of a running coordinator; ``None`` starts an embedded one.
+        authkey: the shared key (remote mode; defaults to ``MINIPOOL_AUTHKEY``).
+        transport: URL scheme the embedded coordinator listens on (``tcp``, ``ws``, ...).
+        codec: compression for task and result bodies of 1 KiB or more.
+        kind: ``"process"`` (one process per worker) or ``"thread"`` (one process running
+            ``workers`` threads: for I/O-bound tasks).
+        transport_options: passed to the transport (``ssl_context=``, ``max_message=``, ...).
+
+    Raises:
+        AuthenticationError: the coordinator at ``address`` refused the key.
+        OSError: the coordinator at ``address`` cannot be reached.
+    """
+
+    def __init__(self, workers: int | None = None, *, address: str | None = None,
+                 authkey: bytes | str | None = None, transport: str = "tcp", codec: str = "none",
+                 kind: str = "process", max_losses: int = 3, **transport_options: Any) -> None:
+        get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
+        if kind not in ("process", "thread"):
+            raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
+        self.codec = codec
+        self.kind = kind
+        self._shutdown = False
+        self._coordinator: Coordinator | None = None
+        self._supervisor: Supervisor | None = None
+        self._slots_cache: tuple[float, int] | None = None
+        if isinstance(authkey, str):
+            authkey = authkey.encode()
+        if address is None:
+            key = authkey or secrets.token_hex(32).encode()
+            count = workers or os.cpu_count() or 1
+            self._coordinator = Coordinator(key, max_losses=max_losses, **transport_options)
+            self.address = self._coordinator.serve(f"{transport}://127.0.0.1:0")
+            if kind == "process":
+                self._supervisor = Supervisor(self.address, key, count, name="local")
+            else:
+                self._supervisor = Supervisor(self.address, key, 1, kind="thread", slots=count,
+                                              name="local")
+            self._local_slots = count
+            self._client: Client = LocalClient(self._coordinator)
+        else:
+            key = authkey or authkey_from_env()
+            if not key:
+                raise ValueError("Pool(address=...) needs authkey= or MINIPOOL_AUTHKEY")
+            self.address = address
+            self._local_slots = 0
+            self._client = RemoteClient(address, key, **transport_options)
+
+    # -- concurrent.futures.Executor ---------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
+        return self.submit_with(fn, args, kwargs)
+
+    def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
+                    priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
+        """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
+        self._check_open()
+        body, codec = tasklib.pack_call(fn, args, kwargs or {}, self.codec)
+        headers = {}
+        if priority:
+            headers["priority"] = priority
+        if timeout is not None:
+            headers["timeout"] = timeout
+        return self._client.submit(body, codec, headers or None)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int | None = 1, buffersize: int | None = None) -> Iterator[Any]:
+        """Like :meth:`concurrent.futures.Executor.map`, lazy and bounded.
+
+        Args:
+            chunksize: items per task; ``None`` chooses automatically (see :mod:`minipool.mapping`).
+            buffersize: chunks in flight at once (default 64); the input is read only this far
+                ahead of the results, so an endless iterator is fine.
+            timeout: seconds, from this call, after which waiting for a result raises
+                ``TimeoutError``.
+        """
+        self._check_open()
+        length = mapping.length_of(iterables[0]) if len(iterables) == 1 else None
+        sizer = mapping.ChunkSizer(chunksize, length, self._slots())
+        chunks = sizer.chunks(zip(*iterables))
+        submit = lambda chunk: self._client.submit(*tasklib.pack_chunk(fn, chunk, self.codec))  # noqa: E731
+        return mapping.ordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
+
+    def map_unordered(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = 1,
+                      buffersize: int | None = None, timeout: float | None = None) -> Iterator[Any]:
+        """Like :meth:`map` with one iterable, yielding results as they complete (SCOOP's
+        ``map_as_completed``; ``multiprocessing.Pool.imap_unordered``)."""
+        self._check_open()
+        sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
+        chunks = sizer.chunks((item,) for item in iterable)
+        submit = lambda chunk: self._client.submit(*tasklib.pack_chunk(fn, chunk, self.codec))  # noqa: E731
+        return mapping.unordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
+
+    def map_reduce(self, map_fn: Callable[[Any], Any], reduce_fn: Callable[[Any, Any], Any],
+                   iterable: Iterable[Any], initializer: Any = tasklib.NO_INITIAL,
+                   chunksize: int | None = None, timeout: float | None = None) -> Any:
+        """Map in parallel and fold the results with ``reduce_fn`` (SCOOP's ``mapReduce``).
+
+        Each worker folds its own chunk, and the caller folds the partial results in input
+        order, so ``reduce_fn`` need only be associative (not commutative).
+
+        Raises:
+            TypeError: the iterable is empty and there is no ``initializer``.
+        """
+        self._check_open()
+        sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
+        chunks = sizer.chunks(iter(iterable))
+        submit = lambda chunk: self._client.submit(*tasklib.pack_reduce(  # noqa: E731
+            map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec))
+        partials = mapping.ordered(lambda c: _listing(submit(c)), chunks, sizer, DEFAULT_WINDOW, timeout)
+        acc = initializer
+        for partial in partials:
+            acc = partial if acc is tasklib.NO_INITIAL else reduce_fn(acc, partial)
+        if acc is tasklib.NO_INITIAL:
+            raise TypeError("map_reduce() of an empty iterable with no initializer")
+        return acc
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks; optionally wait for pending ones; stop embedded workers."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        if cancel_futures:
+            self._client.fail_all(concurrent.futures.CancelledError())
+        if wait:
+            while self._client.pending:
+                time.sleep(0.005)
+        self._client.close()
+        if self._supervisor is not None:
+            self._supervisor.close()
+        if self._coordinator is not None:
+            self._coordinator.close()
+
+    # -- Celery-style tasks and introspection ------------------------------------------------
+
+    def task(self, fn: Callable[..., Any] | None = None, *, retries: int = 0,
+             retry_backoff: float = 0.0, timeout: float | None = None, priority: int = 0) -> Any:
+        """Decorate a function as a task with ``.delay()`` and ``.apply_async()`` (Celery's
+        ``@app.task``). Usable bare (``@pool.task``) or with options."""
+        def wrap(f: Callable[..., Any]) -> TaskFunction:
+            return TaskFunction(self, f, retries=retries, retry_backoff=retry_backoff,
+                                timeout=timeout, priority=priority)
+        return wrap(fn) if fn is not None else wrap
+
+    def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The coordinator's report: ``workers`` (a list), ``queued``, ``running``, ``done``, ..."""
+        report = self._client.status(timeout)
+        if self._supervisor is not None:
+            report["local_processes"] = self._supervisor.pids
+            report["restarts"] = self._supervisor.restarts
+        return report
+
+    def wait_for_workers(self, count: int | None = None, timeout: float = 30.0) -> None:
+        """Block until ``count`` workers (default: the embedded ones) have connected.
+
+        Raises:
+            TimeoutError: they did not all connect in time.
+        """
+        want = count if count is not None else (self._supervisor.count if self._supervisor else 1)
+        deadline = time.monotonic() + timeout
+        while len(self.status()["workers"]) < want:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {want} workers connected within {timeout}s")
+            time.sleep(0.02)
+
+    def _slots(self) -> int:
+        if self._local_slots:
+            return self._local_slots
+        now = time.monotonic()
+        if self._slots_cache is None or now - self._slots_cache[0] > 5.0:
+            self._slots_cache = (now, max(1, self.status().get("slots", 1)))
+        return self._slots_cache[1]
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def _listing(future: concurrent.futures.Future) -> concurrent.futures.Future:
+    """Wrap a future of one value as a future of a one-item list (for :func:`mapping.ordered`)."""
+    out: concurrent.futures.Future = concurrent.futures.Future()
+
+    def copy(f: concurrent.futures.Future) -> None:
+        if f.cancelled():
+            out.cancel()
+        elif f.exception() is not None:
+            out.set_exception(f.exception())
+        else:
+            out.set_result([f.result()])
+
+    future.add_done_callback(copy)
+    original_cancel = out.cancel
+    out.cancel = lambda: future.cancel() and original_cancel()  # type: ignore[method-assign]
+    return out

@@ -1,0 +1,281 @@
+"""The minipool wire protocol: a message envelope and a mutual HMAC handshake, sans-I/O.
+
+Technique: *message passing* (seed 000 §2.1) with a *sans-I/O protocol core*. Every function here
+turns bytes into values or values into bytes; none touches a socket. The coordinator, workers and
+clients wrap them in a thin loop over a :class:`~minipool.transports.base.Connection`, and the
+tests (and a hypothesis fuzzer) drive them with plain bytes.
+
+One transport message carries one :class:`Message`, laid out as (``docs/protocol.md`` has the
+byte-by-byte specification)::
+
+    0      2      3      4      5      6           10          18
+    +------+------+------+------+------+-----------+-----------+-------+---------+------+
+    | "MP" | ver  | kind | fmt  | clen | hlen u32  | id u64    | codec | headers | body |
+    +------+------+------+------+------+-----------+-----------+-------+---------+------+
+
+Why it is built this way:
+
+* the fixed 18-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
+  and its result) carries no headers at all;
+* the coordinator never decodes task bodies: it reads the head and forwards the body bytes
+  untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
+* bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,
+  by name, so any registered codec works). Pickle is refused by :func:`decode_body` unless the
+  caller says the peer is authenticated: nothing is unpickled from a stranger;
+* authentication is a mutual challenge-response on a shared key, as
+  ``multiprocessing.connection`` does, but in both directions: each side proves it holds the
+  key by returning the HMAC-SHA256 of a fresh random nonce chosen by the other, so a recorded
+  exchange cannot be replayed and a fake coordinator cannot harvest tasks.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import os
+import pickle
+import struct
+from typing import Any
+
+from .codecs import DEFAULT_MAX_SIZE, get_codec
+from .errors import AuthenticationError, ProtocolError
+
+__all__ = [
+    "VERSION",
+    "Kind",
+    "Format",
+    "Message",
+    "encode",
+    "decode",
+    "encode_body",
+    "decode_body",
+    "ClientAuth",
+    "ServerAuth",
+    "NONCE_SIZE",
+]
+
+MAGIC = b"MP"
+VERSION = 1
+_HEAD = struct.Struct("!2sBBBBIQ")
+HEAD_SIZE = _HEAD.size  # 18
+MAX_HEADERS = 64 * 1024
+MAX_ID = 2**64 - 1
+
+
+class Kind(enum.IntEnum):
+    """What a message means. Values are on the wire: never renumber."""
+
+    # The handshake (see ClientAuth / ServerAuth).
+    CHALLENGE = 1  # server -> client: body = nonce
+    PROOF = 2  # client -> server: body = HMAC(server nonce) + client nonce
+    WELCOME = 3  # server -> client: body = HMAC(client nonce)
+    HELLO = 4  # peer -> coordinator, JSON headers: role, name, slots, ...
+    # Work.
+    SUBMIT = 10  # client -> coordinator: id = client's task number; body = the call
+    TASK = 11  # coordinator -> worker: id = coordinator's task number; body = the call
+    RESULT = 12  # worker -> coordinator -> client: body = the return value
+    FAILURE = 13  # worker -> coordinator -> client: body = the exception
+    CANCEL = 14  # client -> coordinator: forget task id if it has not started
+    STARTED = 15  # worker -> coordinator: task id began running (for timeouts and balancing)
+    # Housekeeping.
+    HEARTBEAT = 20  # either way: "I am alive"
+    STATUS = 21  # client -> coordinator: asks for a status report
+    STATUS_REPLY = 22  # coordinator -> client: JSON body
+    FETCH = 23  # client -> coordinator: the result of a task id, if it is known
+    ERROR = 30  # either way, just before closing: JSON headers {"reason": ...}
+
+
+class Format(enum.IntEnum):
+    """How a body is serialized."""
+
+    RAW = 0
+    JSON = 1
+    PICKLE = 2
+
+
+class Message:
+    """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`)."""
+
+    __slots__ = ("kind", "id", "headers", "body", "fmt", "codec")
+
+    def __init__(self, kind: Kind, id: int = 0, body: bytes = b"", *, fmt: Format = Format.RAW,
+                 codec: str = "none", headers: dict[str, Any] | None = None) -> None:
+        self.kind = kind
+        self.id = id
+        self.body = body
+        self.fmt = fmt
+        self.codec = codec
+        self.headers = headers or {}
+
+    def __repr__(self) -> str:
+        return (f"Message({self.kind.name}, id={self.id}, fmt={self.fmt.name}, codec={self.codec!r},"
+                f" headers={self.headers!r}, body={len(self.body)} bytes)")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+
+def encode(message: Message) -> bytes:
+    """Serialize ``message`` into one transport message."""
+    codec = message.codec.encode("ascii")
+    headers = json.dumps(message.headers, separators=(",", ":")).encode() if message.headers else b""
+    head = _HEAD.pack(MAGIC, VERSION, message.kind, message.fmt, len(codec), len(headers), message.id)
+    return b"".join((head, codec, headers, message.body))
+
+
+def decode(data: bytes) -> Message:
+    """Parse one transport message.
+
+    Raises:
+        ProtocolError: wrong magic or version, unknown kind or format, lengths that do not fit,
+            headers that are not a JSON object. Never any other exception, for any input.
+    """
+    if len(data) < HEAD_SIZE:
+        raise ProtocolError(f"message of {len(data)} bytes is shorter than the {HEAD_SIZE}-byte head")
+    magic, version, kind, fmt, clen, hlen, ident = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {magic!r}: not a minipool peer")
+    if version != VERSION:
+        raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
+    try:
+        kind = Kind(kind)
+        fmt = Format(fmt)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+    end_codec = HEAD_SIZE + clen
+    end_headers = end_codec + hlen
+    if hlen > MAX_HEADERS or end_headers > len(data):
+        raise ProtocolError("codec and header lengths run past the end of the message")
+    try:
+        codec = data[HEAD_SIZE:end_codec].decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError("codec name is not ASCII") from None
+    headers: dict[str, Any] = {}
+    if hlen:
+        try:
+            headers = json.loads(data[end_codec:end_headers])
+        except (ValueError, RecursionError):
+            raise ProtocolError("headers are not valid JSON") from None
+        if not isinstance(headers, dict):
+            raise ProtocolError("headers are not a JSON object")
+    return Message(kind, ident, data[end_headers:], fmt=fmt, codec=codec or "none", headers=headers)
+
+
+def encode_body(value: Any, fmt: Format = Format.PICKLE, codec: str = "none",
+                dumps: Any = None) -> bytes:
+    """Serialize and compress a body. ``dumps`` overrides the pickler (see :mod:`minipool.shipping`)."""
+    if fmt is Format.PICKLE:
+        data = (dumps or pickle.dumps)(value)
+    elif fmt is Format.JSON:
+        data = json.dumps(value, separators=(",", ":")).encode()
+    else:
+        data = bytes(value)
+    return data if codec == "none" else get_codec(codec).compress(data)
+
+
+def decode_body(message: Message, *, trusted: bool, max_size: int = DEFAULT_MAX_SIZE) -> Any:
+    """Decompress and deserialize ``message.body``.
+
+    Args:
+        trusted: the peer passed the HMAC handshake. Pickle bodies are refused otherwise.
+        max_size: largest decompressed size accepted (decompression-bomb guard).
+
+    Raises:
+        ProtocolError: a pickle body from an untrusted peer, or a body that does not decode.
+        CodecError: unknown codec or corrupt/oversized compressed data.
+    """
+    data = message.body if message.codec == "none" else get_codec(message.codec).decompress(
+        message.body, max_size)
+    if message.fmt is Format.RAW:
+        return data
+    if message.fmt is Format.JSON:
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            raise ProtocolError("JSON body does not parse") from None
+    if not trusted:
+        raise ProtocolError("refusing to unpickle a body from an unauthenticated peer")
+    return pickle.loads(data)
+
+
+# -- the handshake ---------------------------------------------------------------------------
+
+NONCE_SIZE = 32
+_MAC_SIZE = 32  # SHA-256
+
+
+def _mac(key: bytes, role: bytes, nonce: bytes) -> bytes:
+    # The role is mixed in so that a proof made by a client can never be reflected back as
+    # a server's proof (a reflection attack on a symmetric challenge-response).
+    return hmac.new(key, role + nonce, "sha256").digest()
+
+
+class ServerAuth:
+    """The coordinator's side of the handshake, as a two-step state machine.
+
+    Usage: send ``challenge()``; pass the reply to ``verify(reply)``, which returns the WELCOME
+    message to send back. Until ``verify`` returns, the peer is a stranger.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._nonce = os.urandom(NONCE_SIZE)
+        self.authenticated = False
+
+    def challenge(self) -> bytes:
+        return encode(Message(Kind.CHALLENGE, body=self._nonce))
+
+    def verify(self, reply: bytes) -> bytes:
+        """Check the client's PROOF; return the WELCOME that proves us in turn.
+
+        Raises:
+            AuthenticationError: the proof is wrong (the client holds a different key).
+            ProtocolError: the reply is not a PROOF message.
+        """
+        message = decode(reply)
+        if message.kind is not Kind.PROOF or len(message.body) != _MAC_SIZE + NONCE_SIZE:
+            raise ProtocolError(f"expected a PROOF message, got {message.kind.name}")
+        proof, client_nonce = message.body[:_MAC_SIZE], message.body[_MAC_SIZE:]
+        if not hmac.compare_digest(proof, _mac(self._key, b"client", self._nonce)):
+            raise AuthenticationError("client failed authentication: wrong key")
+        self.authenticated = True
+        return encode(Message(Kind.WELCOME, body=_mac(self._key, b"server", client_nonce)))
+
+
+class ClientAuth:
+    """The client's (or worker's) side: answer the challenge, then check the server's proof."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._nonce = os.urandom(NONCE_SIZE)
+        self.authenticated = False
+
+    def answer(self, challenge: bytes) -> bytes:
+        """Return the PROOF for the server's CHALLENGE.
+
+        Raises:
+            ProtocolError: the message is not a CHALLENGE (e.g. not a minipool server).
+        """
+        message = decode(challenge)
+        if message.kind is not Kind.CHALLENGE or len(message.body) != NONCE_SIZE:
+            raise ProtocolError(f"expected a CHALLENGE message, got {message.kind.name}")
+        proof = _mac(self._key, b"client", message.body)
+        return encode(Message(Kind.PROOF, body=proof + self._nonce))
+
+    def check(self, welcome: bytes) -> None:
+        """Verify the server's WELCOME.
+
+        Raises:
+            AuthenticationError: the server rejected us (ERROR) or proved a different key.
+        """
+        message = decode(welcome)
+        if message.kind is Kind.ERROR:
+            raise AuthenticationError(message.headers.get("reason", "rejected by the server"))
+        if message.kind is not Kind.WELCOME:
+            raise ProtocolError(f"expected a WELCOME message, got {message.kind.name}")
+        if not hmac.compare_digest(message.body, _mac(self._key, b"server", self._nonce)):
+            raise AuthenticationError("server failed authentication: wrong key")
+        self.authenticated = True
