@@ -1,0 +1,123 @@
+"""Stage kinds (thread, process, async, executor=) and function shipping to processes."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import operator
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from minipool import pipeline as pl
+from minipool.pipeline import StageDefinitionError
+
+
+def square(x):
+    return x * x
+
+
+async def async_double(x):
+    await asyncio.sleep(0.001)
+    return 2 * x
+
+
+def test_process_stage_runs_lambdas_and_keeps_order():
+    offset = 10
+    p = pl.source(range(300)) | pl.map(lambda x: x + offset, kind="process", workers=2)
+    assert p.run() == [x + 10 for x in range(300)]
+
+
+def test_process_stage_really_uses_other_processes():
+    pids = (pl.source(range(40)) | pl.map(lambda _: os.getpid(), kind="process", workers=2,
+                                            chunksize=1) | pl.distinct()).run()
+    assert os.getpid() not in pids
+
+
+def test_async_stage_overlaps_coroutines():
+    in_flight = peak = 0
+
+    async def probe(x):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return x
+
+    assert (pl.source(range(40)) | pl.map(probe, kind="async", workers=20)).run() == list(range(40))
+    assert 1 < peak <= 20
+    assert (pl.source(range(5)) | pl.map(async_double, kind="async")).run() == [0, 2, 4, 6, 8]
+
+
+def test_async_filter_and_flat_map():
+    async def even(x):
+        return x % 2 == 0
+
+    async def twice(x):
+        return [x, x]
+
+    assert (pl.source(range(6)) | pl.filter(even, kind="async")).run() == [0, 2, 4]
+    assert (pl.source(range(2)) | pl.flat_map(twice, kind="async")).run() == [0, 0, 1, 1]
+
+
+def test_executor_stages_thread_and_process_pools():
+    with cf.ThreadPoolExecutor(3) as ex:
+        assert (pl.source(range(50)) | pl.map(square, executor=ex) | pl.reduce(operator.add)).run() == \
+            sum(x * x for x in range(50))
+        assert not ex._shutdown  # an executor that was given is never shut down by the pipeline
+    with cf.ProcessPoolExecutor(2) as ex:
+        assert (pl.source(range(50)) | pl.map(lambda x: -x, executor=ex)).run() == [-x for x in range(50)]
+
+
+def test_coroutine_function_on_thread_or_process_stage_is_refused_naming_the_stage():
+    for kind in ("thread", "process"):
+        with pytest.raises(StageDefinitionError, match="'fetch'.*coroutine"):
+            (pl.source([1]) | pl.map(async_double, kind=kind, name="fetch")).run()
+    with pytest.raises(StageDefinitionError, match="async def"):
+        (pl.source([1]) | pl.map(square, kind="async", name="s")).run()
+
+
+def test_function_that_cannot_travel_is_refused_naming_the_stage():
+    lock = threading.Lock()
+    before = threading.active_count()
+    with pytest.raises(StageDefinitionError, match="'locked'.*cannot travel"):
+        (pl.source([1]) | pl.map(lambda x: x * 0 if lock else x, name="first")
+         | pl.map(lambda x: lock.locked(), kind="process", name="locked")).run()
+    assert threading.active_count() == before
+
+
+def test_main_module_functions_run_on_process_stages(tmp_path):
+    script = tmp_path / "main_fn.py"
+    script.write_text(textwrap.dedent("""
+        from minipool import pipeline as pl
+
+        def cube(x):
+            return helper(x) * x
+
+        def helper(x):
+            return x * x
+
+        if __name__ == "__main__":
+            p = (pl.source(range(10)) | pl.map(cube, kind="process", workers=2)
+                 | pl.map(lambda y: y + 1, kind="process"))
+            print(p.run())
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str([x ** 3 + 1 for x in range(10)])
+
+
+def test_minipool_pool_as_executor():
+    try:
+        from minipool import Pool
+    except ImportError:
+        pytest.skip("minipool.Pool is not available in this checkout")
+    with Pool(2) as pool:
+        p = pl.source(range(20)) | pl.map(lambda x: x * 3, executor=pool) | pl.reduce(operator.add)
+        assert p.run() == 3 * sum(range(20))
