@@ -258,6 +258,8 @@ class Execution:
                       fsync: str, snapshot_every: int) -> None:
         from .operators import Shard
         from .services import Service
+        if fsync not in ("always", "everysec", "no"):
+            raise PipelineError(f"fsync must be 'always', 'everysec' or 'no', got {fsync!r}")
         if not isinstance(pipeline.head, Source) or any(
                 isinstance(s, (Shard, Service)) for s in pipeline.stages):
             raise PipelineError("journal= needs a linear pipeline (one source, no merge, shard or "
