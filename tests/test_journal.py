@@ -258,3 +258,10 @@ def test_killed_mid_append_keeps_every_acknowledged_record(tmp_path):
     for t in range(4):            # each thread's records are a gap-free prefix
         mine = sorted(int(r.split(":")[1]) for r in stored if r.startswith(f"{t}:"))
         assert mine == list(range(len(mine)))
+
+
+def test_measure_appends_writes_every_record(tmp_path):
+    from minipool.cluster.journal import measure_appends
+
+    assert measure_appends(tmp_path, fsync="always", threads=4, records=40) > 0
+    assert len(read_journal(tmp_path, name="measure-always-4").records) == 40

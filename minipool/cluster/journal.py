@@ -40,157 +40,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import struct
 import threading
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MinipoolError
+from .journal_format import (
+    FORMAT_VERSION, LOG_HEADER, LOG_MAGIC, RECORD_HEADER, SNAP_HEADER, SNAP_MAGIC,
+    JournalError, Replay, encode_record, list_files, log_path, read_journal, scan, snap_path,
+)
 
-__all__ = ["Journal", "Replay", "JournalError", "read_journal", "FSYNC_POLICIES"]
+__all__ = ["Journal", "Replay", "JournalError", "read_journal", "FSYNC_POLICIES",
+           "LOG_HEADER", "RECORD_HEADER"]
 
 log = logging.getLogger("minipool.journal")
 
 FSYNC_POLICIES = ("always", "everysec", "no")
-FORMAT_VERSION = 1
-LOG_MAGIC = b"MPJL"
-SNAP_MAGIC = b"MPJS"
-LOG_HEADER = struct.Struct(">4sHQ")          # magic, version, generation
-SNAP_HEADER = struct.Struct(">4sHQQI")       # magic, version, generation, length, crc32
-RECORD_HEADER = struct.Struct(">II")         # length, crc32 over length bytes + payload
-MAX_RECORD = 2**32 - 1
 EVERYSEC_INTERVAL = 1.0
-
-
-class JournalError(MinipoolError):
-    """The journal cannot be written (disk full, I/O error) or was used after ``close``."""
-
-
-@dataclass
-class Replay:
-    """What a journal holds: the newest valid snapshot and the records appended after it.
-
-    ``damage`` is ``None`` for a clean journal, else a sentence naming the file, the offset and
-    what was wrong there; ``records`` then holds only the valid prefix before it.
-    """
-
-    snapshot: bytes | None
-    records: list[bytes]
-    damage: str | None = None
-
-
-@dataclass
-class _Scan:
-    """A replay plus where it ended, which is what ``Journal`` needs to repair the directory."""
-
-    replay: Replay
-    base_generation: int
-    chain: list[tuple[int, Path, int]]          # (generation, path, valid length) of each log
-    damaged_log: Path | None = None             # the log whose tail is bad (the last in chain)
-    discard: tuple[Path, ...] = ()              # files not part of the valid chain
-
-
-def _encode(record: bytes) -> bytes:
-    if len(record) > MAX_RECORD:
-        raise ValueError(f"a journal record is limited to {MAX_RECORD} bytes")
-    length = struct.pack(">I", len(record))
-    return length + struct.pack(">I", zlib.crc32(record, zlib.crc32(length))) + record
-
-
-def _log_path(directory: Path, name: str, generation: int) -> Path:
-    return directory / f"{name}.{generation:08d}.log"
-
-
-def _snap_path(directory: Path, name: str, generation: int) -> Path:
-    return directory / f"{name}.{generation:08d}.snap"
-
-
-def _list(directory: Path, name: str) -> tuple[dict[int, Path], dict[int, Path]]:
-    pattern = re.compile(re.escape(name) + r"\.(\d{8})\.(log|snap)")
-    logs: dict[int, Path] = {}
-    snaps: dict[int, Path] = {}
-    for path in directory.iterdir():
-        match = pattern.fullmatch(path.name)
-        if match:
-            (logs if match[2] == "log" else snaps)[int(match[1])] = path
-    return logs, snaps
-
-
-def _read_snapshot(path: Path, generation: int) -> tuple[bytes | None, str | None]:
-    """The state in a snapshot file, or ``(None, what is wrong with it)``."""
-    data = path.read_bytes()
-    if len(data) < SNAP_HEADER.size:
-        return None, f"{path.name}: truncated header ({len(data)} bytes)"
-    magic, version, gen, length, crc = SNAP_HEADER.unpack_from(data)
-    if magic != SNAP_MAGIC or version != FORMAT_VERSION or gen != generation:
-        return None, f"{path.name}: not a version {FORMAT_VERSION} snapshot of generation {generation}"
-    state = data[SNAP_HEADER.size:]
-    if len(state) != length or zlib.crc32(state) != crc:
-        return None, f"{path.name}: checksum mismatch (truncated or corrupted)"
-    return state, None
-
-
-def _read_log(path: Path, generation: int, out: list[bytes]) -> tuple[int, str | None]:
-    """Append the valid records of one log to ``out``; return (valid length, damage or None)."""
-    data = path.read_bytes()
-    if len(data) < LOG_HEADER.size:
-        return 0, f"{path.name} at offset 0: truncated header ({len(data)} bytes)"
-    magic, version, gen = LOG_HEADER.unpack_from(data)
-    if magic != LOG_MAGIC or version != FORMAT_VERSION or gen != generation:
-        return 0, f"{path.name} at offset 0: not a version {FORMAT_VERSION} log of generation {generation}"
-    offset, end = LOG_HEADER.size, len(data)
-    while offset < end:
-        if end - offset < RECORD_HEADER.size:
-            return offset, f"{path.name} at offset {offset}: truncated record header"
-        length, crc = RECORD_HEADER.unpack_from(data, offset)
-        start = offset + RECORD_HEADER.size
-        if length > end - start:
-            return offset, f"{path.name} at offset {offset}: truncated record ({length} bytes announced, {end - start} present)"
-        payload = data[start:start + length]
-        if zlib.crc32(payload, zlib.crc32(data[offset:offset + 4])) != crc:
-            return offset, f"{path.name} at offset {offset}: record checksum mismatch"
-        out.append(payload)
-        offset = start + length
-    return offset, None
-
-
-def _scan(directory: Path, name: str) -> _Scan:
-    logs, snaps = _list(directory, name)
-    problems: list[str] = []
-    discard: list[Path] = []
-    base, state = 0, None
-    for generation in sorted(snaps, reverse=True):
-        state, problem = _read_snapshot(snaps[generation], generation)
-        if problem is None:
-            base = generation
-            break
-        problems.append(problem)
-        discard.append(snaps[generation])
-    records: list[bytes] = []
-    chain: list[tuple[int, Path, int]] = []
-    damaged_log = None
-    following = sorted(g for g in logs if g >= base)
-    for index, generation in enumerate(following):
-        if generation != base + index:
-            problems.append(f"{name}.{base + index:08d}.log is missing; later logs ignored")
-            discard.extend(logs[g] for g in following[index:])
-            break
-        valid, problem = _read_log(logs[generation], generation, records)
-        chain.append((generation, logs[generation], valid))
-        if problem:
-            problems.append(f"{problem} (kept {len(records)} records before it)")
-            damaged_log = logs[generation]
-            discard.extend(logs[g] for g in following[index + 1:])
-            break
-    damage = "; ".join(problems) or None
-    return _Scan(Replay(state, records, damage), base, chain, damaged_log, tuple(discard))
-
-
-def read_journal(directory: str | os.PathLike[str], *, name: str = "journal") -> Replay:
-    """Read a journal directory without opening it for appending (nothing is changed on disk)."""
-    return _scan(Path(directory), name).replay
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -241,7 +106,7 @@ class Journal:
         self._closed = False
         self._dirty = False
         self._open_damage, self._generation = self._recover()
-        self._fd = os.open(_log_path(self.directory, name, self._generation),
+        self._fd = os.open(log_path(self.directory, name, self._generation),
                            os.O_WRONLY | os.O_APPEND)
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -255,30 +120,30 @@ class Journal:
     def _recover(self) -> tuple[str | None, int]:
         for tmp in self.directory.glob(f"{self.name}.*.tmp"):
             tmp.unlink()                            # a snapshot that never got renamed
-        scan = _scan(self.directory, self.name)
-        if scan.replay.damage:
-            log.warning("journal %s: %s", self.directory, scan.replay.damage)
-        for path in scan.discard:                   # kept aside for a human, never replayed
+        found = scan(self.directory, self.name)
+        if found.replay.damage:
+            log.warning("journal %s: %s", self.directory, found.replay.damage)
+        for path in found.discard:                   # kept aside for a human, never replayed
             log.warning("journal %s: setting aside %s", self.directory, path.name)
             path.rename(path.with_name(path.name + ".damaged"))
-        if scan.damaged_log is not None:
-            generation, path, valid = scan.chain[-1]
+        if found.damaged_log is not None:
+            generation, path, valid = found.chain[-1]
             log.warning("journal %s: truncating %s to its valid %d bytes",
                         self.directory, path.name, valid)
             if valid < LOG_HEADER.size:
                 self._create_log(generation)
             else:
                 os.truncate(path, valid)
-        if scan.chain:
-            generation = scan.chain[-1][0]
+        if found.chain:
+            generation = found.chain[-1][0]
         else:
-            generation = scan.base_generation
+            generation = found.base_generation
             self._create_log(generation)
-        self._remove_older_than(scan.base_generation)
-        return scan.replay.damage, generation
+        self._remove_older_than(found.base_generation)
+        return found.replay.damage, generation
 
     def _create_log(self, generation: int) -> None:
-        path = _log_path(self.directory, self.name, generation)
+        path = log_path(self.directory, self.name, generation)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, LOG_HEADER.pack(LOG_MAGIC, FORMAT_VERSION, generation))
@@ -288,7 +153,7 @@ class Journal:
         _fsync_directory(self.directory)
 
     def _remove_older_than(self, generation: int) -> None:
-        logs, snaps = _list(self.directory, self.name)
+        logs, snaps = list_files(self.directory, self.name)
         for files in (logs, snaps):
             for gen, path in files.items():
                 if gen < generation:
@@ -311,7 +176,7 @@ class Journal:
         Raises:
             JournalError: the journal is closed, or writing it failed.
         """
-        frames = b"".join(_encode(bytes(r)) for r in records)
+        frames = b"".join(encode_record(bytes(r)) for r in records)
         if self.fsync != "always":
             with self._io_lock:
                 self._check_usable()
@@ -413,7 +278,7 @@ class Journal:
         with self._io_lock:
             self._check_usable()
             generation = self._generation + 1
-            final = _snap_path(self.directory, self.name, generation)
+            final = snap_path(self.directory, self.name, generation)
             tmp = final.with_name(final.name + ".tmp")
             try:
                 with open(tmp, "wb") as f:
@@ -425,7 +290,7 @@ class Journal:
                 os.replace(tmp, final)
                 _fsync_directory(self.directory)     # from here on the snapshot is the base
                 self._create_log(generation)
-                fd = os.open(_log_path(self.directory, self.name, generation),
+                fd = os.open(log_path(self.directory, self.name, generation),
                              os.O_WRONLY | os.O_APPEND)
             except OSError as exc:
                 raise JournalError(f"journal snapshot failed: {exc}") from exc
@@ -439,7 +304,7 @@ class Journal:
         Damage found when the journal was opened (and then cut off) is still reported.
         """
         with self._io_lock:
-            result = _scan(self.directory, self.name).replay
+            result = scan(self.directory, self.name).replay
         if result.damage is None:
             result.damage = self._open_damage
         return result
@@ -467,3 +332,42 @@ class Journal:
 
     def __repr__(self) -> str:
         return f"<Journal {str(self.directory)!r} fsync={self.fsync} generation={self._generation}>"
+
+
+def measure_appends(directory: str | os.PathLike[str], *, fsync: str, threads: int = 8,
+                    records: int = 2000, size: int = 100) -> float:
+    """Appends per second of ``threads`` threads sharing one journal (``records`` in total).
+
+    ``python -m minipool.cluster.journal [DIR]`` prints this for every fsync policy; the
+    figures in docs/cluster.md come from it.
+    """
+    import time
+
+    payload = b"x" * size
+    journal = Journal(directory, fsync=fsync, name=f"measure-{fsync}-{threads}")
+    per_thread = records // threads
+
+    def appender() -> None:
+        for _ in range(per_thread):
+            journal.append(payload)
+
+    workers = [threading.Thread(target=appender) for _ in range(threads)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    journal.close()
+    return per_thread * threads / elapsed
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=sys.argv[1] if len(sys.argv) > 1 else None) as where:
+        for policy, count in (("always", 4000), ("everysec", 100_000), ("no", 100_000)):
+            for threads in (1, 8):
+                rate = measure_appends(where, fsync=policy, threads=threads, records=count)
+                print(f"fsync={policy:<8} threads={threads}  {rate:>10,.0f} appends/s")
