@@ -69,7 +69,7 @@ def test_snapshot_then_records_after_it(tmp_path):
     assert (replay.snapshot, replay.records, replay.damage) == (b"state-2", [b"d", b"e"], None)
     # Older generations are gone: the directory holds one snapshot and one log.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "journal.00000002.log", "journal.00000002.snap"]
+        "journal.00000002.log", "journal.00000002.snap", "journal.lock"]
 
 
 def test_journals_with_different_names_share_a_directory(tmp_path):
@@ -265,3 +265,16 @@ def test_measure_appends_writes_every_record(tmp_path):
 
     assert measure_appends(tmp_path, fsync="always", threads=4, records=40) > 0
     assert len(read_journal(tmp_path, name="measure-always-4").records) == 40
+
+
+def test_a_second_writer_is_refused_until_the_first_closes(tmp_path):
+    first = Journal(tmp_path)
+    try:
+        with pytest.raises(JournalError, match="another open journal"):
+            Journal(tmp_path)
+        with Journal(tmp_path, name="other"):
+            pass
+    finally:
+        first.close()
+    with Journal(tmp_path) as again:
+        again.append(b"ok")

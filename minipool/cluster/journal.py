@@ -69,6 +69,21 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _lock_exclusively(path: Path) -> int:
+    """Hold an advisory lock so that a second writer cannot interleave with this one."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+    except ImportError:                     # not POSIX: no advisory locks, run unguarded
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise JournalError(f"{path} is held by another open journal") from None
+    return fd
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -85,6 +100,7 @@ class Journal:
 
     Raises:
         ValueError: for an unknown fsync policy.
+        JournalError: another ``Journal`` (in any process) has the same one open.
         OSError: when the directory cannot be created or read.
     """
 
@@ -96,6 +112,7 @@ class Journal:
         self.fsync = fsync
         self.name = name
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_exclusively(self.directory / f"{name}.lock")
         self._io_lock = threading.Lock()            # serializes writes, fsyncs and rotation
         self._cond = threading.Condition()          # guards the group-commit queue below
         self._pending: list[bytes] = []
@@ -105,9 +122,13 @@ class Journal:
         self._failure: BaseException | None = None
         self._closed = False
         self._dirty = False
-        self._open_damage, self._generation = self._recover()
-        self._fd = os.open(log_path(self.directory, name, self._generation),
-                           os.O_WRONLY | os.O_APPEND)
+        try:
+            self._open_damage, self._generation = self._recover()
+            self._fd = os.open(log_path(self.directory, name, self._generation),
+                               os.O_WRONLY | os.O_APPEND)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if fsync == "everysec":
@@ -267,8 +288,9 @@ class Journal:
     def snapshot(self, state: bytes) -> None:
         """Durably store ``state`` as the new base and start a fresh, empty log after it.
 
-        ``state`` must reflect every record appended before this call; records appended
-        while it runs may land on either side, so callers snapshot from one thread.
+        ``state`` must reflect every record appended before this call, and nothing may be
+        appended while it runs (a record written to the old log just before the rotation
+        would be dropped with it): take the lock that guards the state you serialize.
 
         Raises:
             JournalError: the journal is closed, or writing it failed.
@@ -323,6 +345,7 @@ class Journal:
             with self._io_lock:
                 self._closed = True
                 os.close(self._fd)
+                os.close(self._lock_fd)
 
     def __enter__(self) -> Journal:
         return self
