@@ -108,11 +108,14 @@ def _error_response(status: int, detail: str) -> bytes:
                            detail.encode("utf-8", "replace") + b"\n")
 
 
-def _reject(stream: SocketStream, status: int, detail: str) -> None:
-    """Answer ``status`` (best effort: the peer may be gone) and close."""
+def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> None:
+    """Answer ``status`` (best effort: the peer may be gone) and close.
+
+    ``acks`` 204s still owed for earlier requests go first: pipelined responses keep order.
+    """
     log.info("http %s from %s: %s", status, stream.peer, detail)
     try:
-        stream.write([_error_response(status, detail)])
+        stream.write([_ACK * acks + _error_response(status, detail)])
     except ConnectionClosed:
         pass
     stream.close()
@@ -139,6 +142,13 @@ class HttpServerConnection(Connection):
             self._down.write(parts)
 
     def recv(self, timeout: float | None = None) -> bytes:
+        try:
+            return self._recv(timeout)
+        except ConnectionClosed:
+            self.close()  # the peer has gone: ``closed`` says so from now on
+            raise
+
+    def _recv(self, timeout: float | None) -> bytes:
         deadline = None if timeout is None else time.monotonic() + timeout
         up = self._up
         if self._owed and (up.buffered == 0 or self._owed >= _ACK_BATCH):
@@ -154,11 +164,12 @@ class HttpServerConnection(Connection):
             if size is None:
                 raise HttpError(411, "POST needs a Content-Length")
             if size > self._options.max_message:
-                _reject(up, 413, f"body of {size} bytes exceeds {self._options.max_message}")
+                _reject(up, 413, f"body of {size} bytes exceeds {self._options.max_message}",
+                        self._owed)
                 self.close()
                 raise FrameTooLarge(size, self._options.max_message)
         except HttpError as exc:
-            _reject(up, exc.status, exc.detail)
+            _reject(up, exc.status, exc.detail, self._owed)
             self.close()
             raise
         try:
