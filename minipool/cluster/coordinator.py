@@ -36,12 +36,15 @@ from typing import Any
 from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
 from ..transports.base import Connection, Listener, listen
 from ..wire import Format, Kind, Message, decode, encode
-from .session import HEARTBEAT, LIVENESS, Outbox, server_handshake
+from .session import HEARTBEAT, LIVENESS, Batch, server_handshake
 from .state import ClientState, Task, TaskState, WorkerState
 
 __all__ = ["Coordinator"]
 
 log = logging.getLogger("minipool.coordinator")
+
+#: Replies collected from one burst of input before they are written anyway.
+BATCH_LIMIT = 256
 
 
 class Coordinator:
@@ -174,10 +177,16 @@ class Coordinator:
     def _read_loop(self, peer: WorkerState | ClientState) -> None:
         conn = peer.conn
         handle = self._on_worker_message if isinstance(peer, WorkerState) else self._on_client_message
+        batch = Batch()
         while True:
             try:
-                data = conn.recv()
+                # While replies are waiting, only poll: handle the whole burst, then write once.
+                data = conn.recv(timeout=0.0 if batch.count else None)
+            except TimeoutError:
+                batch.flush()
+                continue
             except ConnectionClosed:
+                batch.flush()
                 return
             except MinipoolError as exc:  # FrameTooLarge, ProtocolError from the transport
                 log.warning("closing %s: %s", peer.describe(), exc)
@@ -185,11 +194,14 @@ class Coordinator:
                 return
             peer.last_recv = time.monotonic()
             try:
-                handle(peer, decode(data))
+                handle(peer, decode(data), batch)
             except MinipoolError as exc:
+                batch.flush()
                 log.warning("closing %s: %s", peer.describe(), exc)
                 self._refuse(conn, str(exc))
                 return
+            if batch.count >= BATCH_LIMIT:
+                batch.flush()
 
     def _attach(self, peer: WorkerState | ClientState) -> None:
         with self._lock:
@@ -208,44 +220,50 @@ class Coordinator:
 
     def _detach(self, peer: WorkerState | ClientState) -> None:
         peer.close()
+        sends: list[tuple[WorkerState, bytes]] = []
+        failures: list[tuple[ClientState, Message]] = []
         with self._lock:
             if isinstance(peer, WorkerState):
                 if self._workers.get(peer.id) is not peer:
                     return
                 del self._workers[peer.id]
-                sends = self._requeue_locked(peer)
-            else:
-                if self._clients.get(peer.id) is peer:
-                    del self._clients[peer.id]
-                    self._cancel_client_locked(peer)
-                sends = []
+                sends, failures = self._requeue_locked(peer)
+            elif self._clients.get(peer.id) is peer:
+                del self._clients[peer.id]
+                self._cancel_client_locked(peer)
+        for client, message in failures:
+            client.deliver(message)
         self._send_all(sends)
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _on_client_message(self, client: ClientState, msg: Message) -> None:
+    def _on_client_message(self, client: ClientState, msg: Message, batch: Batch) -> None:
         kind = msg.kind
         if kind is Kind.SUBMIT:
-            self.submit_message(client, msg)
+            self.submit_message(client, msg, batch)
         elif kind is Kind.CANCEL:
             self.cancel(client, msg.id)
         elif kind is Kind.STATUS:
             client.deliver(Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
-                                   fmt=Format.JSON))
+                                   fmt=Format.JSON), batch)
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
 
-    def _on_worker_message(self, worker: WorkerState, msg: Message) -> None:
+    def _on_worker_message(self, worker: WorkerState, msg: Message, batch: Batch) -> None:
         kind = msg.kind
         if kind is Kind.RESULT or kind is Kind.FAILURE:
-            self._complete(worker, msg)
+            self._complete(worker, msg, batch)
         elif kind is Kind.STARTED:
             worker.note_started(msg.id)
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a worker may not send {kind.name}")
 
-    def submit_message(self, client: ClientState, msg: Message) -> None:
-        """Queue a SUBMIT from ``client`` (remote or in-process) and dispatch what can go."""
+    def submit_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
+        """Queue a SUBMIT from ``client`` (remote or in-process) and dispatch what can go.
+
+        ``batch`` collects the resulting sends (a reader handling a burst); without one they
+        leave at once (an in-process client's call).
+        """
         headers = msg.headers
         task = Task(number=next(self._numbers), owner=client, client_id=msg.id, body=msg.body,
                     fmt=msg.fmt, codec=msg.codec, priority=int(headers.get("priority", 0)))
@@ -255,7 +273,7 @@ class Coordinator:
             client.tasks[msg.id] = task
             heapq.heappush(self._queue, (-task.priority, next(self._order), task.number))
             sends = self._dispatch_locked()
-        self._send_all(sends)
+        self._send_all(sends, batch)
 
     def cancel(self, client: ClientState, client_id: int) -> bool:
         """Drop a queued task of ``client``; a running one finishes and its result is ignored."""
@@ -269,25 +287,26 @@ class Coordinator:
             task.owner = None
             return False
 
-    def _complete(self, worker: WorkerState, msg: Message) -> None:
+    def _complete(self, worker: WorkerState, msg: Message, batch: Batch) -> None:
         with self._lock:
             task = self._tasks.get(msg.id)
-            worker.finish(msg.id)
+            worker.finish(msg.id, time.monotonic())
             if task is None or task.state is not TaskState.RUNNING:
                 self.counts["duplicates"] += 1
-                sends = self._dispatch_locked()
                 task = None
             else:
                 if task.worker is not None and task.worker is not worker:
                     task.worker.inflight.pop(task.number, None)
                 self._forget_locked(task, TaskState.DONE)
                 self.counts["done" if msg.kind is Kind.RESULT else "failed"] += 1
-                sends = self._dispatch_locked()
-        if task is not None and task.owner is not None:
-            task.owner.tasks.pop(task.client_id, None)
-            task.owner.deliver(Message(msg.kind, task.client_id, msg.body, fmt=msg.fmt,
-                                       codec=msg.codec))
-        self._send_all(sends)
+                owner = task.owner
+                if owner is not None:
+                    owner.tasks.pop(task.client_id, None)
+            sends = self._dispatch_locked()
+        if task is not None and owner is not None:
+            owner.deliver(Message(msg.kind, task.client_id, msg.body, fmt=msg.fmt, codec=msg.codec),
+                          batch)
+        self._send_all(sends, batch)
 
     # -- the queue (all *_locked methods run under self._lock) -------------------------------
 
@@ -327,8 +346,12 @@ class Coordinator:
                 best, best_load = worker, load
         return best
 
-    def _requeue_locked(self, worker: WorkerState) -> list[tuple[WorkerState, bytes]]:
+    def _requeue_locked(self, worker: WorkerState) -> tuple[list[tuple[WorkerState, bytes]],
+                                                            list[tuple[ClientState, Message]]]:
+        """Take back a lost worker's leases. Returns the sends to make and the failures to
+        deliver, both *outside* the lock (a delivery may run a client's callbacks)."""
         self.counts["workers_lost"] += 1
+        failures = []
         for task in list(worker.inflight.values()):
             if task.state is not TaskState.RUNNING or task.worker is not worker:
                 continue
@@ -339,8 +362,9 @@ class Coordinator:
                 self.counts["failed"] += 1
                 if task.owner is not None:
                     task.owner.tasks.pop(task.client_id, None)
-                    task.owner.deliver(_failure(task.client_id, "WorkerLost",
-                                                f"task lost {task.losses} workers; giving up"))
+                    failures.append((task.owner, _failure(
+                        task.client_id, "WorkerLost",
+                        f"task lost {task.losses} workers (the last: {worker.name}); giving up")))
                 continue
             task.state = TaskState.QUEUED
             self.counts["requeued"] += 1
@@ -349,7 +373,7 @@ class Coordinator:
             log.warning("%s lost with %d task(s) in flight; requeued", worker.describe(),
                         len(worker.inflight))
         worker.inflight.clear()
-        return self._dispatch_locked()
+        return self._dispatch_locked(), failures
 
     def _cancel_client_locked(self, client: ClientState) -> None:
         for task in list(client.tasks.values()):
@@ -360,9 +384,13 @@ class Coordinator:
         client.tasks.clear()
 
     @staticmethod
-    def _send_all(sends: list[tuple[WorkerState, bytes]]) -> None:
-        for worker, data in sends:
-            worker.outbox.put(data)
+    def _send_all(sends: list[tuple[WorkerState, bytes]], batch: Batch | None = None) -> None:
+        if batch is not None:
+            for worker, data in sends:
+                batch.add(worker.outbox, data)
+        else:
+            for worker, data in sends:
+                worker.outbox.put(data)
 
     # -- heartbeats and status ---------------------------------------------------------------
 

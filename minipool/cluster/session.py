@@ -28,7 +28,7 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
 from ..wire import ClientAuth, Kind, Message, ServerAuth, decode, encode
 
-__all__ = ["Outbox", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
+__all__ = ["Outbox", "Batch", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
 
 #: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
 HEARTBEAT = 1.0
@@ -53,8 +53,9 @@ class Outbox:
         self._flushing = False
         self.failed = False
 
-    def put(self, data: bytes) -> None:
-        """Queue ``data`` and send it (plus anything queued) unless another thread is sending."""
+    def put(self, data: bytes, *, flush: bool = True) -> None:
+        """Queue ``data``; unless ``flush`` is False, send it (and anything queued) now, unless
+        another thread is already sending, in which case that thread takes it along."""
         with self._lock:
             if self.failed:
                 return
@@ -62,7 +63,7 @@ class Outbox:
             self.pending_bytes += len(data)
             if self.pending_bytes > self.limit:
                 self.failed = True
-            elif self._flushing:
+            elif self._flushing or not flush:
                 return
             else:
                 self._flushing = True
@@ -70,6 +71,36 @@ class Outbox:
             self.conn.close()  # a consumer this far behind is cut off; its reader cleans up
             return
         self._drain()
+
+    def put_many(self, items: list[bytes]) -> None:
+        """Queue several messages and send them together (see :meth:`put`)."""
+        with self._lock:
+            if self.failed:
+                return
+            self._pending.extend(items)
+            self.pending_bytes += sum(map(len, items))
+            if self.pending_bytes > self.limit:
+                self.failed = True
+            elif self._flushing:
+                return
+            else:
+                self._flushing = True
+        if self.failed:
+            self.conn.close()
+            return
+        self._drain()
+
+    def flush(self) -> None:
+        """Send whatever :meth:`put` queued with ``flush=False``."""
+        with self._lock:
+            if self._flushing or not self._pending or self.failed:
+                return
+            self._flushing = True
+        self._drain()
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def _drain(self) -> None:
         while True:
@@ -97,6 +128,34 @@ class Outbox:
         """A send has been blocked for ``limit`` seconds: the peer is not reading."""
         busy = self.busy_since
         return busy is not None and now - busy > limit
+
+
+class Batch:
+    """Messages produced while handling a burst of input, sent together when the burst ends.
+
+    A reader that finds several messages already buffered handles them all, collecting what
+    they produce here, and only then writes: one syscall per peer per burst, not per message.
+    """
+
+    __slots__ = ("_items", "count")
+
+    def __init__(self) -> None:
+        self._items: dict[Outbox, list[bytes]] = {}
+        self.count = 0
+
+    def add(self, outbox: Outbox, data: bytes) -> None:
+        items = self._items.get(outbox)
+        if items is None:
+            self._items[outbox] = [data]
+        else:
+            items.append(data)
+        self.count += 1
+
+    def flush(self) -> None:
+        items, self._items = self._items, {}
+        self.count = 0
+        for outbox, data in items.items():
+            outbox.put_many(data)
 
 
 def client_handshake(conn: Connection, key: bytes, hello: dict[str, Any], timeout: float) -> None:

@@ -17,11 +17,16 @@ from typing import Any
 
 from ..transports.base import Connection
 from ..wire import Message, encode
-from .session import Outbox
+from .session import Batch, Outbox
 
 __all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState"]
 
 _ids = itertools.count(1)
+
+#: Adaptive prefetch keeps about this many seconds of work queued at each worker slot.
+PREFETCH_SECONDS = 0.002
+MAX_PREFETCH = 64
+EWMA_WEIGHT = 0.2
 
 
 class TaskState(enum.Enum):
@@ -77,10 +82,13 @@ class WorkerState(_Peer):
         super().__init__(conn, name)
         self.id = f"{name}#{next(_ids)}"
         self.slots = max(1, slots)
+        self.fixed_prefetch = prefetch
         self.capacity = self.slots + (self.slots if prefetch is None else max(0, prefetch))
         self.meta = meta
         self.inflight: dict[int, Task] = {}
         self.done = 0
+        self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
+        self._last_result = 0.0
 
     @classmethod
     def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None) -> WorkerState:
@@ -92,9 +100,24 @@ class WorkerState(_Peer):
         task.leased_at = time.monotonic()
         self.inflight[task.number] = task
 
-    def finish(self, number: int) -> None:
-        if self.inflight.pop(number, None) is not None:
-            self.done += 1
+    def finish(self, number: int, now: float) -> None:
+        """Release the lease on task ``number`` and update the run-time estimate."""
+        task = self.inflight.pop(number, None)
+        if task is None:
+            return
+        self.done += 1
+        # A task starts when it is leased or when the worker finished the one before it,
+        # whichever is later: for a busy worker, the gap between results is its service time.
+        sample = now - max(task.leased_at, self._last_result)
+        self._last_result = now
+        avg = self.avg_run
+        self.avg_run = sample if avg is None else avg + EWMA_WEIGHT * (sample - avg)
+        if self.fixed_prefetch is None:
+            # Adaptive prefetch: queue about PREFETCH_SECONDS of work at the worker. Tiny tasks
+            # get a deep queue (no idle gaps between them); long ones get one spare, so a task
+            # never waits behind a long one while another worker sits idle.
+            depth = int(PREFETCH_SECONDS / max(self.avg_run, 1e-6))
+            self.capacity = self.slots * (1 + min(MAX_PREFETCH, max(1, depth)))
 
     def note_started(self, number: int) -> None:
         task = self.inflight.get(number)
@@ -119,8 +142,11 @@ class ClientState(_Peer):
     def from_hello(cls, conn: Connection, hello: dict[str, Any]) -> ClientState:
         return cls(conn, str(hello.get("client") or f"anonymous-{next(_ids)}"))
 
-    def deliver(self, message: Message) -> None:
-        self.outbox.put(encode(message))  # type: ignore[union-attr]
+    def deliver(self, message: Message, batch: Batch | None = None) -> None:
+        if batch is None:
+            self.outbox.put(encode(message))  # type: ignore[union-attr]
+        else:
+            batch.add(self.outbox, encode(message))  # type: ignore[arg-type]
 
 
 class LocalClientState(ClientState):
@@ -132,6 +158,6 @@ class LocalClientState(ClientState):
         super().__init__(None, client_id)
         self._on_message = on_message
 
-    def deliver(self, message: Message) -> None:
+    def deliver(self, message: Message, batch: Batch | None = None) -> None:
         self._on_message(message)
 

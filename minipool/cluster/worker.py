@@ -40,6 +40,9 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("minipool.worker")
 
+FLUSH_INTERVAL = 0.01  # seconds a finished result may wait for the rest of its batch
+FLUSH_BYTES = 256 * 1024
+
 
 class Worker:
     """A worker process's connection to one coordinator.
@@ -129,13 +132,20 @@ class Worker:
         silence = self.heartbeat * self.liveness
         try:
             while not self._stop.is_set():
+                polling = outbox.has_pending
                 try:
-                    msg = decode(conn.recv(timeout=silence))
+                    # With results waiting, only poll: run every task already here, then send
+                    # all their results in one write.
+                    data = conn.recv(timeout=0.0 if polling else silence)
                 except TimeoutError:
+                    if polling:
+                        outbox.flush()
+                        continue
                     log.warning("coordinator silent for %.1fs; reconnecting", silence)
                     return
                 except ConnectionClosed:
                     return
+                msg = decode(data)
                 if msg.kind is Kind.TASK:
                     self._start(msg, outbox)
                 elif msg.kind is Kind.ERROR:
@@ -147,11 +157,15 @@ class Worker:
             conn.close()
 
     def _beat(self, outbox: Outbox) -> None:
+        """Heartbeats, and a backstop flush: a result held back for a batch is never delayed
+        by more than FLUSH_INTERVAL, even if the next task in the batch runs for minutes."""
         beat = encode(Message(Kind.HEARTBEAT))
         while not outbox.failed and not outbox.conn.closed:
-            if time.monotonic() - outbox.last_send >= self.heartbeat:
+            time.sleep(FLUSH_INTERVAL)
+            if outbox.has_pending:
+                outbox.flush()
+            elif time.monotonic() - outbox.last_send >= self.heartbeat:
                 outbox.put(beat)
-            time.sleep(self.heartbeat / 2)
 
     def _start(self, msg: Message, outbox: Outbox) -> None:
         if self._executor is None:
@@ -168,5 +182,8 @@ class Worker:
             ok, value = False, exc
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
         self.tasks_done += 1
+        # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
+        # on executor threads send at once, coalescing through the outbox under contention.
         outbox.put(encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
-                                  fmt=Format.PICKLE, codec=codec)))
+                                  fmt=Format.PICKLE, codec=codec)),
+                   flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)

@@ -11,7 +11,7 @@ Why it is built this way:
   frames costs one syscall, not one per frame;
 * a large message is read straight into its own preallocated buffer (no repeated
   concatenation of a 16 MB body);
-* deadlines use ``select`` rather than ``socket.settimeout``, because a socket's timeout also
+* deadlines use ``poll`` rather than ``socket.settimeout``, because a socket's timeout also
   applies to *sends* made from other threads at the same moment;
 * writes take a lock (several threads may send on one connection) and gather their parts with
   ``sendmsg``, so a header and its body leave in one write: with TCP_NODELAY set, one message is
@@ -24,6 +24,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -58,6 +59,7 @@ class SocketStream:
         self._close_lock = threading.Lock()
         self._closed = False
         self._is_ssl = isinstance(sock, ssl.SSLSocket)
+        self._poller: select.poll | None = None
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -76,11 +78,12 @@ class SocketStream:
             return
         if self._is_ssl and self.sock.pending():  # type: ignore[attr-defined]
             return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out waiting for data")
+        remaining = max(0.0, deadline - time.monotonic())  # 0: a non-blocking poll
+        if self._poller is None:  # poll, not select: select() fails for descriptors >= 1024
+            self._poller = select.poll()
+            self._poller.register(self.sock, select.POLLIN)
         try:
-            ready, _, _ = select.select([self.sock], [], [], remaining)
+            ready = self._poller.poll(remaining * 1000)
         except (OSError, ValueError) as exc:  # closed under us
             raise ConnectionClosed("connection closed") from exc
         if not ready:
@@ -139,6 +142,35 @@ class SocketStream:
                 raise ConnectionClosed("connection closed by peer")
             have += got
         return bytes(out)
+
+    def read_prefixed(self, prefix: struct.Struct, limit: int, deadline: float | None = None) -> bytes:
+        """Read one length-prefixed frame: a ``prefix``-packed length, then that many bytes.
+
+        The fast path -- the whole frame already buffered, as it is for every frame but the
+        first of a burst -- costs one slice and no syscall.
+
+        Raises:
+            FrameTooLarge: the announced length exceeds ``limit`` (nothing is allocated for it).
+            ConnectionClosed, TimeoutError: as :meth:`read_exact`.
+        """
+        head = prefix.size
+        while self.buffered < head:
+            self._fill(deadline)
+        (size,) = prefix.unpack_from(self._buf, self._pos)
+        if size > limit:
+            raise FrameTooLarge(size, limit)
+        if size > _CHUNK:
+            # A large frame is read straight into its own buffer. The deadline covered its
+            # start; once it is arriving it is read to the end, so a timeout can never leave
+            # half a frame consumed.
+            self._pos += head
+            return self._read_large(size, None)
+        total = head + size
+        while self.buffered < total:
+            self._fill(deadline)  # a timeout here consumes nothing: the stream stays in sync
+        start = self._pos + head
+        self._pos += total
+        return bytes(self._buf[start : self._pos])
 
     def read_until(self, delimiter: bytes, limit: int, deadline: float | None = None) -> bytes:
         """Return the bytes up to and including ``delimiter``.

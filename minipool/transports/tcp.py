@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from urllib.parse import SplitResult
 
-from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportError
+from ..errors import ConnectionClosed, ProtocolError, TransportError
 from .base import Buffer, Connection, Listener, Options
 from .stream import SocketStream, configure_socket
 
@@ -76,10 +76,7 @@ class TcpConnection(Connection):
 
     def recv(self, timeout: float | None = None) -> bytes:
         deadline = None if timeout is None else time.monotonic() + timeout
-        (size,) = _PREFIX.unpack(self._stream.read_exact(4, deadline))
-        if size > self._options.max_message:
-            raise FrameTooLarge(size, self._options.max_message)
-        return self._stream.read_exact(size, deadline) if size else b""
+        return self._stream.read_prefixed(_PREFIX, self._options.max_message, deadline)
 
     def close(self) -> None:
         self._stream.close()

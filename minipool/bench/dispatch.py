@@ -1,0 +1,140 @@
+"""Dispatch: how many tasks per second reach a worker and come back, minipool vs the stdlib pools.
+
+Measured in one run, each pool with the same number of local worker processes:
+
+* ``submit``: N no-op tasks submitted one by one, then all results awaited (one message each way
+  per task) -- ``Pool.submit`` vs ``ProcessPoolExecutor.submit`` vs
+  ``multiprocessing.Pool.imap_unordered(chunksize=1)``;
+* ``round trip``: one task at a time, submit to result -- ``Pool.submit(...).result()`` vs
+  ``multiprocessing.Pool.apply`` vs ``ProcessPoolExecutor.submit(...).result()``;
+* ``map``: ``map(noop, range(M))`` with automatic chunking vs ``multiprocessing.Pool.map``
+  (which chunks by length) and ``ProcessPoolExecutor.map(chunksize=M/(4*workers))``;
+* ``memory``: ``Pool.map`` over an endless-style generator of ``--stream`` items: peak RSS growth
+  and the time to the first result.
+
+Every figure is a median of ``--repeat`` runs; the ratio column compares with the named peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import resource
+import statistics
+import time
+from typing import Any
+
+from .common import format_table, print_table, progress
+
+
+def noop(x: Any = None) -> Any:
+    return x
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per pool (default 2)")
+    parser.add_argument("--tasks", type=int, default=20_000, help="tasks in the submit test")
+    parser.add_argument("--trips", type=int, default=500, help="one-at-a-time round trips")
+    parser.add_argument("--map-items", type=int, default=1_000_000, help="items in the map test")
+    parser.add_argument("--stream", type=int, default=10_000_000,
+                        help="items in the streaming-memory test (0 to skip)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+
+
+def _median(fn: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _submit_all(executor: concurrent.futures.Executor, n: int) -> None:
+    futures = [executor.submit(noop, i) for i in range(n)]
+    for f in futures:
+        f.result()
+
+
+def _trips(call: Any, n: int) -> None:
+    for i in range(n):
+        call(i)
+
+
+def _stream_memory(pool: Any, items: int) -> dict[str, float]:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    first = None
+    count = 0
+    for _ in pool.map(noop, (i for i in range(items)), chunksize=None):
+        if first is None:
+            first = time.perf_counter() - start
+        count += 1
+    elapsed = time.perf_counter() - start
+    growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert count == items
+    return {"items": items, "seconds": elapsed, "first_result_s": first or 0.0,
+            "peak_rss_growth_mb": growth_kb / 1024}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..pool import Pool
+
+    if args.quick:
+        args.tasks, args.trips, args.map_items, args.stream, args.repeat = 2000, 100, 100_000, 200_000, 1
+    w, n, trips, m, rep = args.workers, args.tasks, args.trips, args.map_items, args.repeat
+    rates: dict[str, float] = {}
+
+    progress(f"minipool Pool({w}): submit, round trip, map")
+    with Pool(w) as pool:
+        pool.wait_for_workers()
+        _submit_all(pool, 200)  # warm up: connections, caches
+        rates["minipool submit"] = n / _median(lambda: _submit_all(pool, n), rep)
+        rates["minipool round trip"] = trips / _median(
+            lambda: _trips(lambda i: pool.submit(noop, i).result(), trips), rep)
+        rates["minipool map"] = m / _median(lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)), rep)
+        memory = _stream_memory(pool, args.stream) if args.stream else None
+
+    progress(f"multiprocessing.Pool({w})")
+    with multiprocessing.get_context("spawn").Pool(w) as mp:
+        mp.map(noop, range(200))
+        rates["mp imap_unordered(chunksize=1)"] = n / _median(
+            lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)), rep)
+        rates["mp apply"] = trips / _median(lambda: _trips(lambda i: mp.apply(noop, (i,)), trips), rep)
+        rates["mp map"] = m / _median(lambda: mp.map(noop, range(m)), rep)
+
+    progress(f"ProcessPoolExecutor({w})")
+    with concurrent.futures.ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("spawn")) as ppe:
+        _submit_all(ppe, 200)
+        rates["ppe submit"] = n / _median(lambda: _submit_all(ppe, n), rep)
+        rates["ppe round trip"] = trips / _median(
+            lambda: _trips(lambda i: ppe.submit(noop, i).result(), trips), rep)
+        chunk = max(1, m // (4 * w))
+        rates["ppe map"] = m / _median(lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)), rep)
+
+    rows = [
+        ["submit, 1 task per message", rates["minipool submit"], "mp imap_unordered(chunksize=1)",
+         rates["mp imap_unordered(chunksize=1)"], rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"]],
+        ["submit, 1 task per message", rates["minipool submit"], "ProcessPoolExecutor.submit",
+         rates["ppe submit"], rates["minipool submit"] / rates["ppe submit"]],
+        ["round trip (µs)", 1e6 / rates["minipool round trip"], "multiprocessing.Pool.apply",
+         1e6 / rates["mp apply"], rates["minipool round trip"] / rates["mp apply"]],
+        ["round trip (µs)", 1e6 / rates["minipool round trip"], "ProcessPoolExecutor.submit().result()",
+         1e6 / rates["ppe round trip"], rates["minipool round trip"] / rates["ppe round trip"]],
+        [f"map {m:,} items, auto chunks", rates["minipool map"], "multiprocessing.Pool.map",
+         rates["mp map"], rates["minipool map"] / rates["mp map"]],
+        [f"map {m:,} items, auto chunks", rates["minipool map"], "ProcessPoolExecutor.map",
+         rates["ppe map"], rates["minipool map"] / rates["ppe map"]],
+    ]
+    print_table(f"Dispatch with {w} local worker processes (tasks/s unless noted; median of {rep};"
+                " speed-up >1 means minipool is faster)",
+                ["test", "minipool", "peer", "peer figure", "speed-up"], rows)
+    if memory:
+        print_table("Pool.map over a generator (chunksize=None)",
+                    ["items", "seconds", "first result (s)", "peak RSS growth (MB)"],
+                    [[memory["items"], memory["seconds"], memory["first_result_s"],
+                      memory["peak_rss_growth_mb"]]])
+    return {"workers": w, "rates": rates, "stream": memory,
+            "table": format_table(["test", "minipool", "peer", "peer figure", "speed-up"], rows)}
