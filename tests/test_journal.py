@@ -278,3 +278,27 @@ def test_a_second_writer_is_refused_until_the_first_closes(tmp_path):
         first.close()
     with Journal(tmp_path) as again:
         again.append(b"ok")
+
+
+def test_group_commit_covers_waiting_appenders_with_one_fsync(tmp_path, monkeypatch):
+    journal = Journal(tmp_path, fsync="always")
+    real_fsync, calls, all_queued = os.fsync, [], threading.Event()
+
+    def held_fsync(fd: int) -> None:      # the first fsync lasts until everyone has queued
+        calls.append(fd)
+        all_queued.wait(timeout=30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    threads = [threading.Thread(target=journal.append, args=(b"%d" % i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    while journal._appended < 8:
+        threading.Event().wait(0.001)
+    all_queued.set()
+    for t in threads:
+        t.join()
+    assert 1 <= len(calls) <= 2         # the leader's own record, then the seven who waited
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    journal.close()
+    assert sorted(read_journal(tmp_path).records) == sorted(b"%d" % i for i in range(8))

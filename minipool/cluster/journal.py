@@ -140,7 +140,7 @@ class Journal:
 
     def _recover(self) -> tuple[str | None, int]:
         for tmp in self.directory.glob(f"{self.name}.*.tmp"):
-            tmp.unlink()                            # a snapshot that never got renamed
+            tmp.unlink()                            # a file that never got renamed into place
         found = scan(self.directory, self.name)
         if found.replay.damage:
             log.warning("journal %s: %s", self.directory, found.replay.damage)
@@ -164,13 +164,16 @@ class Journal:
         return found.replay.damage, generation
 
     def _create_log(self, generation: int) -> None:
+        # Written aside and renamed, so a log never exists without its complete header.
         path = log_path(self.directory, self.name, generation)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, LOG_HEADER.pack(LOG_MAGIC, FORMAT_VERSION, generation))
             os.fsync(fd)
         finally:
             os.close(fd)
+        os.replace(tmp, path)
         _fsync_directory(self.directory)
 
     def _remove_older_than(self, generation: int) -> None:
