@@ -70,7 +70,8 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 _LINGER = 1.0  # seconds to wait for the peer's half of the closing handshake
 _LINGER_BYTES = 1 << 20  # ...and at most this much unread data to drain meanwhile
-_RESUMABLE = 64 * 1024  # a read this small never consumes bytes before it completes
+_RESUMABLE = 64 * 1024
+_JOIN_BELOW = 16 * 1024  # a read this small never consumes bytes before it completes
 
 
 def accept_key(key: str) -> str:
@@ -232,12 +233,15 @@ class WebSocketConnection(TcpConnection):
 
     # -- data ----------------------------------------------------------------------------------
 
-    def _frame_parts(self, opcode: int, payload: Buffer) -> tuple[bytes, Buffer]:
+    def _frame_parts(self, opcode: int, payload: Buffer) -> tuple[Buffer, ...]:
         n = payload.nbytes if isinstance(payload, memoryview) else len(payload)
         if self._client:  # §5.3: clients mask, with a fresh unpredictable key per frame
             key = os.urandom(4)
-            return frame_header(opcode, n, key=key), apply_mask(payload, key)
-        return frame_header(opcode, n), payload
+            head, payload = frame_header(opcode, n, key=key), apply_mask(payload, key)
+        else:
+            head = frame_header(opcode, n)
+        # A small frame is cheaper to copy into one buffer than to gather with sendmsg.
+        return (head + payload,) if n <= _JOIN_BELOW else (head, payload)
 
     def send(self, message: Buffer) -> None:
         if self._close_sent:
