@@ -106,10 +106,21 @@ def apply_chunk(mode: Mode, fn: Callable[[Any], Any], records: list[Any],
 _shipped: dict[str, Callable[[Any], Any]] = {}
 
 
-def _run_shipped(key: str, blob: bytes, mode: Mode, records: list[Any], retries: int) -> Any:
-    """The worker side of process and executor stages (importable, so it travels by name)."""
+def _install(key: str, blob: bytes) -> None:
+    """Process-pool initializer: unpickle the stage function once per worker process."""
+    _shipped[key] = shipping.loads(blob)
+
+
+def _run_shipped(key: str, blob: bytes | None, mode: Mode, records: list[Any], retries: int) -> Any:
+    """The worker side of process and executor stages (importable, so it travels by name).
+
+    ``blob`` is None when the worker was initialised with the function (our own pools); a
+    foreign executor gets the bytes with every piece, unpickled only the first time per worker.
+    """
     fn = _shipped.get(key)
     if fn is None:
+        if blob is None:
+            raise PipelineError("stage function missing in the worker process")
         fn = _shipped[key] = shipping.loads(blob)
     out, failures, busy = apply_chunk(mode, fn, records, retries)
     portable = []
@@ -221,13 +232,14 @@ class MapRuntime:
             self._submit = lambda piece: self._pool.submit(
                 apply_chunk, self.mode, self.fn, piece, spec.retries)
         elif self.kind is Kind.PROCESS or self.kind is Kind.EXECUTOR:
-            if self.kind is Kind.PROCESS:
-                self._pool = cf.ProcessPoolExecutor(workers, mp_context=_context())
-                executor = self._pool
-            else:
-                executor = spec.executor
+            executor = spec.executor
             key = hashlib.blake2b(blob, digest_size=16).hexdigest()
-            if isinstance(executor, cf.ThreadPoolExecutor):  # same process: no need to ship
+            if self.kind is Kind.PROCESS:  # our own pool: install the function once per worker
+                self._pool = cf.ProcessPoolExecutor(workers, mp_context=_context(),
+                                                    initializer=_install, initargs=(key, blob))
+                self._submit = lambda piece: self._pool.submit(
+                    _run_shipped, key, None, self.mode, piece, spec.retries)
+            elif isinstance(executor, cf.ThreadPoolExecutor):  # same process: no need to ship
                 self._submit = lambda piece: executor.submit(
                     apply_chunk, self.mode, self.fn, piece, spec.retries)
             else:
