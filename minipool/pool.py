@@ -32,6 +32,7 @@ from . import task as tasklib
 from .asyncresult import TaskFunction
 from .client import Client, LocalClient, RemoteClient
 from .cluster.coordinator import Coordinator
+from .cluster.session import HEARTBEAT
 from .cluster.supervisor import Supervisor
 from .codecs import get_codec
 
@@ -57,6 +58,8 @@ class Pool(concurrent.futures.Executor):
         codec: compression for task and result bodies of 1 KiB or more.
         kind: ``"process"`` (one process per worker) or ``"thread"`` (one process running
             ``workers`` threads: for I/O-bound tasks).
+        max_losses: workers a task may lose (crash or hang) before it fails with ``WorkerLost``.
+        heartbeat: seconds between heartbeats; a peer silent for three is declared dead.
         transport_options: passed to the transport (``ssl_context=``, ``max_message=``, ...).
 
     Raises:
@@ -66,7 +69,8 @@ class Pool(concurrent.futures.Executor):
 
     def __init__(self, workers: int | None = None, *, address: str | None = None,
                  authkey: bytes | str | None = None, transport: str = "tcp", codec: str = "none",
-                 kind: str = "process", max_losses: int = 3, **transport_options: Any) -> None:
+                 kind: str = "process", max_losses: int = 3, heartbeat: float = HEARTBEAT,
+                 **transport_options: Any) -> None:
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
@@ -81,13 +85,15 @@ class Pool(concurrent.futures.Executor):
         if address is None:
             key = authkey or secrets.token_hex(32).encode()
             count = workers or os.cpu_count() or 1
-            self._coordinator = Coordinator(key, max_losses=max_losses, **transport_options)
+            self._coordinator = Coordinator(key, max_losses=max_losses, heartbeat=heartbeat,
+                                            **transport_options)
             self.address = self._coordinator.serve(f"{transport}://127.0.0.1:0")
+            beat = ["--heartbeat", str(heartbeat)]
             if kind == "process":
-                self._supervisor = Supervisor(self.address, key, count, name="local")
+                self._supervisor = Supervisor(self.address, key, count, name="local", extra_args=beat)
             else:
                 self._supervisor = Supervisor(self.address, key, 1, kind="thread", slots=count,
-                                              name="local")
+                                              name="local", extra_args=beat)
             self._local_slots = count
             self._client: Client = LocalClient(self._coordinator)
         else:
@@ -96,7 +102,7 @@ class Pool(concurrent.futures.Executor):
                 raise ValueError("Pool(address=...) needs authkey= or MINIPOOL_AUTHKEY")
             self.address = address
             self._local_slots = 0
-            self._client = RemoteClient(address, key, **transport_options)
+            self._client = RemoteClient(address, key, heartbeat=heartbeat, **transport_options)
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
 

@@ -1,0 +1,147 @@
+"""The wire envelope and the HMAC handshake, driven with plain bytes (sans-I/O)."""
+
+import pickle
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minipool.errors import AuthenticationError, CodecError, ProtocolError
+from minipool.wire import (
+    HEAD_SIZE,
+    ClientAuth,
+    Format,
+    Kind,
+    Message,
+    ServerAuth,
+    decode,
+    decode_body,
+    encode,
+    encode_body,
+)
+
+
+def test_round_trip_keeps_every_field():
+    msg = Message(Kind.SUBMIT, 2**64 - 1, b"\x00body", fmt=Format.PICKLE, codec="gzip",
+                  headers={"priority": 3, "timeout": 1.5})
+    assert decode(encode(msg)) == msg
+
+
+def test_hot_path_message_has_no_headers_and_an_18_byte_head():
+    data = encode(Message(Kind.TASK, 7, b"xyz", fmt=Format.PICKLE))
+    assert len(data) == HEAD_SIZE + len("none") + 3
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "shorter"),
+    (b"XX" + bytes(16), "bad magic"),
+    (b"MP\x09" + bytes(15), "version"),
+    (b"MP\x01\xff" + bytes(14), "MessageKind"),
+])
+def test_malformed_heads_are_protocol_errors(data, reason):
+    with pytest.raises(ProtocolError):
+        decode(data)
+
+
+def test_lengths_past_the_end_are_refused():
+    head = struct.pack("!2sBBBBIQ", b"MP", 1, Kind.TASK, 0, 4, 1000, 1)
+    with pytest.raises(ProtocolError, match="past the end"):
+        decode(head + b"none{}")
+
+
+def test_headers_must_be_a_json_object():
+    head = struct.pack("!2sBBBBIQ", b"MP", 1, Kind.TASK, 0, 0, 2, 1)
+    with pytest.raises(ProtocolError, match="JSON object"):
+        decode(head + b"[]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_give_a_message_or_a_protocol_error(data):
+    try:
+        decode(data)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.integers(0, 200), st.integers(0, 255))
+def test_mutated_messages_give_a_message_or_a_protocol_error(body, pos, byte):
+    data = bytearray(encode(Message(Kind.RESULT, 5, body, headers={"a": 1})))
+    data[pos % len(data)] = byte
+    try:
+        decode(bytes(data))
+    except ProtocolError:
+        pass
+
+
+def test_pickle_body_is_refused_from_an_untrusted_peer():
+    class Boom:
+        def __reduce__(self):
+            return (pytest.fail, ("unpickled an untrusted body",))
+
+    msg = Message(Kind.SUBMIT, 1, pickle.dumps(Boom()), fmt=Format.PICKLE)
+    with pytest.raises(ProtocolError, match="unauthenticated"):
+        decode_body(msg, trusted=False)
+
+
+def test_body_formats_and_codecs_round_trip():
+    for fmt, value in [(Format.JSON, {"a": [1, 2]}), (Format.PICKLE, {1, 2}), (Format.RAW, b"raw")]:
+        for codec in ("none", "gzip"):
+            body = encode_body(value, fmt, codec)
+            assert decode_body(Message(Kind.RESULT, 1, body, fmt=fmt, codec=codec), trusted=True) == value
+
+
+def test_decompression_bomb_in_a_body_is_refused():
+    body = encode_body(b"\0" * 5_000_000, Format.RAW, "gzip")
+    with pytest.raises(CodecError):
+        decode_body(Message(Kind.RESULT, 1, body, fmt=Format.RAW, codec="gzip"), trusted=True,
+                    max_size=1_000_000)
+
+
+# -- the handshake ---------------------------------------------------------------------------
+
+def handshake(server_key, client_key):
+    server, client = ServerAuth(server_key), ClientAuth(client_key)
+    proof = client.answer(server.challenge())
+    welcome = server.verify(proof)
+    client.check(welcome)
+    return server, client
+
+
+def test_same_key_authenticates_both_sides():
+    server, client = handshake(b"k" * 32, b"k" * 32)
+    assert server.authenticated and client.authenticated
+
+
+def test_wrong_client_key_is_refused_by_the_server():
+    server, client = ServerAuth(b"right"), ClientAuth(b"wrong")
+    proof = client.answer(server.challenge())
+    with pytest.raises(AuthenticationError):
+        server.verify(proof)
+    assert not server.authenticated
+
+
+def test_a_fake_server_without_the_key_is_detected_by_the_client():
+    client = ClientAuth(b"right")
+    impostor = ServerAuth(b"guess")
+    client.answer(impostor.challenge())
+    # The impostor cannot produce a WELCOME for the client's nonce; replaying anything fails.
+    with pytest.raises((AuthenticationError, ProtocolError)):
+        client.check(encode(Message(Kind.WELCOME, body=b"\0" * 32)))
+
+
+def test_a_client_proof_cannot_be_reflected_as_a_server_proof():
+    key = b"shared"
+    client = ClientAuth(key)
+    server = ServerAuth(key)
+    proof = decode(client.answer(server.challenge()))
+    # An attacker replays the client's own HMAC back as the WELCOME: roles differ, so it fails.
+    with pytest.raises(AuthenticationError):
+        client.check(encode(Message(Kind.WELCOME, body=proof.body[:32])))
+
+
+def test_a_non_minipool_server_is_a_protocol_error():
+    with pytest.raises(ProtocolError):
+        ClientAuth(b"k").answer(b"HTTP/1.1 400 Bad Request\r\n\r\n")
