@@ -1,0 +1,441 @@
+"""Round trip and throughput of every minipool transport beside a raw socket and its peers.
+
+Technique: *measure against a floor, in the same run*. A loopback round trip costs a few tens
+of microseconds, and a shared machine drifts by more than that between runs, so every figure
+here is a ratio to a raw length-prefixed socket echo measured minutes apart at most. Beside
+minipool's transports (tcp, tls, http, ws, zmq+tcp) run the libraries a user would otherwise
+pick: ``multiprocessing.connection``, ``http.server`` + ``http.client`` (TCP_NODELAY on, as a
+careful user would set it), the ``websockets`` library and pyzmq REQ/REP.
+
+Each echo server runs in its own process (so client and server do not share one GIL), serves
+every payload size, and echoes each message back unchanged. Round trip = median of many
+one-at-a-time echoes. Throughput = payload MB/s echoed while a sender thread streams messages
+and the main thread receives them (lockstep peers -- http.client, REQ/REP, websockets' sync client -- cannot stream:
+their figure is one message at a time). With ``--codecs``, the client compresses before sending
+and decompresses what comes back. ``--no-nodelay`` turns TCP_NODELAY off everywhere, to show
+the Nagle / delayed-ACK stall of a header and a body written separately.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import importlib.util
+import multiprocessing
+import multiprocessing.connection as mpc
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any
+
+from .common import print_table, progress
+
+SIZES = {"64B": 64, "1KB": 1024, "64KB": 64 * 1024, "1MB": 1 << 20, "16MB": 16 << 20}
+TRANSPORTS = ["tcp", "tls", "http", "ws", "zmq+tcp"]
+PEERS = ["raw", "multiprocessing", "http.client", "websockets", "pyzmq"]
+_PREFIX = struct.Struct("!I")
+_CERT_DIR: str | None = None
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--transports", default=",".join(TRANSPORTS),
+                        help="minipool transports to measure (default: %(default)s)")
+    parser.add_argument("--peers", default=",".join(PEERS),
+                        help="other implementations beside them; raw is always run (default: %(default)s)")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="payload sizes (default: %(default)s)")
+    parser.add_argument("--codecs", default="none", help="comma-separated codec names (default: none)")
+    parser.add_argument("--no-nodelay", action="store_true", help="leave Nagle's algorithm on")
+    parser.add_argument("--quick", action="store_true", help="1 KB and 1 MB only, short runs (< 20 s)")
+    parser.add_argument("--budget", type=float, default=0.3,
+                        help="seconds spent on each round-trip and each throughput cell")
+    parser.add_argument("--svg", metavar="PATH", help="write a log-log chart of round trip by size")
+
+
+# -- servers (each in its own process) ------------------------------------------------------
+
+def _tls_files() -> tuple[str, str] | None:
+    """A self-signed certificate for 127.0.0.1 made with the openssl CLI (None without it)."""
+    global _CERT_DIR
+    if shutil.which("openssl") is None:
+        return None
+    if _CERT_DIR is None:
+        _CERT_DIR = tempfile.mkdtemp(prefix="minipool-bench-")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                        "-keyout", "key.pem", "-out", "cert.pem", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       cwd=_CERT_DIR, check=True, capture_output=True, timeout=60)
+    return os.path.join(_CERT_DIR, "cert.pem"), os.path.join(_CERT_DIR, "key.pem")
+
+
+def _contexts(files: tuple[str, str]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(*files)
+    return server, ssl.create_default_context(cafile=files[0])
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if not k:
+            raise ConnectionError("closed")
+        got += k
+    return buf
+
+
+def _raw_send(sock: socket.socket, data: bytes) -> None:
+    if len(data) < 65536:  # one segment train; a short sendmsg is impossible this small
+        sock.sendmsg([_PREFIX.pack(len(data)), data])
+    else:
+        sock.sendall(_PREFIX.pack(len(data)))
+        sock.sendall(data)
+
+
+def _serve_forever(handle, accept) -> None:
+    while True:
+        client = accept()
+        threading.Thread(target=handle, args=(client,), daemon=True).start()
+
+
+def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe) -> None:
+    """Echo server for ``kind``; reports its address on ``pipe`` and runs until terminated."""
+    if kind == "raw":
+        listener = socket.create_server(("127.0.0.1", 0))
+        pipe.send(listener.getsockname()[1])
+
+        def echo(sock):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+            try:
+                while True:
+                    (n,) = _PREFIX.unpack(_recv_exact(sock, 4))
+                    _raw_send(sock, _recv_exact(sock, n))
+            except OSError:
+                sock.close()
+        _serve_forever(echo, lambda: listener.accept()[0])
+    elif kind == "multiprocessing":
+        listener = mpc.Listener(("127.0.0.1", 0))
+        pipe.send(listener.address[1])
+
+        def echo(conn):
+            try:
+                while True:
+                    conn.send_bytes(conn.recv_bytes())
+            except (EOFError, OSError):
+                conn.close()
+        _serve_forever(echo, listener.accept)
+    elif kind == "http.client":
+        class Echo(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = nodelay
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        pipe.send(server.server_address[1])
+        server.serve_forever()
+    elif kind == "websockets":
+        from websockets.sync.server import serve
+
+        def echo(ws):
+            for message in ws:
+                ws.send(message)
+        with serve(echo, "127.0.0.1", 0, max_size=None, compression=None) as server:
+            pipe.send(server.socket.getsockname()[1])
+            server.serve_forever()
+    elif kind == "pyzmq":
+        import zmq
+        sock = zmq.Context().socket(zmq.REP)
+        port = sock.bind_to_random_port("tcp://127.0.0.1")
+        pipe.send(port)
+        while True:
+            sock.send(sock.recv(copy=False), copy=False)
+    else:  # a minipool transport
+        from ..transports import listen
+        options: dict[str, Any] = {"nodelay": nodelay}
+        if tls:
+            options["ssl_context"] = _contexts(tls)[0]
+        listener = listen(url, **options)
+        pipe.send(listener.url)
+
+        def echo(conn):
+            try:
+                conn.handshake(10)
+                while True:
+                    conn.send(conn.recv())
+            except Exception:  # noqa: BLE001 -- the client left
+                conn.close()
+        _serve_forever(echo, listener.accept)
+
+
+# -- clients --------------------------------------------------------------------------------
+
+class _Client:
+    """One connected client: ``send``, ``recv``, ``close``; ``streams`` if sends may run ahead."""
+
+    streams = True
+
+    def __init__(self, kind: str, address: Any, nodelay: bool, tls: tuple[str, str] | None):
+        self.kind = kind
+        if kind == "raw":
+            self.sock = socket.create_connection(("127.0.0.1", address))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+            self.send = lambda data: _raw_send(self.sock, data)
+            self.recv = lambda: _recv_exact(self.sock, _PREFIX.unpack(_recv_exact(self.sock, 4))[0])
+            self.close = self.sock.close
+        elif kind == "multiprocessing":
+            conn = mpc.Client(("127.0.0.1", address))
+            self.send, self.recv, self.close = conn.send_bytes, conn.recv_bytes, conn.close
+        elif kind == "http.client":
+            self.streams = False
+            conn = http.client.HTTPConnection("127.0.0.1", address)
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+
+            def send(data):
+                conn.request("POST", "/echo", body=data)
+            self.send, self.recv = send, lambda: conn.getresponse().read()
+            self.close = conn.close
+        elif kind == "websockets":
+            from websockets.sync.client import connect as ws_connect
+            # Its sync client holds one lock while a send blocks on a full socket, which stops
+            # its reader thread too: streaming large messages can deadlock. So: lockstep.
+            self.streams = False
+            ws = ws_connect(f"ws://127.0.0.1:{address}", max_size=None, compression=None)
+            self.send, self.recv, self.close = ws.send, ws.recv, ws.close
+        elif kind == "pyzmq":
+            import zmq
+            self.streams = False
+            self._ctx = zmq.Context()
+            sock = self._ctx.socket(zmq.REQ)
+            sock.connect(f"tcp://127.0.0.1:{address}")
+            self.send = lambda data: sock.send(data, copy=len(data) < 65536)
+            self.recv = sock.recv
+
+            def close():
+                sock.close(linger=0)
+                self._ctx.term()
+            self.close = close
+        else:
+            from ..transports import connect
+            options: dict[str, Any] = {"nodelay": nodelay}
+            if tls:
+                options["ssl_context"] = _contexts(tls)[1]
+            conn = connect(address, **options)
+            self.send, self.recv, self.close = conn.send, conn.recv, conn.close
+
+
+def _available(kind: str) -> str | None:
+    """Why ``kind`` cannot run here, or None if it can."""
+    module = {"tcp": "minipool.transports.tcp", "tls": "minipool.transports.tcp",
+              "http": "minipool.transports.http", "ws": "minipool.transports.websocket",
+              "zmq+tcp": "minipool.transports.zmq", "websockets": "websockets", "pyzmq": "zmq"}
+    name = module.get(kind)
+    if name and importlib.util.find_spec(name) is None:
+        return f"{name} is not available"
+    if kind == "zmq+tcp" and importlib.util.find_spec("zmq") is None:
+        return "pyzmq is not installed (pip install 'minipool[zmq]')"
+    if kind == "tls" and _tls_files() is None:
+        return "the openssl command is needed to make a certificate"
+    return None
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+def _payload(size: int) -> bytes:
+    # Compressible like real task arguments (a text log), so the codec columns mean something.
+    line = b"2024-05-01T12:00:00Z worker-7 task=%08d status=done elapsed_ms=%04d\n"
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += line % (i, i % 997)
+        i += 1
+    return bytes(out[:size])
+
+
+def _round_trips(client: _Client, data: bytes, codec, budget: float) -> float:
+    times: list[float] = []
+    stop = time.perf_counter() + budget
+    while len(times) < 5 or (time.perf_counter() < stop and len(times) < 20000):
+        start = time.perf_counter()
+        client.send(codec.compress(data))
+        codec.decompress(bytes(client.recv()), len(data))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def _throughput(client: _Client, data: bytes, codec, budget: float) -> float:
+    count = max(3, min(20000, int(budget * 400e6 / max(len(data), 1) / 4)))
+    if not client.streams:
+        count = max(3, min(count, 300))
+    wire = codec.compress(data)
+    start = time.perf_counter()
+    if client.streams:
+        sender = threading.Thread(target=lambda: [client.send(codec.compress(data)) for _ in range(count)])
+        sender.start()
+        for _ in range(count):
+            codec.decompress(bytes(client.recv()), len(data))
+        sender.join()
+    else:
+        for _ in range(count):
+            client.send(codec.compress(data))
+            codec.decompress(bytes(client.recv()), len(data))
+    del wire
+    return count * len(data) / (time.perf_counter() - start) / 1e6
+
+
+def _measure(kind: str, sizes: dict[str, int], codecs: list[str], args) -> list[dict]:
+    from ..codecs import get_codec
+    tls = _tls_files() if kind == "tls" else None
+    scheme = kind if kind in TRANSPORTS else None
+    url = f"{scheme}://127.0.0.1:0" if scheme else ""
+    nodelay = not args.no_nodelay
+    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=_serve, args=(kind, url, nodelay, tls, child), daemon=True)
+    server.start()
+    rows = []
+    try:
+        if not parent.poll(30):
+            raise RuntimeError(f"{kind} server did not start")
+        client = _Client(kind, parent.recv(), nodelay, tls)
+        try:
+            for codec_name in codecs:
+                codec = get_codec(codec_name)
+                for label, size in sizes.items():
+                    data = _payload(size)
+                    budget = args.budget * (2 if size >= 1 << 20 else 1)
+                    client.send(codec.compress(data))  # warm up: buffers, TLS session, caches
+                    client.recv()
+                    rtt = _round_trips(client, data, codec, budget)
+                    mbps = _throughput(client, data, codec, budget)
+                    progress(f"{kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us  {mbps:8.1f} MB/s")
+                    rows.append({"impl": kind, "minipool": scheme is not None, "codec": codec_name,
+                                 "size": size, "label": label, "rtt_us": rtt * 1e6, "mb_s": mbps,
+                                 "streaming": client.streams})
+        finally:
+            client.close()
+    finally:
+        server.terminate()
+        server.join(10)
+    return rows
+
+
+def run(args) -> dict:
+    sizes = {k: SIZES[k] for k in args.sizes.split(",") if k}
+    if args.quick:
+        sizes = {k: v for k, v in sizes.items() if k in ("1KB", "1MB")} or sizes
+        args.budget = min(args.budget, 0.1)
+    codecs = [c for c in args.codecs.split(",") if c]
+    impls = ["raw"] + [p for p in args.peers.split(",") if p and p != "raw"]
+    impls += [t for t in args.transports.split(",") if t]
+    rows: list[dict] = []
+    skipped: dict[str, str] = {}
+    for kind in impls:
+        reason = _available(kind) if kind != "raw" else None
+        if reason:
+            skipped[kind] = reason
+            progress(f"skipping {kind}: {reason}")
+            continue
+        try:
+            rows += _measure(kind, sizes, codecs, args)
+        except Exception as exc:  # noqa: BLE001 -- one broken implementation must not end the run
+            skipped[kind] = f"failed: {exc!r}"
+            progress(f"{kind} failed: {exc!r}")
+    floor = {(r["codec"], r["size"]): r for r in rows if r["impl"] == "raw"}
+    for r in rows:
+        base = floor.get((r["codec"], r["size"]))
+        r["rtt_ratio"] = r["rtt_us"] / base["rtt_us"] if base else None
+        r["mb_s_ratio"] = r["mb_s"] / base["mb_s"] if base else None
+    table = [[r["impl"] + ("" if r["minipool"] else " (peer)"), r["codec"], r["label"], r["rtt_us"],
+              r["rtt_ratio"] or 0.0, r["mb_s"], r["mb_s_ratio"] or 0.0] for r in rows]
+    title = "Echo over loopback" + (" with Nagle's algorithm ON (--no-nodelay)" if args.no_nodelay else "")
+    print_table(title, ["implementation", "codec", "size", "rtt us", "rtt / raw", "MB/s", "MB/s / raw"], table)
+    for kind, reason in skipped.items():
+        print(f"skipped {kind}: {reason}")
+    if args.svg:
+        _write_svg(args.svg, rows, title)
+        print(f"\nwrote {args.svg}")
+    return {"rows": rows, "skipped": skipped, "nodelay": not args.no_nodelay,
+            "sizes": sizes, "codecs": codecs}
+
+
+# -- the chart: SVG written by hand (it is only text) ---------------------------------------
+
+_COLORS = ["#222222", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+           "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def _write_svg(path: str, rows: list[dict], title: str) -> None:
+    """A log-log line chart of round trip by payload size, one line per implementation."""
+    import math
+    from xml.sax.saxutils import escape
+
+    codec = rows[0]["codec"] if rows else "none"
+    series: dict[str, list[tuple[float, float]]] = {}
+    peers = {r["impl"] for r in rows if not r["minipool"]}
+    for r in rows:
+        if r["codec"] == codec:
+            series.setdefault(r["impl"], []).append((r["size"], r["rtt_us"]))
+    xs = [x for points in series.values() for x, _ in points] or [1, 10]
+    ys = [y for points in series.values() for _, y in points] or [1, 10]
+    x0, x1 = math.log10(min(xs)), math.log10(max(xs)) + 1e-9
+    y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)) + 1e-9)
+    left, top, width, height = 70, 40, 560, 360
+
+    def px(x: float) -> float:
+        return left + (math.log10(x) - x0) / (x1 - x0) * width
+
+    def py(y: float) -> float:
+        return top + height - (math.log10(y) - y0) / (y1 - y0) * height
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 190}" '
+           f'height="{top + height + 60}" font-family="sans-serif" font-size="12">',
+           '<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="14">{escape(title)} (codec {escape(codec)})</text>',
+           f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#999"/>']
+    for decade in range(int(y0), int(y1) + 1):
+        y = py(10 ** decade)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#eee"/>')
+        label = f"{10 ** decade:,}" if decade >= 0 else f"{10 ** decade:g}"
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+    for size in sorted(set(xs)):
+        x = px(size)
+        name = next((k for k, v in SIZES.items() if v == size), str(size))
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + height}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + height + 18}" text-anchor="middle">{name}</text>')
+    out.append(f'<text x="{left + width / 2}" y="{top + height + 42}" text-anchor="middle">'
+               'payload size (log scale)</text>')
+    out.append(f'<text transform="translate(16,{top + height / 2}) rotate(-90)" '
+               'text-anchor="middle">round trip, microseconds (log scale)</text>')
+    for i, (impl, points) in enumerate(series.items()):
+        color = _COLORS[i % len(_COLORS)]
+        dash = ' stroke-dasharray="5,4"' if impl in peers else ""
+        path_d = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}"
+                          for j, (x, y) in enumerate(sorted(points)))
+        out.append(f'<path d="{path_d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        for x, y in points:
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>')
+        ly = top + 10 + i * 20
+        out.append(f'<line x1="{left + width + 15}" y1="{ly}" x2="{left + width + 45}" y2="{ly}" '
+                   f'stroke="{color}" stroke-width="2"{dash}/>')
+        label = impl + (" (peer)" if impl in peers else "")
+        out.append(f'<text x="{left + width + 52}" y="{ly + 4}">{escape(label)}</text>')
+    out.append("</svg>\n")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(out))
