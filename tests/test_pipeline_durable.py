@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import os
 import signal
@@ -94,6 +95,7 @@ def test_rerun_with_finished_journal_skips_everything(tmp_path):
 
 
 def test_truncated_journal_replays_valid_prefix_and_reports_damage(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="minipool.pipeline")
     p = pl.source(range(5000)) | pl.map(lambda x: x % 97) | pl.collect()
     expected = p.run()
     assert p.run(journal=str(tmp_path), snapshot_every=10_000) == expected

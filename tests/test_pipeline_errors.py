@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -89,6 +90,7 @@ def test_process_stage_failure_leaves_no_worker_processes():
 
 
 def test_skip_policy_counts_and_goes_on(caplog):
+    caplog.set_level(logging.WARNING, logger="minipool.pipeline")
     with (pl.source(range(6)) | pl.map(boom_on_3, errors="skip", name="d")).start() as run:
         assert run.result() == [0, 1, 2, 4, 5]
         assert {s.name: s for s in run.stats()}["d"].errors == 1

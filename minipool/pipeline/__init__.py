@@ -5,19 +5,23 @@ thread and coroutine pipes, named services with dynamic weights, exchange channe
 logs) and seed 004 (windows, rolling aggregation, checkpoints, MapReduce), as one small API.
 Read ``docs/pipeline.md`` for the tour; the modules, in reading order:
 
-* :mod:`.core` -- Stage, Pipeline, ``|``, and the Execution that runs one stage per thread;
+* :mod:`.core` -- Stage, Pipeline and ``|``: declarations only;
+* :mod:`.execution` -- the Execution that runs one stage per thread, and its two loops;
 * :mod:`.channels` -- bounded fast channels (backpressure) and the durable, journaled channel;
 * :mod:`.runners` -- the stage kinds: thread, process, async, any Executor;
-* :mod:`.operators` -- map, filter, batch, reduce, shard, ...;
+* :mod:`.operators` -- map, filter, batch, reduce, ...;
+* :mod:`.routing` -- merge (fan-in) and shard (split–process–combine);
 * :mod:`.windows` -- tumbling/sliding windows by count or time, rolling aggregates;
 * :mod:`.services` -- named services with weighted dynamic balancing;
 * :mod:`.stats`, :mod:`.errors` -- observability and the failures a caller can act on.
 """
 
-from .core import Execution, Pipeline, Stage
+from .core import Pipeline, Stage
 from .errors import PipelineError, StageDefinitionError, StageFailed
+from .execution import Execution
 from .operators import (batch, collect, count, count_by, distinct, filter, flat_map, key_by, map,
-                        merge, reduce, reduce_by_key, shard, sink, source, take, tap, to_dict, top)
+                        reduce, reduce_by_key, sink, source, take, tap, to_dict, top)
+from .routing import merge, shard
 from .runners import DeadLetter, ErrorPolicy, Kind
 from .services import InstanceStats, service
 from .stats import StageStats

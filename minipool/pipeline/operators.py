@@ -5,8 +5,7 @@ declaration (:class:`~.core.Stage`) with a small runtime. Record-at-a-time opera
 ``filter``, ``flat_map``, ``key_by``) run on any stage kind (see :mod:`.runners`); operators that
 remember records (``batch``, ``distinct``, ``reduce_by_key``, ``top``) run in their stage thread;
 terminal operators (``collect``, ``reduce``, ``sink``, ``count``, ``to_dict``) fold the stream
-into the value ``run()`` returns. ``shard`` is seed 000 §3.4's split–process–combine: records
-are routed by key to N copies of a fragment, whose outputs merge into one stream again.
+into the value ``run()`` returns. Fan-in and sharding live in :mod:`.routing`.
 """
 
 from __future__ import annotations
@@ -18,14 +17,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
 
-from .channels import Channel
-from .core import Merge, Pipeline, Runtime, Source, Stage, StageDone, Terminal
+from .core import Pipeline, Runtime, Source, Stage, StageDone, Terminal
 from .errors import PipelineError
 from .runners import ErrorPolicy, Kind, MapRuntime, Mode
 
-__all__ = ["source", "merge", "map", "filter", "flat_map", "key_by", "tap", "batch", "take",
+__all__ = ["source", "map", "filter", "flat_map", "key_by", "tap", "batch", "take",
            "distinct", "reduce_by_key", "count_by", "top", "collect", "reduce", "sink", "count",
-           "to_dict", "shard", "MapStage", "Shard"]
+           "to_dict", "MapStage"]
 
 _NOTHING: Any = object()
 
@@ -45,11 +43,6 @@ def source(iterable: Iterable[Any] | Callable[[], Iterable[Any]], *, name: str |
     if not callable(iterable) and not hasattr(iterable, "__iter__"):
         raise PipelineError(f"source() needs an iterable, got {type(iterable).__name__}")
     return Pipeline(Source(iterable, name), [])
-
-
-def merge(*pipelines: Pipeline) -> Pipeline:
-    """Fan-in: one stream of every record of every pipeline, interleaved as they arrive."""
-    return Pipeline(Merge(pipelines), [])
 
 
 class MapStage(Stage):
@@ -359,54 +352,3 @@ def _update(state: dict[Any, Any], records: list[Any]) -> dict[Any, Any]:
 def to_dict(*, name: str | None = None) -> Terminal:
     """Terminal: a dict from ``(key, value)`` records (later keys win)."""
     return _Fold("to_dict", dict, _update, name=name)
-
-
-class _Router(Runtime):
-    def __init__(self, key: Callable[[Any], Any], shards: list[Channel]) -> None:
-        self.key, self.shards = key, shards
-
-    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
-        n = len(self.shards)
-        buckets: list[list[Any]] = [[] for _ in range(n)]
-        key = self.key
-        for record in chunk:
-            buckets[hash(key(record)) % n].append(record)
-        for shard, bucket in zip(self.shards, buckets):
-            if bucket:
-                shard.put(bucket)
-
-    def finish(self, emit: Callable[[Any], None]) -> None:
-        for shard in self.shards:
-            shard.close()
-
-
-class Shard(Stage):
-    """Split by key into ``n`` copies of a fragment, then merge their outputs (see :func:`shard`)."""
-
-    def __init__(self, n: int, key: Callable[[Any], Any], then: Pipeline | Stage, name: str | None) -> None:
-        self.n = _positive("shard count", n)
-        if isinstance(then, Stage):
-            then = Pipeline(None, [then])
-        if not isinstance(then, Pipeline) or then.head is not None or not then.stages:
-            raise PipelineError("shard(then=...) needs stages without a source, e.g. "
-                                "pl.map(f) | pl.reduce(add)")
-        self.key, self.then, self.name = key, then, name
-        self.label = f"shard({n})"
-
-    def wire(self, name: str, run: Any, inbound: Channel, outbound: Channel) -> None:
-        shards = [Channel(run.stop, run._buffer) for _ in range(self.n)]
-        for i, channel in enumerate(shards):
-            channel.add_producer()
-            run._build_stages(self.then.stages, channel, outbound, f"{name}[{i}].")
-        router = _Simple(self.label, lambda: _Router(self.key, shards), stateful=False, name=None)
-        run.add_stage(router, name, inbound, Channel(run.stop, 1))  # the router emits to shards only
-
-
-def shard(n: int, *, key: Callable[[Any], Any], then: Pipeline | Stage, name: str | None = None) -> Shard:
-    """Split–process–combine: route each record to shard ``hash(key(record)) % n``.
-
-    Each shard runs its own copy of ``then`` (its own state, its own thread(s)); a terminal
-    stage in ``then`` emits each shard's partial result, and the outputs of every shard merge
-    into one stream for the next stage, e.g. a final ``reduce`` that combines the partials.
-    """
-    return Shard(n, key, then, name)

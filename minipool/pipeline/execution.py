@@ -1,0 +1,324 @@
+"""One run of a pipeline: a thread per stage, bounded channels between them, one stop event.
+
+Technique: the Unix pipe, in threads. Starting a :class:`~.core.Pipeline` makes an
+:class:`Execution`: every stage's runtime gets its own thread, joined to its neighbours by
+bounded :class:`~.channels.Channel` s, exactly like the processes of ``cat log | grep x | sort``.
+Each thread runs one of two small loops (the source loop, the stage loop), so the whole
+behaviour of a running pipeline -- chunking, markers, early stop, failure -- is in one place.
+
+The first failure anywhere is recorded, the stop event is set, every thread notices within
+50 ms, every stage closes its workers, and ``result()`` re-raises the failure naming its stage.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .channels import END, Abandoned, Cancelled, Channel, DurableLog, Marker
+from .core import Merge, Pipeline, Source, Stage, StageDone, _TerminalRuntime
+from .errors import PipelineError, StageFailed
+from .runners import DeadLetter, ErrorPolicy
+from .stats import StageStats, format_summary
+
+__all__ = ["Execution"]
+
+log = logging.getLogger("minipool.pipeline")
+
+SOURCE_CHUNK = 256      # records per chunk leaving a source: amortises one queue handoff
+SOURCE_LINGER = 0.005   # ...but a slow source flushes sooner, so latency stays low
+
+
+class Execution:
+    """One run of a pipeline: its threads, channels, stats, dead letters and outcome."""
+
+    def __init__(self, pipeline: Pipeline, *, journal: str | None, fsync: str,
+                 snapshot_every: int, buffer: int) -> None:
+        if pipeline.head is None:
+            raise PipelineError("the pipeline has no source: start it with pl.source(...) | ...")
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.dead_letters: list[DeadLetter] = []
+        self.services: dict[str, list[Any]] = {}  # service name -> its InstanceStats
+        self.journal_damage: str | None = None
+        self._lock = threading.Lock()
+        self._buffer = buffer
+        self._threads: list[threading.Thread] = []
+        self._runtimes: list[Any] = []
+        self._stats: list[StageStats] = []
+        self._skip = 0
+        self._durable = journal is not None
+        self._terminal: _TerminalRuntime | None = None
+        self.output = Channel(self.stop, buffer)
+        try:
+            self._build(pipeline, self.output, "")
+            last = self._runtimes[-1] if pipeline.stages else None
+            if isinstance(last, _TerminalRuntime):
+                self._terminal = last
+                if journal is not None:
+                    self._open_journal(pipeline, last, journal, fsync, snapshot_every)
+        except BaseException:
+            self.stop.set()
+            for rt in self._runtimes:
+                rt.close()
+            raise
+        for thread in self._threads:
+            thread.start()
+
+    def _open_journal(self, pipeline: Pipeline, terminal: _TerminalRuntime, directory: str,
+                      fsync: str, snapshot_every: int) -> None:
+        from .routing import Shard
+        from .services import Service
+        if fsync not in ("always", "everysec", "no"):
+            raise PipelineError(f"fsync must be 'always', 'everysec' or 'no', got {fsync!r}")
+        if not isinstance(pipeline.head, Source) or any(
+                isinstance(s, (Shard, Service)) for s in pipeline.stages):
+            raise PipelineError("journal= needs a linear pipeline (one source, no merge, shard or "
+                                "service): those reorder records, so a marker could not say "
+                                "which ones are done")
+        durable = DurableLog(directory, fsync=fsync, snapshot_every=snapshot_every)
+        spec = terminal.spec
+
+        def replay_apply(state: Any, records: list[Any]) -> Any:
+            return spec.apply(spec.initial() if state is None else state, records)
+
+        seq, state = durable.restore(replay_apply)
+        self.journal_damage = durable.damage
+        terminal.durable, terminal.seq, self._skip = durable, seq, seq
+        if state is not None:
+            terminal.state = state
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def _build(self, pipeline: Pipeline, out: Channel, prefix: str) -> None:
+        """Wire ``pipeline`` so that its last stage (or its head) writes into ``out``."""
+        stages = pipeline.stages
+        first = out if not stages else Channel(self.stop, self._buffer)
+        head = pipeline.head
+        if isinstance(head, Source):
+            first.add_producer()
+            stats = self._new_stats(prefix + head.name, "source")
+            self._spawn(prefix + head.name, self._source_loop, head, first, stats)
+        elif isinstance(head, Merge):
+            for i, branch in enumerate(head.pipelines):
+                self._build(branch, first, f"{prefix}merge[{i}].")
+        self._build_stages(stages, first, out, prefix)
+
+    def _build_stages(self, stages: list[Stage], inbound: Channel, out: Channel, prefix: str) -> None:
+        for i, stage in enumerate(stages):
+            outbound = out if i == len(stages) - 1 else Channel(self.stop, self._buffer)
+            name = prefix + stage.display(i + 1)
+            wire = getattr(stage, "wire", None)
+            if wire is not None:  # stages with their own topology (shard)
+                wire(name, self, inbound, outbound)
+            else:
+                self.add_stage(stage, name, inbound, outbound)
+            inbound = outbound
+
+    def add_stage(self, stage: Stage, name: str, inbound: Channel, outbound: Channel) -> None:
+        """Open ``stage``'s runtime and give it a thread reading ``inbound``, writing ``outbound``."""
+        stats = self._new_stats(name, stage.kind_name)
+        runtime = stage.open(name, self, stats)
+        self._runtimes.append(runtime)
+        outbound.add_producer()
+        self._spawn(name, self._stage_loop, runtime, inbound, outbound, stats, stage.stateful)
+
+    def _new_stats(self, name: str, kind: str) -> StageStats:
+        stats = StageStats(name, kind)
+        self._stats.append(stats)
+        return stats
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        self._threads.append(threading.Thread(target=target, args=args, name=f"pl-{name}", daemon=True))
+
+    # -- the two loops every thread runs -------------------------------------------------
+
+    def _source_loop(self, head: Source, out: Channel, stats: StageStats) -> None:
+        iterator: Any = None
+        try:
+            try:
+                source = head.iterable() if callable(head.iterable) else head.iterable
+                iterator = iter(source)
+                if self._skip:  # a durable rerun: these records are already in the journal
+                    for _ in itertools.islice(iterator, self._skip):
+                        pass
+            except Exception as exc:
+                raise StageFailed(head.name, exc) from exc
+            seq, chunk = self._skip, []
+            clock = time.perf_counter
+            started = clock()
+            while True:
+                before = clock()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    raise StageFailed(head.name, exc) from exc
+                now = clock()
+                stats.busy_seconds += now - before
+                if not chunk:
+                    started = now
+                chunk.append(item)
+                if len(chunk) >= SOURCE_CHUNK or now - before > SOURCE_LINGER or now - started > SOURCE_LINGER:
+                    seq = self._send(out, chunk, seq, stats)
+                    chunk = []
+            if chunk:
+                self._send(out, chunk, seq, stats)
+            out.close()
+        except (Abandoned, Cancelled):
+            pass
+        except BaseException as exc:
+            self.fail(exc)
+        finally:
+            stats.finished = time.perf_counter()
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing source %r", head.name)
+
+    def _send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int:
+        stats.records_out += len(chunk)
+        out.put(chunk)
+        seq += len(chunk)
+        if self._durable:
+            out.put(Marker(seq))
+        return seq
+
+    def _stage_loop(self, runtime: Any, inbound: Channel, outbound: Channel, stats: StageStats,
+                    stateful: bool) -> None:
+        def emit(message: Any) -> None:
+            if type(message) is list:
+                stats.records_out += len(message)
+            outbound.put(message)
+
+        held_marker: Marker | None = None
+        clock = time.perf_counter
+        try:
+            try:
+                while True:
+                    message = inbound.get(runtime.wait_hint())
+                    stats.queue_depth = inbound.depth
+                    if message is None:
+                        runtime.poll(emit)
+                    elif message is END:
+                        break
+                    elif type(message) is list:
+                        stats.records_in += len(message)
+                        if runtime.self_timed:
+                            runtime.feed(message, emit)
+                        else:
+                            start = clock()
+                            runtime.feed(message, emit)
+                            stats.busy_seconds += clock() - start
+                    elif stateful and runtime.holding():
+                        held_marker = message  # passes once the state it covers is emitted
+                    else:
+                        held_marker = None
+                        runtime.mark(message, emit)
+            except StageDone:
+                inbound.abandon()
+            runtime.finish(emit)
+            if held_marker is not None:
+                emit(held_marker)
+            outbound.close()
+        except Abandoned:
+            inbound.abandon()
+        except Cancelled:
+            pass
+        except StageFailed as exc:
+            self.fail(exc)
+        except BaseException as exc:
+            self.fail(StageFailed(stats.name, exc))
+        finally:
+            stats.finished = clock()
+            try:
+                runtime.close()
+            except Exception:
+                log.exception("closing stage %r", stats.name)
+
+    # -- failures, results, shutdown -----------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the first failure and stop every thread."""
+        with self._lock:
+            if self.error is None:
+                if isinstance(exc, StageFailed) and exc.__cause__ is None:
+                    exc.__cause__ = exc.cause
+                self.error = exc
+        self.stop.set()
+
+    def handle_failures(self, stage: str, policy: ErrorPolicy, failures: list[Any],
+                        stats: StageStats) -> None:
+        """Apply a stage's error policy to the records its function failed on.
+
+        Raises:
+            StageFailed: under ``ErrorPolicy.FAIL``, for the first failed record.
+        """
+        stats.errors += len(failures)
+        if policy is ErrorPolicy.FAIL:
+            record, error = failures[0]
+            raise StageFailed(stage, error, record) from error
+        if policy is ErrorPolicy.SKIP:
+            for record, error in failures:
+                log.warning("stage %r skipped a record: %s: %s", stage, type(error).__name__, error)
+        else:
+            with self._lock:
+                self.dead_letters.extend(DeadLetter(stage, r, e) for r, e in failures)
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    message = self.output.get()
+                except Cancelled:
+                    break
+                if message is END:
+                    break
+                if type(message) is list:
+                    yield from message
+        finally:
+            self.close()
+        if self.error is not None:
+            raise self.error
+
+    def result(self) -> Any:
+        """Wait for the end; return the terminal value. Raises the run's first failure."""
+        values = list(self)  # a terminal stage emits its value as the one output record
+        if self._terminal is None:
+            return values
+        return values[-1]
+
+    def close(self) -> None:
+        """Stop (if still running) and join every thread; safe to call twice."""
+        if any(t.is_alive() for t in self._threads):
+            self.output.abandon()
+        for thread in self._threads:
+            while thread.is_alive():
+                thread.join(0.05)
+                self.output.abandon()  # keep a blocked last stage from waiting on us
+
+    def cancel(self) -> None:
+        self.stop.set()
+        self.close()
+
+    def __enter__(self) -> Execution:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is not None:
+            self.stop.set()
+        self.close()
+
+    def stats(self) -> list[StageStats]:
+        """Live per-stage statistics (also valid after the end: the summary)."""
+        return list(self._stats)
+
+    def summary(self) -> str:
+        return format_summary(self._stats)
