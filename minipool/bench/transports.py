@@ -108,6 +108,13 @@ def _serve_forever(handle, accept) -> None:
 
 def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe) -> None:
     """Echo server for ``kind``; reports its address on ``pipe`` and runs until terminated."""
+    try:
+        _serve_kind(kind, url, nodelay, tls, pipe)
+    except Exception as exc:  # noqa: BLE001 -- reported to the parent instead of a hang
+        pipe.send(exc)
+
+
+def _serve_kind(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe) -> None:
     if kind == "raw":
         listener = socket.create_server(("127.0.0.1", 0))
         pipe.send(listener.getsockname()[1])
@@ -242,6 +249,8 @@ class _Client:
 
 def _available(kind: str) -> str | None:
     """Why ``kind`` cannot run here, or None if it can."""
+    if kind not in TRANSPORTS and kind not in PEERS:
+        return f"unknown (choose from {', '.join(TRANSPORTS + PEERS)})"
     module = {"tcp": "minipool.transports.tcp", "tls": "minipool.transports.tcp",
               "http": "minipool.transports.http", "ws": "minipool.transports.websocket",
               "zmq+tcp": "minipool.transports.zmq", "websockets": "websockets", "pyzmq": "zmq"}
@@ -313,7 +322,10 @@ def _measure(kind: str, sizes: dict[str, int], codecs: list[str], args) -> list[
     try:
         if not parent.poll(30):
             raise RuntimeError(f"{kind} server did not start")
-        client = _Client(kind, parent.recv(), nodelay, tls)
+        address = parent.recv()
+        if isinstance(address, Exception):
+            raise address
+        client = _Client(kind, address, nodelay, tls)
         try:
             for codec_name in codecs:
                 codec = get_codec(codec_name)

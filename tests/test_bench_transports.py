@@ -1,0 +1,28 @@
+"""`python -m minipool.bench transports` with the tiniest settings: the result's shape."""
+
+from __future__ import annotations
+
+import argparse
+import xml.etree.ElementTree as ET
+
+from minipool.bench import transports
+
+
+def test_quick_run_one_transport(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    transports.add_arguments(parser)
+    svg = tmp_path / "rtt.svg"
+    args = parser.parse_args(["--quick", "--transports", "http,nosuch", "--peers", "",
+                              "--sizes", "64B", "--budget", "0.02", "--svg", str(svg)])
+    result = transports.run(args)
+    impls = [row["impl"] for row in result["rows"]]
+    assert impls == ["raw", "http"]  # the floor is always measured beside
+    for row in result["rows"]:
+        assert row["size"] == 64 and row["codec"] == "none"
+        assert row["rtt_us"] > 0 and row["mb_s"] > 0 and row["rtt_ratio"] > 0
+    assert result["rows"][0]["rtt_ratio"] == 1.0
+    assert "nosuch" in result["skipped"]
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg") and len(root.findall("{http://www.w3.org/2000/svg}path")) == 2
+    out = capsys.readouterr().out
+    assert "| http" in out and "rtt / raw" in out
