@@ -7,6 +7,7 @@ Cases (each figure is a median of ``--repeat`` runs, all in the same invocation)
   paragraphs/s, speed-up and peak RSS. Each configuration runs in a fresh child process, so its
   peak RSS (``ru_maxrss``) is its own (worker processes of a process stage are not included:
   they are children of the forkserver);
+* CPU-bound and I/O-bound stages on each kind (thread, process, async): when each one wins;
 * the per-record cost of one fast channel between two thread stages;
 * durable channel throughput (records/s through a journal, group commit per chunk) by fsync policy;
 * peak RSS growth of a long stream (default 10,000,000 records) through three stages.
@@ -143,6 +144,50 @@ def channel_cost(args: argparse.Namespace) -> dict[str, float]:
             "channel_us": (two - one) / n * 1e6}
 
 
+def _spin(n: int) -> int:
+    """About a millisecond of pure-Python CPU work (holds the GIL throughout)."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def _wait(x: Any) -> Any:
+    time.sleep(0.02)
+    return x
+
+
+async def _await(x: Any) -> Any:
+    import asyncio
+    await asyncio.sleep(0.02)
+    return x
+
+
+def stage_kinds(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """CPU-bound and I/O-bound stages on each kind: when each one wins."""
+    from minipool import pipeline as pl
+    cpu = [20_000] * 1000
+    io = list(range(100))
+    cases = [
+        ("CPU 1 ms x 1000", "thread, 1 worker", lambda: pl.source(cpu) | pl.map(_spin)),
+        ("CPU 1 ms x 1000", "thread, 2 workers", lambda: pl.source(cpu) | pl.map(_spin, workers=2)),
+        ("CPU 1 ms x 1000", "process, 2 workers",
+         lambda: pl.source(cpu) | pl.map(_spin, kind="process", workers=2)),
+        ("wait 20 ms x 100", "thread, 1 worker", lambda: pl.source(io) | pl.map(_wait)),
+        ("wait 20 ms x 100", "thread, 32 workers", lambda: pl.source(io) | pl.map(_wait, workers=32)),
+        ("wait 20 ms x 100", "async, 32 workers",
+         lambda: pl.source(io) | pl.map(_await, kind="async", workers=32)),
+        ("wait 20 ms x 100", "process, 2 workers",
+         lambda: pl.source(io) | pl.map(_wait, kind="process", workers=2)),
+    ]
+    rows = []
+    for work, kind, build in cases:
+        progress(f"stage kinds: {work} on {kind} x{args.repeat}")
+        seconds = _time_pipeline(build, args.repeat)
+        rows.append({"work": work, "stage": kind, "seconds": seconds})
+    return rows
+
+
 def durable_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
     from minipool import pipeline as pl
     n = args.durable_records
@@ -176,6 +221,7 @@ def long_stream(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     annual = annual_reports(args)
+    kinds = stage_kinds(args)
     channel = channel_cost(args)
     durable = durable_throughput(args)
     stream = long_stream(args)
@@ -186,6 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "peak RSS MB"],
                 [[r["stages"], r["channel"], r["seconds"], r["reports_per_s"], r["paragraphs_per_s"],
                   f"{r['speedup']:.2f}x", r["peak_rss_mb"]] for r in annual])
+    print_table(f"Stage kinds (median of {args.repeat}; process figures include starting the pool)",
+                ["work", "stage", "seconds"], [[r["work"], r["stage"], r["seconds"]] for r in kinds])
     print_table(f"Fast channel between two thread stages ({channel['records']:,} records, "
                 f"median of {args.repeat})",
                 ["pipeline", "µs per record"],
@@ -200,5 +248,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ["records", "seconds", "records/s", "RSS before MB", "peak RSS MB", "growth MB"],
                     [[stream["records"], stream["seconds"], stream["records_per_s"],
                       stream["rss_before_mb"], stream["peak_rss_mb"], stream["growth_mb"]]])
-    return {"annual_reports": annual, "fast_channel": channel, "durable_channel": durable,
+    return {"annual_reports": annual, "stage_kinds": kinds, "fast_channel": channel, "durable_channel": durable,
             "long_stream": stream}
