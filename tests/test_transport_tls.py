@@ -49,12 +49,7 @@ def test_echo_over_tls(server, tls):
     _echo(server.url.replace("127.0.0.1", "localhost"), tls.client, (b"by name",))
 
 
-def test_plain_client_against_tls_server_fails_cleanly(server, tls, scheme, request):
-    if scheme != "https":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "tcp.py: when the server's TLS handshake fails, TcpConnection.handshake closes the "
-            "raw socket, which wrap_socket has detached, so the SSLSocket stays open until it "
-            "is garbage-collected and the client waits")))
+def test_plain_client_against_tls_server_fails_cleanly(server, tls, scheme):
     plain = server.url.replace(f"{scheme}://", f"{PLAIN[scheme]}://")
     try:
         with connect(plain, handshake_timeout=2) as conn:

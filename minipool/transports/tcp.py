@@ -50,14 +50,22 @@ class TcpConnection(Connection):
         assert context is not None
         raw = self._stream.sock
         raw.settimeout(timeout)
+        tls = None
         try:
+            # wrap_socket detaches ``raw``: from here on only ``tls`` owns the descriptor.
             tls = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
             tls.do_handshake()
-        except socket.timeout as exc:
-            self.close()
-            raise TimeoutError("TLS handshake timed out") from exc
-        except (ssl.SSLError, OSError) as exc:
-            self.close()
+        except (socket.timeout, ssl.SSLError, OSError) as exc:
+            for sock in (tls, raw):
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    sock.close()
+            self._stream.close()
+            if isinstance(exc, socket.timeout):
+                raise TimeoutError("TLS handshake timed out") from exc
             raise ProtocolError(f"TLS handshake failed: {exc}") from exc
         tls.settimeout(None)
         self._stream = SocketStream(tls)
