@@ -277,22 +277,19 @@ def _payload(size: int) -> bytes:
     return bytes(out[:size])
 
 
-def _round_trips(client: _Client, data: bytes, codec, budget: float) -> float:
-    times: list[float] = []
-    stop = time.perf_counter() + budget
-    while len(times) < 5 or (time.perf_counter() < stop and len(times) < 20000):
+def _round_trips(client: _Client, data: bytes, codec, seconds: float, out: list[float]) -> None:
+    stop = time.perf_counter() + seconds
+    for i in range(20000):
+        if i >= 3 and time.perf_counter() > stop:
+            return
         start = time.perf_counter()
         client.send(codec.compress(data))
         codec.decompress(bytes(client.recv()), len(data))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+        out.append(time.perf_counter() - start)
 
 
-def _throughput(client: _Client, data: bytes, codec, budget: float) -> float:
-    count = max(3, min(20000, int(budget * 400e6 / max(len(data), 1) / 4)))
-    if not client.streams:
-        count = max(3, min(count, 300))
-    wire = codec.compress(data)
+def _stream(client: _Client, data: bytes, codec, count: int) -> float:
+    """Echo ``count`` messages (streamed if the client can); return the seconds taken."""
     start = time.perf_counter()
     if client.streams:
         sender = threading.Thread(target=lambda: [client.send(codec.compress(data)) for _ in range(count)])
@@ -304,51 +301,72 @@ def _throughput(client: _Client, data: bytes, codec, budget: float) -> float:
         for _ in range(count):
             client.send(codec.compress(data))
             codec.decompress(bytes(client.recv()), len(data))
-    del wire
-    return count * len(data) / (time.perf_counter() - start) / 1e6
+    return time.perf_counter() - start
 
 
-def _measure(kind: str, sizes: dict[str, int], codecs: list[str], args) -> list[dict]:
-    from ..codecs import get_codec
-    tls = _tls_files() if kind == "tls" else None
-    scheme = kind if kind in TRANSPORTS else None
-    url = f"{scheme}://127.0.0.1:0" if scheme else ""
-    nodelay = not args.no_nodelay
-    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(kind, url, nodelay, tls, child), daemon=True)
-    server.start()
-    rows = []
-    try:
-        if not parent.poll(30):
-            raise RuntimeError(f"{kind} server did not start")
-        address = parent.recv()
-        if isinstance(address, Exception):
-            raise address
-        client = _Client(kind, address, nodelay, tls)
+class _Running:
+    """One implementation under test: its echo server process and a connected client."""
+
+    def __init__(self, kind: str, nodelay: bool) -> None:
+        self.kind = kind
+        self.tls = _tls_files() if kind == "tls" else None
+        url = f"{kind}://127.0.0.1:0" if kind in TRANSPORTS else ""
+        ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+        parent, child = ctx.Pipe()
+        self.server = ctx.Process(target=_serve, args=(kind, url, nodelay, self.tls, child), daemon=True)
+        self.server.start()
         try:
-            for codec_name in codecs:
-                codec = get_codec(codec_name)
-                for label, size in sizes.items():
-                    data = _payload(size)
-                    budget = args.budget * (2 if size >= 1 << 20 else 1)
-                    client.send(codec.compress(data))  # warm up: buffers, TLS session, caches
-                    client.recv()
-                    rtt = _round_trips(client, data, codec, budget)
-                    mbps = _throughput(client, data, codec, budget)
-                    progress(f"{kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us  {mbps:8.1f} MB/s")
-                    rows.append({"impl": kind, "minipool": scheme is not None, "codec": codec_name,
-                                 "size": size, "label": label, "rtt_us": rtt * 1e6, "mb_s": mbps,
-                                 "streaming": client.streams})
-        finally:
-            client.close()
-    finally:
-        server.terminate()
-        server.join(10)
-    return rows
+            if not parent.poll(30):
+                raise RuntimeError(f"{kind} server did not start")
+            address = parent.recv()
+            if isinstance(address, Exception):
+                raise address
+            self.client = _Client(kind, address, nodelay, self.tls)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 -- closing after a failure: nothing to report
+                pass
+        self.server.terminate()
+        self.server.join(10)
+
+
+_ROUNDS = 8  # each cell's time is split into rounds, implementations taking turns
+
+
+def _measure_cell(running: list[_Running], data: bytes, codec, budget: float) -> dict[str, tuple[float, float]]:
+    """Round trip (median, seconds) and MB/s of every implementation for one payload.
+
+    The implementations take turns, round after round, so a burst of load on the shared
+    machine hits all of them alike instead of whichever happened to be running.
+    """
+    size = len(data)
+    samples: dict[str, list[float]] = {r.kind: [] for r in running}
+    moved: dict[str, list[float]] = {r.kind: [0.0, 0.0] for r in running}  # bytes, seconds
+    streamed = max(1, min(4000, int(budget * 100e6 / max(size, 1) / _ROUNDS)))
+    for r in running:  # warm up: buffers, TLS session, caches
+        r.client.send(codec.compress(data))
+        r.client.recv()
+    for round_no in range(_ROUNDS):
+        order = running[round_no % len(running):] + running[: round_no % len(running)]
+        for r in order:
+            _round_trips(r.client, data, codec, budget / _ROUNDS, samples[r.kind])
+            count = streamed if r.client.streams else max(1, min(streamed, 60))
+            moved[r.kind][0] += count * size
+            moved[r.kind][1] += _stream(r.client, data, codec, count)
+    return {kind: (statistics.median(samples[kind]), moved[kind][0] / moved[kind][1] / 1e6)
+            for kind in samples}
 
 
 def run(args) -> dict:
+    from ..codecs import get_codec
+
     sizes = {k: SIZES[k] for k in args.sizes.split(",") if k}
     if args.quick:
         sizes = {k: v for k, v in sizes.items() if k in ("1KB", "1MB")} or sizes
@@ -358,17 +376,32 @@ def run(args) -> dict:
     impls += [t for t in args.transports.split(",") if t]
     rows: list[dict] = []
     skipped: dict[str, str] = {}
-    for kind in impls:
-        reason = _available(kind) if kind != "raw" else None
-        if reason:
-            skipped[kind] = reason
-            progress(f"skipping {kind}: {reason}")
-            continue
-        try:
-            rows += _measure(kind, sizes, codecs, args)
-        except Exception as exc:  # noqa: BLE001 -- one broken implementation must not end the run
-            skipped[kind] = f"failed: {exc!r}"
-            progress(f"{kind} failed: {exc!r}")
+    running: list[_Running] = []
+    try:
+        for kind in dict.fromkeys(impls):
+            reason = _available(kind) if kind != "raw" else None
+            try:
+                if not reason:
+                    running.append(_Running(kind, not args.no_nodelay))
+            except Exception as exc:  # noqa: BLE001 -- one broken implementation must not end the run
+                reason = f"failed to start: {exc!r}"
+            if reason:
+                skipped[kind] = reason
+                progress(f"skipping {kind}: {reason}")
+        for codec_name in codecs:
+            codec = get_codec(codec_name)
+            for label, size in sizes.items():
+                budget = args.budget * (2 if size >= 1 << 20 else 1)
+                cell = _measure_cell(running, _payload(size), codec, budget)
+                for r in running:
+                    rtt, mbps = cell[r.kind]
+                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us  {mbps:8.1f} MB/s")
+                    rows.append({"impl": r.kind, "minipool": r.kind in TRANSPORTS, "codec": codec_name,
+                                 "size": size, "label": label, "rtt_us": rtt * 1e6, "mb_s": mbps,
+                                 "streaming": r.client.streams})
+    finally:
+        for r in running:
+            r.stop()
     floor = {(r["codec"], r["size"]): r for r in rows if r["impl"] == "raw"}
     for r in rows:
         base = floor.get((r["codec"], r["size"]))
