@@ -118,3 +118,18 @@ def test_retry_policy_retries_flaky_records():
     attempts.clear()
     with pytest.raises(StageFailed, match="try again"):
         (pl.source(range(4)) | pl.map(flaky, retries=1)).run()
+
+
+def test_failure_does_not_wait_forever_on_a_silent_source():
+    release = threading.Event()
+
+    def silent():
+        yield 1
+        release.wait(30)  # a source stuck in a read that never returns
+        yield 2
+
+    try:
+        with pytest.raises(StageFailed, match="'check'"):
+            (pl.source(silent) | pl.map(lambda x: 1 / 0, name="check")).run()
+    finally:
+        release.set()

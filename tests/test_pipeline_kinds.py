@@ -114,10 +114,8 @@ def test_main_module_functions_run_on_process_stages(tmp_path):
 
 
 def test_minipool_pool_as_executor():
-    try:
-        from minipool import Pool
-    except ImportError:
-        pytest.skip("minipool.Pool is not available in this checkout")
-    with Pool(2) as pool:
+    from minipool import Pool
+
+    with Pool(2) as pool:  # remote worker processes behind the Executor interface
         p = pl.source(range(20)) | pl.map(lambda x: x * 3, executor=pool) | pl.reduce(operator.add)
         assert p.run() == 3 * sum(range(20))

@@ -30,7 +30,8 @@ __all__ = ["Execution"]
 log = logging.getLogger("minipool.pipeline")
 
 SOURCE_CHUNK = 256      # records per chunk leaving a source: amortises one queue handoff
-SOURCE_LINGER = 0.005   # ...but a slow source flushes sooner, so latency stays low
+SOURCE_LINGER = 0.005   # ...but a chunk waits at most this long for more records
+SOURCE_GRACE = 1.0      # seconds close() waits for a source stuck in its iterator
 
 
 class Execution:
@@ -48,6 +49,8 @@ class Execution:
         self._lock = threading.Lock()
         self._buffer = buffer
         self._threads: list[threading.Thread] = []
+        self._source_threads: set[threading.Thread] = set()
+        self._closed = False
         self._runtimes: list[Any] = []
         self._stats: list[StageStats] = []
         self._skip = 0
@@ -103,6 +106,7 @@ class Execution:
             first.add_producer()
             stats = self._new_stats(prefix + head.name, "source")
             self._spawn(prefix + head.name, self._source_loop, head, first, stats)
+            self._source_threads.add(self._threads[-1])
         elif isinstance(head, Merge):
             for i, branch in enumerate(head.pipelines):
                 self._build(branch, first, f"{prefix}merge[{i}].")
@@ -139,6 +143,9 @@ class Execution:
 
     def _source_loop(self, head: Source, out: Channel, stats: StageStats) -> None:
         iterator: Any = None
+        buffer = _SourceBuffer(self, out, stats)
+        flusher = threading.Thread(target=buffer.flush_when_idle, name=f"pl-{head.name}-flush",
+                                   daemon=True)
         try:
             try:
                 source = head.iterable() if callable(head.iterable) else head.iterable
@@ -148,9 +155,8 @@ class Execution:
                         pass
             except Exception as exc:
                 raise StageFailed(head.name, exc) from exc
-            seq, chunk = self._skip, []
-            clock = time.perf_counter
-            started = clock()
+            flusher.start()
+            clock, add = time.perf_counter, buffer.add
             while True:
                 before = clock()
                 try:
@@ -159,22 +165,18 @@ class Execution:
                     break
                 except Exception as exc:
                     raise StageFailed(head.name, exc) from exc
-                now = clock()
-                stats.busy_seconds += now - before
-                if not chunk:
-                    started = now
-                chunk.append(item)
-                if len(chunk) >= SOURCE_CHUNK or now - before > SOURCE_LINGER or now - started > SOURCE_LINGER:
-                    seq = self._send(out, chunk, seq, stats)
-                    chunk = []
-            if chunk:
-                self._send(out, chunk, seq, stats)
+                stats.busy_seconds += clock() - before
+                add(item)
+            buffer.flush()
             out.close()
         except (Abandoned, Cancelled):
             pass
         except BaseException as exc:
             self.fail(exc)
         finally:
+            buffer.done.set()
+            if flusher.is_alive():
+                flusher.join()
             stats.finished = time.perf_counter()
             close = getattr(iterator, "close", None)
             if close is not None:
@@ -183,7 +185,8 @@ class Execution:
                 except Exception:
                     log.exception("closing source %r", head.name)
 
-    def _send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int:
+    def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int:
+        """Send one source chunk (and, in a durable run, the marker after it); the new position."""
         stats.records_out += len(chunk)
         out.put(chunk)
         seq += len(chunk)
@@ -296,13 +299,28 @@ class Execution:
         return values[-1]
 
     def close(self) -> None:
-        """Stop (if still running) and join every thread; safe to call twice."""
+        """Stop (if still running) and join every thread; safe to call twice.
+
+        A source thread blocked inside its iterator's ``next()`` (a socket read, a sleeping
+        generator) cannot be interrupted by Python; it is given ``SOURCE_GRACE`` seconds and
+        otherwise left behind as a daemon thread that exits as soon as ``next()`` returns, so
+        closing never hangs on a silent source.
+        """
+        if self._closed:
+            return
+        self._closed = True
         if any(t.is_alive() for t in self._threads):
             self.output.abandon()
         for thread in self._threads:
+            waited = 0.0
             while thread.is_alive():
                 thread.join(0.05)
+                waited += 0.05
                 self.output.abandon()  # keep a blocked last stage from waiting on us
+                if thread in self._source_threads and waited >= SOURCE_GRACE:
+                    log.warning("source thread %s is still blocked in its iterator; not waiting",
+                                thread.name)
+                    break
 
     def cancel(self) -> None:
         self.stop.set()
@@ -322,3 +340,53 @@ class Execution:
 
     def summary(self) -> str:
         return format_summary(self._stats)
+
+
+class _SourceBuffer:
+    """The chunk a source is filling, flushed when full or when it has waited too long.
+
+    The source thread may be blocked inside ``next()`` for any length of time (a socket, a
+    sleeping generator), so the "waited too long" flush happens on a small helper thread. The
+    lock keeps chunks in order: whichever thread sends, it sends under the lock.
+    """
+
+    def __init__(self, execution: Execution, out: Channel, stats: StageStats) -> None:
+        self.execution, self.out, self.stats = execution, out, stats
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.chunk: list[Any] = []
+        self.started = 0.0
+        self.seq = execution._skip
+        self.halt: type[Exception] | None = None
+
+    def add(self, item: Any) -> None:
+        if self.halt is not None:  # seen by the flusher while the source was filling a chunk
+            raise self.halt
+        with self.lock:
+            if not self.chunk:
+                self.started = time.perf_counter()
+            self.chunk.append(item)
+            if len(self.chunk) >= SOURCE_CHUNK:
+                self._send()
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.chunk:
+                self._send()
+
+    def _send(self) -> None:
+        chunk, self.chunk = self.chunk, []
+        self.seq = self.execution.send(self.out, chunk, self.seq, self.stats)
+
+    def flush_when_idle(self) -> None:
+        try:
+            while not self.done.wait(SOURCE_LINGER):
+                if self.execution.stop.is_set():
+                    raise Cancelled
+                if self.out.abandoned:
+                    raise Abandoned
+                with self.lock:
+                    if self.chunk and time.perf_counter() - self.started >= SOURCE_LINGER:
+                        self._send()
+        except (Abandoned, Cancelled) as exc:
+            self.halt = type(exc)  # the source thread stops at its next record
