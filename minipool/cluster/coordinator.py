@@ -92,7 +92,10 @@ class Coordinator:
 
     def serve(self, url: str) -> str:
         """Listen on ``url`` (e.g. ``tcp://127.0.0.1:0``) and return the URL peers should use."""
-        listener = listen(url, **self._transport_options)
+        # One deadline for the whole opening: the transport's own (TLS, HTTP pairing, WebSocket
+        # upgrade) and minipool's authentication.
+        options = {"handshake_timeout": self.handshake_timeout, **self._transport_options}
+        listener = listen(url, **options)
         self._listeners.append(listener)
         self._spawn(lambda: self._accept_loop(listener), f"minipool-accept {listener.url}")
         log.info("coordinator listening on %s", listener.url)
