@@ -24,18 +24,15 @@ show what plain HTTP, which every proxy and firewall lets through, can do. See d
 Why the pairing happens in the listener: both halves must be read (and TLS-wrapped) before a
 Connection exists, so the listener runs each opening in a short-lived helper thread with the
 handshake deadline (a client too slow with its headers gets 408) and ``accept()`` only hands out
-paired connections: one slow half never blocks anyone. ``GET /health`` answers JSON.
-The HTTP parsing itself is :mod:`minipool.transports.http11`; the sockets are :mod:`.stream`.
+paired connections: one slow half never blocks anyone. ``GET /health`` answers JSON. The
+server half is :mod:`minipool.transports.httpserver`; the HTTP parsing is
+:mod:`minipool.transports.http11`; the sockets are :mod:`minipool.transports.stream`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import queue
 import re
-import secrets
 import select
 import socket
 import ssl
@@ -44,33 +41,26 @@ import time
 from collections.abc import Sequence
 from urllib.parse import SplitResult
 
-from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportError
+from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError
 from .base import Buffer, Connection, Listener, Options
 from .http11 import (
     MAX_CHUNK_LINE,
     MAX_HEAD,
-    REASONS,
     HttpError,
-    content_length,
     format_request,
-    format_response,
     parse_chunk_size,
-    parse_request,
     parse_response,
 )
 from .stream import SocketStream
-from .tcp import TcpConnection, TcpListener, open_socket
+from .tcp import open_socket
 
-__all__ = ["HttpClientConnection", "HttpServerConnection", "HttpListener", "connect", "listen"]
-
-log = logging.getLogger(__name__)
+__all__ = ["HttpClientConnection", "connect", "listen", "EVENTS_PATH", "SESSION_HEADER"]
 
 EVENTS_PATH = "/minipool/events"
 SESSION_HEADER = "Minipool-Session"
 _SESSION_PATH = re.compile(r"/minipool/([A-Za-z0-9_-]{16,64})/open")
 _ACK = b"HTTP/1.1 204 No Content\r\n\r\n"
 _ACK_BATCH = 32          # the client reads acknowledgements once this many are owed
-_MAX_OPENINGS = 128      # concurrent half-open connections a listener serves before 503
 _NONBLOCKING = getattr(socket, "MSG_DONTWAIT", 0)
 
 
@@ -101,96 +91,12 @@ def _read_head(stream: SocketStream, deadline: float | None) -> bytes:
     except FrameTooLarge:
         raise HttpError(431, f"head larger than {MAX_HEAD} bytes") from None
 
-
-def _error_response(status: int, detail: str) -> bytes:
-    return format_response(status, REASONS.get(status, "Error"),
-                           [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
-                           detail.encode("utf-8", "replace") + b"\n")
-
-
-def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> None:
-    """Answer ``status`` (best effort: the peer may be gone) and close.
-
-    ``acks`` 204s still owed for earlier requests go first: pipelined responses keep order.
-    """
-    log.info("http %s from %s: %s", status, stream.peer, detail)
-    try:
-        stream.write([_ACK * acks + _error_response(status, detail)])
-    except ConnectionClosed:
-        pass
-    stream.close()
-
-
-class HttpServerConnection(Connection):
-    """The coordinator's end: reads POSTs from the up half, writes chunks on the down half."""
-
-    def __init__(self, up: SocketStream, down: SocketStream, session: str, options: Options) -> None:
-        self._up, self._down = up, down
-        self._path = f"/minipool/{session}"
-        self._options = options
-        self._owed = 0  # 204s not yet written
-        self.peer = up.peer
-
-    def send(self, message: Buffer) -> None:
-        self._down.write((b"%x\r\nM" % (len(message) + 1), message, b"\r\n"))
-
-    def send_many(self, messages: Sequence[Buffer]) -> None:
-        parts: list[Buffer] = []
-        for message in messages:
-            parts += (b"%x\r\nM" % (len(message) + 1), message, b"\r\n")
-        if parts:
-            self._down.write(parts)
-
-    def recv(self, timeout: float | None = None) -> bytes:
-        try:
-            return self._recv(timeout)
-        except ConnectionClosed:
-            self.close()  # the peer has gone: ``closed`` says so from now on
-            raise
-
-    def _recv(self, timeout: float | None) -> bytes:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        up = self._up
-        if self._owed and (up.buffered == 0 or self._owed >= _ACK_BATCH):
-            up.write([_ACK * self._owed])  # about to block anyway: acknowledge now, in one write
-            self._owed = 0
-        try:
-            request = parse_request(_read_head(up, deadline))
-            if request.target != self._path:
-                raise HttpError(404, f"no such path {request.target[:80]!r}")
-            if request.method != "POST":
-                raise HttpError(405, f"{request.method} not allowed here")
-            size = content_length(request.headers)
-            if size is None:
-                raise HttpError(411, "POST needs a Content-Length")
-            if size > self._options.max_message:
-                _reject(up, 413, f"body of {size} bytes exceeds {self._options.max_message}",
-                        self._owed)
-                self.close()
-                raise FrameTooLarge(size, self._options.max_message)
-        except HttpError as exc:
-            _reject(up, exc.status, exc.detail, self._owed)
-            self.close()
-            raise
-        try:
-            body = up.read_exact(size, deadline) if size else b""
-        except TimeoutError:
-            self.close()  # half a body has been consumed: the stream cannot be resumed
-            raise
-        self._owed += 1
-        return body
-
-    def close(self) -> None:
-        self._up.close()
-        self._down.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._up.closed or self._down.closed
-
-
 class HttpClientConnection(Connection):
-    """The client's end: POSTs on the up half, reads chunks from the down half."""
+    """The client's end: POSTs on the up half, reads chunks from the down half.
+
+    A ``recv`` that times out before the next chunk began leaves the connection usable; one
+    that times out inside a chunk closes it.
+    """
 
     def __init__(self, up: SocketStream, down: SocketStream, session: str, host: str,
                  options: Options) -> None:
@@ -298,170 +204,6 @@ class HttpClientConnection(Connection):
     def closed(self) -> bool:
         return self._up.closed or self._down.closed
 
-
-@dataclasses.dataclass
-class _Pending:
-    """A down half waiting for its up half."""
-
-    down: SocketStream
-    paired: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-
-class HttpListener(Listener):
-    """Accepts TCP (or TLS) sockets, serves their opening requests, pairs them into connections."""
-
-    def __init__(self, url: SplitResult, options: Options) -> None:
-        scheme = url.scheme.lower()
-        if scheme == "https" and options.ssl_context is None:
-            raise TransportError("https:// needs ssl_context= (a server-side ssl.SSLContext)")
-        if scheme == "http":
-            options = dataclasses.replace(options, ssl_context=None)
-        self._options = options
-        self._scheme = scheme
-        self._tcp = TcpListener(url._replace(scheme="tls" if scheme == "https" else "tcp"), options)
-        self.url = scheme + self._tcp.url[self._tcp.url.index("://"):]
-        self._ready: queue.Queue[HttpServerConnection | None] = queue.Queue()
-        self._lock = threading.Lock()
-        self._pending: dict[str, _Pending] = {}
-        self._opening: dict[threading.Thread, TcpConnection] = {}
-        self._slots = threading.BoundedSemaphore(_MAX_OPENINGS)
-        self._closed = False
-        self._served = 0
-        self._accepter = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name=f"minipool-http-accept {self.url}")
-        self._accepter.start()
-
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                conn = self._tcp.accept()
-            except ConnectionClosed:
-                return
-            if not self._slots.acquire(blocking=False):
-                log.warning("http: too many connections opening at once; refusing %s", conn.peer)
-                conn.close()
-                continue
-            thread = threading.Thread(target=self._open, args=(conn,), daemon=True,
-                                      name=f"minipool-http-open {conn.peer}")
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self._opening[thread] = conn
-            thread.start()
-
-    def _open(self, conn: TcpConnection) -> None:
-        """Serve one socket's first request: a health check, a down half or an up half."""
-        timeout = self._options.handshake_timeout
-        deadline = time.monotonic() + timeout
-        try:
-            conn.handshake(timeout)  # TLS, if any
-            # The TLS-wrapped socket (nothing has been read from it yet).
-            stream: SocketStream = _Stream(conn._stream.sock)  # noqa: SLF001
-            try:
-                self._route(stream, parse_request(_read_head(stream, deadline)), deadline)
-            except TimeoutError:
-                _reject(stream, 408, "request head not received in time")
-            except HttpError as exc:
-                _reject(stream, exc.status, exc.detail)
-        except (TimeoutError, ProtocolError, ConnectionClosed, OSError) as exc:
-            log.info("http: opening from %s failed: %s", conn.peer, exc)
-            conn.close()
-        finally:
-            with self._lock:
-                self._opening.pop(threading.current_thread(), None)
-            self._slots.release()
-
-    def _route(self, stream: SocketStream, request, deadline: float) -> None:
-        if request.method == "GET" and request.target == "/health":
-            body = json.dumps({"status": "ok", "transport": self._scheme,
-                               "connections": self._served, "pending": len(self._pending)})
-            stream.write([format_response(200, "OK", [("Content-Type", "application/json"),
-                                                      ("Connection", "close")], body.encode())])
-            stream.close()
-            return
-        if "host" not in request.headers and request.version == "HTTP/1.1":
-            raise HttpError(400, "HTTP/1.1 request without Host")
-        if request.target == EVENTS_PATH:
-            if request.method != "GET":
-                raise HttpError(405, "the event stream is opened with GET")
-            self._open_down(stream, deadline)
-            return
-        match = _SESSION_PATH.fullmatch(request.target)
-        if match is None:
-            raise HttpError(404, "minipool answers /health, /minipool/events and its sessions")
-        if request.method != "POST":
-            raise HttpError(405, "a session is attached with POST")
-        if content_length(request.headers) not in (None, 0):
-            raise HttpError(400, "the attaching POST has no body")
-        with self._lock:
-            pending = self._pending.pop(match.group(1), None)
-        if pending is None:
-            raise HttpError(404, "no such session (expired or never opened)")
-        conn = HttpServerConnection(stream, pending.down, match.group(1), self._options)
-        pending.paired.set()
-        try:
-            stream.write([_ACK])
-        except ConnectionClosed:
-            conn.close()
-            return
-        with self._lock:
-            if self._closed:
-                conn.close()
-                return
-            self._served += 1
-            self._ready.put(conn)
-
-    def _open_down(self, stream: SocketStream, deadline: float) -> None:
-        session = secrets.token_urlsafe(18)
-        pending = _Pending(stream)
-        with self._lock:
-            self._pending[session] = pending
-        stream.write([format_response(200, "OK", [
-            ("Content-Type", "application/octet-stream"), ("Transfer-Encoding", "chunked"),
-            ("Cache-Control", "no-store"), (SESSION_HEADER, session)])])
-        # The up half must attach before the handshake deadline, or the session expires.
-        if not pending.paired.wait(max(0.0, deadline - time.monotonic())):
-            with self._lock:
-                expired = self._pending.pop(session, None) is not None
-            if expired:
-                log.info("http: session from %s expired before its up half", stream.peer)
-                stream.close()
-
-    def accept(self) -> Connection:
-        conn = self._ready.get()
-        if conn is None:
-            self._ready.put(None)  # wake every other accept() too
-            raise ConnectionClosed("listener closed")
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            opening = dict(self._opening)
-            pending = list(self._pending.values())
-            self._pending.clear()
-        self._tcp.close()
-        self._accepter.join(5)
-        for conn in opening.values():
-            conn.close()
-        for item in pending:
-            item.down.close()
-            item.paired.set()
-        for thread in opening:
-            thread.join(5)
-        while True:  # connections paired but never accepted
-            try:
-                ready = self._ready.get_nowait()
-            except queue.Empty:
-                break
-            if ready is not None:
-                ready.close()
-        self._ready.put(None)
-
-
 def _host_header(url: SplitResult) -> str:
     host = url.hostname or "127.0.0.1"
     return f"[{host}]:{url.port}" if ":" in host else f"{host}:{url.port}"
@@ -510,4 +252,6 @@ def connect(url: SplitResult, options: Options) -> Connection:
 
 
 def listen(url: SplitResult, options: Options) -> Listener:
+    from .httpserver import HttpListener  # the server half lives in its own module
+
     return HttpListener(url, options)

@@ -35,6 +35,7 @@ __all__ = [
     "HttpError",
     "MAX_HEAD",
     "MAX_HEADERS",
+    "MAX_CHUNK_LINE",
     "parse_request",
     "parse_response",
     "format_request",
