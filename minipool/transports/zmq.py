@@ -1,0 +1,474 @@
+"""``zmq+tcp://``: minipool connections over ZeroMQ ROUTER and DEALER sockets (pyzmq).
+
+Technique: *the ZeroMQ guide's ROUTER/DEALER pattern* (the asynchronous server: one ROUTER
+socket serves many DEALER peers, each message prefixed with its peer's identity). It maps onto
+minipool's interface like this:
+
+* :func:`listen` binds one ROUTER. The first message from a new identity makes a
+  :class:`ZmqConnection` that :meth:`ZmqListener.accept` returns; its ``recv`` gets that
+  identity's messages and its ``send`` routes replies to it.
+* :func:`connect` opens one DEALER and waits for ZeroMQ's own handshake (so an unreachable
+  server is an error now, as with TCP, not a silent queue).
+
+Wire format: ZeroMQ already frames messages, so minipool adds only a kind, encoded in the frame
+count. A one-frame message is data (the payload, untouched). A two-frame message is a control
+message ``[kind, b""]``: ``HELLO`` (a DEALER announces itself, so the server can accept it
+before it sends data -- minipool's handshake is server-first) and ``BYE`` (``close``). ZeroMQ
+has no "connection closed" event for a ROUTER, so ``BYE`` is how a closed peer becomes
+:class:`~minipool.errors.ConnectionClosed` on the other side; a peer that vanishes without one
+is found by minipool's heartbeats (the guide's Paranoid Pirate pattern). A DEALER does see its
+TCP link drop (a socket monitor), and then closes rather than silently reconnect, since
+messages in flight may have been lost and minipool's own reconnect redoes the handshake.
+
+Thread model: ZeroMQ sockets must never be used by two threads at once. Instead of a separate
+I/O thread (two extra thread hops per round trip), the socket belongs to whichever thread holds
+its *owner lock* -- the leader/followers pattern. A thread in ``recv`` that gets the lock polls
+the socket and dispatches whatever arrives into each connection's inbox, returning at once when
+the message is its own; other receivers wait on their inbox. ``send`` takes the lock if it is
+free and sends directly; if it is held, the message goes into a queue and a byte on a
+socketpair wakes the holder, who sends it. So a lone client or one busy server connection pays
+no thread switch at all.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import SplitResult
+
+from ..errors import ConnectionClosed, FrameTooLarge, MissingExtra, ProtocolError
+from .base import Buffer, Connection, Listener, Options
+
+__all__ = ["ZmqConnection", "ZmqListener", "connect", "listen", "HELLO", "BYE"]
+
+HELLO = b"H"  #: control kind: a DEALER announces itself
+BYE = b"B"  #: control kind: the sender closed its end
+_BATCH = 256  # messages a leader reads per wake-up before it looks at its own inbox again
+_LINGER_MS = 1000  # how long a closed socket keeps trying to deliver its final BYE
+
+
+def _zmq() -> Any:
+    try:
+        import zmq
+    except ImportError:
+        raise MissingExtra("zmq+tcp:// transport", "zmq", "pyzmq") from None
+    return zmq
+
+
+class _Inbox:
+    """What one waiting thread receives: messages, or an exception to raise in its turn."""
+
+    def __init__(self, state: threading.Lock) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.cond = threading.Condition(state)
+        self.waiting = False  # its thread is blocked on cond (set and cleared under state)
+        self.closed = False
+
+
+class _Hub:
+    """One ZeroMQ socket shared by several threads through an owner lock (see module doc)."""
+
+    def __init__(self, zmq: Any, sock: Any, dispatch: Callable[[list[bytes]], None],
+                 monitor: Any = None, on_event: Callable[[Any], None] | None = None) -> None:
+        self.zmq, self.sock, self.monitor = zmq, sock, monitor
+        self._dispatch, self._on_event = dispatch, on_event
+        self._owner = threading.Lock()
+        self.state = threading.Lock()  # guards inboxes and _waiters; conditions share it
+        self._waiters: list[threading.Condition] = []
+        self._outbox: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._wake_fd = self._wake_r.fileno()  # poll() reports plain sockets by descriptor
+        self._poller.register(self._wake_fd, zmq.POLLIN)
+        if monitor is not None:
+            self._poller.register(monitor, zmq.POLLIN)
+        self._noblock = int(zmq.NOBLOCK)
+        self._more = int(zmq.NOBLOCK | zmq.SNDMORE)
+        self.closed = False
+        self.closing = False  # set first by close(), so that no thread starts a new poll
+        self.on_unroutable: Callable[[bytes], None] = lambda identity: None
+
+    # -- sending ------------------------------------------------------------------------
+    def send(self, frames: tuple[Any, ...]) -> None:
+        self._outbox.append(frames)
+        self._kick()
+
+    def send_many(self, batch: list[tuple[Any, ...]]) -> None:
+        self._outbox.extend(batch)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._owner.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._release()
+        else:
+            self.wake()  # the holder sends it; see _release for why nothing is lost
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # buffer full (a wake-up is already pending) or hub closed
+            pass
+
+    def _flush(self) -> None:
+        if self.closed:
+            self._outbox.clear()
+            return
+        send, noblock, more = self.sock.send, self._noblock, self._more
+        while self._outbox:
+            frames = self._outbox.popleft()
+            try:
+                # Frame by frame with plain-int flags: send_multipart's per-frame checks and
+                # enum arithmetic cost more than the send itself for small messages.
+                for frame in frames[:-1]:
+                    send(frame, more)
+                send(frames[-1], noblock)
+            except self.zmq.ZMQError as exc:
+                # ROUTER_MANDATORY: that peer is gone. (High-water marks are off, so EAGAIN
+                # cannot happen for a ROUTER; a DEALER with no peer left is closing anyway.)
+                if len(frames) > 1 and isinstance(frames[0], bytes):
+                    self.on_unroutable(frames[0])
+                elif exc.errno != self.zmq.EAGAIN:
+                    raise
+
+    def _release(self) -> None:
+        self._owner.release()
+        # A sender that found the lock held queued its message *before* trying the lock, so
+        # looking at the queue after releasing is enough to never strand a message.
+        while self._outbox and not self.closed and self._owner.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._owner.release()
+        if self._waiters:  # safe unlocked: a follower registers before it checks the owner lock
+            with self.state:
+                if self._waiters:
+                    self._waiters[0].notify()  # hand the socket to a waiting follower
+
+    # -- receiving ----------------------------------------------------------------------
+    def wait(self, inbox: _Inbox, timeout: float | None) -> Any:
+        """The next item of ``inbox``, reading the socket ourselves when nobody else is.
+
+        Raises:
+            TimeoutError: nothing within ``timeout`` seconds.
+            ConnectionClosed: the inbox or the hub was closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        items = inbox.items
+        while True:
+            # No lock needed to take from the inbox: only one thread receives on it at a time.
+            if items:
+                return items.popleft()
+            if inbox.closed or self.closing:
+                raise ConnectionClosed("connection closed")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"nothing received within {timeout} s")
+            if self._owner.acquire(blocking=False):
+                try:
+                    if not self.closing:
+                        self._lead(inbox, remaining)
+                finally:
+                    self._release()
+                continue
+            with self.state:
+                # Register first, then re-check: a leader that left, or a message delivered,
+                # before we registered is seen here; after, they notify us.
+                self._waiters.append(inbox.cond)
+                inbox.waiting = True
+                try:
+                    if not (items or inbox.closed or self.closing or not self._owner.locked()):
+                        inbox.cond.wait(remaining)
+                finally:
+                    inbox.waiting = False
+                    self._waiters.remove(inbox.cond)
+
+    def _lead(self, inbox: _Inbox, remaining: float | None) -> None:
+        zmq = self.zmq
+        if self._outbox:
+            self._flush()
+        timeout_ms = -1 if remaining is None else max(0, int(remaining * 1000) + 1)
+        readable = False
+        for sock, _ in self._poller.poll(timeout_ms):
+            if sock is self.sock:
+                readable = True
+            elif sock == self._wake_fd:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            elif sock is self.monitor and self._on_event is not None:
+                self._on_event(self.monitor.recv_multipart(self._noblock))
+        if self._outbox:
+            self._flush()
+        if readable:
+            recv_multipart, noblock, dispatch = self.sock.recv_multipart, self._noblock, self._dispatch
+            for _ in range(_BATCH):
+                try:
+                    frames = recv_multipart(noblock)
+                except zmq.Again:
+                    break
+                dispatch(frames)
+                if inbox.items:
+                    break
+
+    def deliver(self, inbox: _Inbox, item: Any) -> None:
+        inbox.items.append(item)
+        if inbox.waiting:  # read after the append: see wait() for why no wake-up is lost
+            with self.state:
+                inbox.cond.notify()
+
+    def close_inbox(self, inbox: _Inbox) -> None:
+        with self.state:
+            inbox.closed = True
+            inbox.cond.notify_all()
+        self.wake()  # in case that inbox's thread is the leader, blocked in poll
+
+    def close(self) -> None:
+        """Flush what is queued, then close the socket (as its owner) and the wake-up pair."""
+        self.closing = True
+        while not self._owner.acquire(timeout=0.05):
+            self.wake()  # the leader may have swallowed an earlier wake-up
+        try:
+            if self.closed:
+                return
+            self._flush()
+            self.closed = True
+            if self.monitor is not None:
+                self.sock.disable_monitor()
+                self.monitor.close(linger=0)
+            self.sock.close(linger=_LINGER_MS)
+            self._wake_r.close()
+            self._wake_w.close()
+        finally:
+            self._owner.release()
+        with self.state:
+            for cond in self._waiters:
+                cond.notify_all()
+
+
+def _frames(message: Buffer) -> tuple[bytes]:
+    # Copy mutable buffers now: the message may be sent later by another thread.
+    return (message if type(message) is bytes else bytes(message),)
+
+
+class ZmqConnection(Connection):
+    """One peer: the client's DEALER, or one identity behind the server's ROUTER."""
+
+    def __init__(self, hub: _Hub, options: Options, peer: str, identity: bytes | None,
+                 on_close: Callable[[], None]) -> None:
+        self._hub, self._options, self.peer = hub, options, peer
+        self._prefix: tuple[bytes, ...] = () if identity is None else (identity,)
+        self._on_close = on_close
+        self.inbox = _Inbox(hub.state)
+        self._closed = False
+        self._gone = False  # the peer said BYE or vanished: sending is pointless
+
+    def send(self, message: Buffer) -> None:
+        if self._closed or self._gone:
+            raise ConnectionClosed("connection closed")
+        self._hub.send(self._prefix + _frames(message))
+
+    def send_many(self, messages: Sequence[Buffer]) -> None:
+        if self._closed or self._gone:
+            raise ConnectionClosed("connection closed")
+        # One queue extension and one wake-up; ZeroMQ's I/O thread batches the TCP writes.
+        self._hub.send_many([self._prefix + _frames(m) for m in messages])
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        item = self._hub.wait(self.inbox, timeout)
+        if type(item) is bytes:
+            return item
+        if isinstance(item, ConnectionClosed):
+            self._hub.close_inbox(self.inbox)
+        raise item
+
+    def _deliver(self, payload: bytes) -> None:
+        if len(payload) > self._options.max_message:  # MAXMSGSIZE should have stopped it
+            payload = FrameTooLarge(len(payload), self._options.max_message)  # type: ignore
+        self._hub.deliver(self.inbox, payload)
+
+    def _lost(self, reason: str) -> None:
+        """The peer closed or vanished: recv raises after any messages already queued."""
+        self._gone = True
+        self._hub.deliver(self.inbox, ConnectionClosed(reason))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._gone and not self._hub.closing:
+            self._hub.send(self._prefix + (BYE, b""))
+        self._hub.close_inbox(self.inbox)
+        self._on_close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._gone
+
+
+def _configure(zmq: Any, sock: Any, options: Options) -> None:
+    sock.setsockopt(zmq.MAXMSGSIZE, options.max_message)
+    # No high-water marks: a full queue would drop (ROUTER) or block (DEALER) messages,
+    # breaking the reliable-channel contract. minipool's slots and prefetch bound the flow.
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.LINGER, _LINGER_MS)
+
+
+class ZmqListener(Listener):
+    """A bound ROUTER; each new peer identity becomes a :class:`ZmqConnection`."""
+
+    def __init__(self, url: SplitResult, options: Options) -> None:
+        zmq = _zmq()
+        self._options = options
+        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        _configure(zmq, sock, options)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone peer is an error, not a drop
+        host = url.hostname or "127.0.0.1"
+        shown = f"[{host}]" if ":" in host else host
+        if ":" in host:
+            sock.setsockopt(zmq.IPV6, 1)
+        try:
+            sock.bind(f"tcp://{shown}:{url.port or '*'}")
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise OSError(exc.errno, f"cannot bind zmq+tcp://{shown}:{url.port}: {exc}") from None
+        port = sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
+        self.url = f"zmq+tcp://{shown}:{port}"
+        self._hub = _Hub(zmq, sock, self._dispatch)
+        self._hub.on_unroutable = self._unroutable
+        self._pending = _Inbox(self._hub.state)  # accepted connections not yet returned
+        self._peers: dict[bytes, ZmqConnection] = {}
+        self._table_lock = threading.Lock()
+        # Identities whose connection was closed here: later stragglers are dropped, not
+        # mistaken for a new client. Bounded so that churn cannot grow it forever.
+        self._retired: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        conn = self._peers.get(identity)
+        if conn is None:
+            if identity in self._retired or frames[1:] == [BYE, b""]:
+                return
+            conn = ZmqConnection(self._hub, self._options, f"zmq:{identity.hex()}", identity,
+                                 lambda: self._forget(identity))
+            self._peers[identity] = conn
+            self._hub.deliver(self._pending, conn)
+        if len(frames) == 2:
+            conn._deliver(frames[1])
+        elif len(frames) == 3 and frames[1] == BYE:
+            self._forget(identity)
+            conn._lost(f"{conn.peer} closed the connection")
+        elif not (len(frames) == 3 and frames[1] == HELLO):
+            self._hub.deliver(conn.inbox, ProtocolError(f"{conn.peer}: malformed zmq message"))
+
+    def _forget(self, identity: bytes) -> None:
+        with self._table_lock:  # called from the owner thread and from close() anywhere
+            self._peers.pop(identity, None)
+            self._retired[identity] = None
+            if len(self._retired) > 65536:
+                self._retired.popitem(last=False)
+
+    def _unroutable(self, identity: bytes) -> None:
+        conn = self._peers.get(identity)
+        self._forget(identity)
+        if conn is not None:
+            conn._lost(f"{conn.peer} is gone")
+
+    def accept(self) -> Connection:
+        return self._hub.wait(self._pending, None)
+
+    def close(self) -> None:
+        if self._hub.closing:
+            return
+        with self._table_lock:
+            peers = list(self._peers.values())
+        for conn in peers:
+            conn.close()  # tells each peer BYE, wakes its reader
+        self._hub.close_inbox(self._pending)
+        self._hub.close()
+
+
+def listen(url: SplitResult, options: Options) -> Listener:
+    """Bind a ROUTER at ``url`` (port 0 picks a free port).
+
+    Raises:
+        MissingExtra: pyzmq is not installed.
+        OSError: the address cannot be bound.
+    """
+    return ZmqListener(url, options)
+
+
+def connect(url: SplitResult, options: Options) -> Connection:
+    """Connect a DEALER to ``url`` and wait for ZeroMQ's handshake with the server.
+
+    Raises:
+        MissingExtra: pyzmq is not installed.
+        ConnectionRefusedError: nothing accepts connections there.
+        TimeoutError: the handshake did not finish within ``options.handshake_timeout``.
+    """
+    zmq = _zmq()
+    host = url.hostname or "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    _configure(zmq, sock, options)
+    if ":" in host:
+        sock.setsockopt(zmq.IPV6, 1)
+    monitor = sock.get_monitor_socket()
+    try:
+        sock.connect(f"tcp://{shown}:{url.port}")
+        _await_handshake(zmq, monitor, options.handshake_timeout, f"{shown}:{url.port}")
+    except BaseException:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+        raise
+    conn: ZmqConnection
+
+    def dispatch(frames: list[bytes]) -> None:
+        if len(frames) == 1:
+            conn._deliver(frames[0])
+        elif frames == [BYE, b""]:
+            conn._lost("the server closed the connection")
+        else:
+            hub.deliver(conn.inbox, ProtocolError("malformed zmq message from the server"))
+
+    def on_event(frames: list[bytes]) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
+            conn._lost("the server went away")
+
+    hub = _Hub(zmq, sock, dispatch, monitor, on_event)
+    conn = ZmqConnection(hub, options, f"{shown}:{url.port}", None, hub.close)
+    hub.send((HELLO, b""))
+    return conn
+
+
+def _await_handshake(zmq: Any, monitor: Any, timeout: float, where: str) -> None:
+    from zmq.utils.monitor import parse_monitor_message
+
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not monitor.poll(int(remaining * 1000) + 1):
+            raise TimeoutError(f"zmq+tcp://{where}: no ZeroMQ handshake within {timeout} s")
+        event = parse_monitor_message(monitor.recv_multipart())["event"]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return
+        if event in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_CLOSED, zmq.EVENT_DISCONNECTED) or (
+            event & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        ):
+            raise ConnectionRefusedError(f"zmq+tcp://{where}: cannot connect (event {event})")

@@ -1,0 +1,301 @@
+"""Tests for the zmq+tcp:// transport (ROUTER/DEALER behind Connection and Listener)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from minipool.errors import ConnectionClosed, MissingExtra, ProtocolError
+from minipool.transports import base
+
+zmq = pytest.importorskip("zmq")
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class EchoServer:
+    """Accepts every connection and echoes each message back, one thread per connection."""
+
+    def __init__(self, **options: object) -> None:
+        self.listener = base.listen("zmq+tcp://127.0.0.1:0", **options)
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+        self.accepted: list[base.Connection] = []
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        self._acceptor.start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn = self.listener.accept()
+            except ConnectionClosed:
+                return
+            self.accepted.append(conn)
+            thread = threading.Thread(target=self._echo, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _echo(self, conn: base.Connection) -> None:
+        try:
+            while True:
+                conn.send(conn.recv())
+        except BaseException as exc:  # the reason each echo loop ended, for the tests to check
+            self.errors.append(exc)
+
+    def close(self) -> None:
+        self.listener.close()
+        self._acceptor.join(10)
+        for thread in self.threads:
+            thread.join(10)
+        assert not self._acceptor.is_alive()
+        assert not any(t.is_alive() for t in self.threads)
+
+
+@pytest.fixture
+def server() -> Iterator[EchoServer]:
+    srv = EchoServer()
+    yield srv
+    srv.close()
+
+
+def test_small_and_large_round_trips(server: EchoServer) -> None:
+    with base.connect(server.listener.url) as conn:
+        assert server.listener.url.startswith("zmq+tcp://127.0.0.1:")
+        for message in (b"", b"x", b"hello minipool", bytes(range(256)) * 4096):
+            conn.send(message)
+            assert conn.recv(timeout=10) == message
+        conn.send(bytearray(b"mutable"))
+        assert conn.recv(timeout=10) == b"mutable"
+        conn.send(memoryview(b"view"))
+        assert conn.recv(timeout=10) == b"view"
+
+
+def test_many_messages_arrive_in_order(server: EchoServer) -> None:
+    with base.connect(server.listener.url) as conn:
+        for i in range(1000):
+            conn.send(b"%d" % i)
+        conn.send_many([b"batch %d" % i for i in range(1000)])
+        got = [conn.recv(timeout=10) for _ in range(2000)]
+    assert got == [b"%d" % i for i in range(1000)] + [b"batch %d" % i for i in range(1000)]
+
+
+def test_clients_are_kept_apart(server: EchoServer) -> None:
+    clients = [base.connect(server.listener.url) for _ in range(3)]
+    try:
+        for round_ in range(50):
+            for n, conn in enumerate(clients):
+                conn.send(b"client %d round %d" % (n, round_))
+        for n, conn in enumerate(clients):
+            assert [conn.recv(timeout=10) for _ in range(50)] == [
+                b"client %d round %d" % (n, r) for r in range(50)
+            ]
+        assert len({c.peer for c in server.accepted}) == 3
+    finally:
+        for conn in clients:
+            conn.close()
+
+
+def test_concurrent_senders_and_receivers(server: EchoServer) -> None:
+    """Several client threads share one connection to send; each server connection has its
+    own thread, so the server's socket passes between threads (leader/followers)."""
+    conns = [base.connect(server.listener.url) for _ in range(4)]
+    try:
+        def send_part(conn: base.Connection, part: int) -> None:
+            for i in range(100):
+                conn.send(b"%d:%d" % (part, i))
+
+        senders = [threading.Thread(target=send_part, args=(c, p)) for c in conns for p in range(3)]
+        for t in senders:
+            t.start()
+        results: dict[int, list[bytes]] = {}
+
+        def receive(index: int) -> None:
+            results[index] = [conns[index].recv(timeout=20) for _ in range(300)]
+
+        receivers = [threading.Thread(target=receive, args=(i,)) for i in range(len(conns))]
+        for t in receivers:
+            t.start()
+        for t in senders + receivers:
+            t.join(30)
+        for index in range(len(conns)):
+            got = results[index]
+            assert sorted(got) == sorted(b"%d:%d" % (p, i) for p in range(3) for i in range(100))
+            for part in range(3):  # each sender's own messages stay in order
+                mine = [m for m in got if m.startswith(b"%d:" % part)]
+                assert mine == [b"%d:%d" % (part, i) for i in range(100)]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_client_close_reaches_the_server(server: EchoServer) -> None:
+    conn = base.connect(server.listener.url)
+    conn.send(b"ping")
+    assert conn.recv(timeout=10) == b"ping"
+    conn.close()
+    conn.close()  # idempotent
+    assert conn.closed
+    with pytest.raises(ConnectionClosed):
+        conn.send(b"late")
+    with pytest.raises(ConnectionClosed):
+        conn.recv(timeout=1)
+    server.threads[0].join(10)
+    assert isinstance(server.errors[0], ConnectionClosed)
+
+
+def test_server_close_reaches_the_client() -> None:
+    listener = base.listen("zmq+tcp://127.0.0.1:0")
+    try:
+        client = base.connect(listener.url)
+        served = listener.accept()  # HELLO makes it acceptable before any data
+        client.send(b"first")
+        assert served.recv(timeout=10) == b"first"
+        served.send(b"reply")
+        served.close()
+        assert client.recv(timeout=10) == b"reply"  # messages before BYE still arrive
+        with pytest.raises(ConnectionClosed):
+            client.recv(timeout=10)
+        assert client.closed
+        with pytest.raises(ConnectionClosed):
+            client.send(b"more")
+        client.close()
+    finally:
+        listener.close()
+
+
+def test_listener_close_unblocks_accept_and_closes_clients() -> None:
+    listener = base.listen("zmq+tcp://127.0.0.1:0")
+    client = base.connect(listener.url)
+    served = listener.accept()
+    outcome: list[BaseException] = []
+
+    def accept_again() -> None:
+        try:
+            listener.accept()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=accept_again)
+    thread.start()
+    listener.close()
+    listener.close()
+    thread.join(10)
+    assert not thread.is_alive() and isinstance(outcome[0], ConnectionClosed)
+    with pytest.raises(ConnectionClosed):
+        served.recv(timeout=1)
+    with pytest.raises(ConnectionClosed):
+        client.recv(timeout=10)
+    client.close()
+
+
+def test_recv_timeout_leaves_the_connection_usable(server: EchoServer) -> None:
+    with base.connect(server.listener.url) as conn:
+        with pytest.raises(TimeoutError):
+            conn.recv(timeout=0.05)
+        conn.send(b"still here")
+        assert conn.recv(timeout=10) == b"still here"
+
+
+def test_close_from_another_thread_unblocks_recv(server: EchoServer) -> None:
+    conn = base.connect(server.listener.url)
+    outcome: list[BaseException] = []
+
+    def blocked_recv() -> None:
+        try:
+            conn.recv()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=blocked_recv)
+    thread.start()
+    thread.join(0.2)
+    conn.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], ConnectionClosed)
+
+
+def test_server_side_close_from_another_thread_unblocks_recv() -> None:
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        client = base.connect(listener.url)
+        served = listener.accept()
+        outcome: list[BaseException] = []
+
+        def blocked_recv() -> None:
+            try:
+                served.recv()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=blocked_recv)
+        thread.start()
+        thread.join(0.2)
+        served.close()
+        thread.join(10)
+        assert not thread.is_alive() and isinstance(outcome[0], ConnectionClosed)
+        client.close()
+
+
+def test_oversized_message_drops_that_peer_only() -> None:
+    srv = EchoServer(max_message=1000)
+    try:
+        big = base.connect(srv.listener.url)
+        big.send(b"ok")
+        assert big.recv(timeout=10) == b"ok"
+        big.send(b"x" * 5000)  # ZeroMQ's MAXMSGSIZE makes the server drop this link
+        with pytest.raises(ConnectionClosed):
+            big.recv(timeout=10)
+        big.close()
+        with base.connect(srv.listener.url) as good:  # everyone else is still served
+            good.send(b"y" * 1000)
+            assert good.recv(timeout=10) == b"y" * 1000
+    finally:
+        srv.close()
+
+
+def test_malformed_messages_are_protocol_errors() -> None:
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        try:
+            raw.connect(listener.url.replace("zmq+", ""))
+            raw.send(b"data without hello")  # still accepted: HELLO is a courtesy
+            served = listener.accept()
+            assert served.recv(timeout=10) == b"data without hello"
+            raw.send_multipart([b"?", b"", b"three frames"])
+            with pytest.raises(ProtocolError):
+                served.recv(timeout=10)
+            served.close()
+        finally:
+            raw.close(linger=0)
+
+
+def test_connect_to_nothing_fails_promptly() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # a port that nobody listens on
+    with pytest.raises(OSError):
+        base.connect(f"zmq+tcp://127.0.0.1:{port}", handshake_timeout=5)
+
+
+def test_handshake_is_a_no_op(server: EchoServer) -> None:
+    with base.connect(server.listener.url) as conn:
+        conn.handshake(timeout=1)
+        conn.send(b"after handshake")
+        assert conn.recv(timeout=10) == b"after handshake"
+
+
+def test_missing_pyzmq_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from minipool.transports import zmq as transport  # importing never needs pyzmq
+
+    monkeypatch.setitem(sys.modules, "zmq", None)
+    for call in (base.listen, base.connect):
+        with pytest.raises(MissingExtra) as info:
+            call("zmq+tcp://127.0.0.1:1")
+        assert info.value.extra == "zmq" and info.value.package == "pyzmq"
+        assert "minipool[zmq]" in str(info.value)
+    assert transport.HELLO != transport.BYE
