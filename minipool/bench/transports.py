@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Any
 
+from .chart import loglog_chart
 from .common import print_table, progress
 
 SIZES = {"64B": 64, "1KB": 1024, "64KB": 64 * 1024, "1MB": 1 << 20, "16MB": 16 << 20}
@@ -371,7 +372,7 @@ def run(args) -> dict:
     if args.quick:
         sizes = {k: v for k, v in sizes.items() if k in ("1KB", "1MB")} or sizes
         args.budget = min(args.budget, 0.1)
-    codecs = [c for c in args.codecs.split(",") if c]
+    codecs = [c for c in args.codecs.split(",") if c] or ["none"]
     impls = ["raw"] + [p for p in args.peers.split(",") if p and p != "raw"]
     impls += [t for t in args.transports.split(",") if t]
     rows: list[dict] = []
@@ -414,73 +415,15 @@ def run(args) -> dict:
     for kind, reason in skipped.items():
         print(f"skipped {kind}: {reason}")
     if args.svg:
-        _write_svg(args.svg, rows, title)
+        series: dict[str, list[tuple[float, float]]] = {}
+        for r in rows:
+            if r["codec"] == codecs[0]:
+                series.setdefault(r["impl"], []).append((r["size"], r["rtt_us"]))
+        dashed = {r["impl"] for r in rows if not r["minipool"]}
+        with open(args.svg, "w", encoding="utf-8") as f:
+            f.write(loglog_chart(series, dashed, f"{title}: round trip by payload size (codec {codecs[0]})",
+                                 x_names={v: k for k, v in SIZES.items()},
+                                 y_label="round trip, microseconds (log scale)"))
         print(f"\nwrote {args.svg}")
     return {"rows": rows, "skipped": skipped, "nodelay": not args.no_nodelay,
             "sizes": sizes, "codecs": codecs}
-
-
-# -- the chart: SVG written by hand (it is only text) ---------------------------------------
-
-_COLORS = ["#222222", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-           "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-
-
-def _write_svg(path: str, rows: list[dict], title: str) -> None:
-    """A log-log line chart of round trip by payload size, one line per implementation."""
-    import math
-    from xml.sax.saxutils import escape
-
-    codec = rows[0]["codec"] if rows else "none"
-    series: dict[str, list[tuple[float, float]]] = {}
-    peers = {r["impl"] for r in rows if not r["minipool"]}
-    for r in rows:
-        if r["codec"] == codec:
-            series.setdefault(r["impl"], []).append((r["size"], r["rtt_us"]))
-    xs = [x for points in series.values() for x, _ in points] or [1, 10]
-    ys = [y for points in series.values() for _, y in points] or [1, 10]
-    x0, x1 = math.log10(min(xs)), math.log10(max(xs)) + 1e-9
-    y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)) + 1e-9)
-    left, top, width, height = 70, 40, 560, 360
-
-    def px(x: float) -> float:
-        return left + (math.log10(x) - x0) / (x1 - x0) * width
-
-    def py(y: float) -> float:
-        return top + height - (math.log10(y) - y0) / (y1 - y0) * height
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 190}" '
-           f'height="{top + height + 60}" font-family="sans-serif" font-size="12">',
-           '<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="{left}" y="22" font-size="14">{escape(title)} (codec {escape(codec)})</text>',
-           f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#999"/>']
-    for decade in range(int(y0), int(y1) + 1):
-        y = py(10 ** decade)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#eee"/>')
-        label = f"{10 ** decade:,}" if decade >= 0 else f"{10 ** decade:g}"
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
-    for size in sorted(set(xs)):
-        x = px(size)
-        name = next((k for k, v in SIZES.items() if v == size), str(size))
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + height}" stroke="#eee"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + height + 18}" text-anchor="middle">{name}</text>')
-    out.append(f'<text x="{left + width / 2}" y="{top + height + 42}" text-anchor="middle">'
-               'payload size (log scale)</text>')
-    out.append(f'<text transform="translate(16,{top + height / 2}) rotate(-90)" '
-               'text-anchor="middle">round trip, microseconds (log scale)</text>')
-    for i, (impl, points) in enumerate(series.items()):
-        color = _COLORS[i % len(_COLORS)]
-        dash = ' stroke-dasharray="5,4"' if impl in peers else ""
-        path_d = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}"
-                          for j, (x, y) in enumerate(sorted(points)))
-        out.append(f'<path d="{path_d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
-        for x, y in points:
-            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>')
-        ly = top + 10 + i * 20
-        out.append(f'<line x1="{left + width + 15}" y1="{ly}" x2="{left + width + 45}" y2="{ly}" '
-                   f'stroke="{color}" stroke-width="2"{dash}/>')
-        label = impl + (" (peer)" if impl in peers else "")
-        out.append(f'<text x="{left + width + 52}" y="{ly + 4}">{escape(label)}</text>')
-    out.append("</svg>\n")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(out))
