@@ -149,3 +149,23 @@ def test_bad_arguments_are_clear_errors(make):
 def test_piping_into_something_else_is_a_clear_error():
     with pytest.raises(PipelineError, match="cannot pipe"):
         pl.source([1]) | 42
+
+
+def test_stats_are_live_while_running():
+    release = threading.Event()
+
+    def gate(x):
+        release.wait(10)
+        return x
+
+    with (pl.source(range(1000)) | pl.map(gate, name="gate")).start() as run:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            live = {s.name: s for s in run.stats()}
+            if live["gate"].records_in:
+                break
+            time.sleep(0.01)
+        assert live["source"].records_out >= live["gate"].records_in > 0
+        assert live["gate"].records_out == 0  # still held at the gate
+        release.set()
+        assert run.result() == list(range(1000))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import MinipoolError
 
-__all__ = ["PipelineError", "StageDefinitionError", "StageFailed", "JournalDamaged"]
+__all__ = ["PipelineError", "StageDefinitionError", "StageFailed"]
 
 
 class PipelineError(MinipoolError):
@@ -42,10 +42,6 @@ class StageFailed(PipelineError):
         self.stage = stage
         self.record = record
         self.cause = cause
-
-
-class JournalDamaged(PipelineError):
-    """Not raised: the type of ``Execution.journal_damage`` when replay found a damaged tail."""
 
 
 def _short(value: object, limit: int = 80) -> str:

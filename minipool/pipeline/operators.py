@@ -232,14 +232,9 @@ def reduce_by_key(fn: Callable[[Any, Any], Any], *, key: Callable[[Any], Any] | 
     return _Simple("reduce_by_key", lambda: _ReduceByKey(fn, key), stateful=True, name=name)
 
 
-def _one(_: Any) -> int:
-    return 1
-
-
 def count_by(key: Callable[[Any], Any], *, name: str | None = None) -> Stage:
     """Emit ``(key, count)`` for every distinct ``key(record)`` when the input ends."""
-    stage = _Simple("count_by", lambda: _CountBy(key), stateful=True, name=name)
-    return stage
+    return _Simple("count_by", lambda: _CountBy(key), stateful=True, name=name)
 
 
 class _CountBy(_ReduceByKey):

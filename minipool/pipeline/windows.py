@@ -94,7 +94,7 @@ class _TimeWindows(Runtime):
         self.watermark = -math.inf
         self.late = 0  # records that arrived after every window they belong to had closed
 
-    def _starts(self, ts: float) -> range | list[float]:
+    def _starts(self, ts: float) -> list[float]:
         first = math.floor((ts - self.seconds) / self.step) + 1
         last = math.floor(ts / self.step)
         return [k * self.step for k in range(first, last + 1)]
