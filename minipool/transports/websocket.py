@@ -2,8 +2,8 @@
 
 Technique: *a protocol upgrade over HTTP, then framing with its own rules*. Seed 000 §3.1 weighs
 HTTP against WebSocket; this transport shows what WebSocket costs and buys. A connection starts
-as an HTTP/1.1 ``GET`` with ``Upgrade: websocket`` (parsed by the shared sans-I/O
-:mod:`~minipool.transports.http11`); the server proves it understood by hashing the client's
+as an HTTP/1.1 ``GET`` with ``Upgrade: websocket`` (heads parsed by the shared sans-I/O
+:mod:`~minipool.transports.http11`, judged by :mod:`~minipool.transports.wshandshake`); the server proves it understood by hashing the client's
 ``Sec-WebSocket-Key`` with the RFC's GUID into ``Sec-WebSocket-Accept`` and answering ``101``.
 From then on both sides exchange frames, encoded and decoded by the sans-I/O
 :mod:`~minipool.transports.wsframes`. This module is only the thin I/O loop around both:
@@ -23,9 +23,6 @@ From then on both sides exchange frames, encoded and decoded by the sans-I/O
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import os
 import select
@@ -43,12 +40,19 @@ from .http11 import (
     REASONS,
     Headers,
     HttpError,
-    format_request,
     format_response,
     parse_request,
     parse_response,
 )
 from .tcp import TcpConnection, TcpListener, open_socket
+from .wshandshake import (
+    accept_key,
+    check_request,
+    check_response,
+    is_upgrade,
+    new_key,
+    upgrade_request,
+)
 from .wsframes import (
     CloseCode,
     Frame,
@@ -65,53 +69,10 @@ from .wsframes import (
 
 __all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen"]
 
-#: The RFC's constant, hashed with the client's key to prove the server speaks WebSocket.
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
 _LINGER = 1.0  # seconds to wait for the peer's half of the closing handshake
 _LINGER_BYTES = 1 << 20  # ...and at most this much unread data to drain meanwhile
-_RESUMABLE = 64 * 1024
-_JOIN_BELOW = 16 * 1024  # a read this small never consumes bytes before it completes
-
-
-def accept_key(key: str) -> str:
-    """The ``Sec-WebSocket-Accept`` value answering ``Sec-WebSocket-Key`` ``key`` (§4.2.2)."""
-    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
-
-
-def _tokens(headers: Headers, name: str) -> set[str]:
-    """The comma-separated tokens of every ``name`` field, lower-cased."""
-    return {t.strip().lower() for value in headers.get_all(name) for t in value.split(",")}
-
-
-def check_request(request: object) -> str:
-    """Validate an upgrade request (§4.2.1) and return its ``Sec-WebSocket-Key``.
-
-    Raises:
-        HttpError: with the status to answer: 405 not a GET, 426 not an upgrade or not
-            version 13, 400 for anything else malformed.
-    """
-    method, version, headers = request.method, request.version, request.headers  # type: ignore[attr-defined]
-    if method != "GET":
-        raise HttpError(405, "a WebSocket handshake is a GET")
-    if "websocket" not in _tokens(headers, "Upgrade"):
-        raise HttpError(426, "this is a WebSocket endpoint: send Upgrade: websocket")
-    if version != "HTTP/1.1":
-        raise HttpError(400, "the WebSocket handshake needs HTTP/1.1")
-    if "upgrade" not in _tokens(headers, "Connection"):
-        raise HttpError(400, "Connection header lacks the upgrade token")
-    if "Host" not in headers:
-        raise HttpError(400, "missing Host header")
-    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
-        raise HttpError(426, "only WebSocket version 13 is supported")
-    keys = headers.get_all("Sec-WebSocket-Key")
-    try:
-        ok = len(keys) == 1 and len(base64.b64decode(keys[0].strip(), validate=True)) == 16
-    except (binascii.Error, ValueError):
-        ok = False
-    if not ok:
-        raise HttpError(400, "Sec-WebSocket-Key must be 16 bytes in base64, given once")
-    return keys[0].strip()
+_RESUMABLE = 64 * 1024  # a read this small never consumes bytes before it completes
+_JOIN_BELOW = 16 * 1024  # frames up to this size are copied into one buffer, not gathered
 
 
 class WebSocketConnection(TcpConnection):
@@ -159,7 +120,7 @@ class WebSocketConnection(TcpConnection):
             head = self._stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline)
             request = parse_request(head)
             if request.method == "GET" and request.target.split("?")[0] == "/health" and (
-                "websocket" not in _tokens(request.headers, "Upgrade")
+                not is_upgrade(request.headers)
             ):
                 self._answer(200, [("Content-Type", "application/json")],
                              json.dumps({"status": "ok", "transport": "websocket"}).encode() + b"\n")
@@ -204,32 +165,13 @@ class WebSocketConnection(TcpConnection):
 
     def _client_handshake(self, url: SplitResult, origin: str | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        key = base64.b64encode(os.urandom(16)).decode("ascii")
-        host = url.hostname or "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
-        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        fields = [("Host", f"{host}:{url.port}"), ("Upgrade", "websocket"),
-                  ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
-                  ("Sec-WebSocket-Version", "13")]
-        if origin is not None:
-            fields.append(("Origin", origin))
-        self._stream.write([format_request("GET", target, fields)])
+        key = new_key()
+        self._stream.write([upgrade_request(url, key, origin)])
         try:
             response = parse_response(self._stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline))
         except FrameTooLarge as exc:
             raise ProtocolError("handshake response head too large") from exc
-        if response.status != 101:
-            raise HttpError(response.status,
-                            f"server refused the WebSocket upgrade: {response.reason}")
-        headers = response.headers
-        if "websocket" not in _tokens(headers, "Upgrade") or "upgrade" not in _tokens(
-            headers, "Connection"
-        ):
-            raise ProtocolError("101 response without Upgrade: websocket / Connection: Upgrade")
-        if headers.get("Sec-WebSocket-Accept") != accept_key(key):
-            raise ProtocolError("wrong Sec-WebSocket-Accept: the server is not a WebSocket server")
-        if "Sec-WebSocket-Extensions" in headers or "Sec-WebSocket-Protocol" in headers:
-            raise ProtocolError("server chose an extension or subprotocol that was not offered")
+        check_response(response, key)
 
     # -- data ----------------------------------------------------------------------------------
 
