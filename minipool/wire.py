@@ -77,12 +77,14 @@ class Kind(enum.IntEnum):
     RESULT = 12  # worker -> coordinator -> client: body = the return value
     FAILURE = 13  # worker -> coordinator -> client: body = the exception
     CANCEL = 14  # client -> coordinator: forget task id if it has not started
-    STARTED = 15  # worker -> coordinator: task id began running (for timeouts and balancing)
     # Housekeeping.
     HEARTBEAT = 20  # either way: "I am alive"
     STATUS = 21  # client -> coordinator: asks for a status report
     STATUS_REPLY = 22  # coordinator -> client: JSON body
-    FETCH = 23  # client -> coordinator: the result of a task id, if it is known
+    FETCH = 23  # client -> coordinator: JSON headers {"task": id}: that task's outcome
+    REGISTER = 24  # any peer -> coordinator: JSON headers: a service registry entry (with ttl)
+    LOOKUP = 25  # client -> coordinator: JSON headers {"service": name}
+    LOOKUP_REPLY = 26  # coordinator -> client: JSON body, the live entries offering it
     ERROR = 30  # either way, just before closing: JSON headers {"reason": ...}
 
 

@@ -1,7 +1,7 @@
 """What the coordinator knows: tasks, the workers holding leases on them, the clients waiting.
 
 Technique: *leases*. A task handed to a worker is not forgotten: it sits in that worker's
-``inflight`` table until a result comes back, so when the worker dies the coordinator knows
+``leases`` table until a result comes back, so when the worker dies the coordinator knows
 exactly which tasks to run again. These classes are plain data with a few helpers; every
 mutation happens under the coordinator's lock.
 """
@@ -41,16 +41,30 @@ class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
     number: int
-    owner: ClientState | None
-    client_id: int
+    owner_id: str  # the submitting client's id (it may be disconnected, or not back yet)
+    client_id: int  # the client's own number for the task
     body: bytes
     fmt: Any
     codec: str
     priority: int = 0
+    timeout: float | None = None
     state: TaskState = TaskState.QUEUED
     worker: WorkerState | None = None
     losses: int = 0
+    submitted_at: float = 0.0
     leased_at: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.owner_id, self.client_id)
+
+    def meta(self) -> dict[str, Any]:
+        """What the journal stores beside the body."""
+        meta = {"n": self.number, "c": self.owner_id, "i": self.client_id, "f": int(self.fmt),
+                "k": self.codec, "p": self.priority}
+        if self.timeout is not None:
+            meta["t"] = self.timeout
+        return meta
 
 
 class _Peer:
@@ -85,24 +99,35 @@ class WorkerState(_Peer):
         self.fixed_prefetch = prefetch
         self.capacity = self.slots + (self.slots if prefetch is None else max(0, prefetch))
         self.meta = meta
-        self.inflight: dict[int, Task] = {}
+        self.services: tuple[str, ...] = tuple(meta.pop("services", None) or ("default",))
+        self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
+        self.avg_pull: float | None = None  # not measured: no policy here needs it yet
+        self.idle_since: float | None = time.monotonic()
         self._last_result = 0.0
+
+    @property
+    def inflight(self) -> int:
+        """Tasks leased and not finished (what the balancing policies read)."""
+        return len(self.leases)
 
     @classmethod
     def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None) -> WorkerState:
         name = str(hello.get("name") or conn.peer)
-        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python") if k in hello}
+        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "services") if k in hello}
         return cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
 
     def lease(self, task: Task) -> None:
         task.leased_at = time.monotonic()
-        self.inflight[task.number] = task
+        self.leases[task.number] = task
+        self.idle_since = None
 
     def finish(self, number: int, now: float) -> None:
         """Release the lease on task ``number`` and update the run-time estimate."""
-        task = self.inflight.pop(number, None)
+        task = self.leases.pop(number, None)
+        if not self.leases:
+            self.idle_since = now
         if task is None:
             return
         self.done += 1
@@ -119,15 +144,13 @@ class WorkerState(_Peer):
             depth = int(PREFETCH_SECONDS / max(self.avg_run, 1e-6))
             self.capacity = self.slots * (1 + min(MAX_PREFETCH, max(1, depth)))
 
-    def note_started(self, number: int) -> None:
-        task = self.inflight.get(number)
-        if task is not None:
-            task.leased_at = time.monotonic()
-
     def info(self) -> dict[str, Any]:
+        idle = None if self.idle_since is None else round(time.monotonic() - self.idle_since, 3)
+        avg = None if self.avg_run is None else round(self.avg_run, 6)
         return {"id": self.id, "name": self.name, "address": self.conn.peer if self.conn else None,
-                "slots": self.slots, "inflight": len(self.inflight), "done": self.done,
-                "idle_for": None, **self.meta}
+                "slots": self.slots, "inflight": len(self.leases), "capacity": self.capacity,
+                "done": self.done, "avg_run": avg, "idle_for": idle,
+                "services": list(self.services), **self.meta}
 
 
 class ClientState(_Peer):
@@ -136,7 +159,6 @@ class ClientState(_Peer):
     def __init__(self, conn: Connection | None, client_id: str) -> None:
         super().__init__(conn, client_id)
         self.id = client_id
-        self.tasks: dict[int, Task] = {}
 
     @classmethod
     def from_hello(cls, conn: Connection, hello: dict[str, Any]) -> ClientState:

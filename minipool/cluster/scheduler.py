@@ -1,0 +1,295 @@
+"""The scheduler: the coordinator's state and rules, with no sockets and no threads.
+
+Technique: *a sans-I/O core for a task queue*. Everything the coordinator decides -- queue a
+task, lease it to a worker, take leases back from a dead worker, deliver a result once, time a
+task out -- is a method here that changes plain data and returns :class:`Effects`: the TASK
+messages to send, the messages to deliver to clients, the journal records to write. The
+coordinator (:mod:`minipool.cluster.coordinator`) holds one lock around these calls and performs
+the effects outside it. The rules can therefore be read, and tested, without a network.
+
+The rules:
+
+* a task is known by its *key* ``(client id, client task number)``, so a resubmission after a
+  reconnect, or a replay of the journal, never creates a second copy;
+* a task is *leased* to one worker at a time; a lost worker's leases go back to the front of the
+  queue, unless the task has now lost ``max_losses`` workers (it fails with ``WorkerLost``);
+* the first outcome of a task wins; later ones (it ran twice) are dropped;
+* outcomes are kept in a bounded result store, so a client that reconnects, or anyone who asks
+  by task id, gets them;
+* the balancing policy (:mod:`minipool.cluster.balance`) picks among the workers with a free
+  lease; it may answer "none", and the task waits for the next completion.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..wire import Format, Kind, Message, encode
+from .balance import Policy, get_policy
+from .state import ClientState, Task, TaskState, WorkerState
+
+__all__ = ["Scheduler", "Effects", "failure_message"]
+
+RESULT_STORE = 10_000
+
+
+def failure_message(client_task: int, kind: str, message: str) -> Message:
+    """A FAILURE the coordinator makes itself: JSON, so no one has to trust a pickle for it."""
+    body = json.dumps({"type": kind, "message": message}).encode()
+    return Message(Kind.FAILURE, client_task, body, fmt=Format.JSON)
+
+
+@dataclass
+class Effects:
+    """What a scheduler call wants done, in order: journal, then send, then deliver."""
+
+    records: list[tuple[str, dict[str, Any], bytes]] = field(default_factory=list)
+    sends: list[tuple[WorkerState, bytes]] = field(default_factory=list)
+    deliveries: list[tuple[ClientState, Message]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.sends or self.deliveries)
+
+
+@dataclass
+class Outcome:
+    """A finished task's result, kept for late or reconnecting clients."""
+
+    kind: Kind
+    fmt: Format
+    codec: str
+    body: bytes
+
+
+class Scheduler:
+    """Queue, leases and results. Not thread-safe: the coordinator serializes calls.
+
+    Args:
+        max_losses: workers a task may lose before it fails with ``WorkerLost``.
+        balance: the balancing policy's name.
+        journaling: produce journal records in the effects.
+    """
+
+    def __init__(self, *, max_losses: int = 3, balance: str = "least-loaded",
+                 journaling: bool = False) -> None:
+        self.max_losses = max_losses
+        self.policy: Policy = get_policy(balance)
+        self.journaling = journaling
+        self.queue: list[tuple[int, int, int]] = []  # heap of (-priority, order, task number)
+        self._order = itertools.count()
+        self._front = itertools.count(-1, -1)  # requeued tasks jump the line
+        self.next_number = 1
+        self.tasks: dict[int, Task] = {}  # live tasks by number
+        self.by_key: dict[tuple[str, int], Task] = {}
+        self.results: collections.OrderedDict[tuple[str, int], Outcome] = collections.OrderedDict()
+        self.workers: dict[str, WorkerState] = {}
+        self.clients: dict[str, ClientState] = {}
+        self.watchers: dict[tuple[str, int], list[tuple[ClientState, int]]] = {}
+        self.counts = {"submitted": 0, "done": 0, "failed": 0, "requeued": 0, "cancelled": 0,
+                       "workers_lost": 0, "duplicates": 0, "timed_out": 0}
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def submit(self, client_id: str, client_task: int, body: bytes, fmt: Format, codec: str,
+               headers: dict[str, Any], fx: Effects, number: int | None = None) -> None:
+        """Accept a task (or recognise a resubmission) and dispatch what can go."""
+        key = (client_id, client_task)
+        if key in self.by_key:
+            return  # already queued or running: a resubmission after a reconnect
+        done = self.results.get(key)
+        if done is not None:  # already finished: hand the stored outcome back
+            client = self.clients.get(client_id)
+            if client is not None:
+                fx.deliveries.append((client, _outcome_message(client_task, done)))
+            return
+        if number is None:
+            number = self.next_number
+        self.next_number = max(self.next_number, number + 1)
+        timeout = headers.get("timeout")
+        task = Task(number=number, owner_id=client_id, client_id=client_task, body=body, fmt=fmt,
+                    codec=codec, priority=int(headers.get("priority", 0)),
+                    timeout=float(timeout) if timeout is not None else None,
+                    submitted_at=time.monotonic())
+        self.tasks[number] = task
+        self.by_key[key] = task
+        self.counts["submitted"] += 1
+        heapq.heappush(self.queue, (-task.priority, next(self._order), number))
+        if self.journaling:
+            fx.records.append(("submit", task.meta(), body))
+        self.dispatch(fx)
+
+    def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
+        """Drop a queued task; a running one finishes and its outcome is stored, not sent."""
+        task = self.by_key.get((client_id, client_task))
+        if task is None or task.state is not TaskState.QUEUED:
+            return False
+        self._forget(task, TaskState.CANCELLED, fx)
+        return True
+
+    def complete(self, worker: WorkerState, number: int, kind: Kind, fmt: Format, codec: str,
+                 body: bytes, fx: Effects) -> None:
+        """A worker's RESULT or FAILURE for task ``number``."""
+        worker.finish(number, time.monotonic())
+        task = self.tasks.get(number)
+        if task is None or task.state not in (TaskState.RUNNING, TaskState.QUEUED):
+            self.counts["duplicates"] += 1
+        else:
+            # A restored task may be completed by a worker that ran it before the restart.
+            if task.worker is not None and task.worker is not worker:
+                task.worker.leases.pop(number, None)
+            self.counts["done" if kind is Kind.RESULT else "failed"] += 1
+            self._finish(task, Outcome(kind, fmt, codec, body), fx)
+        self.dispatch(fx)
+
+    def _finish(self, task: Task, outcome: Outcome, fx: Effects) -> None:
+        key = task.key
+        self._forget(task, TaskState.DONE, fx)
+        self.results[key] = outcome
+        if len(self.results) > RESULT_STORE:
+            self.results.popitem(last=False)
+        if self.journaling:
+            fx.records.append(("done", {**task.meta(), "r": int(outcome.kind), "f": int(outcome.fmt),
+                                        "k": outcome.codec}, outcome.body))
+        client = self.clients.get(task.owner_id)
+        if client is not None:
+            fx.deliveries.append((client, _outcome_message(task.client_id, outcome)))
+        for watcher, request in self.watchers.pop(key, ()):
+            fx.deliveries.append((watcher, _outcome_message(request, outcome)))
+
+    def _forget(self, task: Task, state: TaskState, fx: Effects) -> None:
+        task.state = state
+        self.tasks.pop(task.number, None)
+        self.by_key.pop(task.key, None)
+        if state is TaskState.CANCELLED:
+            self.counts["cancelled"] += 1
+            if self.journaling:
+                fx.records.append(("forget", task.meta(), b""))
+
+    def fetch(self, client: ClientState, task_key: tuple[str, int], request: int, fx: Effects) -> None:
+        """Deliver the outcome of ``task_key`` to ``client`` now, or when it finishes."""
+        done = self.results.get(task_key)
+        if done is not None:
+            fx.deliveries.append((client, _outcome_message(request, done)))
+        elif task_key in self.by_key:
+            self.watchers.setdefault(task_key, []).append((client, request))
+        else:
+            fx.deliveries.append((client, failure_message(
+                request, "KeyError", f"no task {task_key[0]}-{task_key[1]} is known here")))
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def dispatch(self, fx: Effects) -> None:
+        """Lease queued tasks to workers with a free lease, as the policy chooses."""
+        queue = self.queue
+        if not queue:
+            return
+        choose = self.policy.choose
+        free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
+        while queue and free:
+            worker = choose(free)
+            if worker is None:
+                return  # the policy would rather wait for a faster worker
+            _, _, number = heapq.heappop(queue)
+            task = self.tasks.get(number)
+            if task is None or task.state is not TaskState.QUEUED:
+                continue  # cancelled or finished while queued
+            task.state = TaskState.RUNNING
+            task.worker = worker
+            worker.lease(task)
+            headers = {"timeout": task.timeout} if task.timeout is not None else None
+            fx.sends.append((worker, encode(Message(Kind.TASK, number, task.body, fmt=task.fmt,
+                                                    codec=task.codec, headers=headers))))
+            if len(worker.leases) >= worker.capacity:
+                free.remove(worker)
+
+    # -- peers -------------------------------------------------------------------------------
+
+    def worker_joined(self, worker: WorkerState, fx: Effects) -> None:
+        self.workers[worker.id] = worker
+        self.dispatch(fx)
+
+    def worker_lost(self, worker: WorkerState, fx: Effects) -> None:
+        """Take back a lost worker's leases: requeue, or fail tasks that lost too many."""
+        if self.workers.get(worker.id) is not worker:
+            return
+        del self.workers[worker.id]
+        self.counts["workers_lost"] += 1
+        for task in list(worker.leases.values()):
+            if task.state is not TaskState.RUNNING or task.worker is not worker:
+                continue
+            task.losses += 1
+            task.worker = None
+            if task.losses >= self.max_losses:
+                self.counts["failed"] += 1
+                message = f"task lost {task.losses} workers (the last: {worker.name}); giving up"
+                self._finish(task, _json_outcome("WorkerLost", message), fx)
+                continue
+            task.state = TaskState.QUEUED
+            self.counts["requeued"] += 1
+            heapq.heappush(self.queue, (-task.priority, next(self._front), task.number))
+        worker.leases.clear()
+        self.dispatch(fx)
+
+    def client_joined(self, client: ClientState) -> ClientState | None:
+        """Register ``client``; return the stale session it replaces (a reconnect), if any."""
+        old = self.clients.get(client.id)
+        self.clients[client.id] = client
+        return old
+
+    def client_left(self, client: ClientState, fx: Effects) -> None:
+        """A client went away: cancel its queued tasks (it resubmits them if it comes back)."""
+        if self.clients.get(client.id) is not client:
+            return
+        del self.clients[client.id]
+        for task in list(self.by_key.values()):
+            if task.owner_id == client.id and task.state is TaskState.QUEUED:
+                self._forget(task, TaskState.CANCELLED, fx)
+
+    def expire_timeouts(self, now: float, grace: float, fx: Effects) -> list[WorkerState]:
+        """Fail running tasks past their timeout (plus ``grace``, the worker's chance to report
+        it first). Returns the workers still holding them: their slot is stuck."""
+        stuck = []
+        for worker in self.workers.values():
+            for task in list(worker.leases.values()):
+                if task.timeout is not None and now - task.leased_at > task.timeout + grace:
+                    worker.leases.pop(task.number, None)
+                    self.counts["timed_out"] += 1
+                    self.counts["failed"] += 1
+                    self._finish(task, _json_outcome(
+                        "TimeoutError", f"task ran longer than its timeout of {task.timeout}s"), fx)
+                    stuck.append(worker)
+        self.dispatch(fx)
+        return stuck
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def oldest_wait(self, now: float) -> float:
+        waits = [now - t.submitted_at for t in self.tasks.values() if t.state is TaskState.QUEUED]
+        return max(waits, default=0.0)
+
+    def status(self) -> dict[str, Any]:
+        workers = [w.info() for w in self.workers.values()]
+        return {
+            "workers": workers,
+            "slots": sum(w["slots"] for w in workers),
+            "clients": len(self.clients),
+            "queued": sum(1 for t in self.tasks.values() if t.state is TaskState.QUEUED),
+            "running": sum(len(w.leases) for w in self.workers.values()),
+            "balance": self.policy.name,
+            **self.counts,
+        }
+
+
+def _json_outcome(kind: str, message: str) -> Outcome:
+    msg = failure_message(0, kind, message)
+    return Outcome(Kind.FAILURE, Format.JSON, "none", msg.body)
+
+
+def _outcome_message(client_task: int, outcome: Outcome) -> Message:
+    return Message(outcome.kind, client_task, outcome.body, fmt=outcome.fmt, codec=outcome.codec)
