@@ -169,3 +169,19 @@ def test_stats_are_live_while_running():
         assert live["gate"].records_out == 0  # still held at the gate
         release.set()
         assert run.result() == list(range(1000))
+
+
+def test_async_generator_source():
+    import asyncio
+
+    async def ticks():
+        for i in range(5):
+            await asyncio.sleep(0)
+            yield i
+
+    assert (pl.source(ticks) | pl.map(lambda x: x * 10)).run() == [0, 10, 20, 30, 40]
+
+
+def test_journal_needs_a_terminal_stage(tmp_path):
+    with pytest.raises(PipelineError, match="terminal"):
+        list((pl.source(range(3)) | pl.map(abs)).stream(journal=str(tmp_path)))

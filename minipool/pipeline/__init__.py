@@ -6,7 +6,8 @@ logs) and seed 004 (windows, rolling aggregation, checkpoints, MapReduce), as on
 Read ``docs/pipeline.md`` for the tour; the modules, in reading order:
 
 * :mod:`.core` -- Stage, Pipeline and ``|``: declarations only;
-* :mod:`.execution` -- the Execution that runs one stage per thread, and its two loops;
+* :mod:`.execution` -- the Execution that runs one stage per thread;
+* :mod:`.sources` -- chunking records out of an iterable (or async iterable) with a deadline;
 * :mod:`.channels` -- bounded fast channels (backpressure) and the durable, journaled channel;
 * :mod:`.runners` -- the stage kinds: thread, process, async, any Executor;
 * :mod:`.operators` -- map, filter, batch, reduce, ...;

@@ -3,8 +3,8 @@
 Technique: the Unix pipe, in threads. Starting a :class:`~.core.Pipeline` makes an
 :class:`Execution`: every stage's runtime gets its own thread, joined to its neighbours by
 bounded :class:`~.channels.Channel` s, exactly like the processes of ``cat log | grep x | sort``.
-Each thread runs one of two small loops (the source loop, the stage loop), so the whole
-behaviour of a running pipeline -- chunking, markers, early stop, failure -- is in one place.
+A source thread runs :func:`~.sources.run_source`; every stage thread runs the one small stage
+loop below, so the behaviour of a running stage -- markers, early stop, failure -- is in one place.
 
 The first failure anywhere is recorded, the stop event is set, every thread notices within
 50 ms, every stage closes its workers, and ``result()`` re-raises the failure naming its stage.
@@ -12,7 +12,6 @@ The first failure anywhere is recorded, the stop event is set, every thread noti
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -23,14 +22,13 @@ from .channels import END, Abandoned, Cancelled, Channel, DurableLog, Marker
 from .core import Merge, Pipeline, Source, Stage, StageDone, _TerminalRuntime
 from .errors import PipelineError, StageFailed
 from .runners import DeadLetter, ErrorPolicy
+from .sources import run_source
 from .stats import StageStats, format_summary
 
 __all__ = ["Execution"]
 
 log = logging.getLogger("minipool.pipeline")
 
-SOURCE_CHUNK = 256      # records per chunk leaving a source: amortises one queue handoff
-SOURCE_LINGER = 0.005   # ...but a chunk waits at most this long for more records
 SOURCE_GRACE = 1.0      # seconds close() waits for a source stuck in its iterator
 
 
@@ -47,13 +45,13 @@ class Execution:
         self.services: dict[str, list[Any]] = {}  # service name -> its InstanceStats
         self.journal_damage: str | None = None
         self._lock = threading.Lock()
-        self._buffer = buffer
+        self.buffer = buffer  # chunks per channel: the backpressure bound
         self._threads: list[threading.Thread] = []
         self._source_threads: set[threading.Thread] = set()
         self._closed = False
         self._runtimes: list[Any] = []
         self._stats: list[StageStats] = []
-        self._skip = 0
+        self.resume_from = 0  # source records already done (a durable rerun skips them)
         self._durable = journal is not None
         self._terminal: _TerminalRuntime | None = None
         self.output = Channel(self.stop, buffer)
@@ -64,6 +62,9 @@ class Execution:
                 self._terminal = last
                 if journal is not None:
                     self._open_journal(pipeline, last, journal, fsync, snapshot_every)
+            elif journal is not None:
+                raise PipelineError("journal= needs a terminal stage to make durable (collect, "
+                                    "reduce, count, ...): use run(), not stream()")
         except BaseException:
             self.stop.set()
             for rt in self._runtimes:
@@ -91,7 +92,7 @@ class Execution:
 
         seq, state = durable.restore(replay_apply)
         self.journal_damage = durable.damage
-        terminal.durable, terminal.seq, self._skip = durable, seq, seq
+        terminal.durable, terminal.seq, self.resume_from = durable, seq, seq
         if state is not None:
             terminal.state = state
 
@@ -100,12 +101,12 @@ class Execution:
     def _build(self, pipeline: Pipeline, out: Channel, prefix: str) -> None:
         """Wire ``pipeline`` so that its last stage (or its head) writes into ``out``."""
         stages = pipeline.stages
-        first = out if not stages else Channel(self.stop, self._buffer)
+        first = out if not stages else Channel(self.stop, self.buffer)
         head = pipeline.head
         if isinstance(head, Source):
             first.add_producer()
             stats = self._new_stats(prefix + head.name, "source")
-            self._spawn(prefix + head.name, self._source_loop, head, first, stats)
+            self._spawn(prefix + head.name, run_source, self, head, first, stats)
             self._source_threads.add(self._threads[-1])
         elif isinstance(head, Merge):
             for i, branch in enumerate(head.pipelines):
@@ -114,7 +115,7 @@ class Execution:
 
     def _build_stages(self, stages: list[Stage], inbound: Channel, out: Channel, prefix: str) -> None:
         for i, stage in enumerate(stages):
-            outbound = out if i == len(stages) - 1 else Channel(self.stop, self._buffer)
+            outbound = out if i == len(stages) - 1 else Channel(self.stop, self.buffer)
             name = prefix + stage.display(i + 1)
             wire = getattr(stage, "wire", None)
             if wire is not None:  # stages with their own topology (shard)
@@ -140,50 +141,6 @@ class Execution:
         self._threads.append(threading.Thread(target=target, args=args, name=f"pl-{name}", daemon=True))
 
     # -- the two loops every thread runs -------------------------------------------------
-
-    def _source_loop(self, head: Source, out: Channel, stats: StageStats) -> None:
-        iterator: Any = None
-        buffer = _SourceBuffer(self, out, stats)
-        flusher = threading.Thread(target=buffer.flush_when_idle, name=f"pl-{head.name}-flush",
-                                   daemon=True)
-        try:
-            try:
-                source = head.iterable() if callable(head.iterable) else head.iterable
-                iterator = iter(source)
-                if self._skip:  # a durable rerun: these records are already in the journal
-                    for _ in itertools.islice(iterator, self._skip):
-                        pass
-            except Exception as exc:
-                raise StageFailed(head.name, exc) from exc
-            flusher.start()
-            clock, add = time.perf_counter, buffer.add
-            while True:
-                before = clock()
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    raise StageFailed(head.name, exc) from exc
-                stats.busy_seconds += clock() - before
-                add(item)
-            buffer.flush()
-            out.close()
-        except (Abandoned, Cancelled):
-            pass
-        except BaseException as exc:
-            self.fail(exc)
-        finally:
-            buffer.done.set()
-            if flusher.is_alive():
-                flusher.join()
-            stats.finished = time.perf_counter()
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    log.exception("closing source %r", head.name)
 
     def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int:
         """Send one source chunk (and, in a durable run, the marker after it); the new position."""
@@ -340,53 +297,3 @@ class Execution:
 
     def summary(self) -> str:
         return format_summary(self._stats)
-
-
-class _SourceBuffer:
-    """The chunk a source is filling, flushed when full or when it has waited too long.
-
-    The source thread may be blocked inside ``next()`` for any length of time (a socket, a
-    sleeping generator), so the "waited too long" flush happens on a small helper thread. The
-    lock keeps chunks in order: whichever thread sends, it sends under the lock.
-    """
-
-    def __init__(self, execution: Execution, out: Channel, stats: StageStats) -> None:
-        self.execution, self.out, self.stats = execution, out, stats
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.chunk: list[Any] = []
-        self.started = 0.0
-        self.seq = execution._skip
-        self.halt: type[Exception] | None = None
-
-    def add(self, item: Any) -> None:
-        if self.halt is not None:  # seen by the flusher while the source was filling a chunk
-            raise self.halt
-        with self.lock:
-            if not self.chunk:
-                self.started = time.perf_counter()
-            self.chunk.append(item)
-            if len(self.chunk) >= SOURCE_CHUNK:
-                self._send()
-
-    def flush(self) -> None:
-        with self.lock:
-            if self.chunk:
-                self._send()
-
-    def _send(self) -> None:
-        chunk, self.chunk = self.chunk, []
-        self.seq = self.execution.send(self.out, chunk, self.seq, self.stats)
-
-    def flush_when_idle(self) -> None:
-        try:
-            while not self.done.wait(SOURCE_LINGER):
-                if self.execution.stop.is_set():
-                    raise Cancelled
-                if self.out.abandoned:
-                    raise Abandoned
-                with self.lock:
-                    if self.chunk and time.perf_counter() - self.started >= SOURCE_LINGER:
-                        self._send()
-        except (Abandoned, Cancelled) as exc:
-            self.halt = type(exc)  # the source thread stops at its next record

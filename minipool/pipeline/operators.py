@@ -35,12 +35,13 @@ def _positive(name: str, value: Any) -> int:
 
 
 def source(iterable: Iterable[Any] | Callable[[], Iterable[Any]], *, name: str | None = None) -> Pipeline:
-    """Start a pipeline from an iterable (finite or endless) or a function returning one.
+    """Start a pipeline from an iterable (finite or endless), an async iterable, or a function
+    returning one (called afresh on every run, so a generator function can be run twice).
 
     Raises:
         PipelineError: ``iterable`` is neither iterable nor callable.
     """
-    if not callable(iterable) and not hasattr(iterable, "__iter__"):
+    if not (callable(iterable) or hasattr(iterable, "__iter__") or hasattr(iterable, "__aiter__")):
         raise PipelineError(f"source() needs an iterable, got {type(iterable).__name__}")
     return Pipeline(Source(iterable, name), [])
 

@@ -65,7 +65,7 @@ class Shard(Stage):
         self.label = f"shard({n})"
 
     def wire(self, name: str, run: Any, inbound: Channel, outbound: Channel) -> None:
-        shards = [Channel(run.stop, run._buffer) for _ in range(self.n)]
+        shards = [Channel(run.stop, run.buffer) for _ in range(self.n)]
         for i, channel in enumerate(shards):
             channel.add_producer()
             run._build_stages(self.then.stages, channel, outbound, f"{name}[{i}].")

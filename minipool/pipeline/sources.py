@@ -1,0 +1,152 @@
+"""Sources: pulling records from an iterable and sending them downstream in chunks.
+
+Technique: batching with a deadline, as Kafka producers do (``batch.size`` + ``linger.ms``). A
+source sends chunks of up to ``SOURCE_CHUNK`` records, so one queue handoff is shared by
+hundreds of records; but a chunk never waits more than ``SOURCE_LINGER`` for more records: a
+helper thread flushes it even while the source is blocked inside ``next()``, so a trickling
+source (a log tail, a socket) still delivers each record within milliseconds. An async
+iterable gets an event loop of its own on the source thread. In a durable rerun the source
+first skips the records the journal says are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .channels import Abandoned, Cancelled, Channel
+from .core import Source
+from .errors import StageFailed
+from .stats import StageStats
+
+if TYPE_CHECKING:
+    from .execution import Execution
+
+__all__ = ["run_source", "SOURCE_CHUNK", "SOURCE_LINGER"]
+
+log = logging.getLogger("minipool.pipeline")
+
+SOURCE_CHUNK = 256      # records per chunk leaving a source: amortises one queue handoff
+SOURCE_LINGER = 0.005   # ...but a chunk waits at most this long for more records
+
+
+def run_source(execution: Execution, head: Source, out: Channel, stats: StageStats) -> None:
+    """The source thread: pull records, send them in chunks, report a failure naming the source."""
+    iterator: Any = None
+    buffer = _SourceBuffer(execution, out, stats)
+    flusher = threading.Thread(target=buffer.flush_when_idle, name=f"pl-{head.name}-flush",
+                               daemon=True)
+    try:
+        try:
+            source = head.iterable() if callable(head.iterable) else head.iterable
+            iterator = _drive(source) if hasattr(source, "__aiter__") else iter(source)
+            if execution.resume_from:  # a durable rerun: these are in the journal already
+                for _ in itertools.islice(iterator, execution.resume_from):
+                    pass
+        except Exception as exc:
+            raise StageFailed(head.name, exc) from exc
+        flusher.start()
+        clock, add = time.perf_counter, buffer.add
+        while True:
+            before = clock()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise StageFailed(head.name, exc) from exc
+            stats.busy_seconds += clock() - before
+            add(item)
+        buffer.flush()
+        out.close()
+    except (Abandoned, Cancelled):
+        pass
+    except BaseException as exc:
+        execution.fail(exc)
+    finally:
+        buffer.done.set()
+        if flusher.is_alive():
+            flusher.join()
+        stats.finished = time.perf_counter()
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("closing source %r", head.name)
+
+
+class _SourceBuffer:
+    """The chunk a source is filling, flushed when full or when it has waited too long.
+
+    The source thread may be blocked inside ``next()`` for any length of time (a socket, a
+    sleeping generator), so the "waited too long" flush happens on a small helper thread. The
+    lock keeps chunks in order: whichever thread sends, it sends under the lock.
+    """
+
+    def __init__(self, execution: Execution, out: Channel, stats: StageStats) -> None:
+        self.execution, self.out, self.stats = execution, out, stats
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.chunk: list[Any] = []
+        self.started = 0.0
+        self.seq = execution.resume_from
+        self.halt: type[Exception] | None = None
+
+    def add(self, item: Any) -> None:
+        if self.halt is not None:  # seen by the flusher while the source was filling a chunk
+            raise self.halt
+        with self.lock:
+            if not self.chunk:
+                self.started = time.perf_counter()
+            self.chunk.append(item)
+            if len(self.chunk) >= SOURCE_CHUNK:
+                self._send()
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.chunk:
+                self._send()
+
+    def _send(self) -> None:
+        chunk, self.chunk = self.chunk, []
+        self.seq = self.execution.send(self.out, chunk, self.seq, self.stats)
+
+    def flush_when_idle(self) -> None:
+        try:
+            while not self.done.wait(SOURCE_LINGER):
+                if self.execution.stop.is_set():
+                    raise Cancelled
+                if self.out.abandoned:
+                    raise Abandoned
+                with self.lock:
+                    if self.chunk and time.perf_counter() - self.started >= SOURCE_LINGER:
+                        self._send()
+        except (Abandoned, Cancelled) as exc:
+            self.halt = type(exc)  # the source thread stops at its next record
+
+
+def _drive(source: Any) -> Iterator[Any]:
+    """Iterate an async iterable (an ``async def`` generator) from the source thread.
+
+    The source thread gets its own event loop, so a coroutine-based feed (a websocket, an
+    asyncio queue consumer) can head a pipeline like any iterable.
+    """
+    loop = asyncio.new_event_loop()
+    iterator = source.__aiter__()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(iterator.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            loop.run_until_complete(aclose())
+        loop.close()
