@@ -335,6 +335,51 @@ def test_client_checks_the_servers_answer(answer, error):
         lsock.close()
 
 
+def test_timeout_mid_frame_resumes():
+    """A recv that times out halfway through a frame picks it up again on the next call."""
+    frame = serialize(Frame(Opcode.BINARY, b"0123456789" * 50))
+    first, second = threading.Event(), threading.Event()
+
+    def answer(key: str) -> bytes:
+        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
+                b"Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key).encode()
+                + frame[:3])  # the header, cut inside its 16-bit length
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            key = data.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0].decode()
+            conn.sendall(answer(key))
+            first.wait(10)
+            conn.sendall(frame[3:200])
+            second.wait(10)
+            conn.sendall(frame[200:])
+            conn.recv(4096)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        client = base.connect(f"ws://127.0.0.1:{lsock.getsockname()[1]}")
+        with pytest.raises(TimeoutError):
+            client.recv(timeout=0.05)
+        first.set()
+        with pytest.raises(TimeoutError):
+            client.recv(timeout=0.05)  # header done, payload half there
+        second.set()
+        assert client.recv(timeout=10) == b"0123456789" * 50
+        client._stream.close()
+    finally:
+        first.set()
+        second.set()
+        thread.join()
+        lsock.close()
+
+
 # -- bad frames against our server ---------------------------------------------------------------
 
 

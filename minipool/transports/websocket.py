@@ -3,8 +3,10 @@
 Technique: *a protocol upgrade over HTTP, then framing with its own rules*. Seed 000 §3.1 weighs
 HTTP against WebSocket; this transport shows what WebSocket costs and buys. A connection starts
 as an HTTP/1.1 ``GET`` with ``Upgrade: websocket`` (heads parsed by the shared sans-I/O
-:mod:`~minipool.transports.http11`, judged by :mod:`~minipool.transports.wshandshake`); the server proves it understood by hashing the client's
-``Sec-WebSocket-Key`` with the RFC's GUID into ``Sec-WebSocket-Accept`` and answering ``101``.
+:mod:`~minipool.transports.http11`, judged by the sans-I/O
+:mod:`~minipool.transports.wshandshake`); the server proves it understood by hashing the
+client's ``Sec-WebSocket-Key`` with the RFC's GUID into ``Sec-WebSocket-Accept``, answering
+``101``.
 From then on both sides exchange frames, encoded and decoded by the sans-I/O
 :mod:`~minipool.transports.wsframes`. This module is only the thin I/O loop around both:
 
