@@ -32,11 +32,12 @@ blocking socket (:mod:`~minipool.transports.websocket`), an event loop, or a tes
 1009 close, never a 2 GB allocation.
 
 Masking (§5.3) XORs the payload with a 4-byte key repeated. A per-byte Python loop does that at
-about 17 MB/s (60 ms for 1 MB). :func:`apply_mask` instead turns 8 KiB blocks into integers
-and XORs each with the key repeated as one integer: 1 MB in about 1.4 ms (~0.7 GB/s) on the
-project's machine, 2x faster than one huge integer for the whole payload (3.2 ms, the
-bytes <-> int conversions stop being cache-friendly) and a little faster than four strided
-``bytes.translate`` passes (1.7 ms). Measured with ``timeit``, best of 7, see docs/websocket.md.
+13-17 MB/s (60-78 ms for 1 MB). :func:`apply_mask` lets C do it: the payload becomes an integer,
+XORed with the key repeated (itself made by one small multiplication), in 8 KiB blocks for long
+payloads. 1 MB takes 1.4-2.8 ms (370-740 MB/s, depending on the shared machine's load), up to
+twice as fast as one huge integer for the whole payload (3.2-3.4 ms) and on par with four
+strided ``bytes.translate`` passes (1.7 ms); 1 KB takes about 2.5 us. ``timeit``, best of 5-7;
+see docs/websocket.md.
 """
 
 from __future__ import annotations
