@@ -70,7 +70,12 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from .cluster.coordinator import Coordinator
 
     coordinator = Coordinator(_authkey(args), heartbeat=args.heartbeat, liveness=args.liveness,
-                              max_losses=args.max_losses, **_tls_options(args, server=True))
+                              max_losses=args.max_losses, balance=args.balance,
+                              journal=args.journal, fsync=args.fsync,
+                              **_tls_options(args, server=True))
+    if coordinator.journal is not None:
+        print(f"minipool coordinator journal {args.journal} (fsync {args.fsync}): "
+              f"{coordinator.journal.restored} unfinished task(s) restored", flush=True)
     for url in args.bind or ["tcp://127.0.0.1:7878"]:
         print(f"minipool coordinator listening on {coordinator.serve(url)}", flush=True)
     _wait_for_signal(threading.Event())
@@ -88,13 +93,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.kind == "process" and args.slots > 1:
         extra = ["--cafile", args.cafile] if args.cafile else []
         extra += ["--insecure"] if args.insecure else []
+        extra += ["--heartbeat", str(args.heartbeat), "--slowdown", str(args.slowdown)]
+        for service in args.service:
+            extra += ["--service", service]
         supervisor = Supervisor(args.connect, key, args.slots, name=args.name or "worker",
                                 reconnect=not args.no_reconnect, extra_args=extra)
         _wait_for_signal(threading.Event())
         supervisor.close()
         return 0
     worker = Worker(args.connect, key, slots=args.slots, kind=args.kind, name=args.name,
-                    reconnect=not args.no_reconnect, heartbeat=args.heartbeat, **options)
+                    reconnect=not args.no_reconnect, heartbeat=args.heartbeat,
+                    services=tuple(args.service), slowdown=args.slowdown, **options)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop())
     try:
@@ -142,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness", type=int, default=3, help="missed heartbeats before a peer is dead")
     p.add_argument("--max-losses", type=int, default=3,
                    help="workers a task may kill before it fails with WorkerLost")
+    p.add_argument("--balance", default="least-loaded",
+                   choices=["least-loaded", "round-robin", "random", "latency"],
+                   help="how to pick a worker for each task")
+    p.add_argument("--journal", metavar="DIR",
+                   help="write-ahead journal directory: survive a crash with every accepted task")
+    p.add_argument("--fsync", default="everysec", choices=["always", "everysec", "no"],
+                   help="journal fsync policy, as Redis's appendfsync (default everysec)")
     _common(p, server=True)
     p.set_defaults(func=cmd_coordinator)
 
@@ -153,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name shown in status")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--no-reconnect", action="store_true", help="exit when the coordinator goes away")
+    p.add_argument("--service", action="append", default=[], metavar="NAME",
+                   help="a service name to register under (repeatable; default 'default')")
+    p.add_argument("--slowdown", type=float, default=1.0,
+                   help="run every task this many times slower (to study load balancing)")
     _common(p, server=False)
     p.set_defaults(func=cmd_worker)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .pool import Pool
 
-__all__ = ["TaskFunction", "AsyncResult"]
+__all__ = ["TaskFunction", "AsyncResult", "Schedule"]
 
 
 class AsyncResult:
@@ -113,3 +113,56 @@ class TaskFunction:
 
         inner.add_done_callback(settle)
         return inner
+
+
+class Schedule:
+    """A periodic task (Celery beat's interval schedule): submits ``fn`` every ``every`` seconds.
+
+    Runs are submitted on a fixed cadence measured from the start, so a slow run does not push
+    the next ones later; a run's outcome lands in ``results`` (the newest 100) or ``errors``.
+    """
+
+    def __init__(self, pool: Pool, fn: Callable[..., Any], args: tuple, kwargs: dict,
+                 every: float) -> None:
+        if every <= 0:
+            raise ValueError("every must be a positive number of seconds")
+        self.pool = pool
+        self.every = every
+        self.runs = 0
+        self.results: list[Any] = []
+        self.errors: list[BaseException] = []
+        self._fn, self._args, self._kwargs = fn, args, kwargs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="minipool-schedule")
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import time
+
+        start = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                future = self.pool.submit(self._fn, *self._args, **self._kwargs)
+            except RuntimeError:  # the pool shut down
+                return
+            self.runs += 1
+            future.add_done_callback(self._record)
+            next_at = start + self.runs * self.every
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _record(self, future: concurrent.futures.Future) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self.errors.append(future.exception())
+        else:
+            self.results.append(future.result())
+            del self.results[:-100]
+
+    def cancel(self) -> None:
+        """Stop submitting new runs (a run already submitted still completes)."""
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()

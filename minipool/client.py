@@ -1,14 +1,18 @@
 """The client end of the pool: turn calls into SUBMIT messages and results into resolved futures.
 
 Technique: *futures as the client's view of remote work* (concurrent.futures, SCOOP's futures,
-Celery's AsyncResult). The client keeps one table, task id -> :class:`TaskFuture`. Submitting
-adds an entry and sends a SUBMIT; a RESULT or FAILURE removes the entry and resolves the
-future. That table is the whole protocol state of a client, which is why it is easy to make
-delivery exactly-once: a second result for an id that is no longer in the table is dropped.
+Celery's AsyncResult). The client keeps one table, task number -> future. Submitting adds an
+entry and sends a SUBMIT; a RESULT or FAILURE removes the entry and resolves the future. That
+table is the whole protocol state of a client, which is why delivery is easy to make
+exactly-once: an outcome for a number no longer in the table is dropped.
 
 Two ways to reach the coordinator share this logic:
 
-* :class:`RemoteClient` -- over a transport connection, with a reader thread and heartbeats;
+* :class:`RemoteClient` -- over a transport connection, with a reader thread, heartbeats and
+  *reconnection*: when the connection drops (a network blip, a coordinator restarted from its
+  journal) it reconnects under the same client id and resubmits every task it is still waiting
+  for. The coordinator knows tasks by ``(client id, number)``, so a resubmitted task that is
+  queued, running or finished there is not run again: the client just gets its outcome;
 * :class:`LocalClient` -- in the coordinator's own process (the embedded ``Pool()``): messages
   are handed over by a method call, the way ZeroMQ's ``inproc://`` skips the network stack.
 """
@@ -20,6 +24,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -30,7 +35,7 @@ from . import task as tasklib
 from .cluster.coordinator import Coordinator
 from .cluster.session import HEARTBEAT, LIVENESS, Outbox, open_connection
 from .cluster.state import LocalClientState
-from .errors import ConnectionClosed, MinipoolError
+from .errors import AuthenticationError, ConnectionClosed, MinipoolError
 from .wire import Format, Kind, Message, decode, encode
 
 __all__ = ["TaskFuture", "Client", "RemoteClient", "LocalClient"]
@@ -68,7 +73,7 @@ class Client:
         return {"role": "client", "client": self.client_id, "pid": os.getpid(),
                 "host": socket.gethostname()}
 
-    # -- sending -----------------------------------------------------------------------------
+    # -- requests ----------------------------------------------------------------------------
 
     def submit(self, body: bytes, codec: str = "none", headers: dict[str, Any] | None = None) -> TaskFuture:
         """Send one task body; return the future that its outcome will resolve."""
@@ -76,41 +81,74 @@ class Client:
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
         future = TaskFuture(self, number)
+        message = Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
         with self._lock:
             self._pending[number] = future
-        self._send(Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers))
+            self._remember(number, message)
+        self._send(message)
         return future
 
-    def status(self, timeout: float = 10.0) -> dict[str, Any]:
-        """Ask the coordinator for its status report."""
+    def request(self, kind: Kind, headers: dict[str, Any] | None = None,
+                timeout: float | None = 10.0) -> Any:
+        """Send a STATUS, FETCH or LOOKUP and wait for its answer."""
         number = next(self._numbers)
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._pending[number] = future
-        self._send(Message(Kind.STATUS, number))
         try:
+            self._send(Message(kind, number, headers=headers))
             return future.result(timeout)
         finally:
             self._forget(number)
 
+    def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The coordinator's status report."""
+        return self.request(Kind.STATUS, timeout=timeout)
+
+    def fetch(self, task_id: str, timeout: float | None = None) -> Any:
+        """The outcome of any task by its id (waiting for it if it is still running).
+
+        Raises:
+            KeyError (as RemoteError): the coordinator does not know that task.
+        """
+        return self.request(Kind.FETCH, {"task": task_id}, timeout)
+
+    def lookup(self, service: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The live registry entries that offer ``service``."""
+        return self.request(Kind.LOOKUP, {"service": service}, timeout)
+
+    def register(self, key: str, *, address: str, services: list[str], ttl: float,
+                 slots: int = 0, meta: dict[str, Any] | None = None) -> None:
+        """Add or renew a registry entry (renew it again before ``ttl`` runs out)."""
+        self._send(Message(Kind.REGISTER, headers={"key": key, "address": address, "services": services,
+                                                   "ttl": ttl, "slots": slots, "meta": meta or {}}))
+
+    def _remember(self, number: int, message: Message) -> None:
+        """Hook: keep a SUBMIT for resubmission (remote clients)."""
+
     def _forget(self, number: int, cancel: bool = False) -> None:
         with self._lock:
             present = self._pending.pop(number, None) is not None
+            self._settled(number)
         if cancel and present and not self.closed:
             self._send(Message(Kind.CANCEL, number))
+
+    def _settled(self, number: int) -> None:
+        """Hook, under the lock: task ``number`` needs no resubmission any more."""
 
     def _send(self, message: Message) -> None:
         raise NotImplementedError
 
-    # -- receiving ---------------------------------------------------------------------------
+    # -- outcomes ----------------------------------------------------------------------------
 
     def on_message(self, msg: Message) -> None:
-        """Resolve the future a RESULT, FAILURE or STATUS_REPLY is for."""
+        """Resolve the future a RESULT, FAILURE or reply is for."""
         kind = msg.kind
         if kind is Kind.HEARTBEAT:
             return
         with self._lock:
             future = self._pending.pop(msg.id, None)
+            self._settled(msg.id)
         if future is None or future.done():
             return  # cancelled, or a duplicate delivery
         try:
@@ -121,11 +159,11 @@ class Client:
                     ok, value = False, tasklib.failure_from_json(json.loads(msg.body))
                 else:
                     ok, value = tasklib.unpack_outcome(False, msg.body, msg.codec)
-            elif kind is Kind.STATUS_REPLY:
+            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY):
                 ok, value = True, json.loads(msg.body)
             else:
                 ok, value = False, MinipoolError(f"unexpected {kind.name} from the coordinator")
-        except Exception as exc:  # noqa: BLE001 - a result that does not unpickle fails its task
+        except Exception as exc:  # noqa: BLE001 - an outcome that does not decode fails its task
             ok, value = False, exc
         try:
             future.set_result(value) if ok else future.set_exception(value)
@@ -133,7 +171,7 @@ class Client:
             pass  # cancelled by the user at this very moment
 
     def fail_all(self, exc: BaseException) -> None:
-        """Fail every pending future (the connection to the coordinator is gone)."""
+        """Fail every pending future (the coordinator cannot be reached any more)."""
         with self._lock:
             pending, self._pending = self._pending, {}
         for future in pending.values():
@@ -161,14 +199,7 @@ class LocalClient(Client):
         coordinator.attach_local(self._state)
 
     def _send(self, message: Message) -> None:
-        kind = message.kind
-        if kind is Kind.SUBMIT:
-            self._coordinator.submit_message(self._state, message)
-        elif kind is Kind.CANCEL:
-            self._coordinator.cancel(self._state, message.id)
-        elif kind is Kind.STATUS:
-            self.on_message(Message(Kind.STATUS_REPLY, message.id,
-                                    json.dumps(self._coordinator.status()).encode(), fmt=Format.JSON))
+        self._coordinator.handle_client_message(self._state, message)
 
     def close(self) -> None:
         if not self.closed:
@@ -179,62 +210,109 @@ class LocalClient(Client):
 class RemoteClient(Client):
     """A client of a coordinator at ``url``, over any transport.
 
+    Args:
+        reconnect_timeout: how long to keep trying to reconnect after the connection drops
+            (0: fail pending futures at once).
+
     Raises (from the constructor):
         AuthenticationError: wrong key -- promptly, never a hang.
         OSError, TimeoutError, MinipoolError: the coordinator cannot be reached or is not one.
     """
 
     def __init__(self, url: str, authkey: bytes, *, heartbeat: float = HEARTBEAT,
-                 liveness: int = LIVENESS, timeout: float = 10.0, **transport_options: Any) -> None:
+                 liveness: int = LIVENESS, timeout: float = 10.0, reconnect_timeout: float = 60.0,
+                 **transport_options: Any) -> None:
         super().__init__()
         self.url = url
         self.heartbeat = heartbeat
         self.liveness = liveness
+        self.reconnect_timeout = reconnect_timeout
+        self._key = authkey
+        self._timeout = timeout
+        self._options = transport_options
+        self._unanswered: dict[int, Message] = {}  # SUBMITs to resend after a reconnect
         self._conn = open_connection(url, authkey, self.hello(), timeout=timeout, **transport_options)
         self._outbox = Outbox(self._conn)
+        self.reconnects = 0
         self._reader = threading.Thread(target=self._read, daemon=True, name="minipool-client-reader")
         self._reader.start()
 
+    def _remember(self, number: int, message: Message) -> None:
+        self._unanswered[number] = message
+
+    def _settled(self, number: int) -> None:
+        self._unanswered.pop(number, None)
+
     def _send(self, message: Message) -> None:
-        if self._outbox.failed or self._conn.closed:
+        outbox = self._outbox
+        if outbox.failed or outbox.conn.closed:
+            if message.kind is Kind.SUBMIT and self.reconnect_timeout > 0 and not self.closed:
+                return  # kept in _unanswered: it goes out again once we are reconnected
             raise ConnectionClosed(f"connection to the coordinator at {self.url} is closed")
-        self._outbox.put(encode(message))
+        outbox.put(encode(message))
 
     def _read(self) -> None:
+        while not self.closed:
+            reason = self._read_until_lost()
+            if self.closed:
+                break
+            log.warning("%s", reason)
+            if self.reconnect_timeout <= 0 or not self._reconnect():
+                self.fail_all(reason)
+                return
+
+    def _read_until_lost(self) -> BaseException:
         beat = encode(Message(Kind.HEARTBEAT))
         silence = self.heartbeat * self.liveness
+        conn, outbox = self._conn, self._outbox
         last_recv = time.monotonic()
-        reason: BaseException = ConnectionClosed(f"lost the connection to {self.url}")
-        while True:
-            try:
-                data = self._conn.recv(timeout=self.heartbeat)
-            except TimeoutError:
-                if time.monotonic() - last_recv > silence:
-                    reason = ConnectionClosed(f"coordinator at {self.url} stopped answering")
-                    break
-                self._outbox.put(beat)
-                continue
-            except ConnectionClosed:
-                break
-            except MinipoolError as exc:
-                reason = exc
-                break
-            last_recv = time.monotonic()
-            if time.monotonic() - self._outbox.last_send >= self.heartbeat:
-                self._outbox.put(beat)
-            try:
+        try:
+            while True:
+                try:
+                    data = conn.recv(timeout=self.heartbeat)
+                except TimeoutError:
+                    if time.monotonic() - last_recv > silence:
+                        return ConnectionClosed(f"coordinator at {self.url} stopped answering")
+                    outbox.put(beat)
+                    continue
+                last_recv = time.monotonic()
+                if last_recv - outbox.last_send >= self.heartbeat:
+                    outbox.put(beat)
                 msg = decode(data)
-            except MinipoolError as exc:
-                reason = exc
-                break
-            if msg.kind is Kind.ERROR:
-                reason = ConnectionClosed(f"coordinator closed the connection: {msg.headers.get('reason')}")
-                break
-            self.on_message(msg)
-        self._conn.close()
-        if not self.closed:
-            log.warning("%s", reason)
-        self.fail_all(reason)
+                if msg.kind is Kind.ERROR:
+                    return ConnectionClosed(f"coordinator closed the connection: {msg.headers.get('reason')}")
+                self.on_message(msg)
+        except ConnectionClosed:
+            return ConnectionClosed(f"lost the connection to {self.url}")
+        except MinipoolError as exc:
+            return exc
+        finally:
+            conn.close()
+
+    def _reconnect(self) -> bool:
+        """Reconnect under the same client id and resend what is unanswered."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while not self.closed and time.monotonic() < deadline:
+            try:
+                conn = open_connection(self.url, self._key, self.hello(), timeout=self._timeout,
+                                       **self._options)
+            except AuthenticationError:
+                return False
+            except (MinipoolError, OSError, TimeoutError):
+                time.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 2.0)
+                continue
+            outbox = Outbox(conn)
+            with self._lock:
+                self._conn, self._outbox = conn, outbox
+                resend = [encode(m) for _, m in sorted(self._unanswered.items())]
+            if resend:
+                outbox.put_many(resend)
+            self.reconnects += 1
+            log.warning("reconnected to %s; resubmitted %d task(s)", self.url, len(resend))
+            return True
+        return False
 
     def close(self) -> None:
         if not self.closed:

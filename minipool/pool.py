@@ -29,9 +29,11 @@ from typing import Any
 
 from . import mapping
 from . import task as tasklib
-from .asyncresult import TaskFunction
+from .asyncresult import Schedule, TaskFunction
 from .client import Client, LocalClient, RemoteClient
+from .cluster.autoscale import Autoscaler
 from .cluster.coordinator import Coordinator
+from .cluster.elastic import Elastic
 from .cluster.session import HEARTBEAT
 from .cluster.supervisor import Supervisor
 from .codecs import get_codec
@@ -60,6 +62,13 @@ class Pool(concurrent.futures.Executor):
             ``workers`` threads: for I/O-bound tasks).
         max_losses: workers a task may lose (crash or hang) before it fails with ``WorkerLost``.
         heartbeat: seconds between heartbeats; a peer silent for three is declared dead.
+        balance: how the coordinator picks a worker: ``least-loaded``, ``round-robin``,
+            ``random`` or ``latency`` (weights from measured run times).
+        min_workers, max_workers: autoscaling (embedded mode): start ``min_workers`` and add
+            processes while tasks wait, up to ``max_workers``; idle ones are retired.
+        autoscale: the autoscaler's timings: ``scale_up_after``, ``idle_timeout``, ``cooldown``.
+        journal, fsync: a directory for the embedded coordinator's write-ahead journal, and its
+            fsync policy (``always``, ``everysec``, ``no``).
         transport_options: passed to the transport (``ssl_context=``, ``max_message=``, ...).
 
     Raises:
@@ -70,6 +79,9 @@ class Pool(concurrent.futures.Executor):
     def __init__(self, workers: int | None = None, *, address: str | None = None,
                  authkey: bytes | str | None = None, transport: str = "tcp", codec: str = "none",
                  kind: str = "process", max_losses: int = 3, heartbeat: float = HEARTBEAT,
+                 balance: str = "least-loaded", min_workers: int | None = None,
+                 max_workers: int | None = None, autoscale: dict[str, float] | None = None,
+                 journal: str | None = None, fsync: str = "everysec",
                  **transport_options: Any) -> None:
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
         if kind not in ("process", "thread"):
@@ -79,13 +91,22 @@ class Pool(concurrent.futures.Executor):
         self._shutdown = False
         self._coordinator: Coordinator | None = None
         self._supervisor: Supervisor | None = None
+        self._elastic: Elastic | None = None
+        self._schedules: list[Schedule] = []
         self._slots_cache: tuple[float, int] | None = None
         if isinstance(authkey, str):
             authkey = authkey.encode()
         if address is None:
             key = authkey or secrets.token_hex(32).encode()
+            elastic = min_workers is not None or max_workers is not None
             count = workers or os.cpu_count() or 1
+            if elastic:
+                low = min_workers if min_workers is not None else 1
+                high = max_workers if max_workers is not None else max(count, low)
+                autoscaler = Autoscaler(low, high, **(autoscale or {}))
+                count = low
             self._coordinator = Coordinator(key, max_losses=max_losses, heartbeat=heartbeat,
+                                            balance=balance, journal=journal, fsync=fsync,
                                             **transport_options)
             self.address = self._coordinator.serve(f"{transport}://127.0.0.1:0")
             beat = ["--heartbeat", str(heartbeat)]
@@ -94,7 +115,9 @@ class Pool(concurrent.futures.Executor):
             else:
                 self._supervisor = Supervisor(self.address, key, 1, kind="thread", slots=count,
                                               name="local", extra_args=beat)
-            self._local_slots = count
+            if elastic:
+                self._elastic = Elastic(self._coordinator, self._supervisor, autoscaler)
+            self._local_slots = 0 if elastic else count
             self._client: Client = LocalClient(self._coordinator)
         else:
             key = authkey or authkey_from_env()
@@ -178,6 +201,10 @@ class Pool(concurrent.futures.Executor):
         """Stop accepting tasks; optionally wait for pending ones; stop embedded workers."""
         if self._shutdown:
             return
+        for schedule in self._schedules:
+            schedule.cancel()
+        if self._elastic is not None:
+            self._elastic.close()
         self._shutdown = True
         if cancel_futures:
             self._client.fail_all(concurrent.futures.CancelledError())
@@ -207,7 +234,39 @@ class Pool(concurrent.futures.Executor):
         if self._supervisor is not None:
             report["local_processes"] = self._supervisor.pids
             report["restarts"] = self._supervisor.restarts
+        if self._elastic is not None:
+            report["autoscale"] = {"min_workers": self._elastic.autoscaler.min_workers,
+                                   "max_workers": self._elastic.autoscaler.max_workers,
+                                   "events": self._elastic.events}
         return report
+
+    def schedule(self, fn: Callable[..., Any], /, *args: Any, every: float, **kwargs: Any) -> Schedule:
+        """Run ``fn(*args, **kwargs)`` on a worker every ``every`` seconds (Celery beat's interval
+        schedule) until the returned handle's ``cancel()``."""
+        self._check_open()
+        schedule = Schedule(self, fn, args, kwargs, every)
+        self._schedules.append(schedule)
+        return schedule
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """The outcome of the task ``task_id`` (a future's ``task_id``, an ``AsyncResult.id``),
+        asked of the coordinator: it works from another client, and after a reconnect.
+
+        Raises:
+            LookupError: the coordinator does not know the task (never submitted, or forgotten).
+            TimeoutError: not finished within ``timeout``.
+        """
+        return self._client.fetch(task_id, timeout)
+
+    def lookup(self, service: str) -> list[dict[str, Any]]:
+        """The live registry entries offering ``service`` (workers and registered services)."""
+        return self._client.lookup(service)
+
+    def register(self, key: str, *, address: str, services: list[str], ttl: float, slots: int = 0,
+                 meta: dict[str, Any] | None = None) -> None:
+        """Add or renew an entry in the coordinator's service registry; it expires after ``ttl``
+        seconds unless registered again."""
+        self._client.register(key, address=address, services=services, ttl=ttl, slots=slots, meta=meta)
 
     def wait_for_workers(self, count: int | None = None, timeout: float = 30.0) -> None:
         """Block until ``count`` workers (default: the embedded ones) have connected.

@@ -35,7 +35,7 @@ from ..wire import Format, Kind, Message, decode, encode
 from .registry import Registry
 from .scheduler import Effects, Scheduler
 from .session import HEARTBEAT, LIVENESS, Batch, server_handshake
-from .state import ClientState, WorkerState
+from .state import ClientState, TaskState, WorkerState
 
 __all__ = ["Coordinator"]
 
@@ -177,7 +177,7 @@ class Coordinator:
 
     def _read_loop(self, peer: WorkerState | ClientState) -> None:
         conn = peer.conn
-        handle = self._on_worker_message if isinstance(peer, WorkerState) else self._on_client_message
+        handle = self._on_worker_message if isinstance(peer, WorkerState) else self.handle_client_message
         batch = Batch()
         while True:
             try:
@@ -252,7 +252,8 @@ class Coordinator:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _on_client_message(self, client: ClientState, msg: Message, batch: Batch | None) -> None:
+    def handle_client_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
+        """Act on one message from a client: remote (from its reader) or in-process (a call)."""
         kind = msg.kind
         if kind is Kind.SUBMIT:
             self.submit_message(client, msg, batch)
@@ -295,18 +296,11 @@ class Coordinator:
             raise ProtocolError(f"a worker may not send {kind.name}")
 
     def submit_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
-        """Accept a SUBMIT from ``client`` (remote, or in-process with no batch)."""
+        """Accept a SUBMIT from ``client``."""
         fx = Effects()
         with self._lock:
             self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx)
         self._apply(fx, batch)
-
-    def cancel(self, client: ClientState, client_task: int) -> bool:
-        fx = Effects()
-        with self._lock:
-            cancelled = self.scheduler.cancel(client.id, client_task, fx)
-        self._apply(fx)
-        return cancelled
 
     def _register(self, entry: dict[str, Any]) -> None:
         try:
@@ -362,10 +356,19 @@ class Coordinator:
         return report
 
     def load(self) -> tuple[int, float, list[WorkerState]]:
-        """Queue length, the oldest queued task's wait, and the workers (for autoscaling)."""
+        """Tasks waiting, the longest wait, and the workers (what autoscaling looks at).
+
+        A task prefetched by a busy worker is waiting too, even though it has left the queue.
+        """
+        now = time.monotonic()
         with self._lock:
-            return (len(self.scheduler.queue), self.scheduler.oldest_wait(time.monotonic()),
-                    list(self.scheduler.workers.values()))
+            waiting = [t for t in self.scheduler.tasks.values() if t.state is TaskState.QUEUED]
+            for worker in self.scheduler.workers.values():
+                if worker.inflight > worker.slots:
+                    waiting += sorted(worker.leases.values(), key=lambda t: t.leased_at)[worker.slots:]
+            workers = list(self.scheduler.workers.values())
+        oldest = max((now - t.submitted_at for t in waiting), default=0.0)
+        return len(waiting), oldest, workers
 
     # -- in-process clients ------------------------------------------------------------------
 

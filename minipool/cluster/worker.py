@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import random
+import signal
 import socket
 import threading
 import time
@@ -59,7 +60,8 @@ class Worker:
 
     def __init__(self, url: str, authkey: bytes, *, slots: int = 1, kind: str = "process",
                  name: str | None = None, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS,
-                 reconnect: bool = True, max_backoff: float = 30.0, **transport_options: Any) -> None:
+                 reconnect: bool = True, max_backoff: float = 30.0, services: tuple[str, ...] = (),
+                 slowdown: float = 1.0, **transport_options: Any) -> None:
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
         if kind == "process" and slots != 1:
@@ -76,14 +78,17 @@ class Worker:
         self._options = transport_options
         self._stop = threading.Event()
         self._conn: Connection | None = None
+        self.services = tuple(services) or ("default",)
+        self.slowdown = slowdown
         self._executor = (concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="minipool-task")
                           if kind == "thread" else None)
+        self._timing_out = False  # an inline task with a timeout is running (SIGALRM armed)
         self.tasks_done = 0
 
     def hello(self) -> dict[str, Any]:
         return {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
                 "pid": os.getpid(), "host": socket.gethostname(),
-                "python": platform.python_version()}
+                "python": platform.python_version(), "services": list(self.services)}
 
     def run(self) -> None:
         """Serve until :meth:`stop` (or, without ``reconnect``, until the coordinator goes away).
@@ -174,12 +179,20 @@ class Worker:
             self._executor.submit(self._finish, msg, outbox)
 
     def _finish(self, msg: Message, outbox: Outbox) -> None:
+        timeout = msg.headers.get("timeout")
+        started = time.perf_counter()
         try:
-            ok, value = True, tasklib.execute(msg.body, msg.codec)
+            if timeout is not None and self._executor is None:
+                value = self._run_with_alarm(msg, float(timeout))
+            else:
+                value = tasklib.execute(msg.body, msg.codec)
+            ok = True
         except BaseException as exc:  # noqa: BLE001 - the task's failure is its result
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and self._executor is None:
                 raise
             ok, value = False, exc
+        if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
+            time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
         self.tasks_done += 1
         # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
@@ -187,3 +200,25 @@ class Worker:
         outbox.put(encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
                                   fmt=Format.PICKLE, codec=codec)),
                    flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
+
+    def _run_with_alarm(self, msg: Message, timeout: float) -> Any:
+        """Run an inline task under SIGALRM: past ``timeout`` it raises TimeoutError inside the
+        task, and this process's slot is free again at once. (Tasks on threads cannot be
+        interrupted; for them the coordinator fails the task and the thread runs on.)"""
+        if threading.current_thread() is not threading.main_thread():
+            return tasklib.execute(msg.body, msg.codec)
+
+        def expire(signum: int, frame: Any) -> None:
+            if self._timing_out:
+                self._timing_out = False
+                raise TimeoutError(f"task ran longer than its timeout of {timeout}s")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        self._timing_out = True
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return tasklib.execute(msg.body, msg.codec)
+        finally:
+            self._timing_out = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)

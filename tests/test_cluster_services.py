@@ -1,0 +1,215 @@
+"""Cluster services on real processes: registry, balancing, autoscaling, journal, schedules,
+timeouts, fetching results by id."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import jobs
+from minipool import Pool
+from minipool.cluster.coordinator import Coordinator
+from minipool.cluster.worker import Worker
+
+KEY = b"services-test-key"
+
+
+def eventually(predicate, timeout=15.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(interval)
+
+
+@pytest.fixture
+def coordinator():
+    with Coordinator(KEY, heartbeat=0.2) as coord:
+        yield coord, coord.serve("tcp://127.0.0.1:0")
+
+
+def start_worker(url, **kw):
+    worker = Worker(url, KEY, heartbeat=0.2, reconnect=False, **kw)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+def test_workers_register_with_their_services_and_are_found_by_name(coordinator):
+    coord, url = coordinator
+    gpu, t1 = start_worker(url, kind="thread", slots=2, services=("gpu", "default"), name="big")
+    cpu, t2 = start_worker(url, kind="thread", slots=1, name="small")
+    with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+        eventually(lambda: len(client.status()["registry"]) == 2)
+        found = client.lookup("gpu")
+        assert [e["meta"]["role"] for e in found] == ["worker"] and found[0]["slots"] == 2
+        assert len(client.lookup("default")) == 2
+        assert client.lookup("nothing") == []
+    for w, t in ((gpu, t1), (cpu, t2)):
+        w.stop()
+        t.join(5)
+
+
+def test_a_registered_service_expires_unless_renewed(coordinator):
+    coord, url = coordinator
+    with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+        client.register("stage-1", address="tcp://10.0.0.9:9000", services=["tokenizer"], ttl=0.4)
+        assert [e["key"] for e in client.lookup("tokenizer")] == ["stage-1"]
+        eventually(lambda: client.lookup("tokenizer") == [], timeout=5)
+
+
+def test_a_frozen_worker_expires_from_the_registry():
+    with Pool(2, heartbeat=0.2) as pool:
+        pool.wait_for_workers()
+        frozen = pool.status()["local_processes"][0]
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            futures = [pool.submit(jobs.pid) for _ in range(8)]
+            assert frozen not in [f.result(30) for f in futures]
+            eventually(lambda: all(e["meta"].get("pid") != frozen for e in pool.status()["registry"]))
+        finally:
+            os.kill(frozen, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("balance", ["least-loaded", "round-robin", "random", "latency"])
+def test_every_balancing_policy_gives_correct_results(balance):
+    with Pool(2, balance=balance) as pool:
+        assert pool.status()["balance"] == balance
+        assert list(pool.map(jobs.square, range(200), chunksize=3)) == [x * x for x in range(200)]
+        assert sorted(pool.map_unordered(jobs.square, range(20))) == [x * x for x in range(20)]
+
+
+def test_an_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="latency"):
+        Coordinator(KEY, balance="fastest-please")
+
+
+def test_the_autoscaler_grows_under_load_and_shrinks_when_idle():
+    timings = {"scale_up_after": 0.1, "idle_timeout": 0.6, "cooldown": 0.2}
+    with Pool(min_workers=1, max_workers=3, autoscale=timings, heartbeat=0.2) as pool:
+        eventually(lambda: len(pool.status()["workers"]) == 1)
+        futures = [pool.submit(jobs.sleep_then, 0.3) for _ in range(24)]
+        eventually(lambda: len(pool.status()["workers"]) == 3)
+        [f.result(60) for f in futures]
+        eventually(lambda: len(pool.status()["workers"]) == 1, timeout=20)
+        events = pool.status()["autoscale"]["events"]
+        assert any(e.get("add") for e in events) and any(e.get("remove") for e in events)
+
+
+def test_a_periodic_task_runs_on_its_interval_and_stops_when_cancelled():
+    with Pool(1) as pool:
+        pool.wait_for_workers()
+        schedule = pool.schedule(jobs.add, 1, b=1, every=0.1)
+        eventually(lambda: len(schedule.results) >= 4, timeout=10)
+        schedule.cancel()
+        time.sleep(0.3)
+        runs = schedule.runs
+        time.sleep(0.4)
+        assert schedule.runs == runs and set(schedule.results) == {2}
+
+
+def test_a_hanging_task_times_out_and_its_slot_is_recovered():
+    with Pool(1) as pool:
+        pool.wait_for_workers()
+        hang = pool.task(timeout=0.3)(jobs.sleep_then)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            hang.delay(60).get(timeout=30)
+        assert time.monotonic() - start < 10
+        assert pool.submit(jobs.square, 5).result(10) == 25  # the same single worker is free
+        assert pool.status()["restarts"] == 0
+
+
+def test_a_thread_worker_task_times_out_at_the_coordinator(coordinator):
+    coord, url = coordinator
+    worker, thread = start_worker(url, kind="thread", slots=2)
+    with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+        with pytest.raises(TimeoutError):
+            client.submit_with(jobs.sleep_then, (2,), timeout=0.2).result(10)
+        assert client.submit(jobs.square, 3).result(10) == 9
+    worker.stop()
+    thread.join(5)
+
+
+def test_results_can_be_fetched_later_by_task_id(coordinator):
+    coord, url = coordinator
+    worker, thread = start_worker(url, kind="thread", slots=1)
+    with Pool(address=url, authkey=KEY) as first:
+        task_id = first.submit(jobs.square, 11).task_id
+        slow_id = first.submit(jobs.sleep_then, 0.3, "slow").task_id
+        with Pool(address=url, authkey=KEY) as second:  # another client, by id alone
+            assert second.result(task_id, timeout=10) == 121
+            assert second.result(slow_id, timeout=10) == "slow"  # waits for it
+            with pytest.raises(LookupError):
+                second.result("0123456789abcdef-99", timeout=10)
+    worker.stop()
+    thread.join(5)
+
+
+# -- the durable coordinator ----------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args):
+    env = {**os.environ, "MINIPOOL_AUTHKEY": KEY.decode(), "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "minipool", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_coordinator_killed_mid_run_restarts_from_its_journal(tmp_path):
+    url = f"tcp://127.0.0.1:{free_port()}"
+    journal = str(tmp_path / "journal")
+    coordinator = cli("coordinator", "--bind", url, "--journal", journal, "--fsync", "always",
+                      "--heartbeat", "0.2")
+    assert "listening" in coordinator.stdout.readline() + coordinator.stdout.readline()
+    workers = [cli("worker", "--connect", url, "--heartbeat", "0.2") for _ in range(2)]
+    try:
+        with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+            client.wait_for_workers(2)
+            futures = [client.submit(jobs.sleep_then, 0.05, i) for i in range(40)]
+            time.sleep(0.4)
+            coordinator.send_signal(signal.SIGKILL)
+            coordinator.wait(10)
+            coordinator = cli("coordinator", "--bind", url, "--journal", journal, "--heartbeat", "0.2")
+            first = coordinator.stdout.readline()
+            assert "restored" in first or "listening" in first
+            assert [f.result(60) for f in futures] == list(range(40))
+            status = client.status()
+            assert status["journal"]["directory"] == journal
+    finally:
+        for proc in [*workers, coordinator]:
+            proc.terminate()
+        for proc in [*workers, coordinator]:
+            proc.wait(10)
+
+
+def test_a_corrupt_journal_tail_is_reported_and_the_valid_prefix_kept(tmp_path):
+    from minipool.wire import Format, Kind, Message
+
+    journal = tmp_path / "journal"
+    coord = Coordinator(KEY, journal=str(journal), fsync="always")
+    from minipool.cluster.state import LocalClientState
+
+    client = LocalClientState("c1", lambda message: None)
+    coord.attach_local(client)
+    for i in range(1, 6):
+        coord.submit_message(client, Message(Kind.SUBMIT, i, b"body%d" % i, fmt=Format.PICKLE))
+    coord.close()
+    log = sorted(journal.glob("*.log"))[-1]
+    data = log.read_bytes()
+    log.write_bytes(data[:-3])  # a torn write: the last record lost its last bytes
+    again = Coordinator(KEY, journal=str(journal))
+    try:
+        report = again.status()
+        assert report["journal"]["damage"]
+        assert report["queued"] == 4  # the valid prefix, nothing invented
+    finally:
+        again.close()
