@@ -61,8 +61,8 @@ class SocketStream:
         self._is_ssl = isinstance(sock, ssl.SSLSocket)
         self._poller: select.poll | None = None
         try:
-            host, port = sock.getpeername()[:2]
-            self.peer = f"{host}:{port}"
+            name = sock.getpeername()
+            self.peer = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else (name or "local")
         except OSError:
             self.peer = "?"
 
@@ -179,9 +179,9 @@ class SocketStream:
             FrameTooLarge: ``limit`` bytes arrived without the delimiter.
             ConnectionClosed, TimeoutError: as :meth:`read_exact`.
         """
-        scanned = self._pos
-        while True:
-            end = self._buf.find(delimiter, scanned)
+        searched = 0  # bytes after the read position already searched (relative: _fill may
+        while True:   # compact the buffer and move the read position to 0)
+            end = self._buf.find(delimiter, self._pos + searched)
             if end >= 0:
                 end += len(delimiter)
                 data = bytes(self._buf[self._pos : end])
@@ -189,7 +189,7 @@ class SocketStream:
                 return data
             if self.buffered > limit:
                 raise FrameTooLarge(self.buffered, limit)
-            scanned = max(self._pos, len(self._buf) - len(delimiter) + 1)
+            searched = max(0, self.buffered - len(delimiter) + 1)
             self._fill(deadline)
 
     # -- writing -----------------------------------------------------------------------------

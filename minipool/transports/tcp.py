@@ -119,6 +119,11 @@ class TcpListener(Listener):
         except OSError as exc:
             raise ConnectionClosed("listener closed") from exc
         configure_socket(sock, nodelay=self._options.nodelay)
+        return self.wrap(sock)
+
+    def wrap(self, sock: socket.socket) -> Connection:
+        """The connection for a freshly accepted socket. Transports that reuse this listener
+        (ws://, ...) override it to speak their own protocol on the same accept loop."""
         return TcpConnection(sock, self._options, server_tls=self._tls)
 
     def close(self) -> None:

@@ -349,10 +349,8 @@ class WebSocketListener(TcpListener):
         self._tls = secure  # TcpListener only knows tls://; the handshake is TcpConnection's
         self.url += url.path if url.path not in ("", "/") else ""
 
-    def accept(self) -> Connection:
-        tcp = super().accept()  # accepted and configured; nothing read from it yet
-        return WebSocketConnection(tcp._stream.sock, self._options, client=False,
-                                   server_tls=self._tls)
+    def wrap(self, sock: socket.socket) -> Connection:
+        return WebSocketConnection(sock, self._options, client=False, server_tls=self._tls)
 
 
 def connect(url: SplitResult, options: Options, *, origin: str | None = None) -> Connection:
