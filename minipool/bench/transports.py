@@ -43,6 +43,7 @@ SIZES = {"64B": 64, "1KB": 1024, "64KB": 64 * 1024, "1MB": 1 << 20, "16MB": 16 <
 TRANSPORTS = ["tcp", "tls", "http", "ws", "zmq+tcp"]
 PEERS = ["raw", "multiprocessing", "http.client", "websockets", "pyzmq"]
 _PREFIX = struct.Struct("!I")
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _CERT_DIR: str | None = None
 
 
@@ -83,15 +84,15 @@ def _contexts(files: tuple[str, str]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, ssl.create_default_context(cafile=files[0])
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if not k:
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    # MSG_WAITALL: the kernel fills all n bytes in one call, into the bytes object returned.
+    data = sock.recv(n, _WAITALL)
+    while len(data) < n:
+        more = sock.recv(n - len(data), _WAITALL)
+        if not more:
             raise ConnectionError("closed")
-        got += k
-    return buf
+        data += more
+    return data
 
 
 def _raw_send(sock: socket.socket, data: bytes) -> None:
