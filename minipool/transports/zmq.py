@@ -20,20 +20,15 @@ is found by minipool's heartbeats (the guide's Paranoid Pirate pattern). A DEALE
 TCP link drop (a socket monitor), and then closes rather than silently reconnect, since
 messages in flight may have been lost and minipool's own reconnect redoes the handshake.
 
-Thread model: ZeroMQ sockets must never be used by two threads at once. Instead of a separate
-I/O thread (two extra thread hops per round trip), the socket belongs to whichever thread holds
-its *owner lock* -- the leader/followers pattern. A thread in ``recv`` that gets the lock polls
-the socket and dispatches whatever arrives into each connection's inbox, returning at once when
-the message is its own; other receivers wait on their inbox. ``send`` takes the lock if it is
-free and sends directly; if it is held, the message goes into a queue and a byte on a
-socketpair wakes the holder, who sends it. So a lone client or one busy server connection pays
-no thread switch at all.
+Thread model: ZeroMQ sockets must never be used by two threads at once. Rather than a
+separate I/O thread (two thread hops per message), whichever thread holds the socket's owner
+lock uses it -- the leader/followers pattern of :mod:`minipool.transports.sharedsocket` -- so
+a lone client, or a server answering one request at a time, pays no thread switch at all.
 """
 
 from __future__ import annotations
 
 import collections
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,12 +37,12 @@ from urllib.parse import SplitResult
 
 from ..errors import ConnectionClosed, FrameTooLarge, MissingExtra, ProtocolError
 from .base import Buffer, Connection, Listener, Options
+from .sharedsocket import Inbox, SharedSocket
 
 __all__ = ["ZmqConnection", "ZmqListener", "connect", "listen", "HELLO", "BYE"]
 
 HELLO = b"H"  #: control kind: a DEALER announces itself
 BYE = b"B"  #: control kind: the sender closed its end
-_BATCH = 256  # messages a leader reads per wake-up before it looks at its own inbox again
 _LINGER_MS = 1000  # how long a closed socket keeps trying to deliver its final BYE
 
 
@@ -59,204 +54,6 @@ def _zmq() -> Any:
     return zmq
 
 
-class _Inbox:
-    """What one waiting thread receives: messages, or an exception to raise in its turn."""
-
-    def __init__(self, state: threading.Lock) -> None:
-        self.items: collections.deque[Any] = collections.deque()
-        self.cond = threading.Condition(state)
-        self.waiting = False  # its thread is blocked on cond (set and cleared under state)
-        self.closed = False
-
-
-class _Hub:
-    """One ZeroMQ socket shared by several threads through an owner lock (see module doc)."""
-
-    def __init__(self, zmq: Any, sock: Any, dispatch: Callable[[list[bytes]], None],
-                 monitor: Any = None, on_event: Callable[[Any], None] | None = None) -> None:
-        self.zmq, self.sock, self.monitor = zmq, sock, monitor
-        self._dispatch, self._on_event = dispatch, on_event
-        self._owner = threading.Lock()
-        self.state = threading.Lock()  # guards inboxes and _waiters; conditions share it
-        self._waiters: list[threading.Condition] = []
-        self._outbox: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._poller = zmq.Poller()
-        self._poller.register(sock, zmq.POLLIN)
-        self._wake_fd = self._wake_r.fileno()  # poll() reports plain sockets by descriptor
-        self._poller.register(self._wake_fd, zmq.POLLIN)
-        if monitor is not None:
-            self._poller.register(monitor, zmq.POLLIN)
-        self._noblock = int(zmq.NOBLOCK)
-        self._more = int(zmq.NOBLOCK | zmq.SNDMORE)
-        self.closed = False
-        self.closing = False  # set first by close(), so that no thread starts a new poll
-        self.on_unroutable: Callable[[bytes], None] = lambda identity: None
-
-    # -- sending ------------------------------------------------------------------------
-    def send(self, frames: tuple[Any, ...]) -> None:
-        self._outbox.append(frames)
-        self._kick()
-
-    def send_many(self, batch: list[tuple[Any, ...]]) -> None:
-        self._outbox.extend(batch)
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._owner.acquire(blocking=False):
-            try:
-                self._flush()
-            finally:
-                self._release()
-        else:
-            self.wake()  # the holder sends it; see _release for why nothing is lost
-
-    def wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:  # buffer full (a wake-up is already pending) or hub closed
-            pass
-
-    def _flush(self) -> None:
-        if self.closed:
-            self._outbox.clear()
-            return
-        send, noblock, more = self.sock.send, self._noblock, self._more
-        while self._outbox:
-            frames = self._outbox.popleft()
-            try:
-                # Frame by frame with plain-int flags: send_multipart's per-frame checks and
-                # enum arithmetic cost more than the send itself for small messages.
-                for frame in frames[:-1]:
-                    send(frame, more)
-                send(frames[-1], noblock)
-            except self.zmq.ZMQError as exc:
-                # ROUTER_MANDATORY: that peer is gone. (High-water marks are off, so EAGAIN
-                # cannot happen for a ROUTER; a DEALER with no peer left is closing anyway.)
-                if len(frames) > 1 and isinstance(frames[0], bytes):
-                    self.on_unroutable(frames[0])
-                elif exc.errno != self.zmq.EAGAIN:
-                    raise
-
-    def _release(self) -> None:
-        self._owner.release()
-        # A sender that found the lock held queued its message *before* trying the lock, so
-        # looking at the queue after releasing is enough to never strand a message.
-        while self._outbox and not self.closed and self._owner.acquire(blocking=False):
-            try:
-                self._flush()
-            finally:
-                self._owner.release()
-        if self._waiters:  # safe unlocked: a follower registers before it checks the owner lock
-            with self.state:
-                if self._waiters:
-                    self._waiters[0].notify()  # hand the socket to a waiting follower
-
-    # -- receiving ----------------------------------------------------------------------
-    def wait(self, inbox: _Inbox, timeout: float | None) -> Any:
-        """The next item of ``inbox``, reading the socket ourselves when nobody else is.
-
-        Raises:
-            TimeoutError: nothing within ``timeout`` seconds.
-            ConnectionClosed: the inbox or the hub was closed.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        items = inbox.items
-        while True:
-            # No lock needed to take from the inbox: only one thread receives on it at a time.
-            if items:
-                return items.popleft()
-            if inbox.closed or self.closing:
-                raise ConnectionClosed("connection closed")
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"nothing received within {timeout} s")
-            if self._owner.acquire(blocking=False):
-                try:
-                    if not self.closing:
-                        self._lead(inbox, remaining)
-                finally:
-                    self._release()
-                continue
-            with self.state:
-                # Register first, then re-check: a leader that left, or a message delivered,
-                # before we registered is seen here; after, they notify us.
-                self._waiters.append(inbox.cond)
-                inbox.waiting = True
-                try:
-                    if not (items or inbox.closed or self.closing or not self._owner.locked()):
-                        inbox.cond.wait(remaining)
-                finally:
-                    inbox.waiting = False
-                    self._waiters.remove(inbox.cond)
-
-    def _lead(self, inbox: _Inbox, remaining: float | None) -> None:
-        zmq = self.zmq
-        if self._outbox:
-            self._flush()
-        timeout_ms = -1 if remaining is None else max(0, int(remaining * 1000) + 1)
-        readable = False
-        for sock, _ in self._poller.poll(timeout_ms):
-            if sock is self.sock:
-                readable = True
-            elif sock == self._wake_fd:
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except OSError:
-                    pass
-            elif sock is self.monitor and self._on_event is not None:
-                self._on_event(self.monitor.recv_multipart(self._noblock))
-        if self._outbox:
-            self._flush()
-        if readable:
-            recv_multipart, noblock, dispatch = self.sock.recv_multipart, self._noblock, self._dispatch
-            for _ in range(_BATCH):
-                try:
-                    frames = recv_multipart(noblock)
-                except zmq.Again:
-                    break
-                dispatch(frames)
-                if inbox.items:
-                    break
-
-    def deliver(self, inbox: _Inbox, item: Any) -> None:
-        inbox.items.append(item)
-        if inbox.waiting:  # read after the append: see wait() for why no wake-up is lost
-            with self.state:
-                inbox.cond.notify()
-
-    def close_inbox(self, inbox: _Inbox) -> None:
-        with self.state:
-            inbox.closed = True
-            inbox.cond.notify_all()
-        self.wake()  # in case that inbox's thread is the leader, blocked in poll
-
-    def close(self) -> None:
-        """Flush what is queued, then close the socket (as its owner) and the wake-up pair."""
-        self.closing = True
-        while not self._owner.acquire(timeout=0.05):
-            self.wake()  # the leader may have swallowed an earlier wake-up
-        try:
-            if self.closed:
-                return
-            self._flush()
-            self.closed = True
-            if self.monitor is not None:
-                self.sock.disable_monitor()
-                self.monitor.close(linger=0)
-            self.sock.close(linger=_LINGER_MS)
-            self._wake_r.close()
-            self._wake_w.close()
-        finally:
-            self._owner.release()
-        with self.state:
-            for cond in self._waiters:
-                cond.notify_all()
-
-
 def _frames(message: Buffer) -> tuple[bytes]:
     # Copy mutable buffers now: the message may be sent later by another thread.
     return (message if type(message) is bytes else bytes(message),)
@@ -265,12 +62,12 @@ def _frames(message: Buffer) -> tuple[bytes]:
 class ZmqConnection(Connection):
     """One peer: the client's DEALER, or one identity behind the server's ROUTER."""
 
-    def __init__(self, hub: _Hub, options: Options, peer: str, identity: bytes | None,
+    def __init__(self, hub: SharedSocket, options: Options, peer: str, identity: bytes | None,
                  on_close: Callable[[], None]) -> None:
         self._hub, self._options, self.peer = hub, options, peer
         self._prefix: tuple[bytes, ...] = () if identity is None else (identity,)
         self._on_close = on_close
-        self.inbox = _Inbox(hub.state)
+        self.inbox = Inbox(hub.state)
         self._closed = False
         self._gone = False  # the peer said BYE or vanished: sending is pointless
 
@@ -346,9 +143,9 @@ class ZmqListener(Listener):
             raise OSError(exc.errno, f"cannot bind zmq+tcp://{shown}:{url.port}: {exc}") from None
         port = sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
         self.url = f"zmq+tcp://{shown}:{port}"
-        self._hub = _Hub(zmq, sock, self._dispatch)
+        self._hub = SharedSocket(zmq, sock, self._dispatch)
         self._hub.on_unroutable = self._unroutable
-        self._pending = _Inbox(self._hub.state)  # accepted connections not yet returned
+        self._pending = Inbox(self._hub.state)  # accepted connections not yet returned
         self._peers: dict[bytes, ZmqConnection] = {}
         self._table_lock = threading.Lock()
         # Identities whose connection was closed here: later stragglers are dropped, not
@@ -450,7 +247,7 @@ def connect(url: SplitResult, options: Options) -> Connection:
         if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
             conn._lost("the server went away")
 
-    hub = _Hub(zmq, sock, dispatch, monitor, on_event)
+    hub = SharedSocket(zmq, sock, dispatch, monitor, on_event)
     conn = ZmqConnection(hub, options, f"{shown}:{url.port}", None, hub.close)
     hub.send((HELLO, b""))
     return conn
