@@ -299,3 +299,22 @@ def test_missing_pyzmq_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         assert info.value.extra == "zmq" and info.value.package == "pyzmq"
         assert "minipool[zmq]" in str(info.value)
     assert transport.HELLO != transport.BYE
+
+
+def test_close_from_a_signal_handler_in_the_receiving_thread(server: EchoServer) -> None:
+    """A worker's SIGTERM handler closes its connection while the same (main) thread is
+    blocked in recv, owning the socket: close must not wait for it."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread only")
+    conn = base.connect(server.listener.url)
+    previous = signal.signal(signal.SIGALRM, lambda *_: conn.close())
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        with pytest.raises(ConnectionClosed):
+            conn.recv(timeout=20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert conn.closed

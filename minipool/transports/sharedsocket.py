@@ -137,6 +137,8 @@ class SharedSocket:
                 self._flush()
             finally:
                 self._owner.release()
+        if self.closing:
+            self._finish_close()
         if self._waiters:  # safe unlocked: a follower registers before it checks the owner lock
             with self.state:
                 if self._waiters:
@@ -223,14 +225,25 @@ class SharedSocket:
         self.wake()  # in case that inbox's thread is the leader, blocked in poll
 
     def close(self) -> None:
-        """Flush what is queued, then close the socket (as its owner) and the wake-up pair."""
+        """Close the socket: now if no thread owns it, else as soon as its owner lets go.
+
+        Never blocks, so it is safe from any thread -- including a signal handler that runs
+        in the very thread that owns the socket, interrupted in the middle of its poll.
+        """
         self.closing = True
-        while not self._owner.acquire(timeout=0.05):
-            self.wake()  # the leader may have swallowed an earlier wake-up
+        self.wake()  # a leader blocked in poll returns, releases the socket and finishes
+        self._finish_close()
+        with self.state:
+            for cond in self._waiters:
+                cond.notify_all()
+
+    def _finish_close(self) -> None:
+        if self.closed or not self._owner.acquire(blocking=False):
+            return
         try:
             if self.closed:
                 return
-            self._flush()
+            self._flush()  # a final BYE goes out before the socket closes (with linger)
             self.closed = True
             if self.monitor is not None:
                 self.sock.disable_monitor()
@@ -240,6 +253,3 @@ class SharedSocket:
             self._wake_w.close()
         finally:
             self._owner.release()
-        with self.state:
-            for cond in self._waiters:
-                cond.notify_all()
