@@ -242,3 +242,19 @@ def test_any_well_formed_post_is_a_message(server):
         while b"Mde\r\n" not in echoed:
             echoed += down.recv(65536)
         assert echoed.endswith(b"4\r\nMabc\r\n3\r\nMde\r\n")
+
+
+def test_listener_close_joins_its_threads():
+    listener = listen("http://127.0.0.1:0", handshake_timeout=30)
+    half = _raw(listener.url)  # a down half waiting for its up half, and a silent socket
+    half.sendall(b"GET /minipool/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    silent = _raw(listener.url)
+    client = connect(listener.url)  # paired but never accepted
+    with half, silent:
+        listener.close()
+        assert not [t for t in threading.enumerate() if t.name.startswith("minipool-http")]
+        with pytest.raises(ConnectionClosed):
+            listener.accept()
+        with pytest.raises(ConnectionClosed):
+            client.recv(5)  # closed by the listener along with the other unaccepted ones
+    client.close()
