@@ -318,3 +318,52 @@ def test_close_from_a_signal_handler_in_the_receiving_thread(server: EchoServer)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert conn.closed
+
+
+def test_zero_timeout_still_reads_what_has_arrived() -> None:
+    """recv(timeout=0) is a non-blocking read (the coordinator drains bursts with it)."""
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        client = base.connect(listener.url)
+        served = listener.accept()
+        with pytest.raises(TimeoutError):
+            served.recv(timeout=0)
+        client.send_many([b"one", b"two"])
+        got: list[bytes] = []
+        for _ in range(2000):  # the messages are in flight: poll until both have arrived
+            try:
+                got.append(served.recv(timeout=0))
+            except TimeoutError:
+                threading.Event().wait(0.005)
+            if len(got) == 2:
+                break
+        assert got == [b"one", b"two"]
+        client.close()
+        with pytest.raises(ConnectionClosed):
+            for _ in range(2000):
+                try:
+                    served.recv(timeout=0)
+                except TimeoutError:
+                    threading.Event().wait(0.005)
+
+
+def test_garbage_on_the_port_is_dropped_and_others_are_served() -> None:
+    """A non-ZeroMQ client (HTTP, a bare length prefix, silence) is disconnected by libzmq."""
+    srv = EchoServer(handshake_timeout=0.5)
+    try:
+        port = int(srv.listener.url.rsplit(":", 1)[1])
+        for garbage in (b"\x80\x00\x00\x00", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""):
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.settimeout(10)
+                if garbage:
+                    raw.sendall(garbage)
+                try:
+                    while raw.recv(65536):
+                        pass
+                except ConnectionResetError:
+                    pass  # closed, abruptly: also fine
+        with base.connect(srv.listener.url) as good:
+            good.send(b"still served")
+            assert good.recv(timeout=10) == b"still served"
+        assert srv.accepted and all(c.peer.startswith("zmq:") for c in srv.accepted)
+    finally:
+        srv.close()

@@ -160,16 +160,17 @@ class SharedSocket:
                 return items.popleft()
             if inbox.closed or self.closing:
                 raise ConnectionClosed("connection closed")
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"nothing received within {timeout} s")
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self._owner.acquire(blocking=False):
                 try:
                     if not self.closing:
-                        self._lead(inbox, remaining)
+                        self._lead(inbox, remaining)  # polls at least once, even for timeout=0
                 finally:
                     self._release()
-                continue
+                if items or remaining != 0.0 or inbox.closed or self.closing:
+                    continue
+            if remaining == 0.0:
+                raise TimeoutError(f"nothing received within {timeout} s")
             with self.state:
                 # Register first, then re-check: a leader that left, or a message delivered,
                 # before we registered is seen here; after, they notify us.
@@ -186,7 +187,7 @@ class SharedSocket:
         zmq = self.zmq
         if self._outbox:
             self._flush()
-        timeout_ms = -1 if remaining is None else max(0, int(remaining * 1000) + 1)
+        timeout_ms = -1 if remaining is None else int(remaining * 1000) + (remaining > 0)
         readable = False
         for sock, _ in self._poller.poll(timeout_ms):
             if sock is self.sock:

@@ -121,6 +121,9 @@ def _configure(zmq: Any, sock: Any, options: Options) -> None:
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.LINGER, _LINGER_MS)
+    # A peer that does not finish ZeroMQ's own greeting in time (a port scanner, an HTTP
+    # client, garbage) is dropped by libzmq, as the other transports drop a slow handshake.
+    sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(options.handshake_timeout * 1000)))
 
 
 class ZmqListener(Listener):
@@ -132,6 +135,10 @@ class ZmqListener(Listener):
         sock = zmq.Context.instance().socket(zmq.ROUTER)
         _configure(zmq, sock, options)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone peer is an error, not a drop
+        # A ZAP domain makes libzmq refuse the legacy ZMTP 1.0/2.0 greetings, which otherwise
+        # accept any first byte as a length and then wait forever for that many bytes. (With
+        # the NULL mechanism and no ZAP handler, ZMTP 3 peers are let in as before.)
+        sock.setsockopt(zmq.ZAP_DOMAIN, b"minipool")
         host = url.hostname or "127.0.0.1"
         shown = f"[{host}]" if ":" in host else host
         if ":" in host:
