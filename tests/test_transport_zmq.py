@@ -367,3 +367,52 @@ def test_garbage_on_the_port_is_dropped_and_others_are_served() -> None:
         assert srv.accepted and all(c.peer.startswith("zmq:") for c in srv.accepted)
     finally:
         srv.close()
+
+
+def test_many_server_threads_never_stall(server: EchoServer) -> None:
+    """Every server connection has a thread blocked in recv; bursts that wake several of them
+    at once must always leave one of them reading the socket for the rest."""
+    clients = [base.connect(server.listener.url) for _ in range(6)]
+    try:
+        for round_ in range(150):
+            for n, conn in enumerate(clients):
+                conn.send(b"%d/%d" % (n, round_))
+            for n, conn in enumerate(clients):
+                assert conn.recv(timeout=10) == b"%d/%d" % (n, round_)
+    finally:
+        for conn in clients:
+            conn.close()
+
+
+def test_receive_only_server_threads_never_stall() -> None:
+    """No sends on the server side to restart a stalled hand-over: receiving alone must keep
+    one of the blocked threads reading for all of them."""
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        clients = [base.connect(listener.url) for _ in range(5)]
+        served = [listener.accept() for _ in clients]
+        got: dict[int, list[bytes]] = {i: [] for i in range(len(served))}
+        failures: list[BaseException] = []
+
+        def sink(index: int) -> None:
+            try:
+                for _ in range(200):
+                    # No timeout: a stalled hand-over would block here for good, not retry.
+                    got[index].append(served[index].recv())
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=sink, args=(i,)) for i in range(len(served))]
+        for t in threads:
+            t.start()
+        for round_ in range(200):
+            for conn in clients:
+                conn.send(b"%d" % round_)
+        for t in threads:
+            t.join(20)
+        stalled = [t for t in threads if t.is_alive()]
+        for conn in clients + served:
+            conn.close()  # also frees any stalled thread
+        for t in threads:
+            t.join(10)
+        assert not stalled and not failures
+        assert all(got[i] == [b"%d" % r for r in range(200)] for i in got)

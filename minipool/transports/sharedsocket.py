@@ -140,9 +140,7 @@ class SharedSocket:
         if self.closing:
             self._finish_close()
         if self._waiters:  # safe unlocked: a follower registers before it checks the owner lock
-            with self.state:
-                if self._waiters:
-                    self._waiters[0].notify()  # hand the socket to a waiting follower
+            self._hand_over()
 
     # -- receiving ----------------------------------------------------------------------
     def wait(self, inbox: Inbox, timeout: float | None) -> Any:
@@ -157,6 +155,8 @@ class SharedSocket:
         while True:
             # No lock needed to take from the inbox: only one thread receives on it at a time.
             if items:
+                if self._waiters and not self._owner.locked():
+                    self._hand_over()
                 return items.popleft()
             if inbox.closed or self.closing:
                 raise ConnectionClosed("connection closed")
@@ -182,6 +182,13 @@ class SharedSocket:
                 finally:
                     inbox.waiting = False
                     self._waiters.remove(inbox.cond)
+
+    def _hand_over(self) -> None:
+        """Wake a follower to read the socket: we are leaving with our item, perhaps woken by
+        a leader's hand-over meant for whoever would read next."""
+        with self.state:
+            if self._waiters:
+                self._waiters[0].notify()
 
     def _lead(self, inbox: Inbox, remaining: float | None) -> None:
         zmq = self.zmq
