@@ -159,6 +159,8 @@ class SharedSocket:
                     self._hand_over()
                 return items.popleft()
             if inbox.closed or self.closing:
+                if self._waiters and not self._owner.locked():
+                    self._hand_over()  # we may have been the one meant to read next
                 raise ConnectionClosed("connection closed")
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self._owner.acquire(blocking=False):
