@@ -50,7 +50,11 @@ class TaskFuture(concurrent.futures.Future):
         super().__init__()
         self._client = client
         self.number = number
-        self.task_id = f"{client.client_id}-{number}"
+
+    @property
+    def task_id(self) -> str:
+        """The task's id, for ``Pool.result`` and ``AsyncResult``: ``<client id>-<number>``."""
+        return f"{self._client.client_id}-{self.number}"
 
     def cancel(self) -> bool:
         if not super().cancel():
@@ -197,6 +201,16 @@ class LocalClient(Client):
         self._coordinator = coordinator
         self._state = LocalClientState(self.client_id, self.on_message)
         coordinator.attach_local(self._state)
+
+    def submit(self, body: bytes, codec: str = "none", headers: dict[str, Any] | None = None) -> TaskFuture:
+        # The in-process fast path: no envelope, straight into the coordinator.
+        if self.closed:
+            raise RuntimeError("cannot submit: the client is closed")
+        number = next(self._numbers)
+        future = TaskFuture(self, number)
+        self._pending[number] = future
+        self._coordinator.submit_local(self._state, number, body, codec, headers)
+        return future
 
     def _send(self, message: Message) -> None:
         self._coordinator.handle_client_message(self._state, message)

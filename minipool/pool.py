@@ -131,7 +131,10 @@ class Pool(concurrent.futures.Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
-        return self.submit_with(fn, args, kwargs)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        body, codec = tasklib.pack_call(fn, args, kwargs, self.codec)
+        return self._client.submit(body, codec)
 
     def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
                     priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
@@ -157,10 +160,12 @@ class Pool(concurrent.futures.Executor):
                 ``TimeoutError``.
         """
         self._check_open()
-        length = mapping.length_of(iterables[0]) if len(iterables) == 1 else None
+        star = len(iterables) != 1
+        length = None if star else mapping.length_of(iterables[0])
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
-        chunks = sizer.chunks(zip(*iterables))
-        submit = lambda chunk: self._client.submit(*tasklib.pack_chunk(fn, chunk, self.codec))  # noqa: E731
+        chunks = sizer.chunks(zip(*iterables) if star else iter(iterables[0]))
+        submit = lambda chunk: self._client.submit(  # noqa: E731
+            *tasklib.pack_chunk(fn, chunk, self.codec, star=star))
         return mapping.ordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
 
     def map_unordered(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = 1,
@@ -169,7 +174,7 @@ class Pool(concurrent.futures.Executor):
         ``map_as_completed``; ``multiprocessing.Pool.imap_unordered``)."""
         self._check_open()
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
-        chunks = sizer.chunks((item,) for item in iterable)
+        chunks = sizer.chunks(iter(iterable))
         submit = lambda chunk: self._client.submit(*tasklib.pack_chunk(fn, chunk, self.codec))  # noqa: E731
         return mapping.unordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
 

@@ -4,8 +4,9 @@ Technique: *task serialization*, the part of a task queue that Celery calls the 
 A task body is a pickled ``(mode, function, data)`` triple:
 
 * ``CALL``: ``data`` is ``(args, kwargs)``; the outcome is the return value;
-* ``CHUNK``: ``data`` is a list of argument tuples; the outcome is the list of return values.
-  This is how ``Pool.map`` amortizes one message over many items (``chunksize``);
+* ``CHUNK``: ``data`` is a list of items; the outcome is ``list(map(function, items))``. This
+  is how ``Pool.map`` amortizes one message over many items (``chunksize``);
+* ``STARCHUNK``: ``data`` is a list of argument tuples (``map`` over several iterables);
 * ``REDUCE``: ``data`` is ``(reduce_fn, items, initializer)``; the worker maps then folds its chunk
   and returns one partial value (SCOOP's ``mapReduce``, reduced where the data is).
 
@@ -34,7 +35,7 @@ from .codecs import DEFAULT_MAX_SIZE, get_codec
 __all__ = ["pack_call", "pack_chunk", "pack_reduce", "execute", "pack_outcome", "unpack_outcome",
            "RemoteTraceback", "COMPRESS_MIN"]
 
-CALL, CHUNK, REDUCE = 0, 1, 2
+CALL, CHUNK, REDUCE, STARCHUNK = 0, 1, 2, 3
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: Bodies smaller than this are never compressed: the codec's fixed cost would exceed the gain.
 COMPRESS_MIN = 1024
@@ -69,7 +70,8 @@ _functions = _BoundedCache(512)  # pickled bytes -> function (worker side)
 
 def _blob(fn: Callable[..., Any]) -> bytes:
     try:
-        return _blobs.get_or_make(fn, lambda: shipping.dumps(fn))
+        blob = _blobs.get(fn)  # the common case, a hit: no lock, no reordering
+        return blob if blob is not None else _blobs.get_or_make(fn, lambda: shipping.dumps(fn))
     except TypeError:  # an unhashable callable: pickle it every time
         return shipping.dumps(fn)
 
@@ -92,9 +94,11 @@ def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "n
     return _compress(_dumps((CALL, _blob(fn), (args, kwargs))), codec)
 
 
-def pack_chunk(fn: Callable[..., Any], arg_tuples: Sequence[tuple], codec: str = "none") -> tuple[bytes, str]:
-    """Serialize a chunk of calls of one function (``Pool.map``)."""
-    return _compress(_dumps((CHUNK, _blob(fn), list(arg_tuples))), codec)
+def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none", *,
+               star: bool = False) -> tuple[bytes, str]:
+    """Serialize a chunk of calls of one function (``Pool.map``): ``fn(item)`` for each item,
+    or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples)."""
+    return _compress(_dumps((STARCHUNK if star else CHUNK, _blob(fn), items)), codec)
 
 
 def pack_reduce(map_fn: Callable[..., Any], reduce_fn: Callable[[Any, Any], Any], items: Iterable[Any],
@@ -105,7 +109,8 @@ def pack_reduce(map_fn: Callable[..., Any], reduce_fn: Callable[[Any, Any], Any]
 
 
 def _function(blob: bytes) -> Callable[..., Any]:
-    return _functions.get_or_make(blob, lambda: shipping.loads(blob))
+    fn = _functions.get(blob)
+    return fn if fn is not None else _functions.get_or_make(blob, lambda: shipping.loads(blob))
 
 
 class _NoInitial:
@@ -131,6 +136,8 @@ def execute(body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE) 
         args, kwargs = data
         return fn(*args, **kwargs)
     if mode == CHUNK:
+        return list(map(fn, data))
+    if mode == STARCHUNK:
         return [fn(*args) for args in data]
     reduce_blob, items, initializer = data
     reduce_fn = _function(reduce_blob)

@@ -47,6 +47,7 @@ __all__ = [
     "Format",
     "Message",
     "encode",
+    "encode_parts",
     "decode",
     "encode_body",
     "decode_body",
@@ -96,6 +97,11 @@ class Format(enum.IntEnum):
     PICKLE = 2
 
 
+# Enum lookups by value, as plain dicts: Kind(value) costs a few hundred nanoseconds a message.
+_KINDS = {int(k): k for k in Kind}
+_FORMATS = {int(f): f for f in Format}
+
+
 class Message:
     """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`)."""
 
@@ -128,6 +134,14 @@ def encode(message: Message) -> bytes:
     return b"".join((head, codec, headers, message.body))
 
 
+def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
+                 headers: dict[str, Any] | None) -> bytes:
+    """:func:`encode` without building a :class:`Message` first (the hot path's TASK)."""
+    if codec == "none" and not headers:
+        return b"".join((_HEAD.pack(MAGIC, VERSION, kind, fmt, 4, 0, ident), b"none", body))
+    return encode(Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers))
+
+
 def decode(data: bytes) -> Message:
     """Parse one transport message.
 
@@ -142,19 +156,21 @@ def decode(data: bytes) -> Message:
         raise ProtocolError(f"bad magic {magic!r}: not a minipool peer")
     if version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
-    try:
-        kind = Kind(kind)
-        fmt = Format(fmt)
-    except ValueError as exc:
-        raise ProtocolError(str(exc)) from None
+    kind = _KINDS.get(kind)
+    fmt = _FORMATS.get(fmt)
+    if kind is None or fmt is None:
+        raise ProtocolError(f"unknown message kind or body format in {bytes(data[:HEAD_SIZE])!r}")
     end_codec = HEAD_SIZE + clen
     end_headers = end_codec + hlen
     if hlen > MAX_HEADERS or end_headers > len(data):
         raise ProtocolError("codec and header lengths run past the end of the message")
-    try:
-        codec = data[HEAD_SIZE:end_codec].decode("ascii")
-    except UnicodeDecodeError:
-        raise ProtocolError("codec name is not ASCII") from None
+    if clen == 4 and data[HEAD_SIZE:end_codec] == b"none":  # the common case, without decoding
+        codec = "none"
+    else:
+        try:
+            codec = data[HEAD_SIZE:end_codec].decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError("codec name is not ASCII") from None
     headers: dict[str, Any] = {}
     if hlen:
         try:

@@ -178,6 +178,7 @@ class Coordinator:
     def _read_loop(self, peer: WorkerState | ClientState) -> None:
         conn = peer.conn
         handle = self._on_worker_message if isinstance(peer, WorkerState) else self.handle_client_message
+        worker = peer if isinstance(peer, WorkerState) else None
         batch = Batch()
         while True:
             try:
@@ -185,6 +186,8 @@ class Coordinator:
                 data = conn.recv(timeout=0.0 if batch.count else None)
             except TimeoutError:
                 batch.flush()
+                if worker is not None:
+                    worker.outbox.flush()  # prefetched tasks held back while it was busy
                 continue
             except ConnectionClosed:
                 batch.flush()
@@ -209,10 +212,10 @@ class Coordinator:
         if fx.records and self.journal is not None:
             self.journal.write(fx.records)
         if batch is None:
-            for worker, data in fx.sends:
-                worker.outbox.put(data)
+            for worker, data, urgent in fx.sends:
+                worker.outbox.put(data, flush=urgent)
         else:
-            for worker, data in fx.sends:
+            for worker, data, _ in fx.sends:
                 batch.add(worker.outbox, data)
         for client, message in fx.deliveries:
             client.deliver(message, batch)
@@ -301,6 +304,14 @@ class Coordinator:
         with self._lock:
             self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx)
         self._apply(fx, batch)
+
+    def submit_local(self, client: ClientState, number: int, body: bytes, codec: str,
+                     headers: dict[str, Any] | None) -> None:
+        """An in-process client's SUBMIT, without building the envelope."""
+        fx = Effects()
+        with self._lock:
+            self.scheduler.submit(client.id, number, body, Format.PICKLE, codec, headers, fx)
+        self._apply(fx)
 
     def _register(self, entry: dict[str, Any]) -> None:
         try:

@@ -27,10 +27,10 @@ import heapq
 import itertools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..wire import Format, Kind, Message, encode
+from ..wire import Format, Kind, Message, encode_parts
 from .balance import Policy, get_policy
 from .state import ClientState, Task, TaskState, WorkerState
 
@@ -45,13 +45,15 @@ def failure_message(client_task: int, kind: str, message: str) -> Message:
     return Message(Kind.FAILURE, client_task, body, fmt=Format.JSON)
 
 
-@dataclass
 class Effects:
     """What a scheduler call wants done, in order: journal, then send, then deliver."""
 
-    records: list[tuple[str, dict[str, Any], bytes]] = field(default_factory=list)
-    sends: list[tuple[WorkerState, bytes]] = field(default_factory=list)
-    deliveries: list[tuple[ClientState, Message]] = field(default_factory=list)
+    __slots__ = ("records", "sends", "deliveries")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any], bytes]] = []
+        self.sends: list[tuple[WorkerState, bytes, bool]] = []  # (worker, TASK, urgent)
+        self.deliveries: list[tuple[ClientState, Message]] = []
 
     def __bool__(self) -> bool:
         return bool(self.records or self.sends or self.deliveries)
@@ -111,17 +113,21 @@ class Scheduler:
         if number is None:
             number = self.next_number
         self.next_number = max(self.next_number, number + 1)
-        timeout = headers.get("timeout")
-        task = Task(number=number, owner_id=client_id, client_id=client_task, body=body, fmt=fmt,
-                    codec=codec, priority=int(headers.get("priority", 0)),
-                    timeout=float(timeout) if timeout is not None else None,
-                    submitted_at=time.monotonic())
+        timeout = headers.get("timeout") if headers else None
+        task = Task(number, client_id, client_task, body, fmt, codec,
+                    int(headers.get("priority", 0)) if headers else 0,
+                    float(timeout) if timeout is not None else None, time.monotonic())
         self.tasks[number] = task
         self.by_key[key] = task
         self.counts["submitted"] += 1
-        heapq.heappush(self.queue, (-task.priority, next(self._order), number))
         if self.journaling:
             fx.records.append(("submit", task.meta(), body))
+        if not self.queue:  # nothing waits ahead of it: lease it straight away if we can
+            worker = self._choose()
+            if worker is not None:
+                self._lease(worker, task, fx)
+                return
+        heapq.heappush(self.queue, (-task.priority, next(self._order), number))
         self.dispatch(fx)
 
     def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
@@ -185,7 +191,13 @@ class Scheduler:
     # -- dispatch ----------------------------------------------------------------------------
 
     def dispatch(self, fx: Effects) -> None:
-        """Lease queued tasks to workers with a free lease, as the policy chooses."""
+        """Lease queued tasks to workers with a free lease, as the policy chooses.
+
+        A task that can start at once (the worker has an idle slot) is sent *urgently*; one that
+        will wait in the worker's prefetch queue may be held back a little and leave with the
+        next batch (see :meth:`Outbox.put`): the worker is busy, so nothing is lost by waiting,
+        and a burst of submissions costs a few writes instead of one each.
+        """
         queue = self.queue
         if not queue:
             return
@@ -199,14 +211,21 @@ class Scheduler:
             task = self.tasks.get(number)
             if task is None or task.state is not TaskState.QUEUED:
                 continue  # cancelled or finished while queued
-            task.state = TaskState.RUNNING
-            task.worker = worker
-            worker.lease(task)
-            headers = {"timeout": task.timeout} if task.timeout is not None else None
-            fx.sends.append((worker, encode(Message(Kind.TASK, number, task.body, fmt=task.fmt,
-                                                    codec=task.codec, headers=headers))))
+            self._lease(worker, task, fx)
             if len(worker.leases) >= worker.capacity:
                 free.remove(worker)
+
+    def _choose(self) -> WorkerState | None:
+        free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
+        return self.policy.choose(free) if free else None
+
+    def _lease(self, worker: WorkerState, task: Task, fx: Effects) -> None:
+        task.state = TaskState.RUNNING
+        task.worker = worker
+        worker.lease(task)
+        headers = {"timeout": task.timeout} if task.timeout is not None else None
+        data = encode_parts(Kind.TASK, task.number, task.body, task.fmt, task.codec, headers)
+        fx.sends.append((worker, data, len(worker.leases) <= worker.slots))
 
     # -- peers -------------------------------------------------------------------------------
 

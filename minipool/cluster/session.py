@@ -34,6 +34,8 @@ __all__ = ["Outbox", "Batch", "client_handshake", "server_handshake", "open_conn
 HEARTBEAT = 1.0
 LIVENESS = 3
 OUTBOX_LIMIT = 256 * 1024 * 1024
+#: Messages held back with ``put(flush=False)`` before the outbox sends them anyway.
+HOLD_MAX = 32
 
 
 class Outbox:
@@ -54,8 +56,9 @@ class Outbox:
         self.failed = False
 
     def put(self, data: bytes, *, flush: bool = True) -> None:
-        """Queue ``data``; unless ``flush`` is False, send it (and anything queued) now, unless
-        another thread is already sending, in which case that thread takes it along."""
+        """Queue ``data`` and send it (with anything queued) now, unless another thread is
+        already sending, in which case that thread takes it along. ``flush=False`` holds it
+        back for a later write, up to ``HOLD_MAX`` messages."""
         with self._lock:
             if self.failed:
                 return
@@ -63,7 +66,7 @@ class Outbox:
             self.pending_bytes += len(data)
             if self.pending_bytes > self.limit:
                 self.failed = True
-            elif self._flushing or not flush:
+            elif self._flushing or (not flush and len(self._pending) < HOLD_MAX):
                 return
             else:
                 self._flushing = True

@@ -12,7 +12,6 @@ import enum
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..transports.base import Connection
@@ -36,23 +35,28 @@ class TaskState(enum.Enum):
     CANCELLED = "cancelled"
 
 
-@dataclass(eq=False)
 class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
-    number: int
-    owner_id: str  # the submitting client's id (it may be disconnected, or not back yet)
-    client_id: int  # the client's own number for the task
-    body: bytes
-    fmt: Any
-    codec: str
-    priority: int = 0
-    timeout: float | None = None
-    state: TaskState = TaskState.QUEUED
-    worker: WorkerState | None = None
-    losses: int = 0
-    submitted_at: float = 0.0
-    leased_at: float = 0.0
+    __slots__ = ("number", "owner_id", "client_id", "body", "fmt", "codec", "priority", "timeout",
+                 "submitted_at", "state", "worker", "losses", "leased_at")
+
+    def __init__(self, number: int, owner_id: str, client_id: int, body: bytes, fmt: Any,
+                 codec: str, priority: int = 0, timeout: float | None = None,
+                 submitted_at: float = 0.0) -> None:
+        self.number = number
+        self.owner_id = owner_id  # the submitting client's id (it may be disconnected, or not back yet)
+        self.client_id = client_id  # the client's own number for the task
+        self.body = body
+        self.fmt = fmt
+        self.codec = codec
+        self.priority = priority
+        self.timeout = timeout
+        self.submitted_at = submitted_at
+        self.state = TaskState.QUEUED
+        self.worker: WorkerState | None = None
+        self.losses = 0
+        self.leased_at = 0.0
 
     @property
     def key(self) -> tuple[str, int]:
