@@ -11,7 +11,6 @@ from .errors import (
     MinipoolError,
     ProtocolError,
     RemoteError,
-    TaskCancelled,
     WorkerLost,
 )
 
@@ -25,7 +24,6 @@ __all__ = [
     "MinipoolError",
     "ProtocolError",
     "RemoteError",
-    "TaskCancelled",
     "WorkerLost",
 ]
 

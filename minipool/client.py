@@ -295,6 +295,9 @@ class RemoteClient(Client):
                 msg = decode(data)
                 if msg.kind is Kind.ERROR:
                     return ConnectionClosed(f"coordinator closed the connection: {msg.headers.get('reason')}")
+                if msg.kind is Kind.HEARTBEAT and msg.headers:
+                    self._adopt(msg.headers)
+                    silence = self.heartbeat * self.liveness
                 self.on_message(msg)
         except ConnectionClosed:
             return ConnectionClosed(f"lost the connection to {self.url}")
@@ -302,6 +305,14 @@ class RemoteClient(Client):
             return exc
         finally:
             conn.close()
+
+    def _adopt(self, announced: dict[str, Any]) -> None:
+        """Use the coordinator's heartbeat interval if it is shorter than ours."""
+        try:
+            self.heartbeat = min(self.heartbeat, float(announced["interval"]))
+            self.liveness = int(announced.get("liveness", self.liveness))
+        except (KeyError, TypeError, ValueError):
+            pass
 
     def _reconnect(self) -> bool:
         """Reconnect under the same client id and resend what is unanswered."""

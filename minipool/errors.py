@@ -21,7 +21,6 @@ __all__ = [
     "TransportError",
     "WorkerLost",
     "RemoteError",
-    "TaskCancelled",
 ]
 
 
@@ -84,10 +83,6 @@ class MissingExtra(MinipoolError, ImportError):
 
 class WorkerLost(MinipoolError):
     """A task's worker died or went silent too many times while running it."""
-
-
-class TaskCancelled(MinipoolError):
-    """A task was cancelled by the coordinator (its client went away or the pool shut down)."""
 
 
 class RemoteError(MinipoolError):

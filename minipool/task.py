@@ -183,8 +183,7 @@ class RemoteTraceback(Exception):
 
 def failure_from_json(info: dict[str, Any]) -> BaseException:
     """Build the exception for a failure the coordinator reported itself (no pickle involved)."""
-    known = {"WorkerLost": errors.WorkerLost, "TaskCancelled": errors.TaskCancelled,
-             "TimeoutError": TimeoutError, "KeyError": LookupError}
+    known = {"WorkerLost": errors.WorkerLost, "TimeoutError": TimeoutError, "KeyError": LookupError}
     cls = known.get(str(info.get("type")))
     message = str(info.get("message", ""))
     if cls is None:

@@ -161,3 +161,46 @@ def test_a_departed_client_has_its_queued_tasks_cancelled(coordinator):
     assert status["queued"] == 0 and status["cancelled"] >= 1
     worker.stop()
     thread.join(5)
+
+
+def test_a_malformed_hello_from_an_authenticated_peer_is_refused():
+    from minipool.cluster.session import client_handshake
+    from minipool.transports import connect
+    from minipool.wire import decode
+
+    with Coordinator(KEY) as coord:
+        url = coord.serve("tcp://127.0.0.1:0")
+        conn = connect(url)
+        client_handshake(conn, KEY, {"role": "worker", "slots": "many"}, timeout=5)
+        reply = decode(conn.recv(5))
+        assert reply.kind is Kind.ERROR and "malformed HELLO" in reply.headers["reason"]
+        conn.close()
+        with Pool(address=url, authkey=KEY) as good:
+            assert good.status()["workers"] == []
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_others_are_served():
+    import threading
+
+    from minipool import task as tasklib
+    from minipool.cluster.session import open_connection
+    from minipool.cluster.worker import Worker
+
+    with Coordinator(KEY, max_backlog=2_000_000, heartbeat=0.2) as coord:
+        url = coord.serve("tcp://127.0.0.1:0")
+        worker = Worker(url, KEY, kind="thread", slots=2, reconnect=False, heartbeat=0.2)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        sluggard = open_connection(url, KEY, {"role": "client", "client": "sluggard"})
+        body, codec = tasklib.pack_call(jobs.identity, (b"x" * 1_000_000,), {})
+        for number in range(1, 41):  # 40 MB of results it will never read
+            sluggard.send(encode(Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE)))
+        with Pool(address=url, authkey=KEY) as good:
+            deadline = time.monotonic() + 20
+            while good.status()["clients"] != 1:
+                assert time.monotonic() < deadline, "the client that stopped reading was never cut off"
+                time.sleep(0.05)
+            assert good.submit(jobs.square, 7).result(10) == 49
+        sluggard.close()
+        worker.stop()
+        thread.join(5)

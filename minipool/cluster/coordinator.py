@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from typing import Any
@@ -34,7 +35,7 @@ from ..transports.base import Connection, Listener, listen
 from ..wire import Format, Kind, Message, decode, encode
 from .registry import Registry
 from .scheduler import Effects, Scheduler
-from .session import HEARTBEAT, LIVENESS, Batch, server_handshake
+from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Outbox, server_handshake
 from .state import ClientState, TaskState, WorkerState
 
 __all__ = ["Coordinator"]
@@ -58,13 +59,16 @@ class Coordinator:
         journal: a directory for the write-ahead journal (``None``: state lives in memory only).
         fsync: the journal's fsync policy: always, everysec or no (Redis's appendfsync).
         handshake_timeout: seconds a new connection has to open and authenticate.
+        max_backlog: bytes of results queued for a client that is not reading before it is cut
+            off (Redis's client-output-buffer-limit). Workers are bounded by their prefetch.
         transport_options: passed to :func:`~minipool.transports.base.listen`.
     """
 
     def __init__(self, authkey: bytes, *, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS,
                  max_losses: int = 3, prefetch: int | None = None, balance: str = "least-loaded",
                  journal: str | None = None, fsync: str = "everysec",
-                 handshake_timeout: float = 10.0, **transport_options: Any) -> None:
+                 handshake_timeout: float = 10.0, max_backlog: int = OUTBOX_LIMIT,
+                 **transport_options: Any) -> None:
         if not authkey:
             raise ValueError("the coordinator needs a non-empty authkey")
         self._key = authkey
@@ -72,6 +76,7 @@ class Coordinator:
         self.liveness = liveness
         self.prefetch = prefetch
         self.handshake_timeout = handshake_timeout
+        self.max_backlog = max_backlog
         self._transport_options = transport_options
         self._lock = threading.Lock()
         self.scheduler = Scheduler(max_losses=max_losses, balance=balance,
@@ -86,8 +91,9 @@ class Coordinator:
         self._listeners: list[Listener] = []
         self._closed = threading.Event()
         self._started = time.time()
-        self._ticker = threading.Thread(target=self._tick, daemon=True, name="minipool-ticker")
-        self._ticker.start()
+        self._beats: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for target, name in ((self._tick, "minipool-ticker"), (self._beat, "minipool-heartbeats")):
+            threading.Thread(target=target, daemon=True, name=name).start()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -115,6 +121,7 @@ class Coordinator:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._beats.put(None)
         for listener in self._listeners:
             listener.close()
         with self._lock:
@@ -154,13 +161,22 @@ class Coordinator:
             self._refuse(conn, str(exc))
             return
         role = hello.get("role")
-        if role == "worker":
-            peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch)
-        elif role == "client":
-            peer = ClientState.from_hello(conn, hello)
-        else:
-            self._refuse(conn, f"unknown role {role!r}")
+        try:
+            if role == "worker":
+                peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch)
+            elif role == "client":
+                peer = ClientState.from_hello(conn, hello)
+            else:
+                raise ValueError(f"unknown role {role!r}")
+        except (TypeError, ValueError) as exc:  # an authenticated peer can still be buggy
+            log.warning("dropped %s: malformed HELLO: %s", conn.peer, exc)
+            self._refuse(conn, f"malformed HELLO: {exc}")
             return
+        if isinstance(peer, ClientState):  # a client that stops reading must block no one
+            peer.outbox = Outbox(conn, self.max_backlog, writer=True)
+        # Tell the peer our heartbeat, so both sides time each other out alike.
+        peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers={
+            "interval": self.heartbeat, "liveness": self.liveness})))
         self._attach(peer)
         try:
             self._read_loop(peer)
@@ -325,8 +341,17 @@ class Coordinator:
 
     # -- the clock: heartbeats, registry expiry, timeouts --------------------------------------
 
-    def _tick(self) -> None:
+    def _beat(self) -> None:
+        """Send the heartbeats the ticker asks for. A separate thread: a send to a peer that has
+        stopped reading may block, and the ticker must stay free to notice and close it."""
         beat = encode(Message(Kind.HEARTBEAT))
+        while True:
+            outbox = self._beats.get()
+            if outbox is None:
+                return
+            outbox.try_put(beat)
+
+    def _tick(self) -> None:
         while not self._closed.wait(self.heartbeat / 2):
             now = time.monotonic()
             deadline = self.heartbeat * self.liveness
@@ -352,7 +377,7 @@ class Coordinator:
                     log.warning("%s stopped reading; closing", peer.describe())
                     peer.close()
                 elif now - peer.outbox.last_send >= self.heartbeat:
-                    peer.outbox.put(beat)
+                    self._beats.put(peer.outbox)
             if self.journal is not None:
                 self.journal.maybe_snapshot(self._lock, self.scheduler)
 

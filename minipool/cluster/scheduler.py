@@ -270,10 +270,11 @@ class Scheduler:
             if task.owner_id == client.id and task.state is TaskState.QUEUED:
                 self._forget(task, TaskState.CANCELLED, fx)
 
-    def expire_timeouts(self, now: float, grace: float, fx: Effects) -> list[WorkerState]:
+    def expire_timeouts(self, now: float, grace: float, fx: Effects) -> None:
         """Fail running tasks past their timeout (plus ``grace``, the worker's chance to report
-        it first). Returns the workers still holding them: their slot is stuck."""
-        stuck = []
+        it first: a process worker interrupts the task itself and frees its slot). A thread
+        worker cannot interrupt a thread, so the task's lease is released here and the thread
+        runs on; the worker's executor queues what it is sent meanwhile."""
         for worker in self.workers.values():
             for task in list(worker.leases.values()):
                 if task.timeout is not None and now - task.leased_at > task.timeout + grace:
@@ -282,9 +283,7 @@ class Scheduler:
                     self.counts["failed"] += 1
                     self._finish(task, _json_outcome(
                         "TimeoutError", f"task ran longer than its timeout of {task.timeout}s"), fx)
-                    stuck.append(worker)
         self.dispatch(fx)
-        return stuck
 
     # -- introspection -----------------------------------------------------------------------
 

@@ -39,12 +39,17 @@ HOLD_MAX = 32
 
 
 class Outbox:
-    """A connection's send queue, drained by whichever thread arrives first."""
+    """A connection's send queue, drained by whichever thread arrives first.
+
+    With ``writer=True`` a thread of its own drains it instead: the coordinator gives each
+    remote *client* one, so that the reader of a worker, delivering that worker's results, can
+    never be blocked by a client that has stopped reading.
+    """
 
     __slots__ = ("conn", "limit", "pending_bytes", "last_send", "busy_since", "_pending", "_lock",
-                 "_flushing", "failed")
+                 "_flushing", "failed", "_wakeup")
 
-    def __init__(self, conn: Connection, limit: int = OUTBOX_LIMIT) -> None:
+    def __init__(self, conn: Connection, limit: int = OUTBOX_LIMIT, *, writer: bool = False) -> None:
         self.conn = conn
         self.limit = limit
         self.pending_bytes = 0
@@ -54,56 +59,48 @@ class Outbox:
         self._lock = threading.Lock()
         self._flushing = False
         self.failed = False
+        self._wakeup: threading.Event | None = None
+        if writer:
+            self._wakeup = threading.Event()
+            threading.Thread(target=self._write_loop, daemon=True, name="minipool-writer").start()
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def put(self, data: bytes, *, flush: bool = True) -> None:
         """Queue ``data`` and send it (with anything queued) now, unless another thread is
         already sending, in which case that thread takes it along. ``flush=False`` holds it
         back for a later write, up to ``HOLD_MAX`` messages."""
-        with self._lock:
-            if self.failed:
-                return
-            self._pending.append(data)
-            self.pending_bytes += len(data)
-            if self.pending_bytes > self.limit:
-                self.failed = True
-            elif self._flushing or (not flush and len(self._pending) < HOLD_MAX):
-                return
-            else:
-                self._flushing = True
-        if self.failed:
-            self.conn.close()  # a consumer this far behind is cut off; its reader cleans up
-            return
-        self._drain()
+        self._queue((data,), len(data), flush)
 
     def put_many(self, items: list[bytes]) -> None:
         """Queue several messages and send them together (see :meth:`put`)."""
+        self._queue(items, sum(map(len, items)), True)
+
+    def flush(self) -> None:
+        """Send whatever :meth:`put` queued with ``flush=False``."""
+        if self._pending:
+            self._queue((), 0, True)
+
+    def _queue(self, items: Any, size: int, flush: bool) -> None:
         with self._lock:
             if self.failed:
                 return
             self._pending.extend(items)
-            self.pending_bytes += sum(map(len, items))
+            self.pending_bytes += size
+            drain = False
             if self.pending_bytes > self.limit:
                 self.failed = True
-            elif self._flushing:
-                return
-            else:
-                self._flushing = True
+            elif self._wakeup is None and not self._flushing and self._pending and (
+                    flush or len(self._pending) >= HOLD_MAX):
+                self._flushing = drain = True  # this thread becomes the sender
         if self.failed:
-            self.conn.close()
-            return
-        self._drain()
-
-    def flush(self) -> None:
-        """Send whatever :meth:`put` queued with ``flush=False``."""
-        with self._lock:
-            if self._flushing or not self._pending or self.failed:
-                return
-            self._flushing = True
-        self._drain()
-
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
+            self.conn.close()  # a consumer this far behind is cut off; its reader cleans up
+        elif self._wakeup is not None:
+            self._wakeup.set()
+        elif drain:
+            self._drain()
 
     def _drain(self) -> None:
         while True:
@@ -126,6 +123,49 @@ class Outbox:
                 self.conn.close()
                 return
             self.last_send = time.monotonic()
+
+    def _write_loop(self) -> None:
+        wakeup = self._wakeup
+        assert wakeup is not None
+        while not self.failed and not self.conn.closed:
+            wakeup.wait(1.0)
+            wakeup.clear()
+            with self._lock:
+                batch = list(self._pending)
+                self._pending.clear()
+                self.pending_bytes = 0
+                self.busy_since = time.monotonic() if batch else None
+            if not batch:
+                continue
+            try:
+                self.conn.send_many(batch)
+            except ConnectionClosed:
+                self.failed = True
+                self.conn.close()
+                return
+            self.busy_since = None
+            self.last_send = time.monotonic()
+
+    def try_put(self, data: bytes) -> None:
+        """Send ``data`` only if that cannot block: nothing else queued or being sent, and the
+        transport takes it without waiting. For heartbeats: a peer whose buffers are full is
+        not reading, and a heartbeat would prove nothing to it."""
+        with self._lock:
+            if self.failed or self._flushing or self._pending or self.busy_since is not None:
+                return
+            self._flushing = self._wakeup is None
+        try:
+            if self.conn.try_send(data):
+                self.last_send = time.monotonic()
+        except ConnectionClosed:
+            self.failed = True
+            self.conn.close()
+        finally:
+            if self._wakeup is None:
+                with self._lock:
+                    self._flushing = False
+                if self._pending:
+                    self.flush()
 
     def stalled(self, now: float, limit: float) -> bool:
         """A send has been blocked for ``limit`` seconds: the peer is not reading."""

@@ -153,6 +153,9 @@ class Worker:
                 msg = decode(data)
                 if msg.kind is Kind.TASK:
                     self._start(msg, outbox)
+                elif msg.kind is Kind.HEARTBEAT and msg.headers:
+                    self._adopt(msg.headers)
+                    silence = self.heartbeat * self.liveness
                 elif msg.kind is Kind.ERROR:
                     log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
                     return
@@ -160,6 +163,14 @@ class Worker:
             log.warning("dropping the connection to %s: %s", self.url, exc)
         finally:
             conn.close()
+
+    def _adopt(self, announced: dict[str, Any]) -> None:
+        """Use the coordinator's heartbeat interval if it is shorter than ours."""
+        try:
+            self.heartbeat = min(self.heartbeat, float(announced["interval"]))
+            self.liveness = int(announced.get("liveness", self.liveness))
+        except (KeyError, TypeError, ValueError):
+            pass
 
     def _beat(self, outbox: Outbox) -> None:
         """Heartbeats, and a backstop flush: a result held back for a batch is never delayed

@@ -111,6 +111,15 @@ class Connection(abc.ABC):
         for message in messages:
             self.send(message)
 
+    def try_send(self, message: Buffer) -> bool:
+        """Send ``message`` only if that will not block; return whether it was sent.
+
+        Used for heartbeats, which must never stall on a peer that has stopped reading. The
+        default sends (possibly blocking) and returns True; socket transports override it.
+        """
+        self.send(message)
+        return True
+
     @abc.abstractmethod
     def recv(self, timeout: float | None = None) -> bytes:
         """Receive the next whole message.

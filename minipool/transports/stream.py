@@ -211,6 +211,35 @@ class SocketStream:
             except (OSError, ValueError) as exc:
                 raise ConnectionClosed(f"connection lost: {exc}") from exc
 
+    def try_write(self, data: bytes) -> bool:
+        """Write ``data`` only if the send lock is free and the kernel takes it at once.
+
+        Returns False, having written nothing, if either would mean waiting. (TLS sockets cannot
+        send without blocking this way: they always write.)
+
+        Raises:
+            ConnectionClosed: the connection is closed or broke.
+        """
+        if not self._send_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed:
+                raise ConnectionClosed("connection closed")
+            if self._is_ssl:
+                self.sock.sendall(data)
+                return True
+            try:
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            if sent < len(data):  # never leave half a frame: finish it, blocking if need be
+                self.sock.sendall(memoryview(data)[sent:])
+            return True
+        except (OSError, ValueError) as exc:
+            raise ConnectionClosed(f"connection lost: {exc}") from exc
+        finally:
+            self._send_lock.release()
+
     def _sendmsg_all(self, parts: Sequence[Buffer]) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
         while views:

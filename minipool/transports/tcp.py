@@ -74,6 +74,9 @@ class TcpConnection(Connection):
     def send(self, message: Buffer) -> None:
         self._stream.write((_PREFIX.pack(len(message)), message))
 
+    def try_send(self, message: Buffer) -> bool:
+        return self._stream.try_write(_PREFIX.pack(len(message)) + bytes(message))
+
     def send_many(self, messages: Sequence[Buffer]) -> None:
         parts: list[Buffer] = []
         for message in messages:
