@@ -197,9 +197,11 @@ class Coordinator:
         worker = peer if isinstance(peer, WorkerState) else None
         batch = Batch()
         while True:
+            # While replies (or TASKs held back for this worker) are waiting, only poll: handle
+            # the whole burst, then write once, before blocking.
+            waiting = batch.count or (worker is not None and worker.outbox.has_pending)
             try:
-                # While replies are waiting, only poll: handle the whole burst, then write once.
-                data = conn.recv(timeout=0.0 if batch.count else None)
+                data = conn.recv(timeout=0.0 if waiting else None)
             except TimeoutError:
                 batch.flush()
                 if worker is not None:

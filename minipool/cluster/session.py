@@ -151,9 +151,16 @@ class Outbox:
         transport takes it without waiting. For heartbeats: a peer whose buffers are full is
         not reading, and a heartbeat would prove nothing to it."""
         with self._lock:
-            if self.failed or self._flushing or self._pending or self.busy_since is not None:
+            if self.failed or self._flushing or self.busy_since is not None:
                 return
-            self._flushing = self._wakeup is None
+            if self._pending:  # held-back messages: send them instead (a backstop)
+                held = True
+            else:
+                held = False
+                self._flushing = self._wakeup is None
+        if held:
+            self.flush()
+            return
         try:
             if self.conn.try_send(data):
                 self.last_send = time.monotonic()
