@@ -46,14 +46,33 @@ def failure_message(client_task: int, kind: str, message: str) -> Message:
 
 
 class Effects:
-    """What a scheduler call wants done, in order: journal, then send, then deliver."""
+    """What a scheduler call wants done, in order: journal, then send, then deliver.
+
+    The lists are created on first use: most calls produce one kind of effect or none, and a
+    task's path makes two of these objects, so empty ones should cost nothing.
+    """
 
     __slots__ = ("records", "sends", "deliveries")
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any], bytes]] = []
-        self.sends: list[tuple[WorkerState, bytes, bool]] = []  # (worker, TASK, urgent)
-        self.deliveries: list[tuple[ClientState, Message]] = []
+        self.records: list[tuple[str, dict[str, Any], bytes]] | tuple = ()
+        self.sends: list[tuple[WorkerState, bytes, bool]] | tuple = ()  # (worker, TASK, urgent)
+        self.deliveries: list[tuple[ClientState, Message]] | tuple = ()
+
+    def record(self, kind: str, meta: dict[str, Any], body: bytes) -> None:
+        if not self.records:
+            self.records = []
+        self.records.append((kind, meta, body))  # type: ignore[union-attr]
+
+    def send(self, worker: WorkerState, data: bytes, urgent: bool) -> None:
+        if not self.sends:
+            self.sends = []
+        self.sends.append((worker, data, urgent))  # type: ignore[union-attr]
+
+    def deliver(self, client: ClientState, message: Message) -> None:
+        if not self.deliveries:
+            self.deliveries = []
+        self.deliveries.append((client, message))  # type: ignore[union-attr]
 
     def __bool__(self) -> bool:
         return bool(self.records or self.sends or self.deliveries)
@@ -108,7 +127,7 @@ class Scheduler:
         if done is not None:  # already finished: hand the stored outcome back
             client = self.clients.get(client_id)
             if client is not None:
-                fx.deliveries.append((client, _outcome_message(client_task, done)))
+                fx.deliver(client, _outcome_message(client_task, done))
             return
         if number is None:
             number = self.next_number
@@ -121,7 +140,7 @@ class Scheduler:
         self.by_key[key] = task
         self.counts["submitted"] += 1
         if self.journaling:
-            fx.records.append(("submit", task.meta(), body))
+            fx.record("submit", task.meta(), body)
         if not self.queue:  # nothing waits ahead of it: lease it straight away if we can
             worker = self._choose()
             if worker is not None:
@@ -160,13 +179,13 @@ class Scheduler:
         if len(self.results) > RESULT_STORE:
             self.results.popitem(last=False)
         if self.journaling:
-            fx.records.append(("done", {**task.meta(), "r": int(outcome.kind), "f": int(outcome.fmt),
-                                        "k": outcome.codec}, outcome.body))
+            fx.record("done", {**task.meta(), "r": int(outcome.kind), "f": int(outcome.fmt),
+                               "k": outcome.codec}, outcome.body)
         client = self.clients.get(task.owner_id)
         if client is not None:
-            fx.deliveries.append((client, _outcome_message(task.client_id, outcome)))
+            fx.deliver(client, _outcome_message(task.client_id, outcome))
         for watcher, request in self.watchers.pop(key, ()):
-            fx.deliveries.append((watcher, _outcome_message(request, outcome)))
+            fx.deliver(watcher, _outcome_message(request, outcome))
 
     def _forget(self, task: Task, state: TaskState, fx: Effects) -> None:
         task.state = state
@@ -175,18 +194,18 @@ class Scheduler:
         if state is TaskState.CANCELLED:
             self.counts["cancelled"] += 1
             if self.journaling:
-                fx.records.append(("forget", task.meta(), b""))
+                fx.record("forget", task.meta(), b"")
 
     def fetch(self, client: ClientState, task_key: tuple[str, int], request: int, fx: Effects) -> None:
         """Deliver the outcome of ``task_key`` to ``client`` now, or when it finishes."""
         done = self.results.get(task_key)
         if done is not None:
-            fx.deliveries.append((client, _outcome_message(request, done)))
+            fx.deliver(client, _outcome_message(request, done))
         elif task_key in self.by_key:
             self.watchers.setdefault(task_key, []).append((client, request))
         else:
-            fx.deliveries.append((client, failure_message(
-                request, "KeyError", f"no task {task_key[0]}-{task_key[1]} is known here")))
+            fx.deliver(client, failure_message(
+                request, "KeyError", f"no task {task_key[0]}-{task_key[1]} is known here"))
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -225,7 +244,7 @@ class Scheduler:
         worker.lease(task)
         headers = {"timeout": task.timeout} if task.timeout is not None else None
         data = encode_parts(Kind.TASK, task.number, task.body, task.fmt, task.codec, headers)
-        fx.sends.append((worker, data, len(worker.leases) <= worker.slots))
+        fx.send(worker, data, len(worker.leases) <= worker.slots)
 
     # -- peers -------------------------------------------------------------------------------
 
