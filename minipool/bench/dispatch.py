@@ -9,6 +9,8 @@ Measured in one run, each pool with the same number of local worker processes:
   ``multiprocessing.Pool.apply`` vs ``ProcessPoolExecutor.submit(...).result()``;
 * ``map``: ``map(noop, range(M))`` with automatic chunking vs ``multiprocessing.Pool.map``
   (which chunks by length) and ``ProcessPoolExecutor.map(chunksize=M/(4*workers))``;
+* ``journal``: the submit test again with the coordinator's write-ahead journal at each fsync
+  policy (``everysec``, ``always``), beside the same pool without one;
 * ``memory``: ``Pool.map`` over an endless-style generator of ``--stream`` items: peak RSS growth
   and the time to the first result.
 
@@ -40,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", type=int, default=10_000_000,
                         help="items in the streaming-memory test (0 to skip)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
+    parser.add_argument("--journal-tasks", type=int, default=10_000,
+                        help="tasks in the journal test (0 to skip)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
 
 
@@ -79,11 +83,29 @@ def _stream_memory(pool: Any, items: int) -> dict[str, float]:
             "peak_rss_growth_mb": growth_kb / 1024}
 
 
+def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
+    import tempfile
+
+    from ..pool import Pool
+
+    rates = {}
+    for fsync in (None, "everysec", "always"):
+        progress(f"journal: {fsync or 'none'}")
+        with tempfile.TemporaryDirectory() as directory:
+            journal = None if fsync is None else directory
+            with Pool(workers, journal=journal, fsync=fsync or "everysec") as pool:
+                pool.wait_for_workers()
+                _submit_all(pool, 200)
+                rates[fsync or "none"] = n / _median(lambda: _submit_all(pool, n), repeat)
+    return rates
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..pool import Pool
 
     if args.quick:
         args.tasks, args.trips, args.map_items, args.stream, args.repeat = 2000, 100, 100_000, 200_000, 1
+        args.journal_tasks = min(args.journal_tasks, 1000)
     w, n, trips, m, rep = args.workers, args.tasks, args.trips, args.map_items, args.repeat
     rates: dict[str, float] = {}
 
@@ -136,5 +158,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ["items", "seconds", "first result (s)", "peak RSS growth (MB)"],
                     [[memory["items"], memory["seconds"], memory["first_result_s"],
                       memory["peak_rss_growth_mb"]]])
-    return {"workers": w, "rates": rates, "stream": memory,
+    journal = _journal_rates(w, args.journal_tasks, rep) if args.journal_tasks else {}
+    if journal:
+        print_table(f"The coordinator's journal: submit rate of {args.journal_tasks:,} tasks (tasks/s,"
+                    f" median of {rep})", ["journal", "tasks/s", "vs no journal"],
+                    [[name, rate, rate / journal["none"]] for name, rate in journal.items()])
+    return {"workers": w, "rates": rates, "stream": memory, "journal": journal,
             "table": format_table(["test", "minipool", "peer", "peer figure", "speed-up"], rows)}

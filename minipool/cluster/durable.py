@@ -8,13 +8,12 @@ built on :mod:`minipool.cluster.journal` (Redis's AOF + RDB). Three kinds of rec
 * ``done`` -- a task finished (its outcome, so it can be delivered after a restart);
 * ``forget`` -- a queued task was cancelled.
 
-Each record is ``kind (1 byte) | meta length (u32) | meta (JSON) | body``. Replay is
-*idempotent*: a ``submit`` for a task already known, or a ``done`` for one already finished,
+Each record is a fixed ``struct`` head (kind, task number, the client's number for it, body
+format, priority, timeout, outcome kind, two lengths), the client id and codec name, and the
+body. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one already finished,
 changes nothing. That is what makes snapshots simple: every ``snapshot_every`` records the
 coordinator writes its whole state (live tasks as ``submit`` records, stored outcomes as
-``done`` records) and the journal starts a fresh log. Appends share a gate that the snapshot
-closes, so no record produced after the state was taken can be lost with the old log; a record
-that lands in both the snapshot and the new log is harmless, because replay is idempotent.
+``done`` records) and the journal starts a fresh log (see :meth:`DurableLog.maybe_snapshot`).
 
 On restart the coordinator has every accepted task back: unfinished ones are queued again, and
 finished ones wait for their client to reconnect (it resubmits what it is still waiting for,
@@ -23,12 +22,9 @@ and gets the stored outcome instead of a second run).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import struct
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from ..wire import Format, Kind
@@ -40,58 +36,39 @@ __all__ = ["DurableLog", "encode_record", "decode_record"]
 
 log = logging.getLogger("minipool.durable")
 
-_META = struct.Struct("!cI")
+FLUSH_INTERVAL = 0.01  # seconds a record may wait in the buffer (everysec, no)
+
+# kind | number | client task | format | priority | timeout (NaN: none) | result kind | lengths
+_RECORD = struct.Struct("!cQQBidBHB")
 KINDS = {"submit": b"S", "done": b"D", "forget": b"F"}
 NAMES = {v: k for k, v in KINDS.items()}
+_NAN = float("nan")
 
 
 def encode_record(kind: str, meta: dict[str, Any], body: bytes) -> bytes:
-    raw = json.dumps(meta, separators=(",", ":")).encode()
-    return b"".join((_META.pack(KINDS[kind], len(raw)), raw, body))
+    return pack_record(kind, meta["n"], meta["c"], meta["i"], meta["f"], meta["k"], meta.get("p", 0),
+                       meta.get("t"), meta.get("r", 0), body)
+
+
+def pack_record(kind: str, number: int, client: str, task: int, fmt: int, codec: str,
+                priority: int, timeout: float | None, result: int, body: bytes) -> bytes:
+    """One record, from its fields (the hot path: no dictionary in between)."""
+    cid = client.encode()
+    cname = codec.encode()
+    head = _RECORD.pack(KINDS[kind], number, task, fmt, priority,
+                        _NAN if timeout is None else timeout, result, len(cid), len(cname))
+    return b"".join((head, cid, cname, body))
 
 
 def decode_record(record: bytes) -> tuple[str, dict[str, Any], bytes]:
-    tag, length = _META.unpack_from(record)
-    start = _META.size
-    return NAMES[tag], json.loads(record[start:start + length]), record[start + length:]
-
-
-class _Gate:
-    """Many appenders at once, or one snapshot: a small readers-writer lock."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-        self._closed = False
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if not self._active:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._closed = True
-            while self._active:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._closed = False
-                self._cond.notify_all()
+    tag, number, task, fmt, priority, timeout, result, clen, klen = _RECORD.unpack_from(record)
+    start = _RECORD.size
+    client = record[start:start + clen].decode()
+    codec = record[start + clen:start + clen + klen].decode()
+    meta = {"n": number, "c": client, "i": task, "f": fmt, "k": codec, "p": priority, "r": result}
+    if timeout == timeout:  # not NaN
+        meta["t"] = timeout
+    return NAMES[tag], meta, record[start + clen + klen:]
 
 
 class DurableLog:
@@ -108,17 +85,39 @@ class DurableLog:
         self.fsync = fsync
         self.snapshot_every = snapshot_every
         self._journal = Journal(directory, fsync=fsync, name="coordinator")
-        self._gate = _Gate()
         self._since_snapshot = 0
+        # everysec / no: records gather here and leave in one write every FLUSH_INTERVAL, as
+        # Redis's AOF buffer does. (A client resubmits whatever a crash takes from the buffer.)
+        self._buffer: list[bytes] = []
+        self._buffer_lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._flush_loop, daemon=True, name="minipool-journal").start()
         self.damage: str | None = None
         self.restored = 0
 
-    def write(self, records: list[tuple[str, dict[str, Any], bytes]]) -> None:
-        """Append records; with ``fsync="always"`` this returns once they are on disk."""
-        encoded = [encode_record(*r) for r in records]
-        with self._gate.shared():
-            self._journal.append_many(encoded)
+    def write(self, records: list[tuple[Any, ...]]) -> None:
+        """Append records (tuples of :func:`pack_record`'s arguments). With ``fsync="always"``
+        this returns once they are on disk (and concurrent writers share one fsync); otherwise
+        they are written within FLUSH_INTERVAL."""
+        encoded = [pack_record(*r) for r in records]
         self._since_snapshot += len(encoded)
+        if self.fsync == "always" and any(r[0] == "submit" for r in records):
+            self._journal.append_many(encoded)  # an accepted task is on disk before it runs
+        else:
+            # Outcomes need not wait: one lost in a crash only means the task runs again after
+            # the restart, and its client, which keeps one future per task, drops a second one.
+            with self._buffer_lock:
+                self._buffer.extend(encoded)
+
+    def _flush_buffer(self) -> None:
+        with self._buffer_lock:
+            batch, self._buffer = self._buffer, []
+            if batch:
+                self._journal.append_many(batch)
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(FLUSH_INTERVAL):
+            self._flush_buffer()
 
     def restore(self, scheduler: Scheduler) -> None:
         """Rebuild ``scheduler`` from the newest snapshot and the log after it."""
@@ -163,13 +162,18 @@ class DurableLog:
                 scheduler.tasks.pop(task.number, None)
 
     def maybe_snapshot(self, lock: threading.Lock, scheduler: Scheduler) -> None:
-        """Compact the journal if enough records were written since the last snapshot."""
+        """Compact the journal if enough records were written since the last snapshot.
+
+        The coordinator's lock is held from taking the state to starting the new log, so no
+        record can be *made* meanwhile: every record made before is in the state (wherever it
+        lands, old log or new, replay is idempotent) and every record made after goes to the
+        new log. The coordinator pauses for the length of one snapshot write.
+        """
         if self._since_snapshot < self.snapshot_every:
             return
-        with self._gate.exclusive():
-            with lock:
-                state = _join(_state(scheduler))
-            self._journal.snapshot(state)
+        with lock:
+            self._flush_buffer()
+            self._journal.snapshot(_join(_state(scheduler)))
             self._since_snapshot = 0
 
     def describe(self) -> dict[str, Any]:
@@ -177,6 +181,8 @@ class DurableLog:
                 "restored_tasks": self.restored}
 
     def close(self) -> None:
+        self._closed.set()
+        self._flush_buffer()
         self._journal.close()
 
 

@@ -55,14 +55,18 @@ class Effects:
     __slots__ = ("records", "sends", "deliveries")
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any], bytes]] | tuple = ()
+        self.records: list[tuple[Any, ...]] | tuple = ()
         self.sends: list[tuple[WorkerState, bytes, bool]] | tuple = ()  # (worker, TASK, urgent)
         self.deliveries: list[tuple[ClientState, Message]] | tuple = ()
 
-    def record(self, kind: str, meta: dict[str, Any], body: bytes) -> None:
+    def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
+               codec: str | None = None) -> None:
+        """A journal record about ``task`` (see :func:`minipool.cluster.durable.pack_record`)."""
         if not self.records:
             self.records = []
-        self.records.append((kind, meta, body))  # type: ignore[union-attr]
+        self.records.append((kind, task.number, task.owner_id, task.client_id,  # type: ignore[union-attr]
+                             int(task.fmt if fmt is None else fmt), task.codec if codec is None else codec,
+                             task.priority, task.timeout, result, body))
 
     def send(self, worker: WorkerState, data: bytes, urgent: bool) -> None:
         if not self.sends:
@@ -140,7 +144,7 @@ class Scheduler:
         self.by_key[key] = task
         self.counts["submitted"] += 1
         if self.journaling:
-            fx.record("submit", task.meta(), body)
+            fx.record("submit", task, body)
         if not self.queue:  # nothing waits ahead of it: lease it straight away if we can
             worker = self._choose()
             if worker is not None:
@@ -179,8 +183,7 @@ class Scheduler:
         if len(self.results) > RESULT_STORE:
             self.results.popitem(last=False)
         if self.journaling:
-            fx.record("done", {**task.meta(), "r": int(outcome.kind), "f": int(outcome.fmt),
-                               "k": outcome.codec}, outcome.body)
+            fx.record("done", task, outcome.body, int(outcome.kind), outcome.fmt, outcome.codec)
         client = self.clients.get(task.owner_id)
         if client is not None:
             fx.deliver(client, _outcome_message(task.client_id, outcome))
@@ -194,7 +197,7 @@ class Scheduler:
         if state is TaskState.CANCELLED:
             self.counts["cancelled"] += 1
             if self.journaling:
-                fx.record("forget", task.meta(), b"")
+                fx.record("forget", task, b"")
 
     def fetch(self, client: ClientState, task_key: tuple[str, int], request: int, fx: Effects) -> None:
         """Deliver the outcome of ``task_key`` to ``client`` now, or when it finishes."""
