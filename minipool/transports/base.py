@@ -124,6 +124,9 @@ class Connection(abc.ABC):
     def recv(self, timeout: float | None = None) -> bytes:
         """Receive the next whole message.
 
+        Small messages come back as ``bytes``; a large one may come back as a ``bytearray``
+        (bytes-like, and one copy cheaper).
+
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds (the connection stays usable
                 only if the transport says so; minipool closes it).

@@ -109,7 +109,7 @@ class SocketStream:
         self._buf += data
 
     def read_exact(self, n: int, deadline: float | None = None) -> bytes:
-        """Return exactly ``n`` bytes.
+        """Return exactly ``n`` bytes (a ``bytearray`` when ``n`` is large: see _read_large).
 
         Raises:
             ConnectionClosed: EOF or error before ``n`` bytes arrived.
@@ -141,7 +141,9 @@ class SocketStream:
             if not got:
                 raise ConnectionClosed("connection closed by peer")
             have += got
-        return bytes(out)
+        # Returned as is: copying 16 MB into an immutable bytes would cost as much again as
+        # receiving it. A bytearray is bytes-like for everything that reads a message.
+        return out  # type: ignore[return-value]
 
     def read_prefixed(self, prefix: struct.Struct, limit: int, deadline: float | None = None) -> bytes:
         """Read one length-prefixed frame: a ``prefix``-packed length, then that many bytes.
