@@ -208,7 +208,8 @@ class LocalClient(Client):
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
         future = TaskFuture(self, number)
-        self._pending[number] = future
+        with self._lock:
+            self._pending[number] = future
         self._coordinator.submit_local(self._state, number, body, codec, headers)
         return future
 

@@ -183,14 +183,20 @@ def test_a_malformed_hello_from_an_authenticated_peer_is_refused():
             assert good.status()["workers"] == []
 
 
-def test_a_client_that_stops_reading_is_cut_off_and_others_are_served():
+@pytest.mark.parametrize("protection, options", [
+    # Results pile up past max_backlog: cut off at once (the stall detector would need 15 s).
+    ("backlog", {"max_backlog": 2_000_000, "heartbeat": 5.0}),
+    # No backlog limit to speak of: a send blocked for 3 heartbeats gives it away.
+    ("stalled send", {"max_backlog": 10**12, "heartbeat": 0.2}),
+])
+def test_a_client_that_stops_reading_is_cut_off_and_others_are_served(protection, options):
     import threading
 
     from minipool import task as tasklib
     from minipool.cluster.session import open_connection
     from minipool.cluster.worker import Worker
 
-    with Coordinator(KEY, max_backlog=2_000_000, heartbeat=0.2) as coord:
+    with Coordinator(KEY, **options) as coord:
         url = coord.serve("tcp://127.0.0.1:0")
         worker = Worker(url, KEY, kind="thread", slots=2, reconnect=False, heartbeat=0.2)
         thread = threading.Thread(target=worker.run, daemon=True)
@@ -199,12 +205,23 @@ def test_a_client_that_stops_reading_is_cut_off_and_others_are_served():
         body, codec = tasklib.pack_call(jobs.identity, (b"x" * 1_000_000,), {})
         for number in range(1, 41):  # 40 MB of results it will never read
             sluggard.send(encode(Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE)))
+        stop = threading.Event()
+
+        def keep_talking():  # alive and heartbeating: silence cannot be why it is cut off
+            try:
+                while not stop.wait(0.1):
+                    sluggard.send(encode(Message(Kind.HEARTBEAT)))
+            except Exception:  # noqa: BLE001 - cut off: the point of the test
+                pass
+
+        threading.Thread(target=keep_talking, daemon=True).start()
         with Pool(address=url, authkey=KEY) as good:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 8
             while good.status()["clients"] != 1:
                 assert time.monotonic() < deadline, "the client that stopped reading was never cut off"
                 time.sleep(0.05)
             assert good.submit(jobs.square, 7).result(10) == 49
+        stop.set()
         sluggard.close()
         worker.stop()
         thread.join(5)

@@ -153,7 +153,7 @@ class DurableLog:
                 task.state = TaskState.DONE
                 scheduler.tasks.pop(task.number, None)
                 scheduler.by_key.pop(key, None)
-            scheduler.results[key] = Outcome(Kind(meta["r"]), Format(meta["f"]), meta["k"], body)
+            scheduler.store(key, Outcome(Kind(meta["r"]), Format(meta["f"]), meta["k"], body))
             scheduler.next_number = max(scheduler.next_number, meta["n"] + 1)
         elif kind == "forget":
             task = scheduler.by_key.pop(key, None)

@@ -179,9 +179,7 @@ class Scheduler:
     def _finish(self, task: Task, outcome: Outcome, fx: Effects) -> None:
         key = task.key
         self._forget(task, TaskState.DONE, fx)
-        self.results[key] = outcome
-        if len(self.results) > RESULT_STORE:
-            self.results.popitem(last=False)
+        self.store(key, outcome)
         if self.journaling:
             fx.record("done", task, outcome.body, int(outcome.kind), outcome.fmt, outcome.codec)
         client = self.clients.get(task.owner_id)
@@ -189,6 +187,13 @@ class Scheduler:
             fx.deliver(client, _outcome_message(task.client_id, outcome))
         for watcher, request in self.watchers.pop(key, ()):
             fx.deliver(watcher, _outcome_message(request, outcome))
+
+    def store(self, key: tuple[str, int], outcome: Outcome) -> None:
+        """Keep an outcome for late and reconnecting clients; the oldest go past RESULT_STORE."""
+        results = self.results
+        results[key] = outcome
+        while len(results) > RESULT_STORE:
+            results.popitem(last=False)
 
     def _forget(self, task: Task, state: TaskState, fx: Effects) -> None:
         task.state = state
@@ -300,7 +305,7 @@ class Scheduler:
         for worker in self.workers.values():
             for task in list(worker.leases.values()):
                 if task.timeout is not None and now - task.leased_at > task.timeout + grace:
-                    worker.leases.pop(task.number, None)
+                    worker.finish(task.number, now)
                     self.counts["timed_out"] += 1
                     self.counts["failed"] += 1
                     self._finish(task, _json_outcome(
