@@ -33,7 +33,7 @@ from typing import Any
 
 from . import task as tasklib
 from .cluster.coordinator import Coordinator
-from .cluster.session import HEARTBEAT, LIVENESS, Outbox, open_connection
+from .cluster.session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 from .cluster.state import LocalClientState
 from .errors import AuthenticationError, ConnectionClosed, MinipoolError
 from .wire import Format, Kind, Message, decode, encode
@@ -297,7 +297,7 @@ class RemoteClient(Client):
                 if msg.kind is Kind.ERROR:
                     return ConnectionClosed(f"coordinator closed the connection: {msg.headers.get('reason')}")
                 if msg.kind is Kind.HEARTBEAT and msg.headers:
-                    self._adopt(msg.headers)
+                    adopt_heartbeat(self, msg.headers)
                     silence = self.heartbeat * self.liveness
                 self.on_message(msg)
         except ConnectionClosed:
@@ -306,14 +306,6 @@ class RemoteClient(Client):
             return exc
         finally:
             conn.close()
-
-    def _adopt(self, announced: dict[str, Any]) -> None:
-        """Use the coordinator's heartbeat interval if it is shorter than ours."""
-        try:
-            self.heartbeat = min(self.heartbeat, float(announced["interval"]))
-            self.liveness = int(announced.get("liveness", self.liveness))
-        except (KeyError, TypeError, ValueError):
-            pass
 
     def _reconnect(self) -> bool:
         """Reconnect under the same client id and resend what is unanswered."""

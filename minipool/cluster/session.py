@@ -28,7 +28,7 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
 from ..wire import ClientAuth, Kind, Message, ServerAuth, decode, encode
 
-__all__ = ["Outbox", "Batch", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
+__all__ = ["Outbox", "Batch", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
 
 #: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
 HEARTBEAT = 1.0
@@ -206,6 +206,16 @@ class Batch:
         self.count = 0
         for outbox, data in items.items():
             outbox.put_many(data)
+
+
+def adopt_heartbeat(peer: Any, announced: dict[str, Any]) -> None:
+    """Take the coordinator's announced heartbeat interval (and liveness) when it is shorter
+    than ``peer``'s own, so that both ends time each other out alike."""
+    try:
+        peer.heartbeat = min(peer.heartbeat, float(announced["interval"]))
+        peer.liveness = int(announced.get("liveness", peer.liveness))
+    except (KeyError, TypeError, ValueError):
+        pass
 
 
 def client_handshake(conn: Connection, key: bytes, hello: dict[str, Any], timeout: float) -> None:

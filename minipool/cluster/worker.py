@@ -35,7 +35,7 @@ from .. import task as tasklib
 from ..errors import AuthenticationError, ConnectionClosed, MinipoolError
 from ..transports.base import Connection
 from ..wire import Format, Kind, Message, decode, encode
-from .session import HEARTBEAT, LIVENESS, Outbox, open_connection
+from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 
 __all__ = ["Worker"]
 
@@ -154,7 +154,7 @@ class Worker:
                 if msg.kind is Kind.TASK:
                     self._start(msg, outbox)
                 elif msg.kind is Kind.HEARTBEAT and msg.headers:
-                    self._adopt(msg.headers)
+                    adopt_heartbeat(self, msg.headers)
                     silence = self.heartbeat * self.liveness
                 elif msg.kind is Kind.ERROR:
                     log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
@@ -163,14 +163,6 @@ class Worker:
             log.warning("dropping the connection to %s: %s", self.url, exc)
         finally:
             conn.close()
-
-    def _adopt(self, announced: dict[str, Any]) -> None:
-        """Use the coordinator's heartbeat interval if it is shorter than ours."""
-        try:
-            self.heartbeat = min(self.heartbeat, float(announced["interval"]))
-            self.liveness = int(announced.get("liveness", self.liveness))
-        except (KeyError, TypeError, ValueError):
-            pass
 
     def _beat(self, outbox: Outbox) -> None:
         """Heartbeats, and a backstop flush: a result held back for a batch is never delayed

@@ -81,26 +81,35 @@ def apply_chunk(mode: Mode, fn: Callable[[Any], Any], records: list[Any],
                 retries: int) -> tuple[list[Any], list[tuple[Any, BaseException]], float]:
     """Apply ``fn`` to each record: ``(outputs, [(record, error)], busy_seconds)``."""
     start = time.perf_counter()
-    out: list[Any] = []
-    failures: list[tuple[Any, BaseException]] = []
+    results = []
     for record in records:
         for _ in range(retries + 1):
             try:
-                value = fn(record)
+                results.append((True, fn(record)))
                 break
             except Exception as exc:  # a stage's failure is data for its error policy
                 error = exc
         else:
-            failures.append((record, error))
-            continue
-        if mode is Mode.MAP:
+            results.append((False, error))
+    return (*_sort_outcomes(mode, records, results), time.perf_counter() - start)
+
+
+def _sort_outcomes(mode: Mode, records: list[Any], results: list[tuple[bool, Any]]
+                   ) -> tuple[list[Any], list[tuple[Any, BaseException]]]:
+    """Split ``(ok, value)`` outcomes into the stage's outputs and its ``(record, error)`` failures."""
+    out: list[Any] = []
+    failures: list[tuple[Any, BaseException]] = []
+    for record, (ok, value) in zip(records, results):
+        if not ok:
+            failures.append((record, value))
+        elif mode is Mode.MAP:
             out.append(value)
         elif mode is Mode.FILTER:
             if value:
                 out.append(record)
         else:
             out.extend(value)
-    return out, failures, time.perf_counter() - start
+    return out, failures
 
 
 _shipped: dict[str, Callable[[Any], Any]] = {}
@@ -147,19 +156,7 @@ async def _apply_async(mode: Mode, fn: Callable[[Any], Any], records: list[Any],
             return False, error
 
     results = await asyncio.gather(*(one(r) for r in records))
-    out: list[Any] = []
-    failures = []
-    for record, (ok, value) in zip(records, results):
-        if not ok:
-            failures.append((record, value))
-        elif mode is Mode.MAP:
-            out.append(value)
-        elif mode is Mode.FILTER:
-            if value:
-                out.append(record)
-        else:
-            out.extend(value)
-    return out, failures, time.perf_counter() - start
+    return (*_sort_outcomes(mode, records, list(results)), time.perf_counter() - start)
 
 
 class _LoopThread:

@@ -64,27 +64,6 @@ _ACK_BATCH = 32          # the client reads acknowledgements once this many are 
 _NONBLOCKING = getattr(socket, "MSG_DONTWAIT", 0)
 
 
-class _Stream(SocketStream):
-    """A :class:`SocketStream` whose ``read_until`` keeps its scan offset relative to the read
-    position. The base class's offset goes stale when ``_fill`` compacts the buffer, so a
-    second head on a keep-alive connection was never found. Remove once stream.py is fixed.
-    """
-
-    def read_until(self, delimiter: bytes, limit: int, deadline: float | None = None) -> bytes:
-        searched = 0  # bytes after the read position already searched
-        while True:
-            end = self._buf.find(delimiter, self._pos + searched)
-            if end >= 0:
-                end += len(delimiter)
-                data = bytes(self._buf[self._pos : end])
-                self._pos = end
-                return data
-            if self.buffered > limit:
-                raise FrameTooLarge(self.buffered, limit)
-            searched = max(0, self.buffered - len(delimiter) + 1)
-            self._fill(deadline)
-
-
 def _read_head(stream: SocketStream, deadline: float | None) -> bytes:
     try:
         return stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline)
@@ -226,7 +205,7 @@ def connect(url: SplitResult, options: Options) -> Connection:
     deadline = time.monotonic() + options.handshake_timeout
     streams: list[SocketStream] = []
     try:
-        down = _Stream(open_socket(url, options))
+        down = SocketStream(open_socket(url, options))
         streams.append(down)
         down.write([format_request("GET", EVENTS_PATH, [("Host", host),
                                                         ("Accept", "application/octet-stream")])])
@@ -237,7 +216,7 @@ def connect(url: SplitResult, options: Options) -> Connection:
         if (response.headers.get("transfer-encoding", "").lower() != "chunked"
                 or _SESSION_PATH.fullmatch(f"/minipool/{session}/open") is None):
             raise ProtocolError("not a minipool event stream (no chunked body or session id)")
-        up = _Stream(open_socket(url, options))
+        up = SocketStream(open_socket(url, options))
         streams.append(up)
         up.write([format_request("POST", f"/minipool/{session}/open",
                                  [("Host", host), ("Content-Length", "0")])])

@@ -26,7 +26,7 @@ from urllib.parse import SplitResult
 
 from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportError
 from .base import Buffer, Connection, Listener, Options
-from .http import _ACK, _ACK_BATCH, _SESSION_PATH, EVENTS_PATH, SESSION_HEADER, _read_head, _Stream
+from .http import _ACK, _ACK_BATCH, _SESSION_PATH, EVENTS_PATH, SESSION_HEADER, _read_head
 from .http11 import REASONS, HttpError, Request, content_length, format_response, parse_request
 from .stream import SocketStream
 from .tcp import TcpConnection, TcpListener
@@ -204,7 +204,7 @@ class HttpListener(Listener):
         try:
             conn.handshake(timeout)  # TLS, if any
             # The TLS-wrapped socket (nothing has been read from it yet).
-            stream: SocketStream = _Stream(conn._stream.sock)  # noqa: SLF001
+            stream = SocketStream(conn._stream.sock)  # noqa: SLF001
             try:
                 self._route(stream, parse_request(_read_head(stream, deadline)), deadline)
             except TimeoutError:
