@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import sys
 import threading
 from typing import Any
@@ -33,16 +32,12 @@ def _authkey(args: argparse.Namespace) -> bytes:
 
 
 def _tls_options(args: argparse.Namespace, server: bool) -> dict[str, Any]:
+    from .tls import client_context, server_context
+
     if server and args.certfile:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.certfile, args.keyfile)
-        return {"ssl_context": context}
+        return {"ssl_context": server_context(args.certfile, args.keyfile)}
     if not server and (args.cafile or args.insecure):
-        context = ssl.create_default_context(cafile=args.cafile)
-        if args.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return {"ssl_context": context}
+        return {"ssl_context": client_context(args.cafile, insecure=args.insecure)}
     return {}
 
 

@@ -37,6 +37,7 @@ from .cluster.elastic import Elastic
 from .cluster.session import HEARTBEAT
 from .cluster.supervisor import Supervisor
 from .codecs import get_codec
+from .tls import client_context, server_context
 
 __all__ = ["Pool", "authkey_from_env"]
 
@@ -69,6 +70,8 @@ class Pool(concurrent.futures.Executor):
         autoscale: the autoscaler's timings: ``scale_up_after``, ``idle_timeout``, ``cooldown``.
         journal, fsync: a directory for the embedded coordinator's write-ahead journal, and its
             fsync policy (``always``, ``everysec``, ``no``).
+        certfile, keyfile, cafile: TLS for ``tls``, ``https`` and ``wss``: the embedded
+            coordinator's certificate and key, and the CA that clients and workers trust.
         transport_options: passed to the transport (``ssl_context=``, ``max_message=``, ...).
 
     Raises:
@@ -82,7 +85,8 @@ class Pool(concurrent.futures.Executor):
                  balance: str = "least-loaded", min_workers: int | None = None,
                  max_workers: int | None = None, autoscale: dict[str, float] | None = None,
                  journal: str | None = None, fsync: str = "everysec",
-                 **transport_options: Any) -> None:
+                 certfile: str | None = None, keyfile: str | None = None,
+                 cafile: str | None = None, **transport_options: Any) -> None:
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
@@ -105,11 +109,13 @@ class Pool(concurrent.futures.Executor):
                 high = max_workers if max_workers is not None else max(count, low)
                 autoscaler = Autoscaler(low, high, **(autoscale or {}))
                 count = low
+            if certfile:
+                transport_options.setdefault("ssl_context", server_context(certfile, keyfile))
             self._coordinator = Coordinator(key, max_losses=max_losses, heartbeat=heartbeat,
                                             balance=balance, journal=journal, fsync=fsync,
                                             **transport_options)
             self.address = self._coordinator.serve(f"{transport}://127.0.0.1:0")
-            beat = ["--heartbeat", str(heartbeat)]
+            beat = ["--heartbeat", str(heartbeat)] + (["--cafile", str(cafile)] if cafile else [])
             if kind == "process":
                 self._supervisor = Supervisor(self.address, key, count, name="local", extra_args=beat)
             else:
@@ -125,6 +131,8 @@ class Pool(concurrent.futures.Executor):
                 raise ValueError("Pool(address=...) needs authkey= or MINIPOOL_AUTHKEY")
             self.address = address
             self._local_slots = 0
+            if cafile:
+                transport_options.setdefault("ssl_context", client_context(cafile))
             self._client = RemoteClient(address, key, heartbeat=heartbeat, **transport_options)
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
