@@ -193,7 +193,7 @@ class Coordinator:
 
     def _read_loop(self, peer: WorkerState | ClientState) -> None:
         conn = peer.conn
-        handle = self._on_worker_message if isinstance(peer, WorkerState) else self.handle_client_message
+        handle = self.handle_client_message
         worker = peer if isinstance(peer, WorkerState) else None
         batch = Batch()
         while True:
@@ -216,7 +216,10 @@ class Coordinator:
                 return
             peer.last_recv = time.monotonic()
             try:
-                handle(peer, decode(data), batch)
+                if worker is not None:
+                    self._on_worker_burst(worker, self._burst(conn, data), batch)
+                else:
+                    handle(peer, decode(data), batch)
             except MinipoolError as exc:
                 batch.flush()
                 log.warning("closing %s: %s", peer.describe(), exc)
@@ -304,17 +307,32 @@ class Coordinator:
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
 
-    def _on_worker_message(self, worker: WorkerState, msg: Message, batch: Batch | None) -> None:
-        kind = msg.kind
-        if kind is Kind.RESULT or kind is Kind.FAILURE:
-            fx = Effects()
-            with self._lock:
-                self.scheduler.complete(worker, msg.id, kind, msg.fmt, msg.codec, msg.body, fx)
-            self._apply(fx, batch)
-        elif kind is Kind.REGISTER:
-            self._register(msg.headers)
-        elif kind is not Kind.HEARTBEAT:
-            raise ProtocolError(f"a worker may not send {kind.name}")
+    @staticmethod
+    def _burst(conn: Connection, first: bytes) -> list[Message]:
+        """``first`` and every further message already waiting (up to BATCH_LIMIT), decoded."""
+        burst = [decode(first)]
+        while len(burst) < BATCH_LIMIT:
+            try:
+                burst.append(decode(conn.recv(timeout=0.0)))
+            except TimeoutError:
+                break
+        return burst
+
+    def _on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
+        """A worker's messages, handled together: its results complete under one lock."""
+        fx = Effects()
+        complete = self.scheduler.complete
+        with self._lock:
+            for msg in burst:
+                kind = msg.kind
+                if kind is Kind.RESULT or kind is Kind.FAILURE:
+                    complete(worker, msg.id, kind, msg.fmt, msg.codec, msg.body, fx)
+        self._apply(fx, batch)
+        for msg in burst:
+            if msg.kind is Kind.REGISTER:
+                self._register(msg.headers)
+            elif msg.kind not in (Kind.RESULT, Kind.FAILURE, Kind.HEARTBEAT):
+                raise ProtocolError(f"a worker may not send {msg.kind.name}")
 
     def submit_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
         """Accept a SUBMIT from ``client``."""
