@@ -121,10 +121,16 @@ class Worker:
                 self._executor.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return; drops the current connection."""
+        """Ask :meth:`run` to return; drops the current connection.
+
+        Safe from a signal handler: the connection is closed by a short-lived thread, never in
+        the caller, because the caller may be the very thread blocked reading it (a handler
+        runs on the main thread, between two bytecodes of its ``recv``).
+        """
         self._stop.set()
-        if self._conn is not None:
-            self._conn.close()
+        conn = self._conn
+        if conn is not None:
+            threading.Thread(target=conn.close, daemon=True, name="minipool-worker-stop").start()
 
     # -- one connection ----------------------------------------------------------------------
 
