@@ -23,11 +23,10 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import resource
-import statistics
 import time
 from typing import Any
 
-from .common import format_table, print_table, progress
+from .common import format_table, median_time, print_table, progress
 
 
 def noop(x: Any = None) -> Any:
@@ -45,15 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal-tasks", type=int, default=10_000,
                         help="tasks in the journal test (0 to skip)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-
-
-def _median(fn: Any, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _submit_all(executor: concurrent.futures.Executor, n: int) -> None:
@@ -96,7 +86,7 @@ def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
             with Pool(workers, journal=journal, fsync=fsync or "everysec") as pool:
                 pool.wait_for_workers()
                 _submit_all(pool, 200)
-                rates[fsync or "none"] = n / _median(lambda: _submit_all(pool, n), repeat)
+                rates[fsync or "none"] = n / median_time(lambda: _submit_all(pool, n), repeat)
     return rates
 
 
@@ -113,28 +103,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with Pool(w) as pool:
         pool.wait_for_workers()
         _submit_all(pool, 200)  # warm up: connections, caches
-        rates["minipool submit"] = n / _median(lambda: _submit_all(pool, n), rep)
-        rates["minipool round trip"] = trips / _median(
+        rates["minipool submit"] = n / median_time(lambda: _submit_all(pool, n), rep)
+        rates["minipool round trip"] = trips / median_time(
             lambda: _trips(lambda i: pool.submit(noop, i).result(), trips), rep)
-        rates["minipool map"] = m / _median(lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)), rep)
+        rates["minipool map"] = m / median_time(lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)), rep)
         memory = _stream_memory(pool, args.stream) if args.stream else None
 
     progress(f"multiprocessing.Pool({w})")
     with multiprocessing.get_context("spawn").Pool(w) as mp:
         mp.map(noop, range(200))
-        rates["mp imap_unordered(chunksize=1)"] = n / _median(
+        rates["mp imap_unordered(chunksize=1)"] = n / median_time(
             lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)), rep)
-        rates["mp apply"] = trips / _median(lambda: _trips(lambda i: mp.apply(noop, (i,)), trips), rep)
-        rates["mp map"] = m / _median(lambda: mp.map(noop, range(m)), rep)
+        rates["mp apply"] = trips / median_time(lambda: _trips(lambda i: mp.apply(noop, (i,)), trips), rep)
+        rates["mp map"] = m / median_time(lambda: mp.map(noop, range(m)), rep)
 
     progress(f"ProcessPoolExecutor({w})")
     with concurrent.futures.ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("spawn")) as ppe:
         _submit_all(ppe, 200)
-        rates["ppe submit"] = n / _median(lambda: _submit_all(ppe, n), rep)
-        rates["ppe round trip"] = trips / _median(
+        rates["ppe submit"] = n / median_time(lambda: _submit_all(ppe, n), rep)
+        rates["ppe round trip"] = trips / median_time(
             lambda: _trips(lambda i: ppe.submit(noop, i).result(), trips), rep)
         chunk = max(1, m // (4 * w))
-        rates["ppe map"] = m / _median(lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)), rep)
+        rates["ppe map"] = m / median_time(lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)), rep)
 
     rows = [
         ["submit, 1 task per message", rates["minipool submit"], "mp imap_unordered(chunksize=1)",
