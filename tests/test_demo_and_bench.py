@@ -1,0 +1,39 @@
+"""The guided demo and the dispatch / balance benchmarks run end to end (tiny settings)."""
+
+import json
+import subprocess
+import sys
+
+
+def run(*args, timeout=120):
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_demo_quick_prints_its_table():
+    out = run("minipool.demo", "--quick", "--workers", "2")
+    for example in ("Monte Carlo pi", "distributed sum", "mapReduce", "Celery-style", "SIGKILLed"):
+        assert example in out
+    assert "0 failed" in out
+
+
+def test_bench_dispatch_quick_measures_every_peer(tmp_path):
+    path = tmp_path / "dispatch.json"
+    run("minipool.bench", "dispatch", "--quick", "--json", str(path))
+    results = json.loads(path.read_text())["results"]
+    rates = results["rates"]
+    for name in ("minipool submit", "mp imap_unordered(chunksize=1)", "ppe submit",
+                 "minipool round trip", "mp apply", "minipool map", "mp map", "ppe map"):
+        assert rates[name] > 0
+    assert set(results["journal"]) == {"none", "everysec", "always"}
+    assert results["stream"]["items"] > 0
+
+
+def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path):
+    path = tmp_path / "balance.json"
+    run("minipool.bench", "balance", "--tasks", "24", "--sets", "1", "--real-sets", "1",
+        "--unit", "0.001", "--json", str(path))
+    results = json.loads(path.read_text())["results"]
+    assert set(results["real"]) == {"least-loaded", "round-robin", "random", "latency"}
+    assert all(r["makespan"] > 0 for r in results["real"].values())
