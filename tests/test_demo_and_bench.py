@@ -37,3 +37,18 @@ def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path
     results = json.loads(path.read_text())["results"]
     assert set(results["real"]) == {"least-loaded", "round-robin", "random", "latency"}
     assert all(r["makespan"] > 0 for r in results["real"].values())
+
+
+def test_bench_codecs_small(tmp_path):
+    path = tmp_path / "codecs.json"
+    run("minipool.bench", "codecs", "--size", "0.25", "--repeat", "1", "--codecs", "none,gzip,zstd",
+        "--small-calls", "10", "--json", str(path))
+    assert json.loads(path.read_text())["results"]
+
+
+def test_bench_pipeline_small(tmp_path):
+    path = tmp_path / "pipeline.json"
+    run("minipool.bench", "pipeline", "--reports", "12", "--latency", "0.001", "--repeat", "1",
+        "--channel-records", "2000", "--durable-records", "2000", "--stream-records", "0",
+        "--json", str(path))
+    assert json.loads(path.read_text())["results"]
