@@ -5,7 +5,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
 
 import jobs
 from conftest import TRANSPORTS
