@@ -82,9 +82,10 @@ class Effects:
         return bool(self.records or self.sends or self.deliveries)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
-    """A finished task's result, kept for late or reconnecting clients."""
+    """A finished task's result, kept for late or reconnecting clients. Slotted: up to
+    RESULT_STORE of these live at once, and each is one object, not two, for the collector."""
 
     kind: Kind
     fmt: Format
