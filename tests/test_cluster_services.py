@@ -141,6 +141,9 @@ def test_results_can_be_fetched_later_by_task_id(coordinator):
     with Pool(address=url, authkey=KEY) as first:
         task_id = first.submit(jobs.square, 11).task_id
         slow_id = first.submit(jobs.sleep_then, 0.3, "slow").task_id
+        # The SUBMITs travel on the first client's connection, the FETCHes on the second's:
+        # only once the coordinator has accepted both is asking for them well defined.
+        eventually(lambda: coord.status()["submitted"] >= 2)
         with Pool(address=url, authkey=KEY) as second:  # another client, by id alone
             assert second.result(task_id, timeout=10) == 121
             assert second.result(slow_id, timeout=10) == "slow"  # waits for it
