@@ -588,3 +588,30 @@ def test_javascript_client(server):
     assert "mapped: [1] Line content: 1." in result.stdout
     conn, exc = server.outcome()
     assert isinstance(exc, ConnectionClosed) and conn.close_code == CloseCode.NORMAL_CLOSURE
+
+
+def test_try_send_writes_a_websocket_frame():
+    """A non-blocking send (heartbeats) must frame like any other send on ws://."""
+    import threading as _threading
+
+    from minipool.transports import connect as _connect, listen as _listen
+
+    listener = _listen("ws://127.0.0.1:0")
+    got = []
+
+    def serve():
+        conn = listener.accept()
+        conn.handshake(5)
+        got.append(conn.recv(5))
+        got.append(conn.recv(5))
+        conn.close()
+
+    thread = _threading.Thread(target=serve)
+    thread.start()
+    client = _connect(listener.url)
+    assert client.try_send(b"beat")
+    client.send(b"after")
+    thread.join(10)
+    client.close()
+    listener.close()
+    assert got == [b"beat", b"after"]

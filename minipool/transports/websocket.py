@@ -192,6 +192,12 @@ class WebSocketConnection(TcpConnection):
             raise ConnectionClosed("connection is closing")
         self._stream.write(self._frame_parts(Opcode.BINARY, message))
 
+    def try_send(self, message: Buffer) -> bool:
+        # Overrides TcpConnection's: a WebSocket message is a frame, not a length prefix.
+        if self._close_sent:
+            raise ConnectionClosed("connection is closing")
+        return self._stream.try_write(b"".join(self._frame_parts(Opcode.BINARY, message)))
+
     def send_many(self, messages: Sequence[Buffer]) -> None:
         if self._close_sent:
             raise ConnectionClosed("connection is closing")
