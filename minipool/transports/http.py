@@ -70,7 +70,23 @@ def _read_head(stream: SocketStream, deadline: float | None) -> bytes:
     except FrameTooLarge:
         raise HttpError(431, f"head larger than {MAX_HEAD} bytes") from None
 
-class HttpClientConnection(Connection):
+class DuplexConnection(Connection):
+    """A minipool connection made of two HTTP connections: ``_up`` and ``_down``. It is
+    closed when either half is, and closing it closes both."""
+
+    _up: SocketStream
+    _down: SocketStream
+
+    def close(self) -> None:
+        self._up.close()
+        self._down.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._up.closed or self._down.closed
+
+
+class HttpClientConnection(DuplexConnection):
     """The client's end: POSTs on the up half, reads chunks from the down half.
 
     A ``recv`` that times out before the next chunk began leaves the connection usable; one
@@ -175,13 +191,6 @@ class HttpClientConnection(Connection):
         self._chunk = None
         return message
 
-    def close(self) -> None:
-        self._up.close()
-        self._down.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._up.closed or self._down.closed
 
 def _host_header(url: SplitResult) -> str:
     host = url.hostname or "127.0.0.1"

@@ -26,7 +26,7 @@ from urllib.parse import SplitResult
 
 from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportError
 from .base import Buffer, Connection, Listener, Options
-from .http import _ACK, _ACK_BATCH, _SESSION_PATH, EVENTS_PATH, SESSION_HEADER, _read_head
+from .http import DuplexConnection, _ACK, _ACK_BATCH, _SESSION_PATH, EVENTS_PATH, SESSION_HEADER, _read_head
 from .http11 import REASONS, HttpError, Request, content_length, format_response, parse_request
 from .stream import SocketStream
 from .tcp import TcpConnection, TcpListener
@@ -57,7 +57,7 @@ def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> No
         pass
     stream.close()
 
-class HttpServerConnection(Connection):
+class HttpServerConnection(DuplexConnection):
     """The coordinator's end: reads POSTs from the up half, writes chunks on the down half.
 
     A ``recv`` that times out before any byte of the next request arrived leaves the
@@ -138,13 +138,6 @@ class HttpServerConnection(Connection):
             raise HttpError(411, "POST needs a Content-Length")
         return size
 
-    def close(self) -> None:
-        self._up.close()
-        self._down.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._up.closed or self._down.closed
 
 @dataclasses.dataclass
 class _Pending:
