@@ -148,23 +148,26 @@ class Client:
     def on_message(self, msg: Message) -> None:
         """Resolve the future a RESULT, FAILURE or reply is for."""
         kind = msg.kind
-        if kind is Kind.HEARTBEAT:
-            return
+        if kind is not Kind.HEARTBEAT:
+            self.resolve(msg.id, kind, msg.fmt, msg.codec, msg.body)
+
+    def resolve(self, number: int, kind: Kind, fmt: Format, codec: str, body: bytes) -> None:
+        """Settle the future of task (or request) ``number`` with an outcome body, once."""
         with self._lock:
-            future = self._pending.pop(msg.id, None)
-            self._settled(msg.id)
+            future = self._pending.pop(number, None)
+            self._settled(number)
         if future is None or future.done():
             return  # cancelled, or a duplicate delivery
         try:
             if kind is Kind.RESULT:
-                ok, value = tasklib.unpack_outcome(True, msg.body, msg.codec)
+                ok, value = tasklib.unpack_outcome(True, body, codec)
             elif kind is Kind.FAILURE:
-                if msg.fmt is Format.JSON:
-                    ok, value = False, tasklib.failure_from_json(json.loads(msg.body))
+                if fmt is Format.JSON:
+                    ok, value = False, tasklib.failure_from_json(json.loads(body))
                 else:
-                    ok, value = tasklib.unpack_outcome(False, msg.body, msg.codec)
+                    ok, value = tasklib.unpack_outcome(False, body, codec)
             elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY):
-                ok, value = True, json.loads(msg.body)
+                ok, value = True, json.loads(body)
             else:
                 ok, value = False, MinipoolError(f"unexpected {kind.name} from the coordinator")
         except Exception as exc:  # noqa: BLE001 - an outcome that does not decode fails its task
@@ -199,7 +202,7 @@ class LocalClient(Client):
     def __init__(self, coordinator: Coordinator) -> None:
         super().__init__()
         self._coordinator = coordinator
-        self._state = LocalClientState(self.client_id, self.on_message)
+        self._state = LocalClientState(self.client_id, self.on_message, self.resolve)
         coordinator.attach_local(self._state)
 
     def submit(self, body: bytes, codec: str = "none", headers: dict[str, Any] | None = None) -> TaskFuture:

@@ -34,7 +34,7 @@ from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, Proto
 from ..transports.base import Connection, Listener, listen
 from ..wire import Format, Kind, Message, decode, encode
 from .registry import Registry
-from .scheduler import Effects, Scheduler
+from .scheduler import Effects, Outcome, Scheduler
 from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Outbox, server_handshake
 from .state import ClientState, TaskState, WorkerState
 
@@ -238,8 +238,8 @@ class Coordinator:
         else:
             for worker, data, _ in fx.sends:
                 batch.add(worker.outbox, data)
-        for client, message in fx.deliveries:
-            client.deliver(message, batch)
+        for client, number, outcome in fx.deliveries:
+            client.deliver(number, outcome, batch)
 
     def _attach(self, peer: WorkerState | ClientState) -> None:
         fx = Effects()
@@ -287,7 +287,7 @@ class Coordinator:
                 self.scheduler.cancel(client.id, msg.id, fx)
             self._apply(fx, batch)
         elif kind is Kind.STATUS:
-            client.deliver(Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
+            client.send(Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
                                    fmt=Format.JSON), batch)
         elif kind is Kind.FETCH:
             owner, _, number = str(msg.headers.get("task", "")).rpartition("-")
@@ -302,7 +302,7 @@ class Coordinator:
         elif kind is Kind.LOOKUP:
             with self._lock:
                 entries = [e.to_json() for e in self.registry.lookup(str(msg.headers.get("service")))]
-            client.deliver(Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(),
+            client.send(Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(),
                                    fmt=Format.JSON), batch)
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
@@ -320,19 +320,25 @@ class Coordinator:
 
     def _on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
         """A worker's messages, handled together: its results complete under one lock."""
-        fx = Effects()
-        complete = self.scheduler.complete
-        with self._lock:
-            for msg in burst:
-                kind = msg.kind
-                if kind is Kind.RESULT or kind is Kind.FAILURE:
-                    complete(worker, msg.id, kind, msg.fmt, msg.codec, msg.body, fx)
-        self._apply(fx, batch)
+        outcomes, registers, wrong = [], [], None
         for msg in burst:
-            if msg.kind is Kind.REGISTER:
-                self._register(msg.headers)
-            elif msg.kind not in (Kind.RESULT, Kind.FAILURE, Kind.HEARTBEAT):
-                raise ProtocolError(f"a worker may not send {msg.kind.name}")
+            kind = msg.kind
+            if kind is Kind.RESULT or kind is Kind.FAILURE:
+                outcomes.append((msg.id, Outcome(kind, msg.fmt, msg.codec, msg.body)))
+            elif kind is Kind.REGISTER:
+                registers.append(msg.headers)
+            elif kind is not Kind.HEARTBEAT:
+                wrong = kind
+                break
+        if outcomes:
+            fx = Effects()
+            with self._lock:
+                self.scheduler.complete(worker, outcomes, fx)
+            self._apply(fx, batch)
+        for entry in registers:
+            self._register(entry)
+        if wrong is not None:  # the results before it still count
+            raise ProtocolError(f"a worker may not send {wrong.name}")
 
     def submit_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
         """Accept a SUBMIT from ``client``."""

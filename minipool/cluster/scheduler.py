@@ -30,19 +30,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..wire import Format, Kind, Message, encode_parts
+from ..wire import Format, Kind, encode_parts
 from .balance import Policy, get_policy
 from .state import ClientState, Task, TaskState, WorkerState
 
-__all__ = ["Scheduler", "Effects", "failure_message"]
+__all__ = ["Scheduler", "Effects", "Outcome", "failure_outcome"]
 
 RESULT_STORE = 10_000
-
-
-def failure_message(client_task: int, kind: str, message: str) -> Message:
-    """A FAILURE the coordinator makes itself: JSON, so no one has to trust a pickle for it."""
-    body = json.dumps({"type": kind, "message": message}).encode()
-    return Message(Kind.FAILURE, client_task, body, fmt=Format.JSON)
 
 
 class Effects:
@@ -57,7 +51,7 @@ class Effects:
     def __init__(self) -> None:
         self.records: list[tuple[Any, ...]] | tuple = ()
         self.sends: list[tuple[WorkerState, bytes, bool]] | tuple = ()  # (worker, TASK, urgent)
-        self.deliveries: list[tuple[ClientState, Message]] | tuple = ()
+        self.deliveries: list[tuple[ClientState, int, Outcome]] | tuple = ()  # (client, its number, ...)
 
     def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
                codec: str | None = None) -> None:
@@ -73,10 +67,11 @@ class Effects:
             self.sends = []
         self.sends.append((worker, data, urgent))  # type: ignore[union-attr]
 
-    def deliver(self, client: ClientState, message: Message) -> None:
+    def deliver(self, client: ClientState, number: int, outcome: Outcome) -> None:
+        """Hand ``outcome`` to ``client`` as the outcome of its task (or request) ``number``."""
         if not self.deliveries:
             self.deliveries = []
-        self.deliveries.append((client, message))  # type: ignore[union-attr]
+        self.deliveries.append((client, number, outcome))  # type: ignore[union-attr]
 
     def __bool__(self) -> bool:
         return bool(self.records or self.sends or self.deliveries)
@@ -91,6 +86,15 @@ class Outcome:
     fmt: Format
     codec: str
     body: bytes
+
+
+def failure_outcome(kind: str, message: str) -> Outcome:
+    """A FAILURE the coordinator makes itself: JSON, so no one has to trust a pickle for it."""
+    body = json.dumps({"type": kind, "message": message}).encode()
+    return Outcome(Kind.FAILURE, Format.JSON, "none", body)
+
+
+_LIVE = (TaskState.RUNNING, TaskState.QUEUED)
 
 
 class Scheduler:
@@ -132,7 +136,7 @@ class Scheduler:
         if done is not None:  # already finished: hand the stored outcome back
             client = self.clients.get(client_id)
             if client is not None:
-                fx.deliver(client, _outcome_message(client_task, done))
+                fx.deliver(client, client_task, done)
             return
         if number is None:
             number = self.next_number
@@ -162,32 +166,44 @@ class Scheduler:
         self._forget(task, TaskState.CANCELLED, fx)
         return True
 
-    def complete(self, worker: WorkerState, number: int, kind: Kind, fmt: Format, codec: str,
-                 body: bytes, fx: Effects) -> None:
-        """A worker's RESULT or FAILURE for task ``number``."""
-        worker.finish(number, time.monotonic())
-        task = self.tasks.get(number)
-        if task is None or task.state not in (TaskState.RUNNING, TaskState.QUEUED):
-            self.counts["duplicates"] += 1
-        else:
+    def complete(self, worker: WorkerState, outcomes: list[tuple[int, Outcome]], fx: Effects) -> None:
+        """A burst of a worker's outcomes, ``(task number, Outcome)`` pairs; then dispatch once.
+
+        One call per burst, not per result: a busy worker's results arrive several per read,
+        and the leases they free are refilled together (one TASK write, not one each).
+        """
+        now = time.monotonic()
+        tasks, counts, finish = self.tasks, self.counts, worker.finish
+        for number, outcome in outcomes:
+            finish(number, now)
+            task = tasks.get(number)
+            if task is None or task.state not in _LIVE:
+                counts["duplicates"] += 1
+                continue
             # A restored task may be completed by a worker that ran it before the restart.
             if task.worker is not None and task.worker is not worker:
                 task.worker.leases.pop(number, None)
-            self.counts["done" if kind is Kind.RESULT else "failed"] += 1
-            self._finish(task, Outcome(kind, fmt, codec, body), fx)
+            counts["done" if outcome.kind is Kind.RESULT else "failed"] += 1
+            self._finish(task, outcome, fx)
         self.dispatch(fx)
 
     def _finish(self, task: Task, outcome: Outcome, fx: Effects) -> None:
-        key = task.key
-        self._forget(task, TaskState.DONE, fx)
-        self.store(key, outcome)
+        key = (task.owner_id, task.client_id)
+        task.state = TaskState.DONE
+        self.tasks.pop(task.number, None)
+        self.by_key.pop(key, None)
+        results = self.results  # the result store, as store() keeps it, inlined: the hot path
+        results[key] = outcome
+        if len(results) > RESULT_STORE:
+            results.popitem(last=False)
         if self.journaling:
             fx.record("done", task, outcome.body, int(outcome.kind), outcome.fmt, outcome.codec)
         client = self.clients.get(task.owner_id)
         if client is not None:
-            fx.deliver(client, _outcome_message(task.client_id, outcome))
-        for watcher, request in self.watchers.pop(key, ()):
-            fx.deliver(watcher, _outcome_message(request, outcome))
+            fx.deliver(client, task.client_id, outcome)
+        if self.watchers:
+            for watcher, request in self.watchers.pop(key, ()):
+                fx.deliver(watcher, request, outcome)
 
     def store(self, key: tuple[str, int], outcome: Outcome) -> None:
         """Keep an outcome for late and reconnecting clients; the oldest go past RESULT_STORE."""
@@ -209,12 +225,12 @@ class Scheduler:
         """Deliver the outcome of ``task_key`` to ``client`` now, or when it finishes."""
         done = self.results.get(task_key)
         if done is not None:
-            fx.deliver(client, _outcome_message(request, done))
+            fx.deliver(client, request, done)
         elif task_key in self.by_key:
             self.watchers.setdefault(task_key, []).append((client, request))
         else:
-            fx.deliver(client, failure_message(
-                request, "KeyError", f"no task {task_key[0]}-{task_key[1]} is known here"))
+            fx.deliver(client, request, failure_outcome(
+                "KeyError", f"no task {task_key[0]}-{task_key[1]} is known here"))
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -275,7 +291,7 @@ class Scheduler:
             if task.losses >= self.max_losses:
                 self.counts["failed"] += 1
                 message = f"task lost {task.losses} workers (the last: {worker.name}); giving up"
-                self._finish(task, _json_outcome("WorkerLost", message), fx)
+                self._finish(task, failure_outcome("WorkerLost", message), fx)
                 continue
             task.state = TaskState.QUEUED
             self.counts["requeued"] += 1
@@ -309,7 +325,7 @@ class Scheduler:
                     worker.finish(task.number, now)
                     self.counts["timed_out"] += 1
                     self.counts["failed"] += 1
-                    self._finish(task, _json_outcome(
+                    self._finish(task, failure_outcome(
                         "TimeoutError", f"task ran longer than its timeout of {task.timeout}s"), fx)
         self.dispatch(fx)
 
@@ -330,12 +346,3 @@ class Scheduler:
             "balance": self.policy.name,
             **self.counts,
         }
-
-
-def _json_outcome(kind: str, message: str) -> Outcome:
-    msg = failure_message(0, kind, message)
-    return Outcome(Kind.FAILURE, Format.JSON, "none", msg.body)
-
-
-def _outcome_message(client_task: int, outcome: Outcome) -> Message:
-    return Message(outcome.kind, client_task, outcome.body, fmt=outcome.fmt, codec=outcome.codec)

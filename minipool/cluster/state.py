@@ -12,11 +12,14 @@ import enum
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..transports.base import Connection
-from ..wire import Message, encode
+from ..wire import Message, encode, encode_parts
 from .session import Batch, Outbox
+
+if TYPE_CHECKING:
+    from .scheduler import Outcome
 
 __all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState"]
 
@@ -168,22 +171,46 @@ class ClientState(_Peer):
     def from_hello(cls, conn: Connection, hello: dict[str, Any]) -> ClientState:
         return cls(conn, str(hello.get("client") or f"anonymous-{next(_ids)}"))
 
-    def deliver(self, message: Message, batch: Batch | None = None) -> None:
+    def deliver(self, number: int, outcome: Outcome, batch: Batch | None = None) -> None:
+        """Send ``outcome`` as the RESULT or FAILURE of the client's task (or FETCH) ``number``."""
+        self._put(encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None), batch)
+
+    def send(self, message: Message, batch: Batch | None = None) -> None:
+        """Send any other message (a status or lookup reply)."""
+        self._put(encode(message), batch)
+
+    def _put(self, data: bytes, batch: Batch | None) -> None:
         if batch is None:
-            self.outbox.put(encode(message))  # type: ignore[union-attr]
+            self.outbox.put(data)  # type: ignore[union-attr]
         else:
-            batch.add(self.outbox, encode(message))  # type: ignore[arg-type]
+            batch.add(self.outbox, data)  # type: ignore[arg-type]
 
 
 class LocalClientState(ClientState):
-    """A client living in the coordinator's own process: messages are handed over by a call."""
+    """A client living in the coordinator's own process: messages are handed over by a call.
+
+    Args:
+        on_message: called with each message for the client (status and lookup replies).
+        resolve: called with ``(number, kind, fmt, codec, body)`` for each outcome; without
+            it, outcomes reach ``on_message`` as RESULT / FAILURE messages.
+    """
 
     local = True
 
-    def __init__(self, client_id: str, on_message: Callable[[Message], None]) -> None:
+    def __init__(self, client_id: str, on_message: Callable[[Message], None],
+                 resolve: Callable[[int, Any, Any, str, bytes], None] | None = None) -> None:
         super().__init__(None, client_id)
         self._on_message = on_message
+        self._resolve = resolve
 
-    def deliver(self, message: Message, batch: Batch | None = None) -> None:
+    def deliver(self, number: int, outcome: Outcome, batch: Batch | None = None) -> None:
+        # The fast path hands the outcome's fields over without building a Message.
+        if self._resolve is not None:
+            self._resolve(number, outcome.kind, outcome.fmt, outcome.codec, outcome.body)
+        else:
+            self._on_message(Message(outcome.kind, number, outcome.body, fmt=outcome.fmt,
+                                     codec=outcome.codec))
+
+    def send(self, message: Message, batch: Batch | None = None) -> None:
         self._on_message(message)
 
