@@ -35,32 +35,13 @@ from . import task as tasklib
 from .cluster.coordinator import Coordinator
 from .cluster.session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 from .cluster.state import LocalClientState
+from .futures import TaskFuture
 from .errors import AuthenticationError, ConnectionClosed, MinipoolError
 from .wire import Format, Kind, Message, decode, encode
 
 __all__ = ["TaskFuture", "Client", "RemoteClient", "LocalClient"]
 
 log = logging.getLogger("minipool.client")
-
-
-class TaskFuture(concurrent.futures.Future):
-    """A :class:`concurrent.futures.Future` that knows its task id and cancels remotely too."""
-
-    def __init__(self, client: Client, number: int) -> None:
-        super().__init__()
-        self._client = client
-        self.number = number
-
-    @property
-    def task_id(self) -> str:
-        """The task's id, for ``Pool.result`` and ``AsyncResult``: ``<client id>-<number>``."""
-        return f"{self._client.client_id}-{self.number}"
-
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        self._client._forget(self.number, cancel=True)
-        return True
 
 
 class Client:
@@ -71,6 +52,7 @@ class Client:
         self._numbers = itertools.count(1)
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._lock = threading.Lock()
+        self._futures = threading.Condition()  # shared by all this client's TaskFutures
         self.closed = False
 
     def hello(self) -> dict[str, Any]:
@@ -84,7 +66,7 @@ class Client:
         if self.closed:
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
-        future = TaskFuture(self, number)
+        future = TaskFuture(self._futures, self, number)
         message = Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
         with self._lock:
             self._pending[number] = future
@@ -156,8 +138,8 @@ class Client:
         with self._lock:
             future = self._pending.pop(number, None)
             self._settled(number)
-        if future is None or future.done():
-            return  # cancelled, or a duplicate delivery
+        if future is None:
+            return  # a duplicate delivery (a cancelled future refuses the outcome below)
         try:
             if kind is Kind.RESULT:
                 ok, value = tasklib.unpack_outcome(True, body, codec)
@@ -210,7 +192,7 @@ class LocalClient(Client):
         if self.closed:
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
-        future = TaskFuture(self, number)
+        future = TaskFuture(self._futures, self, number)
         with self._lock:
             self._pending[number] = future
         self._coordinator.submit_local(self._state, number, body, codec, headers)
