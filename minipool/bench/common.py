@@ -23,6 +23,18 @@ def median_time(fn: Callable[[], object], repeat: int = 5) -> float:
     return statistics.median(times)
 
 
+def median_times(fns: dict[str, Callable[[], object]], repeat: int = 5) -> dict[str, float]:
+    """Like :func:`median_time` for several implementations, taking turns: round after round,
+    each runs once, so a noisy spell on a shared machine hits them all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         if value == 0 or abs(value) >= 100:

@@ -15,18 +15,21 @@ Measured in one run, each pool with the same number of local worker processes:
   and the time to the first result.
 
 Every figure is a median of ``--repeat`` runs; the ratio column compares with the named peer.
+All the pools are started first and then take turns, round after round, test by test: on a
+shared, noisy machine a quiet or a busy spell then falls on every implementation alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import multiprocessing
 import resource
 import time
 from typing import Any
 
-from .common import format_table, median_time, print_table, progress
+from .common import format_table, median_times, print_table, progress
 
 
 def noop(x: Any = None) -> Any:
@@ -78,16 +81,19 @@ def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
 
     from ..pool import Pool
 
-    rates = {}
-    for fsync in (None, "everysec", "always"):
-        progress(f"journal: {fsync or 'none'}")
-        with tempfile.TemporaryDirectory() as directory:
-            journal = None if fsync is None else directory
-            with Pool(workers, journal=journal, fsync=fsync or "everysec") as pool:
-                pool.wait_for_workers()
-                _submit_all(pool, 200)
-                rates[fsync or "none"] = n / median_time(lambda: _submit_all(pool, n), repeat)
-    return rates
+    progress("journal: none, everysec, always, taking turns")
+    with contextlib.ExitStack() as stack:
+        pools = {}
+        for fsync in ("none", "everysec", "always"):
+            directory = None if fsync == "none" else stack.enter_context(tempfile.TemporaryDirectory())
+            pool = stack.enter_context(Pool(workers, journal=directory,
+                                            fsync="everysec" if fsync == "none" else fsync))
+            pool.wait_for_workers()
+            _submit_all(pool, 200)
+            pools[fsync] = pool
+        times = median_times({name: (lambda p=p: _submit_all(p, n)) for name, p in pools.items()},
+                             repeat)
+    return {name: n / t for name, t in times.items()}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,34 +103,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.tasks, args.trips, args.map_items, args.stream, args.repeat = 2000, 100, 100_000, 200_000, 1
         args.journal_tasks = min(args.journal_tasks, 1000)
     w, n, trips, m, rep = args.workers, args.tasks, args.trips, args.map_items, args.repeat
-    rates: dict[str, float] = {}
-
-    progress(f"minipool Pool({w}): submit, round trip, map")
-    with Pool(w) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with contextlib.ExitStack() as stack:
+        progress(f"starting minipool Pool({w}), multiprocessing.Pool({w}), ProcessPoolExecutor({w})")
+        pool = stack.enter_context(Pool(w))
+        mp = stack.enter_context(spawn.Pool(w))
+        ppe = stack.enter_context(concurrent.futures.ProcessPoolExecutor(w, mp_context=spawn))
         pool.wait_for_workers()
         _submit_all(pool, 200)  # warm up: connections, caches
-        rates["minipool submit"] = n / median_time(lambda: _submit_all(pool, n), rep)
-        rates["minipool round trip"] = trips / median_time(
-            lambda: _trips(lambda i: pool.submit(noop, i).result(), trips), rep)
-        rates["minipool map"] = m / median_time(lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)), rep)
-        memory = _stream_memory(pool, args.stream) if args.stream else None
-
-    progress(f"multiprocessing.Pool({w})")
-    with multiprocessing.get_context("spawn").Pool(w) as mp:
         mp.map(noop, range(200))
-        rates["mp imap_unordered(chunksize=1)"] = n / median_time(
-            lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)), rep)
-        rates["mp apply"] = trips / median_time(lambda: _trips(lambda i: mp.apply(noop, (i,)), trips), rep)
-        rates["mp map"] = m / median_time(lambda: mp.map(noop, range(m)), rep)
-
-    progress(f"ProcessPoolExecutor({w})")
-    with concurrent.futures.ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("spawn")) as ppe:
         _submit_all(ppe, 200)
-        rates["ppe submit"] = n / median_time(lambda: _submit_all(ppe, n), rep)
-        rates["ppe round trip"] = trips / median_time(
-            lambda: _trips(lambda i: ppe.submit(noop, i).result(), trips), rep)
+        progress("submit")
+        times = median_times({
+            "minipool submit": lambda: _submit_all(pool, n),
+            "mp imap_unordered(chunksize=1)": lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)),
+            "ppe submit": lambda: _submit_all(ppe, n),
+        }, rep)
+        rates = {name: n / t for name, t in times.items()}
+        progress("round trip")
+        times = median_times({
+            "minipool round trip": lambda: _trips(lambda i: pool.submit(noop, i).result(), trips),
+            "mp apply": lambda: _trips(lambda i: mp.apply(noop, (i,)), trips),
+            "ppe round trip": lambda: _trips(lambda i: ppe.submit(noop, i).result(), trips),
+        }, rep)
+        rates.update({name: trips / t for name, t in times.items()})
+        progress("map")
         chunk = max(1, m // (4 * w))
-        rates["ppe map"] = m / median_time(lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)), rep)
+        times = median_times({
+            "minipool map": lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)),
+            "mp map": lambda: mp.map(noop, range(m)),
+            "ppe map": lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)),
+        }, rep)
+        rates.update({name: m / t for name, t in times.items()})
+        mp.terminate()
+        memory = _stream_memory(pool, args.stream) if args.stream else None
 
     rows = [
         ["submit, 1 task per message", rates["minipool submit"], "mp imap_unordered(chunksize=1)",
