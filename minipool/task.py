@@ -91,7 +91,14 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
 
 def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none") -> tuple[bytes, str]:
     """Serialize one call. Returns ``(body, codec actually used)``."""
-    return _compress(_dumps((CALL, _blob(fn), (args, kwargs))), codec)
+    try:  # Pool.submit's path: a known function, uncompressed, in as few calls as possible
+        blob = _blobs.get(fn)
+    except TypeError:
+        blob = None
+    call = (CALL, blob or _blob(fn), (args, kwargs))
+    if codec == "none":
+        return _dumps(call), "none"
+    return _compress(_dumps(call), codec)
 
 
 def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none", *,

@@ -140,23 +140,28 @@ class Scheduler:
             return
         if number is None:
             number = self.next_number
-        self.next_number = max(self.next_number, number + 1)
-        timeout = headers.get("timeout") if headers else None
-        task = Task(number, client_id, client_task, body, fmt, codec,
-                    int(headers.get("priority", 0)) if headers else 0,
-                    float(timeout) if timeout is not None else None, time.monotonic())
+        if number >= self.next_number:
+            self.next_number = number + 1
+        if headers:
+            timeout = headers.get("timeout")
+            task = Task(number, client_id, client_task, body, fmt, codec, int(headers.get("priority", 0)),
+                        None if timeout is None else float(timeout), time.monotonic())
+        else:
+            task = Task(number, client_id, client_task, body, fmt, codec, 0, None, time.monotonic())
         self.tasks[number] = task
         self.by_key[key] = task
         self.counts["submitted"] += 1
         if self.journaling:
             fx.record("submit", task, body)
-        if not self.queue:  # nothing waits ahead of it: lease it straight away if we can
+        queue = self.queue
+        if not queue:  # nothing waits ahead of it: lease it straight away if we can
             worker = self._choose()
             if worker is not None:
                 self._lease(worker, task, fx)
                 return
-        heapq.heappush(self.queue, (-task.priority, next(self._order), number))
-        self.dispatch(fx)
+        # Otherwise it waits. No dispatch is needed: one that leaves tasks queued leaves no
+        # worker the policy would take, and every change that frees a lease dispatches again.
+        heapq.heappush(queue, (-task.priority, next(self._order), number))
 
     def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
         """Drop a queued task; a running one finishes and its outcome is stored, not sent."""
