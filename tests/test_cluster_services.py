@@ -216,3 +216,35 @@ def test_a_corrupt_journal_tail_is_reported_and_the_valid_prefix_kept(tmp_path):
         assert report["queued"] == 4  # the valid prefix, nothing invented
     finally:
         again.close()
+
+
+def test_a_big_state_is_not_snapshotted_more_often_than_its_log_grows(tmp_path):
+    import threading
+
+    from minipool.cluster.durable import DurableLog
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.wire import Format
+
+    durable = DurableLog(str(tmp_path), fsync="no", snapshot_every=10)
+    scheduler = Scheduler(journaling=True)
+    lock = threading.Lock()
+    snapshots = []
+    real = durable._journal.snapshot
+    durable._journal.snapshot = lambda blob: (snapshots.append(len(blob)), real(blob))
+
+    def submit(first, count):
+        for i in range(first, first + count):
+            fx = Effects()
+            scheduler.submit("c", i, b"body", Format.PICKLE, "none", None, fx)
+            durable.write(fx.records)
+            durable.maybe_snapshot(lock, scheduler)
+
+    submit(0, 100)  # no worker: all 100 stay queued, so the state grows with the log
+    # Each snapshot waited for as many new records as the one before held: 10, 20, 40, 80.
+    assert [size // snapshots[0] for size in snapshots] == [1, 2, 4, 8]
+    due = durable._last_snapshot - durable._since_snapshot  # 80 - 20: more than snapshot_every
+    submit(100, due - 1)
+    assert len(snapshots) == 4
+    submit(1000, 1)
+    assert len(snapshots) == 5
+    durable.close()

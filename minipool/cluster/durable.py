@@ -11,8 +11,8 @@ built on :mod:`minipool.cluster.journal` (Redis's AOF + RDB). Three kinds of rec
 Each record is a fixed ``struct`` head (kind, task number, the client's number for it, body
 format, priority, timeout, outcome kind, two lengths), the client id and codec name, and the
 body. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one already finished,
-changes nothing. That is what makes snapshots simple: every ``snapshot_every`` records the
-coordinator writes its whole state (live tasks as ``submit`` records, stored outcomes as
+changes nothing. That is what makes snapshots simple: every ``snapshot_every`` records (or
+more, when the state is bigger than that) the coordinator writes its whole state (live tasks as ``submit`` records, stored outcomes as
 ``done`` records) and the journal starts a fresh log (see :meth:`DurableLog.maybe_snapshot`).
 
 On restart the coordinator has every accepted task back: unfinished ones are queued again, and
@@ -55,9 +55,9 @@ def pack_record(kind: str, number: int, client: str, task: int, fmt: int, codec:
     """One record, from its fields (the hot path: no dictionary in between)."""
     cid = client.encode()
     cname = codec.encode()
-    head = _RECORD.pack(KINDS[kind], number, task, fmt, priority,
-                        _NAN if timeout is None else timeout, result, len(cid), len(cname))
-    return b"".join((head, cid, cname, body))
+    return b"".join((_RECORD.pack(KINDS[kind], number, task, fmt, priority,
+                                  _NAN if timeout is None else timeout, result, len(cid), len(cname)),
+                     cid, cname, body))
 
 
 def decode_record(record: bytes) -> tuple[str, dict[str, Any], bytes]:
@@ -86,6 +86,7 @@ class DurableLog:
         self.snapshot_every = snapshot_every
         self._journal = Journal(directory, fsync=fsync, name="coordinator")
         self._since_snapshot = 0
+        self._last_snapshot = 0  # records in the last snapshot
         # everysec / no: records gather here and leave in one write every FLUSH_INTERVAL, as
         # Redis's AOF buffer does. (A client resubmits whatever a crash takes from the buffer.)
         self._buffer: list[bytes] = []
@@ -136,7 +137,9 @@ class DurableLog:
         if records or replay.records:
             log.info("journal: restored %d unfinished task(s) and %d stored outcome(s)",
                      len(scheduler.tasks), len(scheduler.results))
-            self._journal.snapshot(_join(_state(scheduler)))
+            state = _state(scheduler)
+            self._journal.snapshot(_join(state))
+            self._last_snapshot = len(state)
 
     @staticmethod
     def _apply(scheduler: Scheduler, kind: str, meta: dict[str, Any], body: bytes) -> None:
@@ -162,19 +165,25 @@ class DurableLog:
                 scheduler.tasks.pop(task.number, None)
 
     def maybe_snapshot(self, lock: threading.Lock, scheduler: Scheduler) -> None:
-        """Compact the journal if enough records were written since the last snapshot.
+        """Compact the journal if enough records were written since the last snapshot: at
+        least ``snapshot_every``, and at least as many as that snapshot held (Redis rewrites
+        its AOF when it has doubled since the last rewrite). So a big state -- a million queued
+        tasks -- is not rewritten every ``snapshot_every`` records: a snapshot never costs
+        more than the log it replaces.
 
         The coordinator's lock is held from taking the state to starting the new log, so no
         record can be *made* meanwhile: every record made before is in the state (wherever it
         lands, old log or new, replay is idempotent) and every record made after goes to the
         new log. The coordinator pauses for the length of one snapshot write.
         """
-        if self._since_snapshot < self.snapshot_every:
+        if self._since_snapshot < max(self.snapshot_every, self._last_snapshot):
             return
         with lock:
             self._flush_buffer()
-            self._journal.snapshot(_join(_state(scheduler)))
+            state = _state(scheduler)
+            self._journal.snapshot(_join(state))
             self._since_snapshot = 0
+            self._last_snapshot = len(state)
 
     def describe(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "fsync": self.fsync, "damage": self.damage,

@@ -200,7 +200,7 @@ class Journal:
         Raises:
             JournalError: the journal is closed, or writing it failed.
         """
-        frames = b"".join(encode_record(bytes(r)) for r in records)
+        frames = b"".join([encode_record(r if type(r) is bytes else bytes(r)) for r in records])
         if self.fsync != "always":
             with self._io_lock:
                 self._check_usable()

@@ -61,10 +61,12 @@ class Scan:
 
 
 def encode_record(record: bytes) -> bytes:
-    if len(record) > MAX_RECORD:
+    """Frame one record: its length, the CRC-32 of length and record, the record (one copy)."""
+    size = len(record)
+    if size > MAX_RECORD:
         raise ValueError(f"a journal record is limited to {MAX_RECORD} bytes")
-    length = struct.pack(">I", len(record))
-    return length + struct.pack(">I", zlib.crc32(record, zlib.crc32(length))) + record
+    return b"".join((RECORD_HEADER.pack(size, zlib.crc32(record, zlib.crc32(size.to_bytes(4, "big")))),
+                     record))
 
 
 def log_path(directory: Path, name: str, generation: int) -> Path:
