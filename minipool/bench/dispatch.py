@@ -60,20 +60,37 @@ def _trips(call: Any, n: int) -> None:
         call(i)
 
 
-def _stream_memory(pool: Any, items: int) -> dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    first = None
-    count = 0
-    for _ in pool.map(noop, (i for i in range(items)), chunksize=None):
-        if first is None:
-            first = time.perf_counter() - start
-        count += 1
-    elapsed = time.perf_counter() - start
-    growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+def _stream_memory(workers: int, items: int, report: Any) -> None:
+    """In a process of its own (so that the peak RSS is this test's alone): ``Pool.map`` over a
+    generator, sent to ``report`` as peak RSS growth and the time to the first result."""
+    from ..pool import Pool
+
+    with Pool(workers) as pool:
+        pool.wait_for_workers()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        first = None
+        count = 0
+        for _ in pool.map(noop, (i for i in range(items)), chunksize=None):
+            if first is None:
+                first = time.perf_counter() - start
+            count += 1
+        elapsed = time.perf_counter() - start
+        growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert count == items
-    return {"items": items, "seconds": elapsed, "first_result_s": first or 0.0,
-            "peak_rss_growth_mb": growth_kb / 1024}
+    report.send({"items": items, "seconds": elapsed, "first_result_s": first or 0.0,
+                 "peak_rss_growth_mb": growth_kb / 1024})
+
+
+def _stream_memory_apart(workers: int, items: int) -> dict[str, float]:
+    spawn = multiprocessing.get_context("spawn")
+    receive, report = spawn.Pipe(duplex=False)
+    child = spawn.Process(target=_stream_memory, args=(workers, items, report), name="minipool-bench-memory")
+    child.start()
+    try:
+        return receive.recv()
+    finally:
+        child.join()
 
 
 def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
@@ -136,8 +153,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }, rep)
         rates.update({name: m / t for name, t in times.items()})
         mp.terminate()
-        memory = _stream_memory(pool, args.stream) if args.stream else None
 
+    memory = None
+    if args.stream:
+        progress(f"memory: Pool.map over a generator of {args.stream:,} items, in a fresh process")
+        memory = _stream_memory_apart(w, args.stream)
     rows = [
         ["submit, 1 task per message", rates["minipool submit"], "mp imap_unordered(chunksize=1)",
          rates["mp imap_unordered(chunksize=1)"], rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"]],
