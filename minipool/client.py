@@ -113,14 +113,13 @@ class Client:
         """Hook: keep a SUBMIT for resubmission (remote clients)."""
 
     def _forget(self, number: int, cancel: bool = False) -> None:
-        with self._lock:
-            present = self._pending.pop(number, None) is not None
-            self._settled(number)
-        if cancel and present and not self.closed:
+        if self._take(number) is not None and cancel and not self.closed:
             self._send(Message(Kind.CANCEL, number))
 
-    def _settled(self, number: int) -> None:
-        """Hook, under the lock: task ``number`` needs no resubmission any more."""
+    def _take(self, number: int) -> concurrent.futures.Future | None:
+        """Remove and return the future of ``number`` (None if it is not pending)."""
+        with self._lock:
+            return self._pending.pop(number, None)
 
     def _send(self, message: Message) -> None:
         raise NotImplementedError
@@ -135,9 +134,7 @@ class Client:
 
     def resolve(self, number: int, kind: Kind, fmt: Format, codec: str, body: bytes) -> None:
         """Settle the future of task (or request) ``number`` with an outcome body, once."""
-        with self._lock:
-            future = self._pending.pop(number, None)
-            self._settled(number)
+        future = self._take(number)
         if future is None:
             return  # a duplicate delivery (a cancelled future refuses the outcome below)
         try:
@@ -201,6 +198,11 @@ class LocalClient(Client):
     def _send(self, message: Message) -> None:
         self._coordinator.handle_client_message(self._state, message)
 
+    def _take(self, number: int) -> concurrent.futures.Future | None:
+        # No lock: a dict's pop is atomic, and nothing else here must change with it. (A
+        # fail_all racing with it swaps the table first; the loser's set_* is refused.)
+        return self._pending.pop(number, None)
+
     def close(self) -> None:
         if not self.closed:
             super().close()
@@ -240,8 +242,10 @@ class RemoteClient(Client):
     def _remember(self, number: int, message: Message) -> None:
         self._unanswered[number] = message
 
-    def _settled(self, number: int) -> None:
-        self._unanswered.pop(number, None)
+    def _take(self, number: int) -> concurrent.futures.Future | None:
+        with self._lock:  # pending and unanswered change together (see _reconnect)
+            self._unanswered.pop(number, None)
+            return self._pending.pop(number, None)
 
     def _send(self, message: Message) -> None:
         outbox = self._outbox
