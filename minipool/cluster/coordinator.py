@@ -311,11 +311,7 @@ class Coordinator:
     def _burst(conn: Connection, first: bytes) -> list[Message]:
         """``first`` and every further message already waiting (up to BATCH_LIMIT), decoded."""
         burst = [decode(first)]
-        while len(burst) < BATCH_LIMIT:
-            try:
-                burst.append(decode(conn.recv(timeout=0.0)))
-            except TimeoutError:
-                break
+        burst.extend([decode(data) for data in conn.recv_ready(BATCH_LIMIT - 1)])
         return burst
 
     def _on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:

@@ -120,6 +120,24 @@ class Connection(abc.ABC):
         self.send(message)
         return True
 
+    def recv_ready(self, limit: int) -> list[bytes]:
+        """The messages that have already arrived, up to ``limit``, without waiting (perhaps none).
+
+        A reader that handles input in bursts calls this after a blocking :meth:`recv`. The
+        default polls ``recv(timeout=0.0)``; stream transports override it to cut every whole
+        frame out of their buffer in one loop.
+
+        Raises:
+            As :meth:`recv`, except TimeoutError.
+        """
+        ready: list[bytes] = []
+        while len(ready) < limit:
+            try:
+                ready.append(self.recv(timeout=0.0))
+            except TimeoutError:
+                break
+        return ready
+
     @abc.abstractmethod
     def recv(self, timeout: float | None = None) -> bytes:
         """Receive the next whole message.

@@ -174,6 +174,40 @@ class SocketStream:
         self._pos += total
         return bytes(self._buf[start : self._pos])
 
+    def read_ready(self, prefix: struct.Struct, limit: int, count: int) -> list[bytes]:
+        """Up to ``count`` length-prefixed frames that are already here, without blocking.
+
+        Cuts every whole frame out of the buffer in one loop; if there is none, receives once
+        without waiting and tries again. A large frame, or one only partly received, is left
+        for :meth:`read_prefixed`.
+
+        Raises:
+            FrameTooLarge, ConnectionClosed: as :meth:`read_prefixed`.
+        """
+        ready: list[bytes] = []
+        head = prefix.size
+        for attempt in (0, 1):
+            buf, pos = self._buf, self._pos
+            end = len(buf)
+            while len(ready) < count and end - pos >= head:
+                (size,) = prefix.unpack_from(buf, pos)
+                if size > limit:
+                    self._pos = pos
+                    raise FrameTooLarge(size, limit)
+                stop = pos + head + size
+                if size > _CHUNK or stop > end:
+                    break
+                ready.append(bytes(buf[pos + head : stop]))
+                pos = stop
+            self._pos = pos
+            if ready or attempt or self._closed:
+                break
+            try:
+                self._fill(time.monotonic())  # a deadline of now: a poll that does not wait
+            except TimeoutError:
+                break
+        return ready
+
     def read_until(self, delimiter: bytes, limit: int, deadline: float | None = None) -> bytes:
         """Return the bytes up to and including ``delimiter``.
 

@@ -230,6 +230,9 @@ class WebSocketConnection(TcpConnection):
         """
         return self.recv_message(timeout).data
 
+    # WebSocket frames, not tcp://'s length prefixes: the generic polling loop, not tcp's.
+    recv_ready = Connection.recv_ready
+
     def recv_message(self, timeout: float | None = None) -> Message:
         """The next data message with its type (TEXT or BINARY). Pings are answered on the
         way, pongs dropped. Raises as :meth:`recv`."""
