@@ -114,7 +114,7 @@ class Message:
         self.body = body
         self.fmt = fmt
         self.codec = codec
-        self.headers = headers or {}
+        self.headers = {} if headers is None else headers
 
     def __repr__(self) -> str:
         return (f"Message({self.kind.name}, id={self.id}, fmt={self.fmt.name}, codec={self.codec!r},"

@@ -97,7 +97,8 @@ class LeastLoaded:
         best, best_key = None, (float("inf"), 0)
         for c in candidates:
             slots = max(c.slots, 1)
-            key = (c.inflight / slots, c.inflight - slots)
+            inflight = c.inflight
+            key = (inflight / slots, inflight - slots)
             if key < best_key:
                 best, best_key = c, key
         return best

@@ -235,9 +235,8 @@ class Coordinator:
         if batch is None:
             for worker, data, urgent in fx.sends:
                 worker.outbox.put(data, flush=urgent)
-        else:
-            for worker, data, _ in fx.sends:
-                batch.add(worker.outbox, data)
+        elif fx.sends:
+            batch.add_sends(fx.sends)
         for client, number, outcome in fx.deliveries:
             client.deliver(number, outcome, batch)
 

@@ -95,6 +95,7 @@ def failure_outcome(kind: str, message: str) -> Outcome:
 
 
 _LIVE = (TaskState.RUNNING, TaskState.QUEUED)
+_TASK = Kind.TASK
 
 
 class Scheduler:
@@ -273,7 +274,7 @@ class Scheduler:
         task.worker = worker
         worker.lease(task)
         headers = {"timeout": task.timeout} if task.timeout is not None else None
-        data = encode_parts(Kind.TASK, task.number, task.body, task.fmt, task.codec, headers)
+        data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers)
         fx.send(worker, data, len(worker.leases) <= worker.slots)
 
     # -- peers -------------------------------------------------------------------------------

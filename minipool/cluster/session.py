@@ -201,6 +201,18 @@ class Batch:
             items.append(data)
         self.count += 1
 
+    def add_sends(self, sends: list[tuple[Any, bytes, bool]]) -> None:
+        """:meth:`add` for a scheduler's ``(worker, data, urgent)`` sends, in order."""
+        items = self._items
+        for worker, data, _ in sends:
+            outbox = worker.outbox
+            queued = items.get(outbox)
+            if queued is None:
+                items[outbox] = [data]
+            else:
+                queued.append(data)
+        self.count += len(sends)
+
     def flush(self) -> None:
         items, self._items = self._items, {}
         self.count = 0
