@@ -52,7 +52,6 @@ class Client:
         self._numbers = itertools.count(1)
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._lock = threading.Lock()
-        self._futures = threading.Condition()  # shared by all this client's TaskFutures
         self.closed = False
 
     def hello(self) -> dict[str, Any]:
@@ -66,7 +65,7 @@ class Client:
         if self.closed:
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
-        future = TaskFuture(self._futures, self, number)
+        future = TaskFuture(self, number)
         message = Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
         with self._lock:
             self._pending[number] = future
@@ -189,7 +188,7 @@ class LocalClient(Client):
         if self.closed:
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
-        future = TaskFuture(self._futures, self, number)
+        future = TaskFuture(self, number)
         with self._lock:
             self._pending[number] = future
         self._coordinator.submit_local(self._state, number, body, codec, headers)

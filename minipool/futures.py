@@ -1,30 +1,32 @@
 """TaskFuture: a :class:`concurrent.futures.Future` that is cheap to make and to settle.
 
-Technique: *one condition per client, not one per future*. A stock ``Future`` builds a
-``threading.Condition`` (a Python object, its lock and a deque) when it is created, and settling
-it runs four Python-level calls of that condition. ``Pool.submit`` makes one future per task and
-the coordinator's reader settles them by the thousand per second, so that bookkeeping was a
-measurable share of the whole per-task cost (see ``python -m minipool.bench dispatch``).
+Technique: *build the condition only when someone waits*. A stock ``Future`` builds a
+``threading.Condition`` (a Python object around a lock, with a deque) when it is created, and
+settling it runs four Python-level calls of that condition. ``Pool.submit`` makes one future per
+task and the coordinator's reader settles them by the thousand per second, so that bookkeeping
+was a measurable share of the whole per-task cost (see ``python -m minipool.bench dispatch``).
+Yet most futures are never waited on while pending: by the time ``result()`` is called, the
+outcome is usually there.
 
-A :class:`TaskFuture` instead shares its client's condition with the client's other futures:
+A :class:`TaskFuture` therefore holds just its own reentrant lock (one C object) and builds the
+``Condition`` around that same lock the first time anything asks for ``_condition`` -- a thread
+about to wait, ``concurrent.futures.wait``, ``add_done_callback``. Settling takes the lock with
+its own C methods, and notifies only if a condition exists and has sleepers.
 
-* making one sets six attributes and builds nothing else (fewer objects for the garbage
-  collector to walk, too);
-* settling one takes the shared lock, and wakes sleepers only when there are any;
-* ``result`` and ``exception`` wait in a loop, because a wake-up on a shared condition may be
-  for another future of the same client.
+Why one lock *per future* and not one shared by a client's futures (cheaper still):
+``concurrent.futures.wait`` and ``as_completed`` lock every future they watch, in the order of
+the futures' ids, which avoids deadlock only if each future has a lock of its own. Two threads
+waiting on overlapping sets of futures that share locks can take them in opposite orders.
 
-Everything else -- ``cancel``, ``add_done_callback``, ``concurrent.futures.wait`` and
-``as_completed`` -- is the standard class's own code, which takes the condition as a lock (a
-reentrant one, so waiting on many futures that share it is fine). The attributes set here are
-the ones ``Future.__init__`` sets, unchanged from Python 3.2 to 3.13.
+Everything else -- ``cancel``, ``done``, ``add_done_callback``, ``wait``, ``as_completed`` -- is
+the standard class's own code. The attributes set here are the ones ``Future.__init__`` sets,
+unchanged from Python 3.2 to 3.13.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import threading
-import time
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING,
                                       InvalidStateError)
 from typing import Any
@@ -35,19 +37,34 @@ _SETTLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 
 
+class _LazyCondition:
+    """The ``_condition`` attribute, built on first access around the future's own lock and
+    then stored on the instance (a non-data descriptor: later reads never come back here)."""
+
+    def __get__(self, future: TaskFuture | None, owner: type) -> Any:
+        if future is None:
+            return self
+        with future._lock:  # two threads asking at once must get the same condition
+            cond = future.__dict__.get("_condition")
+            if cond is None:
+                cond = future.__dict__["_condition"] = threading.Condition(future._lock)
+        return cond
+
+
 class TaskFuture(concurrent.futures.Future):
-    """The future of one task, sharing ``condition`` with its client's other futures.
+    """The future of one task submitted by ``client``.
 
     Args:
-        condition: the client's ``threading.Condition`` (on a reentrant lock).
         client: the :class:`~minipool.client.Client` that submitted the task (for its id, and
             to tell the coordinator when the future is cancelled).
         number: the client's number for the task.
     """
 
-    def __init__(self, condition: threading.Condition, client: Any, number: int) -> None:
+    _condition = _LazyCondition()  # type: ignore[assignment]
+
+    def __init__(self, client: Any, number: int) -> None:
         # Future.__init__, minus the condition it would build.
-        self._condition = condition
+        self._lock = threading.RLock()
         self._state = PENDING
         self._result = None
         self._exception = None
@@ -70,59 +87,57 @@ class TaskFuture(concurrent.futures.Future):
     # -- settling: Future.set_result / set_exception with the lock's own methods ---------------
 
     def set_result(self, result: Any) -> None:
-        cond = self._condition
-        cond.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
             if self._state in _SETTLED:
                 raise InvalidStateError(f"{self._state}: {self!r}")
             self._result = result
             self._state = FINISHED
-            for waiter in self._waiters:
-                waiter.add_result(self)
-            if cond._waiters:  # type: ignore[attr-defined]
-                cond.notify_all()
+            self._wake(True)
         finally:
-            cond.release()
+            lock.release()
         if self._done_callbacks:
             self._invoke_callbacks()
 
     def set_exception(self, exception: BaseException | None) -> None:
-        cond = self._condition
-        cond.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
             if self._state in _SETTLED:
                 raise InvalidStateError(f"{self._state}: {self!r}")
             self._exception = exception
             self._state = FINISHED
-            for waiter in self._waiters:
-                waiter.add_exception(self)
-            if cond._waiters:  # type: ignore[attr-defined]
-                cond.notify_all()
+            self._wake(False)
         finally:
-            cond.release()
+            lock.release()
         if self._done_callbacks:
             self._invoke_callbacks()
 
-    # -- waiting: a loop, since a shared condition wakes every waiter ---------------------------
+    def _wake(self, ok: bool) -> None:
+        """Under the lock: tell ``wait``/``as_completed`` waiters and sleeping threads."""
+        for waiter in self._waiters:
+            waiter.add_result(self) if ok else waiter.add_exception(self)
+        cond = self.__dict__.get("_condition")  # none built: nobody can be asleep on it
+        if cond is not None and cond._waiters:
+            cond.notify_all()
 
-    def _wait(self, timeout: float | None) -> None:
-        """Under the condition: return once settled, or raise TimeoutError."""
-        if self._state in _SETTLED:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._state not in _SETTLED:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+    # -- waiting: no condition is built when the outcome is already there -----------------------
+
+    def _settle_wait(self, timeout: float | None) -> None:
+        """Under the lock: return once settled, or raise TimeoutError."""
+        if self._state not in _SETTLED:
+            self._condition.wait(timeout)
+            if self._state not in _SETTLED:
                 raise concurrent.futures.TimeoutError()
-            self._condition.wait(remaining)
+        if self._state in _CANCELLED:
+            raise concurrent.futures.CancelledError()
 
     def result(self, timeout: float | None = None) -> Any:
-        cond = self._condition
-        cond.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
-            self._wait(timeout)
-            if self._state in _CANCELLED:
-                raise concurrent.futures.CancelledError()
+            self._settle_wait(timeout)
             if self._exception is not None:
                 try:
                     raise self._exception
@@ -130,15 +145,13 @@ class TaskFuture(concurrent.futures.Future):
                     self = None  # type: ignore[assignment]  # no frame -> future -> traceback cycle
             return self._result
         finally:
-            cond.release()
+            lock.release()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        cond = self._condition
-        cond.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
-            self._wait(timeout)
-            if self._state in _CANCELLED:
-                raise concurrent.futures.CancelledError()
+            self._settle_wait(timeout)
             return self._exception
         finally:
-            cond.release()
+            lock.release()

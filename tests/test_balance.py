@@ -159,3 +159,40 @@ def test_bench_module_runs(capsys):
     results = balance_bench.run(parser.parse_args(["--tasks", "40", "--sets", "2"]))
     assert set(results["policies"]) == set(POLICIES)
     assert "round-robin" in capsys.readouterr().out
+
+
+def test_a_lost_worker_no_longer_holds_tasks_back_under_latency():
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.cluster.state import TaskState, WorkerState
+    from minipool.wire import Format
+
+    scheduler = Scheduler(balance="latency")
+
+    def join(name, avg_run):
+        worker = WorkerState(None, name, 1, None, {})  # one slot, room for one prefetched task
+        worker.avg_run = avg_run
+        scheduler.worker_joined(worker, Effects())
+        return worker
+
+    fast, faster, slow = join("fast", 0.1), join("faster", 0.05), join("slow", 2.0)
+    numbers = iter(range(1, 1000))
+
+    def submit(count):
+        for _ in range(count):
+            scheduler.submit("c", next(numbers), b"x", Format.PICKLE, "none", None, Effects())
+
+    submit(2)  # one each on the two quick workers
+    assert (len(fast.leases), len(faster.leases), len(slow.leases)) == (1, 1, 0)
+    scheduler.worker_lost(faster, Effects())  # it promised the earliest finish, then died
+    submit(20)
+    # The slow worker is used (it is idle); the lost one's promise holds nothing back.
+    assert len(slow.leases) >= 1 and len(fast.leases) == 2
+    queued = sum(1 for t in scheduler.tasks.values() if t.state is TaskState.QUEUED)
+    assert queued == 22 - len(fast.leases) - len(slow.leases)
+
+
+def test_every_policy_forgets_and_says_whether_it_holds_back():
+    for name in POLICIES:
+        policy = get_policy(name)
+        policy.forget("nobody")  # never an error
+        assert policy.holds_back is (name == "latency")

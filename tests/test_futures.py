@@ -1,4 +1,4 @@
-"""TaskFuture: the standard Future's behaviour, with one condition shared by a client's futures."""
+"""TaskFuture: the standard Future's behaviour, with its condition built only when needed."""
 
 import concurrent.futures
 import threading
@@ -21,9 +21,9 @@ class FakeClient:
 
 @pytest.fixture
 def make():
-    client, cond = FakeClient(), threading.Condition()
+    client = FakeClient()
     numbers = iter(range(1, 10**6))
-    factory = lambda: TaskFuture(cond, client, next(numbers))  # noqa: E731
+    factory = lambda: TaskFuture(client, next(numbers))  # noqa: E731
     factory.client = client
     return factory
 
@@ -45,7 +45,39 @@ def test_result_exception_and_ids(make):
     assert isinstance(bad.exception(0), ValueError)
 
 
-def test_a_wake_up_for_another_future_is_not_mistaken_for_ours(make):
+def test_no_condition_is_built_when_nobody_waits(make):
+    f = make()
+    f.set_result(1)
+    assert f.result() == 1 and f.exception() is None
+    assert "_condition" not in f.__dict__
+    g = make()
+    later(0.05, g.set_result, 2)
+    assert g.result(timeout=5) == 2  # it had to wait: now it has one
+    assert "_condition" in g.__dict__
+
+
+def test_waiting_on_overlapping_sets_from_two_threads_cannot_deadlock(make):
+    # concurrent.futures.wait locks every future in id order: safe only with a lock per future.
+    ours = [make() for _ in range(20)]
+    plain = concurrent.futures.Future()
+    below = [f for f in ours if id(f) < id(plain)] or ours
+    above = [f for f in ours if id(f) > id(plain)] or ours
+    sets = ([below[0], plain, above[0]], [plain, above[-1]])
+    stop = time.monotonic() + 1.0
+
+    def spin(futures):
+        while time.monotonic() < stop:
+            concurrent.futures.wait(futures, timeout=0)
+
+    threads = [threading.Thread(target=spin, args=(s,), daemon=True) for s in sets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_future_settled_elsewhere_does_not_end_our_wait(make):
     mine, other = make(), make()
     later(0.05, other.set_result, "not yours")
     start = time.monotonic()

@@ -83,3 +83,54 @@ def test_tcp_leaves_a_partial_or_large_frame_to_recv():
             _wait_for(conn, 1)
     finally:
         conn.close(), raw.close(), listener.close()
+
+
+def _tcp_pair():
+    from minipool.transports.base import Options
+    from minipool.transports.tcp import TcpConnection
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    raw = socket.create_connection(listener.getsockname())
+    sock, _ = listener.accept()
+    return listener, raw, TcpConnection(sock, Options(max_message=1 << 20))
+
+
+def test_frames_before_an_oversized_one_are_returned_and_the_next_read_raises():
+    listener, raw, conn = _tcp_pair()
+    try:
+        raw.sendall(b"".join(struct.pack("!I", len(m)) + m for m in (b"first", b"res2", b"res3!"))
+                    + struct.pack("!I", 1 << 30))
+        assert conn.recv(5) == b"first"
+        assert _wait_for(conn, 2) == [b"res2", b"res3!"]
+        with pytest.raises(FrameTooLarge):
+            conn.recv(5)
+    finally:
+        conn.close(), raw.close(), listener.close()
+
+
+def test_a_workers_burst_keeps_the_results_before_garbage_or_a_close():
+    from minipool.cluster.coordinator import Coordinator
+    from minipool.errors import ConnectionClosed, ProtocolError
+    from minipool.wire import Kind, Message, encode
+
+    def framed(*messages):
+        return b"".join(struct.pack("!I", len(m)) + m for m in messages)
+
+    results = [encode(Message(Kind.RESULT, n, b"value")) for n in (1, 2, 3)]
+    listener, raw, conn = _tcp_pair()
+    try:
+        raw.sendall(framed(*results, b"not a minipool message"))
+        time.sleep(0.1)
+        burst, trouble = Coordinator._burst(conn, conn.recv(5))
+        assert [m.id for m in burst] == [1, 2, 3] and isinstance(trouble, ProtocolError)
+    finally:
+        conn.close(), raw.close(), listener.close()
+    listener, raw, conn = _tcp_pair()
+    try:
+        raw.sendall(framed(results[0]))  # a worker's last result, then it exits
+        raw.shutdown(socket.SHUT_WR)
+        time.sleep(0.1)
+        burst, trouble = Coordinator._burst(conn, conn.recv(5))
+        assert [m.id for m in burst] == [1] and isinstance(trouble, ConnectionClosed)
+    finally:
+        conn.close(), raw.close(), listener.close()

@@ -45,11 +45,28 @@ class Candidate(Protocol):
 
 
 class Policy(Protocol):
-    """Picks a worker for the next task; ``None`` means "none of these, keep it queued"."""
+    """Picks a worker for the next task; ``None`` means "none of these, keep it queued".
+
+    ``holds_back`` says whether ``choose`` may answer ``None`` while candidates exist (then the
+    scheduler asks again on every submission too, not only when a lease is freed); ``forget``
+    drops what the policy remembers about a worker that has left.
+    """
 
     name: str
+    holds_back: bool
 
     def choose(self, candidates: Sequence[Candidate]) -> Candidate | None: ...
+
+    def forget(self, worker_id: str) -> None: ...
+
+
+class _Stateless:
+    """For policies that never hold a task back and remember nothing per worker."""
+
+    holds_back = False
+
+    def forget(self, worker_id: str) -> None:
+        pass
 
 
 class Ewma:
@@ -88,7 +105,7 @@ class Ewma:
         return f"Ewma(alpha={self.alpha}, value={self.value}, count={self.count})"
 
 
-class LeastLoaded:
+class LeastLoaded(_Stateless):
     """The worker with the smallest share of busy slots; among equals, the most free slots."""
 
     name = "least-loaded"
@@ -104,7 +121,7 @@ class LeastLoaded:
         return best
 
 
-class RoundRobin:
+class RoundRobin(_Stateless):
     """Take turns: the candidate served least recently goes next.
 
     Keeping a "last served" ticket per worker id, rather than an index into the list, keeps the
@@ -134,8 +151,11 @@ class RoundRobin:
             self._served = {k: v for k, v in served.items() if k in present}
         return best
 
+    def forget(self, worker_id: str) -> None:
+        self._served.pop(worker_id, None)
 
-class RandomChoice:
+
+class RandomChoice(_Stateless):
     """Uniformly at random among the workers with a free slot (Consul's resolver).
 
     Args:
@@ -164,15 +184,17 @@ class Latency:
     expected completion time; if the best candidate would finish later than a worker seen
     recently, and the task could not start there at once (every slot of the candidate is busy;
     it would sit in the worker's prefetch queue), it answers ``None`` and the task waits for the
-    next completion. A candidate with a free slot is never refused, so a task can always make
-    progress, and a worker unseen for ``memory`` decisions (gone, or busy for long) is
-    forgotten.
+    next completion -- even if a slower candidate sits idle, since waiting for the fast worker
+    finishes sooner. The best candidate is never refused when it has a free slot, so a task can
+    always make progress; a worker that leaves is forgotten at once (``forget``), and one unseen
+    for ``memory`` decisions (busy for long) is forgotten too.
 
     Args:
         memory: decisions after which an absent worker's estimate no longer counts.
     """
 
     name = "latency"
+    holds_back = True
 
     def __init__(self, memory: int = 64) -> None:
         self._fallback = LeastLoaded()
@@ -212,6 +234,10 @@ class Latency:
             # After this lease the next task there would wait one more turn.
             seen[best.id] = (calls, best_eta + best.avg_run / max(best.slots, 1))
         return best
+
+    def forget(self, worker_id: str) -> None:
+        """A worker left: its promise of an early finish no longer holds tasks back."""
+        self._seen.pop(worker_id, None)
 
     def _waiting_is_faster(self, eta: float) -> bool:
         """Whether a worker absent from this decision recently promised an earlier finish."""

@@ -217,9 +217,15 @@ class Coordinator:
             peer.last_recv = time.monotonic()
             try:
                 if worker is not None:
-                    self._on_worker_burst(worker, self._burst(conn, data), batch)
+                    burst, trouble = self._burst(conn, data)
+                    self._on_worker_burst(worker, burst, batch)
+                    if trouble is not None:  # after the results that came before it
+                        raise trouble
                 else:
                     handle(peer, decode(data), batch)
+            except ConnectionClosed:
+                batch.flush()
+                return
             except MinipoolError as exc:
                 batch.flush()
                 log.warning("closing %s: %s", peer.describe(), exc)
@@ -307,11 +313,17 @@ class Coordinator:
             raise ProtocolError(f"a client may not send {kind.name}")
 
     @staticmethod
-    def _burst(conn: Connection, first: bytes) -> list[Message]:
-        """``first`` and every further message already waiting (up to BATCH_LIMIT), decoded."""
+    def _burst(conn: Connection, first: bytes) -> tuple[list[Message], MinipoolError | None]:
+        """``first`` and every further message already waiting (up to BATCH_LIMIT), decoded,
+        and the error that cut the burst short, if one did: what came before it still counts
+        (a worker's last results, then its connection closing, are results)."""
         burst = [decode(first)]
-        burst.extend([decode(data) for data in conn.recv_ready(BATCH_LIMIT - 1)])
-        return burst
+        try:
+            for data in conn.recv_ready(BATCH_LIMIT - 1):
+                burst.append(decode(data))
+        except MinipoolError as exc:
+            return burst, exc
+        return burst, None
 
     def _on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
         """A worker's messages, handled together: its results complete under one lock."""

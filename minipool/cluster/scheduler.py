@@ -162,7 +162,11 @@ class Scheduler:
                 return
         # Otherwise it waits. No dispatch is needed: one that leaves tasks queued leaves no
         # worker the policy would take, and every change that frees a lease dispatches again.
+        # (A policy that holds tasks back may change its mind as it ages what it remembers,
+        # so it is asked again.)
         heapq.heappush(queue, (-task.priority, next(self._order), number))
+        if self.policy.holds_back:
+            self.dispatch(fx)
 
     def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
         """Drop a queued task; a running one finishes and its outcome is stored, not sent."""
@@ -288,6 +292,7 @@ class Scheduler:
         if self.workers.get(worker.id) is not worker:
             return
         del self.workers[worker.id]
+        self.policy.forget(worker.id)
         self.counts["workers_lost"] += 1
         for task in list(worker.leases.values()):
             if task.state is not TaskState.RUNNING or task.worker is not worker:

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import SplitResult, urlsplit
 
-from ..errors import TransportError
+from ..errors import MinipoolError, TransportError
 
 __all__ = [
     "Connection",
@@ -128,7 +128,8 @@ class Connection(abc.ABC):
         frame out of their buffer in one loop.
 
         Raises:
-            As :meth:`recv`, except TimeoutError.
+            As :meth:`recv`, except TimeoutError, and only when no message came before the
+            trouble.
         """
         ready: list[bytes] = []
         while len(ready) < limit:
@@ -136,6 +137,10 @@ class Connection(abc.ABC):
                 ready.append(self.recv(timeout=0.0))
             except TimeoutError:
                 break
+            except MinipoolError:
+                if ready:  # the messages before the trouble still count; the next recv raises
+                    break
+                raise
         return ready
 
     @abc.abstractmethod

@@ -182,7 +182,9 @@ class SocketStream:
         for :meth:`read_prefixed`.
 
         Raises:
-            FrameTooLarge, ConnectionClosed: as :meth:`read_prefixed`.
+            FrameTooLarge, ConnectionClosed: as :meth:`read_prefixed`, only if no frame came
+                before the trouble (otherwise those frames are returned, and the next read
+                raises).
         """
         ready: list[bytes] = []
         head = prefix.size
@@ -192,7 +194,9 @@ class SocketStream:
             while len(ready) < count and end - pos >= head:
                 (size,) = prefix.unpack_from(buf, pos)
                 if size > limit:
-                    self._pos = pos
+                    self._pos = pos  # the bad frame is next: read_prefixed raises for it
+                    if ready:
+                        return ready  # the frames before it still count
                     raise FrameTooLarge(size, limit)
                 stop = pos + head + size
                 if size > _CHUNK or stop > end:
