@@ -248,3 +248,23 @@ def test_a_big_state_is_not_snapshotted_more_often_than_its_log_grows(tmp_path):
     submit(1000, 1)
     assert len(snapshots) == 5
     durable.close()
+
+
+def test_the_result_store_is_bounded_by_bytes_as_well_as_by_count(monkeypatch):
+    from minipool.cluster import scheduler as scheduling
+    from minipool.cluster.scheduler import Effects, Outcome, Scheduler
+    from minipool.cluster.state import WorkerState
+    from minipool.wire import Format, Kind
+
+    monkeypatch.setattr(scheduling, "RESULT_STORE_BYTES", 10_000)
+    s = Scheduler()
+    worker = WorkerState(None, "w", 1, 0, {})
+    s.worker_joined(worker, Effects())
+    for i in range(1, 21):  # each 1 KB outcome: only the newest ten fit in 10,000 bytes
+        s.submit("c", i, b"call", Format.PICKLE, "none", None, Effects())
+        s.complete(worker, [(next(iter(worker.leases)), Outcome(Kind.RESULT, Format.PICKLE, "none", b"r" * 1000))],
+                   Effects())
+    assert sorted(number for _, number in s.results) == list(range(11, 21))
+    assert s.results_bytes == 10_000
+    s.store(("c", 99), Outcome(Kind.RESULT, Format.PICKLE, "none", b"x" * 50_000))  # too big alone
+    assert list(s.results) == [("c", 99)] and s.results_bytes == 50_000

@@ -36,7 +36,8 @@ from .state import ClientState, Task, TaskState, WorkerState
 
 __all__ = ["Scheduler", "Effects", "Outcome", "failure_outcome"]
 
-RESULT_STORE = 10_000
+RESULT_STORE = 10_000  #: outcomes kept for late and reconnecting clients, at most ...
+RESULT_STORE_BYTES = 16 * 1024 * 1024  #: ... and at most this many bytes of outcome bodies
 
 
 class Effects:
@@ -119,6 +120,7 @@ class Scheduler:
         self.tasks: dict[int, Task] = {}  # live tasks by number
         self.by_key: dict[tuple[str, int], Task] = {}
         self.results: collections.OrderedDict[tuple[str, int], Outcome] = collections.OrderedDict()
+        self.results_bytes = 0
         self.workers: dict[str, WorkerState] = {}
         self.clients: dict[str, ClientState] = {}
         self.watchers: dict[tuple[str, int], list[tuple[ClientState, int]]] = {}
@@ -204,8 +206,9 @@ class Scheduler:
         self.by_key.pop(key, None)
         results = self.results  # the result store, as store() keeps it, inlined: the hot path
         results[key] = outcome
-        if len(results) > RESULT_STORE:
-            results.popitem(last=False)
+        self.results_bytes += len(outcome.body)
+        if len(results) > RESULT_STORE or self.results_bytes > RESULT_STORE_BYTES:
+            self._trim_results()
         if self.journaling:
             fx.record("done", task, outcome.body, int(outcome.kind), outcome.fmt, outcome.codec)
         client = self.clients.get(task.owner_id)
@@ -216,11 +219,19 @@ class Scheduler:
                 fx.deliver(watcher, request, outcome)
 
     def store(self, key: tuple[str, int], outcome: Outcome) -> None:
-        """Keep an outcome for late and reconnecting clients; the oldest go past RESULT_STORE."""
+        """Keep an outcome for late and reconnecting clients; the oldest go past RESULT_STORE
+        outcomes or RESULT_STORE_BYTES bytes (the newest one always stays)."""
+        old = self.results.pop(key, None)
+        if old is not None:
+            self.results_bytes -= len(old.body)
+        self.results[key] = outcome
+        self.results_bytes += len(outcome.body)
+        self._trim_results()
+
+    def _trim_results(self) -> None:
         results = self.results
-        results[key] = outcome
-        while len(results) > RESULT_STORE:
-            results.popitem(last=False)
+        while len(results) > 1 and (len(results) > RESULT_STORE or self.results_bytes > RESULT_STORE_BYTES):
+            self.results_bytes -= len(results.popitem(last=False)[1].body)
 
     def _forget(self, task: Task, state: TaskState, fx: Effects) -> None:
         task.state = state
