@@ -34,7 +34,7 @@ from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, Proto
 from ..transports.base import Connection, Listener, listen
 from ..wire import Format, Kind, Message, decode, encode
 from .registry import Registry
-from .scheduler import Effects, Outcome, Scheduler
+from .scheduler import Effects, Scheduler
 from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Outbox, server_handshake
 from .state import ClientState, TaskState, WorkerState
 
@@ -331,7 +331,7 @@ class Coordinator:
         for msg in burst:
             kind = msg.kind
             if kind is Kind.RESULT or kind is Kind.FAILURE:
-                outcomes.append((msg.id, Outcome(kind, msg.fmt, msg.codec, msg.body)))
+                outcomes.append((msg.id, msg))  # a RESULT has an Outcome's four fields
             elif kind is Kind.REGISTER:
                 registers.append(msg.headers)
             elif kind is not Kind.HEARTBEAT:

@@ -180,6 +180,8 @@ class Scheduler:
 
     def complete(self, worker: WorkerState, outcomes: list[tuple[int, Outcome]], fx: Effects) -> None:
         """A burst of a worker's outcomes, ``(task number, Outcome)`` pairs; then dispatch once.
+        (Anything with an Outcome's fields will do: the coordinator passes the decoded RESULT
+        messages themselves, and the result store keeps them.)
 
         One call per burst, not per result: a busy worker's results arrive several per read,
         and the leases they free are refilled together (one TASK write, not one each).
