@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+from _thread import RLock as _RLock  # threading.RLock is a Python function in front of this
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING,
                                       InvalidStateError)
 from typing import Any
@@ -64,7 +65,7 @@ class TaskFuture(concurrent.futures.Future):
 
     def __init__(self, client: Any, number: int) -> None:
         # Future.__init__, minus the condition it would build.
-        self._lock = threading.RLock()
+        self._lock = _RLock()
         self._state = PENDING
         self._result = None
         self._exception = None
