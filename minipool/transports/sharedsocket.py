@@ -8,18 +8,36 @@ queue, costs two thread hand-offs per message on each side -- most of a 1 KB rou
 
 Here the socket belongs to whichever thread holds its *owner lock*:
 
-* a receiver whose inbox is empty and who gets the lock becomes the *leader*: it polls the
-  socket (and a wake-up socketpair), reads what arrived, and delivers each message to its
-  connection's :class:`Inbox`, returning at once when the message is its own. Receivers that
-  find the lock held are *followers* and sleep on their own inbox's condition; a leader that
-  leaves hands the socket to one of them.
+* a receiver whose inbox is empty and who gets the lock becomes the *leader*: it waits until
+  the socket (or a wake-up socketpair) is readable, reads what arrived, and delivers each
+  message to its connection's :class:`Inbox`, returning at once when the message is its own.
+  Receivers that find the lock held are *followers* and sleep on their own inbox's condition;
+  a leader that leaves hands the socket to one of them.
 * a sender that gets the lock sends directly; otherwise it queues the message and writes a
   byte to the socketpair so that the leader, blocked in poll, wakes and sends it. A sender
   queues *before* trying the lock and the owner looks at the queue *after* releasing it, so no
   message is ever stranded between the two.
 
-A lone client thread, or a server answering one request at a time, thus uses the socket
-directly with no thread switch. Used by :mod:`minipool.transports.zmq`.
+A lone client thread, or a server thread answering its connection, thus uses the socket
+directly with no thread switch. Two refinements keep it that way:
+
+* **A passive waiter.** A server's accept thread waits for new peers on the same socket as
+  the connection threads. Were it an ordinary follower, it would take the socket whenever a
+  connection thread left with its message, and every request would then reach its thread
+  through a hand-off, every reply through the socketpair -- two thread switches per round
+  trip. So :meth:`SharedSocket.wait` on a *passive* inbox never competes with connection
+  threads: while connections exist it leaves the socket to them and only reads, without
+  blocking, every ``_PASSIVE_TICK`` seconds when nobody else is (so that a new peer is still
+  accepted while every connection thread is busy); a connection thread that finds it leading
+  wakes it to step down, and a leaving leader never hands the socket to it. Only while no
+  connection exists does it block on the socket like any leader.
+* **Waiting on the socket's own descriptor.** A leader does not call ``zmq.Poller`` (which
+  builds its poll set on every call) but keeps one :func:`select.poll` object on ZeroMQ's
+  notification descriptor (``ZMQ_FD``), the socketpair and, on a client, the monitor socket's
+  descriptor. ``ZMQ_FD`` is edge-triggered: it signals when *commands* reach the socket, and
+  any call on the socket may consume that signal. So a leader asks ``ZMQ_EVENTS`` (which also
+  re-arms the descriptor) before every wait -- the socket may already hold messages that no
+  signal will announce -- and otherwise reads until ZeroMQ says there is nothing left.
 """
 
 from __future__ import annotations
@@ -37,16 +55,45 @@ __all__ = ["Inbox", "SharedSocket"]
 
 _BATCH = 256  # messages a leader reads per wake-up before it looks at its own inbox again
 _LINGER_MS = 1000  # how long a closed socket keeps trying to deliver its final messages
+_PASSIVE_TICK = 0.02  # how often a passive waiter reads a socket that no connection thread reads
+_frame_knows_more: bool | None = None  # see _probe_frame_more
 
 
 class Inbox:
     """What one waiting thread receives: messages, or an exception to raise in its turn."""
 
-    def __init__(self, state: threading.Lock) -> None:
+    __slots__ = ("items", "cond", "waiting", "closed", "passive")
+
+    def __init__(self, state: threading.Lock, passive: bool = False) -> None:
         self.items: collections.deque[Any] = collections.deque()
         self.cond = threading.Condition(state)
         self.waiting = False  # its thread is blocked on cond (set and cleared under state)
         self.closed = False
+        self.passive = passive  # an accept loop's inbox: never competes for the socket
+
+
+def _probe_frame_more(zmq: Any) -> bool:
+    """Whether ``recv(copy=False)`` returns frames whose ``more`` is set.
+
+    pyzmq's Cython backend fills ``Frame.more`` from ``ZMQ_RCVMORE`` in C, which is cheaper
+    than a separate ``getsockopt`` call from Python; its CFFI backend (PyPy) leaves it False.
+    So find out once, on a pair of in-process sockets.
+    """
+    global _frame_knows_more
+    if _frame_knows_more is None:
+        context = zmq.Context.instance()
+        a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+        try:
+            endpoint = f"inproc://minipool-probe-{id(a):x}"
+            a.bind(endpoint)
+            b.connect(endpoint)
+            a.send_multipart([b"1", b"2"])
+            _frame_knows_more = bool(b.recv(copy=False).more)
+            b.recv()
+        finally:
+            a.close(linger=0)
+            b.close(linger=0)
+    return _frame_knows_more
 
 
 class SharedSocket:
@@ -57,7 +104,7 @@ class SharedSocket:
         sock: the ROUTER or DEALER socket; closed by :meth:`close`.
         dispatch: called by the leader with each received message's frames, to put it into
             the right :class:`Inbox` with :meth:`deliver`.
-        monitor: an optional monitor socket, polled too; its events go to ``on_event``.
+        monitor: an optional monitor socket, watched too; its events go to ``on_event``.
     """
 
     def __init__(self, zmq: Any, sock: Any, dispatch: Callable[[list[bytes]], None],
@@ -65,26 +112,70 @@ class SharedSocket:
         self.zmq, self.sock, self.monitor = zmq, sock, monitor
         self._dispatch, self._on_event = dispatch, on_event
         self._owner = threading.Lock()
-        self.state = threading.Lock()  # guards inboxes and _waiters; conditions share it
-        self._waiters: list[threading.Condition] = []
+        self.state = threading.Lock()  # guards inboxes, _waiters, _passive; conditions share it
+        self._waiters: list[threading.Condition] = []  # followers, in arrival order
+        self._passive: list[threading.Condition] = []  # passive waiters, in arrival order
+        self._active = 0  # open inboxes that are not passive: connections that exist
+        self._passive_leads = False  # the owner is a passive waiter (see wait)
         self._outbox: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._poller = zmq.Poller()
-        self._poller.register(sock, zmq.POLLIN)
-        self._wake_fd = self._wake_r.fileno()  # poll() reports plain sockets by descriptor
-        self._poller.register(self._wake_fd, zmq.POLLIN)
+        self._wake_fd = self._wake_r.fileno()
+        # zmq_poll itself, on a poll set built once (zmq.Poller rebuilds its list every call).
+        self._zpoll = zmq.zmq_poll
+        self._pollset = [(sock, zmq.POLLIN), (self._wake_fd, zmq.POLLIN)]
         if monitor is not None:
-            self._poller.register(monitor, zmq.POLLIN)
+            self._pollset.append((monitor, zmq.POLLIN))
+        self._sockset = [(sock, zmq.POLLIN)]
+        self._RCVMORE = int(zmq.RCVMORE)
+        # Bound once: attribute look-ups on a pyzmq socket go through its __getattr__ hook.
+        # ``get`` is getsockopt without turning the answer into an enum; the backend's
+        # ``send`` skips the pure-Python wrapper that only handles routing_id/group (unused).
+        self._recv, self._get = sock.recv, sock.get
+        try:
+            self._send = super(zmq.Socket, sock).send
+        except TypeError:  # a socket class of its own: keep its send
+            self._send = sock.send
         self._noblock = int(zmq.NOBLOCK)
         self._more = int(zmq.NOBLOCK | zmq.SNDMORE)
+        self._frame_more = _probe_frame_more(zmq)
+        self._routed = sock.getsockopt(zmq.TYPE) == zmq.ROUTER  # frames start with an identity
         self.closed = False
         self.closing = False  # set first by close(), so that no thread starts a new poll
         self.on_unroutable: Callable[[bytes], None] = lambda identity: None
 
+    def inbox(self, passive: bool = False) -> Inbox:
+        """A new inbox; a non-passive one counts as a connection until :meth:`close_inbox`."""
+        inbox = Inbox(self.state, passive)
+        if not passive:
+            with self.state:
+                self._active += 1
+        return inbox
+
     # -- sending ------------------------------------------------------------------------
     def send(self, frames: tuple[Any, ...]) -> None:
+        # Fast path: nothing queued and the socket is free, so send now. (Nothing queued
+        # means no earlier message of this thread can be overtaken.)
+        if not self._outbox and self._owner.acquire(False):
+            try:
+                if self.closed:
+                    pass
+                elif len(frames) == 1:  # (_send_frames, inlined for data messages)
+                    self._send(frames[0], self._noblock)
+                elif len(frames) == 2:
+                    self._send(frames[0], self._more)
+                    self._send(frames[1], self._noblock)
+                else:
+                    self._send_frames(frames)
+            except self.zmq.ZMQError as exc:
+                self._send_failed(frames, exc)
+            finally:
+                self._owner.release()  # _release(), inlined
+                if self._outbox or self.closing or self._waiters or (
+                        self._passive and not self._active):
+                    self._after_release()
+            return
         self._outbox.append(frames)
         self._kick()
 
@@ -93,7 +184,7 @@ class SharedSocket:
         self._kick()
 
     def _kick(self) -> None:
-        if self._owner.acquire(blocking=False):
+        if self._owner.acquire(False):
             try:
                 self._flush()
             finally:
@@ -111,35 +202,50 @@ class SharedSocket:
         if self.closed:
             self._outbox.clear()
             return
-        send, noblock, more = self.sock.send, self._noblock, self._more
-        while self._outbox:
-            frames = self._outbox.popleft()
-            try:
-                # Frame by frame with plain-int flags: send_multipart's per-frame checks and
-                # enum arithmetic cost more than the send itself for small messages.
-                for frame in frames[:-1]:
-                    send(frame, more)
-                send(frames[-1], noblock)
-            except self.zmq.ZMQError as exc:
-                # ROUTER_MANDATORY: that peer is gone. (High-water marks are off, so EAGAIN
-                # cannot happen for a ROUTER; a DEALER with no peer left is closing anyway.)
-                if len(frames) > 1 and isinstance(frames[0], bytes):
-                    self.on_unroutable(frames[0])
-                elif exc.errno != self.zmq.EAGAIN:
-                    raise
+        outbox, send_frames = self._outbox, self._send_frames
+        while outbox:
+            send_frames(outbox.popleft())
+
+    def _send_frames(self, frames: tuple[Any, ...]) -> None:
+        send = self._send
+        try:
+            # Frame by frame with plain-int flags: send_multipart's per-frame checks and enum
+            # arithmetic cost more than the send itself for small messages.
+            if len(frames) == 1:
+                send(frames[0], self._noblock)
+                return
+            for frame in frames[:-1]:
+                send(frame, self._more)
+            send(frames[-1], self._noblock)
+        except self.zmq.ZMQError as exc:
+            self._send_failed(frames, exc)
+
+    def _send_failed(self, frames: tuple[Any, ...], exc: Any) -> None:
+        # ROUTER_MANDATORY: that peer is gone. (High-water marks are off, so EAGAIN cannot
+        # happen for a ROUTER; a DEALER with no peer left is closing anyway.)
+        if self._routed and len(frames) > 1:
+            self.on_unroutable(frames[0])
+        elif exc.errno != self.zmq.EAGAIN:
+            raise exc
 
     def _release(self) -> None:
         self._owner.release()
+        if self._outbox or self.closing or self._waiters or (self._passive and not self._active):
+            self._after_release()
+
+    def _after_release(self) -> None:
         # A sender that found the lock held queued its message *before* trying the lock, so
         # looking at the queue after releasing is enough to never strand a message.
-        while self._outbox and not self.closed and self._owner.acquire(blocking=False):
+        while self._outbox and not self.closed and self._owner.acquire(False):
             try:
                 self._flush()
             finally:
                 self._owner.release()
         if self.closing:
             self._finish_close()
-        if self._waiters:  # safe unlocked: a follower registers before it checks the owner lock
+        # Safe unlocked: a follower registers before it checks the owner lock. A passive
+        # waiter is handed the socket only while no connection exists (see wait).
+        if self._waiters or (self._passive and not self._active):
             self._hand_over()
 
     # -- receiving ----------------------------------------------------------------------
@@ -150,10 +256,31 @@ class SharedSocket:
             TimeoutError: nothing within ``timeout`` seconds.
             ConnectionClosed: the inbox or the hub was closed.
         """
+        items = inbox.items
+        # The hot path first: a connection thread with nothing waiting for it, the socket
+        # free. It leads until its message is in, and goes. (The loop below does the same,
+        # and everything else; this only skips its bookkeeping.)
+        if (not items and timeout is None and not inbox.passive and not inbox.closed
+                and not self.closing and self._owner.acquire(False)):
+            try:
+                if not self.closing:
+                    self._lead(inbox, None)
+            finally:
+                self._owner.release()  # _release(), inlined
+                if self._outbox or self.closing or self._waiters or (
+                        self._passive and not self._active):
+                    self._after_release()
+        if items:
+            # No lock needed to take from the inbox: only one thread receives on it at a time.
+            if self._waiters and not self._owner.locked():
+                self._hand_over()
+            return items.popleft()
+        return self._wait(inbox, timeout)
+
+    def _wait(self, inbox: Inbox, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         items = inbox.items
         while True:
-            # No lock needed to take from the inbox: only one thread receives on it at a time.
             if items:
                 if self._waiters and not self._owner.locked():
                     self._hand_over()
@@ -163,11 +290,18 @@ class SharedSocket:
                     self._hand_over()  # we may have been the one meant to read next
                 raise ConnectionClosed("connection closed")
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self._owner.acquire(blocking=False):
+            if inbox.passive and self._active:
+                self._wait_passively(inbox, remaining)
+                if remaining == 0.0 and not (items or inbox.closed or self.closing):
+                    raise TimeoutError(f"nothing received within {timeout} s")
+                continue
+            if self._owner.acquire(False):
                 try:
                     if not self.closing:
-                        self._lead(inbox, remaining)  # polls at least once, even for timeout=0
+                        self._passive_leads = inbox.passive
+                        self._lead(inbox, remaining)  # reads at least once, even for timeout=0
                 finally:
+                    self._passive_leads = False
                     self._release()
                 if items or remaining != 0.0 or inbox.closed or self.closing:
                     continue
@@ -176,60 +310,122 @@ class SharedSocket:
             with self.state:
                 # Register first, then re-check: a leader that left, or a message delivered,
                 # before we registered is seen here; after, they notify us.
-                self._waiters.append(inbox.cond)
+                waiters = self._passive if inbox.passive else self._waiters
+                waiters.append(inbox.cond)
                 inbox.waiting = True
                 try:
                     if not (items or inbox.closed or self.closing or not self._owner.locked()):
+                        if self._passive_leads and not inbox.passive:
+                            self.wake()  # a passive leader steps down for us (see _lead)
                         inbox.cond.wait(remaining)
                 finally:
                     inbox.waiting = False
-                    self._waiters.remove(inbox.cond)
+                    waiters.remove(inbox.cond)
+
+    def _wait_passively(self, inbox: Inbox, remaining: float | None) -> None:
+        """A passive waiter while connections exist: read only if nobody is, never block on
+        the socket, and sleep a tick (or until something is delivered to us)."""
+        if self._owner.acquire(False):
+            try:
+                if not self.closing:
+                    self._passive_leads = True
+                    self._lead(inbox, 0.0)
+            finally:
+                self._passive_leads = False
+                self._release()
+        if inbox.items or inbox.closed or self.closing or remaining == 0.0:
+            return
+        tick = _PASSIVE_TICK if remaining is None else min(_PASSIVE_TICK, remaining)
+        with self.state:
+            self._passive.append(inbox.cond)
+            inbox.waiting = True
+            try:
+                if not (inbox.items or inbox.closed or self.closing) and self._active:
+                    inbox.cond.wait(tick)
+            finally:
+                inbox.waiting = False
+                self._passive.remove(inbox.cond)
 
     def _hand_over(self) -> None:
         """Wake a follower to read the socket: we are leaving with our item, perhaps woken by
-        a leader's hand-over meant for whoever would read next."""
+        a leader's hand-over meant for whoever would read next. Passive waiters are never
+        woken for this: a connection thread that just left will usually be back at once."""
         with self.state:
             if self._waiters:
                 self._waiters[0].notify()
+            elif self._passive and not self._active:
+                self._passive[0].notify()  # no connections: a passive waiter may lead
 
     def _lead(self, inbox: Inbox, remaining: float | None) -> None:
-        zmq = self.zmq
-        if self._outbox:
-            self._flush()
-        timeout_ms = -1 if remaining is None else int(remaining * 1000) + (remaining > 0)
-        readable = False
-        for sock, _ in self._poller.poll(timeout_ms):
-            if sock is self.sock:
-                readable = True
-            elif sock == self._wake_fd:
-                try:
-                    while self._wake_r.recv(4096):
+        """Read the socket until ``inbox`` has an item, ``remaining`` seconds pass, or we
+        are woken to stop (closing; or, for a passive leader, a connection thread waits)."""
+        items, sock, pollset, zpoll = inbox.items, self.sock, self._pollset, self._zpoll
+        deadline = None if remaining is None else time.monotonic() + remaining
+        timeout_ms = -1
+        while True:
+            if self._outbox:
+                self._flush()
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                timeout_ms = 0 if left <= 0 else int(left * 1000) + 1
+            ready = zpoll(pollset, timeout_ms)
+            for which, _ in ready:
+                if which is sock:
+                    # Read and dispatch what the socket holds, stopping early once our own
+                    # inbox has something. (Inline: every message takes this path.)
+                    recv, noblock, dispatch = self._recv, self._noblock, self._dispatch
+                    for _ in range(_BATCH):
+                        # Messages arrive whole: once one frame is there, so are the others.
+                        frames = [recv(noblock)] if self._routed else []
+                        if self._frame_more:
+                            frame = recv(noblock, copy=False)
+                            frames.append(frame.bytes)
+                            while frame.more:
+                                frame = recv(noblock, copy=False)
+                                frames.append(frame.bytes)
+                        else:
+                            frames.append(recv(noblock))
+                            while self._get(self._RCVMORE):
+                                frames.append(recv(noblock))
+                        dispatch(frames)
+                        # A zero-timeout zmq_poll costs far less than a failed recv.
+                        if items or not zpoll(self._sockset, 0):
+                            break
+                elif which is self.monitor:
+                    self._read_monitor()
+                else:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except OSError:
                         pass
-                except OSError:
-                    pass
-            elif sock is self.monitor and self._on_event is not None:
-                self._on_event(self.monitor.recv_multipart(self._noblock))
-        if self._outbox:
-            self._flush()
-        if readable:
-            recv_multipart, noblock, dispatch = self.sock.recv_multipart, self._noblock, self._dispatch
-            for _ in range(_BATCH):
-                try:
-                    frames = recv_multipart(noblock)
-                except zmq.Again:
-                    break
-                dispatch(frames)
-                if inbox.items:
-                    break
+            if items or inbox.closed or self.closing or (inbox.passive and self._waiters):
+                return
+            if not ready and timeout_ms >= 0:
+                if timeout_ms == 0 or time.monotonic() >= deadline:  # type: ignore[operator]
+                    return
+
+    def _read_monitor(self) -> None:
+        frames = self.monitor.recv_multipart(self._noblock)
+        if self._on_event is not None:
+            self._on_event(frames)
 
     def deliver(self, inbox: Inbox, item: Any) -> None:
         inbox.items.append(item)
         if inbox.waiting:  # read after the append: see wait() for why no wake-up is lost
-            with self.state:
-                inbox.cond.notify()
+            self.notify(inbox)
+
+    def notify(self, inbox: Inbox) -> None:
+        with self.state:
+            inbox.cond.notify()
 
     def close_inbox(self, inbox: Inbox) -> None:
         with self.state:
+            if not inbox.closed and not inbox.passive:
+                self._active -= 1
+                if not self._active:
+                    for cond in self._passive:  # no connection left: it may lead again
+                        cond.notify()
             inbox.closed = True
             inbox.cond.notify_all()
         self.wake()  # in case that inbox's thread is the leader, blocked in poll
@@ -246,9 +442,11 @@ class SharedSocket:
         with self.state:
             for cond in self._waiters:
                 cond.notify_all()
+            for cond in self._passive:
+                cond.notify_all()
 
     def _finish_close(self) -> None:
-        if self.closed or not self._owner.acquire(blocking=False):
+        if self.closed or not self._owner.acquire(False):
             return
         try:
             if self.closed:
