@@ -34,6 +34,7 @@ from ..errors import ConnectionClosed, FrameTooLarge
 __all__ = ["SocketStream", "configure_socket"]
 
 _CHUNK = 256 * 1024
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
 Buffer = bytes | bytearray | memoryview
 
 
@@ -55,6 +56,7 @@ class SocketStream:
         self.sock = sock
         self._buf = bytearray()
         self._pos = 0  # start of unread data in _buf
+        self._large_run = False  # the last frame read_prefixed returned was large
         self._send_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -89,8 +91,8 @@ class SocketStream:
         if not ready:
             raise TimeoutError("timed out waiting for data")
 
-    def _fill(self, deadline: float | None) -> None:
-        """Receive at least one more byte into the buffer."""
+    def _fill(self, deadline: float | None, most: int = _CHUNK) -> None:
+        """Receive at least one more byte (and at most ``most``) into the buffer."""
         if self._closed:
             raise ConnectionClosed("connection closed")
         if self._pos and self._pos == len(self._buf):
@@ -101,7 +103,7 @@ class SocketStream:
             self._pos = 0
         self._wait_readable(deadline)
         try:
-            data = self.sock.recv(_CHUNK)
+            data = self.sock.recv(most)
         except (OSError, ValueError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
         if not data:
@@ -126,16 +128,37 @@ class SocketStream:
         return self.read_exact(n, deadline)
 
     def _read_large(self, n: int, deadline: float | None) -> bytes:
+        if not self.buffered and deadline is None and _WAITALL and not self._is_ssl:
+            # Nothing of it read yet: the kernel can put it all straight into a new bytes
+            # object, as a raw socket's recv(n, MSG_WAITALL) does -- no zero-filled buffer
+            # to allocate first, no second pass over 16 MB.
+            self._buf.clear()
+            self._pos = 0
+            try:
+                data = self.sock.recv(n, _WAITALL)
+            except (OSError, ValueError) as exc:
+                raise ConnectionClosed(f"connection lost: {exc}") from exc
+            if len(data) == n:
+                return data
+            if not data:
+                raise ConnectionClosed("connection closed by peer")
+            self._buf += data  # cut short (a signal, a shutdown): finish it below
         out = bytearray(n)
         view = memoryview(out)
         have = self.buffered
-        view[:have] = self._buf[self._pos :]
+        if have:
+            with memoryview(self._buf) as buffered:  # (a slice of _buf itself would copy)
+                view[:have] = buffered[self._pos :]
         self._buf.clear()
         self._pos = 0
+        # With no deadline, MSG_WAITALL has the kernel fill the rest in one call instead of
+        # one call (and one Python loop turn) per segment train. TLS sockets take no flags.
+        flags = _WAITALL if deadline is None and not self._is_ssl else 0
         while have < n:
-            self._wait_readable(deadline)
+            if not flags:
+                self._wait_readable(deadline)
             try:
-                got = self.sock.recv_into(view[have:], n - have)
+                got = self.sock.recv_into(view[have:], n - have, flags)
             except (OSError, ValueError) as exc:
                 raise ConnectionClosed(f"connection lost: {exc}") from exc
             if not got:
@@ -157,7 +180,10 @@ class SocketStream:
         """
         head = prefix.size
         while self.buffered < head:
-            self._fill(deadline)
+            # Right after a large frame, read the next prefix alone: if that frame is large
+            # too, none of it is in our buffer and _read_large can receive it into a bytes
+            # object of its own. (One more syscall, which only a small frame would notice.)
+            self._fill(deadline, head - self.buffered if self._large_run else _CHUNK)
         (size,) = prefix.unpack_from(self._buf, self._pos)
         if size > limit:
             raise FrameTooLarge(size, limit)
@@ -166,7 +192,9 @@ class SocketStream:
             # start; once it is arriving it is read to the end, so a timeout can never leave
             # half a frame consumed.
             self._pos += head
+            self._large_run = True
             return self._read_large(size, None)
+        self._large_run = False
         total = head + size
         while self.buffered < total:
             self._fill(deadline)  # a timeout here consumes nothing: the stream stays in sync
