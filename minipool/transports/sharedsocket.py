@@ -116,7 +116,6 @@ class SharedSocket:
         self._waiters: list[threading.Condition] = []  # followers, in arrival order
         self._passive: list[threading.Condition] = []  # passive waiters, in arrival order
         self._active = 0  # open inboxes that are not passive: connections that exist
-        self._passive_leads = False  # the owner is a passive waiter (see wait)
         self._outbox: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -298,10 +297,8 @@ class SharedSocket:
             if self._owner.acquire(False):
                 try:
                     if not self.closing:
-                        self._passive_leads = inbox.passive
                         self._lead(inbox, remaining)  # reads at least once, even for timeout=0
                 finally:
-                    self._passive_leads = False
                     self._release()
                 if items or remaining != 0.0 or inbox.closed or self.closing:
                     continue
@@ -310,17 +307,15 @@ class SharedSocket:
             with self.state:
                 # Register first, then re-check: a leader that left, or a message delivered,
                 # before we registered is seen here; after, they notify us.
-                waiters = self._passive if inbox.passive else self._waiters
-                waiters.append(inbox.cond)
+                waiters, cond = (self._passive if inbox.passive else self._waiters), inbox.cond
+                waiters.append(cond)
                 inbox.waiting = True
                 try:
                     if not (items or inbox.closed or self.closing or not self._owner.locked()):
-                        if self._passive_leads and not inbox.passive:
-                            self.wake()  # a passive leader steps down for us (see _lead)
-                        inbox.cond.wait(remaining)
+                        cond.wait(remaining)
                 finally:
                     inbox.waiting = False
-                    waiters.remove(inbox.cond)
+                    waiters.remove(cond)
 
     def _wait_passively(self, inbox: Inbox, remaining: float | None) -> None:
         """A passive waiter while connections exist: read only if nobody is, never block on
@@ -328,23 +323,22 @@ class SharedSocket:
         if self._owner.acquire(False):
             try:
                 if not self.closing:
-                    self._passive_leads = True
                     self._lead(inbox, 0.0)
             finally:
-                self._passive_leads = False
                 self._release()
         if inbox.items or inbox.closed or self.closing or remaining == 0.0:
             return
         tick = _PASSIVE_TICK if remaining is None else min(_PASSIVE_TICK, remaining)
         with self.state:
-            self._passive.append(inbox.cond)
+            cond = inbox.cond
+            self._passive.append(cond)
             inbox.waiting = True
             try:
                 if not (inbox.items or inbox.closed or self.closing) and self._active:
-                    inbox.cond.wait(tick)
+                    cond.wait(tick)
             finally:
                 inbox.waiting = False
-                self._passive.remove(inbox.cond)
+                self._passive.remove(cond)
 
     def _hand_over(self) -> None:
         """Wake a follower to read the socket: we are leaving with our item, perhaps woken by
@@ -357,8 +351,8 @@ class SharedSocket:
                 self._passive[0].notify()  # no connections: a passive waiter may lead
 
     def _lead(self, inbox: Inbox, remaining: float | None) -> None:
-        """Read the socket until ``inbox`` has an item, ``remaining`` seconds pass, or we
-        are woken to stop (closing; or, for a passive leader, a connection thread waits)."""
+        """Read the socket until ``inbox`` has an item, ``remaining`` seconds pass, or the
+        inbox or the hub is closed (which wakes us through the socketpair)."""
         items, sock, pollset, zpoll = inbox.items, self.sock, self._pollset, self._zpoll
         deadline = None if remaining is None else time.monotonic() + remaining
         timeout_ms = -1
@@ -399,7 +393,7 @@ class SharedSocket:
                             pass
                     except OSError:
                         pass
-            if items or inbox.closed or self.closing or (inbox.passive and self._waiters):
+            if items or inbox.closed or self.closing:
                 return
             if not ready and timeout_ms >= 0:
                 if timeout_ms == 0 or time.monotonic() >= deadline:  # type: ignore[operator]
