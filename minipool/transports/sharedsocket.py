@@ -8,36 +8,41 @@ queue, costs two thread hand-offs per message on each side -- most of a 1 KB rou
 
 Here the socket belongs to whichever thread holds its *owner lock*:
 
-* a receiver whose inbox is empty and who gets the lock becomes the *leader*: it waits until
-  the socket (or a wake-up socketpair) is readable, reads what arrived, and delivers each
-  message to its connection's :class:`Inbox`, returning at once when the message is its own.
-  Receivers that find the lock held are *followers* and sleep on their own inbox's condition;
-  a leader that leaves hands the socket to one of them.
+* a receiver whose inbox is empty and who gets the lock becomes the *leader*: it waits in
+  ``zmq_poll`` until the socket (or a wake-up socketpair) is readable, reads what arrived, and
+  delivers each message to its connection's :class:`Inbox`, returning at once when the
+  message is its own. Receivers that find the lock held are *followers* and sleep on their
+  own inbox's condition; a leader that leaves hands the socket to one of them.
 * a sender that gets the lock sends directly; otherwise it queues the message and writes a
   byte to the socketpair so that the leader, blocked in poll, wakes and sends it. A sender
   queues *before* trying the lock and the owner looks at the queue *after* releasing it, so no
   message is ever stranded between the two.
+* ``close`` never blocks: it sets a flag and writes to the socketpair; whoever owns the socket
+  next (at once if nobody does) closes it.
 
-A lone client thread, or a server thread answering its connection, thus uses the socket
-directly with no thread switch. Two refinements keep it that way:
+A lone client thread, or a server thread answering its own connection, thus uses the socket
+directly with no thread switch -- provided nobody else keeps taking the socket from it. The
+server's accept thread would: it waits for new peers on the same ROUTER, and as an ordinary
+follower it was handed the socket each time a connection thread left with its request, only
+to find that thread back a moment later (a wasted wake-up, about one and a half per round
+trip) or, worse, to keep the socket and turn every request into a hand-off and every reply
+into a socketpair wake-up. So an accept thread waits *passively* (:meth:`SharedSocket.wait`
+on an inbox made with ``passive=True``):
 
-* **A passive waiter.** A server's accept thread waits for new peers on the same socket as
-  the connection threads. Were it an ordinary follower, it would take the socket whenever a
-  connection thread left with its message, and every request would then reach its thread
-  through a hand-off, every reply through the socketpair -- two thread switches per round
-  trip. So :meth:`SharedSocket.wait` on a *passive* inbox never competes with connection
-  threads: while connections exist it leaves the socket to them and only reads, without
-  blocking, every ``_PASSIVE_TICK`` seconds when nobody else is (so that a new peer is still
-  accepted while every connection thread is busy); a connection thread that finds it leading
-  wakes it to step down, and a leaving leader never hands the socket to it. Only while no
-  connection exists does it block on the socket like any leader.
-* **Waiting on the socket's own descriptor.** A leader does not call ``zmq.Poller`` (which
-  builds its poll set on every call) but keeps one :func:`select.poll` object on ZeroMQ's
-  notification descriptor (``ZMQ_FD``), the socketpair and, on a client, the monitor socket's
-  descriptor. ``ZMQ_FD`` is edge-triggered: it signals when *commands* reach the socket, and
-  any call on the socket may consume that signal. So a leader asks ``ZMQ_EVENTS`` (which also
-  re-arms the descriptor) before every wait -- the socket may already hold messages that no
-  signal will announce -- and otherwise reads until ZeroMQ says there is nothing left.
+* while connections exist it never blocks on the socket and is never handed it: a connection
+  thread that has just left with its message will usually be back within microseconds. It
+  sleeps for ``_PASSIVE_TICK`` (or until a new connection is delivered to it) and then, if
+  nobody holds the socket, reads it once without blocking -- so a new peer is still accepted,
+  within a tick, while every connection thread is busy elsewhere;
+* while no connection exists it leads like any receiver, blocking in poll: then there is
+  nobody to compete with, and the connection its read creates is what it returns.
+
+The leader's wait is ``zmq_poll`` on a poll set built once (``zmq.Poller`` rebuilds it on
+every call). On a client the set also holds the DEALER's monitor socket -- as a plain
+descriptor, its edge-triggered ``ZMQ_FD``, which is drained until empty whenever it fires:
+asked as a socket, it would cost two ``ZMQ_EVENTS`` syscalls per wait to hear about an event
+that comes once per connection. Frames are read with ``recv(copy=False)``, whose ``more``
+flag pyzmq fills in C, rather than a ``getsockopt(RCVMORE)`` per frame.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from ..errors import ConnectionClosed
 
 __all__ = ["Inbox", "SharedSocket"]
 
-_BATCH = 256  # messages a leader reads per wake-up before it looks at its own inbox again
+_BATCH = 256  # messages a leader reads for others before it polls (and sends) again
 _LINGER_MS = 1000  # how long a closed socket keeps trying to deliver its final messages
 _PASSIVE_TICK = 0.02  # how often a passive waiter reads a socket that no connection thread reads
 _frame_knows_more: bool | None = None  # see _probe_frame_more
@@ -124,8 +129,17 @@ class SharedSocket:
         # zmq_poll itself, on a poll set built once (zmq.Poller rebuilds its list every call).
         self._zpoll = zmq.zmq_poll
         self._pollset = [(sock, zmq.POLLIN), (self._wake_fd, zmq.POLLIN)]
+        self._monitor_fd = -1
         if monitor is not None:
-            self._pollset.append((monitor, zmq.POLLIN))
+            # The monitor's notification descriptor, watched as a plain descriptor: as a
+            # socket, zmq_poll would ask it for ZMQ_EVENTS twice per wait (a syscall each),
+            # though it speaks once per connection. Like any ZMQ_FD it is edge-triggered, so
+            # _read_monitor drains the monitor until ZeroMQ says it is empty (which re-arms
+            # it) -- and once at the first wait, for events queued before we took it over.
+            self._monitor_fd = monitor.getsockopt(zmq.FD)
+            self._pollset.append((self._monitor_fd, zmq.POLLIN))
+            self._monitorset = [(monitor, zmq.POLLIN)]
+        self._monitor_unread = monitor is not None
         self._sockset = [(sock, zmq.POLLIN)]
         self._RCVMORE = int(zmq.RCVMORE)
         # Bound once: attribute look-ups on a pyzmq socket go through its __getattr__ hook.
@@ -356,6 +370,9 @@ class SharedSocket:
         items, sock, pollset, zpoll = inbox.items, self.sock, self._pollset, self._zpoll
         deadline = None if remaining is None else time.monotonic() + remaining
         timeout_ms = -1
+        if self._monitor_unread:
+            self._monitor_unread = False
+            self._read_monitor()
         while True:
             if self._outbox:
                 self._flush()
@@ -385,7 +402,7 @@ class SharedSocket:
                         # A zero-timeout zmq_poll costs far less than a failed recv.
                         if items or not zpoll(self._sockset, 0):
                             break
-                elif which is self.monitor:
+                elif which == self._monitor_fd:
                     self._read_monitor()
                 else:
                     try:
@@ -400,9 +417,10 @@ class SharedSocket:
                     return
 
     def _read_monitor(self) -> None:
-        frames = self.monitor.recv_multipart(self._noblock)
-        if self._on_event is not None:
-            self._on_event(frames)
+        while self._zpoll(self._monitorset, 0):
+            frames = self.monitor.recv_multipart(self._noblock)
+            if self._on_event is not None:
+                self._on_event(frames)
 
     def deliver(self, inbox: Inbox, item: Any) -> None:
         inbox.items.append(item)

@@ -7,16 +7,21 @@ blocked reader wakes up. They live here, once, so each transport module is only 
 
 Why it is built this way:
 
-* reads go through one growing buffer filled by large ``recv_into`` calls, so a burst of small
+* reads go through one growing buffer filled by large ``recv`` calls, so a burst of small
   frames costs one syscall, not one per frame;
-* a large message is read straight into its own preallocated buffer (no repeated
-  concatenation of a 16 MB body);
+* a large message never passes through that buffer. The kernel copies it straight into an
+  object of its own, with ``MSG_WAITALL`` so that one call receives all of it: the first
+  large frame of a run into a ``bytearray`` (the part already buffered copied in first);
+  every later one -- after a large frame the next length prefix is read on its own, so none
+  of the frame is buffered -- into the ``bytes`` object that ``recv(n, MSG_WAITALL)``
+  creates, as a raw socket would: no zero-filled buffer to allocate, no second pass over
+  16 MB. With a deadline, or over TLS, it is read with ``poll`` and ``recv_into`` instead;
 * deadlines use ``poll`` rather than ``socket.settimeout``, because a socket's timeout also
   applies to *sends* made from other threads at the same moment;
 * writes take a lock (several threads may send on one connection) and gather their parts with
-  ``sendmsg``, so a header and its body leave in one write: with TCP_NODELAY set, one message is
-  one segment train and never waits for a delayed ACK (the Nagle stall seed 000's HTTP example
-  would hit).
+  ``sendmsg``, so a header and its body leave in one write (on a plain socket, without
+  copying the body): with TCP_NODELAY set, one message is one segment train and never waits
+  for a delayed ACK (the Nagle stall seed 000's HTTP example would hit).
 """
 
 from __future__ import annotations
@@ -111,7 +116,8 @@ class SocketStream:
         self._buf += data
 
     def read_exact(self, n: int, deadline: float | None = None) -> bytes:
-        """Return exactly ``n`` bytes (a ``bytearray`` when ``n`` is large: see _read_large).
+        """Return exactly ``n`` bytes (perhaps a ``bytearray`` when ``n`` is large: see
+        _read_large).
 
         Raises:
             ConnectionClosed: EOF or error before ``n`` bytes arrived.

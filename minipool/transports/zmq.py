@@ -23,7 +23,9 @@ messages in flight may have been lost and minipool's own reconnect redoes the ha
 Thread model: ZeroMQ sockets must never be used by two threads at once. Rather than a
 separate I/O thread (two thread hops per message), whichever thread holds the socket's owner
 lock uses it -- the leader/followers pattern of :mod:`minipool.transports.sharedsocket` -- so
-a lone client, or a server answering one request at a time, pays no thread switch at all.
+a lone client, or a server thread answering its own connection, pays no thread switch at all.
+The listener's accept thread waits *passively* on the shared ROUTER: it never takes the socket
+from the connection threads, which would turn every request into a hand-off between threads.
 """
 
 from __future__ import annotations
