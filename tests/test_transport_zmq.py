@@ -521,8 +521,11 @@ def test_connections_are_counted_until_closed() -> None:
     with base.listen("zmq+tcp://127.0.0.1:0") as listener:
         hub = listener._hub  # type: ignore[attr-defined]
         clients = [base.connect(listener.url) for _ in range(3)]
-        served = [listener.accept() for _ in clients]
+        accepted = [listener.accept() for _ in clients]  # in the order their HELLOs came
         assert hub._active == 3
+        for n, conn in enumerate(clients):
+            conn.send(b"%d" % n)
+        served = {int(conn.recv(timeout=10)): conn for conn in accepted}  # n: clients[n]'s peer
         clients[0].close()
         with pytest.raises(ConnectionClosed):  # the peer's BYE; recv closes the inbox
             served[0].recv(timeout=10)

@@ -8,17 +8,16 @@ queue, costs two thread hand-offs per message on each side -- most of a 1 KB rou
 
 Here the socket belongs to whichever thread holds its *owner lock*:
 
-* a receiver whose inbox is empty and who gets the lock becomes the *leader*: it waits in
-  ``zmq_poll`` until the socket (or a wake-up socketpair) is readable, reads what arrived, and
+* a receiver whose inbox is empty and who gets the lock becomes the *leader*: it waits until
+  the socket has a message (or it is woken; see below for how), reads what arrived, and
   delivers each message to its connection's :class:`Inbox`, returning at once when the
   message is its own. Receivers that find the lock held are *followers* and sleep on their
   own inbox's condition; a leader that leaves hands the socket to one of them.
-* a sender that gets the lock sends directly; otherwise it queues the message and writes a
-  byte to the socketpair so that the leader, blocked in poll, wakes and sends it. A sender
-  queues *before* trying the lock and the owner looks at the queue *after* releasing it, so no
-  message is ever stranded between the two.
-* ``close`` never blocks: it sets a flag and writes to the socketpair; whoever owns the socket
-  next (at once if nobody does) closes it.
+* a sender that gets the lock sends directly; otherwise it queues the message and *wakes*
+  the leader, which sends it. A sender queues *before* trying the lock and the owner looks
+  at the queue *after* releasing it, so no message is ever stranded between the two.
+* ``close`` never blocks: it sets a flag and wakes the leader; whoever owns the socket next
+  (at once if nobody does) closes it.
 
 A lone client thread, or a server thread answering its own connection, thus uses the socket
 directly with no thread switch -- provided nobody else keeps taking the socket from it. The
@@ -26,7 +25,7 @@ server's accept thread would: it waits for new peers on the same ROUTER, and as 
 follower it was handed the socket each time a connection thread left with its request, only
 to find that thread back a moment later (a wasted wake-up, about one and a half per round
 trip) or, worse, to keep the socket and turn every request into a hand-off and every reply
-into a socketpair wake-up. So an accept thread waits *passively* (:meth:`SharedSocket.wait`
+into a wake-up. So an accept thread waits *passively* (:meth:`SharedSocket.wait`
 on an inbox made with ``passive=True``):
 
 * while connections exist it never blocks on the socket and is never handed it: a connection
@@ -34,20 +33,34 @@ on an inbox made with ``passive=True``):
   sleeps for ``_PASSIVE_TICK`` (or until a new connection is delivered to it) and then, if
   nobody holds the socket, reads it once without blocking -- so a new peer is still accepted,
   within a tick, while every connection thread is busy elsewhere;
-* while no connection exists it leads like any receiver, blocking in poll: then there is
-  nobody to compete with, and the connection its read creates is what it returns.
+* while no connection exists it leads like any receiver, blocking on the socket: then there
+  is nobody to compete with, and the connection its read creates is what it returns.
 
-The leader's wait is ``zmq_poll`` on a poll set built once (``zmq.Poller`` rebuilds it on
-every call). On a client the set also holds the DEALER's monitor socket -- as a plain
-descriptor, its edge-triggered ``ZMQ_FD``, which is drained until empty whenever it fires:
-asked as a socket, it would cost two ``ZMQ_EVENTS`` syscalls per wait to hear about an event
-that comes once per connection. Frames are read with ``recv(copy=False)``, whose ``more``
-flag pyzmq fills in C, rather than a ``getsockopt(RCVMORE)`` per frame.
+How a leader waits, and how ``wake`` reaches it, depends on the socket:
+
+* on a server's ROUTER the leader waits inside ZeroMQ, in a blocking ``recv`` (GIL released),
+  as a raw REP server does. ``zmq_poll`` would check the socket's ``ZMQ_EVENTS`` before and
+  after waiting: a few more syscalls per message. A wake-up is then a *message*: the hub
+  connects an in-process DEALER to its own ROUTER, and ``wake`` sends an empty frame through
+  it, under a random identity that no remote peer can take over (a ROUTER refuses a second
+  peer with an identity in use). A ROUTER routes what it sends by identity, so this waker
+  never receives anything. A wait with a deadline polls the ROUTER instead;
+* a client's DEALER cannot do the same: a DEALER deals its outgoing messages round-robin
+  among its peers, and the waker would get every other request. So its leader waits in
+  ``zmq_poll`` on a poll set built once (``zmq.Poller`` rebuilds it on every call) -- the
+  DEALER, a socketpair that ``wake`` writes a byte to, and the DEALER's monitor socket,
+  watched as a plain descriptor: its ``ZMQ_FD``, edge-triggered, drained until empty whenever
+  it fires (asked as a socket, it would cost two ``ZMQ_EVENTS`` syscalls per wait to hear of
+  an event that comes once per connection).
+
+Frames are read with ``recv(copy=False)``, whose ``more`` flag pyzmq fills in C, rather than
+a ``getsockopt(RCVMORE)`` per frame; sends skip pyzmq's pure-Python ``send`` wrapper.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import socket
 import threading
 import time
@@ -122,25 +135,42 @@ class SharedSocket:
         self._passive: list[threading.Condition] = []  # passive waiters, in arrival order
         self._active = 0  # open inboxes that are not passive: connections that exist
         self._outbox: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._wake_fd = self._wake_r.fileno()
-        # zmq_poll itself, on a poll set built once (zmq.Poller rebuilds its list every call).
-        self._zpoll = zmq.zmq_poll
-        self._pollset = [(sock, zmq.POLLIN), (self._wake_fd, zmq.POLLIN)]
-        self._monitor_fd = -1
-        if monitor is not None:
-            # The monitor's notification descriptor, watched as a plain descriptor: as a
-            # socket, zmq_poll would ask it for ZMQ_EVENTS twice per wait (a syscall each),
-            # though it speaks once per connection. Like any ZMQ_FD it is edge-triggered, so
-            # _read_monitor drains the monitor until ZeroMQ says it is empty (which re-arms
-            # it) -- and once at the first wait, for events queued before we took it over.
-            self._monitor_fd = monitor.getsockopt(zmq.FD)
-            self._pollset.append((self._monitor_fd, zmq.POLLIN))
-            self._monitorset = [(monitor, zmq.POLLIN)]
-        self._monitor_unread = monitor is not None
+        self._routed = sock.getsockopt(zmq.TYPE) == zmq.ROUTER  # frames start with an identity
+        self._zpoll = zmq.zmq_poll  # on poll sets built once (zmq.Poller rebuilds its list)
         self._sockset = [(sock, zmq.POLLIN)]
+        self._monitor_fd = -1
+        if self._routed:
+            # A ROUTER's leader waits inside ZeroMQ, in a blocking recv, and is woken by a
+            # message: an in-process DEALER, connected to the ROUTER, that only ever sends an
+            # empty frame under an identity no peer can guess (see the module docstring).
+            self._waker_id = f"minipool-wake-{os.urandom(8).hex()}".encode()
+            endpoint = f"inproc://{self._waker_id.decode()}"
+            sock.bind(endpoint)
+            waker = sock.context.socket(zmq.DEALER)
+            waker.setsockopt(zmq.ROUTING_ID, self._waker_id)
+            waker.setsockopt(zmq.SNDHWM, 0)
+            waker.setsockopt(zmq.LINGER, 0)
+            waker.connect(endpoint)
+            self._waker: Any = waker
+            # Reentrant: a signal handler may close (and so wake) while its thread is waking.
+            self._waker_lock = threading.RLock()
+            self._pollset = self._sockset  # timed waits poll the socket alone
+        else:
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._pollset = [(sock, zmq.POLLIN), (self._wake_r.fileno(), zmq.POLLIN)]
+            if monitor is not None:
+                # The monitor's notification descriptor, watched as a plain descriptor: as a
+                # socket, zmq_poll would ask it for ZMQ_EVENTS twice per wait (a syscall
+                # each), though it speaks once per connection. Like any ZMQ_FD it is
+                # edge-triggered, so _read_monitor drains the monitor until ZeroMQ says it is
+                # empty (which re-arms it) -- and once at the first wait, for events queued
+                # before we took it over.
+                self._monitor_fd = monitor.getsockopt(zmq.FD)
+                self._pollset.append((self._monitor_fd, zmq.POLLIN))
+                self._monitorset = [(monitor, zmq.POLLIN)]
+        self._monitor_unread = monitor is not None
         self._RCVMORE = int(zmq.RCVMORE)
         # Bound once: attribute look-ups on a pyzmq socket go through its __getattr__ hook.
         # ``get`` is getsockopt without turning the answer into an enum; the backend's
@@ -153,7 +183,6 @@ class SharedSocket:
         self._noblock = int(zmq.NOBLOCK)
         self._more = int(zmq.NOBLOCK | zmq.SNDMORE)
         self._frame_more = _probe_frame_more(zmq)
-        self._routed = sock.getsockopt(zmq.TYPE) == zmq.ROUTER  # frames start with an identity
         self.closed = False
         self.closing = False  # set first by close(), so that no thread starts a new poll
         self.on_unroutable: Callable[[bytes], None] = lambda identity: None
@@ -206,6 +235,15 @@ class SharedSocket:
             self.wake()  # the holder sends it; see _release for why nothing is lost
 
     def wake(self) -> None:
+        """Make the leader, if it is waiting, return and look at the queue and the flags."""
+        if self._routed:
+            with self._waker_lock:
+                if self._waker is not None:
+                    try:
+                        self._waker.send(b"", self._noblock)
+                    except self.zmq.ZMQError:  # the ROUTER is closing
+                        pass
+            return
         try:
             self._wake_w.send(b"\0")
         except OSError:  # buffer full (a wake-up is already pending) or hub closed
@@ -366,9 +404,10 @@ class SharedSocket:
 
     def _lead(self, inbox: Inbox, remaining: float | None) -> None:
         """Read the socket until ``inbox`` has an item, ``remaining`` seconds pass, or the
-        inbox or the hub is closed (which wakes us through the socketpair)."""
-        items, sock, pollset, zpoll = inbox.items, self.sock, self._pollset, self._zpoll
+        inbox or the hub is closed (whoever closes it wakes us)."""
+        items = inbox.items
         deadline = None if remaining is None else time.monotonic() + remaining
+        blocking = deadline is None and self._routed  # wait in recv itself (module docstring)
         timeout_ms = -1
         if self._monitor_unread:
             self._monitor_unread = False
@@ -376,45 +415,57 @@ class SharedSocket:
         while True:
             if self._outbox:
                 self._flush()
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                timeout_ms = 0 if left <= 0 else int(left * 1000) + 1
-            ready = zpoll(pollset, timeout_ms)
-            for which, _ in ready:
-                if which is sock:
-                    # Read and dispatch what the socket holds, stopping early once our own
-                    # inbox has something. (Inline: every message takes this path.)
-                    recv, noblock, dispatch = self._recv, self._noblock, self._dispatch
-                    for _ in range(_BATCH):
-                        # Messages arrive whole: once one frame is there, so are the others.
-                        frames = [recv(noblock)] if self._routed else []
-                        if self._frame_more:
-                            frame = recv(noblock, copy=False)
-                            frames.append(frame.bytes)
-                            while frame.more:
-                                frame = recv(noblock, copy=False)
-                                frames.append(frame.bytes)
-                        else:
-                            frames.append(recv(noblock))
-                            while self._get(self._RCVMORE):
-                                frames.append(recv(noblock))
-                        dispatch(frames)
-                        # A zero-timeout zmq_poll costs far less than a failed recv.
-                        if items or not zpoll(self._sockset, 0):
-                            break
-                elif which == self._monitor_fd:
-                    self._read_monitor()
-                else:
-                    try:
-                        while self._wake_r.recv(4096):
+            if blocking:
+                self._read(items, 0)
+                ready = True
+            else:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    timeout_ms = 0 if left <= 0 else int(left * 1000) + 1
+                ready = self._zpoll(self._pollset, timeout_ms)
+                for which, _ in ready:
+                    if which is self.sock:
+                        self._read(items, self._noblock)
+                    elif which == self._monitor_fd:
+                        self._read_monitor()
+                    else:  # the socketpair
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except OSError:
                             pass
-                    except OSError:
-                        pass
             if items or inbox.closed or self.closing:
                 return
             if not ready and timeout_ms >= 0:
                 if timeout_ms == 0 or time.monotonic() >= deadline:  # type: ignore[operator]
                     return
+
+    def _read(self, items: collections.deque[Any], flags: int) -> None:
+        """Read and dispatch what the socket holds, stopping early once ``items`` (the
+        leader's own inbox) has something. With ``flags`` 0 the first recv blocks until a
+        message -- or a wake-up -- comes. Wake-ups are only read, never dispatched: the
+        caller looks at the queue and the flags once we return."""
+        recv, noblock, dispatch = self._recv, self._noblock, self._dispatch
+        routed, frame_more = self._routed, self._frame_more
+        for _ in range(_BATCH):
+            # Messages arrive whole: once one frame is there, so are the others.
+            frames = [recv(flags)] if routed else []
+            flags = noblock
+            if frame_more:
+                frame = recv(noblock, copy=False)
+                frames.append(frame.bytes)
+                while frame.more:
+                    frame = recv(noblock, copy=False)
+                    frames.append(frame.bytes)
+            else:
+                frames.append(recv(noblock))
+                while self._get(self._RCVMORE):
+                    frames.append(recv(noblock))
+            if not routed or frames[0] != self._waker_id:
+                dispatch(frames)
+            # A zero-timeout zmq_poll costs far less than a failed recv (an exception).
+            if items or not self._zpoll(self._sockset, 0):
+                return
 
     def _read_monitor(self) -> None:
         while self._zpoll(self._monitorset, 0):
@@ -469,7 +520,12 @@ class SharedSocket:
                 self.sock.disable_monitor()
                 self.monitor.close(linger=0)
             self.sock.close(linger=_LINGER_MS)
-            self._wake_r.close()
-            self._wake_w.close()
+            if self._routed:
+                with self._waker_lock:
+                    waker, self._waker = self._waker, None
+                waker.close(linger=0)
+            else:
+                self._wake_r.close()
+                self._wake_w.close()
         finally:
             self._owner.release()
