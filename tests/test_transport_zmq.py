@@ -542,3 +542,32 @@ def test_connections_are_counted_until_closed() -> None:
         assert hub._active == 0
         for conn in clients[1:]:
             conn.close()
+
+
+def test_frames_without_more_flag_are_read_with_getsockopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyzmq's CFFI backend (PyPy) does not fill Frame.more; the hub then asks RCVMORE for
+    each frame. The same traffic -- data, HELLO, BYE, a malformed message -- must come out
+    the same way on both sides."""
+    from minipool.transports import sharedsocket
+
+    monkeypatch.setattr(sharedsocket, "_frame_knows_more", False)
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        assert listener._hub._read == listener._hub._read_by_getsockopt  # type: ignore[attr-defined]
+        client = base.connect(listener.url)
+        served = listener.accept()
+        client.send(b"up")
+        assert served.recv(timeout=10) == b"up"
+        served.send_many([b"down", b""])
+        assert [client.recv(timeout=10), client.recv(timeout=10)] == [b"down", b""]
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        try:
+            raw.connect(listener.url.replace("zmq+", ""))
+            raw.send_multipart([b"?", b"", b"three frames"])
+            with pytest.raises(ProtocolError):
+                listener.accept().recv(timeout=10)
+        finally:
+            raw.close(linger=0)
+        served.close()
+        with pytest.raises(ConnectionClosed):  # the server's BYE
+            client.recv(timeout=10)
+        client.close()

@@ -182,7 +182,12 @@ class SharedSocket:
             self._send = sock.send
         self._noblock = int(zmq.NOBLOCK)
         self._more = int(zmq.NOBLOCK | zmq.SNDMORE)
-        self._frame_more = _probe_frame_more(zmq)
+        if not _probe_frame_more(zmq):
+            self._read = self._read_by_getsockopt
+        elif self._routed:
+            self._read = self._read_routed
+        else:
+            self._read = self._read_dealer
         self.closed = False
         self.closing = False  # set first by close(), so that no thread starts a new poll
         self.on_unroutable: Callable[[bytes], None] = lambda identity: None
@@ -406,8 +411,14 @@ class SharedSocket:
         """Read the socket until ``inbox`` has an item, ``remaining`` seconds pass, or the
         inbox or the hub is closed (whoever closes it wakes us)."""
         items = inbox.items
+        if remaining is None and self._routed:
+            while True:  # a ROUTER's leader waits in recv itself (see the module docstring)
+                if self._outbox:
+                    self._flush()
+                self._read(items, 0)
+                if items or inbox.closed or self.closing:
+                    return
         deadline = None if remaining is None else time.monotonic() + remaining
-        blocking = deadline is None and self._routed  # wait in recv itself (module docstring)
         timeout_ms = -1
         if self._monitor_unread:
             self._monitor_unread = False
@@ -415,55 +426,73 @@ class SharedSocket:
         while True:
             if self._outbox:
                 self._flush()
-            if blocking:
-                self._read(items, 0)
-                ready = True
-            else:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    timeout_ms = 0 if left <= 0 else int(left * 1000) + 1
-                ready = self._zpoll(self._pollset, timeout_ms)
-                for which, _ in ready:
-                    if which is self.sock:
-                        self._read(items, self._noblock)
-                    elif which == self._monitor_fd:
-                        self._read_monitor()
-                    else:  # the socketpair
-                        try:
-                            while self._wake_r.recv(4096):
-                                pass
-                        except OSError:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                timeout_ms = 0 if left <= 0 else int(left * 1000) + 1
+            ready = self._zpoll(self._pollset, timeout_ms)
+            for which, _ in ready:
+                if which is self.sock:
+                    self._read(items, self._noblock)
+                elif which == self._monitor_fd:
+                    self._read_monitor()
+                else:  # the socketpair
+                    try:
+                        while self._wake_r.recv(4096):
                             pass
+                    except OSError:
+                        pass
             if items or inbox.closed or self.closing:
                 return
             if not ready and timeout_ms >= 0:
                 if timeout_ms == 0 or time.monotonic() >= deadline:  # type: ignore[operator]
                     return
 
-    def _read(self, items: collections.deque[Any], flags: int) -> None:
-        """Read and dispatch what the socket holds, stopping early once ``items`` (the
+    # _read is one of these three, chosen once in __init__: each message's frames are read
+    # with as little Python as each kind of socket allows.
+    def _read_routed(self, items: collections.deque[Any], flags: int) -> None:
+        """Read and dispatch what the ROUTER holds, stopping early once ``items`` (the
         leader's own inbox) has something. With ``flags`` 0 the first recv blocks until a
-        message -- or a wake-up -- comes. Wake-ups are only read, never dispatched: the
-        caller looks at the queue and the flags once we return."""
-        recv, noblock, dispatch = self._recv, self._noblock, self._dispatch
-        routed, frame_more = self._routed, self._frame_more
+        message -- or a wake-up -- comes. Wake-ups are read, never dispatched: the caller
+        looks at the queue and the flags once we return."""
+        recv, noblock, dispatch, waker_id = self._recv, self._noblock, self._dispatch, self._waker_id
         for _ in range(_BATCH):
-            # Messages arrive whole: once one frame is there, so are the others.
-            frames = [recv(flags)] if routed else []
+            identity = recv(flags)  # messages arrive whole: the other frames are there too
             flags = noblock
-            if frame_more:
-                frame = recv(noblock, copy=False)
-                frames.append(frame.bytes)
-                while frame.more:
-                    frame = recv(noblock, copy=False)
-                    frames.append(frame.bytes)
-            else:
-                frames.append(recv(noblock))
-                while self._get(self._RCVMORE):
-                    frames.append(recv(noblock))
-            if not routed or frames[0] != self._waker_id:
-                dispatch(frames)
+            frame = recv(noblock, copy=False)
+            if frame.more:
+                dispatch(self._rest([identity, frame.bytes]))
+            elif identity != waker_id:
+                dispatch([identity, frame.bytes])
             # A zero-timeout zmq_poll costs far less than a failed recv (an exception).
+            if items or not self._zpoll(self._sockset, 0):
+                return
+
+    def _read_dealer(self, items: collections.deque[Any], flags: int) -> None:
+        """As _read_routed, for a DEALER (which has no identities and never blocks here)."""
+        recv, noblock, dispatch = self._recv, self._noblock, self._dispatch
+        for _ in range(_BATCH):
+            frame = recv(noblock, copy=False)
+            dispatch(self._rest([frame.bytes]) if frame.more else [frame.bytes])
+            if items or not self._zpoll(self._sockset, 0):
+                return
+
+    def _rest(self, frames: list[bytes]) -> list[bytes]:
+        while True:
+            frame = self._recv(self._noblock, copy=False)
+            frames.append(frame.bytes)
+            if not frame.more:
+                return frames
+
+    def _read_by_getsockopt(self, items: collections.deque[Any], flags: int) -> None:
+        """Either socket, where frames do not carry ``more`` (pyzmq's CFFI backend)."""
+        recv, noblock, get, rcvmore = self._recv, self._noblock, self._get, self._RCVMORE
+        for _ in range(_BATCH):
+            frames = [recv(flags)]
+            flags = noblock
+            while get(rcvmore):
+                frames.append(recv(noblock))
+            if not self._routed or frames[0] != self._waker_id:
+                self._dispatch(frames)
             if items or not self._zpoll(self._sockset, 0):
                 return
 
