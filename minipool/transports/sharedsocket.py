@@ -80,7 +80,7 @@ _frame_knows_more: bool | None = None  # see _probe_frame_more
 class Inbox:
     """What one waiting thread receives: messages, or an exception to raise in its turn."""
 
-    __slots__ = ("items", "cond", "waiting", "closed", "passive")
+    __slots__ = ("closed", "cond", "items", "passive", "waiting")
 
     def __init__(self, state: threading.Lock, passive: bool = False) -> None:
         self.items: collections.deque[Any] = collections.deque()
@@ -443,9 +443,9 @@ class SharedSocket:
                         pass
             if items or inbox.closed or self.closing:
                 return
-            if not ready and timeout_ms >= 0:
-                if timeout_ms == 0 or time.monotonic() >= deadline:  # type: ignore[operator]
-                    return
+            if not ready and timeout_ms >= 0 and (
+                    timeout_ms == 0 or time.monotonic() >= deadline):  # type: ignore[operator]
+                return
 
     # _read is one of these three, chosen once in __init__: each message's frames are read
     # with as little Python as each kind of socket allows.
