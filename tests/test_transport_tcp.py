@@ -82,3 +82,68 @@ def test_unknown_scheme_and_bad_urls():
         connect("carrier-pigeon://127.0.0.1:1")
     with pytest.raises(TransportError, match="port"):
         connect("tcp://127.0.0.1")
+
+
+def test_runs_of_large_frames_arrive_whole_and_in_order(pair):
+    """After a large frame the next prefix is read on its own, so that a large frame that
+    follows goes straight into a bytes object of its own (MSG_WAITALL), with no zero-filled
+    buffer to fill first. Small frames in between still come out right."""
+    client, server, _ = pair
+    big = [bytes([65 + i]) * 400_000 + b"end" for i in range(4)]
+    frames = [big[0], big[1], b"small", big[2], b"", big[3], b"tail"]
+    client.send_many(frames)
+    got = [server.recv(5) for _ in frames]
+    assert got == frames
+    assert type(got[1]) is bytes  # the second of a run: received in place, not copied
+
+
+def _raw_peer(listener):
+    raw = socket.create_connection(("127.0.0.1", int(listener.url.rsplit(":", 1)[1])))
+    return raw, listener.accept()
+
+
+@pytest.mark.parametrize("earlier_large_frames", [0, 1])
+def test_close_from_another_thread_wakes_a_recv_inside_a_large_frame(pair, earlier_large_frames):
+    """A reader blocked in the middle of a large frame -- in recv_into(MSG_WAITALL) for the
+    first frame of a run, in recv(MSG_WAITALL) for the next -- wakes when another thread
+    closes the connection."""
+    _, _, listener = pair
+    raw, served = _raw_peer(listener)
+    try:
+        for _ in range(earlier_large_frames):
+            raw.sendall(struct.pack("!I", 300_000) + b"z" * 300_000)
+            assert served.recv(5) == b"z" * 300_000
+        raw.sendall(struct.pack("!I", 500_000) + b"y" * 1000)  # and the rest never comes
+        outcome = []
+
+        def reader():
+            try:
+                served.recv(5)
+            except BaseException as exc:  # noqa: BLE001 -- the test checks which
+                outcome.append(exc)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(0.3)  # let it block inside the frame
+        assert thread.is_alive()
+        served.close()
+        thread.join(5)
+        assert not thread.is_alive() and isinstance(outcome[0], ConnectionClosed)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("earlier_large_frames", [0, 1])
+def test_peer_gone_in_the_middle_of_a_large_frame(pair, earlier_large_frames):
+    _, _, listener = pair
+    raw, served = _raw_peer(listener)
+    try:
+        for _ in range(earlier_large_frames):
+            raw.sendall(struct.pack("!I", 300_000) + b"z" * 300_000)
+            assert served.recv(5) == b"z" * 300_000
+        raw.sendall(struct.pack("!I", 500_000) + b"y" * 1000)
+        raw.close()
+        with pytest.raises(ConnectionClosed):
+            served.recv(5)
+    finally:
+        served.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,8 +22,8 @@ pytestmark = pytest.mark.timeout(60)
 class EchoServer:
     """Accepts every connection and echoes each message back, one thread per connection."""
 
-    def __init__(self, **options: object) -> None:
-        self.listener = base.listen("zmq+tcp://127.0.0.1:0", **options)
+    def __init__(self, listener: base.Listener | None = None, **options: object) -> None:
+        self.listener = listener or base.listen("zmq+tcp://127.0.0.1:0", **options)
         self.errors: list[BaseException] = []
         self.threads: list[threading.Thread] = []
         self.accepted: list[base.Connection] = []
@@ -416,3 +418,156 @@ def test_receive_only_server_threads_never_stall() -> None:
             t.join(10)
         assert not stalled and not failures
         assert all(got[i] == [b"%d" % r for r in range(200)] for i in got)
+
+
+class CountingCondition:
+    """Stands in for an inbox's condition and counts how often its thread goes to sleep."""
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._cond, self.waits = cond, 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return self._cond.wait(timeout)
+
+    def notify(self, n: int = 1) -> None:
+        self._cond.notify(n)
+
+    def notify_all(self) -> None:
+        self._cond.notify_all()
+
+
+def test_the_accept_thread_leaves_the_socket_to_the_connection_threads() -> None:
+    """The echo thread reads its own requests, and the accept thread -- waiting on the same
+    ROUTER -- is not woken for each of them: a leader leaving with its message never hands
+    the socket to it (it would only find the echo thread back a moment later, or take the
+    socket and make every reply wake it). It wakes on its own tick and nothing else."""
+    from minipool.transports.sharedsocket import _PASSIVE_TICK
+
+    listener = base.listen("zmq+tcp://127.0.0.1:0")
+    hub = listener._hub  # type: ignore[attr-defined]
+    pending = listener._pending  # type: ignore[attr-defined]
+    pending.cond = sleeps = CountingCondition(pending.cond)  # before anyone waits on it
+    readers: collections.Counter[str] = collections.Counter()
+    dispatch = hub._dispatch
+
+    def counting(frames: list[bytes]) -> None:
+        if len(frames) == 2:  # a data message
+            readers["accept" if threading.current_thread() is srv._acceptor else "echo"] += 1
+        dispatch(frames)
+
+    hub._dispatch = counting
+    srv = EchoServer(listener)
+    try:
+        with base.connect(listener.url) as conn:
+            conn.send(b"warm-up")
+            assert conn.recv(timeout=10) == b"warm-up"
+            readers.clear()
+            before, started = sleeps.waits, time.monotonic()
+            for i in range(300):
+                conn.send(b"%d" % i)
+                assert conn.recv(timeout=10) == b"%d" % i
+            waits, elapsed = sleeps.waits - before, time.monotonic() - started
+    finally:
+        srv.close()
+    assert readers["echo"] >= 295 and readers["accept"] <= 5
+    assert waits <= 1.5 * elapsed / _PASSIVE_TICK + 10, (waits, elapsed)
+
+
+def test_a_new_peer_is_accepted_while_every_connection_thread_is_busy() -> None:
+    """While connections exist the accept thread does not block on the socket; it still reads
+    it now and then when no connection thread does, so a new peer gets in (and messages for
+    a busy connection are waiting for it) while the only connection's thread is elsewhere."""
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        first = base.connect(listener.url)
+        busy = listener.accept()  # no thread ever receives on it until the end
+        first.send(b"for the busy one")
+        accepted: list[base.Connection] = []
+        thread = threading.Thread(target=lambda: accepted.append(listener.accept()))
+        thread.start()
+        second = base.connect(listener.url)
+        thread.join(10)
+        assert accepted and not thread.is_alive()
+        second.send(b"hello")
+        assert accepted[0].recv(timeout=10) == b"hello"
+        assert busy.recv(timeout=10) == b"for the busy one"
+        for conn in (first, second, busy, accepted[0]):
+            conn.close()
+
+
+def test_close_wakes_a_connection_thread_that_is_reading_the_socket() -> None:
+    """The server thread blocked in recv is the one waiting in zmq_poll (the accept thread waits
+    passively beside it); close from another thread must wake it at once."""
+    srv = EchoServer()
+    try:
+        client = base.connect(srv.listener.url)
+        client.send(b"ping")
+        assert client.recv(timeout=10) == b"ping"
+        served = srv.accepted[0]
+        srv.threads[0].join(0.2)  # its echo thread is back in recv, leading
+        started = time.monotonic()
+        served.close()
+        srv.threads[0].join(10)
+        assert not srv.threads[0].is_alive() and isinstance(srv.errors[0], ConnectionClosed)
+        assert time.monotonic() - started < 5
+        client.close()
+    finally:
+        srv.close()
+
+
+def test_connections_are_counted_until_closed() -> None:
+    """The hub counts open connections: while any exists the accept thread only reads now
+    and then; once none is left it waits on the socket itself again."""
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        hub = listener._hub  # type: ignore[attr-defined]
+        clients = [base.connect(listener.url) for _ in range(3)]
+        accepted = [listener.accept() for _ in clients]  # in the order their HELLOs came
+        assert hub._active == 3
+        for n, conn in enumerate(clients):
+            conn.send(b"%d" % n)
+        served = {int(conn.recv(timeout=10)): conn for conn in accepted}  # n: clients[n]'s peer
+        clients[0].close()
+        with pytest.raises(ConnectionClosed):  # the peer's BYE; recv closes the inbox
+            served[0].recv(timeout=10)
+        served[1].close()
+        served[1].close()  # idempotent: counted once
+        assert hub._active == 1
+        served[2].close()
+        assert hub._active == 0
+        late = base.connect(listener.url)
+        again = listener.accept()
+        assert hub._active == 1
+        late.close()
+        again.close()
+        assert hub._active == 0
+        for conn in clients[1:]:
+            conn.close()
+
+
+def test_frames_without_more_flag_are_read_with_getsockopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyzmq's CFFI backend (PyPy) does not fill Frame.more; the hub then asks RCVMORE for
+    each frame. The same traffic -- data, HELLO, BYE, a malformed message -- must come out
+    the same way on both sides."""
+    from minipool.transports import sharedsocket
+
+    monkeypatch.setattr(sharedsocket, "_frame_knows_more", False)
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        assert listener._hub._read == listener._hub._read_by_getsockopt  # type: ignore[attr-defined]
+        client = base.connect(listener.url)
+        served = listener.accept()
+        client.send(b"up")
+        assert served.recv(timeout=10) == b"up"
+        served.send_many([b"down", b""])
+        assert [client.recv(timeout=10), client.recv(timeout=10)] == [b"down", b""]
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        try:
+            raw.connect(listener.url.replace("zmq+", ""))
+            raw.send_multipart([b"?", b"", b"three frames"])
+            with pytest.raises(ProtocolError):
+                listener.accept().recv(timeout=10)
+        finally:
+            raw.close(linger=0)
+        served.close()
+        with pytest.raises(ConnectionClosed):  # the server's BYE
+            client.recv(timeout=10)
+        client.close()

@@ -7,16 +7,21 @@ blocked reader wakes up. They live here, once, so each transport module is only 
 
 Why it is built this way:
 
-* reads go through one growing buffer filled by large ``recv_into`` calls, so a burst of small
+* reads go through one growing buffer filled by large ``recv`` calls, so a burst of small
   frames costs one syscall, not one per frame;
-* a large message is read straight into its own preallocated buffer (no repeated
-  concatenation of a 16 MB body);
+* a large message never passes through that buffer. The kernel copies it straight into an
+  object of its own, with ``MSG_WAITALL`` so that one call receives all of it: the first
+  large frame of a run into a ``bytearray`` (the part already buffered copied in first);
+  every later one -- after a large frame the next length prefix is read on its own, so none
+  of the frame is buffered -- into the ``bytes`` object that ``recv(n, MSG_WAITALL)``
+  creates, as a raw socket would: no zero-filled buffer to allocate, no second pass over
+  16 MB. With a deadline, or over TLS, it is read with ``poll`` and ``recv_into`` instead;
 * deadlines use ``poll`` rather than ``socket.settimeout``, because a socket's timeout also
   applies to *sends* made from other threads at the same moment;
 * writes take a lock (several threads may send on one connection) and gather their parts with
-  ``sendmsg``, so a header and its body leave in one write: with TCP_NODELAY set, one message is
-  one segment train and never waits for a delayed ACK (the Nagle stall seed 000's HTTP example
-  would hit).
+  ``sendmsg``, so a header and its body leave in one write (on a plain socket, without
+  copying the body): with TCP_NODELAY set, one message is one segment train and never waits
+  for a delayed ACK (the Nagle stall seed 000's HTTP example would hit).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ..errors import ConnectionClosed, FrameTooLarge
 __all__ = ["SocketStream", "configure_socket"]
 
 _CHUNK = 256 * 1024
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
 Buffer = bytes | bytearray | memoryview
 
 
@@ -55,6 +61,7 @@ class SocketStream:
         self.sock = sock
         self._buf = bytearray()
         self._pos = 0  # start of unread data in _buf
+        self._large_run = False  # the last frame read_prefixed returned was large
         self._send_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -89,8 +96,8 @@ class SocketStream:
         if not ready:
             raise TimeoutError("timed out waiting for data")
 
-    def _fill(self, deadline: float | None) -> None:
-        """Receive at least one more byte into the buffer."""
+    def _fill(self, deadline: float | None, most: int = _CHUNK) -> None:
+        """Receive at least one more byte (and at most ``most``) into the buffer."""
         if self._closed:
             raise ConnectionClosed("connection closed")
         if self._pos and self._pos == len(self._buf):
@@ -101,7 +108,7 @@ class SocketStream:
             self._pos = 0
         self._wait_readable(deadline)
         try:
-            data = self.sock.recv(_CHUNK)
+            data = self.sock.recv(most)
         except (OSError, ValueError) as exc:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
         if not data:
@@ -109,7 +116,8 @@ class SocketStream:
         self._buf += data
 
     def read_exact(self, n: int, deadline: float | None = None) -> bytes:
-        """Return exactly ``n`` bytes (a ``bytearray`` when ``n`` is large: see _read_large).
+        """Return exactly ``n`` bytes (perhaps a ``bytearray`` when ``n`` is large: see
+        _read_large).
 
         Raises:
             ConnectionClosed: EOF or error before ``n`` bytes arrived.
@@ -126,16 +134,37 @@ class SocketStream:
         return self.read_exact(n, deadline)
 
     def _read_large(self, n: int, deadline: float | None) -> bytes:
+        if not self.buffered and deadline is None and _WAITALL and not self._is_ssl:
+            # Nothing of it read yet: the kernel can put it all straight into a new bytes
+            # object, as a raw socket's recv(n, MSG_WAITALL) does -- no zero-filled buffer
+            # to allocate first, no second pass over 16 MB.
+            self._buf.clear()
+            self._pos = 0
+            try:
+                data = self.sock.recv(n, _WAITALL)
+            except (OSError, ValueError) as exc:
+                raise ConnectionClosed(f"connection lost: {exc}") from exc
+            if len(data) == n:
+                return data
+            if not data:
+                raise ConnectionClosed("connection closed by peer")
+            self._buf += data  # cut short (a signal, a shutdown): finish it below
         out = bytearray(n)
         view = memoryview(out)
         have = self.buffered
-        view[:have] = self._buf[self._pos :]
+        if have:
+            with memoryview(self._buf) as buffered:  # (a slice of _buf itself would copy)
+                view[:have] = buffered[self._pos :]
         self._buf.clear()
         self._pos = 0
+        # With no deadline, MSG_WAITALL has the kernel fill the rest in one call instead of
+        # one call (and one Python loop turn) per segment train. TLS sockets take no flags.
+        flags = _WAITALL if deadline is None and not self._is_ssl else 0
         while have < n:
-            self._wait_readable(deadline)
+            if not flags:
+                self._wait_readable(deadline)
             try:
-                got = self.sock.recv_into(view[have:], n - have)
+                got = self.sock.recv_into(view[have:], n - have, flags)
             except (OSError, ValueError) as exc:
                 raise ConnectionClosed(f"connection lost: {exc}") from exc
             if not got:
@@ -157,7 +186,10 @@ class SocketStream:
         """
         head = prefix.size
         while self.buffered < head:
-            self._fill(deadline)
+            # Right after a large frame, read the next prefix alone: if that frame is large
+            # too, none of it is in our buffer and _read_large can receive it into a bytes
+            # object of its own. (One more syscall, which only a small frame would notice.)
+            self._fill(deadline, head - self.buffered if self._large_run else _CHUNK)
         (size,) = prefix.unpack_from(self._buf, self._pos)
         if size > limit:
             raise FrameTooLarge(size, limit)
@@ -166,7 +198,9 @@ class SocketStream:
             # start; once it is arriving it is read to the end, so a timeout can never leave
             # half a frame consumed.
             self._pos += head
+            self._large_run = True
             return self._read_large(size, None)
+        self._large_run = False
         total = head + size
         while self.buffered < total:
             self._fill(deadline)  # a timeout here consumes nothing: the stream stays in sync

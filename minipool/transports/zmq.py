@@ -23,7 +23,9 @@ messages in flight may have been lost and minipool's own reconnect redoes the ha
 Thread model: ZeroMQ sockets must never be used by two threads at once. Rather than a
 separate I/O thread (two thread hops per message), whichever thread holds the socket's owner
 lock uses it -- the leader/followers pattern of :mod:`minipool.transports.sharedsocket` -- so
-a lone client, or a server answering one request at a time, pays no thread switch at all.
+a lone client, or a server thread answering its own connection, pays no thread switch at all.
+The listener's accept thread waits *passively* on the shared ROUTER: it never takes the socket
+from the connection threads, which would turn every request into a hand-off between threads.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from urllib.parse import SplitResult
 
 from ..errors import ConnectionClosed, FrameTooLarge, MissingExtra, ProtocolError
 from .base import Buffer, Connection, Listener, Options
-from .sharedsocket import Inbox, SharedSocket
+from .sharedsocket import SharedSocket
 
 __all__ = ["ZmqConnection", "ZmqListener", "connect", "listen", "HELLO", "BYE"]
 
@@ -64,17 +66,18 @@ class ZmqConnection(Connection):
 
     def __init__(self, hub: SharedSocket, options: Options, peer: str, identity: bytes | None,
                  on_close: Callable[[], None]) -> None:
-        self._hub, self._options, self.peer = hub, options, peer
+        self._hub, self._max_message, self.peer = hub, options.max_message, peer
         self._prefix: tuple[bytes, ...] = () if identity is None else (identity,)
         self._on_close = on_close
-        self.inbox = Inbox(hub.state)
+        self.inbox = hub.inbox()
         self._closed = False
         self._gone = False  # the peer said BYE or vanished: sending is pointless
 
     def send(self, message: Buffer) -> None:
         if self._closed or self._gone:
             raise ConnectionClosed("connection closed")
-        self._hub.send(self._prefix + _frames(message))
+        # Copy a mutable buffer now: the message may be sent later by another thread.
+        self._hub.send(self._prefix + (message if type(message) is bytes else bytes(message),))
 
     def send_many(self, messages: Sequence[Buffer]) -> None:
         if self._closed or self._gone:
@@ -91,8 +94,8 @@ class ZmqConnection(Connection):
         raise item
 
     def _deliver(self, payload: bytes) -> None:
-        if len(payload) > self._options.max_message:  # MAXMSGSIZE should have stopped it
-            payload = FrameTooLarge(len(payload), self._options.max_message)  # type: ignore
+        if len(payload) > self._max_message:  # MAXMSGSIZE should have stopped it
+            payload = FrameTooLarge(len(payload), self._max_message)  # type: ignore
         self._hub.deliver(self.inbox, payload)
 
     def _lost(self, reason: str) -> None:
@@ -152,7 +155,9 @@ class ZmqListener(Listener):
         self.url = f"zmq+tcp://{shown}:{port}"
         self._hub = SharedSocket(zmq, sock, self._dispatch)
         self._hub.on_unroutable = self._unroutable
-        self._pending = Inbox(self._hub.state)  # accepted connections not yet returned
+        # Accepted connections not yet returned. Passive: the accept thread never competes
+        # with the connection threads for the socket (see sharedsocket).
+        self._pending = self._hub.inbox(passive=True)
         self._peers: dict[bytes, ZmqConnection] = {}
         self._table_lock = threading.Lock()
         # Identities whose connection was closed here: later stragglers are dropped, not
@@ -162,6 +167,15 @@ class ZmqListener(Listener):
     def _dispatch(self, frames: list[bytes]) -> None:
         identity = frames[0]
         conn = self._peers.get(identity)
+        if conn is not None and len(frames) == 2:  # the common case first: data, known peer
+            payload = frames[1]
+            if len(payload) <= conn._max_message:  # (MAXMSGSIZE has already checked it)
+                conn.inbox.items.append(payload)  # hub.deliver(), inlined on this hot path
+                if conn.inbox.waiting:
+                    self._hub.notify(conn.inbox)
+                return
+            conn._deliver(payload)
+            return
         if conn is None:
             if identity in self._retired or frames[1:] == [BYE, b""]:
                 return
@@ -242,7 +256,13 @@ def connect(url: SplitResult, options: Options) -> Connection:
 
     def dispatch(frames: list[bytes]) -> None:
         if len(frames) == 1:
-            conn._deliver(frames[0])
+            payload = frames[0]
+            if len(payload) <= options.max_message:  # (MAXMSGSIZE has already checked it)
+                items.append(payload)  # hub.deliver(), inlined on this hot path
+                if inbox.waiting:
+                    hub.notify(inbox)
+            else:
+                conn._deliver(payload)
         elif frames == [BYE, b""]:
             conn._lost("the server closed the connection")
         else:
@@ -256,6 +276,8 @@ def connect(url: SplitResult, options: Options) -> Connection:
 
     hub = SharedSocket(zmq, sock, dispatch, monitor, on_event)
     conn = ZmqConnection(hub, options, f"{shown}:{url.port}", None, hub.close)
+    inbox = conn.inbox
+    items = inbox.items
     hub.send((HELLO, b""))
     return conn
 
