@@ -258,3 +258,36 @@ def test_listener_close_joins_its_threads():
         with pytest.raises(ConnectionClosed):
             client.recv(5)  # closed by the listener along with the other unaccepted ones
     client.close()
+
+
+def test_a_poll_that_catches_a_request_half_arrived_keeps_the_connection():
+    import time
+
+    listener = listen("http://127.0.0.1:0")
+    accepted = []
+
+    def accept():
+        conn = listener.accept()
+        conn.handshake(5)
+        accepted.append(conn)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    client = connect(listener.url)
+    thread.join(10)
+    server = accepted[0]
+    try:
+        client.send(b"first")
+        assert server.recv(5) == b"first"
+        # The next POST's head and half its body; the rest is still on its way.
+        client._up.sock.sendall(client._prefix + b"10\r\n\r\n" + b"01234")
+        time.sleep(0.1)
+        with pytest.raises(TimeoutError):
+            server.recv(timeout=0.0)  # the coordinator's poll while it has replies to flush
+        assert not server.closed
+        client._up.sock.sendall(b"56789")
+        assert server.recv(5) == b"0123456789"
+        client.send(b"after")
+        assert server.recv(5) == b"after"
+    finally:
+        client.close(), server.close(), listener.close()

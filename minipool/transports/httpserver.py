@@ -28,6 +28,7 @@ from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportEr
 from .base import Buffer, Connection, Listener, Options
 from .http import DuplexConnection, _ACK, _ACK_BATCH, _SESSION_PATH, EVENTS_PATH, SESSION_HEADER, _read_head
 from .http11 import REASONS, HttpError, Request, content_length, format_response, parse_request
+from .stream import _CHUNK as _RESUMABLE  # bodies up to this size are read in the buffer
 from .stream import SocketStream
 from .tcp import TcpConnection, TcpListener
 
@@ -74,6 +75,7 @@ class HttpServerConnection(DuplexConnection):
                        .encode("latin-1") if host else b"\0")
         self._options = options
         self._owed = 0  # 204s not yet written
+        self._body_size: int | None = None  # a request whose head is read and body is not yet
         self.peer = up.peer
 
     def send(self, message: Buffer) -> None:
@@ -99,6 +101,20 @@ class HttpServerConnection(DuplexConnection):
         if self._owed and (up.buffered == 0 or self._owed >= _ACK_BATCH):
             up.write([_ACK * self._owed])  # about to block anyway: acknowledge now, in one write
             self._owed = 0
+        if self._body_size is None:
+            self._body_size = self._read_request_head(deadline)
+        size = self._body_size
+        # A small body that times out stays in the buffer, and the next call goes on with it
+        # (a reader that polls with timeout=0 may catch a request half arrived). A large one
+        # is read straight into its own buffer, so once its head is here it is read to the end.
+        body = up.read_exact(size, deadline if size <= _RESUMABLE else None) if size else b""
+        self._body_size = None
+        self._owed += 1
+        return body
+
+    def _read_request_head(self, deadline: float | None) -> int:
+        """Read and check one request head; return its body's length."""
+        up = self._up
         try:
             head = _read_head(up, deadline)
             # Fast path: the exact head minipool's client sends, only the length varying. It is
@@ -114,13 +130,7 @@ class HttpServerConnection(DuplexConnection):
             _reject(up, exc.status, exc.detail, self._owed)
             self.close()
             raise
-        try:
-            body = up.read_exact(size, deadline) if size else b""
-        except TimeoutError:
-            self.close()  # half a body has been consumed: the stream cannot be resumed
-            raise
-        self._owed += 1
-        return body
+        return size
 
     def _parse(self, head: bytes) -> int:
         """Any other head: parse it fully and return its body's length.
