@@ -615,3 +615,37 @@ def test_try_send_writes_a_websocket_frame():
     client.close()
     listener.close()
     assert got == [b"beat", b"after"]
+
+
+def test_a_poll_that_catches_a_large_frame_half_arrived_keeps_the_connection():
+    import time
+
+    from minipool.transports.wsframes import Frame, serialize
+
+    listener = base.listen("ws://127.0.0.1:0")
+    accepted = []
+
+    def accept():
+        conn = listener.accept()
+        conn.handshake(5)
+        accepted.append(conn)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    client = base.connect(listener.url)
+    thread.join(10)
+    server = accepted[0]
+    try:
+        payload = bytes(range(256)) * 4096  # 1 MiB: larger than a buffered read
+        wire = serialize(Frame(Opcode.BINARY, payload), mask=True)
+        client._stream.sock.sendall(wire[:1000])  # the head and the start of the payload
+        time.sleep(0.1)
+        later = threading.Timer(0.2, client._stream.sock.sendall, (wire[1000:],))
+        later.start()
+        assert server.recv(timeout=0.0) == payload  # read to the end once it had begun
+        later.join()
+        assert not server.closed
+        client.send(b"after")
+        assert server.recv(5) == b"after"
+    finally:
+        client.close(), server.close(), listener.close()

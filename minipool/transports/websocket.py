@@ -224,7 +224,7 @@ class WebSocketConnection(TcpConnection):
 
         Raises:
             TimeoutError: no whole message within ``timeout``; the connection stays usable
-                unless a large payload was being read (then it is closed).
+                (a large payload whose frame head has arrived is read to the end first).
             ConnectionClosed: the peer closed (``close_code`` tells why) or the socket broke.
             WebSocketProtocolError: the peer broke the protocol; the close code was sent.
         """
@@ -272,14 +272,13 @@ class WebSocketConnection(TcpConnection):
         read = self._stream.read_exact
         try:
             while True:
-                need = parser.send(read(need, deadline))  # type: ignore[attr-defined]
+                # A large payload is read into its own buffer, which a timeout would throw
+                # away: once its frame head is here, it is read to the end (as tcp:// does).
+                need = parser.send(read(need, deadline if need <= _RESUMABLE else None))  # type: ignore[attr-defined]
         except StopIteration as done:
             return done.value
         except TimeoutError:
-            if need > _RESUMABLE:  # the stream may have consumed part of it: cannot resume
-                self._stream.close()
-                raise TimeoutError("timed out in the middle of a large frame; connection closed")
-            self._pending = (parser, need)
+            self._pending = (parser, need)  # small reads leave their bytes in the buffer
             raise
 
     # -- closing handshake ---------------------------------------------------------------------
