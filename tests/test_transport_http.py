@@ -291,3 +291,34 @@ def test_a_poll_that_catches_a_request_half_arrived_keeps_the_connection():
         assert server.recv(5) == b"after"
     finally:
         client.close(), server.close(), listener.close()
+
+
+def test_the_client_waits_for_a_chunk_caught_half_arrived():
+    import time
+
+    listener = listen("http://127.0.0.1:0")
+    accepted = []
+
+    def accept():
+        conn = listener.accept()
+        conn.handshake(5)
+        accepted.append(conn)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    client = connect(listener.url)
+    thread.join(10)
+    server = accepted[0]
+    try:
+        down = server._down.sock
+        down.sendall(b"b\r\nM01234")  # an event chunk of 10 bytes, half of it
+        later = threading.Timer(0.2, down.sendall, (b"56789\r\n",))
+        later.start()
+        time.sleep(0.05)
+        assert client.recv(timeout=0.0) == b"0123456789"  # the rest arrives 0.15 s later
+        later.join()
+        assert not client.closed
+        server.send(b"after")
+        assert client.recv(5) == b"after"
+    finally:
+        client.close(), server.close(), listener.close()

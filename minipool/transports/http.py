@@ -89,8 +89,10 @@ class DuplexConnection(Connection):
 class HttpClientConnection(DuplexConnection):
     """The client's end: POSTs on the up half, reads chunks from the down half.
 
-    A ``recv`` that times out before the next chunk began leaves the connection usable; one
-    that times out inside a chunk closes it.
+    A ``recv`` that times out before the next chunk began leaves the connection usable. Once a
+    chunk's size line is read, the rest of it gets at least ``handshake_timeout`` to arrive
+    (whatever ``timeout`` was asked for); a server that stalls inside a chunk gets the
+    connection closed.
     """
 
     def __init__(self, up: SocketStream, down: SocketStream, session: str, host: str,
@@ -173,6 +175,10 @@ class HttpClientConnection(DuplexConnection):
                 raise ConnectionClosed("the server ended the event stream")
             if size - 1 > self._options.max_message:
                 raise FrameTooLarge(size - 1, self._options.max_message)
+            if deadline is not None:
+                # The rest of the chunk is on its way: a poll that caught it half arrived waits
+                # for it, and only a server that stalls inside a chunk gets the connection closed.
+                deadline = max(deadline, time.monotonic() + self._options.handshake_timeout)
             if down.read_exact(1, deadline) != b"M":
                 raise ProtocolError("unknown kind of event chunk")
             message = down.read_exact(size - 1, deadline) if size > 1 else b""

@@ -61,8 +61,9 @@ def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> No
 class HttpServerConnection(DuplexConnection):
     """The coordinator's end: reads POSTs from the up half, writes chunks on the down half.
 
-    A ``recv`` that times out before any byte of the next request arrived leaves the
-    connection usable; one that times out inside a body closes it. Bad requests are answered
+    A ``recv`` that times out leaves the connection usable: a request caught half arrived is
+    taken up by the next call (a body larger than a buffered read is read to the end once its
+    head is here). Bad requests are answered
     (400/404/405/411/413/431) and close the connection; see the module docstring.
     """
 
