@@ -88,28 +88,23 @@ class TaskFuture(concurrent.futures.Future):
     # -- settling: Future.set_result / set_exception with the lock's own methods ---------------
 
     def set_result(self, result: Any) -> None:
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._state in _SETTLED:
-                raise InvalidStateError(f"{self._state}: {self!r}")
-            self._result = result
-            self._state = FINISHED
-            self._wake(True)
-        finally:
-            lock.release()
-        if self._done_callbacks:
-            self._invoke_callbacks()
+        self._settle(True, result)
 
     def set_exception(self, exception: BaseException | None) -> None:
+        self._settle(False, exception)
+
+    def _settle(self, ok: bool, value: Any) -> None:
         lock = self._lock
         lock.acquire()
         try:
             if self._state in _SETTLED:
                 raise InvalidStateError(f"{self._state}: {self!r}")
-            self._exception = exception
+            if ok:
+                self._result = value
+            else:
+                self._exception = value
             self._state = FINISHED
-            self._wake(False)
+            self._wake(ok)
         finally:
             lock.release()
         if self._done_callbacks:

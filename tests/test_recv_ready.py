@@ -2,29 +2,13 @@
 
 import socket
 import struct
-import threading
 import time
 
 import pytest
 
+from pairs import connected
+
 from minipool.errors import FrameTooLarge
-from minipool.transports import connect, listen
-
-
-def _pair(url, **options):
-    listener = listen(url, **options)
-    accepted = []
-
-    def accept():  # the server's half of the handshake runs while the client connects
-        conn = listener.accept()
-        conn.handshake(5)
-        accepted.append(conn)
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    client = connect(listener.url, **options)
-    thread.join(10)
-    return listener, client, accepted[0]
 
 
 def _wait_for(conn, want, limit=100, timeout=5.0):
@@ -35,7 +19,7 @@ def _wait_for(conn, want, limit=100, timeout=5.0):
 
 
 def test_nothing_waiting_gives_an_empty_list_at_once(transport):
-    listener, client, server = _pair(f"{transport}://127.0.0.1:0")
+    listener, client, server = connected(f"{transport}://127.0.0.1:0")
     try:
         start = time.monotonic()
         assert server.recv_ready(10) == []
@@ -45,7 +29,7 @@ def test_nothing_waiting_gives_an_empty_list_at_once(transport):
 
 
 def test_a_burst_comes_back_whole_in_order_and_up_to_the_limit(transport):
-    listener, client, server = _pair(f"{transport}://127.0.0.1:0")
+    listener, client, server = connected(f"{transport}://127.0.0.1:0")
     try:
         messages = [b"m%03d" % i * (i + 1) for i in range(40)]
         client.send_many(messages)

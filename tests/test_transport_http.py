@@ -263,19 +263,9 @@ def test_listener_close_joins_its_threads():
 def test_a_poll_that_catches_a_request_half_arrived_keeps_the_connection():
     import time
 
-    listener = listen("http://127.0.0.1:0")
-    accepted = []
+    from pairs import connected
 
-    def accept():
-        conn = listener.accept()
-        conn.handshake(5)
-        accepted.append(conn)
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    client = connect(listener.url)
-    thread.join(10)
-    server = accepted[0]
+    listener, client, server = connected("http://127.0.0.1:0")
     try:
         client.send(b"first")
         assert server.recv(5) == b"first"
@@ -296,19 +286,9 @@ def test_a_poll_that_catches_a_request_half_arrived_keeps_the_connection():
 def test_the_client_waits_for_a_chunk_caught_half_arrived():
     import time
 
-    listener = listen("http://127.0.0.1:0")
-    accepted = []
+    from pairs import connected
 
-    def accept():
-        conn = listener.accept()
-        conn.handshake(5)
-        accepted.append(conn)
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    client = connect(listener.url)
-    thread.join(10)
-    server = accepted[0]
+    listener, client, server = connected("http://127.0.0.1:0")
     try:
         down = server._down.sock
         down.sendall(b"b\r\nM01234")  # an event chunk of 10 bytes, half of it

@@ -622,19 +622,9 @@ def test_a_poll_that_catches_a_large_frame_half_arrived_keeps_the_connection():
 
     from minipool.transports.wsframes import Frame, serialize
 
-    listener = base.listen("ws://127.0.0.1:0")
-    accepted = []
+    from pairs import connected
 
-    def accept():
-        conn = listener.accept()
-        conn.handshake(5)
-        accepted.append(conn)
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    client = base.connect(listener.url)
-    thread.join(10)
-    server = accepted[0]
+    listener, client, server = connected("ws://127.0.0.1:0")
     try:
         payload = bytes(range(256)) * 4096  # 1 MiB: larger than a buffered read
         wire = serialize(Frame(Opcode.BINARY, payload), mask=True)
