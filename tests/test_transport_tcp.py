@@ -102,6 +102,15 @@ def _raw_peer(listener):
     return raw, listener.accept()
 
 
+def _half_a_large_frame(raw, served, earlier_large_frames):
+    """Send ``earlier_large_frames`` whole large frames (each received), then the head and the
+    first 1,000 bytes of a 500,000-byte one."""
+    for _ in range(earlier_large_frames):
+        raw.sendall(struct.pack("!I", 300_000) + b"z" * 300_000)
+        assert served.recv(5) == b"z" * 300_000
+    raw.sendall(struct.pack("!I", 500_000) + b"y" * 1000)
+
+
 @pytest.mark.parametrize("earlier_large_frames", [0, 1])
 def test_close_from_another_thread_wakes_a_recv_inside_a_large_frame(pair, earlier_large_frames):
     """A reader blocked in the middle of a large frame -- in recv_into(MSG_WAITALL) for the
@@ -110,10 +119,7 @@ def test_close_from_another_thread_wakes_a_recv_inside_a_large_frame(pair, earli
     _, _, listener = pair
     raw, served = _raw_peer(listener)
     try:
-        for _ in range(earlier_large_frames):
-            raw.sendall(struct.pack("!I", 300_000) + b"z" * 300_000)
-            assert served.recv(5) == b"z" * 300_000
-        raw.sendall(struct.pack("!I", 500_000) + b"y" * 1000)  # and the rest never comes
+        _half_a_large_frame(raw, served, earlier_large_frames)  # and the rest never comes
         outcome = []
 
         def reader():
@@ -138,10 +144,7 @@ def test_peer_gone_in_the_middle_of_a_large_frame(pair, earlier_large_frames):
     _, _, listener = pair
     raw, served = _raw_peer(listener)
     try:
-        for _ in range(earlier_large_frames):
-            raw.sendall(struct.pack("!I", 300_000) + b"z" * 300_000)
-            assert served.recv(5) == b"z" * 300_000
-        raw.sendall(struct.pack("!I", 500_000) + b"y" * 1000)
+        _half_a_large_frame(raw, served, earlier_large_frames)
         raw.close()
         with pytest.raises(ConnectionClosed):
             served.recv(5)
