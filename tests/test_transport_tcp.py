@@ -150,3 +150,26 @@ def test_peer_gone_in_the_middle_of_a_large_frame(pair, earlier_large_frames):
             served.recv(5)
     finally:
         served.close()
+
+
+def test_buffered_reads_stay_below_mallocs_mmap_threshold():
+    # recv(n) allocates n bytes before it knows how many arrive; from 128 KiB glibc maps them
+    # with mmap (and a page fault, an mremap, a munmap), which nearly doubled a 1 KB round trip.
+    from minipool.transports.stream import SocketStream
+
+    a, b = socket.socketpair()
+    asked = []
+
+    class Recording(socket.socket):
+        def recv(self, n, *flags):
+            asked.append(n)
+            return super().recv(n, *flags)
+
+    reader = Recording(fileno=b.detach())
+    stream = SocketStream(reader)
+    frames = [b"x" * 1000, b"y" * 100_000, b"z" * 10]
+    a.sendall(b"".join(struct.pack("!I", len(f)) + f for f in frames))
+    assert [stream.read_prefixed(struct.Struct("!I"), 1 << 20) for _ in frames] == frames
+    assert asked and max(asked) < 128 * 1024
+    a.close()
+    stream.close()

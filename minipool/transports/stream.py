@@ -7,8 +7,12 @@ blocked reader wakes up. They live here, once, so each transport module is only 
 
 Why it is built this way:
 
-* reads go through one growing buffer filled by large ``recv`` calls, so a burst of small
-  frames costs one syscall, not one per frame;
+* reads go through one growing buffer filled by ``recv`` calls of up to 64 KiB, so a burst
+  of small frames costs one syscall, not one per frame. Not more: CPython's ``recv(n)``
+  allocates all ``n`` bytes before it knows how many arrive, and glibc serves 128 KiB and
+  more with ``mmap`` -- a 256 KiB ``recv`` that brings a 1 KB frame costs an ``mmap``, a page
+  fault, an ``mremap`` and a ``munmap``, which made a 1 KB round trip almost twice as slow
+  when both ends share one core;
 * a large message never passes through that buffer. The kernel copies it straight into an
   object of its own, with ``MSG_WAITALL`` so that one call receives all of it: the first
   large frame of a run into a ``bytearray`` (the part already buffered copied in first);
@@ -38,7 +42,8 @@ from ..errors import ConnectionClosed, FrameTooLarge
 
 __all__ = ["SocketStream", "configure_socket"]
 
-_CHUNK = 256 * 1024
+_CHUNK = 256 * 1024  # a frame larger than this is received into an object of its own
+_FILL = 64 * 1024  # the most one buffered read asks for: below malloc's mmap threshold
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 Buffer = bytes | bytearray | memoryview
 
@@ -96,7 +101,7 @@ class SocketStream:
         if not ready:
             raise TimeoutError("timed out waiting for data")
 
-    def _fill(self, deadline: float | None, most: int = _CHUNK) -> None:
+    def _fill(self, deadline: float | None, most: int = _FILL) -> None:
         """Receive at least one more byte (and at most ``most``) into the buffer."""
         if self._closed:
             raise ConnectionClosed("connection closed")
@@ -189,7 +194,7 @@ class SocketStream:
             # Right after a large frame, read the next prefix alone: if that frame is large
             # too, none of it is in our buffer and _read_large can receive it into a bytes
             # object of its own. (One more syscall, which only a small frame would notice.)
-            self._fill(deadline, head - self.buffered if self._large_run else _CHUNK)
+            self._fill(deadline, head - self.buffered if self._large_run else _FILL)
         (size,) = prefix.unpack_from(self._buf, self._pos)
         if size > limit:
             raise FrameTooLarge(size, limit)
