@@ -169,6 +169,39 @@ def test_server_close_reaches_the_client() -> None:
         listener.close()
 
 
+def test_short_messages_that_look_like_control_kinds_are_data() -> None:
+    """A client reads a message's frame count only when its first frame is as short as a
+    control kind: an empty or one-byte message (even b"B", BYE's kind) is still data."""
+    listener = base.listen("zmq+tcp://127.0.0.1:0")
+    try:
+        client = base.connect(listener.url)
+        served = listener.accept()
+        messages = [b"", b"B", b"H", b"xy", b"B"]
+        served.send_many(messages)
+        assert [client.recv(timeout=10) for _ in messages] == messages
+        served.close()
+        with pytest.raises(ConnectionClosed):  # the real BYE: two frames
+            client.recv(timeout=10)
+        client.close()
+    finally:
+        listener.close()
+
+
+def test_a_malformed_message_from_the_server_is_a_protocol_error() -> None:
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    try:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        client = base.connect(f"zmq+tcp://127.0.0.1:{port}")
+        identity, *hello = router.recv_multipart()
+        assert hello == [b"H", b""]
+        router.send_multipart([identity, b"?", b"", b"three frames"])
+        with pytest.raises(ProtocolError):
+            client.recv(timeout=10)
+        client.close()
+    finally:
+        router.close(linger=0)
+
+
 def test_listener_close_unblocks_accept_and_closes_clients() -> None:
     listener = base.listen("zmq+tcp://127.0.0.1:0")
     client = base.connect(listener.url)
@@ -449,14 +482,15 @@ def test_the_accept_thread_leaves_the_socket_to_the_connection_threads() -> None
     pending = listener._pending  # type: ignore[attr-defined]
     pending.cond = sleeps = CountingCondition(pending.cond)  # before anyone waits on it
     readers: collections.Counter[str] = collections.Counter()
-    dispatch = hub._dispatch
 
-    def counting(frames: list[bytes]) -> None:
-        if len(frames) == 2:  # a data message
-            readers["accept" if threading.current_thread() is srv._acceptor else "echo"] += 1
-        dispatch(frames)
+    class CountingRoutes(dict):  # the hub looks up each data message's inbox here
+        def get(self, identity, default=None):
+            inbox = super().get(identity, default)
+            if inbox is not None:
+                readers["accept" if threading.current_thread() is srv._acceptor else "echo"] += 1
+            return inbox
 
-    hub._dispatch = counting
+    hub.routes = CountingRoutes(hub.routes)
     srv = EchoServer(listener)
     try:
         with base.connect(listener.url) as conn:

@@ -10,7 +10,16 @@ careful user would set it), the ``websockets`` library and pyzmq REQ/REP.
 Each echo server runs in its own process (so client and server do not share one GIL), serves
 every payload size, and echoes each message back unchanged. The implementations take turns,
 round after round. Round trip = the median of many one-at-a-time echoes within a turn, from the
-quietest turn (the JSON also has the median over all turns). Throughput = payload MB/s echoed while a sender thread streams messages
+quietest turn (the JSON also has the median over all turns).
+
+Round trips are timed twice in each turn: as the scheduler places the threads, and with the
+client and its echo server pinned to *one core* (Linux, 2 cores or more). On a virtual machine a
+wake-up that crosses cores can cost more than the whole software path of a small message, and
+where the scheduler puts a pair of processes is decided when they start and kept for the run --
+so a 1 KB round trip that wakes four threads (ZeroMQ's I/O threads, on both sides) lands near
+one figure or near twice it, run by run. Pinned, every wake-up is a switch on one core: the
+one-core column measures what each implementation's own code costs, and is steady to a few
+percent from run to run; the other column shows what a user gets from the scheduler. Throughput = payload MB/s echoed while a sender thread streams messages
 and the main thread receives them (lockstep peers -- http.client, REQ/REP, websockets' sync client -- cannot stream:
 their figure is one message at a time). With ``--codecs``, the client compresses before sending
 and decompresses what comes back. ``--no-nodelay`` turns TCP_NODELAY off everywhere, to show
@@ -287,8 +296,37 @@ def _round_trips(client: _Client, data: bytes, codec, seconds: float, out: list[
             return
         start = time.perf_counter()
         client.send(codec.compress(data))
-        codec.decompress(bytes(client.recv()), len(data))
+        codec.decompress(client.recv(), len(data))
         out.append(time.perf_counter() - start)
+
+
+_CAN_PIN = (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
+            and len(os.sched_getaffinity(0)) > 1)
+
+
+def _pin(pids: list[int], cpus: set[int]) -> None:
+    """Move every thread of ``pids`` onto ``cpus`` (``sched_setaffinity`` sets one thread)."""
+    for pid in pids:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:  # the thread ended meanwhile
+                pass
+
+
+def _round_trips_on_one_core(r: "_Running", data: bytes, codec, seconds: float, out: list[float]) -> None:
+    """As _round_trips, with the client process and ``r``'s echo server pinned to one core."""
+    everywhere = os.sched_getaffinity(0)
+    pids = [os.getpid(), r.server.pid]
+    _pin(pids, {max(everywhere)})
+    try:
+        _round_trips(r.client, data, codec, seconds, out)
+    finally:
+        _pin(pids, everywhere)
 
 
 def _stream(client: _Client, data: bytes, codec, count: int) -> float:
@@ -298,12 +336,12 @@ def _stream(client: _Client, data: bytes, codec, count: int) -> float:
         sender = threading.Thread(target=lambda: [client.send(codec.compress(data)) for _ in range(count)])
         sender.start()
         for _ in range(count):
-            codec.decompress(bytes(client.recv()), len(data))
+            codec.decompress(client.recv(), len(data))
         sender.join()
     else:
         for _ in range(count):
             client.send(codec.compress(data))
-            codec.decompress(bytes(client.recv()), len(data))
+            codec.decompress(client.recv(), len(data))
     return time.perf_counter() - start
 
 
@@ -343,8 +381,10 @@ class _Running:
 _ROUNDS = 10  # each cell's time is split into rounds, implementations taking turns
 
 
-def _measure_cell(running: list[_Running], data: bytes, codec, budget: float) -> dict[str, tuple[float, float, float]]:
-    """Round trip (seconds), MB/s and the median round trip over all turns, per implementation.
+def _measure_cell(running: list[_Running], data: bytes, codec, budget: float
+                  ) -> dict[str, tuple[float, float, float, float | None]]:
+    """Round trip (seconds), MB/s, the median round trip over all turns, and the round trip
+    on one core (None where threads cannot be pinned), per implementation.
 
     The implementations take turns, round after round, so a burst of load on the shared
     machine hits all of them alike instead of whichever happened to be running.
@@ -357,6 +397,7 @@ def _measure_cell(running: list[_Running], data: bytes, codec, budget: float) ->
         r.client.send(codec.compress(data))
         r.client.recv()
     turns: dict[str, list[float]] = {r.kind: [] for r in running}  # median of each turn
+    pinned: dict[str, list[float]] = {r.kind: [] for r in running}  # the same, on one core
     for round_no in range(_ROUNDS):
         order = running[round_no % len(running):] + running[: round_no % len(running)]
         for r in order:
@@ -364,13 +405,18 @@ def _measure_cell(running: list[_Running], data: bytes, codec, budget: float) ->
             _round_trips(r.client, data, codec, budget / _ROUNDS, turn)
             turns[r.kind].append(statistics.median(turn))
             samples[r.kind] += turn
+            if _CAN_PIN:
+                turn = []
+                _round_trips_on_one_core(r, data, codec, budget / _ROUNDS, turn)
+                pinned[r.kind].append(statistics.median(turn))
             count = streamed if r.client.streams else max(1, min(streamed, 60))
             moved[r.kind][0] += count * size
             moved[r.kind][1] += _stream(r.client, data, codec, count)
     # The best turn's median: a burst of other load on the machine slows some turns, never
     # speeds one up, so the quietest turn is the truest figure (as timeit reports its minimum).
     return {kind: (min(turns[kind]), moved[kind][0] / moved[kind][1] / 1e6,
-                   statistics.median(samples[kind])) for kind in samples}
+                   statistics.median(samples[kind]), min(pinned[kind]) if pinned[kind] else None)
+            for kind in samples}
 
 
 def run(args) -> dict:
@@ -407,11 +453,13 @@ def run(args) -> dict:
                 budget = args.budget * (2 if size >= 1 << 20 else 1)
                 cell = _measure_cell(running, _payload(size), codec, budget)
                 for r in running:
-                    rtt, mbps, rtt_all = cell[r.kind]
-                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us  {mbps:8.1f} MB/s")
+                    rtt, mbps, rtt_all, rtt_one = cell[r.kind]
+                    one = "" if rtt_one is None else f" (one core {rtt_one * 1e6:.1f})"
+                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us{one}  {mbps:8.1f} MB/s")
                     rows.append({"impl": r.kind, "minipool": r.kind in TRANSPORTS, "codec": codec_name,
                                  "size": size, "label": label, "rtt_us": rtt * 1e6, "mb_s": mbps,
                                  "rtt_us_all_turns": rtt_all * 1e6,
+                                 "rtt_one_core_us": None if rtt_one is None else rtt_one * 1e6,
                                  "streaming": r.client.streams})
     finally:
         for r in running:
@@ -420,11 +468,21 @@ def run(args) -> dict:
     for r in rows:
         base = floor.get((r["codec"], r["size"]))
         r["rtt_ratio"] = r["rtt_us"] / base["rtt_us"] if base else None
+        one, base_one = r["rtt_one_core_us"], base and base["rtt_one_core_us"]
+        r["rtt_one_core_ratio"] = one / base_one if one and base_one else None
         r["mb_s_ratio"] = r["mb_s"] / base["mb_s"] if base else None
-    table = [[r["impl"] + ("" if r["minipool"] else " (peer)"), r["codec"], r["label"], r["rtt_us"],
-              r["rtt_ratio"] or 0.0, r["mb_s"], r["mb_s_ratio"] or 0.0] for r in rows]
+    columns = ["implementation", "codec", "size", "rtt us", "rtt / raw", "MB/s", "MB/s / raw"]
+    if _CAN_PIN:
+        columns[5:5] = ["1 core us", "1 core / raw"]
+    table = []
+    for r in rows:
+        line = [r["impl"] + ("" if r["minipool"] else " (peer)"), r["codec"], r["label"], r["rtt_us"],
+                r["rtt_ratio"] or 0.0, r["mb_s"], r["mb_s_ratio"] or 0.0]
+        if _CAN_PIN:
+            line[5:5] = [r["rtt_one_core_us"] or 0.0, r["rtt_one_core_ratio"] or 0.0]
+        table.append(line)
     title = "Echo over loopback" + (" with Nagle's algorithm ON (--no-nodelay)" if args.no_nodelay else "")
-    print_table(title, ["implementation", "codec", "size", "rtt us", "rtt / raw", "MB/s", "MB/s / raw"], table)
+    print_table(title, columns, table)
     for kind, reason in skipped.items():
         print(f"skipped {kind}: {reason}")
     if args.svg:

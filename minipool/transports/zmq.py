@@ -19,6 +19,8 @@ has no "connection closed" event for a ROUTER, so ``BYE`` is how a closed peer b
 is found by minipool's heartbeats (the guide's Paranoid Pirate pattern). A DEALER does see its
 TCP link drop (a socket monitor), and then closes rather than silently reconnect, since
 messages in flight may have been lost and minipool's own reconnect redoes the handshake.
+A server checks that every message has the frames its kind says; a client checks only
+messages whose first frame is at most one byte long (see :mod:`.sharedsocket` for why).
 
 Thread model: ZeroMQ sockets must never be used by two threads at once. Rather than a
 separate I/O thread (two thread hops per message), whichever thread holds the socket's owner
@@ -67,6 +69,7 @@ class ZmqConnection(Connection):
     def __init__(self, hub: SharedSocket, options: Options, peer: str, identity: bytes | None,
                  on_close: Callable[[], None]) -> None:
         self._hub, self._max_message, self.peer = hub, options.max_message, peer
+        self._identity = identity
         self._prefix: tuple[bytes, ...] = () if identity is None else (identity,)
         self._on_close = on_close
         self.inbox = hub.inbox()
@@ -77,7 +80,7 @@ class ZmqConnection(Connection):
         if self._closed or self._gone:
             raise ConnectionClosed("connection closed")
         # Copy a mutable buffer now: the message may be sent later by another thread.
-        self._hub.send(self._prefix + (message if type(message) is bytes else bytes(message),))
+        self._hub.send_data(self._identity, message if type(message) is bytes else bytes(message))
 
     def send_many(self, messages: Sequence[Buffer]) -> None:
         if self._closed or self._gone:
@@ -165,23 +168,16 @@ class ZmqListener(Listener):
         self._retired: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     def _dispatch(self, frames: list[bytes]) -> None:
+        # Data from a known peer never comes here: the hub routes it (hub.routes, kept below).
         identity = frames[0]
         conn = self._peers.get(identity)
-        if conn is not None and len(frames) == 2:  # the common case first: data, known peer
-            payload = frames[1]
-            if len(payload) <= conn._max_message:  # (MAXMSGSIZE has already checked it)
-                conn.inbox.items.append(payload)  # hub.deliver(), inlined on this hot path
-                if conn.inbox.waiting:
-                    self._hub.notify(conn.inbox)
-                return
-            conn._deliver(payload)
-            return
         if conn is None:
             if identity in self._retired or frames[1:] == [BYE, b""]:
                 return
             conn = ZmqConnection(self._hub, self._options, f"zmq:{identity.hex()}", identity,
                                  lambda: self._forget(identity))
             self._peers[identity] = conn
+            self._hub.routes[identity] = conn.inbox
             self._hub.deliver(self._pending, conn)
         if len(frames) == 2:
             conn._deliver(frames[1])
@@ -194,6 +190,7 @@ class ZmqListener(Listener):
     def _forget(self, identity: bytes) -> None:
         with self._table_lock:  # called from the owner thread and from close() anywhere
             self._peers.pop(identity, None)
+            self._hub.routes.pop(identity, None)
             self._retired[identity] = None
             if len(self._retired) > 65536:
                 self._retired.popitem(last=False)
@@ -254,15 +251,9 @@ def connect(url: SplitResult, options: Options) -> Connection:
         raise
     conn: ZmqConnection
 
-    def dispatch(frames: list[bytes]) -> None:
+    def dispatch(frames: list[bytes]) -> None:  # (one-frame data goes straight to routes[None])
         if len(frames) == 1:
-            payload = frames[0]
-            if len(payload) <= options.max_message:  # (MAXMSGSIZE has already checked it)
-                items.append(payload)  # hub.deliver(), inlined on this hot path
-                if inbox.waiting:
-                    hub.notify(inbox)
-            else:
-                conn._deliver(payload)
+            conn._deliver(frames[0])
         elif frames == [BYE, b""]:
             conn._lost("the server closed the connection")
         else:
@@ -276,8 +267,7 @@ def connect(url: SplitResult, options: Options) -> Connection:
 
     hub = SharedSocket(zmq, sock, dispatch, monitor, on_event)
     conn = ZmqConnection(hub, options, f"{shown}:{url.port}", None, hub.close)
-    inbox = conn.inbox
-    items = inbox.items
+    hub.routes[None] = conn.inbox
     hub.send((HELLO, b""))
     return conn
 
