@@ -605,3 +605,93 @@ def test_frames_without_more_flag_are_read_with_getsockopt(monkeypatch: pytest.M
         with pytest.raises(ConnectionClosed):  # the server's BYE
             client.recv(timeout=10)
         client.close()
+
+
+class CountingPoll:
+    """Wraps a hub's zmq_poll to count the calls that could block (timeout other than 0)."""
+
+    def __init__(self, hub: object) -> None:
+        self.blocking = 0
+        self._poll = hub._zpoll  # type: ignore[attr-defined]
+        hub._zpoll = self  # type: ignore[attr-defined]
+
+    def __call__(self, items: object, timeout: int) -> object:
+        if timeout != 0:
+            self.blocking += 1
+        return self._poll(items, timeout)
+
+
+def test_a_lone_client_waits_in_recv_like_a_req_socket(server: EchoServer) -> None:
+    """A client thread that nobody else has needed waits for its reply inside ZeroMQ's recv,
+    not in zmq_poll (a few syscalls more per message on loopback)."""
+    with base.connect(server.listener.url) as conn:
+        polls = CountingPoll(conn._hub)  # type: ignore[attr-defined]
+        for i in range(50):
+            conn.send(b"%d" % i)
+            assert conn.recv() == b"%d" % i
+        assert polls.blocking == 0 and conn._hub._lone  # type: ignore[attr-defined]
+
+
+def test_a_send_from_another_thread_reaches_a_lone_leader(server: EchoServer) -> None:
+    """The first wake-up finds the leader blocked in recv; it sees it within one tick, and
+    from then on waits in zmq_poll, where a wake-up reaches it at once."""
+    from minipool.transports.sharedsocket import _LONE_TICK_MS
+
+    with base.connect(server.listener.url) as conn:
+        received: list[bytes] = []
+        reader = threading.Thread(target=lambda: received.extend(conn.recv() for _ in range(21)))
+        reader.start()
+        time.sleep(0.1)  # the reader leads, blocked in recv
+        started = time.monotonic()
+        conn.send(b"first")
+        while not received and time.monotonic() - started < 10:
+            time.sleep(0.001)
+        assert received == [b"first"]
+        assert time.monotonic() - started < 10 * _LONE_TICK_MS / 1000 + 1
+        assert not conn._hub._lone  # type: ignore[attr-defined]
+        for i in range(20):  # now each send wakes the leader through the socketpair
+            conn.send(b"%d" % i)
+        reader.join(10)
+        assert received == [b"first"] + [b"%d" % i for i in range(20)]
+
+
+def test_a_lone_leader_notices_the_server_vanish() -> None:
+    """No BYE: the server's socket is simply gone. A leader blocked in recv reads the
+    monitor at each tick and closes the connection."""
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    client = base.connect(f"zmq+tcp://127.0.0.1:{port}")
+    outcome: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            client.recv()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.1)
+    router.close(linger=0)
+    thread.join(10)
+    assert not thread.is_alive() and isinstance(outcome[0], ConnectionClosed)
+    client.close()
+
+
+def test_close_from_another_thread_reaches_a_lone_leader(server: EchoServer) -> None:
+    conn = base.connect(server.listener.url)
+    outcome: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            conn.recv()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.1)
+    assert conn._hub._lone  # type: ignore[attr-defined]
+    conn.close()
+    thread.join(10)
+    assert not thread.is_alive() and isinstance(outcome[0], ConnectionClosed)
