@@ -7,7 +7,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -185,6 +185,51 @@ def test_short_messages_that_look_like_control_kinds_are_data() -> None:
         client.close()
     finally:
         listener.close()
+
+
+def test_a_client_reads_frames_after_a_long_first_frame_as_further_messages() -> None:
+    """What a client no longer checks: a server's data frame longer than a control kind with
+    frames after it. They are read as the messages that follow -- from the one peer a client
+    has, so nobody else can be impersonated."""
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    try:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        client = base.connect(f"zmq+tcp://127.0.0.1:{port}")
+        identity, *_ = router.recv_multipart()
+        router.send_multipart([identity, b"long", b"next"])
+        router.send_multipart([identity, b"long2", b"B", b""])
+        assert [client.recv(timeout=10) for _ in range(3)] == [b"long", b"next", b"long2"]
+        with pytest.raises(ConnectionClosed):  # the trailing [B, ""] reads as a BYE
+            client.recv(timeout=10)
+        client.close()
+    finally:
+        router.close(linger=0)
+
+
+def test_a_peer_cannot_speak_for_another_with_extra_frames() -> None:
+    """A server checks every message's frame count: were it to skip the frames after a long
+    payload, the next one would be read as an identity, and a peer could put words in
+    another peer's mouth."""
+    with base.listen("zmq+tcp://127.0.0.1:0") as listener:
+        victim = base.connect(listener.url)
+        served_victim = listener.accept()
+        victim.send(b"hello")
+        assert served_victim.recv(timeout=10) == b"hello"
+        victim_identity = served_victim._identity  # type: ignore[attr-defined]
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        try:
+            raw.connect(listener.url.replace("zmq+", ""))
+            raw.send(b"first")
+            attacker = listener.accept()
+            assert attacker.recv(timeout=10) == b"first"
+            raw.send_multipart([b"xxxxxxxx", victim_identity, b"forged"])
+            with pytest.raises(ProtocolError):
+                attacker.recv(timeout=10)
+            with pytest.raises(TimeoutError):
+                served_victim.recv(timeout=0.3)
+        finally:
+            raw.close(linger=0)
+        victim.close()
 
 
 def test_a_malformed_message_from_the_server_is_a_protocol_error() -> None:
@@ -607,6 +652,13 @@ def test_frames_without_more_flag_are_read_with_getsockopt(monkeypatch: pytest.M
         client.close()
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
 class CountingPoll:
     """Wraps a hub's zmq_poll to count the calls that could block (timeout other than 0)."""
 
@@ -638,21 +690,24 @@ def test_a_send_from_another_thread_reaches_a_lone_leader(server: EchoServer) ->
     from minipool.transports.sharedsocket import _LONE_TICK_MS
 
     with base.connect(server.listener.url) as conn:
+        hub = conn._hub  # type: ignore[attr-defined]
         received: list[bytes] = []
         reader = threading.Thread(target=lambda: received.extend(conn.recv() for _ in range(21)))
         reader.start()
-        time.sleep(0.1)  # the reader leads, blocked in recv
+        wait_until(hub._owner.locked)  # the reader leads, blocked in recv
         started = time.monotonic()
-        conn.send(b"first")
-        while not received and time.monotonic() - started < 10:
-            time.sleep(0.001)
+        conn.send(b"first")  # finds the socket held: queued, and the leader woken
+        wait_until(lambda: received)
         assert received == [b"first"]
         assert time.monotonic() - started < 10 * _LONE_TICK_MS / 1000 + 1
-        assert not conn._hub._lone  # type: ignore[attr-defined]
+        assert not hub._lone
+        polls = CountingPoll(hub)
         for i in range(20):  # now each send wakes the leader through the socketpair
+            wait_until(lambda: len(received) == i + 1 and hub._owner.locked())
             conn.send(b"%d" % i)
         reader.join(10)
         assert received == [b"first"] + [b"%d" % i for i in range(20)]
+        assert polls.blocking >= 20  # the leader waited in zmq_poll, where wake-ups reach it
 
 
 def test_a_lone_leader_notices_the_server_vanish() -> None:
@@ -671,7 +726,7 @@ def test_a_lone_leader_notices_the_server_vanish() -> None:
 
     thread = threading.Thread(target=reader)
     thread.start()
-    time.sleep(0.1)
+    wait_until(client._hub._owner.locked)  # type: ignore[attr-defined]
     router.close(linger=0)
     thread.join(10)
     assert not thread.is_alive() and isinstance(outcome[0], ConnectionClosed)
@@ -690,7 +745,7 @@ def test_close_from_another_thread_reaches_a_lone_leader(server: EchoServer) -> 
 
     thread = threading.Thread(target=reader)
     thread.start()
-    time.sleep(0.1)
+    wait_until(conn._hub._owner.locked)  # type: ignore[attr-defined]
     assert conn._hub._lone  # type: ignore[attr-defined]
     conn.close()
     thread.join(10)

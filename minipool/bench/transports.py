@@ -320,13 +320,13 @@ def _pin(pids: list[int], cpus: set[int]) -> None:
 
 def _round_trips_on_one_core(r: "_Running", data: bytes, codec, seconds: float, out: list[float]) -> None:
     """As _round_trips, with the client process and ``r``'s echo server pinned to one core."""
-    everywhere = os.sched_getaffinity(0)
-    pids = [os.getpid(), r.server.pid]
-    _pin(pids, {max(everywhere)})
+    before = {pid: os.sched_getaffinity(pid) for pid in (os.getpid(), r.server.pid)}
+    _pin(list(before), {max(before[os.getpid()])})
     try:
         _round_trips(r.client, data, codec, seconds, out)
     finally:
-        _pin(pids, everywhere)
+        for pid, cpus in before.items():
+            _pin([pid], cpus)
 
 
 def _stream(client: _Client, data: bytes, codec, count: int) -> float:

@@ -57,9 +57,14 @@ How a leader waits, and how ``wake`` reaches it, depends on the socket:
   slower than a REQ socket's blocking ``recv``. So a DEALER's leader with no deadline first
   waits in ``recv`` too, for at most ``_LONE_TICK_MS`` at a time (the socket's ``RCVTIMEO``),
   reading the monitor between ticks: a *lone* client thread, one that sends and receives by
-  itself as a REQ socket's user does, waits as REQ waits. The first ``wake`` -- a send or a
-  close from another thread -- ends that for good: it reaches the leader within one tick, and
-  from then on the leader waits in ``zmq_poll``, where a wake-up reaches it at once.
+  itself as a REQ socket's user does, waits as REQ waits. The first ``wake`` -- a close from
+  another thread, or a send from one that finds the socket held -- ends that for good: the
+  leader sees it within a tick, and from then on waits in ``zmq_poll``, where a wake-up
+  reaches it at once. One limit: pyzmq restarts an interrupted ``recv`` with its whole
+  timeout, so while Python signal handlers run more often than once a tick (a profiler on
+  ``SIGPROF``, a fast ``setitimer``), a lone leader sees that first wake-up only when a
+  message arrives. A ``recv`` with a timeout never waits this way; minipool's own clients
+  and workers always pass one.
 
 The leader delivers a one-frame data message straight to its inbox through :attr:`routes`
 (identity to inbox; ``None`` for a DEALER's one connection) and calls ``dispatch`` only for
@@ -71,7 +76,8 @@ fills in C, ``getsockopt(RCVMORE)`` goes through an enum look-up, each about a m
   taken for the next message's identity, and a peer could then speak for another;
 * a DEALER asks only when the first frame is as short as a control kind (at most one byte).
   A longer first frame is data; should the server send it with more frames after it, they
-  arrive as that many messages -- from the one peer a DEALER has, so nobody is impersonated.
+  are read as the messages that follow, control messages included -- from the one peer a
+  DEALER has, so nobody is impersonated.
 
 Sends skip pyzmq's pure-Python ``send`` wrapper.
 """
@@ -175,14 +181,14 @@ class SharedSocket:
             # Reentrant: a signal handler may close (and so wake) while its thread is waking.
             self._waker_lock = threading.RLock()
             self._pollset = self._sockset  # timed waits poll the socket alone
-            self._lone = False  # (a ROUTER's leader always waits in recv: see _lead)
+            self._lone = False  # (lone mode is a DEALER's: see _lead)
         else:
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)
             self._pollset = [(sock, zmq.POLLIN), (self._wake_r.fileno(), zmq.POLLIN)]
             # Until the first wake-up, a leader with no deadline blocks in recv itself (see
-            # _lead), for at most _LONE_TICK at a time.
+            # _lead), for at most _LONE_TICK_MS at a time.
             self._lone = True
             sock.setsockopt(zmq.RCVTIMEO, _LONE_TICK_MS)
             self._again = zmq.Again

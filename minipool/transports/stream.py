@@ -10,9 +10,10 @@ Why it is built this way:
 * reads go through one growing buffer filled by ``recv`` calls of up to 64 KiB, so a burst
   of small frames costs one syscall, not one per frame. Not more: CPython's ``recv(n)``
   allocates all ``n`` bytes before it knows how many arrive, and glibc serves 128 KiB and
-  more with ``mmap`` -- a 256 KiB ``recv`` that brings a 1 KB frame costs an ``mmap``, a page
-  fault, an ``mremap`` and a ``munmap``, which made a 1 KB round trip almost twice as slow
-  when both ends share one core;
+  more with ``mmap`` (until the process frees a larger mapped block, which raises that
+  threshold) -- a 256 KiB ``recv`` that brings a 1 KB frame cost an ``mmap``, a page fault,
+  an ``mremap`` and a ``munmap``, and made a 1 KB round trip almost twice as slow when both
+  ends share one core;
 * a large message never passes through that buffer. The kernel copies it straight into an
   object of its own, with ``MSG_WAITALL`` so that one call receives all of it: the first
   large frame of a run into a ``bytearray`` (the part already buffered copied in first);
