@@ -32,7 +32,8 @@ from typing import Any
 from . import errors, shipping
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
-__all__ = ["pack_call", "pack_chunk", "pack_reduce", "execute", "pack_outcome", "unpack_outcome",
+__all__ = ["pack_call", "pack_args", "unpack_args", "pack_chunk", "pack_reduce", "execute",
+           "pack_outcome", "unpack_outcome",
            "RemoteTraceback", "COMPRESS_MIN"]
 
 CALL, CHUNK, REDUCE, STARCHUNK = 0, 1, 2, 3
@@ -99,6 +100,25 @@ def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "n
     if codec == "none":
         return _dumps(call), "none"
     return _compress(_dumps(call), codec)
+
+
+def pack_args(args: tuple, kwargs: dict) -> bytes:
+    """Serialize the arguments of a call to a remote object (:mod:`minipool.rpc`): the method
+    is named in the message's headers, so only ``(args, kwargs)`` travel in the body."""
+    return _dumps((args, kwargs))
+
+
+def unpack_args(body: bytes) -> tuple[tuple, dict]:
+    """The ``(args, kwargs)`` of :func:`pack_args` (from an authenticated peer only).
+
+    Raises:
+        ProtocolError: the body is not an ``(args, kwargs)`` pair.
+    """
+    value = pickle.loads(body)
+    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], tuple)
+            and isinstance(value[1], dict)):
+        raise errors.ProtocolError("a remote call's body must be (args, kwargs)")
+    return value
 
 
 def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none", *,

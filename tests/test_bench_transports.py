@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from minipool.bench import transports
+from minipool.bench import common, transports
 
 
 def test_quick_run_one_transport(tmp_path, capsys):
@@ -22,7 +22,7 @@ def test_quick_run_one_transport(tmp_path, capsys):
     for row in result["rows"]:
         assert row["size"] == 64 and row["codec"] == "none"
         assert row["rtt_us"] > 0 and row["mb_s"] > 0 and row["rtt_ratio"] > 0
-        if transports._CAN_PIN:  # timed again with client and server on one core
+        if transports.CAN_PIN:  # timed again with client and server on one core
             assert row["rtt_one_core_us"] > 0 and row["rtt_one_core_ratio"] > 0
     assert result["rows"][0]["rtt_ratio"] == 1.0
     assert "nosuch" in result["skipped"]
@@ -30,14 +30,14 @@ def test_quick_run_one_transport(tmp_path, capsys):
     assert root.tag.endswith("svg") and len(root.findall("{http://www.w3.org/2000/svg}path")) == 2
     out = capsys.readouterr().out
     assert "| http" in out and "rtt / raw" in out
-    assert ("1 core / raw" in out) == transports._CAN_PIN
+    assert ("1 core / raw" in out) == transports.CAN_PIN
 
 
 def test_pinning_moves_every_thread_and_puts_them_back():
     import os
     import threading
 
-    if not transports._CAN_PIN:
+    if not transports.CAN_PIN:
         pytest.skip("no sched_setaffinity, no /proc, or a single core")
     everywhere = os.sched_getaffinity(0)
     started, stop = threading.Event(), threading.Event()
@@ -52,12 +52,12 @@ def test_pinning_moves_every_thread_and_puts_them_back():
     thread.start()
     started.wait(10)
     one = {max(everywhere)}
-    transports._pin([os.getpid()], one)
+    common.pin([os.getpid()], one)
     try:
         assert os.sched_getaffinity(0) == one
     finally:
         stop.set()
         thread.join(10)
-        transports._pin([os.getpid()], everywhere)
+        common.pin([os.getpid()], everywhere)
     assert seen == [one]  # another thread of the process moved too
     assert os.sched_getaffinity(0) == everywhere

@@ -1,4 +1,5 @@
-"""The guided demo and the dispatch / balance benchmarks run end to end (tiny settings)."""
+"""The guided demo and the dispatch, balance, codecs, pipeline and rpc benchmarks run end to end
+(tiny settings)."""
 
 import json
 import subprocess
@@ -52,3 +53,15 @@ def test_bench_pipeline_small(tmp_path):
         "--channel-records", "2000", "--durable-records", "2000", "--stream-records", "0",
         "--json", str(path))
     assert json.loads(path.read_text())["results"]
+
+
+def test_bench_rpc_small_measures_every_implementation(tmp_path):
+    path = tmp_path / "rpc.json"
+    out = run("minipool.bench", "rpc", "--budget", "0.05", "--json", str(path))
+    rows = json.loads(path.read_text())["results"]["rows"]
+    assert {(r["call"], r["impl"]) for r in rows} == {
+        (call, impl) for call in ("add(1)", "echo(1 MB)")
+        for impl in ("minipool.rpc", "multiprocessing.managers", "xmlrpc")}
+    for r in rows:
+        assert r["rtt_us"] > 0 and r["rtt_vs_minipool"] > 0
+    assert "Remote method calls over loopback" in out

@@ -71,3 +71,13 @@ def test_remote_cluster():
     assert "a lambda ran remotely: LAMBDAS TRAVEL TOO!" in out
     assert "status: 2 workers" in out
     assert "stopped 3 processes, exit codes [0, 0, 0]" in out
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_remote_objects(transport):
+    out = run_example("remote_objects.py", "--name", "LiLei", "--transport", transport)
+    assert "client: Hi welcome LiLei" in out
+    assert "3 forwarding the message to the object 1" in out and "the chain is closed!" in out
+    assert ("Result=['passed on from 1', 'passed on from 2', 'passed on from 3', 'complete at 1']"
+            in out)
+    assert "matches the seed's output: yes" in out

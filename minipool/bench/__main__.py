@@ -1,4 +1,4 @@
-"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,balance} [--json PATH]``."""
+"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,balance,rpc} [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "transports": "round trip and throughput of every transport beside a raw socket",
     "pipeline": "records/s and memory of the annual-report pipeline by stage and channel kind",
     "balance": "balancing policies with one slowed worker among fast ones",
+    "rpc": "remote method calls: minipool.rpc vs multiprocessing.managers and xmlrpc",
 }
 
 

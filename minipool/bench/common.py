@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -10,7 +12,44 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["median_time", "format_table", "print_table", "write_json", "progress", "machine_info"]
+__all__ = ["median_time", "format_table", "print_table", "write_json", "progress", "machine_info",
+           "CAN_PIN", "pin", "on_one_core"]
+
+
+#: Whether threads can be pinned to cores here (Linux, 2 cores or more): see :func:`on_one_core`.
+CAN_PIN = (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
+           and len(os.sched_getaffinity(0)) > 1)
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Move every thread of ``pids`` onto ``cpus`` (``sched_setaffinity`` sets one thread)."""
+    for pid in pids:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:  # the thread ended meanwhile
+                pass
+
+
+@contextlib.contextmanager
+def on_one_core(pids: list[int]):
+    """Run the block with every thread of ``pids`` on one core, then put each process back.
+
+    On a virtual machine a wake-up that crosses cores can cost more than a small message's
+    whole software path, and where the scheduler places two processes is settled when they
+    start: pinned, a round trip measures the code, not that lottery (docs/benchmarks.md).
+    """
+    before = {pid: os.sched_getaffinity(pid) for pid in pids}
+    pin(pids, {max(os.sched_getaffinity(0))})
+    try:
+        yield
+    finally:
+        for pid, cpus in before.items():
+            pin([pid], cpus)
 
 
 def median_time(fn: Callable[[], object], repeat: int = 5) -> float:

@@ -46,7 +46,7 @@ import time
 from typing import Any
 
 from .chart import loglog_chart
-from .common import print_table, progress
+from .common import CAN_PIN, on_one_core, print_table, progress
 
 SIZES = {"64B": 64, "1KB": 1024, "64KB": 64 * 1024, "1MB": 1 << 20, "16MB": 16 << 20}
 TRANSPORTS = ["tcp", "tls", "http", "ws", "zmq+tcp"]
@@ -300,33 +300,10 @@ def _round_trips(client: _Client, data: bytes, codec, seconds: float, out: list[
         out.append(time.perf_counter() - start)
 
 
-_CAN_PIN = (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
-            and len(os.sched_getaffinity(0)) > 1)
-
-
-def _pin(pids: list[int], cpus: set[int]) -> None:
-    """Move every thread of ``pids`` onto ``cpus`` (``sched_setaffinity`` sets one thread)."""
-    for pid in pids:
-        try:
-            threads = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in threads:
-            try:
-                os.sched_setaffinity(int(tid), cpus)
-            except OSError:  # the thread ended meanwhile
-                pass
-
-
 def _round_trips_on_one_core(r: "_Running", data: bytes, codec, seconds: float, out: list[float]) -> None:
     """As _round_trips, with the client process and ``r``'s echo server pinned to one core."""
-    before = {pid: os.sched_getaffinity(pid) for pid in (os.getpid(), r.server.pid)}
-    _pin(list(before), {max(before[os.getpid()])})
-    try:
+    with on_one_core([os.getpid(), r.server.pid]):
         _round_trips(r.client, data, codec, seconds, out)
-    finally:
-        for pid, cpus in before.items():
-            _pin([pid], cpus)
 
 
 def _stream(client: _Client, data: bytes, codec, count: int) -> float:
@@ -405,7 +382,7 @@ def _measure_cell(running: list[_Running], data: bytes, codec, budget: float
             _round_trips(r.client, data, codec, budget / _ROUNDS, turn)
             turns[r.kind].append(statistics.median(turn))
             samples[r.kind] += turn
-            if _CAN_PIN:
+            if CAN_PIN:
                 turn = []
                 _round_trips_on_one_core(r, data, codec, budget / _ROUNDS, turn)
                 pinned[r.kind].append(statistics.median(turn))
@@ -472,13 +449,13 @@ def run(args) -> dict:
         r["rtt_one_core_ratio"] = one / base_one if one and base_one else None
         r["mb_s_ratio"] = r["mb_s"] / base["mb_s"] if base else None
     columns = ["implementation", "codec", "size", "rtt us", "rtt / raw", "MB/s", "MB/s / raw"]
-    if _CAN_PIN:
+    if CAN_PIN:
         columns[5:5] = ["1 core us", "1 core / raw"]
     table = []
     for r in rows:
         line = [r["impl"] + ("" if r["minipool"] else " (peer)"), r["codec"], r["label"], r["rtt_us"],
                 r["rtt_ratio"] or 0.0, r["mb_s"], r["mb_s_ratio"] or 0.0]
-        if _CAN_PIN:
+        if CAN_PIN:
             line[5:5] = [r["rtt_one_core_us"] or 0.0, r["rtt_one_core_ratio"] or 0.0]
         table.append(line)
     title = "Echo over loopback" + (" with Nagle's algorithm ON (--no-nodelay)" if args.no_nodelay else "")
