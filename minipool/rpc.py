@@ -123,7 +123,11 @@ class Daemon:
         self._handshake_timeout = handshake_timeout
         self._closed = threading.Event()
         self._serving: threading.Thread | None = None
-        self._names = _NameKeeper(name_server, self._key, transport_options) if name_server else None
+        try:
+            self._names = _NameKeeper(name_server, self._key, transport_options) if name_server else None
+        except BaseException:
+            self._listener.close()
+            raise
 
     def register(self, obj: Any, name: str | None = None) -> str:
         """Serve ``obj`` under ``name`` (default: a unique one); return its URI.

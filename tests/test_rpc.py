@@ -341,3 +341,20 @@ def test_calls_from_an_unauthenticated_peer_are_never_unpickled(daemon):
             decode(conn.recv(10))
     conn.close()
     assert ran == []
+
+
+def test_an_unreachable_name_server_fails_the_daemon_and_frees_its_port():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead = f"tcp://127.0.0.1:{probe.getsockname()[1]}"  # bound, not listening: refused
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    listening.close()
+    try:
+        with pytest.raises(OSError):
+            rpc.Daemon(f"tcp://127.0.0.1:{port}", authkey=KEY, name_server=dead)
+        with rpc.Daemon(f"tcp://127.0.0.1:{port}", authkey=KEY):  # the port was let go
+            pass
+    finally:
+        probe.close()
