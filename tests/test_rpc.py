@@ -15,7 +15,7 @@ from minipool import rpc
 from minipool.cluster.coordinator import Coordinator
 from minipool.errors import AuthenticationError, ConnectionClosed, ProtocolError, RemoteError
 from minipool.task import RemoteTraceback
-from minipool.transports import connect
+from minipool.transports import connect, listen
 from minipool.wire import Kind, Message, decode, encode
 
 KEY = b"rpc-test-key"
@@ -343,18 +343,20 @@ def test_calls_from_an_unauthenticated_peer_are_never_unpickled(daemon):
     assert ran == []
 
 
-def test_an_unreachable_name_server_fails_the_daemon_and_frees_its_port():
+def test_an_unreachable_name_server_fails_the_daemon_and_closes_its_listener(monkeypatch):
+    listeners = []
+
+    def recording_listen(url, **options):
+        listener = listen(url, **options)
+        listeners.append(listener)
+        return listener
+
+    monkeypatch.setattr(rpc, "listen", recording_listen)
     probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    dead = f"tcp://127.0.0.1:{probe.getsockname()[1]}"  # bound, not listening: refused
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    port = listening.getsockname()[1]
-    listening.close()
+    probe.bind(("127.0.0.1", 0))  # bound, not listening: connecting is refused
     try:
         with pytest.raises(OSError):
-            rpc.Daemon(f"tcp://127.0.0.1:{port}", authkey=KEY, name_server=dead)
-        with rpc.Daemon(f"tcp://127.0.0.1:{port}", authkey=KEY):  # the port was let go
-            pass
+            rpc.Daemon(authkey=KEY, name_server=f"tcp://127.0.0.1:{probe.getsockname()[1]}")
     finally:
         probe.close()
+    assert len(listeners) == 1 and listeners[0]._closed  # not left to the garbage collector
