@@ -22,10 +22,11 @@ How the pieces map onto Pyro4's::
 Why it is built this way:
 
 * it is the pool's own wire format and handshake, not a new protocol: a call is a SUBMIT whose
-  headers name the object and the method and whose body is the pickled ``(args, kwargs)``; the
-  answer is a RESULT or a FAILURE carrying the exception and the remote traceback (the same
-  encoding as a task's outcome, :mod:`minipool.task`). Every transport works, and nothing is
-  unpickled before the mutual HMAC handshake has passed;
+  body is the pickled ``(object name, method, args, kwargs)`` (no JSON headers: they cost more
+  than the rest of a small call's encoding); the answer is a RESULT or a FAILURE carrying the
+  exception and the remote traceback (the same encoding as a task's outcome,
+  :mod:`minipool.task`). Every transport works, and nothing is unpickled before the mutual HMAC
+  handshake has passed;
 * the name server is the coordinator's service registry (Consul-style entries with a
   time-to-live, :mod:`minipool.cluster.registry`): a daemon registers each name as service
   ``rpc:<name>`` and renews it, so the name of a daemon that died simply expires;
@@ -51,9 +52,9 @@ from .client import RemoteClient
 from .cluster.session import open_connection, server_handshake
 from .errors import ConnectionClosed, MinipoolError, ProtocolError
 from .pool import authkey_from_env
-from .task import pack_args, pack_outcome, unpack_args, unpack_outcome
+from .task import pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
 from .transports.base import Connection, listen
-from .wire import Format, Kind, Message, decode, encode
+from .wire import Format, Kind, Message, decode, encode, encode_parts
 
 __all__ = ["expose", "Daemon", "Proxy", "locate", "NAME_TTL"]
 
@@ -211,16 +212,12 @@ class Daemon:
             return
         if msg.kind is not Kind.SUBMIT:
             raise ProtocolError(f"expected a call (SUBMIT), got {msg.kind.name}")
-        try:
-            name, method = str(msg.headers["object"]), str(msg.headers["method"])
-        except KeyError as exc:
-            raise ProtocolError(f"a call without {exc.args[0]!r}") from None
+        name, method, args, kwargs = unpack_invocation(msg.body)
         try:
             with self._lock:
                 obj = self._objects.get(name)
             if obj is None:
                 raise LookupError(f"no object named {name!r} at {self.url}")
-            args, kwargs = unpack_args(msg.body)
             ok, value = True, _remote_method(obj, method)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- the caller gets it, with our traceback
             ok, value = False, exc
@@ -369,8 +366,8 @@ class Proxy:
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         number = next(self._numbers)
-        request = encode(Message(Kind.SUBMIT, number, pack_args(args, kwargs), fmt=Format.PICKLE,
-                                 headers={"object": self._name, "method": method}))
+        request = encode_parts(Kind.SUBMIT, number, pack_invocation(self._name, method, args, kwargs),
+                               Format.PICKLE, "none", None)
         with self._lock:
             conn = self._connection()
             deadline = None if self._timeout is None else time.monotonic() + self._timeout

@@ -32,7 +32,7 @@ from typing import Any
 from . import errors, shipping
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
-__all__ = ["pack_call", "pack_args", "unpack_args", "pack_chunk", "pack_reduce", "execute",
+__all__ = ["pack_call", "pack_invocation", "unpack_invocation", "pack_chunk", "pack_reduce", "execute",
            "pack_outcome", "unpack_outcome",
            "RemoteTraceback", "COMPRESS_MIN"]
 
@@ -102,22 +102,23 @@ def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "n
     return _compress(_dumps(call), codec)
 
 
-def pack_args(args: tuple, kwargs: dict) -> bytes:
-    """Serialize the arguments of a call to a remote object (:mod:`minipool.rpc`): the method
-    is named in the message's headers, so only ``(args, kwargs)`` travel in the body."""
-    return _dumps((args, kwargs))
+def pack_invocation(name: str, method: str, args: tuple, kwargs: dict) -> bytes:
+    """Serialize a call to a remote object's method (:mod:`minipool.rpc`)."""
+    return _dumps((name, method, args, kwargs))
 
 
-def unpack_args(body: bytes) -> tuple[tuple, dict]:
-    """The ``(args, kwargs)`` of :func:`pack_args` (from an authenticated peer only).
+def unpack_invocation(body: bytes) -> tuple[str, str, tuple, dict]:
+    """The ``(object name, method, args, kwargs)`` of :func:`pack_invocation` (from an
+    authenticated peer only).
 
     Raises:
-        ProtocolError: the body is not an ``(args, kwargs)`` pair.
+        ProtocolError: the body is not such a quadruple.
     """
     value = pickle.loads(body)
-    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], tuple)
-            and isinstance(value[1], dict)):
-        raise errors.ProtocolError("a remote call's body must be (args, kwargs)")
+    if not (isinstance(value, tuple) and len(value) == 4 and isinstance(value[0], str)
+            and isinstance(value[1], str) and isinstance(value[2], tuple)
+            and isinstance(value[3], dict)):
+        raise errors.ProtocolError("a remote call's body must be (object, method, args, kwargs)")
     return value
 
 

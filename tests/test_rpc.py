@@ -151,6 +151,8 @@ def test_garbage_and_malformed_calls_close_that_connection_only(daemon):
         while raw.recv(65536):  # the daemon closes it
             pass
     for bad in (Message(Kind.SUBMIT, 1, pickle.dumps(((), {}))),  # no object, no method
+                Message(Kind.SUBMIT, 2, pickle.dumps(("counter", "add", [1], {}))),  # args a list
+                Message(Kind.SUBMIT, 3, b"\x80\x05 not a pickle"),
                 Message(Kind.STATUS, 1)):  # not a call
         conn = _raw_session(daemon.url)
         conn.send(encode(bad))
@@ -159,13 +161,12 @@ def test_garbage_and_malformed_calls_close_that_connection_only(daemon):
         with pytest.raises(ConnectionClosed):
             conn.recv(10)
         conn.close()
-    conn = _raw_session(daemon.url)  # a body that is not (args, kwargs): that call fails
-    conn.send(encode(Message(Kind.SUBMIT, 7, pickle.dumps("oops"),
-                             headers={"object": "counter", "method": "add"})))
+    conn = _raw_session(daemon.url)  # a well-formed call by hand: answered
+    conn.send(encode(Message(Kind.SUBMIT, 7, pickle.dumps(("counter", "add", (5,), {})))))
     reply = decode(conn.recv(10))
-    assert reply.kind is Kind.FAILURE and reply.id == 7
+    assert reply.kind is Kind.RESULT and reply.id == 7 and pickle.loads(reply.body) == 5
     conn.close()
-    assert rpc.Proxy(uri, authkey=KEY).add() == 1
+    assert rpc.Proxy(uri, authkey=KEY).add() == 6
 
 
 def test_proxies_in_threads_run_side_by_side(daemon):
@@ -334,8 +335,7 @@ def test_calls_from_an_unauthenticated_peer_are_never_unpickled(daemon):
 
     conn = connect(daemon.url)
     conn.recv(10)  # the challenge
-    conn.send(encode(Message(Kind.SUBMIT, 1, pickle.dumps(((Boom(),), {})),
-                             headers={"object": "counter", "method": "add"})))
+    conn.send(encode(Message(Kind.SUBMIT, 1, pickle.dumps(("counter", "add", (Boom(),), {})))))
     with pytest.raises((ConnectionClosed, ProtocolError)):
         while True:
             decode(conn.recv(10))
