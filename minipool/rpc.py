@@ -136,7 +136,7 @@ class Daemon:
         With a name server, the name is registered there too (as service ``rpc:<name>``).
 
         Raises:
-            ValueError: the name is taken by another object, empty, or contains ``#``.
+            ValueError: the name is taken by another object, or contains ``#``.
         """
         name = name or f"obj_{id(obj):x}"
         if "#" in name:
@@ -158,6 +158,7 @@ class Daemon:
             self._names.remove(name)
 
     def uri(self, name: str) -> str:
+        """The URI a :class:`Proxy` reaches the object ``name`` by, without a name server."""
         return f"{self.url}#{name}"
 
     # -- serving -------------------------------------------------------------------------------
@@ -190,6 +191,8 @@ class Daemon:
         with self._lock:
             self._connections.add(conn)
         try:
+            if self._closed.is_set():  # accepted just as close() swept the connections
+                return
             server_handshake(conn, self._key, self._handshake_timeout)
             while True:
                 self._answer(conn, decode(conn.recv()))
