@@ -254,8 +254,10 @@ class ServerAuth:
             ProtocolError: the reply is not a PROOF message.
         """
         message = decode(reply)
-        if message.kind is not Kind.PROOF or len(message.body) != _MAC_SIZE + NONCE_SIZE:
+        if message.kind is not Kind.PROOF:
             raise ProtocolError(f"expected a PROOF message, got {message.kind.name}")
+        if len(message.body) != _MAC_SIZE + NONCE_SIZE:
+            raise ProtocolError(f"a PROOF of {len(message.body)} bytes, not {_MAC_SIZE + NONCE_SIZE}")
         proof, client_nonce = message.body[:_MAC_SIZE], message.body[_MAC_SIZE:]
         if not hmac.compare_digest(proof, _mac(self._key, b"client", self._nonce)):
             raise AuthenticationError("client failed authentication: wrong key")
@@ -278,8 +280,10 @@ class ClientAuth:
             ProtocolError: the message is not a CHALLENGE (e.g. not a minipool server).
         """
         message = decode(challenge)
-        if message.kind is not Kind.CHALLENGE or len(message.body) != NONCE_SIZE:
+        if message.kind is not Kind.CHALLENGE:
             raise ProtocolError(f"expected a CHALLENGE message, got {message.kind.name}")
+        if len(message.body) != NONCE_SIZE:
+            raise ProtocolError(f"a CHALLENGE of {len(message.body)} bytes, not {NONCE_SIZE}")
         proof = _mac(self._key, b"client", message.body)
         return encode(Message(Kind.PROOF, body=proof + self._nonce))
 

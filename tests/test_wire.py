@@ -145,3 +145,13 @@ def test_a_client_proof_cannot_be_reflected_as_a_server_proof():
 def test_a_non_minipool_server_is_a_protocol_error():
     with pytest.raises(ProtocolError):
         ClientAuth(b"k").answer(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+
+def test_a_handshake_message_of_the_wrong_size_says_so():
+    server, client = ServerAuth(b"k"), ClientAuth(b"k")
+    with pytest.raises(ProtocolError, match="a PROOF of 3 bytes, not"):
+        server.verify(encode(Message(Kind.PROOF, body=b"abc")))
+    with pytest.raises(ProtocolError, match="a CHALLENGE of 0 bytes, not"):
+        client.answer(encode(Message(Kind.CHALLENGE)))
+    with pytest.raises(ProtocolError, match="expected a PROOF message, got HELLO"):
+        server.verify(encode(Message(Kind.HELLO)))
