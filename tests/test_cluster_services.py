@@ -268,3 +268,30 @@ def test_the_result_store_is_bounded_by_bytes_as_well_as_by_count(monkeypatch):
     assert s.results_bytes == 10_000
     s.store(("c", 99), Outcome(Kind.RESULT, Format.PICKLE, "none", b"x" * 50_000))  # too big alone
     assert list(s.results) == [("c", 99)] and s.results_bytes == 50_000
+
+
+def test_a_worker_drops_a_coordinator_that_breaks_the_protocol():
+    """A worker expects TASK, HEARTBEAT and ERROR; anything else from the coordinator (a
+    RESULT, say) is a protocol error, and it drops the connection at once -- it does not wait
+    for the heartbeats to fall silent."""
+    from minipool.cluster.session import server_handshake
+    from minipool.errors import ConnectionClosed
+    from minipool.transports import listen
+    from minipool.wire import Kind, Message, encode
+
+    with listen("tcp://127.0.0.1:0") as listener:
+        worker = Worker(listener.url, KEY, kind="thread", heartbeat=5.0, reconnect=False)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        conn = listener.accept()
+        hello = server_handshake(conn, KEY, 10)
+        assert hello["role"] == "worker"
+        started = time.monotonic()
+        conn.send(encode(Message(Kind.RESULT, 1, b"not for a worker")))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                conn.recv(10)  # heartbeats, until the worker hangs up
+        assert time.monotonic() - started < 5  # not the 15 s of heartbeat silence
+        conn.close()
+        thread.join(10)
+        assert not thread.is_alive()

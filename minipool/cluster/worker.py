@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from .. import task as tasklib
-from ..errors import AuthenticationError, ConnectionClosed, MinipoolError
+from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
 from ..transports.base import Connection
 from ..wire import Format, Kind, Message, decode, encode
 from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
@@ -165,6 +165,8 @@ class Worker:
                 elif msg.kind is Kind.ERROR:
                     log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
                     return
+                elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
+                    raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
         except MinipoolError as exc:
             log.warning("dropping the connection to %s: %s", self.url, exc)
         finally:
