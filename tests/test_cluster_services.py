@@ -295,3 +295,59 @@ def test_a_worker_drops_a_coordinator_that_breaks_the_protocol():
         conn.close()
         thread.join(10)
         assert not thread.is_alive()
+
+
+def _scheduler_with_one_task(max_losses=3):
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.wire import Format
+
+    scheduler = Scheduler(max_losses=max_losses)
+    scheduler.submit("client", 1, b"x", Format.PICKLE, "none", None, Effects())
+    (task,) = scheduler.tasks.values()
+    return scheduler, task
+
+
+def _join(scheduler, name, incarnation):
+    from minipool.cluster.scheduler import Effects
+    from minipool.cluster.state import WorkerState
+
+    worker = WorkerState(None, name, 1, 0, {"incarnation": incarnation})
+    scheduler.worker_joined(worker, Effects())
+    return worker
+
+
+def test_a_cut_from_which_the_same_worker_process_returns_is_not_a_loss():
+    from minipool.cluster.scheduler import Effects
+
+    scheduler, task = _scheduler_with_one_task()
+    first = _join(scheduler, "w", "process-a")
+    assert task.worker is first
+    scheduler.worker_lost(first, Effects())  # the connection dropped
+    assert task.losses == 1  # for now: it may have been a crash
+    _join(scheduler, "w", "process-a")  # the same process reconnects: it was a cut
+    assert task.losses == 0 and scheduler.counts["losses_forgiven"] == 1
+    # A restarted process (a crash) is a new incarnation: its loss stands.
+    scheduler2, task2 = _scheduler_with_one_task()
+    scheduler2.worker_lost(_join(scheduler2, "w", "process-a"), Effects())
+    _join(scheduler2, "w", "process-b")
+    assert task2.losses == 1 and scheduler2.counts["losses_forgiven"] == 0
+
+
+def test_a_cut_noticed_after_the_same_process_reconnected_counts_no_loss():
+    from minipool.cluster.scheduler import Effects
+
+    scheduler, task = _scheduler_with_one_task(max_losses=1)
+    old = _join(scheduler, "w", "process-a")
+    _join(scheduler, "w", "process-a")  # its new connection arrives first
+    scheduler.worker_lost(old, Effects())  # then the old one is found dead
+    assert task.losses == 0 and task.number in scheduler.tasks  # requeued, not failed
+    assert scheduler.counts["losses_forgiven"] == 1 and scheduler.counts["failed"] == 0
+
+
+def test_a_task_that_keeps_killing_its_workers_still_fails():
+    from minipool.cluster.scheduler import Effects
+
+    scheduler, task = _scheduler_with_one_task(max_losses=2)
+    scheduler.worker_lost(_join(scheduler, "w1", "process-a"), Effects())
+    scheduler.worker_lost(_join(scheduler, "w2", "process-b"), Effects())
+    assert task.number not in scheduler.tasks and scheduler.counts["failed"] == 1
