@@ -659,6 +659,23 @@ def wait_until(condition: Callable[[], object], timeout: float = 10) -> None:
         time.sleep(0.001)
 
 
+def leading_reader(conn: base.Connection) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread blocked in ``conn.recv()``, once it leads (holds the socket); what it raised
+    goes into the list."""
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            conn.recv()
+        except BaseException as exc:  # the reason the read ended, for the test to check
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    wait_until(conn._hub._owner.locked)  # type: ignore[attr-defined]
+    return thread, outcome
+
+
 class CountingPoll:
     """Wraps a hub's zmq_poll to count the calls that could block (timeout other than 0)."""
 
@@ -716,17 +733,7 @@ def test_a_lone_leader_notices_the_server_vanish() -> None:
     router = zmq.Context.instance().socket(zmq.ROUTER)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     client = base.connect(f"zmq+tcp://127.0.0.1:{port}")
-    outcome: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            client.recv()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    wait_until(client._hub._owner.locked)  # type: ignore[attr-defined]
+    thread, outcome = leading_reader(client)
     router.close(linger=0)
     thread.join(10)
     assert not thread.is_alive() and isinstance(outcome[0], ConnectionClosed)
@@ -735,17 +742,7 @@ def test_a_lone_leader_notices_the_server_vanish() -> None:
 
 def test_close_from_another_thread_reaches_a_lone_leader(server: EchoServer) -> None:
     conn = base.connect(server.listener.url)
-    outcome: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            conn.recv()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    wait_until(conn._hub._owner.locked)  # type: ignore[attr-defined]
+    thread, outcome = leading_reader(conn)
     assert conn._hub._lone  # type: ignore[attr-defined]
     conn.close()
     thread.join(10)
