@@ -99,10 +99,6 @@ _LIVE = (TaskState.RUNNING, TaskState.QUEUED)
 _TASK = Kind.TASK
 
 
-#: Worker processes whose abandoned tasks are remembered, in case the process comes back.
-LEFT_BEHIND_MAX = 1024
-
-
 class Scheduler:
     """Queue, leases and results. Not thread-safe: the coordinator serializes calls.
 
@@ -129,11 +125,7 @@ class Scheduler:
         self.clients: dict[str, ClientState] = {}
         self.watchers: dict[tuple[str, int], list[tuple[ClientState, int]]] = {}
         self.counts = {"submitted": 0, "done": 0, "failed": 0, "requeued": 0, "cancelled": 0,
-                       "workers_lost": 0, "duplicates": 0, "timed_out": 0, "losses_forgiven": 0}
-        # Tasks a worker process left behind when its connection went, by that process's
-        # incarnation: if the same process comes back, it was a cut, not a crash (see
-        # worker_joined). Bounded: a process that never returns is forgotten in time.
-        self._left_behind: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
+                       "workers_lost": 0, "duplicates": 0, "timed_out": 0}
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -306,14 +298,6 @@ class Scheduler:
 
     def worker_joined(self, worker: WorkerState, fx: Effects) -> None:
         self.workers[worker.id] = worker
-        left = self._left_behind.pop(worker.incarnation, None) if worker.incarnation else None
-        for number in left or ():
-            # The process that held these tasks is alive: its connection was cut. A loss
-            # counts crashes and silences (a task that kills or hangs its worker), not cuts.
-            task = self.tasks.get(number)
-            if task is not None and task.losses:
-                task.losses -= 1
-                self.counts["losses_forgiven"] += 1
         self.dispatch(fx)
 
     def worker_lost(self, worker: WorkerState, fx: Effects) -> None:
@@ -323,19 +307,10 @@ class Scheduler:
         del self.workers[worker.id]
         self.policy.forget(worker.id)
         self.counts["workers_lost"] += 1
-        # The same process already connected again (its new connection won the race with the
-        # old one's detection): a cut, so no task counts a loss.
-        back = bool(worker.incarnation) and any(
-            w.incarnation == worker.incarnation for w in self.workers.values())
-        left: list[int] = []
         for task in list(worker.leases.values()):
             if task.state is not TaskState.RUNNING or task.worker is not worker:
                 continue
-            if back:
-                self.counts["losses_forgiven"] += 1
-            else:
-                task.losses += 1
-                left.append(task.number)
+            task.losses += 1
             task.worker = None
             if task.losses >= self.max_losses:
                 self.counts["failed"] += 1
@@ -346,10 +321,6 @@ class Scheduler:
             self.counts["requeued"] += 1
             heapq.heappush(self.queue, (-task.priority, next(self._front), task.number))
         worker.leases.clear()
-        if left and worker.incarnation:
-            self._left_behind[worker.incarnation] = left
-            while len(self._left_behind) > LEFT_BEHIND_MAX:
-                self._left_behind.popitem(last=False)
         self.dispatch(fx)
 
     def client_joined(self, client: ClientState) -> ClientState | None:

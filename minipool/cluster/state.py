@@ -107,9 +107,6 @@ class WorkerState(_Peer):
         self.capacity = self.slots + (self.slots if prefetch is None else max(0, prefetch))
         self.meta = meta
         self.services: tuple[str, ...] = tuple(meta.pop("services", None) or ("default",))
-        # A random id of the worker process (not of this connection): the same after a
-        # reconnect, new after a restart. "" from a worker that does not say.
-        self.incarnation = str(meta.get("incarnation") or "")
         self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
@@ -125,8 +122,7 @@ class WorkerState(_Peer):
     @classmethod
     def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None) -> WorkerState:
         name = str(hello.get("name") or conn.peer)
-        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "services", "incarnation")
-                if k in hello}
+        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "services") if k in hello}
         return cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
 
     def lease(self, task: Task) -> None:

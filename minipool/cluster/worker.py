@@ -84,13 +84,10 @@ class Worker:
                           if kind == "thread" else None)
         self._timing_out = False  # an inline task with a timeout is running (SIGALRM armed)
         self.tasks_done = 0
-        # Who this process is, across reconnects: the coordinator forgives the losses of a cut
-        # from which the same incarnation comes back (a crash starts a new process, a new one).
-        self.incarnation = os.urandom(8).hex()
 
     def hello(self) -> dict[str, Any]:
         return {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
-                "pid": os.getpid(), "host": socket.gethostname(), "incarnation": self.incarnation,
+                "pid": os.getpid(), "host": socket.gethostname(),
                 "python": platform.python_version(), "services": list(self.services)}
 
     def run(self) -> None:
