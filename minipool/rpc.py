@@ -44,6 +44,7 @@ import itertools
 import logging
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urldefrag
@@ -74,17 +75,28 @@ def expose(target: Any) -> Any:
 def _remote_method(obj: Any, name: str) -> Callable[..., Any]:
     """The bound method ``name`` of ``obj`` if a proxy may call it.
 
+    Callable: a function (or a static or class method) defined in a class of ``obj``'s MRO
+    that is marked with :func:`expose` itself, or whose *defining* class is marked -- so an
+    exposed class does not expose what a subclass adds or what it inherits (``dict.clear``),
+    and nested classes, properties and other attributes are never reachable.
+
     Raises:
         AttributeError: private, missing, not a method, or not exposed.
     """
     if not name or name.startswith("_"):
         raise AttributeError(f"{name!r} is private: remote calls reach public methods only")
-    method = getattr(type(obj), name, None)
-    if not callable(method):
+    for cls in type(obj).__mro__:
+        if name in vars(cls):
+            raw = vars(cls)[name]
+            break
+    else:
         raise AttributeError(f"{type(obj).__name__!r} object has no method {name!r}")
-    if not (getattr(type(obj), _EXPOSED, False) or getattr(method, _EXPOSED, False)):
-        raise AttributeError(f"{type(obj).__name__}.{name} is not exposed (decorate it, or its "
-                             f"class, with minipool.rpc.expose)")
+    function = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+    if not isinstance(function, types.FunctionType):
+        raise AttributeError(f"{type(obj).__name__}.{name} is not a method")
+    if not (getattr(function, _EXPOSED, False) or vars(cls).get(_EXPOSED, False)):
+        raise AttributeError(f"{type(obj).__name__}.{name} is not exposed (decorate it, or the "
+                             f"class that defines it, with minipool.rpc.expose)")
     return getattr(obj, name)
 
 
@@ -178,8 +190,13 @@ class Daemon:
                 log.warning("rpc: refusing %s: %s", conn.peer, "too many connections")
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                             name=f"minipool-rpc-{conn.peer}").start()
+            try:
+                threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                 name=f"minipool-rpc-{conn.peer}").start()
+            except RuntimeError as exc:  # no thread to be had: refuse this one, keep serving
+                log.warning("rpc: refusing %s: %s", conn.peer, exc)
+                conn.close()
+                self._slots.release()
 
     def start(self) -> Daemon:
         """Serve in a background thread; returns the daemon."""
@@ -215,7 +232,13 @@ class Daemon:
             return
         if msg.kind is not Kind.SUBMIT:
             raise ProtocolError(f"expected a call (SUBMIT), got {msg.kind.name}")
-        name, method, args, kwargs = unpack_invocation(msg.body)
+        try:
+            name, method, args, kwargs = unpack_invocation(msg.body)
+        except ProtocolError:
+            raise  # not a call at all: that peer's connection goes
+        except Exception as exc:  # noqa: BLE001 -- a class this side cannot import, say
+            self._reply(conn, msg.id, False, exc)
+            return
         try:
             with self._lock:
                 obj = self._objects.get(name)
@@ -224,8 +247,12 @@ class Daemon:
             ok, value = True, _remote_method(obj, method)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- the caller gets it, with our traceback
             ok, value = False, exc
+        self._reply(conn, msg.id, ok, value)
+
+    @staticmethod
+    def _reply(conn: Connection, number: int, ok: bool, value: Any) -> None:
         ok, body, codec = pack_outcome(ok, value)
-        conn.send(encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body, codec=codec)))
+        conn.send(encode(Message(Kind.RESULT if ok else Kind.FAILURE, number, body, codec=codec)))
 
     def close(self) -> None:
         """Stop serving: the listener, every connection, the names' renewals."""
@@ -250,12 +277,17 @@ class Daemon:
 
 
 class _NameKeeper:
-    """Keeps a daemon's names alive in a coordinator's registry: registers, renews, retires."""
+    """Keeps a daemon's names alive in a coordinator's registry: registers, renews, retires.
+
+    Each name is registered under the key ``<uri>`` (unique to this daemon) offering the
+    service ``rpc:<name>``, so two daemons serving one name never overwrite each other.
+    """
 
     def __init__(self, url: str, key: bytes, options: dict[str, Any]) -> None:
+        self._url, self._key, self._options = url, key, options
         self._client = RemoteClient(url, key, **options)
         self._names: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while registering: remove() never races a renewal
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, daemon=True, name="minipool-rpc-names")
         self._renewer.start()
@@ -263,7 +295,7 @@ class _NameKeeper:
     def add(self, name: str, uri: str) -> None:
         with self._lock:
             self._names[name] = uri
-        self._register(name, uri, NAME_TTL)
+            self._register(name, uri, NAME_TTL)
         # The coordinator handles one connection's messages in order: once this answer is
         # back, the name is in the registry, and a proxy may look it up from anywhere.
         self._client.lookup(f"rpc:{name}")
@@ -271,32 +303,41 @@ class _NameKeeper:
     def remove(self, name: str) -> None:
         with self._lock:
             uri = self._names.pop(name, None)
-        if uri is not None:
-            self._register(name, uri, 0.001)  # expires at once: the registry has no delete
+            if uri is not None:
+                self._register(name, uri, 0.001)  # expires at once: the registry has no delete
 
     def _register(self, name: str, uri: str, ttl: float) -> None:
-        self._client.register(f"rpc:{name}", address=uri, services=[f"rpc:{name}"], ttl=ttl)
+        self._client.register(uri, address=uri, services=[f"rpc:{name}"], ttl=ttl)
 
     def _renew(self) -> None:
         while not self._stop.wait(NAME_TTL / 3):
             with self._lock:
-                names = list(self._names.items())
-            for name, uri in names:
+                if self._stop.is_set():
+                    return
                 try:
-                    self._register(name, uri, NAME_TTL)
-                except MinipoolError as exc:  # the coordinator is away: its client reconnects
-                    log.warning("rpc: cannot renew %r: %s", name, exc)
+                    try:
+                        self._register_all()
+                    except ConnectionClosed:  # the client is between attempts, or gave up
+                        self._client.close()
+                        self._client = RemoteClient(self._url, self._key, **self._options)
+                        self._register_all()
+                except (MinipoolError, OSError) as exc:  # the coordinator is away: next time
+                    log.warning("rpc: cannot renew names at %s: %s", self._url, exc)
+
+    def _register_all(self) -> None:
+        for name, uri in self._names.items():
+            self._register(name, uri, NAME_TTL)
 
     def close(self) -> None:
         self._stop.set()
+        self._renewer.join(NAME_TTL)
         with self._lock:
-            names = list(self._names.items())
+            for name, uri in self._names.items():
+                try:
+                    self._register(name, uri, 0.001)
+                except MinipoolError:
+                    pass
             self._names.clear()
-        for name, uri in names:
-            try:
-                self._register(name, uri, 0.001)
-            except MinipoolError:
-                pass
         self._client.close()
 
 
@@ -361,7 +402,7 @@ class Proxy:
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
-            if not self._url:
+            if self._uri.startswith("name:"):  # each new connection asks where the name is now
                 self._url, _ = urldefrag(locate(self._name, name_server=str(self._name_server),
                                                 authkey=self._key, **self._options))
             self._conn = open_connection(self._url, self._key, {"role": "rpc-client"}, **self._options)
@@ -384,7 +425,9 @@ class Proxy:
                                                f"{reply.headers.get('reason')}")
                     if reply.id == number and reply.kind in (Kind.RESULT, Kind.FAILURE):
                         break  # (an answer to an earlier call that timed out is skipped)
-            except (ConnectionClosed, ProtocolError):
+            except (ConnectionClosed, ProtocolError, TimeoutError):
+                # After a timeout the daemon's thread for this connection is still busy with
+                # the call: the next call gets a connection (and a thread) of its own.
                 conn.close()
                 raise
         ok, value = unpack_outcome(reply.kind is Kind.RESULT, reply.body, reply.codec)

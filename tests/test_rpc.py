@@ -108,6 +108,59 @@ def test_only_exposed_public_methods_can_be_called(daemon):
         mixed.hidden()
 
 
+class Base:
+    def inherited(self) -> str:
+        return "inherited"
+
+
+@rpc.expose
+class Exposed(Base):
+    class Nested:
+        pass
+
+    @property
+    def prop(self) -> str:
+        return "prop"
+
+    @staticmethod
+    def static() -> str:
+        return "static"
+
+    @classmethod
+    def klass(cls) -> str:
+        return cls.__name__
+
+    def own(self) -> str:
+        return "own"
+
+
+class Sub(Exposed):
+    def added(self) -> str:
+        return "added"
+
+
+@rpc.expose
+class Mapping(dict):
+    def size(self) -> int:
+        return len(self)
+
+
+def test_exposing_a_class_exposes_its_own_methods_only(daemon):
+    sub = rpc.Proxy(daemon.register(Sub()), authkey=KEY)
+    assert (sub.own(), sub.static(), sub.klass()) == ("own", "static", "Sub")
+    for name in ("added", "inherited"):  # a subclass's and a base's methods: not marked
+        with pytest.raises(AttributeError, match="not exposed"):
+            sub._call(name)
+    for name in ("Nested", "prop"):  # a class to construct, a property: not methods
+        with pytest.raises(AttributeError, match="not a method"):
+            sub._call(name)
+    mapping = rpc.Proxy(daemon.register(Mapping(a=1)), authkey=KEY)
+    assert mapping.size() == 1
+    for name in ("clear", "get", "copy"):  # dict's own methods stay out of reach
+        with pytest.raises(AttributeError):
+            mapping._call(name)
+
+
 def test_unknown_objects_and_bad_uris(daemon):
     with pytest.raises(LookupError, match="no object named 'ghost'"):
         rpc.Proxy(daemon.url + "#ghost", authkey=KEY).add()
@@ -152,7 +205,6 @@ def test_garbage_and_malformed_calls_close_that_connection_only(daemon):
             pass
     for bad in (Message(Kind.SUBMIT, 1, pickle.dumps(((), {}))),  # no object, no method
                 Message(Kind.SUBMIT, 2, pickle.dumps(("counter", "add", [1], {}))),  # args a list
-                Message(Kind.SUBMIT, 3, b"\x80\x05 not a pickle"),
                 Message(Kind.STATUS, 1)):  # not a call
         conn = _raw_session(daemon.url)
         conn.send(encode(bad))
@@ -161,12 +213,19 @@ def test_garbage_and_malformed_calls_close_that_connection_only(daemon):
         with pytest.raises(ConnectionClosed):
             conn.recv(10)
         conn.close()
+    conn = _raw_session(daemon.url)  # arguments that cannot be unpickled: that call fails
+    conn.send(encode(Message(Kind.SUBMIT, 3, b"\x80\x05 not a pickle")))
+    reply = decode(conn.recv(10))
+    assert reply.kind is Kind.FAILURE and reply.id == 3
+    conn.send(encode(Message(Kind.SUBMIT, 7, pickle.dumps(("counter", "add", (5,), {})))))
+    assert decode(conn.recv(10)).kind is Kind.RESULT  # and the connection goes on
+    conn.close()
     conn = _raw_session(daemon.url)  # a well-formed call by hand: answered
     conn.send(encode(Message(Kind.SUBMIT, 7, pickle.dumps(("counter", "add", (5,), {})))))
     reply = decode(conn.recv(10))
-    assert reply.kind is Kind.RESULT and reply.id == 7 and pickle.loads(reply.body) == 5
+    assert reply.kind is Kind.RESULT and reply.id == 7 and pickle.loads(reply.body) == 10
     conn.close()
-    assert rpc.Proxy(uri, authkey=KEY).add() == 6
+    assert rpc.Proxy(uri, authkey=KEY).add() == 11
 
 
 def test_proxies_in_threads_run_side_by_side(daemon):
@@ -204,12 +263,13 @@ def test_a_shared_proxy_takes_turns(daemon):
     assert sorted(results) == list(range(1, 201))
 
 
-def test_a_call_past_its_timeout_raises_and_the_next_one_gets_its_own_answer(daemon):
+def test_a_call_past_its_timeout_raises_and_the_next_one_is_not_held_up_by_it(daemon):
     proxy = rpc.Proxy(daemon.register(Counter()), authkey=KEY, timeout=0.3)
     with pytest.raises(TimeoutError):
-        proxy.sleep(0.6)
-    time.sleep(0.5)  # the late answer arrives meanwhile
-    assert proxy.add() == 1  # not "slept 0.6"
+        proxy.sleep(2.0)
+    started = time.monotonic()
+    assert proxy.add() == 1  # a new connection: not queued behind the sleep, not its answer
+    assert time.monotonic() - started < 1.0
 
 
 def test_a_closed_daemon_is_a_connection_error(daemon):
@@ -297,6 +357,38 @@ def test_names_are_kept_by_the_coordinator_and_expire_with_their_daemon(name_ser
     finally:
         for d in daemons:
             d.close()
+
+
+def test_a_name_follows_its_object_to_a_new_daemon(name_server):
+    first = rpc.Daemon(authkey=KEY, name_server=name_server).start()
+    first.register(Counter(), "moving")
+    proxy = rpc.Proxy("name:moving", name_server=name_server, authkey=KEY)
+    assert proxy.add() == 1
+    first.close()
+    with rpc.Daemon(authkey=KEY, name_server=name_server) as second:
+        second.start()
+        second.register(Counter(), "moving")
+        with pytest.raises((ConnectionClosed, OSError)):
+            proxy.add()  # the old connection is gone
+        assert proxy.add() == 1  # the next call looks the name up again: the new object
+
+
+def test_two_daemons_serving_one_name_do_not_erase_each_other(name_server):
+    with rpc.Daemon(authkey=KEY, name_server=name_server) as a, \
+            rpc.Daemon(authkey=KEY, name_server=name_server) as b:
+        a.register(Counter(), "twin")
+        b.register(Counter(), "twin")
+        a.close()
+        assert rpc.locate("twin", name_server=name_server, authkey=KEY) == b.uri("twin")
+
+
+def test_names_are_renewed_by_a_fresh_client_when_the_old_one_gave_up(name_server, monkeypatch):
+    monkeypatch.setattr(rpc, "NAME_TTL", 0.6)  # renewed every 0.2 s
+    with rpc.Daemon(authkey=KEY, name_server=name_server) as daemon:
+        daemon.register(Counter(), "kept")
+        daemon._names._client.close()  # type: ignore[union-attr] -- as if it had given up
+        time.sleep(1.5)  # more than two TTLs
+        assert rpc.locate("kept", name_server=name_server, authkey=KEY) == daemon.uri("kept")
 
 
 _TRANSPORTS = ["tcp", "ws", "http"]
