@@ -622,7 +622,7 @@ def test_a_poll_that_catches_a_large_frame_half_arrived_keeps_the_connection():
 
     from minipool.transports.wsframes import Frame, serialize
 
-    from pairs import connected
+    from pairs import connected, poll_catches_it_half_arrived
 
     listener, client, server = connected("ws://127.0.0.1:0")
     try:
@@ -630,12 +630,8 @@ def test_a_poll_that_catches_a_large_frame_half_arrived_keeps_the_connection():
         wire = serialize(Frame(Opcode.BINARY, payload), mask=True)
         client._stream.sock.sendall(wire[:1000])  # the head and the start of the payload
         time.sleep(0.1)
-        later = threading.Timer(0.2, client._stream.sock.sendall, (wire[1000:],))
-        later.start()
-        assert server.recv(timeout=0.0) == payload  # read to the end once it had begun
-        later.join()
-        assert not server.closed
-        client.send(b"after")
-        assert server.recv(5) == b"after"
+        # read to the end once it had begun
+        poll_catches_it_half_arrived(lambda: client._stream.sock.sendall(wire[1000:]), server, client,
+                                     payload)
     finally:
         client.close(), server.close(), listener.close()
