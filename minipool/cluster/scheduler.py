@@ -364,7 +364,7 @@ class Scheduler:
         return {
             "workers": workers,
             "slots": sum(w["slots"] for w in workers),
-            "clients": len(self.clients),
+            "clients": sum(not c.monitor for c in self.clients.values()),
             "queued": sum(1 for t in self.tasks.values() if t.state is TaskState.QUEUED),
             "running": sum(len(w.leases) for w in self.workers.values()),
             "balance": self.policy.name,

@@ -163,13 +163,15 @@ class WorkerState(_Peer):
 class ClientState(_Peer):
     """A connected client and the tasks it is waiting for, by its own task ids."""
 
-    def __init__(self, conn: Connection | None, client_id: str) -> None:
+    def __init__(self, conn: Connection | None, client_id: str, monitor: bool = False) -> None:
         super().__init__(conn, client_id)
         self.id = client_id
+        self.monitor = monitor  # only looks (``python -m minipool status``): not counted as a client
 
     @classmethod
     def from_hello(cls, conn: Connection, hello: dict[str, Any]) -> ClientState:
-        return cls(conn, str(hello.get("client") or f"anonymous-{next(_ids)}"))
+        return cls(conn, str(hello.get("client") or f"anonymous-{next(_ids)}"),
+                   monitor=hello.get("monitor") is True)
 
     def deliver(self, number: int, outcome: Outcome, batch: Batch | None = None) -> None:
         """Send ``outcome`` as the RESULT or FAILURE of the client's task (or FETCH) ``number``."""

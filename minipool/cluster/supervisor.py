@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -35,20 +36,22 @@ class Supervisor:
         authkey: the shared key (ASCII bytes, passed through the environment).
         count: how many worker processes to run.
         kind, slots: each child's ``--kind`` and ``--slots``.
-        name: prefix of the children's worker names.
+        name: the children are named ``NAME/0``, ``NAME/1``, ... (a replacement keeps the name of
+            the child it replaces). The default, ``HOST:PID`` of this process, tells apart the
+            children of two ``worker`` commands on one host, and groups them in ``status``.
         restart: start a replacement when a child exits unexpectedly.
         reconnect: children keep reconnecting to a lost coordinator (CLI); embedded pools say
             False so that children exit with their parent's coordinator.
     """
 
     def __init__(self, url: str, authkey: bytes, count: int, *, kind: str = "process", slots: int = 1,
-                 name: str = "worker", restart: bool = True, reconnect: bool = False,
+                 name: str | None = None, restart: bool = True, reconnect: bool = False,
                  extra_args: list[str] | None = None) -> None:
         self.url = url
         self._key = authkey
         self.kind = kind
         self.slots = slots
-        self.name = name
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.restart = restart
         self.reconnect = reconnect
         self._extra = extra_args or []
@@ -65,7 +68,7 @@ class Supervisor:
 
     def _command(self, index: int) -> list[str]:
         cmd = [sys.executable, "-m", "minipool", "worker", "--connect", self.url,
-               "--slots", str(self.slots), "--kind", self.kind, "--name", f"{self.name}-{index}"]
+               "--slots", str(self.slots), "--kind", self.kind, "--name", f"{self.name}/{index}"]
         if not self.reconnect:
             cmd.append("--no-reconnect")
         return cmd + self._extra
