@@ -4,32 +4,108 @@ Technique: *running the same pool across machines*. The coordinator and the work
 ``Pool()`` embeds are also programs of their own: start a coordinator on one machine, workers on
 others, and point ``Pool(address=...)`` at it. The shared key comes from ``MINIPOOL_AUTHKEY`` or
 ``--authkey-file`` (never from a command-line argument, which ``ps`` would show to every user).
+
+A command that cannot do its job says why in one line on stderr, never with a traceback, and
+exits with one of the codes listed below: a mistake on the command line (a bad URL, no key) is
+told apart from a peer that cannot be reached and from a key the coordinator refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import concurrent.futures
+import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from typing import Any
 
+EXIT_FAILED = 1  # the command could not do its job: nothing to listen on, no coordinator there
+EXIT_USAGE = 2  # the command line is wrong (argparse's own code): fixing it is the user's move
 EXIT_AUTH = 3  # a worker refused by the coordinator: restarting it cannot help
+EXIT_CODES = {
+    0: "done: a server stopped by SIGINT or SIGTERM, a report printed",
+    EXIT_FAILED: "failed: cannot listen on a URL, or no minipool coordinator answered there",
+    EXIT_USAGE: "bad command line: an unknown option or URL scheme, a malformed URL, no key",
+    EXIT_AUTH: "refused: the coordinator rejected the key (a supervisor does not restart it)",
+}
+DEFAULT_BIND = "tcp://127.0.0.1:7878"
+#: A key shorter than this, on a URL other machines can reach, gets a warning: one recorded
+#: handshake (a challenge and its HMAC) lets anyone guess a short or human-chosen key offline.
+#: 32 bytes is what ``secrets.token_hex(16)`` prints (128 random bits) and HMAC-SHA256's size.
+MIN_KEY_BYTES = 32
+
+
+class CommandError(Exception):
+    """What a command could not do: printed as one line, then the process exits with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as the end of a one-line message (a bare TimeoutError has no text)."""
+    if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)) and not str(exc):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
 
 
 def _authkey(args: argparse.Namespace) -> bytes:
-    if args.authkey_file:
-        with open(args.authkey_file, "rb") as f:
-            key = f.read().strip()
-    else:
-        key = os.environ.get("MINIPOOL_AUTHKEY", "").encode()
+    try:
+        if args.authkey_file:
+            with open(args.authkey_file, "rb") as f:
+                key = f.read().strip()
+        else:
+            key = os.environ.get("MINIPOOL_AUTHKEY", "").encode()
+    except OSError as exc:
+        raise CommandError(f"cannot read the key: {exc}", EXIT_USAGE) from None
     if not key:
-        sys.exit("minipool: no key: set MINIPOOL_AUTHKEY or pass --authkey-file FILE")
+        raise CommandError("no key: set MINIPOOL_AUTHKEY or pass --authkey-file FILE", EXIT_USAGE)
     return key
+
+
+def _transport_url(url: str) -> str:
+    """``url`` if minipool has a transport for it, else a usage error naming the ones it has."""
+    from .errors import MinipoolError
+    from .transports.base import available_transports, parse_url
+
+    try:
+        scheme = parse_url(url).scheme.lower()
+    except MinipoolError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    known = available_transports()
+    if scheme not in known:
+        raise CommandError(f"unknown scheme {scheme}:// in {url} (known: {', '.join(known)})",
+                           EXIT_USAGE)
+    return url
+
+
+def _reachable_from_elsewhere(url: str) -> bool:
+    from .transports.base import parse_url
+
+    host = parse_url(url).hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name: it resolves to some interface other machines can reach
+
+
+def short_key_warning(key: bytes, urls: list[str]) -> str | None:
+    """The warning to print when a short key guards a URL that other machines can reach."""
+    exposed = [url for url in urls if _reachable_from_elsewhere(url)]
+    if len(key) >= MIN_KEY_BYTES or not exposed:
+        return None
+    return (f"warning: the key is {len(key)} bytes and {exposed[0]} is reachable from other "
+            f"machines; anyone who records one handshake can guess a short key offline: use "
+            f"{MIN_KEY_BYTES} bytes or more, e.g. python -c \"import secrets; "
+            f"print(secrets.token_hex(32))\"")
 
 
 def _tls_options(args: argparse.Namespace, server: bool) -> dict[str, Any]:
@@ -64,16 +140,30 @@ def _wait_for_signal(stop: threading.Event) -> None:
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from .cluster.coordinator import Coordinator
+    from .errors import MinipoolError
 
-    coordinator = Coordinator(_authkey(args), heartbeat=args.heartbeat, liveness=args.liveness,
-                              max_losses=args.max_losses, balance=args.balance,
-                              journal=args.journal, fsync=args.fsync,
-                              **_tls_options(args, server=True))
+    urls = [_transport_url(url) for url in args.bind or [DEFAULT_BIND]]
+    key = _authkey(args)
+    warning = short_key_warning(key, urls)
+    if warning:
+        print(f"minipool coordinator: {warning}", file=sys.stderr, flush=True)
+    try:
+        coordinator = Coordinator(key, heartbeat=args.heartbeat, liveness=args.liveness,
+                                  max_losses=args.max_losses, balance=args.balance,
+                                  journal=args.journal, fsync=args.fsync,
+                                  **_tls_options(args, server=True))
+    except (MinipoolError, OSError, ValueError) as exc:
+        raise CommandError(f"cannot start: {_why(exc)}") from None
     if coordinator.journal is not None:
         print(f"minipool coordinator journal {args.journal} (fsync {args.fsync}): "
               f"{coordinator.journal.restored} unfinished task(s) restored", flush=True)
-    for url in args.bind or ["tcp://127.0.0.1:7878"]:
-        print(f"minipool coordinator listening on {coordinator.serve(url)}", flush=True)
+    for url in urls:
+        try:
+            served = coordinator.serve(url)
+        except (MinipoolError, OSError, ValueError) as exc:
+            coordinator.close()
+            raise CommandError(f"cannot listen on {url}: {_why(exc)}") from None
+        print(f"minipool coordinator listening on {served}", flush=True)
     _wait_for_signal(threading.Event())
     coordinator.close()
     return 0
@@ -82,8 +172,9 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from .cluster.supervisor import Supervisor
     from .cluster.worker import Worker
-    from .errors import AuthenticationError
+    from .errors import AuthenticationError, MinipoolError, MissingExtra, TransportError
 
+    _transport_url(args.connect)
     key = _authkey(args)
     options = _tls_options(args, server=False)
     if args.kind == "process" and args.slots > 1:
@@ -92,7 +183,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         extra += ["--heartbeat", str(args.heartbeat), "--slowdown", str(args.slowdown)]
         for service in args.service:
             extra += ["--service", service]
-        supervisor = Supervisor(args.connect, key, args.slots, name=args.name or "worker",
+        supervisor = Supervisor(args.connect, key, args.slots, name=args.name,
                                 reconnect=not args.no_reconnect, extra_args=extra)
         _wait_for_signal(threading.Event())
         supervisor.close()
@@ -105,34 +196,80 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         worker.run()
     except AuthenticationError as exc:
-        print(f"minipool worker: {exc}", file=sys.stderr)
-        return EXIT_AUTH
-    except (OSError, TimeoutError) as exc:
-        print(f"minipool worker: cannot reach {args.connect}: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc), EXIT_AUTH) from None
+    except (TransportError, MissingExtra) as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    except (OSError, TimeoutError, MinipoolError) as exc:
+        raise CommandError(f"cannot reach {args.connect}: {_why(exc)}") from None
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .client import RemoteClient
+    from .errors import AuthenticationError, MinipoolError
 
-    client = RemoteClient(args.url, _authkey(args), **_tls_options(args, server=False))
+    class Monitor(RemoteClient):
+        """A client the coordinator does not count among its clients: it only looks."""
+
+        def hello(self) -> dict[str, Any]:
+            return {**super().hello(), "monitor": True}
+
+    url = _transport_url(args.url)
+    key = _authkey(args)
+    # This command reports every failure itself, in one line: the client's own warnings
+    # (a connection lost) would only repeat it with a timestamp.
+    logging.getLogger("minipool.client").setLevel(logging.ERROR if args.verbose < 1 else logging.NOTSET)
     try:
-        report = client.status()
-    finally:
-        client.close()
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"coordinator {', '.join(report['urls'])}  up {report['uptime']:.0f}s  "
-          f"clients {report['clients']}")
-    print(f"tasks: queued {report['queued']}  running {report['running']}  done {report['done']}  "
-          f"failed {report['failed']}  requeued {report['requeued']}")
-    print(f"workers ({len(report['workers'])}, {report['slots']} slots):")
-    for w in report["workers"]:
-        print(f"  {w['id']:<28} {w.get('kind', '?'):<8} slots {w['slots']}  inflight {w['inflight']}"
-              f"  done {w['done']}  {w.get('host', '')}:{w.get('pid', '')}")
+        client = Monitor(url, key, timeout=args.timeout, reconnect_timeout=0,
+                         **_tls_options(args, server=False))
+        try:
+            report = client.status(timeout=args.timeout)
+        finally:
+            client.close()
+    except AuthenticationError as exc:
+        raise CommandError(f"{url}: {exc}", EXIT_AUTH) from None
+    except (MinipoolError, OSError, TimeoutError, concurrent.futures.TimeoutError, ValueError) as exc:
+        raise CommandError(f"no minipool coordinator answered at {url}: {_why(exc)}") from None
+    print(json.dumps(report, indent=2) if args.json else render_status(report))
     return 0
+
+
+def _command_of(name: str) -> str:
+    """The ``worker`` command a worker belongs to: children of one are named ``COMMAND/INDEX``."""
+    group, slash, index = name.rpartition("/")
+    return group if slash and index.isdigit() else name
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """A coordinator's status report for people: its workers grouped by the command that
+    started them (``HOST:PID`` of a ``worker --slots N``), children in index order."""
+    lines = [f"coordinator {', '.join(report['urls'])}  up {report['uptime']:.0f}s  "
+             f"clients {report['clients']}",
+             f"tasks: queued {report['queued']}  running {report['running']}  done {report['done']}  "
+             f"failed {report['failed']}  requeued {report['requeued']}"]
+    workers = report["workers"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for w in workers:
+        groups.setdefault(_command_of(w["name"]), []).append(w)
+    lines.append(f"workers: {len(workers)} process(es) from {len(groups)} command(s), "
+                 f"{report['slots']} slots")
+    rows: list[tuple[str, dict[str, Any] | None]] = []  # (first column, worker or a heading)
+    for command in sorted(groups):
+        members = sorted(groups[command], key=lambda w: int(w["name"].rpartition("/")[2])
+                         if w["name"] != command else -1)
+        if len(members) == 1 and members[0]["name"] == command:  # a command of one process
+            rows.append((f"  {command}", members[0]))
+            continue
+        rows.append((f"  {command}: {len(members)} process(es), "
+                     f"{sum(w['slots'] for w in members)} slots", None))
+        rows += [(f"    {w['name']}", w) for w in members]
+    width = max((len(first) for first, w in rows if w is not None), default=0)
+    for first, w in rows:
+        lines.append(first if w is None else
+                     f"{first:<{width}}  {w.get('kind', '?'):<7}  pid {w.get('pid', '?')}"
+                     f"  slots {w['slots']}  inflight {w['inflight']}  done {w['done']}"
+                     f"  python {w.get('python', '?')}")
+    return "\n".join(lines)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -234,14 +371,50 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(str(exc))
 
 
+def plain(text: str) -> str:
+    """reST as a terminal shows it: ``code`` and :role:`~a.b.Name` become code and Name."""
+    text = re.sub(r":\w+:`~[\w.]*?(\w+)`", r"\1", text)
+    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default, unless its text already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.default in (None, False, [], argparse.SUPPRESS) or "default" in text
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("minipool")
+    except PackageNotFoundError:  # run from a checkout, not installed
+        from . import __version__
+
+        return __version__
+
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minipool", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m minipool", description=plain(__doc__ or ""),
+                                     formatter_class=HelpFormatter, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"minipool {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("coordinator", help="run a coordinator (broker + result backend)")
+    def command(name: str, **options: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=HelpFormatter, epilog=EPILOG, **options)
+
+    p = command("coordinator", help="run a coordinator (broker + result backend)")
     p.add_argument("--bind", action="append", metavar="URL",
-                   help="URL to listen on; repeat for several (default tcp://127.0.0.1:7878)")
+                   help=f"URL to listen on; repeat for several (default {DEFAULT_BIND})")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--liveness", type=int, default=3, help="missed heartbeats before a peer is dead")
     p.add_argument("--max-losses", type=int, default=3,
@@ -252,16 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", metavar="DIR",
                    help="write-ahead journal directory: survive a crash with every accepted task")
     p.add_argument("--fsync", default="everysec", choices=["always", "everysec", "no"],
-                   help="journal fsync policy, as Redis's appendfsync (default everysec)")
+                   help="journal fsync policy, as Redis's appendfsync")
     _common(p, server=True)
     p.set_defaults(func=cmd_coordinator)
 
-    p = sub.add_parser("worker", help="run a worker that serves a coordinator")
+    p = command("worker", help="run a worker that serves a coordinator")
     p.add_argument("--connect", required=True, metavar="URL", help="the coordinator's URL")
     p.add_argument("--slots", type=int, default=1, help="tasks run at once")
     p.add_argument("--kind", choices=["process", "thread"], default="process",
                    help="process: one process per slot; thread: threads in one process")
-    p.add_argument("--name", help="worker name shown in status")
+    p.add_argument("--name", help="worker name shown in status (default HOST:PID; with "
+                   "--slots N, the N processes are NAME/0 ... NAME/N-1)")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--no-reconnect", action="store_true", help="exit when the coordinator goes away")
     p.add_argument("--service", action="append", default=[], metavar="NAME",
@@ -271,13 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, server=False)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("status", help="print a coordinator's workers, queue and counts")
+    p = command("status", help="print a coordinator's workers, queue and counts")
     p.add_argument("url", help="the coordinator's URL")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for the coordinator's answer")
     _common(p, server=False)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("chaos", help="run a fault-injecting TCP proxy in front of a coordinator",
+    p = command("chaos", help="run a fault-injecting TCP proxy in front of a coordinator",
                        description="Forward connections to --target, injecting network faults. "
                        "While it runs, type commands on stdin: cut, stall [S], resume, "
                        "refuse on|off, set NAME=VALUE ..., status, help.")
@@ -309,7 +485,13 @@ def main(argv: list[str] | None = None) -> int:
         args.check(parser, args)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"minipool {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers are in place
+        return 130
 
 
 if __name__ == "__main__":

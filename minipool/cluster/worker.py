@@ -15,7 +15,9 @@ Around that loop:
   ``liveness`` intervals of silence while it is waiting for work.
 * **reconnect with exponential backoff** (0.1 s, 0.2 s, 0.4 s, ... up to ``max_backoff``, with
   jitter so a restarted coordinator is not hit by every worker in the same millisecond). A wrong
-  key is not retried: it will not get better.
+  key, an unknown URL scheme or a missing extra is not retried: it will not get better. The
+  first failure is logged as a warning, then one warning per ``RETRY_REPORT`` seconds says the
+  worker is still trying (each attempt is logged at INFO): never silent, never a flood.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import time
 from typing import Any
 
 from .. import task as tasklib
-from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
+from ..errors import (AuthenticationError, ConnectionClosed, MinipoolError, MissingExtra,
+                      ProtocolError, TransportError)
 from ..transports.base import Connection
 from ..wire import Format, Kind, Message, decode, encode
 from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
@@ -43,6 +46,7 @@ log = logging.getLogger("minipool.worker")
 
 FLUSH_INTERVAL = 0.01  # seconds a finished result may wait for the rest of its batch
 FLUSH_BYTES = 256 * 1024
+RETRY_REPORT = 60.0  # seconds between warnings that the coordinator still cannot be reached
 
 
 class Worker:
@@ -95,24 +99,39 @@ class Worker:
 
         Raises:
             AuthenticationError: the coordinator refused our key.
+            TransportError: the URL is malformed, its scheme unknown, or TLS has no context.
+            MissingExtra: the URL's transport needs a package that is not installed.
         """
         delay = 0.1
+        failures, failing_since, next_report = 0, 0.0, 0.0
         try:
             while not self._stop.is_set():
                 try:
                     conn = open_connection(self.url, self._key, self.hello(), **self._options)
-                except AuthenticationError:
+                except (AuthenticationError, TransportError, MissingExtra):
                     raise
                 except (MinipoolError, OSError, TimeoutError) as exc:
                     if not self.reconnect:
                         raise
+                    now = time.monotonic()
+                    if not failures:
+                        failing_since = next_report = now
+                    failures += 1
                     wait = delay * random.uniform(0.5, 1.5)
-                    log.info("cannot reach %s (%s); retrying in %.1fs", self.url, exc, wait)
+                    if now >= next_report:
+                        next_report = now + RETRY_REPORT
+                        log.warning("worker %s cannot reach %s (%s); %s", self.name, self.url, exc,
+                                    "retrying" if failures == 1 else
+                                    f"{failures} attempts in {now - failing_since:.0f}s, still trying")
+                    else:
+                        log.info("cannot reach %s (%s); retrying in %.1fs", self.url, exc, wait)
                     self._stop.wait(wait)
                     delay = min(delay * 2, self.max_backoff)
                     continue
                 delay = 0.1
-                log.info("worker %s connected to %s", self.name, self.url)
+                log.log(logging.WARNING if failures else logging.INFO, "worker %s connected to %s%s",
+                        self.name, self.url, f" after {failures} failed attempt(s)" if failures else "")
+                failures = 0
                 self._serve(conn)
                 if not self.reconnect:
                     return
