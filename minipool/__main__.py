@@ -34,6 +34,7 @@ EXIT_CODES = {
     EXIT_AUTH: "refused: the coordinator rejected the key (a supervisor does not restart it)",
 }
 DEFAULT_BIND = "tcp://127.0.0.1:7878"
+TLS_SCHEMES = ("tls", "https", "wss")
 #: A key shorter than this, on a URL other machines can reach, gets a warning: one recorded
 #: handshake (a challenge and its HMAC) lets anyone guess a short or human-chosen key offline.
 #: 32 bytes is what ``secrets.token_hex(16)`` prints (128 random bits) and HMAC-SHA256's size.
@@ -108,13 +109,21 @@ def short_key_warning(key: bytes, urls: list[str]) -> str | None:
             f"print(secrets.token_hex(32))\"")
 
 
-def _tls_options(args: argparse.Namespace, server: bool) -> dict[str, Any]:
+def _tls_options(args: argparse.Namespace, urls: list[str], *, server: bool) -> dict[str, Any]:
     from .tls import client_context, server_context
 
-    if server and args.certfile:
-        return {"ssl_context": server_context(args.certfile, args.keyfile)}
-    if not server and (args.cafile or args.insecure):
-        return {"ssl_context": client_context(args.cafile, insecure=args.insecure)}
+    secure = [url for url in urls if url.partition("://")[0].lower() in TLS_SCHEMES]
+    try:
+        if server and args.certfile:
+            return {"ssl_context": server_context(args.certfile, args.keyfile)}
+        if server and secure:
+            raise CommandError(f"{secure[0]} needs --certfile FILE (and --keyfile FILE unless "
+                               f"the key is in it)", EXIT_USAGE)
+        if not server and (args.cafile or args.insecure or secure):
+            # Without --cafile, the system's CAs vouch for the coordinator, as they do for curl.
+            return {"ssl_context": client_context(args.cafile, insecure=args.insecure)}
+    except OSError as exc:  # ssl.SSLError is one: a key that does not match its certificate
+        raise CommandError(f"cannot load the TLS files: {_why(exc)}", EXIT_USAGE) from None
     return {}
 
 
@@ -144,14 +153,14 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
     urls = [_transport_url(url) for url in args.bind or [DEFAULT_BIND]]
     key = _authkey(args)
+    tls = _tls_options(args, urls, server=True)
     warning = short_key_warning(key, urls)
     if warning:
         print(f"minipool coordinator: {warning}", file=sys.stderr, flush=True)
     try:
         coordinator = Coordinator(key, heartbeat=args.heartbeat, liveness=args.liveness,
                                   max_losses=args.max_losses, balance=args.balance,
-                                  journal=args.journal, fsync=args.fsync,
-                                  **_tls_options(args, server=True))
+                                  journal=args.journal, fsync=args.fsync, **tls)
     except (MinipoolError, OSError, ValueError) as exc:
         raise CommandError(f"cannot start: {_why(exc)}") from None
     if coordinator.journal is not None:
@@ -176,7 +185,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     _transport_url(args.connect)
     key = _authkey(args)
-    options = _tls_options(args, server=False)
+    options = _tls_options(args, [args.connect], server=False)
     if args.kind == "process" and args.slots > 1:
         extra = ["--cafile", args.cafile] if args.cafile else []
         extra += ["--insecure"] if args.insecure else []
@@ -221,7 +230,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     logging.getLogger("minipool.client").setLevel(logging.ERROR if args.verbose < 1 else logging.NOTSET)
     try:
         client = Monitor(url, key, timeout=args.timeout, reconnect_timeout=0,
-                         **_tls_options(args, server=False))
+                         **_tls_options(args, [url], server=False))
         try:
             report = client.status(timeout=args.timeout)
         finally:
@@ -278,7 +287,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     faults = {"delay": args.delay, "jitter": args.jitter, "bandwidth": args.bandwidth,
               "cut_rate": args.cut_rate, "cut_after": args.cut_after,
               "corrupt_rate": args.corrupt_rate, "refuse": args.refuse}
-    proxy = ChaosProxy(args.target, listen=args.listen, seed=args.seed, **faults)
+    try:
+        proxy = ChaosProxy(args.target, listen=args.listen, seed=args.seed, **faults)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {args.listen}: {_why(exc)}") from None
     print(f"minipool chaos listening on {proxy.url()} -> {args.target}: {proxy.faults}", flush=True)
 
     def commands() -> None:  # a teacher flips faults by typing at the running proxy
@@ -389,6 +401,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -431,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("worker", help="run a worker that serves a coordinator")
     p.add_argument("--connect", required=True, metavar="URL", help="the coordinator's URL")
-    p.add_argument("--slots", type=int, default=1, help="tasks run at once")
+    p.add_argument("--slots", type=_at_least_one, default=1, help="tasks run at once")
     p.add_argument("--kind", choices=["process", "thread"], default="process",
                    help="process: one process per slot; thread: threads in one process")
     p.add_argument("--name", help="worker name shown in status (default HOST:PID; with "

@@ -214,6 +214,21 @@ def test_a_short_key_on_a_public_bind_is_warned():
     assert "cannot listen" in failure and done.returncode == 1
 
 
+def test_tls_without_its_files_is_one_line():
+    done = run_cli("coordinator", "--bind", "tls://127.0.0.1:0", timeout=30)
+    assert done.returncode == 2 and "needs --certfile" in one_line(done)
+    done = run_cli("status", "tls://127.0.0.1:7878", "--cafile", "/nonexistent/ca.pem", timeout=30)
+    assert done.returncode == 2 and "cannot load the TLS files" in one_line(done)
+    # without --cafile, a client checks the coordinator's certificate against the system's CAs
+    done = run_cli("status", f"wss://127.0.0.1:{free_port()}", timeout=30)
+    assert done.returncode == 1 and "no minipool coordinator answered" in one_line(done)
+
+
+def test_a_bad_slot_count_is_a_usage_error():
+    done = run_cli("worker", "--connect", "tcp://127.0.0.1:7878", "--slots", "0", timeout=30)
+    assert done.returncode == 2 and "--slots: must be 1 or more" in done.stderr
+
+
 def test_which_keys_and_urls_get_the_short_key_warning():
     from minipool.__main__ import MIN_KEY_BYTES, short_key_warning
 
