@@ -37,7 +37,7 @@ DEFAULT_BIND = "tcp://127.0.0.1:7878"
 TLS_SCHEMES = ("tls", "https", "wss")
 #: A key shorter than this, on a URL other machines can reach, gets a warning: one recorded
 #: handshake (a challenge and its HMAC) lets anyone guess a short or human-chosen key offline.
-#: 32 bytes is what ``secrets.token_hex(16)`` prints (128 random bits) and HMAC-SHA256's size.
+#: 32 bytes is what ``secrets.token_hex(16)`` prints (128 random bits).
 MIN_KEY_BYTES = 32
 
 
@@ -135,7 +135,8 @@ def _common(parser: argparse.ArgumentParser, *, server: bool) -> None:
         parser.add_argument("--certfile", help="TLS certificate (for tls://, https://, wss://)")
         parser.add_argument("--keyfile", help="TLS private key")
     else:
-        parser.add_argument("--cafile", help="CA bundle to verify a TLS coordinator with")
+        parser.add_argument("--cafile", help="CA bundle to verify a TLS coordinator with "
+                            "(default: the system's CAs)")
         parser.add_argument("--insecure", action="store_true",
                             help="TLS without verifying the coordinator's certificate")
 
