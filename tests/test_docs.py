@@ -101,7 +101,8 @@ def run(block: Block) -> subprocess.CompletedProcess:
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=DEADLINE)
         except subprocess.TimeoutExpired as exc:
-            # subprocess.run has killed the block; its worker processes see their pool gone
+            # The block is killed; the workers its pool started exit when their coordinator's
+            # connection closes with it.
             return subprocess.CompletedProcess(exc.cmd, -9, exc.stdout or "",
                                                f"no exit within {DEADLINE} s\n{exc.stderr or ''}")
 
@@ -124,6 +125,11 @@ def test_the_pages_have_python_blocks():
 
 def test_a_fragment_marker_must_sit_on_a_block(tmp_path):
     page = tmp_path / "page.md"
+    page.write_text("```markdown\n<!-- fragment: quoted, not a marker -->\n```\n"
+                    "<!-- fragment: needs a server -->\n```python\nserve()\n```\n"
+                    "```python\nx = 1\n```\n")
+    assert blocks_of(page, "page.md") == [Block("page.md", 5, "serve()\n", "needs a server"),
+                                          Block("page.md", 8, "x = 1\n", None)]
     page.write_text("<!-- fragment: a reason -->\n\nprose\n```python\nx = 1\n```\n")
     with pytest.raises(ValueError, match="directly above"):
         blocks_of(page, "page.md")
