@@ -183,6 +183,12 @@ def test_status_of_a_closed_port_is_one_line_and_an_exit_code():
     assert done.returncode == 1 and "no minipool coordinator answered" in one_line(done)
 
 
+def test_a_worker_that_may_not_reconnect_gives_up_in_one_line():
+    done = run_cli("worker", "--connect", f"tcp://127.0.0.1:{free_port()}", "--no-reconnect",
+                   timeout=30)
+    assert done.returncode == 1 and "cannot reach tcp://127.0.0.1:" in one_line(done)
+
+
 def test_status_with_the_wrong_key_is_one_line_and_exit_code_3(coordinator_url):
     done = run_cli("status", coordinator_url, key="not-the-key", timeout=30)
     assert done.returncode == 3 and "authentication" in one_line(done).lower()
