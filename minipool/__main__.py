@@ -6,125 +6,36 @@ others, and point ``Pool(address=...)`` at it. The shared key comes from ``MINIP
 ``--authkey-file`` (never from a command-line argument, which ``ps`` would show to every user).
 
 A command that cannot do its job says why in one line on stderr, never with a traceback, and
-exits with one of the codes listed below: a mistake on the command line (a bad URL, no key) is
-told apart from a peer that cannot be reached and from a key the coordinator refused.
+exits with one of the codes listed below (see :mod:`minipool.commandline`).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import ipaddress
+import inspect
 import json
 import logging
-import os
-import re
 import signal
 import sys
 import threading
 from typing import Any
 
-EXIT_FAILED = 1  # the command could not do its job: nothing to listen on, no coordinator there
-EXIT_USAGE = 2  # the command line is wrong (argparse's own code): fixing it is the user's move
-EXIT_AUTH = 3  # a worker refused by the coordinator: restarting it cannot help
-EXIT_CODES = {
-    0: "done: a server stopped by SIGINT or SIGTERM, a report printed",
-    EXIT_FAILED: "failed: cannot listen on a URL, or no minipool coordinator answered there",
-    EXIT_USAGE: "bad command line: an unknown option or URL scheme, a malformed URL, no key",
-    EXIT_AUTH: "refused: the coordinator rejected the key (a supervisor does not restart it)",
-}
-DEFAULT_BIND = "tcp://127.0.0.1:7878"
-TLS_SCHEMES = ("tls", "https", "wss")
-#: A key shorter than this, on a URL other machines can reach, gets a warning: one recorded
-#: handshake (a challenge and its HMAC) lets anyone guess a short or human-chosen key offline.
-#: 32 bytes is what ``secrets.token_hex(16)`` prints (128 random bits).
-MIN_KEY_BYTES = 32
-
-
-class CommandError(Exception):
-    """What a command could not do: printed as one line, then the process exits with ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _why(exc: BaseException) -> str:
-    """An exception as the end of a one-line message (a bare TimeoutError has no text)."""
-    if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)) and not str(exc):
-        return "no answer in time"
-    return str(exc) or type(exc).__name__
-
-
-def _authkey(args: argparse.Namespace) -> bytes:
-    try:
-        if args.authkey_file:
-            with open(args.authkey_file, "rb") as f:
-                key = f.read().strip()
-        else:
-            key = os.environ.get("MINIPOOL_AUTHKEY", "").encode()
-    except OSError as exc:
-        raise CommandError(f"cannot read the key: {exc}", EXIT_USAGE) from None
-    if not key:
-        raise CommandError("no key: set MINIPOOL_AUTHKEY or pass --authkey-file FILE", EXIT_USAGE)
-    return key
-
-
-def _transport_url(url: str) -> str:
-    """``url`` if minipool has a transport for it, else a usage error naming the ones it has."""
-    from .errors import MinipoolError
-    from .transports.base import available_transports, parse_url
-
-    try:
-        scheme = parse_url(url).scheme.lower()
-    except MinipoolError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
-    known = available_transports()
-    if scheme not in known:
-        raise CommandError(f"unknown scheme {scheme}:// in {url} (known: {', '.join(known)})",
-                           EXIT_USAGE)
-    return url
-
-
-def _reachable_from_elsewhere(url: str) -> bool:
-    from .transports.base import parse_url
-
-    host = parse_url(url).hostname or ""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # a host name: it resolves to some interface other machines can reach
-
-
-def short_key_warning(key: bytes, urls: list[str]) -> str | None:
-    """The warning to print when a short key guards a URL that other machines can reach."""
-    exposed = [url for url in urls if _reachable_from_elsewhere(url)]
-    if len(key) >= MIN_KEY_BYTES or not exposed:
-        return None
-    return (f"warning: the key is {len(key)} bytes and {exposed[0]} is reachable from other "
-            f"machines; anyone who records one handshake can guess a short key offline: use "
-            f"{MIN_KEY_BYTES} bytes or more, e.g. python -c \"import secrets; "
-            f"print(secrets.token_hex(32))\"")
-
-
-def _tls_options(args: argparse.Namespace, urls: list[str], *, server: bool) -> dict[str, Any]:
-    from .tls import client_context, server_context
-
-    secure = [url for url in urls if url.partition("://")[0].lower() in TLS_SCHEMES]
-    try:
-        if server and args.certfile:
-            return {"ssl_context": server_context(args.certfile, args.keyfile)}
-        if server and secure:
-            raise CommandError(f"{secure[0]} needs --certfile FILE (and --keyfile FILE unless "
-                               f"the key is in it)", EXIT_USAGE)
-        if not server and (args.cafile or args.insecure or secure):
-            # Without --cafile, the system's CAs vouch for the coordinator, as they do for curl.
-            return {"ssl_context": client_context(args.cafile, insecure=args.insecure)}
-    except OSError as exc:  # ssl.SSLError is one: a key that does not match its certificate
-        raise CommandError(f"cannot load the TLS files: {_why(exc)}", EXIT_USAGE) from None
-    return {}
+from .commandline import (
+    DEFAULT_BIND,
+    EXIT_AUTH,
+    EXIT_CODES,
+    EXIT_USAGE,
+    CommandError,
+    HelpFormatter,
+    authkey,
+    minipool_version,
+    plain,
+    short_key_warning,
+    tls_options,
+    transport_url,
+    why,
+)
 
 
 def _common(parser: argparse.ArgumentParser, *, server: bool) -> None:
@@ -152,9 +63,9 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from .cluster.coordinator import Coordinator
     from .errors import MinipoolError
 
-    urls = [_transport_url(url) for url in args.bind or [DEFAULT_BIND]]
-    key = _authkey(args)
-    tls = _tls_options(args, urls, server=True)
+    urls = [transport_url(url) for url in args.bind or [DEFAULT_BIND]]
+    key = authkey(args)
+    tls = tls_options(args, urls, server=True)
     warning = short_key_warning(key, urls)
     if warning:
         print(f"minipool coordinator: {warning}", file=sys.stderr, flush=True)
@@ -163,7 +74,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
                                   max_losses=args.max_losses, balance=args.balance,
                                   journal=args.journal, fsync=args.fsync, **tls)
     except (MinipoolError, OSError, ValueError) as exc:
-        raise CommandError(f"cannot start: {_why(exc)}") from None
+        raise CommandError(f"cannot start: {why(exc)}") from None
     if coordinator.journal is not None:
         print(f"minipool coordinator journal {args.journal} (fsync {args.fsync}): "
               f"{coordinator.journal.restored} unfinished task(s) restored", flush=True)
@@ -172,7 +83,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
             served = coordinator.serve(url)
         except (MinipoolError, OSError, ValueError) as exc:
             coordinator.close()
-            raise CommandError(f"cannot listen on {url}: {_why(exc)}") from None
+            raise CommandError(f"cannot listen on {url}: {why(exc)}") from None
         print(f"minipool coordinator listening on {served}", flush=True)
     _wait_for_signal(threading.Event())
     coordinator.close()
@@ -184,9 +95,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .cluster.worker import Worker
     from .errors import AuthenticationError, MinipoolError, MissingExtra, TransportError
 
-    _transport_url(args.connect)
-    key = _authkey(args)
-    options = _tls_options(args, [args.connect], server=False)
+    transport_url(args.connect)
+    key = authkey(args)
+    options = tls_options(args, [args.connect], server=False)
     if args.kind == "process" and args.slots > 1:
         extra = ["--cafile", args.cafile] if args.cafile else []
         extra += ["--insecure"] if args.insecure else []
@@ -210,7 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except (TransportError, MissingExtra) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     except (OSError, TimeoutError, MinipoolError) as exc:
-        raise CommandError(f"cannot reach {args.connect}: {_why(exc)}") from None
+        raise CommandError(f"cannot reach {args.connect}: {why(exc)}") from None
     return 0
 
 
@@ -224,14 +135,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         def hello(self) -> dict[str, Any]:
             return {**super().hello(), "monitor": True}
 
-    url = _transport_url(args.url)
-    key = _authkey(args)
+    url = transport_url(args.url)
+    key = authkey(args)
     # This command reports every failure itself, in one line: the client's own warnings
     # (a connection lost) would only repeat it with a timestamp.
     logging.getLogger("minipool.client").setLevel(logging.ERROR if args.verbose < 1 else logging.NOTSET)
     try:
         client = Monitor(url, key, timeout=args.timeout, reconnect_timeout=0,
-                         **_tls_options(args, [url], server=False))
+                         **tls_options(args, [url], server=False))
         try:
             report = client.status(timeout=args.timeout)
         finally:
@@ -239,7 +150,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except AuthenticationError as exc:
         raise CommandError(f"{url}: {exc}", EXIT_AUTH) from None
     except (MinipoolError, OSError, TimeoutError, concurrent.futures.TimeoutError, ValueError) as exc:
-        raise CommandError(f"no minipool coordinator answered at {url}: {_why(exc)}") from None
+        raise CommandError(f"no minipool coordinator answered at {url}: {why(exc)}") from None
     print(json.dumps(report, indent=2) if args.json else render_status(report))
     return 0
 
@@ -291,7 +202,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     try:
         proxy = ChaosProxy(args.target, listen=args.listen, seed=args.seed, **faults)
     except OSError as exc:
-        raise CommandError(f"cannot listen on {args.listen}: {_why(exc)}") from None
+        raise CommandError(f"cannot listen on {args.listen}: {why(exc)}") from None
     print(f"minipool chaos listening on {proxy.url()} -> {args.target}: {proxy.faults}", flush=True)
 
     def commands() -> None:  # a teacher flips faults by typing at the running proxy
@@ -384,40 +295,11 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(str(exc))
 
 
-def plain(text: str) -> str:
-    """reST as a terminal shows it: ``code`` and :role:`~a.b.Name` become code and Name."""
-    text = re.sub(r":\w+:`~[\w.]*?(\w+)`", r"\1", text)
-    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)
-    return text.replace("``", "")
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Help that shows each option's default, unless its text already says it or there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if (action.default in (None, False, [], argparse.SUPPRESS) or "default" in text
-                or not action.option_strings):
-            return text
-        return f"{text} (default: %(default)s)"
-
-
 def _at_least_one(text: str) -> int:
     number = int(text)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
     return number
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("minipool")
-    except PackageNotFoundError:  # run from a checkout, not installed
-        from . import __version__
-
-        return __version__
 
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
@@ -426,7 +308,7 @@ EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minipool", description=plain(__doc__ or ""),
                                      formatter_class=HelpFormatter, epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"minipool {_version()}")
+    parser.add_argument("--version", action="version", version=f"minipool {minipool_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, **options: Any) -> argparse.ArgumentParser:

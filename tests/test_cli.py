@@ -236,7 +236,7 @@ def test_a_bad_slot_count_is_a_usage_error():
 
 
 def test_which_keys_and_urls_get_the_short_key_warning():
-    from minipool.__main__ import MIN_KEY_BYTES, short_key_warning
+    from minipool.commandline import MIN_KEY_BYTES, short_key_warning
 
     short, long_enough = b"k" * (MIN_KEY_BYTES - 1), b"k" * MIN_KEY_BYTES
     for url in ["tcp://127.0.0.1:7878", "ws://localhost:80", "tcp://[::1]:7878", "tcp://127.0.0.2:1"]:
@@ -308,7 +308,7 @@ def test_version():
 def test_help_shows_defaults_exit_codes_and_no_markup(command):
     import re
 
-    from minipool.__main__ import EXIT_CODES
+    from minipool.commandline import EXIT_CODES
 
     text = run_cli(*command, "--help").stdout
     assert "``" not in text and not re.search(r":\w+:`", text), text
@@ -323,7 +323,7 @@ def test_help_shows_defaults_exit_codes_and_no_markup(command):
 def test_the_docs_list_the_exit_codes():
     import pathlib
 
-    from minipool.__main__ import EXIT_CODES
+    from minipool.commandline import EXIT_CODES
 
     page = (pathlib.Path(__file__).parent.parent / "docs" / "pool.md").read_text()
     section = page[page.index("### Exit codes"):]
