@@ -378,3 +378,11 @@ def test_status_groups_workers_by_the_command_that_started_them():
     assert lines[3] == "  a:1: 3 process(es), 3 slots"
     assert [line.split()[0] for line in lines[4:]] == ["a:1/0", "a:1/2", "a:1/10", "b:7"]
     assert lines[4].startswith("    a:1/0") and lines[7].startswith("  b:7")
+
+
+def test_the_chaos_help_command_lists_the_commands():
+    from minipool.__main__ import chaos_command
+    from minipool.chaos import ChaosProxy
+
+    with ChaosProxy("127.0.0.1:9") as proxy:
+        assert chaos_command(proxy, "help").startswith("commands: cut (every open connection)")
