@@ -21,11 +21,15 @@ import collections
 import concurrent.futures
 import itertools
 import queue
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["ChunkSizer", "ordered", "unordered", "TARGET_CHUNK_SECONDS"]
+from .futures import TaskFuture
+
+__all__ = ["ChunkSizer", "Feed", "ordered", "unordered", "cancel_all", "TARGET_CHUNK_SECONDS"]
 
 #: Adaptive chunking aims for chunks that take about this long to run.
 TARGET_CHUNK_SECONDS = 0.02
@@ -71,6 +75,61 @@ class ChunkSizer:
 
 
 Submit = Callable[[list[Any]], concurrent.futures.Future]
+Sent = Callable[[concurrent.futures.Future, int, float], None]
+
+
+class Feed:
+    """The input side of one map: submits the next chunk on demand, or all the rest at once.
+
+    ``Executor.map`` submits every item when it is called, so its results can all be read
+    after ``shutdown()``. A minipool map reads its input lazily instead; when the pool shuts
+    down, :meth:`drain` submits what is left, and the results that follow are the ones
+    ``ProcessPoolExecutor`` would give. A lock makes the consumer's refills and a drain on the
+    shutdown thread take turns over the one input iterator.
+
+    Args:
+        submit: turns a chunk into a future of the chunk's list of results.
+        chunks: the chunks not yet submitted.
+        sent: told ``(future, items, submitted at)`` of each submission.
+    """
+
+    def __init__(self, submit: Submit, chunks: Iterator[list[Any]], sent: Sent) -> None:
+        self._submit = submit
+        self._chunks = chunks
+        self._sent = sent
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None  # the input failed during a drain
+
+    def push(self) -> bool:
+        """Submit the next chunk; False when the input is used up.
+
+        Raises:
+            Exception: whatever reading the input or submitting raised (here, or in a drain).
+        """
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return False
+            self._sent(self._submit(chunk), len(chunk), time.monotonic())
+            return True
+
+    def cancel(self) -> None:
+        """Submit nothing more: the pool shut down cancelling its futures, so the rest of the
+        input is cancelled too, and reading its results raises ``CancelledError``."""
+        with self._lock:
+            if self._error is None:
+                self._error = concurrent.futures.CancelledError()
+
+    def drain(self) -> None:
+        """Submit everything left (the pool is shutting down). An error reading the input is
+        kept for the consumer, who sees it where a lazy map would have raised it."""
+        try:
+            while self.push():
+                pass
+        except Exception as exc:  # noqa: BLE001 - re-raised to the consumer by push()
+            self._error = exc
 
 
 def _remaining(end: float | None) -> float | None:
@@ -80,53 +139,59 @@ def _remaining(end: float | None) -> float | None:
 
 
 def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-            timeout: float | None) -> Iterator[Any]:
+            timeout: float | None, feeds: weakref.WeakSet[Feed] | None = None) -> Iterator[Any]:
     """Submit chunks now (up to ``window``), then yield their results in order, refilling.
 
     ``submit`` turns a chunk into a future of the chunk's list of results. The first ``window``
-    chunks are submitted before this returns, as ``Executor.map`` starts work at call time.
+    chunks are submitted before this returns, as ``Executor.map`` starts work at call time. The
+    map's :class:`Feed` joins ``feeds`` (the pool's, to drain at shutdown).
+
+    A result is not kept once it is yielded (``Executor.map`` pops its futures likewise): a
+    consumer that drops a big result frees it at once.
     """
     end = None if timeout is None else time.monotonic() + timeout
     inflight: collections.deque[tuple[concurrent.futures.Future, int, float]] = collections.deque()
-
-    def push(chunk: list[Any]) -> None:
-        inflight.append((submit(chunk), len(chunk), time.monotonic()))
-
-    for chunk in itertools.islice(chunks, window):
-        push(chunk)
+    feed = Feed(submit, chunks, lambda *sent: inflight.append(sent))
+    if feeds is not None:
+        feeds.add(feed)
+    for _ in range(window):
+        if not feed.push():
+            break
 
     def results() -> Iterator[Any]:
         try:
             while inflight:
                 future, count, started = inflight.popleft()
                 values = future.result(_remaining(end))
+                del future  # the chunk's list is now only ours, and emptied as it is yielded
                 sizer.observe(count, time.monotonic() - started)
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    push(chunk)
-                yield from values
+                feed.push()
+                values.reverse()
+                while values:
+                    yield values.pop()
         finally:
-            for future, _, _ in inflight:
-                future.cancel()
+            cancel_all([future for future, _, _ in inflight])
 
     return results()
 
 
 def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-              timeout: float | None = None) -> Iterator[Any]:
+              timeout: float | None = None, feeds: weakref.WeakSet[Feed] | None = None) -> Iterator[Any]:
     """Like :func:`ordered`, but yield each chunk's results as soon as that chunk is done."""
     end = None if timeout is None else time.monotonic() + timeout
     done: queue.SimpleQueue[tuple[concurrent.futures.Future, int, float]] = queue.SimpleQueue()
     inflight: set[concurrent.futures.Future] = set()
 
-    def push(chunk: list[Any]) -> None:
-        started = time.monotonic()
-        future = submit(chunk)
+    def sent(future: concurrent.futures.Future, count: int, started: float) -> None:
         inflight.add(future)
-        future.add_done_callback(lambda f, n=len(chunk): done.put((f, n, started)))
+        future.add_done_callback(lambda f: done.put((f, count, started)))
 
-    for chunk in itertools.islice(chunks, window):
-        push(chunk)
+    feed = Feed(submit, chunks, sent)
+    if feeds is not None:
+        feeds.add(feed)
+    for _ in range(window):
+        if not feed.push():
+            break
 
     def results() -> Iterator[Any]:
         try:
@@ -137,16 +202,28 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
                     raise concurrent.futures.TimeoutError() from None
                 inflight.discard(future)
                 values = future.result()
+                del future
                 sizer.observe(count, time.monotonic() - started)
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    push(chunk)
-                yield from values
+                feed.push()
+                values.reverse()
+                while values:
+                    yield values.pop()
         finally:
-            for future in inflight:
-                future.cancel()
+            cancel_all(list(inflight))
 
     return results()
+
+
+def cancel_all(futures: list[concurrent.futures.Future]) -> None:
+    """Cancel ``futures``: a pool's together, in one question to its coordinator."""
+    by_client: dict[Any, list[Any]] = {}
+    for future in futures:
+        if isinstance(future, TaskFuture):
+            by_client.setdefault(future._client, []).append(future)
+        else:
+            future.cancel()
+    for client, group in by_client.items():
+        client.cancel(group)
 
 
 def length_of(iterable: Iterable[Any]) -> int | None:

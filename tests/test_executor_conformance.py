@@ -1,0 +1,326 @@
+"""Pool against the concurrent.futures contract: the executor semantics of docs/pool.md.
+
+Adapted from CPython's Lib/test/test_concurrent_futures (test_shutdown, test_wait,
+test_as_completed, the map and cancel tests of executor.py) for a pool whose tasks run in other
+processes, reached in-process (the embedded Pool) or over the network (a remote client). Where
+CPython's tests time a sleep, these hold tasks behind a gate file the test opens, so they are
+quick and do not depend on the machine's load.
+"""
+
+import concurrent.futures
+import functools
+import gc
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+
+import jobs
+from minipool import Pool
+
+KEY = b"conformance-key-0123456789abcdef"
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    with Pool(2, authkey=KEY) as p:
+        p.wait_for_workers()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def remote(embedded):
+    with Pool(address=embedded.address, authkey=KEY) as p:
+        yield p
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def executor(request):
+    """The same workers reached in-process (LocalClient) and over tcp (RemoteClient)."""
+    return request.getfixturevalue(request.param)
+
+
+def eventually(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {predicate}")
+        time.sleep(0.01)
+
+
+class Gate:
+    """Tasks wait on a file until the test opens it."""
+
+    def __init__(self, tmp_path):
+        self.path = str(tmp_path / "gate")
+
+    def hold(self, executor):
+        """A task that waits at the gate (and returns True once through it)."""
+        return executor.submit(jobs.wait_for_path, self.path)
+
+    def fill(self, executor):
+        """Tasks holding every lease of every worker (slots and prefetch), so that what is
+        submitted next waits in the coordinator's queue."""
+        capacity = sum(w["capacity"] for w in executor.status()["workers"])
+        return [self.hold(executor) for _ in range(capacity)]
+
+    def open(self):
+        Path(self.path).touch()
+
+
+def ran(log):
+    return Path(log).read_text().split() if Path(log).exists() else []
+
+
+# -- item 7: counts ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [{"workers": 0}, {"workers": -1}, {"max_losses": 0},
+                                     {"max_losses": -2}, {"heartbeat": 0}, {"heartbeat": -1.0}])
+def test_counts_that_would_run_nothing_are_refused(options):
+    # ProcessPoolExecutor(max_workers=0) raises ValueError; so does Pool, before starting anything.
+    threads = threading.active_count()
+    with pytest.raises(ValueError, match=next(iter(options))):
+        Pool(**options)
+    assert threading.active_count() == threads
+
+
+def test_map_refuses_a_window_of_nothing(embedded):
+    for buffersize in (0, -1):
+        with pytest.raises(ValueError, match="buffersize"):
+            embedded.map(jobs.square, range(3), buffersize=buffersize)
+    with pytest.raises(ValueError, match="chunksize"):
+        embedded.map(jobs.square, range(3), chunksize=0)
+
+
+# -- item 6: RUNNING, and what cancel() promises ------------------------------------------------
+
+def test_a_task_a_worker_holds_is_running_and_cannot_be_cancelled(executor, tmp_path):
+    gate = Gate(tmp_path)
+    future = gate.hold(executor)
+    eventually(future.running)
+    assert not future.cancel()
+    assert not future.cancelled() and future.running() and not future.done()
+    gate.open()
+    assert future.result(30) is True
+    assert not future.running()
+
+
+def test_cancel_true_means_the_task_never_runs(executor, tmp_path):
+    gate, log = Gate(tmp_path), str(tmp_path / "ran")
+    blockers = gate.fill(executor)
+    victim = executor.submit(jobs.record, log, "victim")
+    assert not victim.running()
+    assert victim.cancel()
+    assert victim.cancel()  # again: still True
+    assert victim.cancelled() and victim.done() and not victim.running()
+    # wait() and as_completed() see it as CPython's executors' cancelled futures
+    # (CANCELLED_AND_NOTIFIED), not as one still pending.
+    done, not_done = concurrent.futures.wait([victim], timeout=0)
+    assert done == {victim} and not not_done
+    assert list(concurrent.futures.as_completed([victim], timeout=5)) == [victim]
+    with pytest.raises(concurrent.futures.CancelledError):
+        victim.result(0)
+    gate.open()
+    assert all(b.result(30) for b in blockers)
+    # Every worker has gone through its queue past where the victim stood.
+    assert all(f.result(30) for f in gate.fill(executor))
+    assert "victim" not in ran(log)
+
+
+def test_a_cancel_in_a_done_callback_on_the_reader_answers_at_once(remote, tmp_path):
+    # The reader thread alone could carry the coordinator's answer: it must not wait for it.
+    gate = Gate(tmp_path)
+    held = gate.hold(remote)
+    answers = []
+    first = remote.submit(jobs.sleep_then, 0.2, "x")
+    first.add_done_callback(lambda f: answers.append((threading.current_thread().name, held.cancel())))
+    assert first.result(30) == "x"
+    eventually(lambda: answers)
+    gate.open()
+    assert held.result(30) is True
+    if answers[0][0] == "minipool-client-reader":
+        assert answers[0][1] is False  # no answer to be had: nothing promised
+
+
+# -- items 3 and 5: shutdown ----------------------------------------------------------------------
+
+def _gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_shutdown_without_wait_returns_at_once_and_pending_futures_complete():
+    pool = Pool(2)
+    pool.wait_for_workers()
+    pids = pool.status()["local_processes"]
+    futures = [pool.submit(jobs.sleep_then, 0.1, i) for i in range(6)]
+    results = pool.map(jobs.square, range(40), buffersize=4)  # most of it not submitted yet
+    started = time.monotonic()
+    pool.shutdown(wait=False)
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(jobs.square, 1)
+    assert [f.result(30) for f in futures] == list(range(6))
+    assert list(results) == [x * x for x in range(40)]
+    pool.shutdown(wait=True)  # a second call with wait waits for the first to finish
+    eventually(lambda: all(_gone(pid) for pid in pids))
+
+
+def test_shutdown_cancel_futures_cancels_only_what_has_not_started(tmp_path):
+    gate, log = Gate(tmp_path), str(tmp_path / "ran")
+    pool = Pool(1)
+    pool.wait_for_workers()
+    running = gate.fill(pool)
+    eventually(running[0].running)
+    queued = [pool.submit(jobs.record, log, i) for i in range(5)]
+    left = pool.map(jobs.record, [log] * 20, range(100, 120), buffersize=2)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued)
+    assert not any(f.cancelled() for f in running)
+    gate.open()
+    pool.shutdown(wait=True)
+    assert all(f.result(0) is True for f in running)
+    with pytest.raises(concurrent.futures.CancelledError):
+        list(left)
+    assert ran(log) == []
+
+
+# -- item 4: the interpreter's exit ---------------------------------------------------------------
+
+def test_the_interpreter_finishes_pending_tasks_before_it_exits(tmp_path):
+    # CPython's test_interpreter_shutdown and test_submit_after_interpreter_shutdown, together:
+    # no shutdown() is called, yet every task runs; after exit has begun, submit() refuses.
+    log = tmp_path / "ran"
+    script = textwrap.dedent(f"""
+        import atexit
+        import jobs
+        from minipool import Pool
+
+        @atexit.register
+        def run_last():
+            try:
+                pool.submit(jobs.square, 2)
+            except RuntimeError as exc:
+                print("refused:", exc)
+
+        pool = Pool(1)
+        for i in range(5):
+            pool.submit(jobs.record_then_sleep, {str(log)!r}, i, 0.05)
+        print("leaving")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [
+        "leaving", "refused: cannot schedule new futures after interpreter shutdown"]
+    assert ran(log) == ["0", "1", "2", "3", "4"]
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+
+
+# -- item 9: no stale references ------------------------------------------------------------------
+
+def test_the_function_cache_keeps_no_callable_alive(executor):
+    holder = jobs.Holder(1 << 20)
+    alive = weakref.ref(holder)
+    assert executor.submit(holder.size, 1).result(30) == (1 << 20) + 1
+    assert list(executor.map(holder.size, [2, 3])) == [(1 << 20) + 2, (1 << 20) + 3]
+    assert executor.submit(functools.partial(jobs.Holder.size, holder), 4).result(30) == (1 << 20) + 4
+    del holder
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_bound_method_ships_the_state_of_its_object_now(executor):
+    holder = jobs.Holder(10)
+    assert executor.submit(holder.size).result(30) == 10
+    holder.payload = bytearray(20)  # a cached pickle would still say 10: a wrong answer
+    assert executor.submit(holder.size).result(30) == 20
+
+
+@pytest.mark.parametrize("how", ["map", "map_unordered"])
+def test_map_drops_each_result_once_yielded(executor, how):
+    # CPython's test_free_reference (issue 14406): the iterator keeps no result it has yielded.
+    for obj in getattr(executor, how)(jobs.make_dummy, range(10)):
+        wr = weakref.ref(obj)
+        del obj
+        gc.collect()
+        assert wr() is None
+
+
+# -- item 11: pickling errors -----------------------------------------------------------------------
+
+PICKLING_ERRORS = (TypeError, pickle.PicklingError, AttributeError)
+
+
+def test_a_call_that_does_not_pickle_fails_its_future(executor):
+    lock = threading.Lock()
+    future = executor.submit(jobs.identity, lock)  # ProcessPoolExecutor: no raise here either
+    assert isinstance(future.exception(5), PICKLING_ERRORS)
+    assert future.done() and not future.cancel()
+    results = executor.map(jobs.identity, [1, lock, 3])
+    assert next(results) == 1
+    with pytest.raises(PICKLING_ERRORS):
+        next(results)
+    delayed = executor.task(jobs.identity).delay(lock)
+    assert delayed.id and delayed.failed()
+    with pytest.raises(PICKLING_ERRORS):
+        delayed.get(5)
+    assert executor.submit(jobs.square, 3).result(30) == 9  # and the pool goes on
+
+
+# -- CPython's wait / as_completed / map tests, adapted ----------------------------------------------
+
+def test_wait_first_completed(executor, tmp_path):
+    gate = Gate(tmp_path)
+    held = gate.hold(executor)
+    quick = executor.submit(jobs.square, 5)
+    done, not_done = concurrent.futures.wait([held, quick], timeout=30,
+                                             return_when=concurrent.futures.FIRST_COMPLETED)
+    assert done == {quick} and not_done == {held}
+    gate.open()
+    assert held.result(30)
+
+
+def test_wait_first_exception_and_all_completed(executor):
+    ok = executor.submit(jobs.square, 2)
+    bad = executor.submit(jobs.fail, "first")
+    done, _ = concurrent.futures.wait([ok, bad], timeout=30,
+                                      return_when=concurrent.futures.FIRST_EXCEPTION)
+    assert bad in done
+    done, not_done = concurrent.futures.wait([ok, bad], timeout=30)
+    assert done == {ok, bad} and not not_done
+    assert isinstance(bad.exception(), ValueError)
+
+
+def test_as_completed_times_out_on_a_held_task(executor, tmp_path):
+    gate = Gate(tmp_path)
+    held = gate.hold(executor)
+    quick = executor.submit(jobs.square, 4)
+    seen = []
+    with pytest.raises(concurrent.futures.TimeoutError):
+        for future in concurrent.futures.as_completed([held, quick], timeout=0.5):
+            seen.append(future)
+    assert seen == [quick]
+    gate.open()
+    assert held.result(30)
+
+
+def test_map_raises_a_task_error_at_its_item(executor):
+    results = executor.map(jobs.identity, [1, 2, 3])
+    assert list(results) == [1, 2, 3]
+    results = executor.map(jobs.fail, ["a", "b"])
+    with pytest.raises(ValueError, match="a"):
+        next(results)
