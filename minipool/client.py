@@ -183,7 +183,7 @@ class Client:
                     ok, value = False, tasklib.failure_from_json(json.loads(body))
                 else:
                     ok, value = tasklib.unpack_outcome(False, body, codec)
-            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.STARTED_REPLY):
+            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY):
                 ok, value = True, json.loads(body)
             else:
                 ok, value = False, MinipoolError(f"unexpected {kind.name} from the coordinator")
@@ -308,7 +308,7 @@ class RemoteClient(Client):
         if threading.current_thread() is self._reader:
             return None  # a done callback on the reader: it alone could carry the answer
         try:
-            reply = self.request(Kind.STARTED, {"tasks": [f.number for f in futures], "cancel": cancel},
+            reply = self.request(Kind.LEASES, {"tasks": [f.number for f in futures], "cancel": cancel},
                                  timeout=self._timeout)
         except (MinipoolError, OSError, TimeoutError):
             return None  # cut off: the tasks may or may not run; promise nothing

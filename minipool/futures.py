@@ -82,7 +82,7 @@ class TaskFuture(concurrent.futures.Future):
     # -- RUNNING and CANCELLED are the coordinator's word -------------------------------------
     #
     # The task runs in another process, so this future cannot see it start. ``running()`` and
-    # ``cancel()`` ask the coordinator (a call for an embedded pool, one STARTED message for a
+    # ``cancel()`` ask the coordinator (a call for an embedded pool, one LEASES message for a
     # remote one), only while the future is still PENDING: nothing is paid on the hot path, and
     # a future seen RUNNING stays so.
 

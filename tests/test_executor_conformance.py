@@ -151,6 +151,48 @@ def test_a_cancel_in_a_done_callback_on_the_reader_answers_at_once(remote, tmp_p
         assert answers[0][1] is False  # no answer to be had: nothing promised
 
 
+def test_the_scheduler_cancels_only_tasks_no_worker_has_held():
+    from minipool.cluster.scheduler import Effects, Outcome, Scheduler
+    from minipool.cluster.state import WorkerState
+    from minipool.wire import Format, Kind
+
+    s = Scheduler()
+    worker = WorkerState(None, "w", 1, 0, {})  # one slot, no prefetch: task 1 leased, 2-4 queued
+    s.worker_joined(worker, Effects())
+    for number in range(1, 5):
+        s.submit("c", number, b"call", Format.PICKLE, "none", None, Effects())
+    assert s.started("c", [1, 2, 3], False, Effects()) == ([1], [])
+    s.worker_lost(worker, Effects())  # task 1 goes back to the queue: it has still started
+    assert s.started("c", [1, 2, 3, 99], True, Effects()) == ([1], [2, 3, 99])
+    assert not s.cancel("c", 1, Effects())
+    worker = WorkerState(None, "w2", 1, 0, {})
+    s.worker_joined(worker, Effects())  # task 1 leased again; 2 and 3 were dropped, 4 waits
+    assert [t.client_id for t in worker.leases.values()] == [1]
+    s.complete(worker, [(next(iter(worker.leases)), Outcome(Kind.RESULT, Format.PICKLE, "none", b"r"))],
+               Effects())
+    assert [t.client_id for t in worker.leases.values()] == [4]
+    assert s.started("c", [1, 4], True, Effects()) == ([1, 4], [])  # finished, and leased
+
+
+def test_a_malformed_leases_request_closes_that_connection_only(embedded):
+    from minipool.cluster.session import open_connection
+    from minipool.errors import ConnectionClosed, MinipoolError
+    from minipool.wire import Kind, Message, decode, encode
+
+    conn = open_connection(embedded.address, KEY, {"role": "client", "client": "bad-leases"}, timeout=10)
+    try:
+        conn.send(encode(Message(Kind.LEASES, 1, headers={"tasks": "all", "cancel": True})))
+        with pytest.raises((ConnectionClosed, MinipoolError)):
+            while True:
+                msg = decode(conn.recv(timeout=10))
+                if msg.kind is Kind.ERROR:
+                    assert "LEASES" in msg.headers["reason"]
+                    raise ConnectionClosed("closed with an error")
+    finally:
+        conn.close()
+    assert embedded.submit(jobs.square, 6).result(30) == 36
+
+
 # -- items 3 and 5: shutdown ----------------------------------------------------------------------
 
 def _gone(pid):

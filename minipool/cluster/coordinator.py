@@ -47,13 +47,13 @@ BATCH_LIMIT = 256
 
 
 def _task_numbers(value: Any) -> list[int]:
-    """The ``tasks`` header of a STARTED request: a list of task numbers.
+    """The ``tasks`` header of a LEASES request: a list of task numbers.
 
     Raises:
         ProtocolError: it is anything else.
     """
     if not isinstance(value, list) or not all(type(n) is int for n in value):
-        raise ProtocolError("STARTED needs a list of task numbers in its 'tasks' header")
+        raise ProtocolError("LEASES needs a list of task numbers in its 'tasks' header")
     return value
 
 
@@ -302,11 +302,11 @@ class Coordinator:
             with self._lock:
                 self.scheduler.cancel(client.id, msg.id, fx)
             self._apply(fx, batch)
-        elif kind is Kind.STARTED:
+        elif kind is Kind.LEASES:
             started, cancelled = self.started(client, _task_numbers(msg.headers.get("tasks")),
                                               bool(msg.headers.get("cancel")), batch)
             body = json.dumps({"started": started, "cancelled": cancelled}).encode()
-            client.send(Message(Kind.STARTED_REPLY, msg.id, body, fmt=Format.JSON), batch)
+            client.send(Message(Kind.LEASES_REPLY, msg.id, body, fmt=Format.JSON), batch)
         elif kind is Kind.STATUS:
             client.send(Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
                                    fmt=Format.JSON), batch)
