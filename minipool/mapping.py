@@ -10,7 +10,9 @@ Technique: *tuning concurrency* (seed 000 §3.3) and SCOOP's ``futures.map`` /
 * **the window** (``buffersize``) -- chunks in flight at once. Enough to keep every worker busy,
   few enough that memory stays bounded: the iterable is consumed only as results are taken, so
   ``map`` over an endless generator works, and the first result arrives long before the input
-  ends (``ProcessPoolExecutor.map`` submits everything first).
+  ends (``ProcessPoolExecutor.map`` submits everything first). When the pool shuts down, the
+  rest of the input of every live map is submitted (its :class:`Feed` is drained), so a map's
+  results can still be read afterwards, as with ``Executor.map``.
 * **order** -- :func:`ordered` yields results in input order (waiting on the oldest chunk);
   :func:`unordered` yields whichever chunk finishes first.
 """

@@ -16,6 +16,12 @@ the client (:mod:`minipool.client`), which sends a SUBMIT; the coordinator
 (:mod:`minipool.cluster.coordinator`) queues it and leases it to a worker
 (:mod:`minipool.cluster.worker`), which runs it and sends the RESULT back the same way, where it
 resolves the future.
+
+The executor's contract is kept where a task runs in another process (docs/pool.md, "Executor
+semantics"): a future is RUNNING once a worker holds its task, and ``cancel()`` is the
+coordinator's answer; ``shutdown(wait=False)`` hands the ending to a thread, so pending futures
+still complete; and, as ``ProcessPoolExecutor`` does, a hook in ``threading``'s exit sequence
+finishes every live pool's pending tasks before the interpreter goes.
 """
 
 from __future__ import annotations
