@@ -31,7 +31,7 @@ from typing import Any
 
 from .futures import TaskFuture
 
-__all__ = ["ChunkSizer", "Feed", "ordered", "unordered", "cancel_all", "TARGET_CHUNK_SECONDS"]
+__all__ = ["ChunkSizer", "Feed", "Feeds", "ordered", "unordered", "cancel_all", "TARGET_CHUNK_SECONDS"]
 
 #: Adaptive chunking aims for chunks that take about this long to run.
 TARGET_CHUNK_SECONDS = 0.02
@@ -134,6 +134,43 @@ class Feed:
             self._error = exc
 
 
+class Feeds:
+    """A pool's maps, by their inputs: the live ones, for shutdown to drain, and the ones
+    dropped before a result was read.
+
+    ``Executor.map`` submits all its input at the call, so a map whose results are never read
+    still runs every item (a common way to run a function for its side effects). A minipool map
+    dropped unread therefore has the rest of its input submitted, on a thread so that the code
+    dropping it does not wait; one dropped after results were read has its work in flight
+    cancelled, as ``Executor.map``'s iterator does.
+    """
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[Feed] = weakref.WeakSet()
+
+    def add(self, feed: Feed) -> None:
+        self._live.add(feed)
+
+    def live(self) -> list[Feed]:
+        return list(self._live)
+
+    @staticmethod
+    def orphan(feed: Feed) -> None:
+        """A map dropped unread: submit the rest of its input (the thread keeps the feed
+        alive, so a shutdown meanwhile still finds it, and waits for it)."""
+        try:
+            threading.Thread(target=feed.drain, daemon=True, name="minipool-map-rest").start()
+        except RuntimeError:
+            pass  # collected as the interpreter ends: the exit hook has drained every live map
+
+
+def _primed(results: Iterator[Any]) -> Iterator[Any]:
+    """Run ``results`` to its first bare ``yield``, inside its ``try``: from then on closing or
+    dropping the iterator runs its ``finally``, even before the first result is read."""
+    next(results)
+    return results
+
+
 def _remaining(end: float | None) -> float | None:
     if end is None:
         return None
@@ -141,12 +178,12 @@ def _remaining(end: float | None) -> float | None:
 
 
 def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-            timeout: float | None, feeds: weakref.WeakSet[Feed] | None = None) -> Iterator[Any]:
+            timeout: float | None, feeds: Feeds | None = None) -> Iterator[Any]:
     """Submit chunks now (up to ``window``), then yield their results in order, refilling.
 
     ``submit`` turns a chunk into a future of the chunk's list of results. The first ``window``
     chunks are submitted before this returns, as ``Executor.map`` starts work at call time. The
-    map's :class:`Feed` joins ``feeds`` (the pool's, to drain at shutdown).
+    map's :class:`Feed` joins ``feeds`` (the pool's: see :class:`Feeds`).
 
     A result is not kept once it is yielded (``Executor.map`` pops its futures likewise): a
     consumer that drops a big result frees it at once.
@@ -161,7 +198,10 @@ def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wind
             break
 
     def results() -> Iterator[Any]:
+        read = False
         try:
+            yield  # primed
+            read = True
             while inflight:
                 future, count, started = inflight.popleft()
                 values = future.result(_remaining(end))
@@ -172,13 +212,16 @@ def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wind
                 while values:
                     yield values.pop()
         finally:
-            cancel_all([future for future, _, _ in inflight])
+            if read:
+                cancel_all([future for future, _, _ in inflight])
+            elif feeds is not None:
+                feeds.orphan(feed)
 
-    return results()
+    return _primed(results())
 
 
 def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-              timeout: float | None = None, feeds: weakref.WeakSet[Feed] | None = None) -> Iterator[Any]:
+              timeout: float | None = None, feeds: Feeds | None = None) -> Iterator[Any]:
     """Like :func:`ordered`, but yield each chunk's results as soon as that chunk is done."""
     end = None if timeout is None else time.monotonic() + timeout
     done: queue.SimpleQueue[tuple[concurrent.futures.Future, int, float]] = queue.SimpleQueue()
@@ -196,7 +239,10 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
             break
 
     def results() -> Iterator[Any]:
+        read = False
         try:
+            yield  # primed
+            read = True
             while inflight:
                 try:
                     future, count, started = done.get(timeout=_remaining(end))
@@ -211,9 +257,12 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
                 while values:
                     yield values.pop()
         finally:
-            cancel_all(list(inflight))
+            if read:
+                cancel_all(list(inflight))
+            elif feeds is not None:
+                feeds.orphan(feed)
 
-    return results()
+    return _primed(results())
 
 
 def cancel_all(futures: list[concurrent.futures.Future]) -> None:

@@ -125,7 +125,7 @@ class Pool(concurrent.futures.Executor):
         self.kind = kind
         self._shutdown = False
         self._closed = threading.Event()  # set once shutdown has stopped everything
-        self._feeds: weakref.WeakSet[mapping.Feed] = weakref.WeakSet()  # live maps' inputs
+        self._feeds = mapping.Feeds()
         self._coordinator: Coordinator | None = None
         self._supervisor: Supervisor | None = None
         self._elastic: Elastic | None = None
@@ -262,7 +262,7 @@ class Pool(concurrent.futures.Executor):
         self._shutdown = True
         for schedule in self._schedules:
             schedule.cancel()
-        feeds = list(self._feeds)
+        feeds = self._feeds.live()
         if cancel_futures:
             for feed in feeds:
                 feed.cancel()

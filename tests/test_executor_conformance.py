@@ -193,6 +193,27 @@ def test_a_malformed_leases_request_closes_that_connection_only(embedded):
     assert embedded.submit(jobs.square, 6).result(30) == 36
 
 
+def test_a_map_dropped_unread_still_runs_every_item(executor, tmp_path):
+    # Executor.map submits everything at the call, so its results need not be read for the
+    # work to happen (a common use: a function run for its side effects).
+    log = str(tmp_path / "ran")
+    executor.map(jobs.record, [log] * 30, range(30), buffersize=2)
+    eventually(lambda: len(ran(log)) == 30)
+    assert sorted(map(int, ran(log))) == list(range(30))
+
+
+def test_a_map_closed_after_a_result_cancels_what_has_not_started(executor, tmp_path):
+    gate, log = Gate(tmp_path), str(tmp_path / "ran")
+    results = executor.map(jobs.record, [log] * 1000, range(1000), buffersize=1)
+    assert next(results) == 0
+    blockers = gate.fill(executor)  # item 1 may have started; the rest have not been submitted
+    results.close()
+    gate.open()
+    assert all(b.result(30) for b in blockers)
+    assert all(f.result(30) for f in gate.fill(executor))
+    assert set(ran(log)) <= {"0", "1"}
+
+
 # -- items 3 and 5: shutdown ----------------------------------------------------------------------
 
 def _gone(pid):
