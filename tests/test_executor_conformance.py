@@ -260,6 +260,30 @@ def test_shutdown_cancel_futures_cancels_only_what_has_not_started(tmp_path):
     assert ran(log) == []
 
 
+def test_shutdown_cancel_futures_leaves_the_others_finished():
+    # CPython's test_cancel_futures: 50 tasks on few workers; many are cancelled, the others
+    # all finish without an exception (none is left pending, none fails with CancelledError).
+    pool = Pool(2)
+    pool.wait_for_workers()
+    futures = [pool.submit(jobs.sleep_then, 0.05) for _ in range(50)]
+    pool.shutdown(cancel_futures=True)
+    cancelled = [f for f in futures if f.cancelled()]
+    others = [f for f in futures if not f.cancelled()]
+    assert len(cancelled) > 20 and others
+    for future in others:
+        assert future.done() and future.exception() is None
+
+
+def test_shutdown_waits_for_every_pending_task():
+    # CPython's test_hang_issue12364 and test_shutdown_race_issue12456: many pending tasks and
+    # a map nobody reads, then shutdown(); every task has its result afterwards.
+    pool = Pool(2)
+    futures = [pool.submit(jobs.sleep_then, 0.01, i) for i in range(50)]
+    pool.map(str, [2] * 3)
+    pool.shutdown()
+    assert [f.result(0) for f in futures] == list(range(50))
+
+
 # -- item 4: the interpreter's exit ---------------------------------------------------------------
 
 def test_the_interpreter_finishes_pending_tasks_before_it_exits(tmp_path):
