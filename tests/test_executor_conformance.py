@@ -284,6 +284,15 @@ def test_shutdown_waits_for_every_pending_task():
     assert [f.result(0) for f in futures] == list(range(50))
 
 
+def test_a_retry_due_after_shutdown_fails_its_task_instead_of_hanging():
+    pool = Pool(1)
+    failing = pool.task(retries=2, retry_backoff=0.3)(jobs.fail)
+    result = failing.delay("first")
+    pool.shutdown()  # waits for the first attempt; its retry is due 0.3 s later
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        result.get(10)
+
+
 # -- item 4: the interpreter's exit ---------------------------------------------------------------
 
 def test_the_interpreter_finishes_pending_tasks_before_it_exits(tmp_path):
