@@ -93,7 +93,7 @@ class Client:
             self._send(Message(kind, number, headers=headers))
             return future.result(timeout)
         finally:
-            self._forget(number)
+            self._take(number)
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The coordinator's status report."""
@@ -119,9 +119,6 @@ class Client:
 
     def _remember(self, number: int, message: Message) -> None:
         """Hook: keep a SUBMIT for resubmission (remote clients)."""
-
-    def _forget(self, number: int) -> None:
-        self._take(number)
 
     # -- RUNNING and cancelled: the coordinator's answer -------------------------------------
 

@@ -18,8 +18,10 @@ Why one lock *per future* and not one shared by a client's futures (cheaper stil
 the futures' ids, which avoids deadlock only if each future has a lock of its own. Two threads
 waiting on overlapping sets of futures that share locks can take them in opposite orders.
 
-Everything else -- ``cancel``, ``done``, ``add_done_callback``, ``wait``, ``as_completed`` -- is
-the standard class's own code. The attributes set here are the ones ``Future.__init__`` sets,
+``running()`` and ``cancel()`` are the coordinator's answer, not this object's guess: the task
+runs in another process, so only the coordinator knows whether a worker holds it (see
+:meth:`TaskFuture.cancel`). Everything else -- ``done``, ``add_done_callback``, ``wait``,
+``as_completed`` -- is the standard class's own code. The attributes set here are the ones ``Future.__init__`` sets,
 unchanged from Python 3.2 to 3.13.
 """
 
