@@ -103,19 +103,26 @@ class Feed:
         self._error: BaseException | None = None  # the input failed during a drain
 
     def push(self) -> bool:
-        """Submit the next chunk; False when the input is used up.
-
-        Raises:
-            Exception: whatever reading the input or submitting raised (here, or in a drain).
-        """
+        """Submit the next chunk; False when the input is used up, or failed (see :attr:`error`)."""
         with self._lock:
             if self._error is not None:
-                raise self._error
-            chunk = next(self._chunks, None)
-            if chunk is None:
                 return False
-            self._sent(self._submit(chunk), len(chunk), time.monotonic())
+            try:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    return False
+                self._sent(self._submit(chunk), len(chunk), time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - the consumer raises it, in its place
+                self._error = exc
+                return False
             return True
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the input stopped early: what reading it (or submitting) raised, or
+        ``CancelledError`` after :meth:`cancel`. The consumer raises it once it has had the
+        results of everything submitted before: where a lazy map would have met it."""
+        return self._error
 
     def cancel(self) -> None:
         """Submit nothing more: the pool shut down cancelling its futures, so the rest of the
@@ -125,13 +132,9 @@ class Feed:
                 self._error = concurrent.futures.CancelledError()
 
     def drain(self) -> None:
-        """Submit everything left (the pool is shutting down). An error reading the input is
-        kept for the consumer, who sees it where a lazy map would have raised it."""
-        try:
-            while self.push():
-                pass
-        except Exception as exc:  # noqa: BLE001 - re-raised to the consumer by push()
-            self._error = exc
+        """Submit everything left (the pool is shutting down, or the map was dropped unread)."""
+        while self.push():
+            pass
 
 
 class Feeds:
@@ -164,6 +167,16 @@ class Feeds:
             pass  # collected as the interpreter ends: the exit hook has drained every live map
 
 
+def _start(feed: Feed, window: int) -> None:
+    """Submit the first ``window`` chunks. An error reading this far is raised here, from the
+    call, as ``Executor.map`` raises one (what was submitted runs on, as there)."""
+    for _ in range(window):
+        if not feed.push():
+            break
+    if feed.error is not None:
+        raise feed.error
+
+
 def _primed(results: Iterator[Any]) -> Iterator[Any]:
     """Run ``results`` to its first bare ``yield``, inside its ``try``: from then on closing or
     dropping the iterator runs its ``finally``, even before the first result is read."""
@@ -193,9 +206,7 @@ def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wind
     feed = Feed(submit, chunks, lambda *sent: inflight.append(sent))
     if feeds is not None:
         feeds.add(feed)
-    for _ in range(window):
-        if not feed.push():
-            break
+    _start(feed, window)
 
     def results() -> Iterator[Any]:
         read = False
@@ -211,6 +222,8 @@ def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wind
                 values.reverse()
                 while values:
                     yield values.pop()
+            if feed.error is not None:
+                raise feed.error
         finally:
             if read:
                 cancel_all([future for future, _, _ in inflight])
@@ -234,9 +247,7 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
     feed = Feed(submit, chunks, sent)
     if feeds is not None:
         feeds.add(feed)
-    for _ in range(window):
-        if not feed.push():
-            break
+    _start(feed, window)
 
     def results() -> Iterator[Any]:
         read = False
@@ -256,6 +267,8 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
                 values.reverse()
                 while values:
                     yield values.pop()
+            if feed.error is not None:
+                raise feed.error
         finally:
             if read:
                 cancel_all(list(inflight))

@@ -193,6 +193,25 @@ def test_a_malformed_leases_request_closes_that_connection_only(embedded):
     assert embedded.submit(jobs.square, 6).result(30) == 36
 
 
+def _failing_input(n, bad):
+    for i in range(n):
+        if i == bad:
+            raise KeyError("the input broke")
+        yield i
+
+
+def test_a_map_raises_its_inputs_error_in_its_place(executor):
+    # Within the first window it is raised by map() itself, as Executor.map raises it; later,
+    # only after every result submitted before it has been yielded.
+    with pytest.raises(KeyError, match="input broke"):
+        executor.map(jobs.square, _failing_input(10, 3))
+    got = []
+    with pytest.raises(KeyError, match="input broke"):
+        for value in executor.map(jobs.square, _failing_input(100, 50), buffersize=4):
+            got.append(value)
+    assert got == [x * x for x in range(50)]
+
+
 def test_a_map_dropped_unread_still_runs_every_item(executor, tmp_path):
     # Executor.map submits everything at the call, so its results need not be read for the
     # work to happen (a common use: a function run for its side effects).
