@@ -260,15 +260,17 @@ def test_shutdown_without_wait_returns_at_once_and_pending_futures_complete():
     eventually(lambda: all(_gone(pid) for pid in pids))
 
 
-def test_shutdown_cancel_futures_cancels_only_what_has_not_started(tmp_path):
+@pytest.mark.parametrize("client", ["embedded", "remote"])
+def test_shutdown_cancel_futures_cancels_only_what_has_not_started(tmp_path, client):
     gate, log = Gate(tmp_path), str(tmp_path / "ran")
-    pool = Pool(1)
-    pool.wait_for_workers()
+    server = Pool(1, authkey=KEY)
+    server.wait_for_workers()
+    pool = server if client == "embedded" else Pool(address=server.address, authkey=KEY)
     running = gate.fill(pool)
     eventually(running[0].running)
     queued = [pool.submit(jobs.record, log, i) for i in range(5)]
     left = pool.map(jobs.record, [log] * 20, range(100, 120), buffersize=2)
-    pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=False, cancel_futures=True)  # one question to the coordinator
     assert all(f.cancelled() for f in queued)
     assert not any(f.cancelled() for f in running)
     gate.open()
@@ -276,6 +278,7 @@ def test_shutdown_cancel_futures_cancels_only_what_has_not_started(tmp_path):
     assert all(f.result(0) is True for f in running)
     with pytest.raises(concurrent.futures.CancelledError):
         list(left)
+    server.shutdown()
     assert ran(log) == []
 
 
