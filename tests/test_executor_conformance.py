@@ -361,6 +361,28 @@ def test_the_function_cache_keeps_no_callable_alive(executor):
     assert alive() is None
 
 
+def test_a_discarded_future_keeps_no_callable_alive(executor):
+    # CPython's test_no_stale_references: the future is dropped, the task may still be pending.
+    holder = jobs.Holder(1 << 20)
+    collected = threading.Event()
+    alive = weakref.ref(holder, lambda _: collected.set())
+    executor.submit(holder.size)
+    del holder
+    gc.collect()
+    assert collected.wait(10) and alive() is None
+
+
+def test_as_completed_keeps_no_future_it_has_yielded(executor):
+    # CPython's test_free_reference_yielded_future, with the pool's own futures.
+    futures = [executor.submit(jobs.square, i) for i in range(6)]
+    for future in concurrent.futures.as_completed(futures, timeout=30):
+        futures.remove(future)
+        wr = weakref.ref(future)
+        del future
+        gc.collect()
+        assert wr() is None
+
+
 def test_a_bound_method_ships_the_state_of_its_object_now(executor):
     holder = jobs.Holder(10)
     assert executor.submit(holder.size).result(30) == 10
