@@ -14,6 +14,8 @@ The rules:
 * a task is *leased* to one worker at a time; a lost worker's leases go back to the front of the
   queue, unless the task has now lost ``max_losses`` workers (it fails with ``WorkerLost``);
 * the first outcome of a task wins; later ones (it ran twice) are dropped;
+* only a task no worker has ever held can be cancelled: once leased it has started, and a
+  client asking (:meth:`Scheduler.started`) gets that answer and the drop in one step;
 * outcomes are kept in a bounded result store, so a client that reconnects, or anyone who asks
   by task id, gets them;
 * the balancing policy (:mod:`minipool.cluster.balance`) picks among the workers with a free
