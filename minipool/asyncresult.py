@@ -105,7 +105,7 @@ class TaskFunction:
                 outer.set_result(f.result())
             elif attempt < self.retries and not outer.cancelled():
                 delay = self.retry_backoff * (2 ** attempt)
-                timer = threading.Timer(delay, self._attempt, (args, kwargs, priority, outer, attempt + 1))
+                timer = threading.Timer(delay, self._retry, (args, kwargs, priority, outer, attempt + 1))
                 timer.daemon = True
                 timer.start()
             else:
@@ -113,6 +113,19 @@ class TaskFunction:
 
         inner.add_done_callback(settle)
         return inner
+
+
+    def _retry(self, args: tuple, kwargs: dict, priority: int, outer: concurrent.futures.Future,
+               attempt: int) -> None:
+        """A retry, on its timer's thread: if it cannot be submitted (the pool has shut down
+        meanwhile), that is the task's outcome -- nobody else would ever settle ``outer``."""
+        try:
+            self._attempt(args, kwargs, priority, outer, attempt)
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the AsyncResult
+            try:
+                outer.set_exception(exc)
+            except concurrent.futures.InvalidStateError:
+                pass  # revoked meanwhile
 
 
 class Schedule:

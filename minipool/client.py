@@ -29,6 +29,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterable
+from concurrent.futures._base import PENDING
 from typing import Any
 
 from . import task as tasklib
@@ -73,6 +75,13 @@ class Client:
         self._send(message)
         return future
 
+    def failed(self, exc: BaseException) -> TaskFuture:
+        """The future of a task that failed before it could be sent (it did not pickle): it
+        has a number and a task id like any other, and ``exc`` as its exception."""
+        future = TaskFuture(self, next(self._numbers))
+        future.set_exception(exc)
+        return future
+
     def request(self, kind: Kind, headers: dict[str, Any] | None = None,
                 timeout: float | None = 10.0) -> Any:
         """Send a STATUS, FETCH or LOOKUP and wait for its answer."""
@@ -84,7 +93,7 @@ class Client:
             self._send(Message(kind, number, headers=headers))
             return future.result(timeout)
         finally:
-            self._forget(number)
+            self._take(number)
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The coordinator's status report."""
@@ -111,9 +120,36 @@ class Client:
     def _remember(self, number: int, message: Message) -> None:
         """Hook: keep a SUBMIT for resubmission (remote clients)."""
 
-    def _forget(self, number: int, cancel: bool = False) -> None:
-        if self._take(number) is not None and cancel and not self.closed:
-            self._send(Message(Kind.CANCEL, number))
+    # -- RUNNING and cancelled: the coordinator's answer -------------------------------------
+
+    def cancel(self, futures: Iterable[TaskFuture]) -> None:
+        """Cancel those of ``futures`` whose tasks have not started, in one question to the
+        coordinator; mark the others RUNNING. A future is cancelled only once the coordinator
+        has dropped its task, so ``cancel()`` returning True is a promise that it never runs."""
+        waiting = [f for f in futures if f._state == PENDING]
+        answer = self._ask_started(waiting, cancel=True) if waiting else None
+        if answer is None:
+            return  # no answer: nothing is promised, nothing is cancelled
+        started, cancelled = answer
+        for future in waiting:
+            if future.number in started:
+                future.mark_running()
+            elif future.number in cancelled and self._take(future.number) is not None:
+                future.settle_cancelled()
+
+    def refresh_running(self, futures: Iterable[TaskFuture]) -> None:
+        """Mark those of ``futures`` whose tasks have started RUNNING (``Future.running()``)."""
+        waiting = [f for f in futures if f._state == PENDING]
+        answer = self._ask_started(waiting, cancel=False) if waiting else None
+        if answer is not None:
+            for future in waiting:
+                if future.number in answer[0]:
+                    future.mark_running()
+
+    def _ask_started(self, futures: list[TaskFuture], cancel: bool) -> tuple[set[int], set[int]] | None:
+        """The coordinator's ``(started, cancelled)`` task numbers, or None if it cannot be
+        asked now (see :meth:`Coordinator.started`)."""
+        raise NotImplementedError
 
     def _take(self, number: int) -> concurrent.futures.Future | None:
         """Remove and return the future of ``number`` (None if it is not pending)."""
@@ -144,7 +180,7 @@ class Client:
                     ok, value = False, tasklib.failure_from_json(json.loads(body))
                 else:
                     ok, value = tasklib.unpack_outcome(False, body, codec)
-            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY):
+            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY):
                 ok, value = True, json.loads(body)
             else:
                 ok, value = False, MinipoolError(f"unexpected {kind.name} from the coordinator")
@@ -165,6 +201,12 @@ class Client:
                     future.set_exception(exc)
                 except concurrent.futures.InvalidStateError:
                     pass
+
+    def task_futures(self) -> list[TaskFuture]:
+        """The futures of the tasks still pending (not those of requests)."""
+        with self._lock:
+            futures = list(self._pending.values())
+        return [f for f in futures if isinstance(f, TaskFuture)]
 
     @property
     def pending(self) -> int:
@@ -196,6 +238,11 @@ class LocalClient(Client):
 
     def _send(self, message: Message) -> None:
         self._coordinator.handle_client_message(self._state, message)
+
+    def _ask_started(self, futures: list[TaskFuture], cancel: bool) -> tuple[set[int], set[int]] | None:
+        # In-process, the question is a call under the coordinator's lock: no message at all.
+        started, cancelled = self._coordinator.started(self._state, [f.number for f in futures], cancel)
+        return set(started), set(cancelled)
 
     def _take(self, number: int) -> concurrent.futures.Future | None:
         # No lock: a dict's pop is atomic, and nothing else here must change with it. (A
@@ -253,6 +300,16 @@ class RemoteClient(Client):
                 return  # kept in _unanswered: it goes out again once we are reconnected
             raise ConnectionClosed(f"connection to the coordinator at {self.url} is closed")
         outbox.put(encode(message))
+
+    def _ask_started(self, futures: list[TaskFuture], cancel: bool) -> tuple[set[int], set[int]] | None:
+        if threading.current_thread() is self._reader:
+            return None  # a done callback on the reader: it alone could carry the answer
+        try:
+            reply = self.request(Kind.LEASES, {"tasks": [f.number for f in futures], "cancel": cancel},
+                                 timeout=self._timeout)
+        except (MinipoolError, OSError, TimeoutError):
+            return None  # cut off: the tasks may or may not run; promise nothing
+        return set(reply["started"]), set(reply["cancelled"])
 
     def _read(self) -> None:
         while not self.closed:

@@ -18,8 +18,10 @@ Why one lock *per future* and not one shared by a client's futures (cheaper stil
 the futures' ids, which avoids deadlock only if each future has a lock of its own. Two threads
 waiting on overlapping sets of futures that share locks can take them in opposite orders.
 
-Everything else -- ``cancel``, ``done``, ``add_done_callback``, ``wait``, ``as_completed`` -- is
-the standard class's own code. The attributes set here are the ones ``Future.__init__`` sets,
+``running()`` and ``cancel()`` are the coordinator's answer, not this object's guess: the task
+runs in another process, so only the coordinator knows whether a worker holds it (see
+:meth:`TaskFuture.cancel`). Everything else -- ``done``, ``add_done_callback``, ``wait``,
+``as_completed`` -- is the standard class's own code. The attributes set here are the ones ``Future.__init__`` sets,
 unchanged from Python 3.2 to 3.13.
 """
 
@@ -29,7 +31,7 @@ import concurrent.futures
 import threading
 from _thread import RLock as _RLock  # threading.RLock is a Python function in front of this
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING,
-                                      InvalidStateError)
+                                      RUNNING, InvalidStateError)
 from typing import Any
 
 __all__ = ["TaskFuture"]
@@ -79,10 +81,46 @@ class TaskFuture(concurrent.futures.Future):
         """The task's id, for ``Pool.result`` and ``AsyncResult``: ``<client id>-<number>``."""
         return f"{self._client.client_id}-{self.number}"
 
+    # -- RUNNING and CANCELLED are the coordinator's word -------------------------------------
+    #
+    # The task runs in another process, so this future cannot see it start. ``running()`` and
+    # ``cancel()`` ask the coordinator (a call for an embedded pool, one LEASES message for a
+    # remote one), only while the future is still PENDING: nothing is paid on the hot path, and
+    # a future seen RUNNING stays so.
+
+    def running(self) -> bool:
+        if self._state == PENDING:
+            self._client.refresh_running((self,))
+        return self._state == RUNNING
+
     def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        self._client._forget(self.number, cancel=True)
+        """Cancel the task if no worker has held it, and say whether it was cancelled.
+
+        True is a promise: the coordinator has dropped the task, and it never runs.
+        """
+        if self._state == PENDING:
+            self._client.cancel((self,))
+        return self._state in _CANCELLED
+
+    def mark_running(self) -> None:
+        """The coordinator says the task has started (a worker has held it)."""
+        with self._lock:
+            if self._state == PENDING:
+                self._state = RUNNING
+
+    def settle_cancelled(self) -> bool:
+        """The coordinator has dropped the task: ``Future.cancel()`` then
+        ``set_running_or_notify_cancel()`` in one step, so ``wait`` and ``as_completed`` see it."""
+        with self._lock:
+            if self._state != PENDING:
+                return self._state in _CANCELLED
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            cond = self.__dict__.get("_condition")
+            if cond is not None and cond._waiters:
+                cond.notify_all()
+        self._invoke_callbacks()
         return True
 
     # -- settling: Future.set_result / set_exception with the lock's own methods ---------------

@@ -10,7 +10,9 @@ Technique: *tuning concurrency* (seed 000 §3.3) and SCOOP's ``futures.map`` /
 * **the window** (``buffersize``) -- chunks in flight at once. Enough to keep every worker busy,
   few enough that memory stays bounded: the iterable is consumed only as results are taken, so
   ``map`` over an endless generator works, and the first result arrives long before the input
-  ends (``ProcessPoolExecutor.map`` submits everything first).
+  ends (``ProcessPoolExecutor.map`` submits everything first). When the pool shuts down, the
+  rest of the input of every live map is submitted (its :class:`Feed` is drained), so a map's
+  results can still be read afterwards, as with ``Executor.map``.
 * **order** -- :func:`ordered` yields results in input order (waiting on the oldest chunk);
   :func:`unordered` yields whichever chunk finishes first.
 """
@@ -21,11 +23,15 @@ import collections
 import concurrent.futures
 import itertools
 import queue
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["ChunkSizer", "ordered", "unordered", "TARGET_CHUNK_SECONDS"]
+from .futures import TaskFuture
+
+__all__ = ["ChunkSizer", "Feed", "Feeds", "ordered", "unordered", "cancel_all", "TARGET_CHUNK_SECONDS"]
 
 #: Adaptive chunking aims for chunks that take about this long to run.
 TARGET_CHUNK_SECONDS = 0.02
@@ -71,6 +77,111 @@ class ChunkSizer:
 
 
 Submit = Callable[[list[Any]], concurrent.futures.Future]
+Sent = Callable[[concurrent.futures.Future, int, float], None]
+
+
+class Feed:
+    """The input side of one map: submits the next chunk on demand, or all the rest at once.
+
+    ``Executor.map`` submits every item when it is called, so its results can all be read
+    after ``shutdown()``. A minipool map reads its input lazily instead; when the pool shuts
+    down, :meth:`drain` submits what is left, and the results that follow are the ones
+    ``ProcessPoolExecutor`` would give. A lock makes the consumer's refills and a drain on the
+    shutdown thread take turns over the one input iterator.
+
+    Args:
+        submit: turns a chunk into a future of the chunk's list of results.
+        chunks: the chunks not yet submitted.
+        sent: told ``(future, items, submitted at)`` of each submission.
+    """
+
+    def __init__(self, submit: Submit, chunks: Iterator[list[Any]], sent: Sent) -> None:
+        self._submit = submit
+        self._chunks = chunks
+        self._sent = sent
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None  # the input failed during a drain
+
+    def push(self) -> bool:
+        """Submit the next chunk; False when the input is used up, or failed (see :attr:`error`)."""
+        with self._lock:
+            if self._error is not None:
+                return False
+            try:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    return False
+                self._sent(self._submit(chunk), len(chunk), time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - the consumer raises it, in its place
+                self._error = exc
+                return False
+            return True
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the input stopped early: what reading it (or submitting) raised, or
+        ``CancelledError`` after :meth:`cancel`. The consumer raises it once it has had the
+        results of everything submitted before: where a lazy map would have met it."""
+        return self._error
+
+    def cancel(self) -> None:
+        """Submit nothing more: the pool shut down cancelling its futures, so the rest of the
+        input is cancelled too, and reading its results raises ``CancelledError``."""
+        with self._lock:
+            if self._error is None:
+                self._error = concurrent.futures.CancelledError()
+
+    def drain(self) -> None:
+        """Submit everything left (the pool is shutting down, or the map was dropped unread)."""
+        while self.push():
+            pass
+
+
+class Feeds:
+    """A pool's maps, by their inputs: the live ones, for shutdown to drain, and the ones
+    dropped before a result was read.
+
+    ``Executor.map`` submits all its input at the call, so a map whose results are never read
+    still runs every item (a common way to run a function for its side effects). A minipool map
+    dropped unread therefore has the rest of its input submitted, on a thread so that the code
+    dropping it does not wait; one dropped after results were read has its work in flight
+    cancelled, as ``Executor.map``'s iterator does.
+    """
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[Feed] = weakref.WeakSet()
+
+    def add(self, feed: Feed) -> None:
+        self._live.add(feed)
+
+    def live(self) -> list[Feed]:
+        return list(self._live)
+
+    @staticmethod
+    def orphan(feed: Feed) -> None:
+        """A map dropped unread: submit the rest of its input (the thread keeps the feed
+        alive, so a shutdown meanwhile still finds it, and waits for it)."""
+        try:
+            threading.Thread(target=feed.drain, daemon=True, name="minipool-map-rest").start()
+        except RuntimeError:
+            pass  # collected as the interpreter ends: the exit hook has drained every live map
+
+
+def _start(feed: Feed, window: int) -> None:
+    """Submit the first ``window`` chunks. An error reading this far is raised here, from the
+    call, as ``Executor.map`` raises one (what was submitted runs on, as there)."""
+    for _ in range(window):
+        if not feed.push():
+            break
+    if feed.error is not None:
+        raise feed.error
+
+
+def _primed(results: Iterator[Any]) -> Iterator[Any]:
+    """Run ``results`` to its first bare ``yield``, inside its ``try``: from then on closing or
+    dropping the iterator runs its ``finally``, even before the first result is read."""
+    next(results)
+    return results
 
 
 def _remaining(end: float | None) -> float | None:
@@ -80,56 +191,69 @@ def _remaining(end: float | None) -> float | None:
 
 
 def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-            timeout: float | None) -> Iterator[Any]:
+            timeout: float | None, feeds: Feeds | None = None) -> Iterator[Any]:
     """Submit chunks now (up to ``window``), then yield their results in order, refilling.
 
     ``submit`` turns a chunk into a future of the chunk's list of results. The first ``window``
-    chunks are submitted before this returns, as ``Executor.map`` starts work at call time.
+    chunks are submitted before this returns, as ``Executor.map`` starts work at call time. The
+    map's :class:`Feed` joins ``feeds`` (the pool's: see :class:`Feeds`).
+
+    A result is not kept once it is yielded (``Executor.map`` pops its futures likewise): a
+    consumer that drops a big result frees it at once.
     """
     end = None if timeout is None else time.monotonic() + timeout
     inflight: collections.deque[tuple[concurrent.futures.Future, int, float]] = collections.deque()
-
-    def push(chunk: list[Any]) -> None:
-        inflight.append((submit(chunk), len(chunk), time.monotonic()))
-
-    for chunk in itertools.islice(chunks, window):
-        push(chunk)
+    feed = Feed(submit, chunks, lambda *sent: inflight.append(sent))
+    if feeds is not None:
+        feeds.add(feed)
+    _start(feed, window)
 
     def results() -> Iterator[Any]:
+        read = False
         try:
+            yield  # primed
+            read = True
             while inflight:
                 future, count, started = inflight.popleft()
                 values = future.result(_remaining(end))
+                del future  # the chunk's list is now only ours, and emptied as it is yielded
                 sizer.observe(count, time.monotonic() - started)
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    push(chunk)
-                yield from values
+                feed.push()
+                values.reverse()
+                while values:
+                    yield values.pop()
+            if feed.error is not None:
+                raise feed.error
         finally:
-            for future, _, _ in inflight:
-                future.cancel()
+            if read:
+                cancel_all([future for future, _, _ in inflight])
+            elif feeds is not None:
+                feeds.orphan(feed)
 
-    return results()
+    return _primed(results())
 
 
 def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-              timeout: float | None = None) -> Iterator[Any]:
+              timeout: float | None = None, feeds: Feeds | None = None) -> Iterator[Any]:
     """Like :func:`ordered`, but yield each chunk's results as soon as that chunk is done."""
     end = None if timeout is None else time.monotonic() + timeout
     done: queue.SimpleQueue[tuple[concurrent.futures.Future, int, float]] = queue.SimpleQueue()
     inflight: set[concurrent.futures.Future] = set()
 
-    def push(chunk: list[Any]) -> None:
-        started = time.monotonic()
-        future = submit(chunk)
+    def sent(future: concurrent.futures.Future, count: int, started: float) -> None:
         inflight.add(future)
-        future.add_done_callback(lambda f, n=len(chunk): done.put((f, n, started)))
+        future.add_done_callback(lambda f: done.put((f, count, started)))
 
-    for chunk in itertools.islice(chunks, window):
-        push(chunk)
+    feed = Feed(submit, chunks, sent)
+    if feeds is not None:
+        feeds.add(feed)
+    _start(feed, window)
 
     def results() -> Iterator[Any]:
+        read = False
         try:
+            yield  # primed
+            read = True
             while inflight:
                 try:
                     future, count, started = done.get(timeout=_remaining(end))
@@ -137,16 +261,33 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
                     raise concurrent.futures.TimeoutError() from None
                 inflight.discard(future)
                 values = future.result()
+                del future
                 sizer.observe(count, time.monotonic() - started)
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    push(chunk)
-                yield from values
+                feed.push()
+                values.reverse()
+                while values:
+                    yield values.pop()
+            if feed.error is not None:
+                raise feed.error
         finally:
-            for future in inflight:
-                future.cancel()
+            if read:
+                cancel_all(list(inflight))
+            elif feeds is not None:
+                feeds.orphan(feed)
 
-    return results()
+    return _primed(results())
+
+
+def cancel_all(futures: list[concurrent.futures.Future]) -> None:
+    """Cancel ``futures``: a pool's together, in one question to its coordinator."""
+    by_client: dict[Any, list[Any]] = {}
+    for future in futures:
+        if isinstance(future, TaskFuture):
+            by_client.setdefault(future._client, []).append(future)
+        else:
+            future.cancel()
+    for client, group in by_client.items():
+        client.cancel(group)
 
 
 def length_of(iterable: Iterable[Any]) -> int | None:

@@ -16,6 +16,12 @@ the client (:mod:`minipool.client`), which sends a SUBMIT; the coordinator
 (:mod:`minipool.cluster.coordinator`) queues it and leases it to a worker
 (:mod:`minipool.cluster.worker`), which runs it and sends the RESULT back the same way, where it
 resolves the future.
+
+The executor's contract is kept where a task runs in another process (docs/pool.md, "Executor
+semantics"): a future is RUNNING once a worker holds its task, and ``cancel()`` is the
+coordinator's answer; ``shutdown(wait=False)`` hands the ending to a thread, so pending futures
+still complete; and, as ``ProcessPoolExecutor`` does, a hook in ``threading``'s exit sequence
+finishes every live pool's pending tasks before the interpreter goes.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import secrets
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -42,6 +50,28 @@ from .tls import client_context, server_context
 __all__ = ["Pool", "authkey_from_env"]
 
 DEFAULT_WINDOW = 64
+
+
+#: Pools not yet collected, for the exit hook (weakly: a pool dropped by its owner may be collected).
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+#: Set once the interpreter has begun to exit: no pool accepts a task after that.
+_exiting = False
+
+
+def _finish_at_exit() -> None:
+    """Shut every live pool down, waiting for its pending tasks, before the interpreter exits.
+
+    ``ProcessPoolExecutor`` does the same with ``threading._register_atexit``: such a hook runs
+    when the main thread ends, *before* daemon threads are abandoned and ``atexit`` handlers run,
+    so the client's reader (a daemon thread) is still there to receive the last results.
+    """
+    global _exiting
+    _exiting = True
+    for pool in list(_live_pools):
+        pool.shutdown(wait=True)
+
+
+threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
 
 
 def authkey_from_env() -> bytes | None:
@@ -90,9 +120,12 @@ class Pool(concurrent.futures.Executor):
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
+        _check_counts(workers=workers, max_losses=max_losses, heartbeat=heartbeat)
         self.codec = codec
         self.kind = kind
         self._shutdown = False
+        self._closed = threading.Event()  # set once shutdown has stopped everything
+        self._feeds = mapping.Feeds()
         self._coordinator: Coordinator | None = None
         self._supervisor: Supervisor | None = None
         self._elastic: Elastic | None = None
@@ -134,27 +167,30 @@ class Pool(concurrent.futures.Executor):
             if cafile:
                 transport_options.setdefault("ssl_context", client_context(cafile))
             self._client = RemoteClient(address, key, heartbeat=heartbeat, **transport_options)
+        _live_pools.add(self)
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        body, codec = tasklib.pack_call(fn, args, kwargs, self.codec)
+        if self._shutdown or _exiting:
+            self._check_open()
+        try:
+            body, codec = tasklib.pack_call(fn, args, kwargs, self.codec)
+        except Exception as exc:  # noqa: BLE001 - see _send
+            return self._client.failed(exc)
         return self._client.submit(body, codec)
 
     def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
                     priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
         """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
         self._check_open()
-        body, codec = tasklib.pack_call(fn, args, kwargs or {}, self.codec)
         headers = {}
         if priority:
             headers["priority"] = priority
         if timeout is not None:
             headers["timeout"] = timeout
-        return self._client.submit(body, codec, headers or None)
+        return self._send(tasklib.pack_call, fn, args, kwargs or {}, self.codec, headers=headers or None)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int | None = 1, buffersize: int | None = None) -> Iterator[Any]:
@@ -172,9 +208,8 @@ class Pool(concurrent.futures.Executor):
         length = None if star else mapping.length_of(iterables[0])
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
         chunks = sizer.chunks(zip(*iterables) if star else iter(iterables[0]))
-        submit = lambda chunk: self._client.submit(  # noqa: E731
-            *tasklib.pack_chunk(fn, chunk, self.codec, star=star))
-        return mapping.ordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
+        submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec, star=star)  # noqa: E731
+        return mapping.ordered(submit, chunks, sizer, _window(buffersize), timeout, self._feeds)
 
     def map_unordered(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = 1,
                       buffersize: int | None = None, timeout: float | None = None) -> Iterator[Any]:
@@ -183,8 +218,8 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
-        submit = lambda chunk: self._client.submit(*tasklib.pack_chunk(fn, chunk, self.codec))  # noqa: E731
-        return mapping.unordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
+        submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec)  # noqa: E731
+        return mapping.unordered(submit, chunks, sizer, _window(buffersize), timeout, self._feeds)
 
     def map_reduce(self, map_fn: Callable[[Any], Any], reduce_fn: Callable[[Any, Any], Any],
                    iterable: Iterable[Any], initializer: Any = tasklib.NO_INITIAL,
@@ -200,9 +235,10 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
-        submit = lambda chunk: self._client.submit(*tasklib.pack_reduce(  # noqa: E731
-            map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec))
-        partials = mapping.ordered(lambda c: _listing(submit(c)), chunks, sizer, DEFAULT_WINDOW, timeout)
+        submit = lambda chunk: self._send(  # noqa: E731
+            tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec)
+        partials = mapping.ordered(lambda c: _listing(submit(c)), chunks, sizer, DEFAULT_WINDOW, timeout,
+                                   self._feeds)
         acc = initializer
         for partial in partials:
             acc = partial if acc is tasklib.NO_INITIAL else reduce_fn(acc, partial)
@@ -211,24 +247,49 @@ class Pool(concurrent.futures.Executor):
         return acc
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting tasks; optionally wait for pending ones; stop embedded workers."""
+        """Stop accepting tasks; let the pending ones finish; then stop the embedded workers
+        and coordinator -- before returning with ``wait``, on a thread of its own without.
+
+        A map's input not yet submitted is submitted now (``Executor.map`` submits it all at
+        once), so its results can still be read. ``cancel_futures`` cancels the tasks no worker
+        has started (and a map's unsubmitted input: reading it raises ``CancelledError``);
+        started ones finish. Safe to call again: with ``wait``, a later call waits too.
+        """
         if self._shutdown:
+            if wait:
+                self._closed.wait()
             return
+        self._shutdown = True
         for schedule in self._schedules:
             schedule.cancel()
-        if self._elastic is not None:
-            self._elastic.close()
-        self._shutdown = True
+        feeds = self._feeds.live()
         if cancel_futures:
-            self._client.fail_all(concurrent.futures.CancelledError())
+            for feed in feeds:
+                feed.cancel()
+            self._client.cancel(self._client.task_futures())
+            feeds = []
         if wait:
+            self._close(feeds)
+        else:
+            threading.Thread(target=self._close, args=(feeds,), daemon=True,
+                             name="minipool-shutdown").start()
+
+    def _close(self, feeds: list[mapping.Feed]) -> None:
+        """Submit the maps' remaining input, wait for every pending task, then stop."""
+        try:
+            for feed in feeds:
+                feed.drain()
             while self._client.pending:
                 time.sleep(0.005)
-        self._client.close()
-        if self._supervisor is not None:
-            self._supervisor.close()
-        if self._coordinator is not None:
-            self._coordinator.close()
+            if self._elastic is not None:
+                self._elastic.close()
+            self._client.close()
+            if self._supervisor is not None:
+                self._supervisor.close()
+            if self._coordinator is not None:
+                self._coordinator.close()
+        finally:
+            self._closed.set()
 
     # -- Celery-style tasks and introspection ------------------------------------------------
 
@@ -294,6 +355,20 @@ class Pool(concurrent.futures.Executor):
                 raise TimeoutError(f"fewer than {want} workers connected within {timeout}s")
             time.sleep(0.02)
 
+    def _send(self, pack: Callable[..., tuple[bytes, str]], *args: Any,
+              headers: dict[str, Any] | None = None, **options: Any) -> concurrent.futures.Future:
+        """Pack a task with ``pack(*args, **options)`` and send it.
+
+        A call that cannot be pickled fails *its future* with the pickling error, which
+        ``submit`` returns as usual: ``ProcessPoolExecutor`` does the same (it pickles in a
+        feeder thread), and a ``map`` then raises it at that item, like any task's error.
+        """
+        try:
+            body, codec = pack(*args, **options)
+        except Exception as exc:  # noqa: BLE001 - whatever pickling raised is the task's error
+            return self._client.failed(exc)
+        return self._client.submit(body, codec, headers)
+
     def _slots(self) -> int:
         if self._local_slots:
             return self._local_slots
@@ -303,8 +378,30 @@ class Pool(concurrent.futures.Executor):
         return self._slots_cache[1]
 
     def _check_open(self) -> None:
+        if _exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def _check_counts(**counts: int | float | None) -> None:
+    """Refuse a count that would make a pool that never runs anything (``workers=0``,
+    ``max_losses=-1``): ``ProcessPoolExecutor(max_workers=0)`` raises ``ValueError`` too.
+
+    Raises:
+        ValueError: a count is not a positive number (``None`` means "the default").
+    """
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not value > 0):
+            raise ValueError(f"{name} must be greater than 0, not {value!r}")
+
+
+def _window(buffersize: int | None) -> int:
+    """The chunks ``map`` keeps in flight: ``buffersize``, or DEFAULT_WINDOW for ``None``."""
+    if buffersize is None:
+        return DEFAULT_WINDOW
+    _check_counts(buffersize=buffersize)
+    return buffersize
 
 
 def _listing(future: concurrent.futures.Future) -> concurrent.futures.Future:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import pickle
 import threading
 import traceback
+import types
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -65,16 +67,53 @@ class _BoundedCache(OrderedDict):
         return value
 
 
-_blobs = _BoundedCache(512)  # function -> its pickled bytes (client side)
+#: Pickled functions larger than this are not cached: what makes them big is data they carry.
+CACHE_MAX_BLOB = 64 * 1024
+#: What the client caches: functions and classes, whose meaning is their identity. A bound
+#: method or a ``functools.partial`` is pickled each time: it carries an object whose state may
+#: have changed since, and caching it would keep that object alive.
+_CACHEABLE = (types.FunctionType, type)
+
+
+class _FunctionBlobs:
+    """function -> its pickled bytes (client side), holding the function only weakly.
+
+    Keyed by ``id(function)`` beside a weak reference: a lookup is a dict probe and an identity
+    check (no hashing of the callable, so an unhashable one is fine), and an entry whose
+    function has died can never match a new object that reuses its id. Dead entries hold only
+    bytes, and leave as the LRU bound pushes them out.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._entries: OrderedDict[int, tuple[weakref.ref, bytes]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, fn: Any) -> bytes | None:
+        entry = self._entries.get(id(fn))
+        return entry[1] if entry is not None and entry[0]() is fn else None
+
+    def put(self, fn: Any, blob: bytes) -> None:
+        if not isinstance(fn, _CACHEABLE) or len(blob) > CACHE_MAX_BLOB:
+            return
+        with self._lock:
+            self._entries[id(fn)] = (weakref.ref(fn), blob)
+            self._entries.move_to_end(id(fn))
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+_blobs = _FunctionBlobs(512)
+_blob_entries = _blobs._entries
 _functions = _BoundedCache(512)  # pickled bytes -> function (worker side)
 
 
 def _blob(fn: Callable[..., Any]) -> bytes:
-    try:
-        blob = _blobs.get(fn)  # the common case, a hit: no lock, no reordering
-        return blob if blob is not None else _blobs.get_or_make(fn, lambda: shipping.dumps(fn))
-    except TypeError:  # an unhashable callable: pickle it every time
-        return shipping.dumps(fn)
+    blob = _blobs.get(fn)  # the common case, a hit: no lock, no reordering
+    if blob is None:
+        blob = shipping.dumps(fn)
+        _blobs.put(fn, blob)
+    return blob
 
 
 def _dumps(value: Any) -> bytes:
@@ -92,11 +131,9 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
 
 def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none") -> tuple[bytes, str]:
     """Serialize one call. Returns ``(body, codec actually used)``."""
-    try:  # Pool.submit's path: a known function, uncompressed, in as few calls as possible
-        blob = _blobs.get(fn)
-    except TypeError:
-        blob = None
-    call = (CALL, blob or _blob(fn), (args, kwargs))
+    entry = _blob_entries.get(id(fn))  # Pool.submit's path: _blobs.get, inlined
+    blob = entry[1] if entry is not None and entry[0]() is fn else _blob(fn)
+    call = (CALL, blob, (args, kwargs))
     if codec == "none":
         return _dumps(call), "none"
     return _compress(_dumps(call), codec)
@@ -138,7 +175,11 @@ def pack_reduce(map_fn: Callable[..., Any], reduce_fn: Callable[[Any, Any], Any]
 
 def _function(blob: bytes) -> Callable[..., Any]:
     fn = _functions.get(blob)
-    return fn if fn is not None else _functions.get_or_make(blob, lambda: shipping.loads(blob))
+    if fn is not None:
+        return fn
+    if len(blob) > CACHE_MAX_BLOB:  # a function carrying data: not kept alive after its task
+        return shipping.loads(blob)
+    return _functions.get_or_make(blob, lambda: shipping.loads(blob))
 
 
 class _NoInitial:

@@ -77,7 +77,9 @@ class Kind(enum.IntEnum):
     TASK = 11  # coordinator -> worker: id = coordinator's task number; body = the call
     RESULT = 12  # worker -> coordinator -> client: body = the return value
     FAILURE = 13  # worker -> coordinator -> client: body = the exception
-    CANCEL = 14  # client -> coordinator: forget task id if it has not started
+    CANCEL = 14  # client -> coordinator: forget task id if it has not started (no answer)
+    # 15 is retired (an early worker -> coordinator STARTED): never reuse it.
+    LEASES = 16  # client -> coordinator: JSON headers {"tasks": [ids], "cancel": bool}
     # Housekeeping.
     HEARTBEAT = 20  # either way: "I am alive"
     STATUS = 21  # client -> coordinator: asks for a status report
@@ -86,6 +88,7 @@ class Kind(enum.IntEnum):
     REGISTER = 24  # any peer -> coordinator: JSON headers: a service registry entry (with ttl)
     LOOKUP = 25  # client -> coordinator: JSON headers {"service": name}
     LOOKUP_REPLY = 26  # coordinator -> client: JSON body, the live entries offering it
+    LEASES_REPLY = 27  # coordinator -> client: JSON body {"started": [ids], "cancelled": [ids]}
     ERROR = 30  # either way, just before closing: JSON headers {"reason": ...}
 
 

@@ -60,3 +60,36 @@ def flaky(path, succeed_on):
     if attempts < succeed_on:
         raise RuntimeError(f"attempt {attempts} fails")
     return attempts
+
+
+def wait_for_path(path, timeout=30.0):
+    """Block until ``path`` exists (a gate a test opens), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return os.path.exists(path)
+
+
+def record(path, value):
+    """Append value to a file: a side effect that shows the task ran."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    return value
+
+
+class Holder:
+    """An object carrying a payload, whose bound methods are shipped with it."""
+
+    def __init__(self, size):
+        self.payload = bytearray(size)
+
+    def size(self, extra=0):
+        return len(self.payload) + extra
+
+
+class Dummy:
+    """A result that can be weakly referenced (to see when the caller's last reference goes)."""
+
+
+def make_dummy(x):
+    return Dummy()

@@ -15,8 +15,14 @@ class FakeClient:
     def __init__(self):
         self.forgotten = []
 
-    def _forget(self, number, cancel=False):
-        self.forgotten.append((number, cancel))
+    def cancel(self, futures):
+        # A coordinator where nothing has started: every cancellation is granted.
+        for future in futures:
+            self.forgotten.append((future.number, True))
+            future.settle_cancelled()
+
+    def refresh_running(self, futures):
+        pass  # nothing has started
 
 
 @pytest.fixture

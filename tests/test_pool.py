@@ -78,11 +78,16 @@ def test_result_and_map_timeouts(pool):
         list(pool.map(jobs.sleep_then, [0.5] * 4, timeout=0.1))
 
 
-def test_queued_futures_can_be_cancelled(pool):
-    blockers = [pool.submit(jobs.sleep_then, 0.5) for _ in range(12)]
+def test_queued_futures_can_be_cancelled(pool, tmp_path):
+    # Fill every lease (slots and prefetch) so that the victim waits in the coordinator's queue:
+    # a task a worker holds has started and is no longer cancellable.
+    gate = tmp_path / "gate"
+    capacity = sum(w["capacity"] for w in pool.status()["workers"])
+    blockers = [pool.submit(jobs.wait_for_path, str(gate)) for _ in range(capacity)]
     victim = pool.submit(jobs.square, 3)
     assert victim.cancel()
     assert victim.cancelled()
+    gate.touch()
     concurrent.futures.wait(blockers, timeout=30)
     assert pool.submit(jobs.square, 4).result(10) == 16
 

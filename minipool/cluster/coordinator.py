@@ -46,6 +46,17 @@ log = logging.getLogger("minipool.coordinator")
 BATCH_LIMIT = 256
 
 
+def _task_numbers(value: Any) -> list[int]:
+    """The ``tasks`` header of a LEASES request: a list of task numbers.
+
+    Raises:
+        ProtocolError: it is anything else.
+    """
+    if not isinstance(value, list) or not all(type(n) is int for n in value):
+        raise ProtocolError("LEASES needs a list of task numbers in its 'tasks' header")
+    return value
+
+
 class Coordinator:
     """Accepts clients and workers on one or more URLs and moves tasks between them.
 
@@ -291,6 +302,11 @@ class Coordinator:
             with self._lock:
                 self.scheduler.cancel(client.id, msg.id, fx)
             self._apply(fx, batch)
+        elif kind is Kind.LEASES:
+            started, cancelled = self.started(client, _task_numbers(msg.headers.get("tasks")),
+                                              bool(msg.headers.get("cancel")), batch)
+            body = json.dumps({"started": started, "cancelled": cancelled}).encode()
+            client.send(Message(Kind.LEASES_REPLY, msg.id, body, fmt=Format.JSON), batch)
         elif kind is Kind.STATUS:
             client.send(Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
                                    fmt=Format.JSON), batch)
@@ -353,6 +369,16 @@ class Coordinator:
         with self._lock:
             self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx)
         self._apply(fx, batch)
+
+    def started(self, client: ClientState, numbers: list[int], cancel: bool,
+                batch: Batch | None = None) -> tuple[list[int], list[int]]:
+        """Which of ``client``'s tasks have started; with ``cancel``, drop the others (see
+        :meth:`Scheduler.started`). In-process clients call it directly."""
+        fx = Effects()
+        with self._lock:
+            answer = self.scheduler.started(client.id, numbers, cancel, fx)
+        self._apply(fx, batch)
+        return answer
 
     def submit_local(self, client: ClientState, number: int, body: bytes, codec: str,
                      headers: dict[str, Any] | None) -> None:

@@ -14,6 +14,8 @@ The rules:
 * a task is *leased* to one worker at a time; a lost worker's leases go back to the front of the
   queue, unless the task has now lost ``max_losses`` workers (it fails with ``WorkerLost``);
 * the first outcome of a task wins; later ones (it ran twice) are dropped;
+* only a task no worker has ever held can be cancelled: once leased it has started, and a
+  client asking (:meth:`Scheduler.started`) gets that answer and the drop in one step;
 * outcomes are kept in a bounded result store, so a client that reconnects, or anyone who asks
   by task id, gets them;
 * the balancing policy (:mod:`minipool.cluster.balance`) picks among the workers with a free
@@ -171,12 +173,39 @@ class Scheduler:
             self.dispatch(fx)
 
     def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
-        """Drop a queued task; a running one finishes and its outcome is stored, not sent."""
+        """Drop a task no worker has ever held; one that has started runs on.
+
+        A task requeued after its worker was lost has started too: it may have had effects,
+        and the lost worker may yet come back with its outcome.
+        """
         task = self.by_key.get((client_id, client_task))
-        if task is None or task.state is not TaskState.QUEUED:
+        if task is None or task.state is not TaskState.QUEUED or task.leased_at:
             return False
         self._forget(task, TaskState.CANCELLED, fx)
         return True
+
+    def started(self, client_id: str, client_tasks: list[int], cancel: bool,
+                fx: Effects) -> tuple[list[int], list[int]]:
+        """Which of a client's tasks have started (been leased to a worker, or finished); with
+        ``cancel``, drop the others. Returns ``(started, cancelled)``.
+
+        This is how a future learns it is RUNNING, and how ``Future.cancel()`` is made a
+        promise: the answer and the drop happen together, under the coordinator's lock, so no
+        lease can slip in between. A task unknown here (already cancelled) counts as cancelled.
+        """
+        started: list[int] = []
+        cancelled: list[int] = []
+        by_key, results = self.by_key, self.results
+        for number in client_tasks:
+            key = (client_id, number)
+            task = by_key.get(key)
+            if (task is not None and task.leased_at) or key in results:
+                started.append(number)
+            elif cancel:
+                if task is not None:
+                    self.cancel(client_id, number, fx)
+                cancelled.append(number)
+        return started, cancelled
 
     def complete(self, worker: WorkerState, outcomes: list[tuple[int, Outcome]], fx: Effects) -> None:
         """A burst of a worker's outcomes, ``(task number, Outcome)`` pairs; then dispatch once.
