@@ -34,7 +34,7 @@ from .codecs import DEFAULT_MAX_SIZE, get_codec
 
 __all__ = ["pack_call", "pack_invocation", "unpack_invocation", "pack_chunk", "pack_reduce", "execute",
            "pack_outcome", "unpack_outcome",
-           "RemoteTraceback", "COMPRESS_MIN"]
+           "RemoteTraceback", "Interrupted", "COMPRESS_MIN"]
 
 CALL, CHUNK, REDUCE, STARCHUNK = 0, 1, 2, 3
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -179,13 +179,16 @@ def execute(body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE) 
 def pack_outcome(ok: bool, value: Any, codec: str = "none") -> tuple[bool, bytes, str]:
     """Serialize a return value (``ok``) or an exception.
 
-    Returns ``(ok, body, codec)``; ``ok`` turns False if the value itself cannot be pickled.
+    Returns ``(ok, body, codec)``; ``ok`` turns False if the value itself cannot be pickled,
+    whatever pickling raised (a ``__reduce__`` that calls ``sys.exit`` included).
     """
     if ok:
         try:
             body, used = _compress(_dumps(value), codec)
             return True, body, used
-        except Exception as exc:  # noqa: BLE001 - any pickling failure becomes the task's error
+        except Interrupted:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any pickling failure becomes the task's error
             value = exc
     exc = value
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -193,9 +196,18 @@ def pack_outcome(ok: bool, value: Any, codec: str = "none") -> tuple[bool, bytes
     try:
         body = pickle.dumps((exc, name, str(exc), tb), PROTOCOL)
         pickle.loads(body)  # some exceptions pickle but do not unpickle (custom __init__)
-    except Exception:  # noqa: BLE001
+    except Interrupted:
+        raise
+    except BaseException:  # noqa: BLE001
         body = pickle.dumps((None, name, str(exc), tb), PROTOCOL)
     return False, body, "none"
+
+
+class Interrupted(BaseException):
+    """Raised inside a running task when its worker process is told to stop (SIGTERM, SIGINT,
+    or its coordinator gone for good). Never a task's outcome: the task's ``finally`` blocks
+    run, and the worker exits. A task's own ``SystemExit`` or ``KeyboardInterrupt``, by
+    contrast, is that task's exception, as in ``ProcessPoolExecutor``."""
 
 
 class RemoteTraceback(Exception):

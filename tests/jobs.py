@@ -60,3 +60,33 @@ def flaky(path, succeed_on):
     if attempts < succeed_on:
         raise RuntimeError(f"attempt {attempts} fails")
     return attempts
+
+
+def exit_with(code):
+    """A task that ends with sys.exit(code): its exception, not its worker's end."""
+    import sys
+
+    sys.exit(code)
+
+
+def die_with(code):
+    os._exit(code)
+
+
+class ExitsWhenPickled:
+    def __reduce__(self):
+        import sys
+
+        sys.exit(4)
+
+
+def returns_what_exits_when_pickled():
+    return ExitsWhenPickled()
+
+
+def record_start_then_sleep(path, seconds):
+    """Append this process's pid to ``path`` (proof the task started, and where), then sleep."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,202 @@
+"""The life and death of worker processes (docs/failures.md, "Worker processes live and die
+with their pool"): a task cannot end its worker, a worker never outlives its pool's program,
+and a lost worker's failure says why."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import jobs
+from minipool import Pool, WorkerLost
+from minipool.cluster.coordinator import Coordinator
+from minipool.cluster.supervisor import Supervisor
+
+KEY = b"lifecycle-key-0123456789"
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+
+
+def alive(pid):
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.02)
+
+
+def lines(path):
+    return path.read_text().split() if path.exists() else []
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+
+
+# -- a task cannot end its worker ------------------------------------------------------------
+
+
+def test_a_task_that_calls_sys_exit_fails_with_system_exit_and_its_worker_goes_on():
+    with Pool(1) as pool:
+        pool.wait_for_workers()
+        worker = pool.submit(jobs.pid).result(20)
+        with pytest.raises(SystemExit) as info:
+            pool.submit(jobs.exit_with, 3).result(20)
+        assert info.value.code == 3
+        with pytest.raises(SystemExit) as info:  # raised while pickling the result
+            pool.submit(jobs.returns_what_exits_when_pickled).result(20)
+        assert info.value.code == 4
+        futures = [pool.submit(jobs.exit_with, i) for i in range(5)]
+        assert [f.exception(20).code for f in futures] == list(range(5))  # once each
+        assert pool.submit(jobs.pid).result(20) == worker  # the same process served them all
+        assert pool.status()["restarts"] == 0
+
+
+def test_a_task_that_exits_its_process_with_status_3_is_a_crash_not_a_refusal():
+    with Pool(1, max_losses=1) as pool:
+        pool.wait_for_workers()
+        with pytest.raises(WorkerLost):
+            pool.submit(jobs.die_with, 3).result(20)
+        assert pool.submit(jobs.square, 7).result(20) == 49  # a replacement was started
+        assert pool.status()["restarts"] == 1
+
+
+def test_workers_refused_by_the_coordinator_are_not_restarted():
+    coordinator = Coordinator(KEY)
+    url = coordinator.serve("tcp://127.0.0.1:0")
+    supervisor = Supervisor(url, b"not-the-key-0123456789", 2)
+    try:
+        wait_for(lambda: supervisor.gave_up, 15, "both workers refused")
+        assert supervisor.restarts == 0 and supervisor.count == 0
+        assert supervisor.refusal
+    finally:
+        supervisor.close()
+        coordinator.close()
+
+
+def test_a_cli_supervisor_whose_workers_are_all_refused_exits_with_a_clear_message():
+    with Coordinator(KEY) as coordinator:
+        url = coordinator.serve("tcp://127.0.0.1:0")
+        done = subprocess.run([sys.executable, "-m", "minipool", "worker", "--connect", url, "--slots", "2"],
+                              env={**env(), "MINIPOOL_AUTHKEY": "not-the-key-0123456789"},
+                              capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3
+    assert "all 2 worker processes were refused" in done.stderr
+
+
+# -- no process left behind --------------------------------------------------------------------
+
+PARENT = """
+import os, sys, time
+import jobs
+from minipool import Pool
+
+if __name__ == "__main__":
+    log, seconds, end = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    pool = Pool(2)
+    pool.wait_for_workers()
+    print(*pool.status()["local_processes"], flush=True)
+    future = pool.submit(jobs.record_start_then_sleep, log, seconds)
+    while not (os.path.exists(log) and open(log).read()):
+        time.sleep(0.01)
+    print("started", flush=True)
+    if end == "wait":
+        time.sleep(120)
+    # "exit": fall off the end of the program with the task running and the pool not shut down
+"""
+
+
+def start_parent(tmp_path, seconds, end):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(PARENT))
+    log = tmp_path / "started.txt"
+    proc = subprocess.Popen([sys.executable, str(script), str(log), str(seconds), end], env=env(),
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert len(workers) == 2 and proc.stdout.readline().strip() == "started"
+    return proc, workers, log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_exit_when_their_pools_program_is_killed_in_the_middle_of_a_long_task(tmp_path, sig):
+    proc, workers, log = start_parent(tmp_path, 30, "wait")
+    try:
+        proc.send_signal(sig)
+        proc.wait(10)
+        wait_for(lambda: not any(alive(p) for p in workers), 5, f"workers {workers} gone")
+        assert len(lines(log)) == 1  # the task started once, and no one started it again
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_program_that_ends_while_a_task_runs_leaves_no_worker_and_runs_the_task_once(tmp_path):
+    # The task outlasts the 5 s allowed below, so a worker left running it would be caught; an
+    # interpreter that waits for pending futures before exiting would end after it, also fine.
+    proc, workers, log = start_parent(tmp_path, 12, "exit")
+    try:
+        proc.wait(30)
+        wait_for(lambda: not any(alive(p) for p in workers), 5, f"workers {workers} gone")
+        assert len(lines(log)) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_stops_promptly_on_a_signal_in_the_middle_of_a_task(tmp_path, sig):
+    log = tmp_path / "started.txt"
+    with Pool(1, max_losses=1) as pool:
+        pool.wait_for_workers()
+        future = pool.submit(jobs.record_start_then_sleep, str(log), 30)
+        wait_for(lambda: lines(log), 10, "the task started")
+        worker = int(lines(log)[0])
+        os.kill(worker, sig)
+        wait_for(lambda: not alive(worker), 3, "the worker gone")
+        with pytest.raises(WorkerLost):
+            future.result(10)
+
+
+def test_a_worker_that_will_not_reconnect_stops_when_its_coordinator_goes_in_the_middle_of_a_task(tmp_path):
+    log = tmp_path / "started.txt"
+    coordinator = Coordinator(KEY, heartbeat=0.2)
+    url = coordinator.serve("tcp://127.0.0.1:0")
+    worker = subprocess.Popen([sys.executable, "-m", "minipool", "worker", "--connect", url,
+                               "--no-reconnect", "--heartbeat", "0.2"],
+                              env={**env(), "MINIPOOL_AUTHKEY": KEY.decode()})
+    try:
+        with Pool(address=url, authkey=KEY, reconnect_timeout=0.5) as pool:
+            pool.submit(jobs.record_start_then_sleep, str(log), 30)
+            wait_for(lambda: lines(log), 15, "the task started")
+            coordinator.close()
+            worker.wait(5)
+    finally:
+        coordinator.close()
+        worker.kill()
+        worker.wait()
