@@ -24,6 +24,7 @@ import concurrent.futures
 import os
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -134,6 +135,10 @@ class Pool(concurrent.futures.Executor):
             if cafile:
                 transport_options.setdefault("ssl_context", client_context(cafile))
             self._client = RemoteClient(address, key, heartbeat=heartbeat, **transport_options)
+        # A pool dropped without shutdown() still stops what it started. The finalizer holds
+        # the parts, never the pool: nothing it references points back at ``self``.
+        self._release = weakref.finalize(self, _release, self._client, self._elastic,
+                                         self._coordinator, self._supervisor)
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
 
@@ -224,11 +229,7 @@ class Pool(concurrent.futures.Executor):
         if wait:
             while self._client.pending:
                 time.sleep(0.005)
-        self._client.close()
-        if self._supervisor is not None:
-            self._supervisor.close()
-        if self._coordinator is not None:
-            self._coordinator.close()
+        self._release()
 
     # -- Celery-style tasks and introspection ------------------------------------------------
 
@@ -305,6 +306,20 @@ class Pool(concurrent.futures.Executor):
     def _check_open(self) -> None:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator | None,
+             supervisor: Supervisor | None) -> None:
+    """Stop what a pool started: its client, then its embedded coordinator (which leases
+    nothing more once closing, so a task whose worker stops with it is not started again
+    elsewhere), then its worker processes (SIGTERM: each stops at once, even mid-task)."""
+    if elastic is not None:
+        elastic.close()
+    client.close()
+    if coordinator is not None:
+        coordinator.close()
+    if supervisor is not None:
+        supervisor.close()
 
 
 def _listing(future: concurrent.futures.Future) -> concurrent.futures.Future:

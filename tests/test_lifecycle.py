@@ -200,3 +200,19 @@ def test_a_worker_that_will_not_reconnect_stops_when_its_coordinator_goes_in_the
         coordinator.close()
         worker.kill()
         worker.wait()
+
+
+# -- a pool dropped without shutdown() ---------------------------------------------------------
+
+
+def test_a_pool_dropped_without_shutdown_stops_its_workers_when_collected():
+    import gc
+
+    pool = Pool(2)
+    pool.wait_for_workers()
+    assert pool.submit(jobs.square, 3).result(20) == 9
+    workers = pool.status()["local_processes"]
+    assert all(alive(p) for p in workers)
+    del pool
+    gc.collect()
+    wait_for(lambda: not any(alive(p) for p in workers), 5, f"workers {workers} gone")

@@ -126,6 +126,9 @@ class Coordinator:
             listener.close()
         with self._lock:
             peers = [*self.scheduler.workers.values(), *self.scheduler.clients.values()]
+            # Lease nothing more: a worker going down with us must not see its task started
+            # again on another that is going down too.
+            self.scheduler.workers.clear()
         for peer in peers:
             peer.close()
         if self.journal is not None:
