@@ -122,6 +122,7 @@ class Pool(concurrent.futures.Executor):
             else:
                 self._supervisor = Supervisor(self.address, key, 1, kind="thread", slots=count,
                                               name="local", extra_args=beat)
+            self._coordinator.process_exit = self._supervisor.exit_status  # for WorkerLost's reason
             if elastic:
                 self._elastic = Elastic(self._coordinator, self._supervisor, autoscaler)
             self._local_slots = 0 if elastic else count

@@ -90,3 +90,8 @@ def record_start_then_sleep(path, seconds):
         f.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     return seconds
+
+
+def kill_self(signum):
+    os.kill(os.getpid(), signum)
+    time.sleep(10)

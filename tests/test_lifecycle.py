@@ -216,3 +216,52 @@ def test_a_pool_dropped_without_shutdown_stops_its_workers_when_collected():
     del pool
     gc.collect()
     wait_for(lambda: not any(alive(p) for p in workers), 5, f"workers {workers} gone")
+
+
+# -- WorkerLost says why -------------------------------------------------------------------------
+
+
+def test_worker_lost_names_the_signal_or_exit_status_of_the_process():
+    with Pool(1, max_losses=1) as pool:
+        pool.wait_for_workers()
+        with pytest.raises(WorkerLost, match=r"local-0 \(pid \d+ on .*\), was killed by SIGKILL"):
+            pool.submit(jobs.kill_self, signal.SIGKILL).result(20)
+        with pytest.raises(WorkerLost, match="exited with status 13"):
+            pool.submit(jobs.die).result(20)
+
+
+def test_worker_lost_says_the_coordinator_dropped_a_silent_worker(tmp_path):
+    log = tmp_path / "started.txt"
+    with Pool(1, max_losses=1, heartbeat=0.2) as pool:
+        pool.wait_for_workers()
+        future = pool.submit(jobs.record_start_then_sleep, str(log), 30)
+        wait_for(lambda: lines(log), 10, "the task started")
+        worker = int(lines(log)[0])
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            with pytest.raises(WorkerLost, match=r"was silent for \d+\.\ds \(no heartbeat\)"):
+                future.result(20)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+
+
+def test_worker_lost_carries_the_reason_it_is_given():
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.cluster.state import WorkerState
+    from minipool.task import failure_from_json
+    from minipool.wire import Format
+    import json
+
+    scheduler = Scheduler(max_losses=1)
+    client = type("Client", (), {"id": "c"})()
+    scheduler.clients["c"] = client
+    worker = WorkerState(None, "w", 1, None, {"pid": 42, "host": "h"})
+    scheduler.worker_joined(worker, Effects())
+    scheduler.submit("c", 1, b"body", Format.PICKLE, "none", {}, Effects())
+    fx = Effects()
+    scheduler.worker_lost(worker, fx, "was dropped for a malformed message: bad magic")
+    [(_, number, outcome)] = fx.deliveries
+    error = failure_from_json(json.loads(outcome.body))
+    assert number == 1 and isinstance(error, WorkerLost)
+    assert str(error) == ("task lost 1 workers (the last, w (pid 42 on h), was dropped for a "
+                          "malformed message: bad magic); giving up")
