@@ -73,6 +73,10 @@ class Pool(concurrent.futures.Executor):
             fsync policy (``always``, ``everysec``, ``no``).
         certfile, keyfile, cafile: TLS for ``tls``, ``https`` and ``wss``: the embedded
             coordinator's certificate and key, and the CA that clients and workers trust.
+        initializer, initargs: ``initializer(*initargs)`` runs in each worker process before
+            the first task of this pool it runs there, as in ``ProcessPoolExecutor`` (remote and
+            replacement workers too). If it raises, the pool is broken: its pending futures
+            fail with :class:`~minipool.errors.BrokenPool` and ``submit`` raises it.
         transport_options: passed to the transport (``ssl_context=``, ``max_message=``, ...).
 
     Raises:
@@ -87,8 +91,13 @@ class Pool(concurrent.futures.Executor):
                  max_workers: int | None = None, autoscale: dict[str, float] | None = None,
                  journal: str | None = None, fsync: str = "everysec",
                  certfile: str | None = None, keyfile: str | None = None,
-                 cafile: str | None = None, **transport_options: Any) -> None:
+                 cafile: str | None = None, initializer: Callable[..., Any] | None = None,
+                 initargs: tuple = (), **transport_options: Any) -> None:
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
+        # The initializer travels inside every task of this pool, pickled once (see task.py).
+        self._init = None if initializer is None else tasklib.pack_initializer(initializer, initargs)
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
         self.codec = codec
@@ -136,6 +145,8 @@ class Pool(concurrent.futures.Executor):
             if cafile:
                 transport_options.setdefault("ssl_context", client_context(cafile))
             self._client = RemoteClient(address, key, heartbeat=heartbeat, **transport_options)
+        if self._init is not None:
+            self._client.initializer = tasklib.initializer_id(self._init)
         # A pool dropped without shutdown() still stops what it started. The finalizer holds
         # the parts, never the pool: nothing it references points back at ``self``.
         self._release = weakref.finalize(self, _release, self._client, self._elastic,
@@ -147,14 +158,14 @@ class Pool(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        body, codec = tasklib.pack_call(fn, args, kwargs, self.codec)
+        body, codec = tasklib.pack_call(fn, args, kwargs, self.codec, self._init)
         return self._client.submit(body, codec)
 
     def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
                     priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
         """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
         self._check_open()
-        body, codec = tasklib.pack_call(fn, args, kwargs or {}, self.codec)
+        body, codec = tasklib.pack_call(fn, args, kwargs or {}, self.codec, self._init)
         headers = {}
         if priority:
             headers["priority"] = priority
@@ -179,7 +190,7 @@ class Pool(concurrent.futures.Executor):
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
         chunks = sizer.chunks(zip(*iterables) if star else iter(iterables[0]))
         submit = lambda chunk: self._client.submit(  # noqa: E731
-            *tasklib.pack_chunk(fn, chunk, self.codec, star=star))
+            *tasklib.pack_chunk(fn, chunk, self.codec, star=star, init=self._init))
         return mapping.ordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
 
     def map_unordered(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = 1,
@@ -189,7 +200,8 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
-        submit = lambda chunk: self._client.submit(*tasklib.pack_chunk(fn, chunk, self.codec))  # noqa: E731
+        submit = lambda chunk: self._client.submit(  # noqa: E731
+            *tasklib.pack_chunk(fn, chunk, self.codec, init=self._init))
         return mapping.unordered(submit, chunks, sizer, buffersize or DEFAULT_WINDOW, timeout)
 
     def map_reduce(self, map_fn: Callable[[Any], Any], reduce_fn: Callable[[Any, Any], Any],
@@ -207,7 +219,7 @@ class Pool(concurrent.futures.Executor):
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
         submit = lambda chunk: self._client.submit(*tasklib.pack_reduce(  # noqa: E731
-            map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec))
+            map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec, self._init))
         partials = mapping.ordered(lambda c: _listing(submit(c)), chunks, sizer, DEFAULT_WINDOW, timeout)
         acc = initializer
         for partial in partials:

@@ -95,3 +95,18 @@ def record_start_then_sleep(path, seconds):
 def kill_self(signum):
     os.kill(os.getpid(), signum)
     time.sleep(10)
+
+
+INITIALIZED = None
+
+
+def initialize(path, value):
+    """A pool initializer: remember ``value`` and record which process ran it."""
+    global INITIALIZED
+    INITIALIZED = value
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def initialized(_=None):
+    return INITIALIZED, os.getpid()

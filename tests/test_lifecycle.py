@@ -265,3 +265,84 @@ def test_worker_lost_carries_the_reason_it_is_given():
     assert number == 1 and isinstance(error, WorkerLost)
     assert str(error) == ("task lost 1 workers (the last, w (pid 42 on h), was dropped for a "
                           "malformed message: bad magic); giving up")
+
+
+# -- initializer= and initargs= ----------------------------------------------------------------
+
+
+def test_the_initializer_runs_once_in_each_worker_process_before_its_first_task(tmp_path):
+    ran = tmp_path / "initialized.txt"
+    with Pool(2, initializer=jobs.initialize, initargs=(str(ran), "ready")) as pool:
+        pool.wait_for_workers()
+        outcomes = [pool.submit(jobs.initialized).result(20) for _ in range(20)]
+        outcomes += list(pool.map(jobs.initialized, range(20), chunksize=3))
+        outcomes += [pool.submit_with(jobs.initialized).result(20)]
+        assert {value for value, _ in outcomes} == {"ready"}
+        assert pool.map_reduce(lambda _: jobs.initialized()[0], lambda a, b: a, range(4)) == "ready"
+        workers = {pid for _, pid in outcomes}
+        assert sorted(lines(ran)) == sorted(str(p) for p in workers)  # once per process
+
+
+def test_an_initializer_travels_by_value_and_runs_in_a_replacement_worker(tmp_path):
+    ran = tmp_path / "initialized.txt"
+
+    def initialize(path):  # defined here: it cannot be imported, so it travels as code
+        jobs.initialize(path, "by value")
+
+    with Pool(1, initializer=initialize, initargs=(str(ran),)) as pool:
+        value, first = pool.submit(jobs.initialized).result(20)
+        assert value == "by value"
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not alive(first), 5, "the worker gone")
+        value, second = pool.submit(jobs.initialized).result(30)
+        assert value == "by value" and second != first
+        assert lines(ran) == [str(first), str(second)]
+
+
+def test_a_remote_pools_initializer_runs_on_its_workers_and_not_for_other_pools(tmp_path):
+    ran = tmp_path / "initialized.txt"
+    with Coordinator(KEY) as coordinator:
+        url = coordinator.serve("tcp://127.0.0.1:0")
+        worker = subprocess.Popen([sys.executable, "-m", "minipool", "worker", "--connect", url],
+                                  env={**env(), "MINIPOOL_AUTHKEY": KEY.decode()})
+        try:
+            with Pool(address=url, authkey=KEY) as plain:
+                plain.wait_for_workers(1)
+                assert plain.submit(jobs.initialized).result(20) == (None, worker.pid)
+                with Pool(address=url, authkey=KEY, initializer=jobs.initialize,
+                          initargs=(str(ran), "remote")) as pool:
+                    assert [pool.submit(jobs.initialized).result(20) for _ in range(5)] == \
+                        [("remote", worker.pid)] * 5
+                assert lines(ran) == [str(worker.pid)]
+        finally:
+            worker.terminate()
+            worker.wait(10)
+
+
+def test_an_initializer_that_raises_breaks_the_pool_as_in_process_pool_executor():
+    from concurrent.futures import BrokenExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from minipool import BrokenPool
+
+    with Pool(2, initializer=jobs.fail, initargs=("no database",)) as pool:
+        futures = [pool.submit(jobs.square, i) for i in range(10)]
+        for future in futures:
+            error = future.exception(20)
+            assert isinstance(error, BrokenPool)
+            assert isinstance(error, BrokenProcessPool) and isinstance(error, BrokenExecutor)
+        assert "initializer failed" in str(futures[0].exception()) and "no database" in str(
+            futures[0].exception())
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(jobs.square, 1)
+        assert pool.status()["restarts"] == 0  # failed, not looped
+    with pytest.raises(TypeError):
+        Pool(1, initializer="not callable")
+
+
+def test_thread_workers_share_one_initializer_run_per_process(tmp_path):
+    ran = tmp_path / "initialized.txt"
+    with Pool(4, kind="thread", initializer=jobs.initialize, initargs=(str(ran), "threads")) as pool:
+        futures = [pool.submit(jobs.initialized) for _ in range(40)]
+        assert {f.result(20)[0] for f in futures} == {"threads"}
+        assert len(lines(ran)) == 1
