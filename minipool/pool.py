@@ -323,16 +323,19 @@ class Pool(concurrent.futures.Executor):
 
 def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator | None,
              supervisor: Supervisor | None) -> None:
-    """Stop what a pool started: its client, then its embedded coordinator (which leases
-    nothing more once closing, so a task whose worker stops with it is not started again
-    elsewhere), then its worker processes (SIGTERM: each stops at once, even mid-task)."""
+    """Stop what a pool started: its client; its worker processes (SIGTERM: each stops at once,
+    even mid-task), the coordinator leasing nothing more meanwhile, so a task whose worker stops
+    first is not started again on another; then the coordinator, once no worker is left to see
+    it go (a worker still starting would report a refused connection)."""
     if elastic is not None:
         elastic.close()
     client.close()
     if coordinator is not None:
-        coordinator.close()
+        coordinator.stop_leasing()
     if supervisor is not None:
         supervisor.close()
+    if coordinator is not None:
+        coordinator.close()
 
 
 def _listing(future: concurrent.futures.Future) -> concurrent.futures.Future:

@@ -134,13 +134,18 @@ class Coordinator:
             listener.close()
         with self._lock:
             peers = [*self.scheduler.workers.values(), *self.scheduler.clients.values()]
-            # Lease nothing more: a worker going down with us must not see its task started
-            # again on another that is going down too.
-            self.scheduler.workers.clear()
+        self.stop_leasing()
         for peer in peers:
             peer.close("was closed with the coordinator")
         if self.journal is not None:
             self.journal.close()
+
+    def stop_leasing(self) -> None:
+        """Forget every connected worker, so that nothing more is leased to them: when the
+        workers are about to stop with the coordinator (a pool closing), a task whose worker
+        goes first must not be started again on another that is going too."""
+        with self._lock:
+            self.scheduler.workers.clear()
 
     def __enter__(self) -> Coordinator:
         return self
