@@ -183,12 +183,14 @@ def test_a_worker_stops_promptly_on_a_signal_in_the_middle_of_a_task(tmp_path, s
             future.result(10)
 
 
-def test_a_worker_that_will_not_reconnect_stops_when_its_coordinator_goes_in_the_middle_of_a_task(tmp_path):
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_a_worker_that_will_not_reconnect_stops_when_its_coordinator_goes_in_the_middle_of_a_task(
+        tmp_path, kind):
     log = tmp_path / "started.txt"
     coordinator = Coordinator(KEY, heartbeat=0.2)
     url = coordinator.serve("tcp://127.0.0.1:0")
     worker = subprocess.Popen([sys.executable, "-m", "minipool", "worker", "--connect", url,
-                               "--no-reconnect", "--heartbeat", "0.2"],
+                               "--no-reconnect", "--heartbeat", "0.2", "--kind", kind],
                               env={**env(), "MINIPOOL_AUTHKEY": KEY.decode()})
     try:
         with Pool(address=url, authkey=KEY, reconnect_timeout=0.5) as pool:

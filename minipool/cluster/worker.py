@@ -132,6 +132,8 @@ class Worker:
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
+                if self._owns_process:  # its threads' results can reach no one: do not wait long
+                    self._arm_backstop(0)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return; drops the current connection.
@@ -154,12 +156,18 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop()
-        backstop = threading.Timer(STOP_GRACE, os._exit, (128 + signum,))
-        backstop.daemon = True  # a task that swallows Interrupted, or a thread task, cannot hold us
-        backstop.start()
+        self._arm_backstop(128 + signum)
         if self._inline_task:
             self._inline_task = False
             raise tasklib.Interrupted(f"worker stopped by {signal.Signals(signum).name}")
+
+    @staticmethod
+    def _arm_backstop(status: int) -> None:
+        """End the process after STOP_GRACE seconds, whatever it is doing then: a task that
+        swallows Interrupted, or a thread task the interpreter would wait for, cannot hold it."""
+        backstop = threading.Timer(STOP_GRACE, os._exit, (status,))
+        backstop.daemon = True
+        backstop.start()
 
     # -- one connection ----------------------------------------------------------------------
 
@@ -172,6 +180,8 @@ class Worker:
         silence = self.heartbeat * self.liveness
         try:
             while not self._stop.is_set():
+                if outbox.failed and not self.reconnect:
+                    return  # tasks still buffered here have no one to send their results to
                 polling = outbox.has_pending
                 try:
                     # With results waiting, only poll: run every task already here, then send
