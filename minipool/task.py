@@ -157,8 +157,12 @@ def _with_init(call: tuple, init: bytes | None) -> tuple:
 
 def pack_initializer(fn: Callable[..., Any], args: Iterable[Any] = ()) -> bytes:
     """A pool's initializer and its arguments, pickled once (functions by value where a worker
-    could not import them, as for tasks); every task of the pool carries these bytes."""
-    return shipping.dumps((fn, tuple(args)))
+    could not import them, as for tasks); every task of the pool carries these bytes.
+
+    A random token makes them the pool's own: a worker runs the initializer once per *pool*, so
+    the same program run again (the same initializer, the same arguments) runs it again there,
+    and one run's failure is not held against the next."""
+    return shipping.dumps((os.urandom(8), fn, tuple(args)))
 
 
 def initializer_id(init: bytes) -> str:
@@ -167,7 +171,9 @@ def initializer_id(init: bytes) -> str:
     return hashlib.blake2b(init, digest_size=8).hexdigest()
 
 
-_initialized: dict[bytes, BaseException | None] = {}  # packed initializer -> None or its failure
+#: packed initializer (one per pool) -> None, or its failure. Never trimmed: forgetting a pool
+#: would run its initializer twice in this process; an entry costs about its packed bytes.
+_initialized: dict[bytes, BaseException | None] = {}
 _initializing = threading.Lock()
 _NOT_RUN = object()
 
@@ -193,7 +199,7 @@ def _initialize(init: bytes) -> None:
 
 def _run_initializer(init: bytes) -> BaseException | None:
     try:
-        fn, args = shipping.loads(init)
+        _, fn, args = shipping.loads(init)
         fn(*args)
     except Interrupted:
         raise

@@ -311,11 +311,12 @@ def test_a_remote_pools_initializer_runs_on_its_workers_and_not_for_other_pools(
             with Pool(address=url, authkey=KEY) as plain:
                 plain.wait_for_workers(1)
                 assert plain.submit(jobs.initialized).result(20) == (None, worker.pid)
-                with Pool(address=url, authkey=KEY, initializer=jobs.initialize,
-                          initargs=(str(ran), "remote")) as pool:
-                    assert [pool.submit(jobs.initialized).result(20) for _ in range(5)] == \
-                        [("remote", worker.pid)] * 5
-                assert lines(ran) == [str(worker.pid)]
+                for run in (1, 2):  # the same program run twice: once per pool, not per function
+                    with Pool(address=url, authkey=KEY, initializer=jobs.initialize,
+                              initargs=(str(ran), "remote")) as pool:
+                        assert [pool.submit(jobs.initialized).result(20) for _ in range(5)] == \
+                            [("remote", worker.pid)] * 5
+                    assert lines(ran) == [str(worker.pid)] * run
         finally:
             worker.terminate()
             worker.wait(10)
