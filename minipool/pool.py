@@ -149,7 +149,7 @@ class Pool(concurrent.futures.Executor):
             self._client.initializer = tasklib.initializer_id(self._init)
         # A pool dropped without shutdown() still stops what it started. The finalizer holds
         # the parts, never the pool: nothing it references points back at ``self``.
-        self._release = weakref.finalize(self, _release, self._client, self._elastic,
+        self._finalizer = weakref.finalize(self, _release, self._client, self._elastic,
                                          self._coordinator, self._supervisor)
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
@@ -242,7 +242,7 @@ class Pool(concurrent.futures.Executor):
         if wait:
             while self._client.pending:
                 time.sleep(0.005)
-        self._release()
+        self._finalizer()
 
     # -- Celery-style tasks and introspection ------------------------------------------------
 

@@ -307,7 +307,7 @@ class Coordinator:
                 and worker.meta.get("host") == socket.gethostname()):
             ended = self.process_exit(pid, EXIT_WAIT)
             if ended is not None:
-                return f"{ended}"
+                return ended
         return worker.lost_reason or "closed its connection"
 
     # -- messages ----------------------------------------------------------------------------
