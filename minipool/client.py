@@ -163,7 +163,8 @@ class Client:
             future.set_result(value) if ok else future.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled by the user at this very moment
-        if not ok and self.initializer is not None and getattr(value, "initializer", None) == self.initializer:
+        if not ok and self.initializer is not None and \
+                getattr(value, "initializer", None) == self.initializer:  # ours, not a task's own
             self.break_pool(value)
 
     def break_pool(self, exc: BaseException) -> None:
