@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Pool",
     "AuthenticationError",
+    "BrokenPool",
     "CodecError",
     "ConnectionClosed",
     "MinipoolError",
@@ -35,4 +36,8 @@ def __getattr__(name: str) -> object:
         from .pool import Pool
 
         return Pool
+    if name == "BrokenPool":  # lazy in errors too: it derives from a multiprocessing class
+        from .errors import BrokenPool
+
+        return BrokenPool
     raise AttributeError(f"module 'minipool' has no attribute {name!r}")

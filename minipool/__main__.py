@@ -52,11 +52,13 @@ def _common(parser: argparse.ArgumentParser, *, server: bool) -> None:
                             help="TLS without verifying the coordinator's certificate")
 
 
-def _wait_for_signal(stop: threading.Event) -> None:
+def _wait_for_signal(stop: threading.Event, until: Any = None) -> None:
+    """Block until SIGINT or SIGTERM (or until ``until()`` is true, checked twice a second)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
-        pass
+        if until is not None and until():
+            return
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
@@ -91,10 +93,11 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .cluster.supervisor import Supervisor
+    from .cluster.supervisor import Supervisor, tell_supervisor, watch_lifeline
     from .cluster.worker import Worker
     from .errors import AuthenticationError, MinipoolError, MissingExtra, TransportError
 
+    lifeline = watch_lifeline(args.lifeline) if args.lifeline is not None else None
     transport_url(args.connect)
     key = authkey(args)
     options = tls_options(args, [args.connect], server=False)
@@ -106,17 +109,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
             extra += ["--service", service]
         supervisor = Supervisor(args.connect, key, args.slots, name=args.name,
                                 reconnect=not args.no_reconnect, extra_args=extra)
-        _wait_for_signal(threading.Event())
+        _wait_for_signal(threading.Event(), until=lambda: supervisor.gave_up)
+        gave_up = supervisor.gave_up
         supervisor.close()
+        if gave_up:
+            print(f"minipool worker: all {args.slots} worker processes were refused by the "
+                  f"coordinator at {args.connect} ({supervisor.refusal}); giving up", file=sys.stderr)
+            return EXIT_AUTH
         return 0
     worker = Worker(args.connect, key, slots=args.slots, kind=args.kind, name=args.name,
                     reconnect=not args.no_reconnect, heartbeat=args.heartbeat,
                     services=tuple(args.service), slowdown=args.slowdown, **options)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: worker.stop())
+    worker.handle_signals()
     try:
         worker.run()
     except AuthenticationError as exc:
+        if lifeline is not None:
+            tell_supervisor(lifeline, str(exc))
         raise CommandError(str(exc), EXIT_AUTH) from None
     except (TransportError, MissingExtra) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
@@ -344,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a service name to register under (repeatable; default 'default')")
     p.add_argument("--slowdown", type=float, default=1.0,
                    help="run every task this many times slower (to study load balancing)")
+    p.add_argument("--lifeline", type=int, metavar="FD", help=argparse.SUPPRESS)  # from a Supervisor
     _common(p, server=False)
     p.set_defaults(func=cmd_worker)
 

@@ -55,6 +55,8 @@ class Client:
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._lock = threading.Lock()
         self.closed = False
+        self.initializer: str | None = None  # the pool's initializer_id, if it has one
+        self.broken: BaseException | None = None  # why the pool is unusable (its initializer failed)
 
     def hello(self) -> dict[str, Any]:
         return {"role": "client", "client": self.client_id, "pid": os.getpid(),
@@ -64,8 +66,8 @@ class Client:
 
     def submit(self, body: bytes, codec: str = "none", headers: dict[str, Any] | None = None) -> TaskFuture:
         """Send one task body; return the future that its outcome will resolve."""
-        if self.closed:
-            raise RuntimeError("cannot submit: the client is closed")
+        if self.closed or self.broken:
+            self._refuse()
         number = next(self._numbers)
         future = TaskFuture(self, number)
         message = Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
@@ -81,6 +83,13 @@ class Client:
         future = TaskFuture(self, next(self._numbers))
         future.set_exception(exc)
         return future
+
+    def _refuse(self) -> None:
+        if self.broken is not None:  # a new exception each time, as ProcessPoolExecutor raises
+            from .errors import BrokenPool  # not at import: its base class imports multiprocessing
+
+            raise BrokenPool(str(self.broken), self.initializer or "")
+        raise RuntimeError("cannot submit: the client is closed")
 
     def request(self, kind: Kind, headers: dict[str, Any] | None = None,
                 timeout: float | None = 10.0) -> Any:
@@ -190,6 +199,15 @@ class Client:
             future.set_result(value) if ok else future.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled by the user at this very moment
+        if not ok and self.initializer is not None and \
+                getattr(value, "initializer", None) == self.initializer:  # ours, not a task's own
+            self.break_pool(value)
+
+    def break_pool(self, exc: BaseException) -> None:
+        """The pool's initializer failed: fail every pending future with ``exc`` and refuse
+        new tasks, as a broken ``ProcessPoolExecutor`` does."""
+        self.broken = exc
+        self.fail_all(exc)
 
     def fail_all(self, exc: BaseException) -> None:
         """Fail every pending future (the coordinator cannot be reached any more)."""
@@ -227,8 +245,8 @@ class LocalClient(Client):
 
     def submit(self, body: bytes, codec: str = "none", headers: dict[str, Any] | None = None) -> TaskFuture:
         # The in-process fast path: no envelope, straight into the coordinator.
-        if self.closed:
-            raise RuntimeError("cannot submit: the client is closed")
+        if self.closed or self.broken:
+            self._refuse()
         number = next(self._numbers)
         future = TaskFuture(self, number)
         with self._lock:

@@ -9,6 +9,8 @@ import it.
 
 from __future__ import annotations
 
+import threading
+
 __all__ = [
     "MinipoolError",
     "ProtocolError",
@@ -21,6 +23,7 @@ __all__ = [
     "TransportError",
     "WorkerLost",
     "RemoteError",
+    "BrokenPool",
 ]
 
 
@@ -102,3 +105,43 @@ class RemoteError(MinipoolError):
         if self.remote_traceback:
             text += "\n\nRemote traceback:\n" + self.remote_traceback
         return text
+
+
+_class_lock = threading.Lock()
+
+
+def _broken_pool_class() -> type:
+    from concurrent.futures.process import BrokenProcessPool
+
+    class BrokenPool(MinipoolError, BrokenProcessPool):
+        """The pool's ``initializer`` failed on a worker: the pool is not usable any more.
+
+        As with ``ProcessPoolExecutor``, every pending future fails with it and later
+        ``submit()`` calls raise it; catch it as ``concurrent.futures.BrokenExecutor`` or
+        ``concurrent.futures.process.BrokenProcessPool``. ``initializer`` identifies the
+        initializer that failed (a digest of its pickled bytes), so a pool tells its own
+        failure from the same error raised by a task of its own.
+        """
+
+        def __init__(self, message: str, initializer: str = "") -> None:
+            super().__init__(message)
+            self.initializer = initializer
+
+        def __reduce__(self) -> tuple:
+            return (type(self), (str(self), self.initializer))
+
+    BrokenPool.__module__, BrokenPool.__qualname__ = __name__, "BrokenPool"  # pickled by name
+    return BrokenPool
+
+
+def __getattr__(name: str) -> type:
+    # BrokenPool derives from concurrent.futures.process.BrokenProcessPool, whose module
+    # imports multiprocessing (tens of milliseconds): paid by the first process that needs it,
+    # not by every ``import minipool``.
+    if name == "BrokenPool":
+        with _class_lock:
+            if "BrokenPool" not in globals():
+                globals()["BrokenPool"] = _broken_pool_class()
+        return globals()["BrokenPool"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -102,6 +102,10 @@ class Pool(concurrent.futures.Executor):
             fsync policy (``always``, ``everysec``, ``no``).
         certfile, keyfile, cafile: TLS for ``tls``, ``https`` and ``wss``: the embedded
             coordinator's certificate and key, and the CA that clients and workers trust.
+        initializer, initargs: ``initializer(*initargs)`` runs in each worker process before
+            the first task of this pool it runs there, as in ``ProcessPoolExecutor`` (remote and
+            replacement workers too). If it raises, the pool is broken: its pending futures
+            fail with :class:`~minipool.errors.BrokenPool` and ``submit`` raises it.
         transport_options: passed to the transport (``ssl_context=``, ``max_message=``, ...).
 
     Raises:
@@ -116,8 +120,13 @@ class Pool(concurrent.futures.Executor):
                  max_workers: int | None = None, autoscale: dict[str, float] | None = None,
                  journal: str | None = None, fsync: str = "everysec",
                  certfile: str | None = None, keyfile: str | None = None,
-                 cafile: str | None = None, **transport_options: Any) -> None:
+                 cafile: str | None = None, initializer: Callable[..., Any] | None = None,
+                 initargs: tuple = (), **transport_options: Any) -> None:
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
+        # The initializer travels inside every task of this pool, pickled once (see task.py).
+        self._init = None if initializer is None else tasklib.pack_initializer(initializer, initargs)
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
         _check_counts(workers=workers, max_losses=max_losses, heartbeat=heartbeat)
@@ -154,6 +163,7 @@ class Pool(concurrent.futures.Executor):
             else:
                 self._supervisor = Supervisor(self.address, key, 1, kind="thread", slots=count,
                                               name="local", extra_args=beat)
+            self._coordinator.process_exit = self._supervisor.exit_status  # for WorkerLost's reason
             if elastic:
                 self._elastic = Elastic(self._coordinator, self._supervisor, autoscaler)
             self._local_slots = 0 if elastic else count
@@ -168,6 +178,12 @@ class Pool(concurrent.futures.Executor):
                 transport_options.setdefault("ssl_context", client_context(cafile))
             self._client = RemoteClient(address, key, heartbeat=heartbeat, **transport_options)
         _live_pools.add(self)
+        if self._init is not None:
+            self._client.initializer = tasklib.initializer_id(self._init)
+        # A pool dropped without shutdown() still stops what it started. The finalizer holds
+        # the parts, never the pool: nothing it references points back at ``self``.
+        self._finalizer = weakref.finalize(self, _release, self._client, self._elastic,
+                                         self._coordinator, self._supervisor)
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
 
@@ -176,7 +192,7 @@ class Pool(concurrent.futures.Executor):
         if self._shutdown or _exiting:
             self._check_open()
         try:
-            body, codec = tasklib.pack_call(fn, args, kwargs, self.codec)
+            body, codec = tasklib.pack_call(fn, args, kwargs, self.codec, self._init)
         except Exception as exc:  # noqa: BLE001 - see _send
             return self._client.failed(exc)
         return self._client.submit(body, codec)
@@ -190,7 +206,8 @@ class Pool(concurrent.futures.Executor):
             headers["priority"] = priority
         if timeout is not None:
             headers["timeout"] = timeout
-        return self._send(tasklib.pack_call, fn, args, kwargs or {}, self.codec, headers=headers or None)
+        return self._send(tasklib.pack_call, fn, args, kwargs or {}, self.codec, self._init,
+                          headers=headers or None)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int | None = 1, buffersize: int | None = None) -> Iterator[Any]:
@@ -208,7 +225,8 @@ class Pool(concurrent.futures.Executor):
         length = None if star else mapping.length_of(iterables[0])
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
         chunks = sizer.chunks(zip(*iterables) if star else iter(iterables[0]))
-        submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec, star=star)  # noqa: E731
+        submit = lambda chunk: self._send(  # noqa: E731
+            tasklib.pack_chunk, fn, chunk, self.codec, star=star, init=self._init)
         return mapping.ordered(submit, chunks, sizer, _window(buffersize), timeout, self._feeds)
 
     def map_unordered(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = 1,
@@ -218,7 +236,7 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
-        submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec)  # noqa: E731
+        submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec, init=self._init)  # noqa: E731
         return mapping.unordered(submit, chunks, sizer, _window(buffersize), timeout, self._feeds)
 
     def map_reduce(self, map_fn: Callable[[Any], Any], reduce_fn: Callable[[Any, Any], Any],
@@ -236,7 +254,7 @@ class Pool(concurrent.futures.Executor):
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
         submit = lambda chunk: self._send(  # noqa: E731
-            tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec)
+            tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec, self._init)
         partials = mapping.ordered(lambda c: _listing(submit(c)), chunks, sizer, DEFAULT_WINDOW, timeout,
                                    self._feeds)
         acc = initializer
@@ -281,13 +299,7 @@ class Pool(concurrent.futures.Executor):
                 feed.drain()
             while self._client.pending:
                 time.sleep(0.005)
-            if self._elastic is not None:
-                self._elastic.close()
-            self._client.close()
-            if self._supervisor is not None:
-                self._supervisor.close()
-            if self._coordinator is not None:
-                self._coordinator.close()
+            self._finalizer()
         finally:
             self._closed.set()
 
@@ -402,6 +414,23 @@ def _window(buffersize: int | None) -> int:
         return DEFAULT_WINDOW
     _check_counts(buffersize=buffersize)
     return buffersize
+
+
+def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator | None,
+             supervisor: Supervisor | None) -> None:
+    """Stop what a pool started: its client; its worker processes (SIGTERM: each stops at once,
+    even mid-task), the coordinator leasing nothing more meanwhile, so a task whose worker stops
+    first is not started again on another; then the coordinator, once no worker is left to see
+    it go (a worker still starting would report a refused connection)."""
+    if elastic is not None:
+        elastic.close()
+    client.close()
+    if coordinator is not None:
+        coordinator.stop_leasing()
+    if supervisor is not None:
+        supervisor.close()
+    if coordinator is not None:
+        coordinator.close()
 
 
 def _listing(future: concurrent.futures.Future) -> concurrent.futures.Future:

@@ -10,6 +10,12 @@ A task body is a pickled ``(mode, function, data)`` triple:
 * ``REDUCE``: ``data`` is ``(reduce_fn, items, initializer)``; the worker maps then folds its chunk
   and returns one partial value (SCOOP's ``mapReduce``, reduced where the data is).
 
+A pool with an ``initializer`` adds a fourth item: the initializer and its arguments, pickled
+once by :func:`pack_initializer`. Whichever worker runs the task runs that initializer first,
+once per process (:func:`execute` remembers the ones it ran), so it reaches workers on other
+machines and replacement workers with no message of its own. A pool without one pays nothing:
+its bodies are the same triples as before.
+
 Why it is built this way: the function is pickled *once* per function object and the bytes are
 cached on both ends, so a ``map`` over a million items pays for a by-value lambda's code once,
 not a million times; the arguments go through the fast C pickler and fall back to the by-value
@@ -22,7 +28,10 @@ The coordinator never imports this module: it forwards task bodies as opaque byt
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
+import socket
 import threading
 import traceback
 import types
@@ -34,9 +43,10 @@ from typing import Any
 from . import errors, shipping
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
-__all__ = ["pack_call", "pack_invocation", "unpack_invocation", "pack_chunk", "pack_reduce", "execute",
+__all__ = ["pack_call", "pack_invocation", "unpack_invocation", "pack_chunk", "pack_reduce",
+           "pack_initializer", "initializer_id", "execute",
            "pack_outcome", "unpack_outcome",
-           "RemoteTraceback", "COMPRESS_MIN"]
+           "RemoteTraceback", "Interrupted", "COMPRESS_MIN"]
 
 CALL, CHUNK, REDUCE, STARCHUNK = 0, 1, 2, 3
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -129,11 +139,16 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
     return get_codec(codec).compress(data), codec
 
 
-def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none") -> tuple[bytes, str]:
-    """Serialize one call. Returns ``(body, codec actually used)``."""
+def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none",
+              init: bytes | None = None) -> tuple[bytes, str]:
+    """Serialize one call (``init``: the pool's :func:`pack_initializer`). Returns ``(body,
+    codec actually used)``."""
     entry = _blob_entries.get(id(fn))  # Pool.submit's path: _blobs.get, inlined
     blob = entry[1] if entry is not None and entry[0]() is fn else _blob(fn)
-    call = (CALL, blob, (args, kwargs))
+    if init is None:
+        call: tuple = (CALL, blob, (args, kwargs))
+    else:
+        call = (CALL, blob, (args, kwargs), init)
     if codec == "none":
         return _dumps(call), "none"
     return _compress(_dumps(call), codec)
@@ -160,17 +175,74 @@ def unpack_invocation(body: bytes) -> tuple[str, str, tuple, dict]:
 
 
 def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none", *,
-               star: bool = False) -> tuple[bytes, str]:
+               star: bool = False, init: bytes | None = None) -> tuple[bytes, str]:
     """Serialize a chunk of calls of one function (``Pool.map``): ``fn(item)`` for each item,
     or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples)."""
-    return _compress(_dumps((STARCHUNK if star else CHUNK, _blob(fn), items)), codec)
+    return _compress(_dumps(_with_init((STARCHUNK if star else CHUNK, _blob(fn), items), init)), codec)
 
 
 def pack_reduce(map_fn: Callable[..., Any], reduce_fn: Callable[[Any, Any], Any], items: Iterable[Any],
-                initializer: Any, codec: str = "none") -> tuple[bytes, str]:
+                initializer: Any, codec: str = "none", init: bytes | None = None) -> tuple[bytes, str]:
     """Serialize a map-then-fold over a chunk (``Pool.map_reduce``)."""
     data = (_blob(reduce_fn), list(items), initializer)
-    return _compress(_dumps((REDUCE, _blob(map_fn), data)), codec)
+    return _compress(_dumps(_with_init((REDUCE, _blob(map_fn), data), init)), codec)
+
+
+def _with_init(call: tuple, init: bytes | None) -> tuple:
+    return call if init is None else (*call, init)
+
+
+def pack_initializer(fn: Callable[..., Any], args: Iterable[Any] = ()) -> bytes:
+    """A pool's initializer and its arguments, pickled once (functions by value where a worker
+    could not import them, as for tasks); every task of the pool carries these bytes.
+
+    A random token makes them the pool's own: a worker runs the initializer once per *pool*, so
+    the same program run again (the same initializer, the same arguments) runs it again there,
+    and one run's failure is not held against the next."""
+    return shipping.dumps((os.urandom(8), fn, tuple(args)))
+
+
+def initializer_id(init: bytes) -> str:
+    """A short name for a packed initializer: :class:`~minipool.errors.BrokenPool` carries it,
+    so a pool knows the failure is its own initializer's."""
+    return hashlib.blake2b(init, digest_size=8).hexdigest()
+
+
+#: packed initializer (one per pool) -> None, or its failure. Never trimmed: forgetting a pool
+#: would run its initializer twice in this process; an entry costs about its packed bytes.
+_initialized: dict[bytes, BaseException | None] = {}
+_initializing = threading.Lock()
+_NOT_RUN = object()
+
+
+def _initialize(init: bytes) -> None:
+    """Run a pool's initializer in this process before its first task here, once.
+
+    Raises:
+        BrokenPool: it failed, now or before; every task of that pool fails here the same way.
+    """
+    failure = _initialized.get(init, _NOT_RUN)
+    if failure is _NOT_RUN:  # the first task of this pool here; thread workers take turns
+        with _initializing:
+            failure = _initialized.get(init, _NOT_RUN)
+            if failure is _NOT_RUN:
+                failure = _initialized[init] = _run_initializer(init)
+    if failure is not None:
+        raise errors.BrokenPool(
+            f"the pool's initializer failed in worker process {os.getpid()} on "
+            f"{socket.gethostname()}: {type(failure).__name__}: {failure}; the pool is not usable "
+            "any more", initializer_id(init)) from failure
+
+
+def _run_initializer(init: bytes) -> BaseException | None:
+    try:
+        _, fn, args = shipping.loads(init)
+        fn(*args)
+    except Interrupted:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: CPython's pool breaks on any
+        return exc
+    return None
 
 
 def _function(blob: bytes) -> Callable[..., Any]:
@@ -199,7 +271,11 @@ def execute(body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE) 
     """Run a task body and return its value (exceptions propagate to the caller)."""
     if codec != "none":
         body = get_codec(codec).decompress(body, max_size)
-    mode, blob, data = pickle.loads(body)
+    call = pickle.loads(body)
+    if len(call) > 3:  # the pool has an initializer
+        _initialize(call[3])
+        call = call[:3]
+    mode, blob, data = call
     fn = _function(blob)
     if mode == CALL:
         args, kwargs = data
@@ -220,13 +296,16 @@ def execute(body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE) 
 def pack_outcome(ok: bool, value: Any, codec: str = "none") -> tuple[bool, bytes, str]:
     """Serialize a return value (``ok``) or an exception.
 
-    Returns ``(ok, body, codec)``; ``ok`` turns False if the value itself cannot be pickled.
+    Returns ``(ok, body, codec)``; ``ok`` turns False if the value itself cannot be pickled,
+    whatever pickling raised (a ``__reduce__`` that calls ``sys.exit`` included).
     """
     if ok:
         try:
             body, used = _compress(_dumps(value), codec)
             return True, body, used
-        except Exception as exc:  # noqa: BLE001 - any pickling failure becomes the task's error
+        except Interrupted:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any pickling failure becomes the task's error
             value = exc
     exc = value
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -234,9 +313,18 @@ def pack_outcome(ok: bool, value: Any, codec: str = "none") -> tuple[bool, bytes
     try:
         body = pickle.dumps((exc, name, str(exc), tb), PROTOCOL)
         pickle.loads(body)  # some exceptions pickle but do not unpickle (custom __init__)
-    except Exception:  # noqa: BLE001
+    except Interrupted:
+        raise
+    except BaseException:  # noqa: BLE001
         body = pickle.dumps((None, name, str(exc), tb), PROTOCOL)
     return False, body, "none"
+
+
+class Interrupted(BaseException):
+    """Raised inside a running task when its worker process is told to stop (SIGTERM, SIGINT,
+    or its coordinator gone for good). Never a task's outcome: the task's ``finally`` blocks
+    run, and the worker exits. A task's own ``SystemExit`` or ``KeyboardInterrupt``, by
+    contrast, is that task's exception, as in ``ProcessPoolExecutor``."""
 
 
 class RemoteTraceback(Exception):

@@ -93,3 +93,53 @@ class Dummy:
 
 def make_dummy(x):
     return Dummy()
+
+
+def exit_with(code):
+    """A task that ends with sys.exit(code): its exception, not its worker's end."""
+    import sys
+
+    sys.exit(code)
+
+
+def die_with(code):
+    os._exit(code)
+
+
+class ExitsWhenPickled:
+    def __reduce__(self):
+        import sys
+
+        sys.exit(4)
+
+
+def returns_what_exits_when_pickled():
+    return ExitsWhenPickled()
+
+
+def record_start_then_sleep(path, seconds):
+    """Append this process's pid to ``path`` (proof the task started, and where), then sleep."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return seconds
+
+
+def kill_self(signum):
+    os.kill(os.getpid(), signum)
+    time.sleep(10)
+
+
+INITIALIZED = None
+
+
+def initialize(path, value):
+    """A pool initializer: remember ``value`` and record which process ran it."""
+    global INITIALIZED
+    INITIALIZED = value
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def initialized(_=None):
+    return INITIALIZED, os.getpid()

@@ -26,8 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
@@ -44,6 +46,9 @@ log = logging.getLogger("minipool.coordinator")
 
 #: Replies collected from one burst of input before they are written anyway.
 BATCH_LIMIT = 256
+#: Seconds a reader waits, when a local worker's connection closes, for its process's exit
+#: status (a dead process's socket closes a moment before the process can be reaped).
+EXIT_WAIT = 0.5
 
 
 def _task_numbers(value: Any) -> list[int]:
@@ -103,6 +108,9 @@ class Coordinator:
         self._closed = threading.Event()
         self._started = time.time()
         self._beats: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: ``process_exit(pid, wait)``: how a worker process of this host ended ("was killed by
+        #: SIGKILL"), or None; set by whoever supervises the local workers (the embedded Pool).
+        self.process_exit: Callable[[int, float], str | None] | None = None
         for target, name in ((self._tick, "minipool-ticker"), (self._beat, "minipool-heartbeats")):
             threading.Thread(target=target, daemon=True, name=name).start()
 
@@ -137,10 +145,18 @@ class Coordinator:
             listener.close()
         with self._lock:
             peers = [*self.scheduler.workers.values(), *self.scheduler.clients.values()]
+        self.stop_leasing()
         for peer in peers:
-            peer.close()
+            peer.close("was closed with the coordinator")
         if self.journal is not None:
             self.journal.close()
+
+    def stop_leasing(self) -> None:
+        """Forget every connected worker, so that nothing more is leased to them: when the
+        workers are about to stop with the coordinator (a pool closing), a task whose worker
+        goes first must not be started again on another that is going too."""
+        with self._lock:
+            self.scheduler.workers.clear()
 
     def __enter__(self) -> Coordinator:
         return self
@@ -223,6 +239,7 @@ class Coordinator:
                 return
             except MinipoolError as exc:  # FrameTooLarge, ProtocolError from the transport
                 log.warning("closing %s: %s", peer.describe(), exc)
+                peer.close(f"was dropped for a message that broke the protocol: {exc}")
                 self._refuse(conn, str(exc))
                 return
             peer.last_recv = time.monotonic()
@@ -240,6 +257,7 @@ class Coordinator:
             except MinipoolError as exc:
                 batch.flush()
                 log.warning("closing %s: %s", peer.describe(), exc)
+                peer.close(f"was dropped for a malformed message: {exc}")
                 self._refuse(conn, str(exc))
                 return
             if batch.count >= BATCH_LIMIT:
@@ -277,6 +295,8 @@ class Coordinator:
 
     def _detach(self, peer: WorkerState | ClientState) -> None:
         peer.close()
+        # Only a worker holding leases needs a reason (its tasks may fail with WorkerLost).
+        reason = self._why_lost(peer) if isinstance(peer, WorkerState) and peer.leases else ""
         fx = Effects()
         with self._lock:
             if isinstance(peer, WorkerState):
@@ -285,10 +305,21 @@ class Coordinator:
                     if peer.leases and not self._closed.is_set():
                         log.warning("%s lost with %d task(s) in flight; requeued",
                                     peer.describe(), len(peer.leases))
-                self.scheduler.worker_lost(peer, fx)
+                self.scheduler.worker_lost(peer, fx, reason)
             else:
                 self.scheduler.client_left(peer, fx)
         self._apply(fx)
+
+    def _why_lost(self, worker: WorkerState) -> str:
+        """Why ``worker`` is gone, for the WorkerLost a task may fail with: how its process
+        ended, if it ran beside us under a supervisor, or why we dropped it."""
+        pid = worker.meta.get("pid")
+        if (worker.lost_reason is None and self.process_exit is not None and isinstance(pid, int)
+                and worker.meta.get("host") == socket.gethostname()):
+            ended = self.process_exit(pid, EXIT_WAIT)
+            if ended is not None:
+                return ended
+        return worker.lost_reason or "closed its connection"
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -431,10 +462,10 @@ class Coordinator:
                                           and now - peer.last_recv > deadline):
                     log.warning("%s silent for %.1fs (its registry entry expired); closing",
                                 peer.describe(), now - peer.last_recv)
-                    peer.close()
+                    peer.close(f"was silent for {now - peer.last_recv:.1f}s (no heartbeat)")
                 elif peer.outbox.stalled(now, deadline):
                     log.warning("%s stopped reading; closing", peer.describe())
-                    peer.close()
+                    peer.close(f"stopped reading for {deadline:.1f}s")
                 elif now - peer.outbox.last_send >= self.heartbeat:
                     self._beats.put(peer.outbox)
             if self.journal is not None:

@@ -329,8 +329,9 @@ class Scheduler:
         self.workers[worker.id] = worker
         self.dispatch(fx)
 
-    def worker_lost(self, worker: WorkerState, fx: Effects) -> None:
-        """Take back a lost worker's leases: requeue, or fail tasks that lost too many."""
+    def worker_lost(self, worker: WorkerState, fx: Effects, reason: str = "was lost") -> None:
+        """Take back a lost worker's leases: requeue, or fail tasks that lost too many.
+        ``reason`` says what became of it ("was killed by SIGKILL"), for their WorkerLost."""
         if self.workers.get(worker.id) is not worker:
             return
         del self.workers[worker.id]
@@ -343,7 +344,7 @@ class Scheduler:
             task.worker = None
             if task.losses >= self.max_losses:
                 self.counts["failed"] += 1
-                message = f"task lost {task.losses} workers (the last: {worker.name}); giving up"
+                message = f"task lost {task.losses} workers (the last, {worker.label}, {reason}); giving up"
                 self._finish(task, failure_outcome("WorkerLost", message), fx)
                 continue
             task.state = TaskState.QUEUED

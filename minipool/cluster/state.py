@@ -85,12 +85,16 @@ class _Peer:
         self.outbox = Outbox(conn) if conn is not None else None  # type: ignore[arg-type]
         self.last_recv = time.monotonic()
         self.connected_at = time.time()
+        self.lost_reason: str | None = None  # why the coordinator dropped it ("was silent ...")
 
     def describe(self) -> str:
         peer = self.conn.peer if self.conn is not None else "in-process"
         return f"{type(self).__name__.removesuffix('State').lower()} {self.name} ({peer})"
 
-    def close(self) -> None:
+    def close(self, reason: str | None = None) -> None:
+        """Close the connection; ``reason`` (the first one given) says why, for WorkerLost."""
+        if reason is not None and self.lost_reason is None:
+            self.lost_reason = reason
         if self.conn is not None:
             self.conn.close()
 
@@ -113,6 +117,12 @@ class WorkerState(_Peer):
         self.avg_pull: float | None = None  # not measured: no policy here needs it yet
         self.idle_since: float | None = time.monotonic()
         self._last_result = 0.0
+
+    @property
+    def label(self) -> str:
+        """Its name and, when it said, its process: ``local-1 (pid 1234 on host)``."""
+        pid, host = self.meta.get("pid"), self.meta.get("host")
+        return f"{self.name} (pid {pid} on {host})" if pid is not None else self.name
 
     @property
     def inflight(self) -> int:

@@ -10,12 +10,31 @@ Children inherit ``sys.path`` through ``PYTHONPATH``, so functions defined in im
 of the parent (a test suite, a project's package) travel by reference exactly as they do with
 ``multiprocessing``'s spawn start method. The key travels in the environment
 (``MINIPOOL_AUTHKEY``), never on the command line where ``ps`` would show it.
+
+**The lifeline.** Each child gets one end of a socket pair (``--lifeline FD``); the supervisor
+keeps the other. It carries two things an exit status cannot:
+
+* *the parent's life*. The child's watchdog thread (:func:`watch_lifeline`) blocks reading its
+  end; end-of-file means the supervisor's process is gone, however it died (SIGKILL included),
+  and the child exits at once with :func:`os._exit`, even in the middle of a task: no one is left
+  to receive its result. The thread does not need the task to yield, and it also polls
+  :func:`os.getppid`, in case a process forked from the parent keeps the other end open;
+* *the child's last word*. A worker refused by the coordinator (a wrong key) writes
+  ``refused REASON`` on it before exiting (:func:`tell_supervisor`), and the supervisor reads it
+  when it sees the exit: restarting such a worker cannot help. An exit status could not carry
+  this, because a task may end its process with any status it likes (``os._exit(3)``); a task
+  would have to write on an inherited descriptor it knows nothing about to fake it.
+
+Children start in a session of their own, so a Ctrl-C typed at the parent (or a Jupyter
+kernel interrupt, which signals the kernel's process group) reaches the parent, not the
+workers running its tasks; the parent decides what happens to them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,9 +42,14 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "watch_lifeline", "tell_supervisor", "describe_exit"]
 
 log = logging.getLogger("minipool.supervisor")
+
+#: The status of a child that exits because its supervisor is gone (no one reads it: the
+#: parent is dead; it tells a human reading a process accounting log what happened).
+EXIT_ORPHANED = 70
+REFUSED = "refused"
 
 
 class Supervisor:
@@ -56,6 +80,9 @@ class Supervisor:
         self.reconnect = reconnect
         self._extra = extra_args or []
         self._children: dict[int, subprocess.Popen] = {}  # index -> process
+        self._lifelines: dict[int, socket.socket] = {}  # pid -> the supervisor's end
+        self._exits: dict[int, int] = {}  # pid -> exit status, for the last 100 exits
+        self.refusal: str | None = None  # why the coordinator refused a child, if it did
         self._next_index = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -81,7 +108,18 @@ class Supervisor:
         return env
 
     def _spawn(self, index: int) -> subprocess.Popen:
-        return subprocess.Popen(self._command(index), env=self._environment(), stdin=subprocess.DEVNULL)
+        ours, theirs = socket.socketpair()  # both ends non-inheritable; the child gets its own
+        try:
+            proc = subprocess.Popen(self._command(index) + ["--lifeline", str(theirs.fileno())],
+                                    env=self._environment(), stdin=subprocess.DEVNULL,
+                                    pass_fds=(theirs.fileno(),), start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._lifelines[proc.pid] = ours
+        return proc
 
     @property
     def pids(self) -> list[int]:
@@ -92,6 +130,25 @@ class Supervisor:
     def count(self) -> int:
         with self._lock:
             return len(self._children)
+
+    @property
+    def gave_up(self) -> bool:
+        """Every child was refused by the coordinator: none is left, and none will be started."""
+        with self._lock:
+            return self.refusal is not None and not self._children
+
+    def exit_status(self, pid: int, wait: float = 0.0) -> str | None:
+        """How child ``pid`` ended ("was killed by SIGKILL"), waiting up to ``wait`` seconds for
+        it to end; ``None`` if it is still running or is not one of ours."""
+        with self._lock:
+            status = self._exits.get(pid)
+            procs = [p for p in self._children.values() if p.pid == pid]
+        if status is None and procs:
+            try:
+                status = procs[0].wait(wait)
+            except subprocess.TimeoutExpired:
+                return None
+        return None if status is None else describe_exit(status)
 
     def add(self) -> int:
         """Start one more worker process; return its pid."""
@@ -112,12 +169,30 @@ class Supervisor:
             index, proc = max(items, key=lambda item: item[0])
             del self._children[index]
         _stop(proc)
+        with self._lock:
+            self._last_word(proc)
         self._event("stopped", proc.pid)
         return True
 
     def _event(self, what: str, pid: int) -> None:
         self.events.append({"time": time.time(), "event": what, "pid": pid})
         del self.events[:-100]
+
+    def _last_word(self, proc: subprocess.Popen) -> str:
+        """What an exited child wrote on its lifeline (empty if nothing); closes our end."""
+        sock = self._lifelines.pop(proc.pid, None)
+        if sock is None:
+            return ""
+        self._exits[proc.pid] = proc.returncode
+        while len(self._exits) > 100:
+            del self._exits[next(iter(self._exits))]
+        try:
+            sock.setblocking(False)
+            return sock.recv(4096).decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+        finally:
+            sock.close()
 
     def _watch(self) -> None:
         while not self._closing.wait(0.1):
@@ -126,11 +201,14 @@ class Supervisor:
                 for index, proc in dead:
                     if self._closing.is_set():
                         return
-                    if proc.returncode == 3:  # the worker's "wrong key": restarting cannot help
-                        log.error("worker %s was refused by the coordinator; not restarting", proc.pid)
+                    word = self._last_word(proc)
+                    if word.startswith(REFUSED):  # a wrong key: restarting cannot help
+                        self.refusal = word[len(REFUSED):].strip() or "no reason given"
+                        log.error("worker %s was refused by the coordinator (%s); not restarting",
+                                  proc.pid, self.refusal)
                         del self._children[index]
                         continue
-                    log.warning("worker process %s exited with %s%s", proc.pid, proc.returncode,
+                    log.warning("worker process %s %s%s", proc.pid, describe_exit(proc.returncode),
                                 "; starting a replacement" if self.restart else "")
                     if self.restart:
                         self._children[index] = self._spawn(index)
@@ -156,6 +234,51 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        with self._lock:
+            for sock in self._lifelines.values():
+                sock.close()
+            self._lifelines.clear()
+
+
+def describe_exit(status: int) -> str:
+    """A child's exit status in words: ``exited with status 13``, ``was killed by SIGKILL``."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"was killed by signal {-status}"
+
+
+def watch_lifeline(fd: int) -> socket.socket:
+    """In a child: exit the process as soon as the supervisor is gone (see the module's
+    docstring); return the lifeline, for :func:`tell_supervisor`."""
+    lifeline = socket.socket(fileno=fd)
+    parent = os.getppid()
+
+    def watch() -> None:
+        lifeline.settimeout(1.0)
+        while True:
+            try:
+                if not lifeline.recv(64):
+                    break  # end of file: every copy of the supervisor's end is closed
+            except TimeoutError:
+                if os.getppid() != parent:  # re-parented: the supervisor died
+                    break
+            except OSError:
+                break
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, daemon=True, name="minipool-lifeline").start()
+    return lifeline
+
+
+def tell_supervisor(lifeline: socket.socket, reason: str) -> None:
+    """In a child: say, before exiting, that the coordinator refused this worker."""
+    try:
+        lifeline.sendall(f"{REFUSED} {reason}\n".encode())
+    except OSError:
+        pass  # the supervisor is gone: no one to tell
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:

@@ -18,6 +18,13 @@ Around that loop:
   key, an unknown URL scheme or a missing extra is not retried: it will not get better. The
   first failure is logged as a warning, then one warning per ``RETRY_REPORT`` seconds says the
   worker is still trying (each attempt is logged at INFO): never silent, never a flood.
+* **stopping.** Everything a task raises, ``SystemExit`` and ``KeyboardInterrupt`` included, is
+  that task's outcome, and the worker goes on. A worker that owns its process
+  (:meth:`Worker.handle_signals`, as ``python -m minipool worker`` does) stops promptly on
+  SIGTERM or SIGINT even in the middle of a task: the signal raises
+  :class:`~minipool.task.Interrupted` inside the task, whose ``finally`` blocks run, and a
+  backstop timer ends the process if the task swallows it. Such a worker that will not reconnect
+  also stops mid-task when its coordinator is gone: the result could reach no one.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ log = logging.getLogger("minipool.worker")
 FLUSH_INTERVAL = 0.01  # seconds a finished result may wait for the rest of its batch
 FLUSH_BYTES = 256 * 1024
 RETRY_REPORT = 60.0  # seconds between warnings that the coordinator still cannot be reached
+#: Seconds a worker told to stop has to get out of its task before the process is ended anyway.
+STOP_GRACE = 2.0
 
 
 class Worker:
@@ -87,6 +96,8 @@ class Worker:
         self._executor = (concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="minipool-task")
                           if kind == "thread" else None)
         self._timing_out = False  # an inline task with a timeout is running (SIGALRM armed)
+        self._inline_task = False  # the main thread is inside a task (a signal may interrupt it)
+        self._owns_process = False  # handle_signals was called: stopping may end the process
         self.tasks_done = 0
 
     def hello(self) -> dict[str, Any]:
@@ -135,9 +146,13 @@ class Worker:
                 self._serve(conn)
                 if not self.reconnect:
                     return
+        except tasklib.Interrupted:
+            return  # told to stop in the middle of a task: its lease goes back to the queue
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
+                if self._owns_process:  # its threads' results can reach no one: do not wait long
+                    self._arm_backstop(0)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return; drops the current connection.
@@ -151,6 +166,28 @@ class Worker:
         if conn is not None:
             threading.Thread(target=conn.close, daemon=True, name="minipool-worker-stop").start()
 
+    def handle_signals(self) -> None:
+        """Make SIGTERM and SIGINT stop this worker at once, even in the middle of a task (call
+        it from the main thread of a process that exists to run this worker)."""
+        self._owns_process = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop()
+        self._arm_backstop(128 + signum)
+        if self._inline_task:
+            self._inline_task = False
+            raise tasklib.Interrupted(f"worker stopped by {signal.Signals(signum).name}")
+
+    @staticmethod
+    def _arm_backstop(status: int) -> None:
+        """End the process after STOP_GRACE seconds, whatever it is doing then: a task that
+        swallows Interrupted, or a thread task the interpreter would wait for, cannot hold it."""
+        backstop = threading.Timer(STOP_GRACE, os._exit, (status,))
+        backstop.daemon = True
+        backstop.start()
+
     # -- one connection ----------------------------------------------------------------------
 
     def _serve(self, conn: Connection) -> None:
@@ -162,6 +199,8 @@ class Worker:
         silence = self.heartbeat * self.liveness
         try:
             while not self._stop.is_set():
+                if outbox.failed and not self.reconnect:
+                    return  # tasks still buffered here have no one to send their results to
                 polling = outbox.has_pending
                 try:
                     # With results waiting, only poll: run every task already here, then send
@@ -201,6 +240,10 @@ class Worker:
                 outbox.flush()
             elif time.monotonic() - outbox.last_send >= self.heartbeat:
                 outbox.put(beat)
+        if self._inline_task and not self.reconnect and self._owns_process and not self._stop.is_set():
+            # No one can receive this task's result, and we will not reconnect to deliver it.
+            log.warning("lost the coordinator at %s in the middle of a task; stopping", self.url)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
 
     def _start(self, msg: Message, outbox: Outbox) -> None:
         if self._executor is None:
@@ -211,16 +254,20 @@ class Worker:
     def _finish(self, msg: Message, outbox: Outbox) -> None:
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
+        inline = self._executor is None
         try:
-            if timeout is not None and self._executor is None:
+            self._inline_task = inline
+            if timeout is not None and inline:
                 value = self._run_with_alarm(msg, float(timeout))
             else:
                 value = tasklib.execute(msg.body, msg.codec)
             ok = True
-        except BaseException as exc:  # noqa: BLE001 - the task's failure is its result
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and self._executor is None:
-                raise
+        except tasklib.Interrupted:
+            raise  # the worker is stopping; the task is not over, its lease goes back
+        except BaseException as exc:  # noqa: BLE001 - the task's failure is its result, SystemExit too
             ok, value = False, exc
+        finally:
+            self._inline_task = False
         if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
