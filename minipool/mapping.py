@@ -50,6 +50,7 @@ class ChunkSizer:
     def __init__(self, chunksize: int | None, length: int | None, slots: int) -> None:
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        self.length = length
         self.adaptive = chunksize is None and length is None
         if chunksize is not None:
             self.size = chunksize
@@ -84,21 +85,27 @@ class Feed:
     """The input side of one map: submits the next chunk on demand, or all the rest at once.
 
     ``Executor.map`` submits every item when it is called, so its results can all be read
-    after ``shutdown()``. A minipool map reads its input lazily instead; when the pool shuts
-    down, :meth:`drain` submits what is left, and the results that follow are the ones
-    ``ProcessPoolExecutor`` would give. A lock makes the consumer's refills and a drain on the
-    shutdown thread take turns over the one input iterator.
+    after ``shutdown()``. A minipool map reads its input lazily instead. When the pool shuts
+    down, a map over an input of known length (a list, a range: what ``Executor.map`` would
+    have submitted whole) has what is left submitted by :meth:`drain`, and the results that
+    follow are the ones ``ProcessPoolExecutor`` would give. A map over an iterator may be
+    endless, so draining it could never finish: its unread rest is cancelled (:meth:`cancel`) instead,
+    and what it had submitted runs to its end. A lock makes the consumer's refills and a drain
+    on the shutdown thread take turns over the one input iterator.
 
     Args:
         submit: turns a chunk into a future of the chunk's list of results.
         chunks: the chunks not yet submitted.
         sent: told ``(future, items, submitted at)`` of each submission.
+        bounded: the input's length is known, so :meth:`drain` ends.
     """
 
-    def __init__(self, submit: Submit, chunks: Iterator[list[Any]], sent: Sent) -> None:
+    def __init__(self, submit: Submit, chunks: Iterator[list[Any]], sent: Sent,
+                 bounded: bool = True) -> None:
         self._submit = submit
         self._chunks = chunks
         self._sent = sent
+        self.bounded = bounded
         self._lock = threading.Lock()
         self._error: BaseException | None = None  # the input failed during a drain
 
@@ -136,6 +143,14 @@ class Feed:
         while self.push():
             pass
 
+    def finish(self) -> None:
+        """The pool is shutting down: submit the rest of a bounded input, cancel an unbounded
+        one's (an endless iterator would never be drained)."""
+        if self.bounded:
+            self.drain()
+        else:
+            self.cancel()
+
 
 class Feeds:
     """A pool's maps, by their inputs: the live ones, for shutdown to drain, and the ones
@@ -159,8 +174,11 @@ class Feeds:
 
     @staticmethod
     def orphan(feed: Feed) -> None:
-        """A map dropped unread: submit the rest of its input (the thread keeps the feed
-        alive, so a shutdown meanwhile still finds it, and waits for it)."""
+        """A map dropped unread: submit the rest of its input if it has a known length (the
+        thread keeps the feed alive, so a shutdown meanwhile still finds it, and waits for
+        it). An iterator's rest is left unread: it may never end."""
+        if not feed.bounded:
+            return
         try:
             threading.Thread(target=feed.drain, daemon=True, name="minipool-map-rest").start()
         except RuntimeError:
@@ -203,7 +221,7 @@ def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wind
     """
     end = None if timeout is None else time.monotonic() + timeout
     inflight: collections.deque[tuple[concurrent.futures.Future, int, float]] = collections.deque()
-    feed = Feed(submit, chunks, lambda *sent: inflight.append(sent))
+    feed = Feed(submit, chunks, lambda *sent: inflight.append(sent), sizer.length is not None)
     if feeds is not None:
         feeds.add(feed)
     _start(feed, window)
@@ -244,7 +262,7 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
         inflight.add(future)
         future.add_done_callback(lambda f: done.put((f, count, started)))
 
-    feed = Feed(submit, chunks, sent)
+    feed = Feed(submit, chunks, sent, sizer.length is not None)
     if feeds is not None:
         feeds.add(feed)
     _start(feed, window)

@@ -222,7 +222,8 @@ class Pool(concurrent.futures.Executor):
         """
         self._check_open()
         star = len(iterables) != 1
-        length = None if star else mapping.length_of(iterables[0])
+        lengths = [mapping.length_of(iterable) for iterable in iterables]
+        length = None if None in lengths else min(lengths)  # zip stops at the shortest
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
         chunks = sizer.chunks(zip(*iterables) if star else iter(iterables[0]))
         submit = lambda chunk: self._send(  # noqa: E731
@@ -296,7 +297,7 @@ class Pool(concurrent.futures.Executor):
         """Submit the maps' remaining input, wait for every pending task, then stop."""
         try:
             for feed in feeds:
-                feed.drain()
+                feed.finish()
             while self._client.pending:
                 time.sleep(0.005)
             self._finalizer()

@@ -10,6 +10,7 @@ quick and do not depend on the machine's load.
 import concurrent.futures
 import functools
 import gc
+import itertools
 import os
 import pickle
 import subprocess
@@ -258,6 +259,24 @@ def test_shutdown_without_wait_returns_at_once_and_pending_futures_complete():
     assert list(results) == [x * x for x in range(40)]
     pool.shutdown(wait=True)  # a second call with wait waits for the first to finish
     eventually(lambda: all(_gone(pid) for pid in pids))
+
+
+def test_an_endless_map_left_open_does_not_hold_up_shutdown(tmp_path):
+    # A lazy map over an endless iterator (the README's promise) cannot be drained the way a
+    # map over a list is: shutdown lets what it submitted finish and leaves the rest unread.
+    log = str(tmp_path / "ran")
+    with Pool(2) as pool:
+        results = pool.map(jobs.record, itertools.repeat(log), itertools.count(), buffersize=4)
+        assert list(itertools.islice(results, 3)) == [0, 1, 2]
+        dropped = pool.map(jobs.square, itertools.count(), buffersize=2)  # never read
+        started = time.monotonic()
+    assert time.monotonic() - started < 20
+    submitted = len(ran(log))
+    assert 3 <= submitted < 100
+    with pytest.raises(concurrent.futures.CancelledError):
+        for _ in range(submitted + 1):
+            next(results)
+    del dropped
 
 
 @pytest.mark.parametrize("client", ["embedded", "remote"])

@@ -226,7 +226,7 @@ def test_a_pool_dropped_without_shutdown_stops_its_workers_when_collected():
 def test_worker_lost_names_the_signal_or_exit_status_of_the_process():
     with Pool(1, max_losses=1) as pool:
         pool.wait_for_workers()
-        with pytest.raises(WorkerLost, match=r"local-0 \(pid \d+ on .*\), was killed by SIGKILL"):
+        with pytest.raises(WorkerLost, match=r"local/0 \(pid \d+ on .*\), was killed by SIGKILL"):
             pool.submit(jobs.kill_self, signal.SIGKILL).result(20)
         with pytest.raises(WorkerLost, match="exited with status 13"):
             pool.submit(jobs.die).result(20)

@@ -120,7 +120,7 @@ class WorkerState(_Peer):
 
     @property
     def label(self) -> str:
-        """Its name and, when it said, its process: ``local-1 (pid 1234 on host)``."""
+        """Its name and, when it said, its process: ``local/1 (pid 1234 on host)``."""
         pid, host = self.meta.get("pid"), self.meta.get("host")
         return f"{self.name} (pid {pid} on {host})" if pid is not None else self.name
 
