@@ -422,7 +422,19 @@ def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator |
     """Stop what a pool started: its client; its worker processes (SIGTERM: each stops at once,
     even mid-task), the coordinator leasing nothing more meanwhile, so a task whose worker stops
     first is not started again on another; then the coordinator, once no worker is left to see
-    it go (a worker still starting would report a refused connection)."""
+    it go (a worker still starting would report a refused connection).
+
+    A pool collected while its futures are pending (``Pool(2).submit(f).result()`` drops the
+    pool at once) first lets them finish, as a collected ``ProcessPoolExecutor`` does: on a
+    thread that is not a daemon, so the interpreter waits for it before it exits.
+    """
+    if client.pending and not client.closed:
+        parts = (client, elastic, coordinator, supervisor)
+        try:
+            threading.Thread(target=_release_when_done, args=parts, name="minipool-release").start()
+            return
+        except RuntimeError:  # the interpreter is finalizing: no new thread, stop now
+            pass
     if elastic is not None:
         elastic.close()
     client.close()
@@ -432,6 +444,14 @@ def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator |
         supervisor.close()
     if coordinator is not None:
         coordinator.close()
+
+
+def _release_when_done(client: Client, elastic: Elastic | None, coordinator: Coordinator | None,
+                       supervisor: Supervisor | None) -> None:
+    while client.pending and not client.closed:
+        time.sleep(0.005)
+    client.close()  # so that _release stops at once, never defers again
+    _release(client, elastic, coordinator, supervisor)
 
 
 def _listing(future: concurrent.futures.Future) -> concurrent.futures.Future:

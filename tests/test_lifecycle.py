@@ -220,6 +220,19 @@ def test_a_pool_dropped_without_shutdown_stops_its_workers_when_collected():
     wait_for(lambda: not any(alive(p) for p in workers), 5, f"workers {workers} gone")
 
 
+def test_a_pool_dropped_with_pending_futures_finishes_them_first():
+    # ProcessPoolExecutor(2).submit(f).result() works: a collected executor finishes its work.
+    import gc
+
+    pool = Pool(1)
+    workers = pool.status()["local_processes"]
+    futures = [pool.submit(jobs.sleep_then, 0.3, i) for i in range(3)]
+    del pool
+    gc.collect()
+    assert [f.result(30) for f in futures] == [0, 1, 2]
+    wait_for(lambda: not any(alive(p) for p in workers), 5, f"workers {workers} gone")
+
+
 # -- WorkerLost says why -------------------------------------------------------------------------
 
 
