@@ -141,15 +141,14 @@ class Pool(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        body, codec = tasklib.pack_call(fn, args, kwargs, self.codec)
-        return self._client.submit(body, codec)
+        return self._client.submit(*tasklib.pack_call(fn, args, kwargs, self.codec))
 
     def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
                     priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
         """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
         self._check_open()
-        body, codec = tasklib.pack_call(fn, args, kwargs or {}, self.codec)
-        headers = {}
+        body, codec, needs = tasklib.pack_call(fn, args, kwargs or {}, self.codec)
+        headers = dict(needs or ())
         if priority:
             headers["priority"] = priority
         if timeout is not None:

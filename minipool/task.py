@@ -13,7 +13,9 @@ A task body is a pickled ``(mode, function, data)`` triple:
 Why it is built this way: the function is pickled *once* per function object and the bytes are
 cached on both ends, so a ``map`` over a million items pays for a by-value lambda's code once,
 not a million times; the arguments go through the fast C pickler and fall back to the by-value
-pickler of :mod:`minipool.shipping` only when they contain a function that needs it. Outcomes
+pickler of :mod:`minipool.shipping` only when they contain a function that needs it. A task that
+holds a function by value is packed with the :data:`BY_VALUE` header, which the coordinator uses
+to send it only to a worker whose interpreter can load that code. Outcomes
 carry the exception and its formatted traceback; when the exception itself cannot be pickled the
 caller gets a :class:`~minipool.errors.RemoteError` with the same text instead.
 
@@ -32,7 +34,7 @@ from typing import Any
 from . import errors, shipping
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
-__all__ = ["pack_call", "pack_invocation", "unpack_invocation", "pack_chunk", "pack_reduce", "execute",
+__all__ = ["pack_call", "BY_VALUE", "pack_invocation", "unpack_invocation", "pack_chunk", "pack_reduce", "execute",
            "pack_outcome", "unpack_outcome",
            "RemoteTraceback", "COMPRESS_MIN"]
 
@@ -65,23 +67,38 @@ class _BoundedCache(OrderedDict):
         return value
 
 
-_blobs = _BoundedCache(512)  # function -> its pickled bytes (client side)
+_blobs = _BoundedCache(512)  # function -> (its pickled bytes, its SUBMIT headers) (client side)
 _functions = _BoundedCache(512)  # pickled bytes -> function (worker side)
 
+#: The SUBMIT header of a task that holds a function by value: only a worker running this
+#: interpreter may load it (the coordinator routes on it; by-reference tasks send no header).
+BY_VALUE = {"interpreter": shipping.INTERPRETER}
 
-def _blob(fn: Callable[..., Any]) -> bytes:
+
+def _shipped(value: Any) -> tuple[bytes, dict[str, Any] | None]:
+    body, needs = shipping.dumps_needing(value)
+    return body, None if needs is None else BY_VALUE
+
+
+def _blob(fn: Callable[..., Any]) -> tuple[bytes, dict[str, Any] | None]:
+    """The function's pickled bytes and the headers its tasks need, cached per function."""
     try:
-        blob = _blobs.get(fn)  # the common case, a hit: no lock, no reordering
-        return blob if blob is not None else _blobs.get_or_make(fn, lambda: shipping.dumps(fn))
+        entry = _blobs.get(fn)  # the common case, a hit: no lock, no reordering
+        return entry if entry is not None else _blobs.get_or_make(fn, lambda: _shipped(fn))
     except TypeError:  # an unhashable callable: pickle it every time
-        return shipping.dumps(fn)
+        return _shipped(fn)
 
 
 def _dumps(value: Any) -> bytes:
+    return _pack(value)[0]
+
+
+def _pack(value: Any) -> tuple[bytes, dict[str, Any] | None]:
+    """Pickle ``value`` (the fast C pickler when it can) and say what its task needs."""
     try:
-        return pickle.dumps(value, PROTOCOL)
+        return pickle.dumps(value, PROTOCOL), None
     except (pickle.PicklingError, AttributeError, TypeError):
-        return shipping.dumps(value)  # arguments that hold a lambda or a __main__ function
+        return _shipped(value)  # arguments that hold a lambda or a __main__ function
 
 
 def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
@@ -90,16 +107,28 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
     return get_codec(codec).compress(data), codec
 
 
-def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none") -> tuple[bytes, str]:
-    """Serialize one call. Returns ``(body, codec actually used)``."""
+def _packed(task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None
+            ) -> tuple[bytes, str, dict[str, Any] | None]:
+    body, data_needs = _pack(task)
+    return (*_compress(body, codec), needs or data_needs)
+
+
+def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none"
+              ) -> tuple[bytes, str, dict[str, Any] | None]:
+    """Serialize one call. Returns ``(body, codec actually used, SUBMIT headers)``: the
+    headers are :data:`BY_VALUE` when the task holds a function by value, else None."""
     try:  # Pool.submit's path: a known function, uncompressed, in as few calls as possible
-        blob = _blobs.get(fn)
+        entry = _blobs.get(fn)
     except TypeError:
-        blob = None
-    call = (CALL, blob or _blob(fn), (args, kwargs))
+        entry = None
+    blob, needs = entry or _blob(fn)
+    call = (CALL, blob, (args, kwargs))
     if codec == "none":
-        return _dumps(call), "none"
-    return _compress(_dumps(call), codec)
+        try:
+            return pickle.dumps(call, PROTOCOL), "none", needs
+        except (pickle.PicklingError, AttributeError, TypeError):
+            pass  # arguments that hold a lambda or a __main__ function
+    return _packed(call, codec, needs)
 
 
 def pack_invocation(name: str, method: str, args: tuple, kwargs: dict) -> bytes:
@@ -123,17 +152,22 @@ def unpack_invocation(body: bytes) -> tuple[str, str, tuple, dict]:
 
 
 def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none", *,
-               star: bool = False) -> tuple[bytes, str]:
+               star: bool = False) -> tuple[bytes, str, dict[str, Any] | None]:
     """Serialize a chunk of calls of one function (``Pool.map``): ``fn(item)`` for each item,
-    or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples)."""
-    return _compress(_dumps((STARCHUNK if star else CHUNK, _blob(fn), items)), codec)
+    or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples). Returns
+    what :func:`pack_call` returns."""
+    blob, needs = _blob(fn)
+    return _packed((STARCHUNK if star else CHUNK, blob, items), codec, needs)
 
 
 def pack_reduce(map_fn: Callable[..., Any], reduce_fn: Callable[[Any, Any], Any], items: Iterable[Any],
-                initializer: Any, codec: str = "none") -> tuple[bytes, str]:
-    """Serialize a map-then-fold over a chunk (``Pool.map_reduce``)."""
-    data = (_blob(reduce_fn), list(items), initializer)
-    return _compress(_dumps((REDUCE, _blob(map_fn), data)), codec)
+                initializer: Any, codec: str = "none") -> tuple[bytes, str, dict[str, Any] | None]:
+    """Serialize a map-then-fold over a chunk (``Pool.map_reduce``). Returns what
+    :func:`pack_call` returns."""
+    map_blob, map_needs = _blob(map_fn)
+    reduce_blob, reduce_needs = _blob(reduce_fn)
+    return _packed((REDUCE, map_blob, (reduce_blob, list(items), initializer)), codec,
+                   map_needs or reduce_needs)
 
 
 def _function(blob: bytes) -> Callable[..., Any]:
@@ -211,7 +245,8 @@ class RemoteTraceback(Exception):
 
 def failure_from_json(info: dict[str, Any]) -> BaseException:
     """Build the exception for a failure the coordinator reported itself (no pickle involved)."""
-    known = {"WorkerLost": errors.WorkerLost, "TimeoutError": TimeoutError, "KeyError": LookupError}
+    known = {"WorkerLost": errors.WorkerLost, "TimeoutError": TimeoutError, "KeyError": LookupError,
+             "IncompatibleInterpreter": errors.IncompatibleInterpreter}
     cls = known.get(str(info.get("type")))
     message = str(info.get("message", ""))
     if cls is None:

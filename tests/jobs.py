@@ -60,3 +60,11 @@ def flaky(path, succeed_on):
     if attempts < succeed_on:
         raise RuntimeError(f"attempt {attempts} fails")
     return attempts
+
+
+def python_after(seconds):
+    """The worker's Python version, after a pause (so that a burst of these spreads over workers)."""
+    import platform
+
+    time.sleep(seconds)
+    return platform.python_version()
