@@ -296,3 +296,15 @@ def test_a_client_of_another_version_is_told_at_once_then_served_by_its_own(vers
             assert report["where"].startswith(version + ".")
         finally:
             stop(other)
+
+
+@pytest.mark.parametrize("version", interpreters.OTHERS)
+def test_the_codecs_benchmark_runs_on_every_supported_interpreter(version):
+    """Before: on 3.10 it died with ``compress() takes at most 2 arguments`` (zlib.compress has
+    ``wbits`` only from 3.11)."""
+    python = interpreters.require(version)
+    out = subprocess.run([python, "-m", "minipool.bench", "codecs", "--size", "0.05", "--repeat", "1",
+                          "--codecs", "none,gzip,deflate"], capture_output=True, text=True,
+                         env=interpreters.env(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "gzip" in out.stdout
