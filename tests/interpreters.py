@@ -1,6 +1,6 @@
 """The other Python interpreters of this machine, for the cross-version tests.
 
-Found the way a user would: ``pyenv prefix 3.13`` when pyenv is installed, else ``python3.13``
+Found as .ci/run finds them: ``pyenv prefix 3.13`` when pyenv is installed, else ``python3.13``
 on the PATH. A version that cannot be found is skipped with the reason, never failed.
 """
 
@@ -19,11 +19,18 @@ OTHERS = tuple(v for v in SUPPORTED if v != f"{sys.version_info[0]}.{sys.version
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _pyenv() -> str | None:
+    """pyenv's command, also when it is installed but not on the PATH (as in .ci/run)."""
+    default = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "bin" / "pyenv"
+    return shutil.which("pyenv") or (str(default) if default.exists() else None)
+
+
 def find(version: str) -> str | None:
     """The path of a ``python`` of ``version`` ("3.13"), or None."""
-    if shutil.which("pyenv"):
+    pyenv = _pyenv()
+    if pyenv:
         try:
-            prefix = subprocess.run(["pyenv", "prefix", version], capture_output=True, text=True,
+            prefix = subprocess.run([pyenv, "prefix", version], capture_output=True, text=True,
                                     timeout=30).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             prefix = ""
