@@ -22,6 +22,7 @@ __all__ = [
     "MissingExtra",
     "TransportError",
     "WorkerLost",
+    "IncompatibleInterpreter",
     "RemoteError",
     "BrokenPool",
 ]
@@ -86,6 +87,18 @@ class MissingExtra(MinipoolError, ImportError):
 
 class WorkerLost(MinipoolError):
     """A task's worker died or went silent too many times while running it."""
+
+
+class IncompatibleInterpreter(MinipoolError):
+    """A function shipped by value (its code object) cannot run on this interpreter.
+
+    A code object is valid only in the implementation and bytecode version that compiled it, so
+    minipool never loads one elsewhere: the task fails with this error instead.
+    """
+
+    #: What the user can do about it, said at the end of every such message.
+    REMEDY = ("ship it by reference instead: put the function in a module that both the client "
+              "and the workers can import (not the script you run, nor a lambda)")
 
 
 class RemoteError(MinipoolError):

@@ -126,7 +126,10 @@ class Pool(concurrent.futures.Executor):
             raise TypeError("initializer must be a callable")
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
         # The initializer travels inside every task of this pool, pickled once (see task.py).
-        self._init = None if initializer is None else tasklib.pack_initializer(initializer, initargs)
+        self._init: bytes | None = None
+        self._init_needs: dict[str, Any] | None = None  # SUBMIT headers of a by-value initializer
+        if initializer is not None:
+            self._init, self._init_needs = tasklib.pack_initializer(initializer, initargs)
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
         _check_counts(workers=workers, max_losses=max_losses, heartbeat=heartbeat)
@@ -192,10 +195,10 @@ class Pool(concurrent.futures.Executor):
         if self._shutdown or _exiting:
             self._check_open()
         try:
-            body, codec = tasklib.pack_call(fn, args, kwargs, self.codec, self._init)
+            body, codec, needs = tasklib.pack_call(fn, args, kwargs, self.codec, self._init)
         except Exception as exc:  # noqa: BLE001 - see _send
             return self._client.failed(exc)
-        return self._client.submit(body, codec)
+        return self._client.submit(body, codec, needs or self._init_needs)
 
     def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
                     priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
@@ -368,7 +371,7 @@ class Pool(concurrent.futures.Executor):
                 raise TimeoutError(f"fewer than {want} workers connected within {timeout}s")
             time.sleep(0.02)
 
-    def _send(self, pack: Callable[..., tuple[bytes, str]], *args: Any,
+    def _send(self, pack: Callable[..., tuple[bytes, str, dict[str, Any] | None]], *args: Any,
               headers: dict[str, Any] | None = None, **options: Any) -> concurrent.futures.Future:
         """Pack a task with ``pack(*args, **options)`` and send it.
 
@@ -377,9 +380,12 @@ class Pool(concurrent.futures.Executor):
         feeder thread), and a ``map`` then raises it at that item, like any task's error.
         """
         try:
-            body, codec = pack(*args, **options)
+            body, codec, needs = pack(*args, **options)
         except Exception as exc:  # noqa: BLE001 - whatever pickling raised is the task's error
             return self._client.failed(exc)
+        needs = needs or self._init_needs
+        if needs:  # the interpreter a by-value function needs (see task.BY_VALUE)
+            headers = {**needs, **headers} if headers else needs
         return self._client.submit(body, codec, headers)
 
     def _slots(self) -> int:

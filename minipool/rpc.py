@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a name lives in the registry without being renewed (the daemon renews it at a third).
 NAME_TTL = 10.0
+_RETIRED_TTL = 1e-9  # a name given up: its entry expires as it is written
+_RETIRE_WAIT = 5.0  # seconds a closing daemon waits for the coordinator to confirm it
 _EXPOSED = "_minipool_exposed"
 
 
@@ -304,10 +306,31 @@ class _NameKeeper:
         with self._lock:
             uri = self._names.pop(name, None)
             if uri is not None:
-                self._register(name, uri, 0.001)  # expires at once: the registry has no delete
+                self._retire({name: uri})
 
     def _register(self, name: str, uri: str, ttl: float) -> None:
         self._client.register(uri, address=uri, services=[f"rpc:{name}"], ttl=ttl)
+
+    def _retire(self, names: dict[str, str]) -> None:
+        """Expire these names' entries, and return once the coordinator has done it.
+
+        A REGISTER has no answer, and a lookup from another connection may be handled first
+        (the coordinator serves each connection on its own thread): without the round trip,
+        a name this daemon has just given up is still found, and a proxy reaches a closed
+        daemon. The registry has no delete over the wire, so the entry is re-registered to
+        expire a nanosecond after it is written: gone for every later lookup. A coordinator
+        that cannot be reached is not waited for: the names then expire with their TTL.
+        """
+        if not names:
+            return
+        try:
+            for name, uri in names.items():
+                self._register(name, uri, _RETIRED_TTL)
+            # One round trip covers them all: a connection's messages are handled in order.
+            self._client.lookup(f"rpc:{next(iter(names))}", timeout=_RETIRE_WAIT)
+        except (MinipoolError, OSError, TimeoutError) as exc:
+            log.warning("rpc: cannot retire %s at %s (they expire in %gs): %s",
+                        ", ".join(names), self._url, NAME_TTL, exc)
 
     def _renew(self) -> None:
         while not self._stop.wait(NAME_TTL / 3):
@@ -332,11 +355,7 @@ class _NameKeeper:
         self._stop.set()
         self._renewer.join(NAME_TTL)
         with self._lock:
-            for name, uri in self._names.items():
-                try:
-                    self._register(name, uri, 0.001)
-                except MinipoolError:
-                    pass
+            self._retire(self._names)
             self._names.clear()
         self._client.close()
 

@@ -18,9 +18,15 @@ with the standard library:
   and its globals and closure are filled in afterwards (pickle's "state" step), which lets the
   pickle memo break the cycle.
 
-Limits, said plainly: ``marshal`` is specific to the Python version, so by-value functions need
-the same minor version of Python on both sides (by-reference functions do not); classes defined
-in ``__main__`` are not shipped by value (define them in an importable module).
+Limits, said plainly: a code object (``marshal``) is valid only in the interpreter that made
+it, so a by-value function needs the same implementation and bytecode version on both sides
+(by-reference functions do not). Each by-value function therefore carries :data:`INTERPRETER`,
+the tag of the interpreter that made it, and is rebuilt only where the tag matches: anywhere
+else unpickling it raises :class:`~minipool.errors.IncompatibleInterpreter` before ``marshal``
+sees a byte, because foreign bytecode does not fail cleanly -- it gives wrong answers,
+``SystemError`` or a segfault. :func:`dumps_needing` tells the sender whether its bytes need
+that tag, so the coordinator can route them to a worker that has it (see docs/pool.md).
+Classes defined in ``__main__`` are not shipped by value (define them in an importable module).
 
 Only ever call :func:`loads` on bytes from an authenticated peer: unpickling runs code.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
 import io
 import marshal
 import pickle
@@ -37,9 +44,18 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["dumps", "loads", "ships_by_value"]
+from .errors import IncompatibleInterpreter
+
+__all__ = ["dumps", "dumps_needing", "loads", "ships_by_value", "INTERPRETER"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+#: What a code object marshalled here needs to be loaded: the implementation, its version, and
+#: the bytecode magic number (which changes whenever the bytecode does), e.g.
+#: ``cpython-3.11-a70d0d0a``. Two interpreters load each other's code objects only if their
+#: tags are equal.
+INTERPRETER = (f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}-"
+               f"{importlib.util.MAGIC_NUMBER.hex()}")
 
 
 def ships_by_value(fn: types.FunctionType) -> bool:
@@ -66,8 +82,13 @@ def _global_names(code: types.CodeType) -> Iterator[str]:
             yield from _global_names(const)
 
 
-def _make_function(code_bytes: bytes, name: str, qualname: str, module: str | None,
-                   ncells: int) -> types.FunctionType:
+def _make_function(interpreter: str, code_bytes: bytes, name: str, qualname: str,
+                   module: str | None, ncells: int) -> types.FunctionType:
+    if interpreter != INTERPRETER:
+        raise IncompatibleInterpreter(
+            f"{qualname}() was shipped by value from {interpreter} and cannot run on "
+            f"{INTERPRETER}: its code object is valid only there; "
+            + IncompatibleInterpreter.REMEDY)
     code = marshal.loads(code_bytes)
     namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": module or "__main__"}
     closure = tuple(types.CellType() for _ in range(ncells)) or None
@@ -104,10 +125,16 @@ def _import_module(name: str) -> types.ModuleType:
 
 
 class ShippingPickler(pickle.Pickler):
-    """A pickler that sends unimportable functions by value and modules by name."""
+    """A pickler that sends unimportable functions by value and modules by name.
+
+    ``by_value`` turns True once it has pickled a function by value.
+    """
+
+    by_value = False
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.FunctionType) and ships_by_value(obj):
+            self.by_value = True
             return self._reduce_function(obj)
         if isinstance(obj, types.ModuleType):
             return _import_module, (obj.__name__,)
@@ -128,7 +155,7 @@ class ShippingPickler(pickle.Pickler):
                 cells.append(cell.cell_contents)
             except ValueError:
                 cells.append(_EMPTY_CELL)
-        args = (marshal.dumps(code), fn.__name__, fn.__qualname__, fn.__module__,
+        args = (INTERPRETER, marshal.dumps(code), fn.__name__, fn.__qualname__, fn.__module__,
                 len(cells))
         state = (referenced, fn.__defaults__, fn.__kwdefaults__, cells, fn.__doc__,
                  dict(fn.__dict__))
@@ -144,9 +171,16 @@ def dumps(obj: Any, protocol: int = PROTOCOL) -> bytes:
         pickle.PicklingError, TypeError, AttributeError: something in ``obj`` cannot travel
             (an open file, a lock, a class defined in ``__main__``...).
     """
+    return dumps_needing(obj, protocol)[0]
+
+
+def dumps_needing(obj: Any, protocol: int = PROTOCOL) -> tuple[bytes, str | None]:
+    """:func:`dumps`, and the interpreter its bytes need: :data:`INTERPRETER` when they hold a
+    function by value, None when any interpreter can load them."""
     buffer = io.BytesIO()
-    ShippingPickler(buffer, protocol).dump(obj)
-    return buffer.getvalue()
+    pickler = ShippingPickler(buffer, protocol)
+    pickler.dump(obj)
+    return buffer.getvalue(), INTERPRETER if pickler.by_value else None
 
 
 def loads(data: bytes | memoryview) -> Any:

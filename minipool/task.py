@@ -19,7 +19,9 @@ its bodies are the same triples as before.
 Why it is built this way: the function is pickled *once* per function object and the bytes are
 cached on both ends, so a ``map`` over a million items pays for a by-value lambda's code once,
 not a million times; the arguments go through the fast C pickler and fall back to the by-value
-pickler of :mod:`minipool.shipping` only when they contain a function that needs it. Outcomes
+pickler of :mod:`minipool.shipping` only when they contain a function that needs it. A task that
+holds a function by value is packed with the :data:`BY_VALUE` header, which the coordinator uses
+to send it only to a worker whose interpreter can load that code. Outcomes
 carry the exception and its formatted traceback; when the exception itself cannot be pickled the
 caller gets a :class:`~minipool.errors.RemoteError` with the same text instead.
 
@@ -43,8 +45,8 @@ from typing import Any
 from . import errors, shipping
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
-__all__ = ["pack_call", "pack_invocation", "unpack_invocation", "pack_chunk", "pack_reduce",
-           "pack_initializer", "initializer_id", "execute",
+__all__ = ["pack_call", "BY_VALUE", "pack_invocation", "unpack_invocation", "pack_chunk",
+           "pack_reduce", "pack_initializer", "initializer_id", "execute",
            "pack_outcome", "unpack_outcome",
            "RemoteTraceback", "Interrupted", "COMPRESS_MIN"]
 
@@ -86,7 +88,8 @@ _CACHEABLE = (types.FunctionType, type)
 
 
 class _FunctionBlobs:
-    """function -> its pickled bytes (client side), holding the function only weakly.
+    """function -> its pickled bytes and the SUBMIT headers its tasks need (client side),
+    holding the function only weakly.
 
     Keyed by ``id(function)`` beside a weak reference: a lookup is a dict probe and an identity
     check (no hashing of the callable, so an unhashable one is fine), and an entry whose
@@ -95,19 +98,19 @@ class _FunctionBlobs:
     """
 
     def __init__(self, size: int) -> None:
-        self._entries: OrderedDict[int, tuple[weakref.ref, bytes]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[weakref.ref, bytes, dict[str, Any] | None]] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, fn: Any) -> bytes | None:
+    def get(self, fn: Any) -> tuple[bytes, dict[str, Any] | None] | None:
         entry = self._entries.get(id(fn))
-        return entry[1] if entry is not None and entry[0]() is fn else None
+        return (entry[1], entry[2]) if entry is not None and entry[0]() is fn else None
 
-    def put(self, fn: Any, blob: bytes) -> None:
+    def put(self, fn: Any, blob: bytes, needs: dict[str, Any] | None) -> None:
         if not isinstance(fn, _CACHEABLE) or len(blob) > CACHE_MAX_BLOB:
             return
         with self._lock:
-            self._entries[id(fn)] = (weakref.ref(fn), blob)
+            self._entries[id(fn)] = (weakref.ref(fn), blob, needs)
             self._entries.move_to_end(id(fn))
             if len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -117,20 +120,35 @@ _blobs = _FunctionBlobs(512)
 _blob_entries = _blobs._entries
 _functions = _BoundedCache(512)  # pickled bytes -> function (worker side)
 
+#: The SUBMIT header of a task that holds a function by value: only a worker running this
+#: interpreter may load it (the coordinator routes on it; by-reference tasks send no header).
+BY_VALUE = {"interpreter": shipping.INTERPRETER}
 
-def _blob(fn: Callable[..., Any]) -> bytes:
-    blob = _blobs.get(fn)  # the common case, a hit: no lock, no reordering
-    if blob is None:
-        blob = shipping.dumps(fn)
-        _blobs.put(fn, blob)
-    return blob
+
+def _shipped(value: Any) -> tuple[bytes, dict[str, Any] | None]:
+    body, needs = shipping.dumps_needing(value)
+    return body, None if needs is None else BY_VALUE
+
+
+def _blob(fn: Callable[..., Any]) -> tuple[bytes, dict[str, Any] | None]:
+    """The function's pickled bytes and the headers its tasks need, cached per function."""
+    entry = _blobs.get(fn)  # the common case, a hit: no lock, no reordering
+    if entry is None:
+        entry = _shipped(fn)
+        _blobs.put(fn, *entry)
+    return entry
 
 
 def _dumps(value: Any) -> bytes:
+    return _pack(value)[0]
+
+
+def _pack(value: Any) -> tuple[bytes, dict[str, Any] | None]:
+    """Pickle ``value`` (the fast C pickler when it can) and say what its task needs."""
     try:
-        return pickle.dumps(value, PROTOCOL)
+        return pickle.dumps(value, PROTOCOL), None
     except (pickle.PicklingError, AttributeError, TypeError):
-        return shipping.dumps(value)  # arguments that hold a lambda or a __main__ function
+        return _shipped(value)  # arguments that hold a lambda or a __main__ function
 
 
 def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
@@ -139,19 +157,29 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
     return get_codec(codec).compress(data), codec
 
 
+def _packed(task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None
+            ) -> tuple[bytes, str, dict[str, Any] | None]:
+    body, data_needs = _pack(task)
+    return (*_compress(body, codec), needs or data_needs)
+
+
 def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none",
-              init: bytes | None = None) -> tuple[bytes, str]:
+              init: bytes | None = None) -> tuple[bytes, str, dict[str, Any] | None]:
     """Serialize one call (``init``: the pool's :func:`pack_initializer`). Returns ``(body,
-    codec actually used)``."""
+    codec actually used, SUBMIT headers)``: the headers are :data:`BY_VALUE` when the task
+    holds a function by value, else None."""
     entry = _blob_entries.get(id(fn))  # Pool.submit's path: _blobs.get, inlined
-    blob = entry[1] if entry is not None and entry[0]() is fn else _blob(fn)
-    if init is None:
-        call: tuple = (CALL, blob, (args, kwargs))
+    if entry is not None and entry[0]() is fn:
+        blob, needs = entry[1], entry[2]
     else:
-        call = (CALL, blob, (args, kwargs), init)
+        blob, needs = _blob(fn)
+    call: tuple = (CALL, blob, (args, kwargs)) if init is None else (CALL, blob, (args, kwargs), init)
     if codec == "none":
-        return _dumps(call), "none"
-    return _compress(_dumps(call), codec)
+        try:
+            return pickle.dumps(call, PROTOCOL), "none", needs
+        except (pickle.PicklingError, AttributeError, TypeError):
+            pass  # arguments that hold a lambda or a __main__ function
+    return _packed(call, codec, needs)
 
 
 def pack_invocation(name: str, method: str, args: tuple, kwargs: dict) -> bytes:
@@ -175,31 +203,38 @@ def unpack_invocation(body: bytes) -> tuple[str, str, tuple, dict]:
 
 
 def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none", *,
-               star: bool = False, init: bytes | None = None) -> tuple[bytes, str]:
+               star: bool = False, init: bytes | None = None) -> tuple[bytes, str, dict[str, Any] | None]:
     """Serialize a chunk of calls of one function (``Pool.map``): ``fn(item)`` for each item,
-    or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples)."""
-    return _compress(_dumps(_with_init((STARCHUNK if star else CHUNK, _blob(fn), items), init)), codec)
+    or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples). Returns
+    what :func:`pack_call` returns."""
+    blob, needs = _blob(fn)
+    return _packed(_with_init((STARCHUNK if star else CHUNK, blob, items), init), codec, needs)
 
 
 def pack_reduce(map_fn: Callable[..., Any], reduce_fn: Callable[[Any, Any], Any], items: Iterable[Any],
-                initializer: Any, codec: str = "none", init: bytes | None = None) -> tuple[bytes, str]:
-    """Serialize a map-then-fold over a chunk (``Pool.map_reduce``)."""
-    data = (_blob(reduce_fn), list(items), initializer)
-    return _compress(_dumps(_with_init((REDUCE, _blob(map_fn), data), init)), codec)
+                initializer: Any, codec: str = "none", init: bytes | None = None
+                ) -> tuple[bytes, str, dict[str, Any] | None]:
+    """Serialize a map-then-fold over a chunk (``Pool.map_reduce``). Returns what
+    :func:`pack_call` returns."""
+    map_blob, map_needs = _blob(map_fn)
+    reduce_blob, reduce_needs = _blob(reduce_fn)
+    task = (REDUCE, map_blob, (reduce_blob, list(items), initializer))
+    return _packed(_with_init(task, init), codec, map_needs or reduce_needs)
 
 
 def _with_init(call: tuple, init: bytes | None) -> tuple:
     return call if init is None else (*call, init)
 
 
-def pack_initializer(fn: Callable[..., Any], args: Iterable[Any] = ()) -> bytes:
+def pack_initializer(fn: Callable[..., Any], args: Iterable[Any] = ()) -> tuple[bytes, dict[str, Any] | None]:
     """A pool's initializer and its arguments, pickled once (functions by value where a worker
-    could not import them, as for tasks); every task of the pool carries these bytes.
+    could not import them, as for tasks); every task of the pool carries these bytes. Returns
+    them and the SUBMIT headers they need (:data:`BY_VALUE` when shipped by value).
 
     A random token makes them the pool's own: a worker runs the initializer once per *pool*, so
     the same program run again (the same initializer, the same arguments) runs it again there,
     and one run's failure is not held against the next."""
-    return shipping.dumps((os.urandom(8), fn, tuple(args)))
+    return _shipped((os.urandom(8), fn, tuple(args)))
 
 
 def initializer_id(init: bytes) -> str:
@@ -340,7 +375,8 @@ class RemoteTraceback(Exception):
 
 def failure_from_json(info: dict[str, Any]) -> BaseException:
     """Build the exception for a failure the coordinator reported itself (no pickle involved)."""
-    known = {"WorkerLost": errors.WorkerLost, "TimeoutError": TimeoutError, "KeyError": LookupError}
+    known = {"WorkerLost": errors.WorkerLost, "TimeoutError": TimeoutError, "KeyError": LookupError,
+             "IncompatibleInterpreter": errors.IncompatibleInterpreter}
     cls = known.get(str(info.get("type")))
     message = str(info.get("message", ""))
     if cls is None:

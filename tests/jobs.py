@@ -143,3 +143,11 @@ def initialize(path, value):
 
 def initialized(_=None):
     return INITIALIZED, os.getpid()
+
+
+def python_after(seconds):
+    """The worker's Python version, after a pause (so that a burst of these spreads over workers)."""
+    import platform
+
+    time.sleep(seconds)
+    return platform.python_version()

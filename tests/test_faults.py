@@ -203,7 +203,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_others_are_served(protection
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         sluggard = open_connection(url, KEY, {"role": "client", "client": "sluggard"})
-        body, codec = tasklib.pack_call(jobs.identity, (b"x" * 1_000_000,), {})
+        body, codec, _ = tasklib.pack_call(jobs.identity, (b"x" * 1_000_000,), {})
         try:
             for number in range(1, 41):  # 40 MB of results it will never read
                 sluggard.send(encode(Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE)))

@@ -382,6 +382,24 @@ def test_two_daemons_serving_one_name_do_not_erase_each_other(name_server):
         assert rpc.locate("twin", name_server=name_server, authkey=KEY) == b.uri("twin")
 
 
+def test_a_name_given_up_is_gone_for_the_very_next_lookup(name_server):
+    """Before: closing or unregistering sent a fire-and-forget REGISTER that expired in 1 ms,
+    and a lookup on another connection could be handled first: the next ``locate`` found the
+    closed daemon (about half the time in a loop). Now the daemon waits until the coordinator
+    has applied it. Twenty rounds, each a fresh race."""
+    for round_ in range(20):
+        name = f"twin{round_}"
+        with rpc.Daemon(authkey=KEY, name_server=name_server) as a, \
+                rpc.Daemon(authkey=KEY, name_server=name_server) as b:
+            a.register(Counter(), name)
+            b.register(Counter(), name)
+            if round_ % 2:
+                a.close()
+            else:
+                a.unregister(name)
+            assert rpc.locate(name, name_server=name_server, authkey=KEY) == b.uri(name)
+
+
 def test_names_are_renewed_by_a_fresh_client_when_the_old_one_gave_up(name_server, monkeypatch):
     monkeypatch.setattr(rpc, "NAME_TTL", 0.6)  # renewed every 0.2 s
     with rpc.Daemon(authkey=KEY, name_server=name_server) as daemon:

@@ -20,6 +20,7 @@ import bz2
 import json
 import lzma
 import random
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -96,11 +97,23 @@ INPUTS: dict[str, Callable[[int], bytes]] = {
 }
 
 
+def _gzip_compress(level: int) -> Callable[[bytes], bytes]:
+    """zlib's gzip framing in one call where Python has it (``wbits`` came in 3.11)."""
+    if sys.version_info >= (3, 11):
+        return lambda d: zlib.compress(d, level, 31)
+
+    def compress(data: bytes) -> bytes:
+        obj = zlib.compressobj(level, zlib.DEFLATED, 31)
+        return obj.compress(data) + obj.flush()
+
+    return compress
+
+
 def direct_calls(name: str) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] | None:
     """(compress, decompress) calling the library itself at minipool's level, or None."""
     level = codecs.LEVELS.get(name)
     if name == "gzip":
-        return (lambda d: zlib.compress(d, level, 31)), (lambda d: zlib.decompress(d, 31))
+        return _gzip_compress(level), (lambda d: zlib.decompress(d, 31))
     if name == "deflate":
         return (lambda d: zlib.compress(d, level)), zlib.decompress
     if name == "lzma":

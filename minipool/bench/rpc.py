@@ -58,12 +58,16 @@ class _Manager(multiprocessing.managers.BaseManager):
 
 _Manager.register("Service", Service)
 
+#: How every server process here starts: spawn, never fork, since this process runs threads (a
+#: fork copies locks other threads hold; 3.12 warns, 3.14 no longer forks by default).
+SPAWN = multiprocessing.get_context("spawn")
 
-def _serve(kind: str, transport: str, pipe) -> None:
+
+def _serve(kind: str, transport: str, pipe, key: bytes) -> None:
     if kind == "minipool.rpc":
         from .. import rpc
 
-        daemon = rpc.Daemon(f"{transport}://127.0.0.1:0", authkey=_KEY)
+        daemon = rpc.Daemon(f"{transport}://127.0.0.1:0", authkey=key)
         pipe.send(daemon.register(rpc.expose(Service)(), "service"))
         daemon.serve_forever()
     elif kind == "xmlrpc":
@@ -83,7 +87,7 @@ def _client(kind: str, address: Any) -> tuple[Any, Any, int | None]:
     if kind == "xmlrpc":
         proxy = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{address}", allow_none=True)
         return proxy, proxy("close"), None
-    manager = _Manager(address=("127.0.0.1", 0), authkey=_KEY)
+    manager = _Manager(address=("127.0.0.1", 0), authkey=_KEY, ctx=SPAWN)
     manager.start()
     return manager.Service(), manager.shutdown, manager._process.pid
 
@@ -99,14 +103,14 @@ def _turn(call, seconds: float) -> float:
 
 
 def run(args) -> dict:
-    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    ctx = SPAWN
     servers, clients, pids = [], {}, {}
     try:
         for kind in IMPLS:
             address: Any = None
             if kind != "multiprocessing.managers":  # a manager starts its own process
                 parent, child = ctx.Pipe()
-                process = ctx.Process(target=_serve, args=(kind, args.transport, child), daemon=True)
+                process = ctx.Process(target=_serve, args=(kind, args.transport, child, _KEY), daemon=True)
                 process.start()
                 servers.append(process)
                 pids[kind] = process.pid

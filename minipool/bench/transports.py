@@ -329,7 +329,10 @@ class _Running:
         self.kind = kind
         self.tls = _tls_files() if kind == "tls" else None
         url = f"{kind}://127.0.0.1:0" if kind in TRANSPORTS else ""
-        ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+        # spawn, never fork: this process has threads by now (earlier runs' coordinators), and a
+        # fork copies a lock some thread holds, which can deadlock the child (3.12 warns; 3.14
+        # no longer forks by default).
+        ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         self.server = ctx.Process(target=_serve, args=(kind, url, nodelay, self.tls, child), daemon=True)
         self.server.start()

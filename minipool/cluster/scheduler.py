@@ -19,7 +19,13 @@ The rules:
 * outcomes are kept in a bounded result store, so a client that reconnects, or anyone who asks
   by task id, gets them;
 * the balancing policy (:mod:`minipool.cluster.balance`) picks among the workers with a free
-  lease; it may answer "none", and the task waits for the next completion.
+  lease; it may answer "none", and the task waits for the next completion;
+* a task that holds a function by value (its SUBMIT names the ``interpreter`` its code needs)
+  goes only to a worker running that interpreter: it waits in a queue of its own, which only
+  such workers read. When workers are connected and none runs that interpreter, the task fails
+  at once with ``IncompatibleInterpreter`` (on submission, and for waiting tasks whenever a
+  worker joins); while no worker is connected it waits, like any task. By-reference tasks never
+  look at any of this.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import IncompatibleInterpreter
 from ..wire import Format, Kind, encode_parts
 from .balance import Policy, get_policy
 from .state import ClientState, Task, TaskState, WorkerState
@@ -116,6 +123,9 @@ class Scheduler:
         self.policy: Policy = get_policy(balance)
         self.journaling = journaling
         self.queue: list[tuple[int, int, int]] = []  # heap of (-priority, order, task number)
+        # By-value tasks, by the interpreter they need: heaps like `queue`, read only by the
+        # workers running that interpreter. Empty heaps are removed, so it is falsy when idle.
+        self.pinned: dict[str, list[tuple[int, int, int]]] = {}
         self._order = itertools.count()
         self._front = itertools.count(-1, -1)  # requeued tasks jump the line
         self.next_number = 1
@@ -151,6 +161,9 @@ class Scheduler:
             timeout = headers.get("timeout")
             task = Task(number, client_id, client_task, body, fmt, codec, int(headers.get("priority", 0)),
                         None if timeout is None else float(timeout), time.monotonic())
+            needs = headers.get("interpreter")
+            if needs is not None:
+                task.needs = str(needs)
         else:
             task = Task(number, client_id, client_task, body, fmt, codec, 0, None, time.monotonic())
         self.tasks[number] = task
@@ -158,6 +171,9 @@ class Scheduler:
         self.counts["submitted"] += 1
         if self.journaling:
             fx.record("submit", task, body)
+        if task.needs is not None:
+            self._submit_pinned(task, fx)
+            return
         queue = self.queue
         if not queue:  # nothing waits ahead of it: lease it straight away if we can
             worker = self._choose()
@@ -171,6 +187,41 @@ class Scheduler:
         heapq.heappush(queue, (-task.priority, next(self._order), number))
         if self.policy.holds_back:
             self.dispatch(fx)
+
+    def _submit_pinned(self, task: Task, fx: Effects) -> None:
+        """Queue a by-value task for the workers that can load it, or fail it if none could."""
+        if self.workers and not self._can_run(task.needs):
+            self._fail_incompatible(task, fx)
+            return
+        heapq.heappush(self.pinned.setdefault(task.needs, []),  # type: ignore[arg-type]
+                       (-task.priority, next(self._order), task.number))
+        self.dispatch(fx)
+
+    def _can_run(self, interpreter: str | None) -> bool:
+        return any(w.interpreter == interpreter for w in self.workers.values())
+
+    def _fail_incompatible(self, task: Task, fx: Effects) -> None:
+        running = sorted({f"{w.interpreter or 'an interpreter it does not name'} "
+                          f"(Python {w.meta.get('python', '?')})" for w in self.workers.values()})
+        message = (f"this task holds a function shipped by value from {task.needs}, and no "
+                   f"connected worker can load its code: they run {', '.join(running)}; "
+                   + IncompatibleInterpreter.REMEDY)
+        self.counts["failed"] += 1
+        self._finish(task, failure_outcome("IncompatibleInterpreter", message), fx)
+
+    def _fail_unrunnable(self, fx: Effects) -> None:
+        """Fail the waiting by-value tasks that no connected worker can load."""
+        for interpreter in [i for i in self.pinned if not self._can_run(i)]:
+            for _, _, number in self.pinned.pop(interpreter):
+                task = self.tasks.get(number)
+                if task is not None and task.state is TaskState.QUEUED:
+                    self._fail_incompatible(task, fx)
+
+    def _requeue(self, task: Task) -> None:
+        """Put a task that lost its worker back at the front of its queue."""
+        entry = (-task.priority, next(self._front), task.number)
+        heapq.heappush(self.queue if task.needs is None else self.pinned.setdefault(task.needs, []),
+                       entry)
 
     def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
         """Drop a task no worker has ever held; one that has started runs on.
@@ -294,16 +345,26 @@ class Scheduler:
         next batch (see :meth:`Outbox.put`): the worker is busy, so nothing is lost by waiting,
         and a burst of submissions costs a few writes instead of one each.
         """
-        queue = self.queue
-        if not queue:
+        queue, pinned = self.queue, self.pinned
+        if not queue and not pinned:
             return
         choose = self.policy.choose
         free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
-        while queue and free:
+        while free and (queue or pinned):
             worker = choose(free)
             if worker is None:
                 return  # the policy would rather wait for a faster worker
-            _, _, number = heapq.heappop(queue)
+            heap = queue
+            if pinned:  # the worker takes the first task in line that it can load
+                own = pinned.get(worker.interpreter)  # type: ignore[arg-type]
+                if own and (not queue or own[0] < queue[0]):
+                    heap = own
+                elif not queue:
+                    free.remove(worker)  # nothing waits that this worker can load
+                    continue
+            _, _, number = heapq.heappop(heap)
+            if not heap and heap is not queue:
+                del pinned[worker.interpreter]  # type: ignore[arg-type]
             task = self.tasks.get(number)
             if task is None or task.state is not TaskState.QUEUED:
                 continue  # cancelled or finished while queued
@@ -327,6 +388,8 @@ class Scheduler:
 
     def worker_joined(self, worker: WorkerState, fx: Effects) -> None:
         self.workers[worker.id] = worker
+        if self.pinned:
+            self._fail_unrunnable(fx)
         self.dispatch(fx)
 
     def worker_lost(self, worker: WorkerState, fx: Effects, reason: str = "was lost") -> None:
@@ -349,7 +412,7 @@ class Scheduler:
                 continue
             task.state = TaskState.QUEUED
             self.counts["requeued"] += 1
-            heapq.heappush(self.queue, (-task.priority, next(self._front), task.number))
+            self._requeue(task)
         worker.leases.clear()
         self.dispatch(fx)
 

@@ -42,7 +42,7 @@ class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
     __slots__ = ("number", "owner_id", "client_id", "body", "fmt", "codec", "priority", "timeout",
-                 "submitted_at", "state", "worker", "losses", "leased_at")
+                 "submitted_at", "state", "worker", "losses", "leased_at", "needs")
 
     def __init__(self, number: int, owner_id: str, client_id: int, body: bytes, fmt: Any,
                  codec: str, priority: int = 0, timeout: float | None = None,
@@ -60,6 +60,7 @@ class Task:
         self.worker: WorkerState | None = None
         self.losses = 0
         self.leased_at = 0.0
+        self.needs: str | None = None  # the interpreter a by-value function in it needs
 
     @property
     def key(self) -> tuple[str, int]:
@@ -111,6 +112,10 @@ class WorkerState(_Peer):
         self.capacity = self.slots + (self.slots if prefetch is None else max(0, prefetch))
         self.meta = meta
         self.services: tuple[str, ...] = tuple(meta.pop("services", None) or ("default",))
+        # The code objects it can load (see minipool.shipping.INTERPRETER); None from a worker
+        # that does not say, which then gets no by-value task.
+        interpreter = meta.get("interpreter")
+        self.interpreter = None if interpreter is None else str(interpreter)
         self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
@@ -132,7 +137,7 @@ class WorkerState(_Peer):
     @classmethod
     def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None) -> WorkerState:
         name = str(hello.get("name") or conn.peer)
-        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "services") if k in hello}
+        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "interpreter", "services") if k in hello}
         return cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
 
     def lease(self, task: Task) -> None:

@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Any
 
-from .. import task as tasklib
+from .. import shipping, task as tasklib
 from ..errors import (AuthenticationError, ConnectionClosed, MinipoolError, MissingExtra,
                       ProtocolError, TransportError)
 from ..transports.base import Connection
@@ -103,7 +103,8 @@ class Worker:
     def hello(self) -> dict[str, Any]:
         return {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
                 "pid": os.getpid(), "host": socket.gethostname(),
-                "python": platform.python_version(), "services": list(self.services)}
+                "python": platform.python_version(), "interpreter": shipping.INTERPRETER,
+                "services": list(self.services)}
 
     def run(self) -> None:
         """Serve until :meth:`stop` (or, without ``reconnect``, until the coordinator goes away).
