@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minipool.cluster.journal import (
-    LOG_HEADER, RECORD_HEADER, Journal, JournalError, read_journal,
-)
+from minipool.journal import Journal, JournalError, read_journal
+from minipool.journal.format import LOG_HEADER, RECORD_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -226,7 +225,7 @@ def test_killed_mid_append_keeps_every_acknowledged_record(tmp_path):
     child = textwrap.dedent(f"""
         import sys, threading
         sys.path.insert(0, {str(ROOT)!r})
-        from minipool.cluster.journal import Journal
+        from minipool.journal import Journal
         journal = Journal({str(tmp_path)!r}, fsync="always")
         lock = threading.Lock()
         def appender(t):
@@ -261,7 +260,7 @@ def test_killed_mid_append_keeps_every_acknowledged_record(tmp_path):
 
 
 def test_measure_appends_writes_every_record(tmp_path):
-    from minipool.cluster.journal import measure_appends
+    from minipool.journal import measure_appends
 
     assert measure_appends(tmp_path, fsync="always", threads=4, records=40) > 0
     assert len(read_journal(tmp_path, name="measure-always-4").records) == 40

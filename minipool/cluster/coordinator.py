@@ -100,9 +100,9 @@ class Coordinator:
         self.registry = Registry()
         self.journal = None
         if journal is not None:
-            from .durable import DurableLog
+            from .task_journal import TaskJournal
 
-            self.journal = DurableLog(journal, fsync)
+            self.journal = TaskJournal(journal, fsync)
             self.journal.restore(self.scheduler)
         self._listeners: list[Listener] = []
         self._closed = threading.Event()

@@ -5,9 +5,11 @@ thread and coroutine pipes, named services with dynamic weights, exchange channe
 logs) and seed 004 (windows, rolling aggregation, checkpoints, MapReduce), as one small API.
 Read ``docs/pipeline.md`` for the tour; the modules, in reading order:
 
-* :mod:`.core` -- Stage, Pipeline and ``|``: declarations only;
+* :mod:`.core` -- Stage, Pipeline and ``|``: declarations, and the public way to write an
+  operator (:func:`stage`, :class:`SimpleStage`, :class:`Terminal`, :class:`Fold`);
+* :mod:`.runtime` -- the Runtime interface every running stage implements;
 * :mod:`.execution` -- the Execution that runs one stage per thread;
-* :mod:`.sources` -- chunking records out of an iterable (or async iterable) with a deadline;
+* :mod:`.sources` -- the heads (source, merge), chunking records out of an iterable;
 * :mod:`.channels` -- bounded fast channels (backpressure) and the durable, journaled channel;
 * :mod:`.runners` -- the stage kinds: thread, process, async, any Executor;
 * :mod:`.operators` -- map, filter, batch, reduce, ...;
@@ -15,23 +17,29 @@ Read ``docs/pipeline.md`` for the tour; the modules, in reading order:
 * :mod:`.windows` -- tumbling/sliding windows by count or time, rolling aggregates;
 * :mod:`.services` -- named services with weighted dynamic balancing;
 * :mod:`.stats`, :mod:`.errors` -- observability and the failures a caller can act on.
+
+The modules form layers, each importing only the ones before it: errors, stats; channels
+(over :mod:`minipool.journal`); runtime; runners; sources; execution; core; operators,
+windows, services; routing. ``tests/test_layers.py`` keeps it so.
 """
 
-from .core import Pipeline, Stage
+from .core import Fold, Pipeline, SimpleStage, Stage, Terminal, stage
 from .errors import PipelineError, StageDefinitionError, StageFailed
 from .execution import Execution
 from .operators import (batch, collect, count, count_by, distinct, filter, flat_map, key_by, map,
                         reduce, reduce_by_key, sink, source, take, tap, to_dict, top)
 from .routing import merge, shard
-from .runners import DeadLetter, ErrorPolicy, Kind
+from .runners import DeadLetter, ErrorPolicy, StageKind
+from .runtime import Runtime, StageDone
 from .services import InstanceStats, service
 from .stats import StageStats
 from .windows import Window, rolling, window
 
 __all__ = [
-    "Pipeline", "Stage", "Execution", "PipelineError", "StageDefinitionError", "StageFailed",
+    "Pipeline", "Stage", "SimpleStage", "stage", "Terminal", "Fold", "Runtime", "StageDone",
+    "Execution", "PipelineError", "StageDefinitionError", "StageFailed",
     "source", "merge", "map", "filter", "flat_map", "key_by", "tap", "batch", "take", "distinct",
     "reduce_by_key", "count_by", "top", "collect", "reduce", "sink", "count", "to_dict", "shard",
-    "service", "window", "rolling", "Window", "DeadLetter", "ErrorPolicy", "Kind",
+    "service", "window", "rolling", "Window", "DeadLetter", "ErrorPolicy", "StageKind",
     "InstanceStats", "StageStats",
 ]

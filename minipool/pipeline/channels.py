@@ -12,8 +12,8 @@ anywhere shuts the whole pipeline down without a hang. A consumer that needs no 
 (``take(n)``) *abandons* its channel; the producer's next ``put`` raises :class:`Abandoned` and
 that stage abandons its own input in turn, so the stop travels upstream to the source.
 
-:class:`DurableLog` is the durable channel (seed 001's recovery log, Redis's AOF + RDB): the
-records reaching the terminal stage are appended to a :class:`minipool.cluster.journal.Journal`
+:class:`DurableChannel` is the durable channel (seed 001's recovery log, Redis's AOF + RDB): the
+records reaching the terminal stage are appended to a :class:`minipool.journal.Journal`
 together with a *marker*, the number of source records whose effects they complete, before the
 terminal applies them. A periodic snapshot stores the terminal's state with that marker as its
 version. On restart the newest snapshot plus the log after it rebuild the state, and the source
@@ -29,7 +29,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Channel", "Marker", "END", "Abandoned", "Cancelled", "DurableLog"]
+from ..journal import Journal
+
+__all__ = ["Channel", "Marker", "END", "Abandoned", "Cancelled", "DurableChannel"]
 
 log = logging.getLogger("minipool.pipeline")
 
@@ -142,7 +144,7 @@ class Channel:
                 return
 
 
-class DurableLog:
+class DurableChannel:
     """The journaled channel in front of a terminal stage.
 
     Args:
@@ -154,8 +156,6 @@ class DurableLog:
     """
 
     def __init__(self, directory: str, *, fsync: str = "everysec", snapshot_every: int = 200) -> None:
-        from ..cluster.journal import Journal  # the storage engine lives with the cluster layer
-
         self._journal = Journal(directory, fsync=fsync, name="pipeline")
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0

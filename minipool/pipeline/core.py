@@ -1,30 +1,37 @@
-"""Stages, pipelines and the running execution: the Unix pipe, in threads.
+"""Stages and pipelines: the declarations, ``|``, and starting a run.
 
 Technique: seed 000 §3.5 and seed 001's distributed pipeline pattern. A :class:`Stage` is an
-immutable *declaration* (what to do); ``a | b`` builds a :class:`Pipeline`, a source followed
-by a chain of stages; nothing runs until ``run()``, ``stream()`` or ``start()``, which hand the
-declarations to :class:`~.execution.Execution`. There each stage gets its own *runtime* (its
-state, its workers). Keeping declarations apart from runtimes is what lets one declared
-fragment run as several shard copies, or twice in a row, without shared state.
+immutable *declaration* (what to do); ``a | b`` builds a :class:`Pipeline`, a head followed by
+a chain of stages; nothing runs until ``run()``, ``stream()`` or ``start()``, which hand the
+declarations to :class:`~.execution.Execution`. There each stage *opens* its own
+:class:`~.runtime.Runtime` (its state, its workers). Keeping declarations apart from runtimes
+is what lets one declared fragment run as several shard copies, or twice in a row.
+
+A new operator is a :class:`~.runtime.Runtime` plus a declaration: :func:`stage` builds one
+from a function that makes the runtime (or subclass :class:`SimpleStage`), and a fold into one
+value subclasses :class:`Terminal`. docs/pipeline.md, "Adding an operator", shows both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from .channels import DurableLog, Marker
 from .errors import PipelineError
+from .execution import Execution
+from .runtime import Runtime, TerminalRuntime
+from .sources import Merge, Source
 from .stats import StageStats
 
-if TYPE_CHECKING:
-    from .execution import Execution
-
-__all__ = ["Stage", "Runtime", "Terminal", "StageDone", "Pipeline", "Source", "Merge"]
+__all__ = ["Stage", "SimpleStage", "stage", "Terminal", "Fold", "collect", "Pipeline",
+           "positive_int"]
 
 
-class StageDone(Exception):
-    """Raised by a runtime that needs no more input (``take``): its upstream is abandoned."""
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is a positive ``int`` (not a bool), else a PipelineError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 class Stage:
@@ -32,14 +39,17 @@ class Stage:
 
     ``stateful`` stages hold records across chunks (batch, windows): a durable run lets a
     progress marker pass them only while they hold nothing, so a replay never loses held records.
+    ``reorders`` stages (shard, service) emit records out of input order, so a durable run,
+    whose markers count records in order, refuses them.
     """
 
     label = "stage"
     kind_name = "thread"
     stateful = False
+    reorders = False
     name: str | None = None
 
-    def open(self, name: str, run: Execution, stats: StageStats) -> Any:
+    def open(self, name: str, run: Execution, stats: StageStats) -> Runtime:
         raise NotImplementedError
 
     def __or__(self, other: Stage | Pipeline) -> Pipeline:
@@ -49,31 +59,38 @@ class Stage:
         return self.name or f"{index}.{self.label}"
 
 
-class Runtime:
-    """Default runtime behaviour: forward markers, nothing pending, nothing to close."""
+class SimpleStage(Stage):
+    """A stage whose runtime needs nothing from the run: it is made by ``factory()``.
 
-    self_timed = False
+    The public base for simple operators. Either pass ``factory`` (what :func:`stage` does) or
+    subclass and override :meth:`runtime`. Each run calls it afresh, so runs share no state.
+    """
 
-    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
-        raise NotImplementedError
+    def __init__(self, label: str, factory: Callable[[], Runtime] | None = None, *,
+                 stateful: bool = False, name: str | None = None) -> None:
+        self.label, self._factory, self.stateful, self.name = label, factory, stateful, name
 
-    def mark(self, marker: Marker, emit: Callable[[Any], None]) -> None:
-        emit(marker)
+    def runtime(self) -> Runtime:
+        """A fresh runtime for one run of this stage."""
+        if self._factory is None:
+            raise NotImplementedError(f"{type(self).__name__} needs a factory or a runtime() method")
+        return self._factory()
 
-    def holding(self) -> bool:
-        return False
+    def open(self, name: str, run: Execution, stats: StageStats) -> Runtime:
+        return self.runtime()
 
-    def wait_hint(self) -> float | None:
-        return None
 
-    def poll(self, emit: Callable[[Any], None]) -> None:
-        pass
+def stage(factory: Callable[[], Runtime], *, label: str, stateful: bool = False,
+          name: str | None = None) -> SimpleStage:
+    """Declare a stage whose runtime ``factory()`` makes, once per run.
 
-    def finish(self, emit: Callable[[Any], None]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    Args:
+        factory: makes a fresh :class:`~.runtime.Runtime` (a class, or a ``lambda``).
+        label: the stage's kind in statistics and errors, e.g. ``"every(3)"``.
+        stateful: the runtime holds records across chunks (see :class:`Stage`).
+        name: the stage's name in errors and statistics.
+    """
+    return SimpleStage(label, factory, stateful=stateful, name=name)
 
 
 class Terminal(Stage):
@@ -81,6 +98,7 @@ class Terminal(Stage):
 
     At the end of a pipeline its value is what ``run()`` returns; anywhere else (a shard, a
     merged branch) it emits that value as a single record when its input ends: a combine stage.
+    In a durable run its input is journaled before ``apply`` sees it, and its state snapshotted.
     """
 
     def initial(self) -> Any:
@@ -92,70 +110,45 @@ class Terminal(Stage):
     def result(self, state: Any) -> Any:
         return state
 
-    def open(self, name: str, run: Execution, stats: StageStats) -> Any:
-        return _TerminalRuntime(self, run)
+    def open(self, name: str, run: Execution, stats: StageStats) -> Runtime:
+        return TerminalRuntime(self)
 
 
-class _TerminalRuntime(Runtime):
-    def __init__(self, spec: Terminal, run: Execution) -> None:
-        self.spec = spec
-        self.state = spec.initial()
-        self.durable: DurableLog | None = None
-        self.seq = 0
-        self._pending: list[Any] = []
+class Fold(Terminal):
+    """A terminal stage made of three functions: ``initial()``, ``apply(state, records)``,
+    ``result(state)`` (default: the state itself)."""
 
-    def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
-        if self.durable is None:
-            self.state = self.spec.apply(self.state, chunk)
-        else:  # held until the marker that completes them, then journaled before applying
-            self._pending.extend(chunk)
+    def __init__(self, label: str, initial: Callable[[], Any], apply: Callable[[Any, list[Any]], Any],
+                 result: Callable[[Any], Any] | None = None, name: str | None = None) -> None:
+        self.label, self._initial, self._apply, self._result, self.name = (
+            label, initial, apply, result, name)
 
-    def mark(self, marker: Marker, emit: Callable[[Any], None]) -> None:
-        if self.durable is not None:
-            self._commit(marker.seq)
+    def initial(self) -> Any:
+        return self._initial()
 
-    def _commit(self, seq: int) -> None:
-        assert self.durable is not None
-        self.durable.commit(seq, self._pending)
-        self.state = self.spec.apply(self.state, self._pending)
-        self._pending, self.seq = [], seq
-        self.durable.maybe_snapshot(seq, self.state)
+    def apply(self, state: Any, records: list[Any]) -> Any:
+        return self._apply(state, records)
 
-    def finish(self, emit: Callable[[Any], None]) -> None:
-        if self.durable is not None and self._pending:
-            self._commit(self.seq)
-        emit([self.spec.result(self.state)])
-
-    def close(self) -> None:
-        if self.durable is not None:
-            self.durable.close()
+    def result(self, state: Any) -> Any:
+        return state if self._result is None else self._result(state)
 
 
-class Source:
-    """The head of a pipeline: an iterable, or a zero-argument callable returning one.
-
-    A callable is called afresh for every run, so a generator function makes a re-runnable source.
-    """
-
-    def __init__(self, iterable: Iterable[Any] | Callable[[], Iterable[Any]], name: str | None) -> None:
-        self.iterable = iterable
-        self.name = name or "source"
+def _extend(state: list[Any], records: list[Any]) -> list[Any]:
+    state.extend(records)
+    return state
 
 
-class Merge:
-    """Fan-in head: the outputs of several pipelines, interleaved as they come."""
+def collect(*, name: str | None = None) -> Terminal:
+    """Terminal: every record, in a list (what ``run()`` ends with when no terminal is given)."""
+    return Fold("collect", list, _extend, name=name)
 
-    def __init__(self, pipelines: tuple[Pipeline, ...]) -> None:
-        for p in pipelines:
-            if not isinstance(p, Pipeline) or p.head is None:
-                raise PipelineError("merge() takes pipelines that each start with a source")
-        if not pipelines:
-            raise PipelineError("merge() needs at least one pipeline")
-        self.pipelines = pipelines
+
+_collect = collect  # start()'s flag of the same name hides the function inside start()
 
 
 class Pipeline:
-    """A head (:class:`Source`, :class:`Merge`, or None for a reusable fragment) and stages."""
+    """A head (:class:`~.sources.Source`, :class:`~.sources.Merge`, or None for a reusable
+    fragment) and stages."""
 
     def __init__(self, head: Source | Merge | None, stages: list[Stage]) -> None:
         self.head = head
@@ -173,7 +166,7 @@ class Pipeline:
 
     def start(self, *, journal: str | None = None, fsync: str = "everysec",
               snapshot_every: int = 200, buffer: int = 8, collect: bool = True) -> Execution:
-        """Start every stage and return the running :class:`Execution`.
+        """Start every stage and return the running :class:`~.execution.Execution`.
 
         Args:
             journal: a directory for the durable channel; ``None`` for fast channels only.
@@ -188,9 +181,7 @@ class Pipeline:
         """
         stages = self.stages
         if collect and not (stages and isinstance(stages[-1], Terminal)):
-            from .operators import collect as _collect
             stages = [*stages, _collect()]
-        from .execution import Execution  # the running side imports this module, not vice versa
         return Execution(Pipeline(self.head, stages), journal=journal, fsync=fsync,
                          snapshot_every=snapshot_every, buffer=buffer)
 

@@ -16,26 +16,39 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from .channels import END, Abandoned, Cancelled, Channel, DurableLog, Marker
-from .core import Merge, Pipeline, Source, Stage, StageDone, _TerminalRuntime
+from ..journal import FSYNC_POLICIES
+from .channels import END, Abandoned, Cancelled, Channel, DurableChannel, Marker
 from .errors import PipelineError, StageFailed
 from .runners import DeadLetter, ErrorPolicy
-from .sources import run_source
+from .runtime import StageDone, TerminalRuntime
+from .sources import Merge, Source, run_source
 from .stats import StageStats, format_summary
 
-__all__ = ["Execution"]
+__all__ = ["Execution", "Plan"]
 
 log = logging.getLogger("minipool.pipeline")
 
 SOURCE_GRACE = 1.0      # seconds close() waits for a source stuck in its iterator
 
 
+class Plan(Protocol):
+    """What an execution runs: a head and declared stages (a :class:`~.core.Pipeline` is one).
+
+    Each stage has ``open(name, run, stats)`` returning its :class:`~.runtime.Runtime`,
+    ``display(index)``, ``kind_name``, ``stateful`` and ``reorders``; a stage with its own
+    topology (``shard``) has ``wire(name, run, inbound, outbound)`` instead of being opened here.
+    """
+
+    head: Source | Merge | None
+    stages: list[Any]
+
+
 class Execution:
     """One run of a pipeline: its threads, channels, stats, dead letters and outcome."""
 
-    def __init__(self, pipeline: Pipeline, *, journal: str | None, fsync: str,
+    def __init__(self, pipeline: Plan, *, journal: str | None, fsync: str,
                  snapshot_every: int, buffer: int) -> None:
         if pipeline.head is None:
             raise PipelineError("the pipeline has no source: start it with pl.source(...) | ...")
@@ -53,12 +66,12 @@ class Execution:
         self._stats: list[StageStats] = []
         self.resume_from = 0  # source records already done (a durable rerun skips them)
         self._durable = journal is not None
-        self._terminal: _TerminalRuntime | None = None
+        self._terminal: TerminalRuntime | None = None
         self.output = Channel(self.stop, buffer)
         try:
             self._build(pipeline, self.output, "")
             last = self._runtimes[-1] if pipeline.stages else None
-            if isinstance(last, _TerminalRuntime):
+            if isinstance(last, TerminalRuntime):
                 self._terminal = last
                 if journal is not None:
                     self._open_journal(pipeline, last, journal, fsync, snapshot_every)
@@ -73,18 +86,15 @@ class Execution:
         for thread in self._threads:
             thread.start()
 
-    def _open_journal(self, pipeline: Pipeline, terminal: _TerminalRuntime, directory: str,
+    def _open_journal(self, pipeline: Plan, terminal: TerminalRuntime, directory: str,
                       fsync: str, snapshot_every: int) -> None:
-        from .routing import Shard
-        from .services import Service
-        if fsync not in ("always", "everysec", "no"):
-            raise PipelineError(f"fsync must be 'always', 'everysec' or 'no', got {fsync!r}")
-        if not isinstance(pipeline.head, Source) or any(
-                isinstance(s, (Shard, Service)) for s in pipeline.stages):
+        if fsync not in FSYNC_POLICIES:
+            raise PipelineError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
+        if not isinstance(pipeline.head, Source) or any(s.reorders for s in pipeline.stages):
             raise PipelineError("journal= needs a linear pipeline (one source, no merge, shard or "
                                 "service): those reorder records, so a marker could not say "
                                 "which ones are done")
-        durable = DurableLog(directory, fsync=fsync, snapshot_every=snapshot_every)
+        durable = DurableChannel(directory, fsync=fsync, snapshot_every=snapshot_every)
         spec = terminal.spec
 
         def replay_apply(state: Any, records: list[Any]) -> Any:
@@ -98,7 +108,7 @@ class Execution:
 
     # -- wiring --------------------------------------------------------------------------
 
-    def _build(self, pipeline: Pipeline, out: Channel, prefix: str) -> None:
+    def _build(self, pipeline: Plan, out: Channel, prefix: str) -> None:
         """Wire ``pipeline`` so that its last stage (or its head) writes into ``out``."""
         stages = pipeline.stages
         first = out if not stages else Channel(self.stop, self.buffer)
@@ -111,9 +121,10 @@ class Execution:
         elif isinstance(head, Merge):
             for i, branch in enumerate(head.pipelines):
                 self._build(branch, first, f"{prefix}merge[{i}].")
-        self._build_stages(stages, first, out, prefix)
+        self.build_stages(stages, first, out, prefix)
 
-    def _build_stages(self, stages: list[Stage], inbound: Channel, out: Channel, prefix: str) -> None:
+    def build_stages(self, stages: list[Any], inbound: Channel, out: Channel, prefix: str) -> None:
+        """Wire declared ``stages`` in a row from ``inbound`` to ``out`` (a shard wires its copies so)."""
         for i, stage in enumerate(stages):
             outbound = out if i == len(stages) - 1 else Channel(self.stop, self.buffer)
             name = prefix + stage.display(i + 1)
@@ -124,7 +135,7 @@ class Execution:
                 self.add_stage(stage, name, inbound, outbound)
             inbound = outbound
 
-    def add_stage(self, stage: Stage, name: str, inbound: Channel, outbound: Channel) -> None:
+    def add_stage(self, stage: Any, name: str, inbound: Channel, outbound: Channel) -> None:
         """Open ``stage``'s runtime and give it a thread reading ``inbound``, writing ``outbound``."""
         stats = self._new_stats(name, stage.kind_name)
         runtime = stage.open(name, self, stats)

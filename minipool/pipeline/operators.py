@@ -1,7 +1,9 @@
 """The operators a pipeline is written with: ``source | map | filter | ... | reduce``.
 
 Technique: the composable operators of toolz, Beam and the Unix tool box, each a small
-declaration (:class:`~.core.Stage`) with a small runtime. Record-at-a-time operators (``map``,
+declaration (:class:`~.core.Stage`) with a small runtime (:class:`~.runtime.Runtime`), written
+against the same public interface a new operator uses (:func:`~.core.stage`,
+:class:`~.core.Terminal`, :class:`~.core.Fold`). Record-at-a-time operators (``map``,
 ``filter``, ``flat_map``, ``key_by``) run on any stage kind (see :mod:`.runners`); operators that
 remember records (``batch``, ``distinct``, ``reduce_by_key``, ``top``) run in their stage thread;
 terminal operators (``collect``, ``reduce``, ``sink``, ``count``, ``to_dict``) fold the stream
@@ -17,21 +19,17 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
 
-from .core import Pipeline, Runtime, Source, Stage, StageDone, Terminal
+from .core import Fold, Pipeline, Stage, Terminal, collect, positive_int, stage
 from .errors import PipelineError
-from .runners import ErrorPolicy, Kind, MapRuntime, Mode
+from .runners import ErrorPolicy, MapRuntime, Mode, StageKind
+from .runtime import Runtime, StageDone
+from .sources import Source
 
 __all__ = ["source", "map", "filter", "flat_map", "key_by", "tap", "batch", "take",
            "distinct", "reduce_by_key", "count_by", "top", "collect", "reduce", "sink", "count",
            "to_dict", "MapStage"]
 
 _NOTHING: Any = object()
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PipelineError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def source(iterable: Iterable[Any] | Callable[[], Iterable[Any]], *, name: str | None = None) -> Pipeline:
@@ -59,15 +57,15 @@ class MapStage(Stage):
                 raise PipelineError(f"executor= needs a concurrent.futures.Executor, got {executor!r}")
             kind = "executor"
         try:
-            self.kind = Kind(kind)
+            self.kind = StageKind(kind)
         except ValueError:
-            raise PipelineError(f"kind must be one of {[k.value for k in Kind]}, got {kind!r}") from None
-        if self.kind is Kind.EXECUTOR and executor is None:
+            raise PipelineError(f"kind must be one of {[k.value for k in StageKind]}, got {kind!r}") from None
+        if self.kind is StageKind.EXECUTOR and executor is None:
             raise PipelineError("kind='executor' needs executor=...")
         self.kind_name = self.kind.value
         self.executor = executor
-        self.workers = _positive("workers", workers)
-        self.chunksize = None if chunksize is None else _positive("chunksize", chunksize)
+        self.workers = positive_int("workers", workers)
+        self.chunksize = None if chunksize is None else positive_int("chunksize", chunksize)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise PipelineError(f"retries must be a non-negative integer, got {retries!r}")
         self.retries = retries
@@ -127,17 +125,6 @@ def tap(fn: Callable[[Any], Any], **options: Any) -> MapStage:
     return MapStage(functools.partial(_tap, fn), Mode.MAP, label="tap", **options)
 
 
-class _Simple(Stage):
-    """A stage whose runtime is built by a factory taking no arguments."""
-
-    def __init__(self, label: str, factory: Callable[[], Runtime], *, stateful: bool,
-                 name: str | None) -> None:
-        self.label, self._factory, self.stateful, self.name = label, factory, stateful, name
-
-    def open(self, name: str, run: Any, stats: Any) -> Runtime:
-        return self._factory()
-
-
 class _Batch(Runtime):
     def __init__(self, size: int) -> None:
         self.size, self.buffer = size, []
@@ -159,8 +146,8 @@ class _Batch(Runtime):
 
 def batch(size: int, *, name: str | None = None) -> Stage:
     """Group records into lists of ``size`` (the last one may be shorter)."""
-    _positive("batch size", size)
-    return _Simple(f"batch({size})", lambda: _Batch(size), stateful=True, name=name)
+    positive_int("batch size", size)
+    return stage(lambda: _Batch(size), label=f"batch({size})", stateful=True, name=name)
 
 
 class _Take(Runtime):
@@ -178,8 +165,8 @@ class _Take(Runtime):
 
 def take(n: int, *, name: str | None = None) -> Stage:
     """Pass the first ``n`` records, then stop everything upstream (endless sources included)."""
-    _positive("take(n)", n)
-    return _Simple(f"take({n})", lambda: _Take(n), stateful=False, name=name)
+    positive_int("take(n)", n)
+    return stage(lambda: _Take(n), label=f"take({n})", stateful=False, name=name)
 
 
 class _Distinct(Runtime):
@@ -202,7 +189,7 @@ class _Distinct(Runtime):
 
 def distinct(key: Callable[[Any], Any] | None = None, *, name: str | None = None) -> Stage:
     """Drop records whose key (default: the record) was seen before. Memory grows with keys."""
-    return _Simple("distinct", lambda: _Distinct(key), stateful=True, name=name)
+    return stage(lambda: _Distinct(key), label="distinct", stateful=True, name=name)
 
 
 class _ReduceByKey(Runtime):
@@ -230,12 +217,12 @@ def reduce_by_key(fn: Callable[[Any, Any], Any], *, key: Callable[[Any], Any] | 
     Input: ``(key, value)`` pairs (from ``key_by`` or ``map``), or any record with ``key=``.
     This is MapReduce's reduce phase (seed 004); put it inside ``shard`` to run it in parallel.
     """
-    return _Simple("reduce_by_key", lambda: _ReduceByKey(fn, key), stateful=True, name=name)
+    return stage(lambda: _ReduceByKey(fn, key), label="reduce_by_key", stateful=True, name=name)
 
 
 def count_by(key: Callable[[Any], Any], *, name: str | None = None) -> Stage:
     """Emit ``(key, count)`` for every distinct ``key(record)`` when the input ends."""
-    return _Simple("count_by", lambda: _CountBy(key), stateful=True, name=name)
+    return stage(lambda: _CountBy(key), label="count_by", stateful=True, name=name)
 
 
 class _CountBy(_ReduceByKey):
@@ -275,34 +262,8 @@ class _Top(Runtime):
 
 def top(k: int, *, key: Callable[[Any], Any] | None = None, name: str | None = None) -> Stage:
     """Emit the ``k`` largest records (by ``key``), largest first, when the input ends."""
-    _positive("top(k)", k)
-    return _Simple(f"top({k})", lambda: _Top(k, key), stateful=True, name=name)
-
-
-class _Fold(Terminal):
-    def __init__(self, label: str, initial: Callable[[], Any], apply: Callable[[Any, list[Any]], Any],
-                 result: Callable[[Any], Any] | None = None, name: str | None = None) -> None:
-        self.label, self._initial, self._apply, self._result, self.name = (
-            label, initial, apply, result, name)
-
-    def initial(self) -> Any:
-        return self._initial()
-
-    def apply(self, state: Any, records: list[Any]) -> Any:
-        return self._apply(state, records)
-
-    def result(self, state: Any) -> Any:
-        return state if self._result is None else self._result(state)
-
-
-def _extend(state: list[Any], records: list[Any]) -> list[Any]:
-    state.extend(records)
-    return state
-
-
-def collect(*, name: str | None = None) -> Terminal:
-    """Terminal: every record, in a list."""
-    return _Fold("collect", list, _extend, name=name)
+    positive_int("top(k)", k)
+    return stage(lambda: _Top(k, key), label=f"top({k})", stateful=True, name=name)
 
 
 def reduce(fn: Callable[[Any, Any], Any], initial: Any = _NOTHING, *, name: str | None = None) -> Terminal:
@@ -323,7 +284,7 @@ def reduce(fn: Callable[[Any, Any], Any], initial: Any = _NOTHING, *, name: str 
             raise PipelineError("reduce() of an empty stream with no initial value")
         return state
 
-    return _Fold(f"reduce({getattr(fn, '__name__', 'fn')})", lambda: initial, apply, result, name)
+    return Fold(f"reduce({getattr(fn, '__name__', 'fn')})", lambda: initial, apply, result, name)
 
 
 def sink(fn: Callable[[Any], Any], *, name: str | None = None) -> Terminal:
@@ -332,12 +293,12 @@ def sink(fn: Callable[[Any], Any], *, name: str | None = None) -> Terminal:
         for record in records:
             fn(record)
         return state + len(records)
-    return _Fold(f"sink({getattr(fn, '__name__', 'fn')})", int, apply, name=name)
+    return Fold(f"sink({getattr(fn, '__name__', 'fn')})", int, apply, name=name)
 
 
 def count(*, name: str | None = None) -> Terminal:
     """Terminal: the number of records."""
-    return _Fold("count", int, lambda state, records: state + len(records), name=name)
+    return Fold("count", int, lambda state, records: state + len(records), name=name)
 
 
 def _update(state: dict[Any, Any], records: list[Any]) -> dict[Any, Any]:
@@ -347,4 +308,4 @@ def _update(state: dict[Any, Any], records: list[Any]) -> dict[Any, Any]:
 
 def to_dict(*, name: str | None = None) -> Terminal:
     """Terminal: a dict from ``(key, value)`` records (later keys win)."""
-    return _Fold("to_dict", dict, _update, name=name)
+    return Fold("to_dict", dict, _update, name=name)

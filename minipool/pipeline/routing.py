@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .channels import Channel
-from .core import Merge, Pipeline, Runtime, Stage
+from .core import Pipeline, Stage, positive_int, stage
 from .errors import PipelineError
-from .operators import _positive, _Simple
+from .execution import Execution
+from .runtime import Runtime
+from .sources import Merge
 
 __all__ = ["merge", "shard", "Shard"]
 
@@ -29,6 +31,11 @@ def merge(*pipelines: Pipeline) -> Pipeline:
     Raises:
         PipelineError: no pipelines, or one that does not start with a source.
     """
+    for p in pipelines:
+        if not isinstance(p, Pipeline) or p.head is None:
+            raise PipelineError("merge() takes pipelines that each start with a source")
+    if not pipelines:
+        raise PipelineError("merge() needs at least one pipeline")
     return Pipeline(Merge(pipelines), [])
 
 
@@ -54,8 +61,10 @@ class _Router(Runtime):
 class Shard(Stage):
     """Split by key into ``n`` copies of a fragment, then merge their outputs (see :func:`shard`)."""
 
+    reorders = True  # the shards' outputs interleave as they finish
+
     def __init__(self, n: int, key: Callable[[Any], Any], then: Pipeline | Stage, name: str | None) -> None:
-        self.n = _positive("shard count", n)
+        self.n = positive_int("shard count", n)
         if isinstance(then, Stage):
             then = Pipeline(None, [then])
         if not isinstance(then, Pipeline) or then.head is not None or not then.stages:
@@ -64,12 +73,12 @@ class Shard(Stage):
         self.key, self.then, self.name = key, then, name
         self.label = f"shard({n})"
 
-    def wire(self, name: str, run: Any, inbound: Channel, outbound: Channel) -> None:
+    def wire(self, name: str, run: Execution, inbound: Channel, outbound: Channel) -> None:
         shards = [Channel(run.stop, run.buffer) for _ in range(self.n)]
         for i, channel in enumerate(shards):
             channel.add_producer()
-            run._build_stages(self.then.stages, channel, outbound, f"{name}[{i}].")
-        router = _Simple(self.label, lambda: _Router(self.key, shards), stateful=False, name=None)
+            run.build_stages(self.then.stages, channel, outbound, f"{name}[{i}].")
+        router = stage(lambda: _Router(self.key, shards), label=self.label)
         run.add_stage(router, name, inbound, Channel(run.stop, 1))  # the router emits to shards only
 
 

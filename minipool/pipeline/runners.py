@@ -42,12 +42,14 @@ from .. import shipping
 from .channels import Cancelled, Marker
 from .errors import PipelineError, StageDefinitionError, StageFailed
 
-__all__ = ["Kind", "Mode", "ErrorPolicy", "DeadLetter", "apply_chunk", "MapRuntime"]
+__all__ = ["StageKind", "Mode", "ErrorPolicy", "DeadLetter", "apply_chunk", "MapRuntime"]
 
 log = logging.getLogger("minipool.pipeline")
 
 
-class Kind(enum.Enum):
+class StageKind(enum.Enum):
+    """Where a record-at-a-time stage runs its function (``kind=`` of ``map`` and friends)."""
+
     THREAD = "thread"
     PROCESS = "process"
     ASYNC = "async"
@@ -177,7 +179,7 @@ class _LoopThread:
         self.loop.close()
 
 
-def check_function(stage: str, fn: Any, kind: Kind) -> bytes | None:
+def check_function(stage: str, fn: Any, kind: StageKind) -> bytes | None:
     """Refuse a function that cannot run as ``kind``; return its shipped bytes when it travels.
 
     Raises:
@@ -187,13 +189,13 @@ def check_function(stage: str, fn: Any, kind: Kind) -> bytes | None:
     if not callable(fn):
         raise StageDefinitionError(stage, f"expected a function, got {type(fn).__name__}")
     is_coro = inspect.iscoroutinefunction(fn)
-    if is_coro and kind is not Kind.ASYNC:
+    if is_coro and kind is not StageKind.ASYNC:
         raise StageDefinitionError(
             stage, f"{getattr(fn, '__name__', fn)!r} is a coroutine function; use kind='async'")
-    if kind is Kind.ASYNC and not is_coro:
+    if kind is StageKind.ASYNC and not is_coro:
         raise StageDefinitionError(
             stage, f"kind='async' needs a coroutine function (async def), got {fn!r}")
-    if kind in (Kind.PROCESS, Kind.EXECUTOR):
+    if kind in (StageKind.PROCESS, StageKind.EXECUTOR):
         try:
             return shipping.dumps(fn)
         except Exception as exc:
@@ -214,7 +216,7 @@ class MapRuntime:
 
     def __init__(self, spec: Any, name: str, run: Any, stats: Any) -> None:
         self.spec, self.name, self.run, self.stats = spec, name, run, stats
-        self.kind: Kind = spec.kind
+        self.kind: StageKind = spec.kind
         self.mode: Mode = spec.mode
         self.fn = spec.fn
         blob = check_function(name, spec.fn, self.kind)
@@ -222,16 +224,16 @@ class MapRuntime:
         self._pool: Any = None
         self._loop: _LoopThread | None = None
         workers = spec.workers
-        self._inline = self.kind is Kind.THREAD and workers == 1
+        self._inline = self.kind is StageKind.THREAD and workers == 1
         self._max_inflight = 2 * workers
-        if self.kind is Kind.THREAD and not self._inline:
+        if self.kind is StageKind.THREAD and not self._inline:
             self._pool = cf.ThreadPoolExecutor(workers, thread_name_prefix=f"pl-{name}")
             self._submit = lambda piece: self._pool.submit(
                 apply_chunk, self.mode, self.fn, piece, spec.retries)
-        elif self.kind is Kind.PROCESS or self.kind is Kind.EXECUTOR:
+        elif self.kind is StageKind.PROCESS or self.kind is StageKind.EXECUTOR:
             executor = spec.executor
             key = hashlib.blake2b(blob, digest_size=16).hexdigest()
-            if self.kind is Kind.PROCESS:  # our own pool: install the function once per worker
+            if self.kind is StageKind.PROCESS:  # our own pool: install the function once per worker
                 self._pool = cf.ProcessPoolExecutor(workers, mp_context=_context(),
                                                     initializer=_install, initargs=(key, blob))
                 self._submit = lambda piece: self._pool.submit(
@@ -242,7 +244,7 @@ class MapRuntime:
             else:
                 self._submit = lambda piece: executor.submit(
                     _run_shipped, key, blob, self.mode, piece, spec.retries)
-        elif self.kind is Kind.ASYNC:
+        elif self.kind is StageKind.ASYNC:
             self._loop = _LoopThread(f"pl-{name}-loop", workers)
             self._max_inflight = workers
             loop = self._loop
@@ -250,11 +252,11 @@ class MapRuntime:
                 _apply_async(self.mode, self.fn, piece, spec.retries, loop.gate))
 
     def _pieces(self, chunk: list[Any]) -> list[list[Any]]:
-        if self.kind is Kind.ASYNC:
+        if self.kind is StageKind.ASYNC:
             return [chunk]
         size = self.spec.chunksize
         if size is None:
-            size = 1 if self.kind is Kind.THREAD else math.ceil(len(chunk) / (2 * self.spec.workers))
+            size = 1 if self.kind is StageKind.THREAD else math.ceil(len(chunk) / (2 * self.spec.workers))
         return [chunk[i:i + size] for i in range(0, len(chunk), size)]
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .channels import END, Abandoned, Cancelled, Channel
-from .core import Runtime, Stage
+from .core import Stage
 from .errors import PipelineError, StageFailed
-from .runners import ErrorPolicy, Kind, Mode, apply_chunk, check_function
+from .runners import ErrorPolicy, Mode, StageKind, apply_chunk, check_function
+from .runtime import Runtime
 
 __all__ = ["service", "Service", "InstanceStats"]
 
@@ -43,6 +44,7 @@ class Service(Stage):
     """Declared by :func:`service`."""
 
     stateful = False
+    reorders = True  # outputs leave in completion order
 
     def __init__(self, service_name: str, fns: list[Callable[[Any], Any]], balance: str,
                  chunksize: int, retries: int, errors: str) -> None:
@@ -55,7 +57,7 @@ class Service(Stage):
 
     def open(self, name: str, run: Any, stats: Any) -> Runtime:
         for i, fn in enumerate(self.fns):
-            check_function(f"{name}#{i}", fn, Kind.THREAD)
+            check_function(f"{name}#{i}", fn, StageKind.THREAD)
         return _ServiceRuntime(self, name, run, stats)
 
 

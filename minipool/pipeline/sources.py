@@ -1,4 +1,4 @@
-"""Sources: pulling records from an iterable and sending them downstream in chunks.
+"""The heads of a pipeline (a source, a merge) and pulling records from a source in chunks.
 
 Technique: batching with a deadline, as Kafka producers do (``batch.size`` + ``linger.ms``). A
 source sends chunks of up to ``SOURCE_CHUNK`` records, so one queue handoff is shared by
@@ -16,18 +16,14 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from .channels import Abandoned, Cancelled, Channel
-from .core import Source
 from .errors import StageFailed
 from .stats import StageStats
 
-if TYPE_CHECKING:
-    from .execution import Execution
-
-__all__ = ["run_source", "SOURCE_CHUNK", "SOURCE_LINGER"]
+__all__ = ["Source", "Merge", "SourceRun", "run_source", "SOURCE_CHUNK", "SOURCE_LINGER"]
 
 log = logging.getLogger("minipool.pipeline")
 
@@ -35,7 +31,39 @@ SOURCE_CHUNK = 256      # records per chunk leaving a source: amortises one queu
 SOURCE_LINGER = 0.005   # ...but a chunk waits at most this long for more records
 
 
-def run_source(execution: Execution, head: Source, out: Channel, stats: StageStats) -> None:
+class Source:
+    """The head of a pipeline: an iterable, or a zero-argument callable returning one.
+
+    A callable is called afresh for every run, so a generator function makes a re-runnable source.
+    """
+
+    def __init__(self, iterable: Iterable[Any] | Callable[[], Iterable[Any]], name: str | None) -> None:
+        self.iterable = iterable
+        self.name = name or "source"
+
+
+class Merge:
+    """Fan-in head: the outputs of several pipelines, interleaved as they come.
+
+    ``pipelines`` are checked by :func:`~.routing.merge`, which is how a merge is declared.
+    """
+
+    def __init__(self, pipelines: tuple[Any, ...]) -> None:
+        self.pipelines = pipelines
+
+
+class SourceRun(Protocol):
+    """What a source thread needs from its run (an :class:`~.execution.Execution`)."""
+
+    stop: threading.Event
+    resume_from: int
+
+    def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+
+def run_source(execution: SourceRun, head: Source, out: Channel, stats: StageStats) -> None:
     """The source thread: pull records, send them in chunks, report a failure naming the source."""
     iterator: Any = None
     buffer = _SourceBuffer(execution, out, stats)
@@ -89,7 +117,7 @@ class _SourceBuffer:
     lock keeps chunks in order: whichever thread sends, it sends under the lock.
     """
 
-    def __init__(self, execution: Execution, out: Channel, stats: StageStats) -> None:
+    def __init__(self, execution: SourceRun, out: Channel, stats: StageStats) -> None:
         self.execution, self.out, self.stats = execution, out, stats
         self.lock = threading.Lock()
         self.done = threading.Event()

@@ -51,12 +51,6 @@ class StageStats:
         """Mean busy seconds per input record (for a parallel stage: per record per slot)."""
         return self.busy_seconds / self.records_in if self.records_in else 0.0
 
-    def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "kind": self.kind, "in": self.records_in,
-                "out": self.records_out, "errors": self.errors,
-                "throughput": round(self.throughput, 1), "latency_us": round(self.latency * 1e6, 1),
-                "queue_depth": self.queue_depth}
-
 
 def format_summary(stats: list[StageStats]) -> str:
     """A small fixed-width table of every stage, for printing at the end of a run."""

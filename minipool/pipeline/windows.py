@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core import Runtime, Stage
+from .core import Stage
 from .errors import PipelineError
+from .runtime import Runtime
 
 __all__ = ["Window", "window", "rolling"]
 

@@ -4,8 +4,15 @@ Technique: a self-checking log format. Every record is framed with its length an
 a reader can tell a complete record from a torn write or a flipped bit without trusting
 anything after it; every file starts with a magic number and a format version, so a reader
 never mistakes another file (or a future format) for this one. This module only reads and
-encodes; ``journal`` owns writing, fsync policies and recovery. The layout is drawn in
-``journal``'s docstring and in docs/cluster.md.
+encodes; :mod:`.log` owns writing, fsync policies and recovery. It is the one place that knows
+the layout, drawn here and in docs/cluster.md::
+
+    NAME.G.snap   magic "MPJS" | version u16 | generation u64 | length u64 | crc32 u32 | state
+    NAME.G.log    magic "MPJL" | version u16 | generation u64 | record | record | ...
+    record        length u32 | crc32(length + payload) u32 | payload
+
+A user of the journal whose snapshot is a list of records (the coordinator's tasks) packs it
+with :func:`pack_records` and reads it back with :func:`unpack_records`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from pathlib import Path
 
 from ..errors import MinipoolError
 
-__all__ = ["JournalError", "Replay", "Scan", "read_journal", "scan", "encode_record",
+__all__ = ["JournalError", "Replay", "Scan", "read_journal", "scan", "frame_record",
+           "pack_records", "unpack_records",
            "log_path", "snap_path", "list_files", "FORMAT_VERSION", "LOG_MAGIC", "SNAP_MAGIC",
            "LOG_HEADER", "SNAP_HEADER", "RECORD_HEADER", "MAX_RECORD"]
 
@@ -60,13 +68,31 @@ class Scan:
     discard: tuple[Path, ...] = ()              # files not part of the valid chain
 
 
-def encode_record(record: bytes) -> bytes:
+def frame_record(record: bytes) -> bytes:
     """Frame one record: its length, the CRC-32 of length and record, the record (one copy)."""
     size = len(record)
     if size > MAX_RECORD:
         raise ValueError(f"a journal record is limited to {MAX_RECORD} bytes")
     return b"".join((RECORD_HEADER.pack(size, zlib.crc32(record, zlib.crc32(size.to_bytes(4, "big")))),
                      record))
+
+
+_LENGTH = struct.Struct(">I")
+
+
+def pack_records(records: list[bytes]) -> bytes:
+    """One blob of length-prefixed records: a snapshot that is a list of records."""
+    return b"".join(_LENGTH.pack(len(r)) + r for r in records)
+
+
+def unpack_records(blob: bytes) -> list[bytes]:
+    """The records of a :func:`pack_records` blob."""
+    out, pos = [], 0
+    while pos < len(blob):
+        (n,) = _LENGTH.unpack_from(blob, pos)
+        out.append(blob[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out
 
 
 def log_path(directory: Path, name: str, generation: int) -> Path:

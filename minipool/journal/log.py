@@ -6,13 +6,8 @@ keeps its state in memory survives a crash by writing every change to an append-
 forever. On restart it loads the newest snapshot and replays the log written after it. This is
 exactly how Redis combines its append-only file (AOF) with its RDB snapshots.
 
-Files in the journal directory (``G`` is a generation number, zero-padded to 8 digits)::
-
-    journal.G.snap   magic "MPJS" | version u16 | generation u64 | length u64 | crc32 u32 | state
-    journal.G.log    magic "MPJL" | version u16 | generation u64 | record | record | ...
-    record           length u32 | crc32(length + payload) u32 | payload
-
-Snapshot ``G`` holds the state as of the moment log ``G`` was started, so replay is "newest valid
+The journal directory holds a snapshot ``NAME.G.snap`` and a log ``NAME.G.log`` per generation
+``G`` (their layout is :mod:`.format`'s). Snapshot ``G`` holds the state as of the moment log ``G`` was started, so replay is "newest valid
 snapshot, then the logs of generations G, G+1, ..." (generation 0 has no snapshot). Rotating to
 a new generation is ordered so that a crash at any step leaves a recoverable directory: the
 snapshot is written to a ``.tmp`` file, fsynced, renamed into place and the directory fsynced;
@@ -41,16 +36,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import zlib
 from pathlib import Path
 
-from .journal_format import (
-    FORMAT_VERSION, LOG_HEADER, LOG_MAGIC, RECORD_HEADER, SNAP_HEADER, SNAP_MAGIC,
-    JournalError, Replay, encode_record, list_files, log_path, read_journal, scan, snap_path,
+from .format import (
+    FORMAT_VERSION, LOG_HEADER, LOG_MAGIC, SNAP_HEADER, SNAP_MAGIC, JournalError, Replay,
+    frame_record, list_files, log_path, scan, snap_path,
 )
 
-__all__ = ["Journal", "Replay", "JournalError", "read_journal", "FSYNC_POLICIES",
-           "LOG_HEADER", "RECORD_HEADER"]
+__all__ = ["Journal", "FSYNC_POLICIES", "measure_appends"]
 
 log = logging.getLogger("minipool.journal")
 
@@ -200,7 +195,7 @@ class Journal:
         Raises:
             JournalError: the journal is closed, or writing it failed.
         """
-        frames = b"".join([encode_record(r if type(r) is bytes else bytes(r)) for r in records])
+        frames = b"".join([frame_record(r if type(r) is bytes else bytes(r)) for r in records])
         if self.fsync != "always":
             with self._io_lock:
                 self._check_usable()
@@ -364,11 +359,9 @@ def measure_appends(directory: str | os.PathLike[str], *, fsync: str, threads: i
                     records: int = 2000, size: int = 100) -> float:
     """Appends per second of ``threads`` threads sharing one journal (``records`` in total).
 
-    ``python -m minipool.cluster.journal [DIR]`` prints this for every fsync policy; the
+    ``python -m minipool.journal [DIR]`` prints this for every fsync policy; the
     figures in docs/cluster.md come from it.
     """
-    import time
-
     payload = b"x" * size
     journal = Journal(directory, fsync=fsync, name=f"measure-{fsync}-{threads}")
     per_thread = records // threads
@@ -386,14 +379,3 @@ def measure_appends(directory: str | os.PathLike[str], *, fsync: str, threads: i
     elapsed = time.perf_counter() - start
     journal.close()
     return per_thread * threads / elapsed
-
-
-if __name__ == "__main__":
-    import sys
-    import tempfile
-
-    with tempfile.TemporaryDirectory(dir=sys.argv[1] if len(sys.argv) > 1 else None) as where:
-        for policy, count in (("always", 4000), ("everysec", 100_000), ("no", 100_000)):
-            for threads in (1, 8):
-                rate = measure_appends(where, fsync=policy, threads=threads, records=count)
-                print(f"fsync={policy:<8} threads={threads}  {rate:>10,.0f} appends/s")

@@ -1,7 +1,9 @@
-"""A durable coordinator: the scheduler's changes written ahead to a journal, replayed on restart.
+"""The coordinator's task journal: the scheduler's changes written ahead, replayed on restart.
 
 Technique: *stateful computing with backups* (seed 000 §2.2-2.3) and seed 001's recovery log,
-built on :mod:`minipool.cluster.journal` (Redis's AOF + RDB). Three kinds of record are written
+built on :mod:`minipool.journal` (Redis's AOF + RDB). This module is the cluster's part: what a
+coordinator journals about its tasks and how a replay rebuilds a scheduler; the files, their
+framing and the snapshot blob are the journal package's. Three kinds of record are written
 *before* their effects leave the coordinator:
 
 * ``submit`` -- a task was accepted (its key, number, priority, timeout and body);
@@ -13,7 +15,7 @@ format, priority, timeout, outcome kind, two lengths), the client id and codec n
 body. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one already finished,
 changes nothing. That is what makes snapshots simple: every ``snapshot_every`` records (or
 more, when the state is bigger than that) the coordinator writes its whole state (live tasks as ``submit`` records, stored outcomes as
-``done`` records) and the journal starts a fresh log (see :meth:`DurableLog.maybe_snapshot`).
+``done`` records) and the journal starts a fresh log (see :meth:`TaskJournal.maybe_snapshot`).
 
 On restart the coordinator has every accepted task back: unfinished ones are queued again, and
 finished ones wait for their client to reconnect (it resubmits what it is still waiting for,
@@ -27,12 +29,12 @@ import struct
 import threading
 from typing import Any
 
+from ..journal import Journal, pack_records, unpack_records
 from ..wire import Format, Kind
-from .journal import Journal
 from .scheduler import Effects, Outcome, Scheduler
 from .state import TaskState
 
-__all__ = ["DurableLog", "encode_record", "decode_record"]
+__all__ = ["TaskJournal", "encode_task_record", "pack_task_record", "decode_task_record"]
 
 log = logging.getLogger("minipool.durable")
 
@@ -45,12 +47,12 @@ NAMES = {v: k for k, v in KINDS.items()}
 _NAN = float("nan")
 
 
-def encode_record(kind: str, meta: dict[str, Any], body: bytes) -> bytes:
-    return pack_record(kind, meta["n"], meta["c"], meta["i"], meta["f"], meta["k"], meta.get("p", 0),
+def encode_task_record(kind: str, meta: dict[str, Any], body: bytes) -> bytes:
+    return pack_task_record(kind, meta["n"], meta["c"], meta["i"], meta["f"], meta["k"], meta.get("p", 0),
                        meta.get("t"), meta.get("r", 0), body)
 
 
-def pack_record(kind: str, number: int, client: str, task: int, fmt: int, codec: str,
+def pack_task_record(kind: str, number: int, client: str, task: int, fmt: int, codec: str,
                 priority: int, timeout: float | None, result: int, body: bytes) -> bytes:
     """One record, from its fields (the hot path: no dictionary in between)."""
     cid = client.encode()
@@ -60,7 +62,7 @@ def pack_record(kind: str, number: int, client: str, task: int, fmt: int, codec:
                      cid, cname, body))
 
 
-def decode_record(record: bytes) -> tuple[str, dict[str, Any], bytes]:
+def decode_task_record(record: bytes) -> tuple[str, dict[str, Any], bytes]:
     tag, number, task, fmt, priority, timeout, result, clen, klen = _RECORD.unpack_from(record)
     start = _RECORD.size
     client = record[start:start + clen].decode()
@@ -71,8 +73,8 @@ def decode_record(record: bytes) -> tuple[str, dict[str, Any], bytes]:
     return NAMES[tag], meta, record[start + clen + klen:]
 
 
-class DurableLog:
-    """The coordinator's journal.
+class TaskJournal:
+    """The coordinator's journal of tasks.
 
     Args:
         directory: where the journal's files live.
@@ -97,10 +99,10 @@ class DurableLog:
         self.restored = 0
 
     def write(self, records: list[tuple[Any, ...]]) -> None:
-        """Append records (tuples of :func:`pack_record`'s arguments). With ``fsync="always"``
+        """Append records (tuples of :func:`pack_task_record`'s arguments). With ``fsync="always"``
         this returns once they are on disk (and concurrent writers share one fsync); otherwise
         they are written within FLUSH_INTERVAL."""
-        encoded = [pack_record(*r) for r in records]
+        encoded = [pack_task_record(*r) for r in records]
         self._since_snapshot += len(encoded)
         if self.fsync == "always" and any(r[0] == "submit" for r in records):
             self._journal.append_many(encoded)  # an accepted task is on disk before it runs
@@ -126,11 +128,11 @@ class DurableLog:
         if replay.damage:
             self.damage = replay.damage
             log.warning("journal damage (the valid prefix was kept): %s", replay.damage)
-        records = _split(replay.snapshot) if replay.snapshot else []
+        records = unpack_records(replay.snapshot) if replay.snapshot else []
         journaling, scheduler.journaling = scheduler.journaling, False
         try:
             for record in [*records, *replay.records]:
-                self._apply(scheduler, *decode_record(record))
+                self._apply(scheduler, *decode_task_record(record))
         finally:
             scheduler.journaling = journaling
         self.restored = len(scheduler.tasks)
@@ -138,7 +140,7 @@ class DurableLog:
             log.info("journal: restored %d unfinished task(s) and %d stored outcome(s)",
                      len(scheduler.tasks), len(scheduler.results))
             state = _state(scheduler)
-            self._journal.snapshot(_join(state))
+            self._journal.snapshot(pack_records(state))
             self._last_snapshot = len(state)
 
     @staticmethod
@@ -181,7 +183,7 @@ class DurableLog:
         with lock:
             self._flush_buffer()
             state = _state(scheduler)
-            self._journal.snapshot(_join(state))
+            self._journal.snapshot(pack_records(state))
             self._since_snapshot = 0
             self._last_snapshot = len(state)
 
@@ -196,25 +198,10 @@ class DurableLog:
 
 
 def _state(scheduler: Scheduler) -> list[bytes]:
-    records = [encode_record("submit", t.meta(), t.body) for t in scheduler.tasks.values()]
+    records = [encode_task_record("submit", t.meta(), t.body) for t in scheduler.tasks.values()]
     for (client, number), outcome in scheduler.results.items():
         meta = {"n": 0, "c": client, "i": number, "r": int(outcome.kind), "f": int(outcome.fmt),
                 "k": outcome.codec}
-        records.append(encode_record("done", meta, outcome.body))
+        records.append(encode_task_record("done", meta, outcome.body))
     return records
 
-
-_LEN = struct.Struct("!I")
-
-
-def _join(records: list[bytes]) -> bytes:
-    return b"".join(_LEN.pack(len(r)) + r for r in records)
-
-
-def _split(blob: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos < len(blob):
-        (n,) = _LEN.unpack_from(blob, pos)
-        out.append(blob[pos + 4:pos + 4 + n])
-        pos += 4 + n
-    return out
