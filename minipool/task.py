@@ -46,7 +46,7 @@ from . import errors, shipping
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
 __all__ = ["pack_call", "BY_VALUE", "pack_invocation", "unpack_invocation", "pack_chunk",
-           "pack_reduce", "pack_initializer", "initializer_id", "execute",
+           "pack_reduce", "pack_initializer", "initializer_id", "execute", "load_function",
            "pack_outcome", "unpack_outcome",
            "RemoteTraceback", "Interrupted", "COMPRESS_MIN"]
 
@@ -280,7 +280,9 @@ def _run_initializer(init: bytes) -> BaseException | None:
     return None
 
 
-def _function(blob: bytes) -> Callable[..., Any]:
+def load_function(blob: bytes) -> Callable[..., Any]:
+    """The function in ``blob`` (:func:`shipping.dumps` bytes), unpickled once per process:
+    the worker side's one cache of shipped functions, shared by tasks and pipeline stages."""
     fn = _functions.get(blob)
     if fn is not None:
         return fn
@@ -311,7 +313,7 @@ def execute(body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE) 
         _initialize(call[3])
         call = call[:3]
     mode, blob, data = call
-    fn = _function(blob)
+    fn = load_function(blob)
     if mode == CALL:
         args, kwargs = data
         return fn(*args, **kwargs)
@@ -320,7 +322,7 @@ def execute(body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE) 
     if mode == STARCHUNK:
         return [fn(*args) for args in data]
     reduce_blob, items, initializer = data
-    reduce_fn = _function(reduce_blob)
+    reduce_fn = load_function(reduce_blob)
     acc = initializer
     for item in items:
         value = fn(item)

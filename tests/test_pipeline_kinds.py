@@ -121,3 +121,28 @@ def test_minipool_pool_as_executor():
     with Pool(2) as pool:  # remote worker processes behind the Executor interface
         p = pl.source(range(20)) | pl.map(lambda x: x * 3, executor=pool) | pl.reduce(operator.add)
         assert p.run() == 3 * sum(range(20))
+
+
+class _InlineExecutor(cf.Executor):
+    """Runs each call at once in the caller's thread: what a foreign executor's worker does."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = cf.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_a_stage_on_a_given_executor_loads_its_function_through_the_task_cache():
+    from minipool import shipping, task
+
+    seen = []
+    record = lambda x: seen.append(x) or x * 2  # noqa: E731 - a lambda travels by value
+
+    result = (pl.source(range(5)) | pl.map(record, executor=_InlineExecutor(), chunksize=2)).run()
+    assert result == [0, 2, 4, 6, 8]
+    # The worker side loaded the function once, in the cache minipool's tasks use: the copy it
+    # ran is the one that cache returns for the same bytes, and that copy saw every record.
+    loaded = task.load_function(shipping.dumps(record))
+    assert loaded is not record
+    assert loaded.__closure__[0].cell_contents == [0, 1, 2, 3, 4]
+    assert seen == []

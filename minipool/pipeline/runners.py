@@ -13,11 +13,14 @@ stage's share of backpressure.
   calls overlap.
 * ``process`` uses a ``ProcessPoolExecutor`` (forkserver start: no fork of a threaded parent).
   Pieces are several records, so one pickle round-trip is shared. The function travels as
-  :func:`minipool.shipping.dumps` bytes, so lambdas and functions from ``__main__`` work, and the
-  worker keeps it in a cache keyed by its hash instead of unpickling it for every piece.
+  :func:`minipool.shipping.dumps` bytes, so lambdas and functions from ``__main__`` work; each
+  worker process of the stage's own pool loads it once, when it starts.
 * ``async`` runs one event loop in a thread; a semaphore keeps ``workers`` coroutines in flight.
-* ``executor=`` takes any ``concurrent.futures.Executor`` (a minipool ``Pool`` included), sent
-  work the same way as a process pool. minipool never shuts down an executor it was given.
+* ``executor=`` takes any ``concurrent.futures.Executor`` (a minipool ``Pool`` included). Its
+  workers serve others too, so every piece carries the function's bytes, and a worker loads
+  them through :func:`minipool.task.load_function`, the cache minipool's own tasks use: one
+  unpickling per function per process, within one bound. minipool never shuts down an
+  executor it was given.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import enum
-import hashlib
 import inspect
 import logging
 import math
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import shipping
+from .. import shipping, task
 from .channels import Cancelled, Marker
 from .errors import PipelineError, StageDefinitionError, StageFailed
 
@@ -114,26 +116,29 @@ def _sort_outcomes(mode: Mode, records: list[Any], results: list[tuple[bool, Any
     return out, failures
 
 
-_shipped: dict[str, Callable[[Any], Any]] = {}
+_stage_function: Callable[[Any], Any] | None = None  # in a worker of a stage's own pool
 
 
-def _install(key: str, blob: bytes) -> None:
-    """Process-pool initializer: unpickle the stage function once per worker process."""
-    _shipped[key] = shipping.loads(blob)
+def _install(blob: bytes) -> None:
+    """Process-pool initializer: a stage's own pool runs that stage's function only."""
+    global _stage_function
+    _stage_function = task.load_function(blob)
 
 
-def _run_shipped(key: str, blob: bytes | None, mode: Mode, records: list[Any], retries: int) -> Any:
-    """The worker side of process and executor stages (importable, so it travels by name).
+def _run_installed(mode: Mode, records: list[Any], retries: int) -> Any:
+    """The worker side of a process stage (importable, so it travels by name)."""
+    if _stage_function is None:
+        raise PipelineError("stage function missing in the worker process")
+    return _portable(*apply_chunk(mode, _stage_function, records, retries))
 
-    ``blob`` is None when the worker was initialised with the function (our own pools); a
-    foreign executor gets the bytes with every piece, unpickled only the first time per worker.
-    """
-    fn = _shipped.get(key)
-    if fn is None:
-        if blob is None:
-            raise PipelineError("stage function missing in the worker process")
-        fn = _shipped[key] = shipping.loads(blob)
-    out, failures, busy = apply_chunk(mode, fn, records, retries)
+
+def _run_shipped(blob: bytes, mode: Mode, records: list[Any], retries: int) -> Any:
+    """The worker side of a stage on a given executor, whose workers may serve anything."""
+    return _portable(*apply_chunk(mode, task.load_function(blob), records, retries))
+
+
+def _portable(out: list[Any], failures: list[tuple[Any, BaseException]], busy: float) -> Any:
+    """The outcome of a piece, with every error able to travel back to the stage."""
     portable = []
     for record, error in failures:
         try:
@@ -232,18 +237,17 @@ class MapRuntime:
                 apply_chunk, self.mode, self.fn, piece, spec.retries)
         elif self.kind is StageKind.PROCESS or self.kind is StageKind.EXECUTOR:
             executor = spec.executor
-            key = hashlib.blake2b(blob, digest_size=16).hexdigest()
             if self.kind is StageKind.PROCESS:  # our own pool: install the function once per worker
                 self._pool = cf.ProcessPoolExecutor(workers, mp_context=_context(),
-                                                    initializer=_install, initargs=(key, blob))
+                                                    initializer=_install, initargs=(blob,))
                 self._submit = lambda piece: self._pool.submit(
-                    _run_shipped, key, None, self.mode, piece, spec.retries)
+                    _run_installed, self.mode, piece, spec.retries)
             elif isinstance(executor, cf.ThreadPoolExecutor):  # same process: no need to ship
                 self._submit = lambda piece: executor.submit(
                     apply_chunk, self.mode, self.fn, piece, spec.retries)
             else:
                 self._submit = lambda piece: executor.submit(
-                    _run_shipped, key, blob, self.mode, piece, spec.retries)
+                    _run_shipped, blob, self.mode, piece, spec.retries)
         elif self.kind is StageKind.ASYNC:
             self._loop = _LoopThread(f"pl-{name}-loop", workers)
             self._max_inflight = workers
