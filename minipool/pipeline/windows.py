@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core import Stage
+from .core import Stage, positive_int, stage
 from .errors import PipelineError
 from .runtime import Runtime
 
@@ -40,16 +40,6 @@ def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise PipelineError(f"{name} must be a positive number, got {value!r}")
     return value
-
-
-class _WindowStage(Stage):
-    stateful = True
-
-    def __init__(self, label: str, factory: Callable[[], Runtime], name: str | None) -> None:
-        self.label, self._factory, self.name = label, factory, name
-
-    def open(self, name: str, run: Any, stats: Any) -> Runtime:
-        return self._factory()
 
 
 class _CountWindows(Runtime):
@@ -159,17 +149,14 @@ def window(size: int | None = None, step: int | float | None = None, *, seconds:
     if (size is None) == (seconds is None):
         raise PipelineError("window() needs exactly one of size= (records) or seconds= (time)")
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise PipelineError(f"window size must be a positive integer, got {size!r}")
-        step_n = size if step is None else step
-        if isinstance(step_n, bool) or not isinstance(step_n, int) or step_n < 1:
-            raise PipelineError(f"window step must be a positive integer, got {step!r}")
-        return _WindowStage(f"window({size},{step_n})",
-                            lambda: _CountWindows(size, step_n, key), name)
+        positive_int("window size", size)
+        step_n = size if step is None else positive_int("window step", step)
+        return stage(lambda: _CountWindows(size, step_n, key), label=f"window({size},{step_n})",
+                     stateful=True, name=name)
     secs = _number("window seconds", seconds)
     step_s = secs if step is None else _number("window step", step)
-    return _WindowStage(f"window({secs}s,{step_s}s)",
-                        lambda: _TimeWindows(secs, step_s, key, timestamp), name)
+    return stage(lambda: _TimeWindows(secs, step_s, key, timestamp),
+                 label=f"window({secs}s,{step_s}s)", stateful=True, name=name)
 
 
 class _Rolling(Runtime):
@@ -216,8 +203,9 @@ def rolling(agg: Callable[[list[Any]], Any], *, size: int | None = None, seconds
     """
     if (size is None) == (seconds is None):
         raise PipelineError("rolling() needs exactly one of size= (records) or seconds= (time)")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise PipelineError(f"rolling size must be a positive integer, got {size!r}")
+    if size is not None:
+        positive_int("rolling size", size)
     if seconds is not None:
         _number("rolling seconds", seconds)
-    return _WindowStage("rolling", lambda: _Rolling(agg, size, seconds, key, value, timestamp), name)
+    return stage(lambda: _Rolling(agg, size, seconds, key, value, timestamp), label="rolling",
+                 stateful=True, name=name)
