@@ -187,3 +187,55 @@ def test_async_generator_source():
 def test_journal_needs_a_terminal_stage(tmp_path):
     with pytest.raises(PipelineError, match="terminal"):
         list((pl.source(range(3)) | pl.map(abs)).stream(journal=str(tmp_path)))
+
+
+class _Pairs(pl.Runtime):
+    """Holds one record until its partner arrives: a stateful runtime across chunks."""
+
+    def __init__(self):
+        self.odd = []
+
+    def feed(self, chunk, emit):
+        records = self.odd + chunk
+        cut = len(records) - len(records) % 2
+        self.odd = records[cut:]
+        if cut:
+            emit([tuple(records[i:i + 2]) for i in range(0, cut, 2)])
+
+    def holding(self):
+        return bool(self.odd)
+
+    def finish(self, emit):
+        if self.odd:
+            emit([tuple(self.odd)])
+
+
+class _UpTo(pl.SimpleStage):
+    """A stage with arguments and a class of its own: SimpleStage with runtime() overridden."""
+
+    def __init__(self, limit):
+        super().__init__(f"up_to({limit})")
+        self.limit = limit
+
+    def runtime(self):
+        limit = self.limit
+
+        class UpTo(pl.Runtime):
+            def feed(self, chunk, emit):
+                kept = [r for r in chunk if r <= limit]
+                if kept:
+                    emit(kept)
+                if len(kept) < len(chunk):
+                    raise pl.StageDone  # an ascending source: nothing more can pass
+        return UpTo()
+
+
+def test_an_operator_written_against_the_public_interface(tmp_path):
+    pairs = pl.stage(_Pairs, label="pairs", stateful=True)
+    pipeline = pl.source(range(7)) | pairs
+    # a fresh runtime per run: the second run does not see the first one's held record
+    assert pipeline.run() == pipeline.run() == [(0, 1), (2, 3), (4, 5), (6,)]
+    assert pipeline.run(journal=str(tmp_path)) == [(0, 1), (2, 3), (4, 5), (6,)]
+    # StageDone from a SimpleStage subclass stops an endless source
+    assert (pl.source(itertools.count()) | _UpTo(600) | pl.count()).run() == 601
+    assert pairs.label == "pairs" and pairs.display(2) == "2.pairs"
