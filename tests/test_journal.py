@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minipool.journal import Journal, JournalError, read_journal
+from minipool.journal import Journal, JournalError, pack_records, read_journal, unpack_records
 from minipool.journal.format import LOG_HEADER, RECORD_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,3 +301,9 @@ def test_group_commit_covers_waiting_appenders_with_one_fsync(tmp_path, monkeypa
     monkeypatch.setattr(os, "fsync", real_fsync)
     journal.close()
     assert sorted(read_journal(tmp_path).records) == sorted(b"%d" % i for i in range(8))
+
+
+@given(st.lists(st.binary(max_size=64), max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_a_snapshot_of_records_reads_back_as_the_same_records(records):
+    assert unpack_records(pack_records(records)) == records

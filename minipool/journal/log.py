@@ -7,8 +7,9 @@ forever. On restart it loads the newest snapshot and replays the log written aft
 exactly how Redis combines its append-only file (AOF) with its RDB snapshots.
 
 The journal directory holds a snapshot ``NAME.G.snap`` and a log ``NAME.G.log`` per generation
-``G`` (their layout is :mod:`.format`'s). Snapshot ``G`` holds the state as of the moment log ``G`` was started, so replay is "newest valid
-snapshot, then the logs of generations G, G+1, ..." (generation 0 has no snapshot). Rotating to
+``G`` (their layout is :mod:`.format`'s). Snapshot ``G`` holds the state as of the moment log
+``G`` was started, so replay is "newest valid snapshot, then the logs of generations G, G+1,
+..." (generation 0 has no snapshot). Rotating to
 a new generation is ordered so that a crash at any step leaves a recoverable directory: the
 snapshot is written to a ``.tmp`` file, fsynced, renamed into place and the directory fsynced;
 only then does log ``G`` begin and the older files go. A crash before the rename leaves a stray
