@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import Any
 
+from .cluster.balance import POLICIES
 from .commandline import (
     DEFAULT_BIND,
     EXIT_AUTH,
@@ -36,6 +37,7 @@ from .commandline import (
     transport_url,
     why,
 )
+from .journal import FSYNC_POLICIES
 
 
 def _common(parser: argparse.ArgumentParser, *, server: bool) -> None:
@@ -331,11 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-losses", type=int, default=3,
                    help="workers a task may kill before it fails with WorkerLost")
     p.add_argument("--balance", default="least-loaded",
-                   choices=["least-loaded", "round-robin", "random", "latency"],
+                   choices=list(POLICIES),
                    help="how to pick a worker for each task")
     p.add_argument("--journal", metavar="DIR",
                    help="write-ahead journal directory: survive a crash with every accepted task")
-    p.add_argument("--fsync", default="everysec", choices=["always", "everysec", "no"],
+    p.add_argument("--fsync", default="everysec", choices=list(FSYNC_POLICIES),
                    help="journal fsync policy, as Redis's appendfsync")
     _common(p, server=True)
     p.set_defaults(func=cmd_coordinator)

@@ -17,7 +17,7 @@ the I/O around it:
   is an entry renewed by anything it sends; an entry that expires -- a frozen or partitioned
   worker -- is removed and its leases go back to the queue. Other services register entries of
   their own (REGISTER) and clients look them up by name (LOOKUP).
-* **an optional journal** (:mod:`minipool.cluster.durable`): every accepted task and every
+* **an optional journal** (:mod:`minipool.cluster.task_journal`): every accepted task and every
   outcome is written ahead, so a coordinator killed with SIGKILL restarts with its queue.
 """
 

@@ -65,7 +65,7 @@ class Effects:
 
     def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
                codec: str | None = None) -> None:
-        """A journal record about ``task`` (see :func:`minipool.cluster.durable.pack_record`)."""
+        """A journal record about ``task`` (see :func:`minipool.cluster.task_journal.pack_task_record`)."""
         if not self.records:
             self.records = []
         self.records.append((kind, task.number, task.owner_id, task.client_id,  # type: ignore[union-attr]
