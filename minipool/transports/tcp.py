@@ -108,6 +108,12 @@ class TcpConnection(Connection):
         self._stream.close()
 
     @property
+    def sock(self) -> socket.socket:
+        """The socket under the framing (TLS-wrapped after :meth:`handshake`), for a listener
+        that speaks another protocol on it, as ``http://``'s pairing does."""
+        return self._stream.sock
+
+    @property
     def closed(self) -> bool:
         return self._stream.closed
 
