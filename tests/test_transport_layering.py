@@ -9,7 +9,7 @@ import pathlib
 import minipool
 
 PACKAGE = pathlib.Path(minipool.__file__).parent
-MODULES = sorted([*(PACKAGE / "transports").glob("*.py"), PACKAGE / "codecs.py"])
+MODULES = sorted([*(PACKAGE / "transports").glob("*.py"), PACKAGE / "codecs.py", PACKAGE / "plugins.py"])
 
 
 def _module_name(path: pathlib.Path) -> str:
