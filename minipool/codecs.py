@@ -136,7 +136,8 @@ def _zlib_codec(name: str, wbits: int) -> Codec:
     return Codec(name, compress, decompress)
 
 
-def _bounded(name: str, make: Callable[[], Any], errors: tuple[type[BaseException], ...]):
+def _bounded(name: str, make: Callable[[], Any],
+             errors: tuple[type[BaseException], ...]) -> Callable[[bytes, int], bytes]:
     """A decompress function over an lzma/bz2-style decompressor object with ``max_length``."""
 
     def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
@@ -217,7 +218,8 @@ def _zstd_codec() -> Codec:
     return Codec("zstd", compress, decompress)
 
 
-def _zstd_undeclared(decompress: Any, data: bytes, max_size: int, error: type) -> bytes:
+def _zstd_undeclared(decompress: Any, data: bytes, max_size: int,
+                     error: type[BaseException]) -> bytes:
     """Decompress a frame whose header declares no size (a streamed frame) within max_size."""
     try:
         out = decompress(data, max_output_size=max_size + 1)

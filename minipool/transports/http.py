@@ -206,10 +206,10 @@ def connect(url: SplitResult, options: Options) -> Connection:
         down.write([format_request("GET", EVENTS_PATH, [("Host", host),
                                                         ("Accept", "application/octet-stream")])])
         response = parse_response(read_head(down, deadline))
-        session = response.headers.get(SESSION_HEADER, "")
+        session = response.headers.get(SESSION_HEADER) or ""
         if response.status != 200:
             raise HttpError(response.status, f"server refused the event stream: {response.reason}")
-        if (response.headers.get("transfer-encoding", "").lower() != "chunked"
+        if ((response.headers.get("transfer-encoding") or "").lower() != "chunked"
                 or SESSION_PATH.fullmatch(f"/minipool/{session}/open") is None):
             raise ProtocolError("not a minipool event stream (no chunked body or session id)")
         up = SocketStream(open_socket(url, options))

@@ -113,7 +113,7 @@ class SharedSocket(abc.ABC):
         # ``send`` skips the pure-Python wrapper that only handles routing_id/group (unused).
         self._recv, self._get = sock.recv, sock.get
         try:
-            self._send = super(zmq.Socket, sock).send
+            self._send = super(zmq.Socket, sock).send  # type: ignore[misc]  # (a pyzmq class)
         except TypeError:  # a socket class of its own: keep its send
             self._send = sock.send
         self._noblock = int(zmq.NOBLOCK)

@@ -354,7 +354,7 @@ class WebSocketListener(TcpListener):
         self._tls = secure  # TcpListener only knows tls://; the handshake is TcpConnection's
         self.url += url.path if url.path not in ("", "/") else ""
 
-    def wrap(self, sock: socket.socket) -> Connection:
+    def wrap(self, sock: socket.socket) -> WebSocketConnection:
         return WebSocketConnection(sock, self._options, client=False, server_tls=self._tls)
 
 
