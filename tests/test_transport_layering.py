@@ -58,3 +58,8 @@ def test_no_two_transport_modules_import_each_other():
     for start in graph:
         visit(start, [start])
     assert cycles == []
+
+
+def test_no_transport_module_is_two_ideas_in_one_file():
+    longest = max(MODULES, key=lambda path: len(path.read_text().splitlines()))
+    assert len(longest.read_text().splitlines()) <= 450, longest.name
