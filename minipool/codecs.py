@@ -25,14 +25,14 @@ How it is built, and why:
   network sends has made the transfer slower. docs/codecs.md has the measurements.
 * zstd needs the optional ``zstandard`` package, imported only when ``zstd`` is first asked
   for; without it the error names the extra to install. Third-party codecs (brotli, lz4, ...)
-  plug in with :func:`register_codec` or the ``minipool.codecs`` entry-point group.
+  plug in with :func:`register_codec` or the ``minipool.codecs`` entry-point group; the table
+  of names, :data:`CODECS`, is a :class:`~minipool.plugins.Plugins`, as the transports' is.
 """
 
 from __future__ import annotations
 
 import bz2
 import functools
-import importlib.metadata
 import logging
 import lzma
 import sys
@@ -43,8 +43,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CodecError, DecompressionBomb, MissingExtra
+from .plugins import Plugins
 
 __all__ = [
+    "CODECS",
     "Codec",
     "DEFAULT_MAX_SIZE",
     "LEVELS",
@@ -134,7 +136,8 @@ def _zlib_codec(name: str, wbits: int) -> Codec:
     return Codec(name, compress, decompress)
 
 
-def _bounded(name: str, make: Callable[[], Any], errors: tuple[type[BaseException], ...]):
+def _bounded(name: str, make: Callable[[], Any],
+             errors: tuple[type[BaseException], ...]) -> Callable[[bytes, int], bytes]:
     """A decompress function over an lzma/bz2-style decompressor object with ``max_length``."""
 
     def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
@@ -215,7 +218,8 @@ def _zstd_codec() -> Codec:
     return Codec("zstd", compress, decompress)
 
 
-def _zstd_undeclared(decompress: Any, data: bytes, max_size: int, error: type) -> bytes:
+def _zstd_undeclared(decompress: Any, data: bytes, max_size: int,
+                     error: type[BaseException]) -> bytes:
     """Decompress a frame whose header declares no size (a streamed frame) within max_size."""
     try:
         out = decompress(data, max_output_size=max_size + 1)
@@ -239,17 +243,36 @@ def _zstd_undeclared(decompress: Any, data: bytes, max_size: int, error: type) -
 
 # --- the registry --------------------------------------------------------------------------
 
-_codecs: dict[str, Codec] = {
-    "none": Codec("none", _none_compress, _none_decompress),
-    "gzip": _zlib_codec("gzip", 31),
-    "deflate": _zlib_codec("deflate", 15),
-    "lzma": _lzma_codec(),
-    "bz2": _bz2_codec(),
-}
-# Codecs built on first use, because building them imports an optional package.
-_lazy: dict[str, Callable[[], Codec]] = {"zstd": _zstd_codec}
-_lock = threading.Lock()
-_entry_points_loaded = False
+
+def _adopt_entry_point(codecs: Plugins[Codec], ep: Any) -> None:
+    """Register the codec of one ``minipool.codecs`` entry point, loaded now.
+
+    Its value is a :class:`Codec` or a callable returning one. Built-in and explicitly
+    registered codecs win over a plug-in of the same name; a plug-in that fails to load is
+    logged and skipped, so one broken package does not break every codec.
+    """
+    try:
+        obj = ep.load()
+        codec = obj if isinstance(obj, Codec) else obj()
+        if not isinstance(codec, Codec):
+            raise TypeError(f"{ep.value} gave {type(codec).__name__}, not a Codec")
+    except Exception as exc:
+        log.warning("skipping codec entry point %r: %s", ep.name, exc)
+        return
+    if codec.name not in codecs:
+        codecs.add(codec.name, codec)
+
+
+#: Every codec by name. zstd is built on first use, because building it imports an optional
+#: package.
+CODECS: Plugins[Codec] = Plugins(
+    "codec", ENTRY_POINT_GROUP, lambda name, known: CodecError(f"unknown codec {name!r} (known: {known})"),
+    _adopt_entry_point)
+for _codec in (Codec("none", _none_compress, _none_decompress), _zlib_codec("gzip", 31),
+               _zlib_codec("deflate", 15), _lzma_codec(), _bz2_codec()):
+    CODECS.add(_codec.name, _codec)
+del _codec
+CODECS.add_lazy("zstd", _zstd_codec)
 
 
 def register_codec(codec: Codec, *, replace: bool = False) -> None:
@@ -267,11 +290,7 @@ def register_codec(codec: Codec, *, replace: bool = False) -> None:
         raise TypeError(f"expected a Codec, got {type(codec).__name__}")
     if not codec.name:
         raise ValueError("a codec needs a non-empty name")
-    with _lock:
-        if not replace and (codec.name in _codecs or codec.name in _lazy):
-            raise ValueError(f"a codec named {codec.name!r} is already registered")
-        _lazy.pop(codec.name, None)
-        _codecs[codec.name] = codec
+    CODECS.add(codec.name, codec, replace=replace)
 
 
 def get_codec(name: str) -> Codec:
@@ -282,62 +301,12 @@ def get_codec(name: str) -> Codec:
         MissingExtra: the codec needs an optional package that is not installed (zstd).
     """
     try:
-        return _codecs[name]  # the hot path: one dict lookup
+        return CODECS.ready[name]  # the hot path: one dict lookup, not even a method call
     except KeyError:
-        return _get_slow(name)
-
-
-def _get_slow(name: str) -> Codec:
-    with _lock:
-        if name in _codecs:
-            return _codecs[name]
-        if name in _lazy:
-            codec = _lazy[name]()  # may raise MissingExtra; nothing is cached then
-            _lazy.pop(name, None)
-            _codecs[name] = codec
-            return codec
-        _load_entry_points()
-        if name in _codecs:
-            return _codecs[name]
-        known = ", ".join(sorted({*_codecs, *_lazy}))
-    raise CodecError(f"unknown codec {name!r} (known: {known})")
+        return CODECS.get(name)
 
 
 def available_codecs() -> list[str]:
     """Names of the codecs that work here: built-ins whose package is installed, codecs
     registered with :func:`register_codec`, and those of the ``minipool.codecs`` entry points."""
-    with _lock:
-        _load_entry_points()
-        names = set(_codecs)
-        lazy = list(_lazy)
-    for name in lazy:
-        try:
-            get_codec(name)
-        except MissingExtra:
-            continue
-        names.add(name)
-    return sorted(names)
-
-
-def _load_entry_points() -> None:
-    """Register the codecs of the ``minipool.codecs`` entry points (once; caller holds _lock).
-
-    An entry point's value is a :class:`Codec` or a callable returning one. Built-in and
-    explicitly registered codecs win over a plug-in of the same name; a plug-in that fails to
-    load is logged and skipped, so one broken package does not break every codec.
-    """
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-            codec = obj if isinstance(obj, Codec) else obj()
-            if not isinstance(codec, Codec):
-                raise TypeError(f"{ep.value} gave {type(codec).__name__}, not a Codec")
-        except Exception as exc:
-            log.warning("skipping codec entry point %r: %s", ep.name, exc)
-            continue
-        if codec.name not in _codecs and codec.name not in _lazy:
-            _codecs[codec.name] = codec
+    return CODECS.usable()

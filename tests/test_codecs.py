@@ -183,8 +183,8 @@ def test_unknown_codec_names_the_known_ones() -> None:
 
 
 def test_zstd_without_zstandard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(codecs._codecs, "zstd", raising=False)
-    monkeypatch.setitem(codecs._lazy, "zstd", codecs._zstd_codec)
+    monkeypatch.setattr(codecs, "CODECS", codecs.CODECS.copy())
+    codecs.CODECS.add_lazy("zstd", codecs._zstd_codec)
     monkeypatch.setitem(sys.modules, "zstandard", None)
     with pytest.raises(MissingExtra) as info:
         get_codec("zstd")
@@ -220,8 +220,7 @@ def _reversing_codec(name: str = "rev") -> Codec:
 
 
 def test_register_and_replace_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codecs, "_codecs", dict(codecs._codecs))
-    monkeypatch.setattr(codecs, "_lazy", dict(codecs._lazy))
+    monkeypatch.setattr(codecs, "CODECS", codecs.CODECS.copy())
     rev = _reversing_codec()
     register_codec(rev)
     assert get_codec("rev") is rev
@@ -255,9 +254,8 @@ class _FakeEntryPoint:
 
 
 def test_entry_points_are_loaded(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(codecs, "_codecs", dict(codecs._codecs))
-    monkeypatch.setattr(codecs, "_lazy", dict(codecs._lazy))
-    monkeypatch.setattr(codecs, "_entry_points_loaded", False)
+    monkeypatch.setattr(codecs, "CODECS", codecs.CODECS.copy())
+    codecs.CODECS.entry_points_loaded = False
     plain = _reversing_codec("br")
     groups: list[str] = []
 

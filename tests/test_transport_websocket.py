@@ -335,9 +335,11 @@ def test_client_checks_the_servers_answer(answer, error):
         lsock.close()
 
 
-def test_timeout_mid_frame_resumes():
-    """A recv that times out halfway through a frame picks it up again on the next call."""
-    frame = serialize(Frame(Opcode.BINARY, b"0123456789" * 50))
+@pytest.mark.parametrize("repeat", [50, 128 * 1024 // 10], ids=["500B", "128KB"])
+def test_timeout_mid_frame_resumes(repeat):
+    """A recv that times out halfway through a frame picks it up again on the next call: any
+    frame up to the stream's RESUMABLE_READ, not only one a single buffered read holds."""
+    frame = serialize(Frame(Opcode.BINARY, b"0123456789" * repeat))
     first, second = threading.Event(), threading.Event()
 
     def answer(key: str) -> bytes:
@@ -371,7 +373,7 @@ def test_timeout_mid_frame_resumes():
         with pytest.raises(TimeoutError):
             client.recv(timeout=0.05)  # header done, payload half there
         second.set()
-        assert client.recv(timeout=10) == b"0123456789" * 50
+        assert client.recv(timeout=10) == b"0123456789" * repeat
         client._stream.close()
     finally:
         first.set()

@@ -704,7 +704,7 @@ def test_a_lone_client_waits_in_recv_like_a_req_socket(server: EchoServer) -> No
 def test_a_send_from_another_thread_reaches_a_lone_leader(server: EchoServer) -> None:
     """The first wake-up finds the leader blocked in recv; it sees it within one tick, and
     from then on waits in zmq_poll, where a wake-up reaches it at once."""
-    from minipool.transports.sharedsocket import _LONE_TICK_MS
+    from minipool.transports.dealersocket import _LONE_TICK_MS
 
     with base.connect(server.listener.url) as conn:
         hub = conn._hub  # type: ignore[attr-defined]

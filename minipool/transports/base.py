@@ -9,7 +9,8 @@ only two small abstractions:
 * :class:`Listener` -- ``accept() -> Connection``, ``url``, ``close()``.
 
 A transport is chosen by the URL's scheme (``tcp://``, ``ws://``, ``http://``, ``zmq+tcp://``,
-...) from a registry, so the coordinator, the workers and the pool never name a transport, and a
+...) from a registry (:data:`TRANSPORTS`, a :class:`~minipool.plugins.Plugins` like the
+codecs'), so the coordinator, the workers and the pool never name a transport, and a
 third-party package can add one through the ``minipool.transports`` entry-point group::
 
     [project.entry-points."minipool.transports"]
@@ -28,12 +29,12 @@ import abc
 import dataclasses
 import importlib
 import ssl
-import threading
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 from ..errors import MinipoolError, TransportError
+from ..plugins import Plugins
 
 __all__ = [
     "Connection",
@@ -44,6 +45,7 @@ __all__ = [
     "listen",
     "register_transport",
     "available_transports",
+    "TRANSPORTS",
     "parse_url",
     "DEFAULT_MAX_MESSAGE",
 ]
@@ -212,66 +214,40 @@ class Transport(Protocol):
     def listen(self, url: SplitResult, options: Options) -> Listener: ...
 
 
-# scheme -> a Transport, or the name of the module that is one (imported on first use, so that
-# `import minipool` does not import pyzmq or the WebSocket code).
-_registry: dict[str, Transport | str] = {
-    "tcp": "minipool.transports.tcp",
-    "tls": "minipool.transports.tcp",
-    "http": "minipool.transports.http",
-    "https": "minipool.transports.http",
-    "ws": "minipool.transports.websocket",
-    "wss": "minipool.transports.websocket",
-    "zmq+tcp": "minipool.transports.zmq",
-}
-_registry_lock = threading.Lock()
-_entry_points_loaded = False
+def _adopt_entry_point(transports: Plugins[Transport], ep: Any) -> None:
+    # Built-in schemes win: a plug-in adds transports, it does not replace tcp://. Loaded on
+    # first use, like the built-in modules.
+    if ep.name.lower() not in transports:
+        transports.add_lazy(ep.name.lower(), ep.load)
+
+
+def _module(name: str) -> Callable[[], Transport]:
+    return lambda: importlib.import_module(name)  # type: ignore[return-value]
+
+
+#: Every transport by URL scheme. A module is imported on first use, so that ``import
+#: minipool`` does not import pyzmq or the WebSocket code.
+TRANSPORTS: Plugins[Transport] = Plugins(
+    "transport", "minipool.transports",
+    lambda scheme, known: TransportError(f"no transport for {scheme}:// URLs (known: {known})"),
+    _adopt_entry_point)
+for _scheme, _name in (("tcp", "tcp"), ("tls", "tcp"), ("http", "http"), ("https", "http"),
+                       ("ws", "websocket"), ("wss", "websocket"), ("zmq+tcp", "zmq")):
+    TRANSPORTS.add_lazy(_scheme, _module(f"minipool.transports.{_name}"))
+del _scheme, _name
 
 
 def register_transport(scheme: str, transport: Transport | str) -> None:
     """Make ``scheme://`` URLs use ``transport`` (an object or a module name)."""
-    with _registry_lock:
-        _registry[scheme.lower()] = transport
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="minipool.transports"):
-        # Built-in schemes win: a plug-in adds transports, it does not replace tcp://.
-        _registry.setdefault(ep.name.lower(), _EntryPoint(ep))  # type: ignore[arg-type]
-
-
-class _EntryPoint:
-    def __init__(self, ep: object) -> None:
-        self.ep = ep
-
-
-def _resolve(scheme: str) -> Transport:
-    with _registry_lock:
-        entry = _registry.get(scheme)
-        if entry is None:
-            _load_entry_points()
-            entry = _registry.get(scheme)
-        if entry is None:
-            known = ", ".join(sorted(_registry))
-            raise TransportError(f"no transport for {scheme}:// URLs (known: {known})")
-        if isinstance(entry, _EntryPoint):
-            entry = entry.ep.load()  # type: ignore[attr-defined]
-        elif isinstance(entry, str):
-            entry = importlib.import_module(entry)  # type: ignore[assignment]
-        _registry[scheme] = entry
-        return entry  # type: ignore[return-value]
+    if isinstance(transport, str):
+        TRANSPORTS.add_lazy(scheme.lower(), _module(transport))
+    else:
+        TRANSPORTS.add(scheme.lower(), transport)
 
 
 def available_transports() -> list[str]:
     """The URL schemes minipool knows (some may need an extra to actually work)."""
-    with _registry_lock:
-        _load_entry_points()
-        return sorted(_registry)
+    return TRANSPORTS.names()
 
 
 def parse_url(url: str) -> SplitResult:
@@ -307,10 +283,10 @@ def connect(url: str, **options: object) -> Connection:
         OSError: the server cannot be reached.
     """
     parts = parse_url(url)
-    return _resolve(parts.scheme.lower()).connect(parts, _options(options))
+    return TRANSPORTS.get(parts.scheme.lower()).connect(parts, _options(options))
 
 
 def listen(url: str, **options: object) -> Listener:
     """Bind a server endpoint at ``url`` (port 0 picks a free port; see ``Listener.url``)."""
     parts = parse_url(url)
-    return _resolve(parts.scheme.lower()).listen(parts, _options(options))
+    return TRANSPORTS.get(parts.scheme.lower()).listen(parts, _options(options))

@@ -32,7 +32,6 @@ server half is :mod:`minipool.transports.httpserver`; the HTTP parsing is
 from __future__ import annotations
 
 import dataclasses
-import re
 import select
 import socket
 import ssl
@@ -51,39 +50,21 @@ from .http11 import (
     parse_chunk_size,
     parse_response,
 )
+from .httpsession import (
+    ACK_BATCH,
+    EVENTS_PATH,
+    SESSION_HEADER,
+    SESSION_PATH,
+    DuplexConnection,
+    read_head,
+)
+from .httpserver import HttpListener
 from .stream import SocketStream
 from .tcp import open_socket
 
 __all__ = ["HttpClientConnection", "connect", "listen", "EVENTS_PATH", "SESSION_HEADER"]
 
-EVENTS_PATH = "/minipool/events"
-SESSION_HEADER = "Minipool-Session"
-_SESSION_PATH = re.compile(r"/minipool/([A-Za-z0-9_-]{16,64})/open")
-_ACK = b"HTTP/1.1 204 No Content\r\n\r\n"
-_ACK_BATCH = 32          # the client reads acknowledgements once this many are owed
 _NONBLOCKING = getattr(socket, "MSG_DONTWAIT", 0)
-
-
-def _read_head(stream: SocketStream, deadline: float | None) -> bytes:
-    try:
-        return stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline)
-    except FrameTooLarge:
-        raise HttpError(431, f"head larger than {MAX_HEAD} bytes") from None
-
-class DuplexConnection(Connection):
-    """A minipool connection made of two HTTP connections: ``_up`` and ``_down``. It is
-    closed when either half is, and closing it closes both."""
-
-    _up: SocketStream
-    _down: SocketStream
-
-    def close(self) -> None:
-        self._up.close()
-        self._down.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._up.closed or self._down.closed
 
 
 class HttpClientConnection(DuplexConnection):
@@ -124,7 +105,7 @@ class HttpClientConnection(DuplexConnection):
 
     def _before_send(self, count: int) -> None:
         self._outstanding += count
-        if self._outstanding > _ACK_BATCH:
+        if self._outstanding > ACK_BATCH:
             self._read_acks()
 
     def _read_acks(self) -> None:
@@ -224,18 +205,18 @@ def connect(url: SplitResult, options: Options) -> Connection:
         streams.append(down)
         down.write([format_request("GET", EVENTS_PATH, [("Host", host),
                                                         ("Accept", "application/octet-stream")])])
-        response = parse_response(_read_head(down, deadline))
-        session = response.headers.get(SESSION_HEADER, "")
+        response = parse_response(read_head(down, deadline))
+        session = response.headers.get(SESSION_HEADER) or ""
         if response.status != 200:
             raise HttpError(response.status, f"server refused the event stream: {response.reason}")
-        if (response.headers.get("transfer-encoding", "").lower() != "chunked"
-                or _SESSION_PATH.fullmatch(f"/minipool/{session}/open") is None):
+        if ((response.headers.get("transfer-encoding") or "").lower() != "chunked"
+                or SESSION_PATH.fullmatch(f"/minipool/{session}/open") is None):
             raise ProtocolError("not a minipool event stream (no chunked body or session id)")
         up = SocketStream(open_socket(url, options))
         streams.append(up)
         up.write([format_request("POST", f"/minipool/{session}/open",
                                  [("Host", host), ("Content-Length", "0")])])
-        response = parse_response(_read_head(up, deadline))
+        response = parse_response(read_head(up, deadline))
         if response.status != 204 or up.buffered:
             raise HttpError(response.status, f"server refused the session: {response.reason}")
     except BaseException:
@@ -246,6 +227,4 @@ def connect(url: SplitResult, options: Options) -> Connection:
 
 
 def listen(url: SplitResult, options: Options) -> Listener:
-    from .httpserver import HttpListener  # the server half lives in its own module
-
     return HttpListener(url, options)

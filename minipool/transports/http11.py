@@ -22,6 +22,7 @@ status code to answer with:
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ __all__ = [
     "parse_response",
     "format_request",
     "format_response",
+    "final_response",
+    "error_response",
+    "health_response",
     "content_length",
     "encode_chunk",
     "LAST_CHUNK",
@@ -254,6 +258,27 @@ def format_response(status: int, reason: str, headers: list[tuple[str, str]],
         fields.append(("Content-Length", str(len(body))))
     head = "".join([f"HTTP/1.1 {status} {reason}\r\n", *_format_fields(fields), "\r\n"])
     return head.encode("latin-1") + body
+
+
+def final_response(status: int, body: bytes, *, content_type: str = "text/plain; charset=utf-8",
+                   headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A whole response after which the server closes the connection (``Connection: close``):
+    a refusal, or the answer to a health check."""
+    fields = [*headers, ("Content-Type", content_type), ("Connection", "close")]
+    return format_response(status, REASONS.get(status, "Error"), fields, body)
+
+
+def error_response(status: int, detail: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The answer to a request refused with ``status``: ``detail`` as one line of text."""
+    return final_response(status, detail.encode("utf-8", "replace") + b"\n", headers=headers)
+
+
+def health_response(transport: str, **facts: object) -> bytes:
+    """The answer to ``GET /health``: ``200`` and a small JSON object that says the server is
+    up, which transport answered, and any ``facts`` the server adds (for curl and load
+    balancers)."""
+    body = json.dumps({"status": "ok", "transport": transport, **facts}).encode() + b"\n"
+    return final_response(200, body, content_type="application/json")
 
 
 def content_length(headers: Headers) -> int | None:

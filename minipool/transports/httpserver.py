@@ -14,7 +14,6 @@ at most ``_MAX_OPENINGS`` sockets may be opening at once, so no client can stall
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import queue
 import re
@@ -26,10 +25,25 @@ from urllib.parse import SplitResult
 
 from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportError
 from .base import Buffer, Connection, Listener, Options
-from .http import DuplexConnection, _ACK, _ACK_BATCH, _SESSION_PATH, EVENTS_PATH, SESSION_HEADER, _read_head
-from .http11 import REASONS, HttpError, Request, content_length, format_response, parse_request
-from .stream import _CHUNK as _RESUMABLE  # bodies up to this size are read in the buffer
-from .stream import SocketStream
+from .http11 import (
+    HttpError,
+    Request,
+    content_length,
+    error_response,
+    format_response,
+    health_response,
+    parse_request,
+)
+from .httpsession import (
+    ACK,
+    ACK_BATCH,
+    EVENTS_PATH,
+    SESSION_HEADER,
+    SESSION_PATH,
+    DuplexConnection,
+    read_head,
+)
+from .stream import RESUMABLE_READ, SocketStream
 from .tcp import TcpConnection, TcpListener
 
 __all__ = ["HttpServerConnection", "HttpListener"]
@@ -40,12 +54,6 @@ _LENGTH_TAIL = re.compile(rb"([0-9]{1,18})\r\n\r\n")
 _MAX_OPENINGS = 128  # concurrent half-open connections a listener serves before refusing more
 
 
-def _error_response(status: int, detail: str) -> bytes:
-    return format_response(status, REASONS.get(status, "Error"),
-                           [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
-                           detail.encode("utf-8", "replace") + b"\n")
-
-
 def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> None:
     """Answer ``status`` (best effort: the peer may be gone) and close.
 
@@ -53,7 +61,7 @@ def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> No
     """
     log.info("http %s from %s: %s", status, stream.peer, detail)
     try:
-        stream.write([_ACK * acks + _error_response(status, detail)])
+        stream.write([ACK * acks + error_response(status, detail)])
     except ConnectionClosed:
         pass
     stream.close()
@@ -99,8 +107,8 @@ class HttpServerConnection(DuplexConnection):
     def _recv(self, timeout: float | None) -> bytes:
         deadline = None if timeout is None else time.monotonic() + timeout
         up = self._up
-        if self._owed and (up.buffered == 0 or self._owed >= _ACK_BATCH):
-            up.write([_ACK * self._owed])  # about to block anyway: acknowledge now, in one write
+        if self._owed and (up.buffered == 0 or self._owed >= ACK_BATCH):
+            up.write([ACK * self._owed])  # about to block anyway: acknowledge now, in one write
             self._owed = 0
         if self._body_size is None:
             self._body_size = self._read_request_head(deadline)
@@ -108,7 +116,7 @@ class HttpServerConnection(DuplexConnection):
         # A small body that times out stays in the buffer, and the next call goes on with it
         # (a reader that polls with timeout=0 may catch a request half arrived). A large one
         # is read straight into its own buffer, so once its head is here it is read to the end.
-        body = up.read_exact(size, deadline if size <= _RESUMABLE else None) if size else b""
+        body = up.read_exact(size, deadline if size <= RESUMABLE_READ else None) if size else b""
         self._body_size = None
         self._owed += 1
         return body
@@ -117,7 +125,7 @@ class HttpServerConnection(DuplexConnection):
         """Read and check one request head; return its body's length."""
         up = self._up
         try:
-            head = _read_head(up, deadline)
+            head = read_head(up, deadline)
             # Fast path: the exact head minipool's client sends, only the length varying. It is
             # checked byte for byte, so it accepts nothing the full parser below would refuse.
             fast = _LENGTH_TAIL.fullmatch(head, len(self._usual)) if head.startswith(self._usual) else None
@@ -208,9 +216,9 @@ class HttpListener(Listener):
         try:
             conn.handshake(timeout)  # TLS, if any
             # The TLS-wrapped socket (nothing has been read from it yet).
-            stream = SocketStream(conn._stream.sock)  # noqa: SLF001
+            stream = SocketStream(conn.sock)
             try:
-                self._route(stream, parse_request(_read_head(stream, deadline)), deadline)
+                self._route(stream, parse_request(read_head(stream, deadline)), deadline)
             except TimeoutError:
                 _reject(stream, 408, "request head not received in time")
             except HttpError as exc:
@@ -225,10 +233,8 @@ class HttpListener(Listener):
 
     def _route(self, stream: SocketStream, request: Request, deadline: float) -> None:
         if request.method == "GET" and request.target == "/health":
-            body = json.dumps({"status": "ok", "transport": self._scheme,
-                               "connections": self._served, "pending": len(self._pending)})
-            stream.write([format_response(200, "OK", [("Content-Type", "application/json"),
-                                                      ("Connection", "close")], body.encode())])
+            stream.write([health_response(self._scheme, connections=self._served,
+                                          pending=len(self._pending))])
             stream.close()
             return
         if "host" not in request.headers and request.version == "HTTP/1.1":
@@ -238,7 +244,7 @@ class HttpListener(Listener):
                 raise HttpError(405, "the event stream is opened with GET")
             self._open_down(stream, deadline)
             return
-        match = _SESSION_PATH.fullmatch(request.target)
+        match = SESSION_PATH.fullmatch(request.target)
         if match is None:
             raise HttpError(404, "minipool answers /health, /minipool/events and its sessions")
         if request.method != "POST":
@@ -253,7 +259,7 @@ class HttpListener(Listener):
                                     request.headers.get("host"))
         pending.paired.set()
         try:
-            stream.write([_ACK])
+            stream.write([ACK])
         except ConnectionClosed:
             conn.close()
             return

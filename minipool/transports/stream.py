@@ -41,9 +41,13 @@ from collections.abc import Sequence
 
 from ..errors import ConnectionClosed, FrameTooLarge
 
-__all__ = ["SocketStream", "configure_socket"]
+__all__ = ["RESUMABLE_READ", "SocketStream", "configure_socket"]
 
 _CHUNK = 256 * 1024  # a frame larger than this is received into an object of its own
+#: A :meth:`SocketStream.read_exact` of at most this many bytes consumes nothing if its
+#: deadline passes first (the bytes stay in the buffer for the next call); a larger read is
+#: received into an object of its own, which a timeout would throw away half filled.
+RESUMABLE_READ = _CHUNK
 _FILL = 64 * 1024  # the most one buffered read asks for: below malloc's mmap threshold
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 Buffer = bytes | bytearray | memoryview

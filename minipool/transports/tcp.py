@@ -108,6 +108,12 @@ class TcpConnection(Connection):
         self._stream.close()
 
     @property
+    def sock(self) -> socket.socket:
+        """The socket under the framing (TLS-wrapped after :meth:`handshake`), for a listener
+        that speaks another protocol on it, as ``http://``'s pairing does."""
+        return self._stream.sock
+
+    @property
     def closed(self) -> bool:
         return self._stream.closed
 
@@ -131,7 +137,7 @@ class TcpListener(Listener):
         self.url = f"{url.scheme.lower()}://{shown}:{port}"
         self._closed = False
 
-    def accept(self) -> Connection:
+    def accept(self) -> TcpConnection:
         try:
             sock, _ = self._sock.accept()
         except OSError as exc:
@@ -139,7 +145,7 @@ class TcpListener(Listener):
         configure_socket(sock, nodelay=self._options.nodelay)
         return self.wrap(sock)
 
-    def wrap(self, sock: socket.socket) -> Connection:
+    def wrap(self, sock: socket.socket) -> TcpConnection:
         """The connection for a freshly accepted socket. Transports that reuse this listener
         (ws://, ...) override it to speak their own protocol on the same accept loop."""
         return TcpConnection(sock, self._options, server_tls=self._tls)

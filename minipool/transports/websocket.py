@@ -25,7 +25,6 @@ From then on both sides exchange frames, encoded and decoded by the sans-I/O
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
@@ -42,10 +41,13 @@ from .http11 import (
     REASONS,
     Headers,
     HttpError,
+    error_response,
     format_response,
+    health_response,
     parse_request,
     parse_response,
 )
+from .stream import RESUMABLE_READ
 from .tcp import TcpConnection, TcpListener, open_socket
 from .wshandshake import (
     accept_key,
@@ -73,7 +75,6 @@ __all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", 
 
 _LINGER = 1.0  # seconds to wait for the peer's half of the closing handshake
 _LINGER_BYTES = 1 << 20  # ...and at most this much unread data to drain meanwhile
-_RESUMABLE = 64 * 1024  # a read this small never consumes bytes before it completes
 _JOIN_BELOW = 16 * 1024  # frames up to this size are copied into one buffer, not gathered
 
 
@@ -124,15 +125,14 @@ class WebSocketConnection(TcpConnection):
             if request.method == "GET" and request.target.split("?")[0] == "/health" and (
                 not is_upgrade(request.headers)
             ):
-                self._answer(200, [("Content-Type", "application/json")],
-                             json.dumps({"status": "ok", "transport": "websocket"}).encode() + b"\n")
+                self._answer(health_response("websocket"))
                 raise ConnectionClosed("health check answered")
             key = check_request(request)
         except TimeoutError:
-            self._answer(408, [], b"request head not received in time\n")
+            self._answer(error_response(408, "request head not received in time"))
             raise
         except FrameTooLarge as exc:
-            self._answer(431, [], b"request head too large\n")
+            self._answer(error_response(431, "request head too large"))
             raise HttpError(431, "request head too large") from exc
         except HttpError as exc:
             extra = []
@@ -140,7 +140,7 @@ class WebSocketConnection(TcpConnection):
                 extra = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
             elif exc.status == 405:
                 extra = [("Allow", "GET")]
-            self._answer(exc.status, extra, exc.detail.encode() + b"\n")
+            self._answer(error_response(exc.status, exc.detail, extra))
             raise
         except BaseException:
             self._stream.close()
@@ -154,13 +154,10 @@ class WebSocketConnection(TcpConnection):
             ("Sec-WebSocket-Accept", accept_key(key)),
         ])])
 
-    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def _answer(self, response: bytes) -> None:
         """Send a final HTTP response and close: the handshake did not become a WebSocket."""
-        fields = [*headers, ("Connection", "close")]
-        if not any(name == "Content-Type" for name, _ in fields):
-            fields.append(("Content-Type", "text/plain; charset=utf-8"))
         try:
-            self._stream.write([format_response(status, REASONS.get(status, "Error"), fields, body)])
+            self._stream.write([response])
         except ConnectionClosed:
             pass
         self._finish()
@@ -274,7 +271,7 @@ class WebSocketConnection(TcpConnection):
             while True:
                 # A large payload is read into its own buffer, which a timeout would throw
                 # away: once its frame head is here, it is read to the end (as tcp:// does).
-                need = parser.send(read(need, deadline if need <= _RESUMABLE else None))  # type: ignore[attr-defined]
+                need = parser.send(read(need, deadline if need <= RESUMABLE_READ else None))  # type: ignore[attr-defined]
         except StopIteration as done:
             return done.value
         except TimeoutError:
@@ -357,7 +354,7 @@ class WebSocketListener(TcpListener):
         self._tls = secure  # TcpListener only knows tls://; the handshake is TcpConnection's
         self.url += url.path if url.path not in ("", "/") else ""
 
-    def wrap(self, sock: socket.socket) -> Connection:
+    def wrap(self, sock: socket.socket) -> WebSocketConnection:
         return WebSocketConnection(sock, self._options, client=False, server_tls=self._tls)
 
 

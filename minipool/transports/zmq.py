@@ -20,7 +20,7 @@ is found by minipool's heartbeats (the guide's Paranoid Pirate pattern). A DEALE
 TCP link drop (a socket monitor), and then closes rather than silently reconnect, since
 messages in flight may have been lost and minipool's own reconnect redoes the handshake.
 A server checks that every message has the frames its kind says; a client checks only
-messages whose first frame is at most one byte long (see :mod:`.sharedsocket` for why).
+messages whose first frame is at most one byte long (see :mod:`.dealersocket` for why).
 
 Thread model: ZeroMQ sockets must never be used by two threads at once. Rather than a
 separate I/O thread (two thread hops per message), whichever thread holds the socket's owner
@@ -41,6 +41,8 @@ from urllib.parse import SplitResult
 
 from ..errors import ConnectionClosed, FrameTooLarge, MissingExtra, ProtocolError
 from .base import Buffer, Connection, Listener, Options
+from .dealersocket import DealerSocket
+from .routersocket import RouterSocket
 from .sharedsocket import SharedSocket
 
 __all__ = ["ZmqConnection", "ZmqListener", "connect", "listen", "HELLO", "BYE"]
@@ -156,7 +158,7 @@ class ZmqListener(Listener):
             raise OSError(exc.errno, f"cannot bind zmq+tcp://{shown}:{url.port}: {exc}") from None
         port = sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
         self.url = f"zmq+tcp://{shown}:{port}"
-        self._hub = SharedSocket(zmq, sock, self._dispatch)
+        self._hub = RouterSocket(zmq, sock, self._dispatch)
         self._hub.on_unroutable = self._unroutable
         # Accepted connections not yet returned. Passive: the accept thread never competes
         # with the connection threads for the socket (see sharedsocket).
@@ -265,7 +267,7 @@ def connect(url: SplitResult, options: Options) -> Connection:
         if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
             conn._lost("the server went away")
 
-    hub = SharedSocket(zmq, sock, dispatch, monitor, on_event)
+    hub = DealerSocket(zmq, sock, dispatch, monitor, on_event)
     conn = ZmqConnection(hub, options, f"{shown}:{url.port}", None, hub.close)
     hub.routes[None] = conn.inbox
     hub.send((HELLO, b""))
