@@ -51,11 +51,11 @@ from urllib.parse import urldefrag
 
 from .client import RemoteClient
 from .cluster.session import open_connection, server_handshake
-from .errors import ConnectionClosed, MinipoolError, ProtocolError
+from .errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
 from .pool import authkey_from_env
 from .task import pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
 from .transports.base import Connection, listen
-from .wire import Format, Kind, Message, decode, encode, encode_parts
+from .wire import Format, Kind, Message, decode, encode, encode_parts, refusal
 
 __all__ = ["expose", "Daemon", "Proxy", "locate", "NAME_TTL"]
 
@@ -218,7 +218,7 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 -- one bad peer: log, close it, serve the rest
             log.warning("rpc: closing %s: %s", conn.peer, exc)
             try:
-                conn.send(encode(Message(Kind.ERROR, headers={"reason": str(exc)})))
+                conn.send(refusal(str(exc), authentication=isinstance(exc, AuthenticationError)))
             except Exception:  # noqa: BLE001 -- it may be gone already
                 pass
         finally:

@@ -8,15 +8,20 @@ tests (and a hypothesis fuzzer) drive them with plain bytes.
 One transport message carries one :class:`Message`, laid out as (``docs/protocol.md`` has the
 byte-by-byte specification)::
 
-    0      2      3      4      5      6           10          18
-    +------+------+------+------+------+-----------+-----------+-------+---------+------+
-    | "MP" | ver  | kind | fmt  | clen | hlen u32  | id u64    | codec | headers | body |
-    +------+------+------+------+------+-----------+-----------+-------+---------+------+
+    0      2      3      4      5      6           10          18          22
+    +------+------+------+------+------+-----------+-----------+-----------+-------+---------+------+
+    | "MP" | ver  | kind | fmt  | clen | hlen u32  | id u64    | crc32 u32 | codec | headers | body |
+    +------+------+------+------+------+-----------+-----------+-----------+-------+---------+------+
 
 Why it is built this way:
 
-* the fixed 18-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
+* the fixed 22-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
   and its result) carries no headers at all;
+* every message carries a CRC-32 of all its other bytes, checked before anything in it is
+  believed. TCP's own 16-bit checksum lets a damaged segment through now and then, and a
+  middlebox or a bad NIC can damage bytes after it was checked; a flipped bit in a pickled
+  function is a wrong answer or a crashed interpreter. ``zlib.crc32`` runs at gigabytes a
+  second, and it is chained over the parts of a message, so checking never joins or copies them;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
 * bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,
@@ -36,10 +41,11 @@ import json
 import os
 import pickle
 import struct
+import zlib
 from typing import Any
 
 from .codecs import DEFAULT_MAX_SIZE, get_codec
-from .errors import AuthenticationError, ProtocolError
+from .errors import AuthenticationError, DamagedMessage, ProtocolError
 
 __all__ = [
     "VERSION",
@@ -54,12 +60,16 @@ __all__ = [
     "ClientAuth",
     "ServerAuth",
     "NONCE_SIZE",
+    "refusal",
+    "damaged",
 ]
 
 MAGIC = b"MP"
-VERSION = 1
-_HEAD = struct.Struct("!2sBBBBIQ")
-HEAD_SIZE = _HEAD.size  # 18
+VERSION = 2  # 2: the CRC-32 in the head
+_HEAD = struct.Struct("!2sBBBBIQ")  # what the CRC covers of the head: all but the CRC itself
+_CRC = struct.Struct("!I")
+_CRC_AT = _HEAD.size  # 18
+HEAD_SIZE = _CRC_AT + _CRC.size  # 22
 MAX_HEADERS = 64 * 1024
 MAX_ID = 2**64 - 1
 
@@ -131,31 +141,50 @@ def encode(message: Message) -> bytes:
     codec = message.codec.encode("ascii")
     headers = json.dumps(message.headers, separators=(",", ":")).encode() if message.headers else b""
     head = _HEAD.pack(MAGIC, VERSION, message.kind, message.fmt, len(codec), len(headers), message.id)
-    return b"".join((head, codec, headers, message.body))
+    body = message.body
+    crc = crc32(body, crc32(headers, crc32(codec, crc32(head))))
+    return b"".join((head, _pack_crc(crc), codec, headers, body))
 
 
 def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
                  headers: dict[str, Any] | None) -> bytes:
     """:func:`encode` without building a :class:`Message` first (the hot path's TASK)."""
     if codec == "none" and not headers:
-        return b"".join((_HEAD.pack(MAGIC, VERSION, kind, fmt, 4, 0, ident), b"none", body))
+        head = _HEAD.pack(MAGIC, VERSION, kind, fmt, 4, 0, ident)
+        return b"".join((head, _pack_crc(crc32(body, crc32(b"none", crc32(head)))), b"none", body))
     return encode(Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers))
+
+
+crc32 = zlib.crc32
+_pack_crc = _CRC.pack
+_unpack_crc = _CRC.unpack_from
+
+
+def damaged(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` (at least HEAD_SIZE bytes) fails its CRC-32: some byte of it changed
+    on the way. Reads the message in place: a memoryview slices without copying."""
+    view = memoryview(data)
+    return crc32(view[HEAD_SIZE:], crc32(view[:_CRC_AT])) != _unpack_crc(data, _CRC_AT)[0]
 
 
 def decode(data: bytes) -> Message:
     """Parse one transport message.
 
     Raises:
+        DamagedMessage: the CRC-32 does not match: the message changed on the way.
         ProtocolError: wrong magic or version, unknown kind or format, lengths that do not fit,
             headers that are not a JSON object. Never any other exception, for any input.
     """
+    if data[:2] != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(data[:2])!r}: not a minipool peer")
+    if len(data) > 2 and data[2] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {data[2]} (this side speaks {VERSION})")
     if len(data) < HEAD_SIZE:
         raise ProtocolError(f"message of {len(data)} bytes is shorter than the {HEAD_SIZE}-byte head")
+    if damaged(data):
+        raise DamagedMessage(f"a {_describe(data)} of {len(data)} bytes failed its CRC-32 check:"
+                             " damaged on the way")
     magic, version, kind, fmt, clen, hlen, ident = _HEAD.unpack_from(data)
-    if magic != MAGIC:
-        raise ProtocolError(f"bad magic {magic!r}: not a minipool peer")
-    if version != VERSION:
-        raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
     kind = _KINDS.get(kind)
     fmt = _FORMATS.get(fmt)
     if kind is None or fmt is None:
@@ -180,6 +209,11 @@ def decode(data: bytes) -> Message:
         if not isinstance(headers, dict):
             raise ProtocolError("headers are not a JSON object")
     return Message(kind, ident, data[end_headers:], fmt=fmt, codec=codec or "none", headers=headers)
+
+
+def _describe(data: bytes | bytearray | memoryview) -> str:
+    kind = _KINDS.get(data[3])
+    return "message" if kind is None else f"message (a {kind.name}, if that byte is intact)"
 
 
 def encode_body(value: Any, fmt: Format = Format.PICKLE, codec: str = "none",
@@ -220,6 +254,17 @@ def decode_body(message: Message, *, trusted: bool, max_size: int = DEFAULT_MAX_
 
 
 # -- the handshake ---------------------------------------------------------------------------
+
+def refusal(reason: str, *, authentication: bool = False) -> bytes:
+    """The ERROR a server sends before it closes a connection. ``authentication`` says the
+    peer's key was wrong, which will not get better: a client gives up (AuthenticationError).
+    Any other refusal -- a damaged, late or malformed message -- may not happen again, so a
+    client that reconnects on failure tries again."""
+    headers: dict[str, Any] = {"reason": reason}
+    if authentication:
+        headers["auth"] = True
+    return encode(Message(Kind.ERROR, headers=headers))
+
 
 NONCE_SIZE = 32
 _MAC_SIZE = 32  # SHA-256
@@ -295,7 +340,10 @@ class ClientAuth:
         """
         message = decode(welcome)
         if message.kind is Kind.ERROR:
-            raise AuthenticationError(message.headers.get("reason", "rejected by the server"))
+            reason = message.headers.get("reason", "rejected by the server")
+            if message.headers.get("auth"):
+                raise AuthenticationError(reason)
+            raise ProtocolError(f"refused by the server: {reason}")
         if message.kind is not Kind.WELCOME:
             raise ProtocolError(f"expected a WELCOME message, got {message.kind.name}")
         if not hmac.compare_digest(message.body, _mac(self._key, b"server", self._nonce)):

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
 from ..transports.base import Connection, Listener, listen
-from ..wire import Format, Kind, Message, decode, encode
+from ..wire import Format, Kind, Message, decode, encode, refusal
 from .registry import Registry
 from .scheduler import Effects, Scheduler
 from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Outbox, server_handshake
@@ -158,7 +158,7 @@ class Coordinator:
         except (AuthenticationError, MinipoolError, TimeoutError, OSError) as exc:
             log.warning("%s %s: %s", "rejected" if isinstance(exc, AuthenticationError) else
                         "dropped during handshake", conn.peer, exc)
-            self._refuse(conn, str(exc))
+            self._refuse(conn, str(exc), authentication=isinstance(exc, AuthenticationError))
             return
         role = hello.get("role")
         try:
@@ -184,9 +184,9 @@ class Coordinator:
             self._detach(peer)
 
     @staticmethod
-    def _refuse(conn: Connection, reason: str) -> None:
+    def _refuse(conn: Connection, reason: str, *, authentication: bool = False) -> None:
         try:
-            conn.send(encode(Message(Kind.ERROR, headers={"reason": reason})))
+            conn.send(refusal(reason, authentication=authentication))
         except (MinipoolError, OSError):
             pass
         conn.close()
