@@ -62,6 +62,7 @@ __all__ = [
     "NONCE_SIZE",
     "refusal",
     "damaged",
+    "envelope_size",
 ]
 
 MAGIC = b"MP"
@@ -153,6 +154,14 @@ def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
         head = _HEAD.pack(MAGIC, VERSION, kind, fmt, 4, 0, ident)
         return b"".join((head, _pack_crc(crc32(body, crc32(b"none", crc32(head)))), b"none", body))
     return encode(Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers))
+
+
+def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] | None = None) -> int:
+    """How many bytes :func:`encode` would make of a body of ``body_size`` bytes: what a
+    transport's ``max_message`` is compared with. Lets a sender check a message it has not
+    built (building it copies the body once more)."""
+    extra = len(json.dumps(headers, separators=(",", ":")).encode()) if headers else 0
+    return HEAD_SIZE + len(codec) + extra + body_size
 
 
 crc32 = zlib.crc32

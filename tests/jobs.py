@@ -60,3 +60,10 @@ def flaky(path, succeed_on):
     if attempts < succeed_on:
         raise RuntimeError(f"attempt {attempts} fails")
     return attempts
+
+
+def record_then_return_bytes(path, size):
+    """Append a line to ``path`` (to count runs), then return ``size`` bytes."""
+    with open(path, "a") as f:
+        f.write("ran\n")
+    return b"x" * size

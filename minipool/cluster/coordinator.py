@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
-from ..transports.base import Connection, Listener, listen
+from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
 from ..wire import Format, Kind, Message, decode, encode, refusal
 from .registry import Registry
 from .scheduler import Effects, Scheduler
@@ -78,6 +78,7 @@ class Coordinator:
         self.handshake_timeout = handshake_timeout
         self.max_backlog = max_backlog
         self._transport_options = transport_options
+        self.max_message = int(transport_options.get("max_message", DEFAULT_MAX_MESSAGE))
         self._lock = threading.Lock()
         self.scheduler = Scheduler(max_losses=max_losses, balance=balance,
                                    journaling=journal is not None)
@@ -174,9 +175,10 @@ class Coordinator:
             return
         if isinstance(peer, ClientState):  # a client that stops reading must block no one
             peer.outbox = Outbox(conn, self.max_backlog, writer=True)
-        # Tell the peer our heartbeat, so both sides time each other out alike.
+        # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
+        # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
         peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers={
-            "interval": self.heartbeat, "liveness": self.liveness})))
+            "interval": self.heartbeat, "liveness": self.liveness, "max_message": self.max_message})))
         self._attach(peer)
         try:
             self._read_loop(peer)

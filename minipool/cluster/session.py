@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
-from ..wire import ClientAuth, Kind, Message, ServerAuth, decode, encode
+from ..wire import HEAD_SIZE, ClientAuth, Kind, Message, ServerAuth, decode, encode
 
 __all__ = ["Outbox", "Batch", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
 
@@ -221,11 +221,18 @@ class Batch:
 
 
 def adopt_heartbeat(peer: Any, announced: dict[str, Any]) -> None:
-    """Take the coordinator's announced heartbeat interval (and liveness) when it is shorter
-    than ``peer``'s own, so that both ends time each other out alike."""
+    """Take what the coordinator announces in its first HEARTBEAT: its heartbeat interval (and
+    liveness) when shorter than ``peer``'s own, so that both ends time each other out alike;
+    and its ``max_message``, the largest message it accepts, so that ``peer`` fails a task
+    whose call or result would be larger instead of sending it (the coordinator would drop
+    the connection, and the task would be run again only to fail the same way)."""
     try:
         peer.heartbeat = min(peer.heartbeat, float(announced["interval"]))
         peer.liveness = int(announced.get("liveness", peer.liveness))
+    except (KeyError, TypeError, ValueError):
+        pass
+    try:
+        peer.max_message = max(HEAD_SIZE, int(announced["max_message"]))
     except (KeyError, TypeError, ValueError):
         pass
 

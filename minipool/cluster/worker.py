@@ -32,9 +32,9 @@ import time
 from typing import Any
 
 from .. import task as tasklib
-from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
-from ..transports.base import Connection
-from ..wire import Format, Kind, Message, decode, encode
+from ..errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
+from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
+from ..wire import Format, Kind, Message, decode, encode, envelope_size
 from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 
 __all__ = ["Worker"]
@@ -76,6 +76,8 @@ class Worker:
         self.reconnect = reconnect
         self.max_backoff = max_backoff
         self._options = transport_options
+        # The largest message the coordinator accepts: our own until it announces its own.
+        self.max_message = int(transport_options.get("max_message", DEFAULT_MAX_MESSAGE))
         self._stop = threading.Event()
         self._conn: Connection | None = None
         self.services = tuple(services) or ("default",)
@@ -205,6 +207,10 @@ class Worker:
         if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
+        size = envelope_size(len(body), codec)
+        if size > self.max_message:  # the coordinator would drop us, and the task would run again
+            ok, body, codec = tasklib.pack_outcome(False, MessageTooLarge(
+                "the task's result" if ok else "the task's exception", size, self.max_message))
         self.tasks_done += 1
         # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
         # on executor threads send at once, coalescing through the outbox under contention.
