@@ -400,6 +400,30 @@ def test_a_random_cut_rate_is_survived_too():
     assert proxy.counters()["cut"] >= 2 and status["workers_lost"] >= 2
 
 
+def test_cuts_are_not_losses_4000_tasks_with_the_default_max_losses():
+    """Promise 2's other half: a cut connection from which the same worker process comes back
+    costs its tasks no loss, so on a network that keeps cutting connections every task
+    succeeds with the default max_losses (3). The process names itself (its incarnation) and
+    the tasks it still holds in its HELLO; results finished while it was cut off go out on
+    its next connection. Before, each cut counted a loss for every task the worker held, and
+    some innocent tasks failed with WorkerLost."""
+    with Coordinator(KEY, heartbeat=0.2, handshake_timeout=2) as coord:
+        url = coord.serve("tcp://127.0.0.1:0")
+        with ChaosProxy(url.removeprefix("tcp://"), cut_rate=0.01, seed=21) as proxy:
+            workers = [start_worker(proxy.url("tcp"), f"cut-{i}") for i in range(2)]
+            with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+                client.wait_for_workers(1, timeout=10)
+                futures = [client.submit(jobs.sleep_then, 0.002, i) for i in range(4000)]
+                outcomes = [f.exception(60) or f.result(0) for f in futures]
+                status = coord.status()
+        for worker, thread in workers:
+            worker.stop()
+            thread.join(5)
+    assert outcomes == list(range(4000))
+    assert status["failed"] == 0 and status["losses_forgiven"] >= 1
+    assert proxy.counters()["cut"] >= 5 and status["workers_lost"] >= 5
+
+
 def test_a_stalled_worker_is_declared_dead_and_its_tasks_run_elsewhere():
     """Promise 1 for a silent partition: the proxy keeps the worker's connection open and
     forwards nothing; only the missing heartbeats (0.2 s x 3) give it away."""

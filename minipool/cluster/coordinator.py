@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
 from typing import Any
 
-from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
+from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError, ProtocolError
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
 from ..wire import Format, Kind, Message, decode, encode, refusal
 from .registry import Registry
@@ -79,6 +80,9 @@ class Coordinator:
         self.max_backlog = max_backlog
         self._transport_options = transport_options
         self.max_message = int(transport_options.get("max_message", DEFAULT_MAX_MESSAGE))
+        # Who this coordinator is, announced to every peer: a worker that comes back names the
+        # tasks it still holds only to the coordinator whose task numbers they are.
+        self.instance = os.urandom(8).hex()
         self._lock = threading.Lock()
         self.scheduler = Scheduler(max_losses=max_losses, balance=balance,
                                    journaling=journal is not None)
@@ -164,7 +168,8 @@ class Coordinator:
         role = hello.get("role")
         try:
             if role == "worker":
-                peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch)
+                peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch,
+                                                                         self.instance)
             elif role == "client":
                 peer = ClientState.from_hello(conn, hello)
             else:
@@ -178,7 +183,8 @@ class Coordinator:
         # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
         # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
         peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers={
-            "interval": self.heartbeat, "liveness": self.liveness, "max_message": self.max_message})))
+            "interval": self.heartbeat, "liveness": self.liveness, "max_message": self.max_message,
+            "coordinator": self.instance})))
         self._attach(peer)
         try:
             self._read_loop(peer)
@@ -214,6 +220,8 @@ class Coordinator:
                 return
             except MinipoolError as exc:  # FrameTooLarge, ProtocolError from the transport
                 log.warning("closing %s: %s", peer.describe(), exc)
+                if worker is not None and isinstance(exc, FrameTooLarge):
+                    worker.blame = str(exc)  # a task's result, perhaps: it would do it again
                 self._refuse(conn, str(exc))
                 return
             peer.last_recv = time.monotonic()
@@ -405,16 +413,22 @@ class Coordinator:
                     continue
                 if peer.id in expired or (not isinstance(peer, WorkerState)
                                           and now - peer.last_recv > deadline):
-                    log.warning("%s silent for %.1fs (its registry entry expired); closing",
-                                peer.describe(), now - peer.last_recv)
-                    peer.close()
+                    self._drop(peer, f"silent for {now - peer.last_recv:.1f}s")
                 elif peer.outbox.stalled(now, deadline):
-                    log.warning("%s stopped reading; closing", peer.describe())
-                    peer.close()
+                    self._drop(peer, "stopped reading")
                 elif now - peer.outbox.last_send >= self.heartbeat:
                     self._beats.put(peer.outbox)
             if self.journal is not None:
                 self.journal.maybe_snapshot(self._lock, self.scheduler)
+
+    @staticmethod
+    def _drop(peer: WorkerState | ClientState, why: str) -> None:
+        """Close a peer that stopped heartbeating or reading. A worker is blamed: a task that
+        froze its process does this, and would do it again wherever it ran."""
+        log.warning("%s %s; closing", peer.describe(), why)
+        if isinstance(peer, WorkerState):
+            peer.blame = why
+        peer.close()
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot: workers, queue depth, counts, registry entries."""

@@ -47,7 +47,7 @@ class Outbox:
     """
 
     __slots__ = ("conn", "limit", "pending_bytes", "last_send", "busy_since", "_pending", "_lock",
-                 "_flushing", "failed", "_wakeup")
+                 "_flushing", "failed", "_wakeup", "_unsent")
 
     def __init__(self, conn: Connection, limit: int = OUTBOX_LIMIT, *, writer: bool = False) -> None:
         self.conn = conn
@@ -59,6 +59,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._flushing = False
         self.failed = False
+        self._unsent: list[bytes] = []  # what a failed send was carrying (see unsent)
         self._wakeup: threading.Event | None = None
         if writer:
             self._wakeup = threading.Event()
@@ -119,6 +120,7 @@ class Outbox:
                 with self._lock:
                     self.failed = True
                     self._flushing = False
+                    self._unsent = batch + list(self._pending)
                     self._pending.clear()
                 self.conn.close()
                 return
@@ -145,6 +147,16 @@ class Outbox:
                 return
             self.busy_since = None
             self.last_send = time.monotonic()
+
+    def unsent(self) -> list[bytes]:
+        """Once the connection is closed: the messages queued and never sent, or sent by a
+        write that failed (some may have arrived). A worker keeps the results among them for
+        its next connection."""
+        with self._lock:
+            items = [*self._unsent, *self._pending]
+            self._unsent = []
+            self._pending.clear()
+            return items
 
     def try_put(self, data: bytes) -> None:
         """Send ``data`` only if that cannot block: nothing else queued or being sent, and the

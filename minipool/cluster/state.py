@@ -107,6 +107,16 @@ class WorkerState(_Peer):
         self.capacity = self.slots + (self.slots if prefetch is None else max(0, prefetch))
         self.meta = meta
         self.services: tuple[str, ...] = tuple(meta.pop("services", None) or ("default",))
+        # The worker process (not this connection): the same after a reconnect, new after a
+        # restart. "" from a worker that does not say.
+        self.incarnation = str(meta.get("incarnation") or "")
+        # Task numbers the process says it still runs or has outcomes for, from its previous
+        # connection to this coordinator (see Scheduler.worker_joined).
+        self.holding: tuple[int, ...] = ()
+        # Why the coordinator dropped this worker, when it did so for cause (silent, a message
+        # too large or malformed): its tasks then count the loss even if the process returns.
+        # None while the connection stands, or when it simply went (a cut, or a dead process).
+        self.blame: str | None = None
         self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
@@ -120,10 +130,24 @@ class WorkerState(_Peer):
         return len(self.leases)
 
     @classmethod
-    def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None) -> WorkerState:
+    def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None,
+                   coordinator: str = "") -> WorkerState:
+        """``coordinator``: this coordinator's id; the worker's ``holding`` counts only if its
+        previous connection was to this very coordinator (task numbers are its own).
+
+        Raises:
+            TypeError, ValueError: a field of the wrong type.
+        """
         name = str(hello.get("name") or conn.peer)
-        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "services") if k in hello}
-        return cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
+        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "services", "incarnation")
+                if k in hello}
+        worker = cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
+        holding = hello.get("holding", [])
+        if not isinstance(holding, list) or not all(type(n) is int for n in holding):
+            raise ValueError("holding must be a list of task numbers")
+        if coordinator and hello.get("coordinator") == coordinator:
+            worker.holding = tuple(holding)
+        return worker
 
     def lease(self, task: Task) -> None:
         task.leased_at = time.monotonic()

@@ -20,6 +20,7 @@ Around that loop:
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import os
@@ -43,6 +44,9 @@ log = logging.getLogger("minipool.worker")
 
 FLUSH_INTERVAL = 0.01  # seconds a finished result may wait for the rest of its batch
 FLUSH_BYTES = 256 * 1024
+#: Outcomes kept after sending, to send again if the connection turns out to have been dead.
+RECENT_MAX = 256
+RECENT_BYTES = 8 * 1024 * 1024
 
 
 class Worker:
@@ -86,11 +90,34 @@ class Worker:
                           if kind == "thread" else None)
         self._timing_out = False  # an inline task with a timeout is running (SIGALRM armed)
         self.tasks_done = 0
+        # Who this process is, across reconnects (a restarted process draws a new one): a cut
+        # from which the same incarnation comes back is not held against its tasks.
+        self.incarnation = os.urandom(8).hex()
+        # The tasks of the coordinator we serve (known by the id it announces): numbers
+        # received and not finished, and outcomes finished while no connection could take
+        # them. The next HELLO names them, and the outcomes go out on the next connection to
+        # the same coordinator; another coordinator's task numbers mean other tasks.
+        self._coordinator: str | None = None
+        self._outbox: Outbox | None = None  # where outcomes go; None between connections
+        self._running: set[int] = set()
+        self._undelivered: dict[int, bytes] = {}
+        # Outcomes handed to the current connection lately: a write into a connection the
+        # other end has already closed succeeds, and is lost. When the connection goes, those
+        # sent within the time a dead connection can go unnoticed are sent again on the next
+        # (the coordinator drops the copies it already has).
+        self._recent: collections.deque[tuple[float, int, bytes]] = collections.deque()
+        self._recent_bytes = 0
+        self._held = threading.Lock()
 
     def hello(self) -> dict[str, Any]:
-        return {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
-                "pid": os.getpid(), "host": socket.gethostname(),
-                "python": platform.python_version(), "services": list(self.services)}
+        hello = {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
+                 "pid": os.getpid(), "host": socket.gethostname(), "incarnation": self.incarnation,
+                 "python": platform.python_version(), "services": list(self.services)}
+        with self._held:
+            if self._coordinator is not None:
+                hello["coordinator"] = self._coordinator
+                hello["holding"] = sorted(self._running.union(self._undelivered))
+        return hello
 
     def run(self) -> None:
         """Serve until :meth:`stop` (or, without ``reconnect``, until the coordinator goes away).
@@ -160,10 +187,12 @@ class Worker:
                     return
                 msg = decode(data)
                 if msg.kind is Kind.TASK:
-                    self._start(msg, outbox)
+                    self._running.add(msg.id)
+                    self._start(msg, self._coordinator)
                 elif msg.kind is Kind.HEARTBEAT and msg.headers:
                     adopt_heartbeat(self, msg.headers)
                     silence = self.heartbeat * self.liveness
+                    self._resume(outbox, msg.headers.get("coordinator"))
                 elif msg.kind is Kind.ERROR:
                     log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
                     return
@@ -173,6 +202,60 @@ class Worker:
             log.warning("dropping the connection to %s: %s", self.url, exc)
         finally:
             conn.close()
+            self._suspend(outbox)
+
+    def _resume(self, outbox: Outbox, coordinator: Any) -> None:
+        """The coordinator has announced itself on a new connection: outcomes go to ``outbox``
+        from now on, starting with those kept since the last one, if it is the same coordinator."""
+        with self._held:
+            if coordinator is None or coordinator != self._coordinator:
+                self._coordinator = None if coordinator is None else str(coordinator)
+                self._running.clear()
+                self._undelivered.clear()
+            kept = list(self._undelivered.values())
+            self._undelivered.clear()
+            self._recent.clear()
+            self._recent_bytes = 0
+            self._outbox = outbox
+        if kept:
+            log.info("sending %d result(s) finished while disconnected", len(kept))
+            outbox.put_many(kept)
+
+    def _suspend(self, outbox: Outbox) -> None:
+        """The connection is gone: keep the outcomes it never sent, for the next one."""
+        with self._held:
+            if self._outbox is outbox:
+                self._outbox = None
+            since = time.monotonic() - self.heartbeat * self.liveness
+            for sent_at, number, data in self._recent:
+                if sent_at >= since:
+                    self._undelivered.setdefault(number, data)
+            self._recent.clear()
+            self._recent_bytes = 0
+            for data in outbox.unsent():
+                msg = decode(data)
+                if msg.kind is Kind.RESULT or msg.kind is Kind.FAILURE:
+                    self._undelivered[msg.id] = data
+
+    def _deliver(self, number: int, data: bytes, origin: str | None) -> None:
+        """Send a task's outcome on the current connection, or keep it until there is one."""
+        with self._held:
+            if origin != self._coordinator:
+                return  # a coordinator we no longer serve: its task numbers mean other tasks here
+            self._running.discard(number)
+            outbox = self._outbox
+            if outbox is None or outbox.failed or outbox.conn.closed:
+                self._undelivered[number] = data
+                return
+            if len(data) <= RECENT_BYTES:
+                recent = self._recent
+                recent.append((time.monotonic(), number, data))
+                self._recent_bytes += len(data)
+                while len(recent) > RECENT_MAX or self._recent_bytes > RECENT_BYTES:
+                    self._recent_bytes -= len(recent.popleft()[2])
+        # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
+        # on executor threads send at once, coalescing through the outbox under contention.
+        outbox.put(data, flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
 
     def _beat(self, outbox: Outbox) -> None:
         """Heartbeats, and a backstop flush: a result held back for a batch is never delayed
@@ -185,13 +268,13 @@ class Worker:
             elif time.monotonic() - outbox.last_send >= self.heartbeat:
                 outbox.put(beat)
 
-    def _start(self, msg: Message, outbox: Outbox) -> None:
+    def _start(self, msg: Message, origin: str | None) -> None:
         if self._executor is None:
-            self._finish(msg, outbox)
+            self._finish(msg, origin)
         else:
-            self._executor.submit(self._finish, msg, outbox)
+            self._executor.submit(self._finish, msg, origin)
 
-    def _finish(self, msg: Message, outbox: Outbox) -> None:
+    def _finish(self, msg: Message, origin: str | None) -> None:
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
         try:
@@ -212,11 +295,8 @@ class Worker:
             ok, body, codec = tasklib.pack_outcome(False, MessageTooLarge(
                 "the task's result" if ok else "the task's exception", size, self.max_message))
         self.tasks_done += 1
-        # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
-        # on executor threads send at once, coalescing through the outbox under contention.
-        outbox.put(encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
-                                  fmt=Format.PICKLE, codec=codec)),
-                   flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
+        self._deliver(msg.id, encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
+                                             fmt=Format.PICKLE, codec=codec)), origin)
 
     def _run_with_alarm(self, msg: Message, timeout: float) -> Any:
         """Run an inline task under SIGALRM: past ``timeout`` it raises TimeoutError inside the
