@@ -1,13 +1,20 @@
 """Limits that protect the pool: max_message for calls and results (docs/failures.md, "A task's
 call or result is too large")."""
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 import jobs
-from minipool import Pool
+from minipool import Pool, rpc
 from minipool.cluster.coordinator import Coordinator
+from minipool.cluster.worker import Worker
 from minipool.errors import MessageTooLarge
 
 KEY = b"limits-test-key-0123"
@@ -54,3 +61,85 @@ def test_a_remote_client_learns_the_coordinators_limit():
                 future.result(5)
             assert client._client.reconnects == 0
             assert coord.status()["submitted"] == 0
+
+
+# -- connections that never authenticate -----------------------------------------------------
+
+IDLE = 1000  # silent sockets from a peer without the key
+
+
+@contextlib.contextmanager
+def idle_sockets(url, count=IDLE):
+    """``count`` TCP connections to ``url`` that never say a word."""
+    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    socks = []
+    try:
+        for _ in range(count):
+            socks.append(socket.create_connection((host, int(port)), timeout=10))
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@contextlib.contextmanager
+def coordinator_process(fd_limit=768):
+    """A coordinator in a process of its own, allowed fewer descriptors (``ulimit -n``) than
+    there are silent sockets: the usual default, 1024, falls the same way to a few more."""
+    code = ("import resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({fd_limit}, {fd_limit}))\n"
+            "from minipool.cluster.coordinator import Coordinator\n"
+            f"with Coordinator({KEY!r}) as coord:\n"
+            "    print(coord.serve('tcp://127.0.0.1:0'), flush=True)\n"
+            "    sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.stdin.close()  # the coordinator closes and exits
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_a_thousand_silent_sockets_do_not_keep_a_real_client_from_the_coordinator():
+    """Connections that have not passed the handshake get their own small limit
+    (transports/admission.py): past it, the one that has waited longest is closed. Before, the
+    coordinator kept every silent socket until its handshake deadline, ran out of descriptors
+    (EMFILE in accept) and a real client waited in the kernel's backlog for that long."""
+    with coordinator_process() as url:
+        worker = Worker(url, KEY, kind="thread", slots=1, max_backoff=0.2)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            with idle_sockets(url):
+                start = time.monotonic()
+                with Pool(address=url, authkey=KEY) as client:
+                    assert client.submit(jobs.square, 12).result(10) == 144
+                assert time.monotonic() - start < 2.5
+        finally:
+            worker.stop()
+            thread.join(5)
+
+
+def test_a_thousand_silent_sockets_do_not_keep_a_real_caller_from_the_rpc_daemon():
+    """The same for the rpc daemon, whose connection slots (max_connections, 256) the silent
+    sockets used to fill until their deadline: a real Proxy was refused meanwhile."""
+    with rpc.Daemon(authkey=KEY) as daemon:
+        daemon.start()
+        uri = daemon.register(Echo(), "echo")
+        with idle_sockets(daemon.url):
+            start = time.monotonic()
+            with rpc.Proxy(uri, authkey=KEY, timeout=5) as echo:
+                assert echo.say("hello") == "hello"
+            assert time.monotonic() - start < 2.5
+
+
+@rpc.expose
+class Echo:
+    def say(self, text):
+        return text

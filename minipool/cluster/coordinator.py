@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError, ProtocolError
+from ..transports.admission import Admission
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
 from ..wire import Format, Kind, Message, decode, encode, refusal
 from .registry import Registry
@@ -59,7 +60,9 @@ class Coordinator:
         balance: the balancing policy: least-loaded, round-robin, random or latency.
         journal: a directory for the write-ahead journal (``None``: state lives in memory only).
         fsync: the journal's fsync policy: always, everysec or no (Redis's appendfsync).
-        handshake_timeout: seconds a new connection has to open and authenticate.
+        handshake_timeout: seconds a new connection has to open and authenticate. At most
+            ``admission.MAX_OPENINGS`` connections may be opening at once; one more closes
+            the oldest (see :mod:`minipool.transports.admission`).
         max_backlog: bytes of results queued for a client that is not reading before it is cut
             off (Redis's client-output-buffer-limit). Workers are bounded by their prefetch.
         transport_options: passed to :func:`~minipool.transports.base.listen`.
@@ -68,7 +71,7 @@ class Coordinator:
     def __init__(self, authkey: bytes, *, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS,
                  max_losses: int = 3, prefetch: int | None = None, balance: str = "least-loaded",
                  journal: str | None = None, fsync: str = "everysec",
-                 handshake_timeout: float = 10.0, max_backlog: int = OUTBOX_LIMIT,
+                 handshake_timeout: float = 5.0, max_backlog: int = OUTBOX_LIMIT,
                  **transport_options: Any) -> None:
         if not authkey:
             raise ValueError("the coordinator needs a non-empty authkey")
@@ -94,6 +97,7 @@ class Coordinator:
             self.journal = DurableLog(journal, fsync)
             self.journal.restore(self.scheduler)
         self._listeners: list[Listener] = []
+        self._admission = Admission(server="coordinator")
         self._closed = threading.Event()
         self._started = time.time()
         self._beats: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -154,6 +158,7 @@ class Coordinator:
                 log.warning("accept failed on %s: %s", listener.url, exc)
                 time.sleep(0.1)
                 continue
+            self._admission.admit(conn)  # may close the connection that has waited longest
             threading.Thread(target=self._serve, args=(conn,), daemon=True,
                              name=f"minipool-peer {conn.peer}").start()
 
@@ -165,6 +170,8 @@ class Coordinator:
                         "dropped during handshake", conn.peer, exc)
             self._refuse(conn, str(exc), authentication=isinstance(exc, AuthenticationError))
             return
+        finally:
+            self._admission.opened(conn)
         role = hello.get("role")
         try:
             if role == "worker":
