@@ -38,14 +38,12 @@ from .cluster.state import LocalClientState
 from .futures import TaskFuture
 from .errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
 from .transports.base import DEFAULT_MAX_MESSAGE, Connection
-from .wire import HEAD_SIZE, Format, Kind, Message, decode, encode, envelope_size
+from .wire import HEADROOM, Format, Kind, Message, decode, encode, envelope_size
 
 __all__ = ["TaskFuture", "Client", "RemoteClient", "LocalClient"]
 
 log = logging.getLogger("minipool.client")
 
-#: Below max_message by more than this, a body fits whatever its codec name and headers.
-ENVELOPE_ROOM = HEAD_SIZE + 255 + 256
 
 
 class Client:
@@ -72,7 +70,7 @@ class Client:
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
         future = TaskFuture(self, number)
-        if len(body) + ENVELOPE_ROOM > self.max_message and self._refuse_oversized(
+        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(
                 future, body, codec, headers):
             return future
         message = Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
@@ -210,7 +208,7 @@ class LocalClient(Client):
             raise RuntimeError("cannot submit: the client is closed")
         number = next(self._numbers)
         future = TaskFuture(self, number)
-        if len(body) + ENVELOPE_ROOM > self.max_message and self._refuse_oversized(
+        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(
                 future, body, codec, headers):
             return future
         with self._lock:

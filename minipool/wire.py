@@ -8,20 +8,21 @@ tests (and a hypothesis fuzzer) drive them with plain bytes.
 One transport message carries one :class:`Message`, laid out as (``docs/protocol.md`` has the
 byte-by-byte specification)::
 
-    0      2      3      4      5      6           10          18          22
-    +------+------+------+------+------+-----------+-----------+-----------+-------+---------+------+
-    | "MP" | ver  | kind | fmt  | clen | hlen u32  | id u64    | crc32 u32 | codec | headers | body |
-    +------+------+------+------+------+-----------+-----------+-----------+-------+---------+------+
+    0      2      3           7      8      9      10          14          22
+    +------+------+-----------+------+------+------+-----------+-----------+-------+---------+------+
+    | "MP" | ver  | crc32 u32 | kind | fmt  | clen | hlen u32  | id u64    | codec | headers | body |
+    +------+------+-----------+------+------+------+-----------+-----------+-------+---------+------+
 
 Why it is built this way:
 
 * the fixed 22-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
   and its result) carries no headers at all;
-* every message carries a CRC-32 of all its other bytes, checked before anything in it is
-  believed. TCP's own 16-bit checksum lets a damaged segment through now and then, and a
+* every message carries a CRC-32 of all the bytes after it (the magic and version before it
+  are checked by value), checked before anything else in it is believed. TCP's own 16-bit checksum lets a damaged segment through now and then, and a
   middlebox or a bad NIC can damage bytes after it was checked; a flipped bit in a pickled
   function is a wrong answer or a crashed interpreter. ``zlib.crc32`` runs at gigabytes a
-  second, and it is chained over the parts of a message, so checking never joins or copies them;
+  second; it is chained over the parts of a message as they are sent, so nothing is joined for
+  it, and checked over one contiguous tail, read in place;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
 * bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,
@@ -67,10 +68,16 @@ __all__ = [
 
 MAGIC = b"MP"
 VERSION = 2  # 2: the CRC-32 in the head
-_HEAD = struct.Struct("!2sBBBBIQ")  # what the CRC covers of the head: all but the CRC itself
-_CRC = struct.Struct("!I")
-_CRC_AT = _HEAD.size  # 18
-HEAD_SIZE = _CRC_AT + _CRC.size  # 22
+_HEAD = struct.Struct("!2sBIBBBIQ")  # magic, version, crc, kind, fmt, clen, hlen, id
+HEAD_SIZE = _HEAD.size  # 22
+_COVERED = 7  # the CRC covers every byte from here on
+_PREFIX = struct.Struct("!2sBI")  # magic, version, crc
+_FIELDS = struct.Struct("!BBBIQ")  # kind, fmt, clen, hlen, id: the head's covered part
+_FIELDS_NONE = struct.Struct("!BBBIQ4s")  # the same and the codec name "none": the hot path
+#: Messages up to this size are checked through a copy of their tail (cheaper than a view).
+_SMALL = 4096
+#: A body this far below ``max_message`` fits whatever its codec name and (small) headers.
+HEADROOM = HEAD_SIZE + 255 + 1024
 MAX_HEADERS = 64 * 1024
 MAX_ID = 2**64 - 1
 
@@ -141,18 +148,18 @@ def encode(message: Message) -> bytes:
     """Serialize ``message`` into one transport message."""
     codec = message.codec.encode("ascii")
     headers = json.dumps(message.headers, separators=(",", ":")).encode() if message.headers else b""
-    head = _HEAD.pack(MAGIC, VERSION, message.kind, message.fmt, len(codec), len(headers), message.id)
+    fields = _FIELDS.pack(message.kind, message.fmt, len(codec), len(headers), message.id)
     body = message.body
-    crc = crc32(body, crc32(headers, crc32(codec, crc32(head))))
-    return b"".join((head, _pack_crc(crc), codec, headers, body))
+    crc = crc32(body, crc32(headers, crc32(codec, crc32(fields))))
+    return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec, headers, body))
 
 
 def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
                  headers: dict[str, Any] | None) -> bytes:
     """:func:`encode` without building a :class:`Message` first (the hot path's TASK)."""
     if codec == "none" and not headers:
-        head = _HEAD.pack(MAGIC, VERSION, kind, fmt, 4, 0, ident)
-        return b"".join((head, _pack_crc(crc32(body, crc32(b"none", crc32(head)))), b"none", body))
+        fields = _pack_fields_none(kind, fmt, 4, 0, ident, b"none")
+        return b"".join((_pack_prefix(MAGIC, VERSION, crc32(body, crc32(fields))), fields, body))
     return encode(Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers))
 
 
@@ -165,15 +172,15 @@ def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] |
 
 
 crc32 = zlib.crc32
-_pack_crc = _CRC.pack
-_unpack_crc = _CRC.unpack_from
+_pack_prefix = _PREFIX.pack
+_pack_fields_none = _FIELDS_NONE.pack
 
 
-def damaged(data: bytes | bytearray | memoryview) -> bool:
-    """Whether ``data`` (at least HEAD_SIZE bytes) fails its CRC-32: some byte of it changed
-    on the way. Reads the message in place: a memoryview slices without copying."""
-    view = memoryview(data)
-    return crc32(view[HEAD_SIZE:], crc32(view[:_CRC_AT])) != _unpack_crc(data, _CRC_AT)[0]
+def damaged(data: bytes | bytearray | memoryview, crc: int) -> bool:
+    """Whether ``data`` fails ``crc``, the CRC-32 its head carries: some byte after it changed
+    on the way. A large message is read in place (a memoryview slices without copying)."""
+    tail = data[_COVERED:] if len(data) <= _SMALL else memoryview(data)[_COVERED:]
+    return crc32(tail) != crc
 
 
 def decode(data: bytes) -> Message:
@@ -184,23 +191,27 @@ def decode(data: bytes) -> Message:
         ProtocolError: wrong magic or version, unknown kind or format, lengths that do not fit,
             headers that are not a JSON object. Never any other exception, for any input.
     """
-    if data[:2] != MAGIC:
-        raise ProtocolError(f"bad magic {bytes(data[:2])!r}: not a minipool peer")
-    if len(data) > 2 and data[2] != VERSION:
-        raise ProtocolError(f"unsupported protocol version {data[2]} (this side speaks {VERSION})")
-    if len(data) < HEAD_SIZE:
-        raise ProtocolError(f"message of {len(data)} bytes is shorter than the {HEAD_SIZE}-byte head")
-    if damaged(data):
-        raise DamagedMessage(f"a {_describe(data)} of {len(data)} bytes failed its CRC-32 check:"
+    size = len(data)
+    if size < HEAD_SIZE:
+        if data[:2] != MAGIC:
+            raise ProtocolError(f"bad magic {bytes(data[:2])!r}: not a minipool peer")
+        raise ProtocolError(f"message of {size} bytes is shorter than the {HEAD_SIZE}-byte head")
+    magic, version, crc, kind, fmt, clen, hlen, ident = _unpack_head(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {magic!r}: not a minipool peer")
+    if version != VERSION:
+        raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
+    # damaged(), inlined: this runs for every message.
+    if crc32(data[_COVERED:] if size <= _SMALL else memoryview(data)[_COVERED:]) != crc:
+        raise DamagedMessage(f"a {_describe(kind)} of {size} bytes failed its CRC-32 check:"
                              " damaged on the way")
-    magic, version, kind, fmt, clen, hlen, ident = _HEAD.unpack_from(data)
     kind = _KINDS.get(kind)
     fmt = _FORMATS.get(fmt)
     if kind is None or fmt is None:
         raise ProtocolError(f"unknown message kind or body format in {bytes(data[:HEAD_SIZE])!r}")
     end_codec = HEAD_SIZE + clen
     end_headers = end_codec + hlen
-    if hlen > MAX_HEADERS or end_headers > len(data):
+    if hlen > MAX_HEADERS or end_headers > size:
         raise ProtocolError("codec and header lengths run past the end of the message")
     if clen == 4 and data[HEAD_SIZE:end_codec] == b"none":  # the common case, without decoding
         codec = "none"
@@ -220,9 +231,12 @@ def decode(data: bytes) -> Message:
     return Message(kind, ident, data[end_headers:], fmt=fmt, codec=codec or "none", headers=headers)
 
 
-def _describe(data: bytes | bytearray | memoryview) -> str:
-    kind = _KINDS.get(data[3])
-    return "message" if kind is None else f"message (a {kind.name}, if that byte is intact)"
+_unpack_head = _HEAD.unpack_from
+
+
+def _describe(kind: int) -> str:
+    known = _KINDS.get(kind)
+    return "message" if known is None else f"message (a {known.name}, if that byte is intact)"
 
 
 def encode_body(value: Any, fmt: Format = Format.PICKLE, codec: str = "none",

@@ -35,7 +35,7 @@ from typing import Any
 from .. import task as tasklib
 from ..errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
-from ..wire import Format, Kind, Message, decode, encode, envelope_size
+from ..wire import HEADROOM, Format, Kind, Message, decode, encode, envelope_size
 from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 
 __all__ = ["Worker"]
@@ -290,10 +290,11 @@ class Worker:
         if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
-        size = envelope_size(len(body), codec)
-        if size > self.max_message:  # the coordinator would drop us, and the task would run again
+        if len(body) + HEADROOM > self.max_message and envelope_size(len(body), codec) > self.max_message:
+            # The coordinator would drop us for it, and the task would run again, as large.
             ok, body, codec = tasklib.pack_outcome(False, MessageTooLarge(
-                "the task's result" if ok else "the task's exception", size, self.max_message))
+                "the task's result" if ok else "the task's exception",
+                envelope_size(len(body), codec), self.max_message))
         self.tasks_done += 1
         self._deliver(msg.id, encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
                                              fmt=Format.PICKLE, codec=codec)), origin)
