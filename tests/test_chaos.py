@@ -407,11 +407,13 @@ def test_cuts_are_not_losses_4000_tasks_with_the_default_max_losses():
     the tasks it still holds in its HELLO; results finished while it was cut off go out on
     its next connection. Before, each cut counted a loss for every task the worker held, and
     some innocent tasks failed with WorkerLost."""
-    with Coordinator(KEY, heartbeat=0.2, handshake_timeout=2) as coord:
+    # The coordinator's default patience (3 s of silence): under load, a slow heartbeat must
+    # not pass for a frozen worker, which would be a loss for cause.
+    with Coordinator(KEY, handshake_timeout=2) as coord:
         url = coord.serve("tcp://127.0.0.1:0")
         with ChaosProxy(url.removeprefix("tcp://"), cut_rate=0.01, seed=21) as proxy:
             workers = [start_worker(proxy.url("tcp"), f"cut-{i}") for i in range(2)]
-            with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+            with Pool(address=url, authkey=KEY) as client:
                 client.wait_for_workers(1, timeout=10)
                 futures = [client.submit(jobs.sleep_then, 0.002, i) for i in range(4000)]
                 outcomes = [f.exception(60) or f.result(0) for f in futures]
