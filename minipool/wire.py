@@ -18,11 +18,13 @@ Why it is built this way:
 * the fixed 22-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
   and its result) carries no headers at all;
 * every message carries a CRC-32 of all the bytes after it (the magic and version before it
-  are checked by value), checked before anything else in it is believed. TCP's own 16-bit checksum lets a damaged segment through now and then, and a
-  middlebox or a bad NIC can damage bytes after it was checked; a flipped bit in a pickled
-  function is a wrong answer or a crashed interpreter. ``zlib.crc32`` runs at gigabytes a
-  second; it is chained over the parts of a message as they are sent, so nothing is joined for
-  it, and checked over one contiguous tail, read in place;
+  are checked by value), checked before anything else in it is believed. TCP's own 16-bit
+  checksum lets a damaged segment through now and then, and a middlebox or a bad NIC can
+  damage bytes after it was checked; a flipped bit in a pickled function is a wrong answer or
+  a crashed interpreter. ``zlib.crc32`` runs at gigabytes a second and is chained over the
+  parts, so nothing is joined for it. The body comes first in the chain: a receiver has the
+  body's own CRC on the way to checking the message (:attr:`Message.body_crc`), and the
+  coordinator, which forwards bodies unchanged in new envelopes, never reads a body twice;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
 * bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,
@@ -62,7 +64,6 @@ __all__ = [
     "ServerAuth",
     "NONCE_SIZE",
     "refusal",
-    "damaged",
     "envelope_size",
 ]
 
@@ -74,8 +75,6 @@ _COVERED = 7  # the CRC covers every byte from here on
 _PREFIX = struct.Struct("!2sBI")  # magic, version, crc
 _FIELDS = struct.Struct("!BBBIQ")  # kind, fmt, clen, hlen, id: the head's covered part
 _FIELDS_NONE = struct.Struct("!BBBIQ4s")  # the same and the codec name "none": the hot path
-#: Messages up to this size are checked through a copy of their tail (cheaper than a view).
-_SMALL = 4096
 #: A body this far below ``max_message`` fits whatever its codec name and (small) headers.
 HEADROOM = HEAD_SIZE + 255 + 1024
 MAX_HEADERS = 64 * 1024
@@ -123,7 +122,8 @@ _FORMATS = {int(f): f for f in Format}
 class Message:
     """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`)."""
 
-    __slots__ = ("kind", "id", "headers", "body", "fmt", "codec")
+    __slots__ = ("kind", "id", "headers", "body", "fmt", "codec", "body_crc")
+    _FIELDS = ("kind", "id", "headers", "body", "fmt", "codec")  # what equality compares
 
     def __init__(self, kind: Kind, id: int = 0, body: bytes = b"", *, fmt: Format = Format.RAW,
                  codec: str = "none", headers: dict[str, Any] | None = None) -> None:
@@ -133,6 +133,9 @@ class Message:
         self.fmt = fmt
         self.codec = codec
         self.headers = {} if headers is None else headers
+        # The CRC-32 of the body alone, once known (decode computes it): a message that
+        # forwards this body in a new envelope reuses it instead of reading the body again.
+        self.body_crc: int | None = None
 
     def __repr__(self) -> str:
         return (f"Message({self.kind.name}, id={self.id}, fmt={self.fmt.name}, codec={self.codec!r},"
@@ -141,7 +144,7 @@ class Message:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        return all(getattr(self, s) == getattr(other, s) for s in self._FIELDS)
 
 
 def encode(message: Message) -> bytes:
@@ -150,17 +153,22 @@ def encode(message: Message) -> bytes:
     headers = json.dumps(message.headers, separators=(",", ":")).encode() if message.headers else b""
     fields = _FIELDS.pack(message.kind, message.fmt, len(codec), len(headers), message.id)
     body = message.body
-    crc = crc32(body, crc32(headers, crc32(codec, crc32(fields))))
+    body_crc = crc32(body) if message.body_crc is None else message.body_crc
+    crc = crc32(headers, crc32(codec, crc32(fields, body_crc)))
     return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec, headers, body))
 
 
 def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
-                 headers: dict[str, Any] | None) -> bytes:
-    """:func:`encode` without building a :class:`Message` first (the hot path's TASK)."""
+                 headers: dict[str, Any] | None, body_crc: int | None = None) -> bytes:
+    """:func:`encode` without building a :class:`Message` first (the hot path's TASK).
+    ``body_crc``: the body's own CRC-32, if the caller knows it (a body being forwarded)."""
     if codec == "none" and not headers:
         fields = _pack_fields_none(kind, fmt, 4, 0, ident, b"none")
-        return b"".join((_pack_prefix(MAGIC, VERSION, crc32(body, crc32(fields))), fields, body))
-    return encode(Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers))
+        crc = crc32(fields, crc32(body) if body_crc is None else body_crc)
+        return b"".join((_pack_prefix(MAGIC, VERSION, crc), fields, body))
+    message = Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers)
+    message.body_crc = body_crc
+    return encode(message)
 
 
 def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] | None = None) -> int:
@@ -174,13 +182,6 @@ def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] |
 crc32 = zlib.crc32
 _pack_prefix = _PREFIX.pack
 _pack_fields_none = _FIELDS_NONE.pack
-
-
-def damaged(data: bytes | bytearray | memoryview, crc: int) -> bool:
-    """Whether ``data`` fails ``crc``, the CRC-32 its head carries: some byte after it changed
-    on the way. A large message is read in place (a memoryview slices without copying)."""
-    tail = data[_COVERED:] if len(data) <= _SMALL else memoryview(data)[_COVERED:]
-    return crc32(tail) != crc
 
 
 def decode(data: bytes) -> Message:
@@ -201,18 +202,21 @@ def decode(data: bytes) -> Message:
         raise ProtocolError(f"bad magic {magic!r}: not a minipool peer")
     if version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
-    # damaged(), inlined: this runs for every message.
-    if crc32(data[_COVERED:] if size <= _SMALL else memoryview(data)[_COVERED:]) != crc:
+    end_codec = HEAD_SIZE + clen
+    end_headers = end_codec + hlen
+    if hlen > MAX_HEADERS or end_headers > size:
+        raise DamagedMessage(f"codec and header lengths run past the end of a {_describe(kind)} of"
+                             f" {size} bytes: damaged on the way, or not a minipool sender")
+    # The body is sliced out once (the message keeps it) and its CRC chained into the check.
+    body = data[end_headers:]
+    body_crc = crc32(body)
+    if crc32(data[_COVERED:end_headers], body_crc) != crc:
         raise DamagedMessage(f"a {_describe(kind)} of {size} bytes failed its CRC-32 check:"
                              " damaged on the way")
     kind = _KINDS.get(kind)
     fmt = _FORMATS.get(fmt)
     if kind is None or fmt is None:
         raise ProtocolError(f"unknown message kind or body format in {bytes(data[:HEAD_SIZE])!r}")
-    end_codec = HEAD_SIZE + clen
-    end_headers = end_codec + hlen
-    if hlen > MAX_HEADERS or end_headers > size:
-        raise ProtocolError("codec and header lengths run past the end of the message")
     if clen == 4 and data[HEAD_SIZE:end_codec] == b"none":  # the common case, without decoding
         codec = "none"
     else:
@@ -228,7 +232,9 @@ def decode(data: bytes) -> Message:
             raise ProtocolError("headers are not valid JSON") from None
         if not isinstance(headers, dict):
             raise ProtocolError("headers are not a JSON object")
-    return Message(kind, ident, data[end_headers:], fmt=fmt, codec=codec or "none", headers=headers)
+    message = Message(kind, ident, body, fmt=fmt, codec=codec or "none", headers=headers)
+    message.body_crc = body_crc
+    return message
 
 
 _unpack_head = _HEAD.unpack_from

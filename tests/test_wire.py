@@ -21,6 +21,7 @@ from minipool.wire import (
     decode_body,
     encode,
     encode_body,
+    encode_parts,
 )
 
 
@@ -35,16 +36,27 @@ def test_hot_path_message_has_no_headers_and_a_22_byte_head():
     assert HEAD_SIZE == 22 and len(data) == HEAD_SIZE + len("none") + 3
 
 
-def sealed(fields, rest=b""):
-    """A message with the head ``fields`` (kind, fmt, clen, hlen, id), then ``rest``, and a
-    correct CRC-32 over everything after the CRC."""
-    covered = struct.pack("!BBBIQ", *fields) + rest
-    return struct.pack("!2sBI", b"MP", VERSION, zlib.crc32(covered)) + covered
+def sealed(fields, meta=b"", body=b""):
+    """A message with the head ``fields`` (kind, fmt, clen, hlen, id), the codec name and
+    headers ``meta``, ``body``, and a correct CRC-32: the body's, continued over the bytes
+    from the end of the CRC to the body."""
+    covered = struct.pack("!BBBIQ", *fields) + meta
+    crc = zlib.crc32(covered, zlib.crc32(body))
+    return struct.pack("!2sBI", b"MP", VERSION, crc) + covered + body
 
 
-def test_the_crc_covers_every_byte_after_itself():
+def test_the_crc_covers_every_byte_after_itself_body_first():
     data = encode(Message(Kind.RESULT, 9, b"body", fmt=Format.PICKLE, headers={"a": 1}))
-    assert data == sealed((Kind.RESULT, Format.PICKLE, 4, 7, 9), b'none{"a":1}body')
+    assert data == sealed((Kind.RESULT, Format.PICKLE, 4, 7, 9), b'none{"a":1}', b"body")
+    assert decode(data).body_crc == zlib.crc32(b"body")
+
+
+def test_a_forwarded_body_keeps_its_crc_and_gets_a_correct_envelope():
+    received = decode(encode_parts(Kind.SUBMIT, 3, b"call", Format.PICKLE, "none", None))
+    forwarded = encode_parts(Kind.TASK, 77, received.body, received.fmt, received.codec,
+                             {"timeout": 2.0}, received.body_crc)
+    assert forwarded == encode(Message(Kind.TASK, 77, b"call", fmt=Format.PICKLE,
+                                       headers={"timeout": 2.0}))
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -62,7 +74,7 @@ def test_malformed_heads_are_protocol_errors(data, reason):
 
 def test_lengths_past_the_end_are_refused():
     with pytest.raises(ProtocolError, match="past the end"):
-        decode(sealed((Kind.TASK, 0, 4, 1000, 1), b"none{}"))
+        decode(sealed((Kind.TASK, 0, 4, 1000, 1), b"none{}"))  # (damaged, most likely)
 
 
 def test_headers_must_be_a_json_object():

@@ -368,7 +368,8 @@ class Coordinator:
         """Accept a SUBMIT from ``client``."""
         fx = Effects()
         with self._lock:
-            self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx)
+            self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx,
+                                  body_crc=msg.body_crc)
         self._apply(fx, batch)
 
     def submit_local(self, client: ClientState, number: int, body: bytes, codec: str,

@@ -87,6 +87,7 @@ class Outcome:
     fmt: Format
     codec: str
     body: bytes
+    body_crc: int | None = None  # the body's CRC-32, if known: forwarding it reads no byte twice
 
 
 def failure_outcome(kind: str, message: str) -> Outcome:
@@ -138,8 +139,10 @@ class Scheduler:
     # -- tasks -------------------------------------------------------------------------------
 
     def submit(self, client_id: str, client_task: int, body: bytes, fmt: Format, codec: str,
-               headers: dict[str, Any], fx: Effects, number: int | None = None) -> None:
-        """Accept a task (or recognise a resubmission) and dispatch what can go."""
+               headers: dict[str, Any], fx: Effects, number: int | None = None,
+               body_crc: int | None = None) -> None:
+        """Accept a task (or recognise a resubmission) and dispatch what can go.
+        ``body_crc``: the body's CRC-32, when the SUBMIT's check computed it."""
         key = (client_id, client_task)
         if key in self.by_key:
             return  # already queued or running: a resubmission after a reconnect
@@ -159,6 +162,7 @@ class Scheduler:
                         None if timeout is None else float(timeout), time.monotonic())
         else:
             task = Task(number, client_id, client_task, body, fmt, codec, 0, None, time.monotonic())
+        task.body_crc = body_crc
         self.tasks[number] = task
         self.by_key[key] = task
         self.counts["submitted"] += 1
@@ -189,7 +193,7 @@ class Scheduler:
     def complete(self, worker: WorkerState, outcomes: list[tuple[int, Outcome]], fx: Effects) -> None:
         """A burst of a worker's outcomes, ``(task number, Outcome)`` pairs; then dispatch once.
         (Anything with an Outcome's fields will do: the coordinator passes the decoded RESULT
-        messages themselves, and the result store keeps them.)
+        messages themselves, body CRC included, and the result store keeps them.)
 
         One call per burst, not per result: a busy worker's results arrive several per read,
         and the leases they free are refilled together (one TASK write, not one each).
@@ -299,7 +303,7 @@ class Scheduler:
         task.worker = worker
         worker.lease(task)
         headers = {"timeout": task.timeout} if task.timeout is not None else None
-        data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers)
+        data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers, task.body_crc)
         fx.send(worker, data, len(worker.leases) <= worker.slots)
 
     # -- peers -------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
     __slots__ = ("number", "owner_id", "client_id", "body", "fmt", "codec", "priority", "timeout",
-                 "submitted_at", "state", "worker", "losses", "leased_at")
+                 "submitted_at", "state", "worker", "losses", "leased_at", "body_crc")
 
     def __init__(self, number: int, owner_id: str, client_id: int, body: bytes, fmt: Any,
                  codec: str, priority: int = 0, timeout: float | None = None,
@@ -60,6 +60,7 @@ class Task:
         self.worker: WorkerState | None = None
         self.losses = 0
         self.leased_at = 0.0
+        self.body_crc: int | None = None  # the body's CRC-32, when its SUBMIT carried it here
 
     @property
     def key(self) -> tuple[str, int]:
@@ -197,7 +198,8 @@ class ClientState(_Peer):
 
     def deliver(self, number: int, outcome: Outcome, batch: Batch | None = None) -> None:
         """Send ``outcome`` as the RESULT or FAILURE of the client's task (or FETCH) ``number``."""
-        self._put(encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None), batch)
+        self._put(encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None,
+                               outcome.body_crc), batch)
 
     def send(self, message: Message, batch: Batch | None = None) -> None:
         """Send any other message (a status or lookup reply)."""
