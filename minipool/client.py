@@ -45,7 +45,6 @@ __all__ = ["TaskFuture", "Client", "RemoteClient", "LocalClient"]
 log = logging.getLogger("minipool.client")
 
 
-
 class Client:
     """The future table and outcome decoding shared by local and remote clients."""
 

@@ -35,7 +35,7 @@ from typing import Any
 from .. import task as tasklib
 from ..errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
-from ..wire import HEADROOM, Format, Kind, Message, decode, encode, envelope_size
+from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
 from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 
 __all__ = ["Worker"]
@@ -44,9 +44,10 @@ log = logging.getLogger("minipool.worker")
 
 FLUSH_INTERVAL = 0.01  # seconds a finished result may wait for the rest of its batch
 FLUSH_BYTES = 256 * 1024
-#: Outcomes kept after sending, to send again if the connection turns out to have been dead.
-RECENT_MAX = 256
-RECENT_BYTES = 8 * 1024 * 1024
+#: Outcomes kept after sending, to send again if the connection turns out to have been dead
+#: (the last RECENT_MAX, each of at most RECENT_ITEM bytes: 4 MiB in all at most).
+RECENT_MAX = 128
+RECENT_ITEM = 32 * 1024
 
 
 class Worker:
@@ -101,12 +102,10 @@ class Worker:
         self._outbox: Outbox | None = None  # where outcomes go; None between connections
         self._running: set[int] = set()
         self._undelivered: dict[int, bytes] = {}
-        # Outcomes handed to the current connection lately: a write into a connection the
-        # other end has already closed succeeds, and is lost. When the connection goes, those
-        # sent within the time a dead connection can go unnoticed are sent again on the next
-        # (the coordinator drops the copies it already has).
-        self._recent: collections.deque[tuple[float, int, bytes]] = collections.deque()
-        self._recent_bytes = 0
+        # The last outcomes handed to the current connection: a write into a connection the
+        # other end has already closed succeeds, and is lost. When the connection goes, these
+        # are sent again on the next (the coordinator drops the copies it already has).
+        self._recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RECENT_MAX)
         self._held = threading.Lock()
 
     def hello(self) -> dict[str, Any]:
@@ -215,7 +214,6 @@ class Worker:
             kept = list(self._undelivered.values())
             self._undelivered.clear()
             self._recent.clear()
-            self._recent_bytes = 0
             self._outbox = outbox
         if kept:
             log.info("sending %d result(s) finished while disconnected", len(kept))
@@ -226,12 +224,9 @@ class Worker:
         with self._held:
             if self._outbox is outbox:
                 self._outbox = None
-            since = time.monotonic() - self.heartbeat * self.liveness
-            for sent_at, number, data in self._recent:
-                if sent_at >= since:
-                    self._undelivered.setdefault(number, data)
+            for number, data in self._recent:
+                self._undelivered.setdefault(number, data)
             self._recent.clear()
-            self._recent_bytes = 0
             for data in outbox.unsent():
                 msg = decode(data)
                 if msg.kind is Kind.RESULT or msg.kind is Kind.FAILURE:
@@ -247,12 +242,8 @@ class Worker:
             if outbox is None or outbox.failed or outbox.conn.closed:
                 self._undelivered[number] = data
                 return
-            if len(data) <= RECENT_BYTES:
-                recent = self._recent
-                recent.append((time.monotonic(), number, data))
-                self._recent_bytes += len(data)
-                while len(recent) > RECENT_MAX or self._recent_bytes > RECENT_BYTES:
-                    self._recent_bytes -= len(recent.popleft()[2])
+            if len(data) <= RECENT_ITEM:
+                self._recent.append((number, data))
         # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
         # on executor threads send at once, coalescing through the outbox under contention.
         outbox.put(data, flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
@@ -296,8 +287,8 @@ class Worker:
                 "the task's result" if ok else "the task's exception",
                 envelope_size(len(body), codec), self.max_message))
         self.tasks_done += 1
-        self._deliver(msg.id, encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
-                                             fmt=Format.PICKLE, codec=codec)), origin)
+        self._deliver(msg.id, encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
+                                           Format.PICKLE, codec, None), origin)
 
     def _run_with_alarm(self, msg: Message, timeout: float) -> Any:
         """Run an inline task under SIGALRM: past ``timeout`` it raises TimeoutError inside the
