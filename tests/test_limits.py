@@ -68,9 +68,23 @@ def test_a_remote_client_learns_the_coordinators_limit():
 IDLE = 1000  # silent sockets from a peer without the key
 
 
+def _descriptors_for(count):
+    """Make room for ``count`` more sockets in this process (``ulimit -n`` is often 1024):
+    raise the soft limit towards the hard one, or skip."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = count + 512  # the sockets, and what the test process already holds
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} file descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 @contextlib.contextmanager
 def idle_sockets(url, count=IDLE):
     """``count`` TCP connections to ``url`` that never say a word."""
+    _descriptors_for(count)
     host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
     socks = []
     try:
