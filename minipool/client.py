@@ -38,8 +38,9 @@ from .cluster.coordinator import Coordinator
 from .cluster.session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 from .cluster.state import LocalClientState
 from .futures import TaskFuture
-from .errors import AuthenticationError, ConnectionClosed, MinipoolError
-from .wire import Format, Kind, Message, decode, encode
+from .errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
+from .transports.base import DEFAULT_MAX_MESSAGE, Connection
+from .wire import HEADROOM, Format, Kind, Message, decode, encode, envelope_size
 
 __all__ = ["TaskFuture", "Client", "RemoteClient", "LocalClient"]
 
@@ -57,6 +58,8 @@ class Client:
         self.closed = False
         self.initializer: str | None = None  # the pool's initializer_id, if it has one
         self.broken: BaseException | None = None  # why the pool is unusable (its initializer failed)
+        #: The largest message the coordinator accepts (a remote one announces its own).
+        self.max_message = DEFAULT_MAX_MESSAGE
 
     def hello(self) -> dict[str, Any]:
         return {"role": "client", "client": self.client_id, "pid": os.getpid(),
@@ -70,6 +73,9 @@ class Client:
             self._refuse()
         number = next(self._numbers)
         future = TaskFuture(self, number)
+        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(
+                future, body, codec, headers):
+            return future
         message = Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
         with self._lock:
             self._pending[number] = future
@@ -90,6 +96,16 @@ class Client:
 
             raise BrokenPool(str(self.broken), self.initializer or "")
         raise RuntimeError("cannot submit: the client is closed")
+    def _refuse_oversized(self, future: TaskFuture, body: bytes, codec: str,
+                          headers: dict[str, Any] | None) -> bool:
+        """Fail ``future`` at once if its call is larger than the coordinator accepts: sent, it
+        would only cost a dropped connection and fail the same way every time."""
+        size = envelope_size(len(body), codec, headers)
+        if size <= self.max_message:
+            return False
+        future.set_exception(MessageTooLarge("the task's call (function and arguments)", size,
+                                             self.max_message))
+        return True
 
     def request(self, kind: Kind, headers: dict[str, Any] | None = None,
                 timeout: float | None = 10.0) -> Any:
@@ -240,6 +256,7 @@ class LocalClient(Client):
     def __init__(self, coordinator: Coordinator) -> None:
         super().__init__()
         self._coordinator = coordinator
+        self.max_message = coordinator.max_message  # what the workers' results must fit, too
         self._state = LocalClientState(self.client_id, self.on_message, self.resolve)
         coordinator.attach_local(self._state)
 
@@ -249,6 +266,9 @@ class LocalClient(Client):
             self._refuse()
         number = next(self._numbers)
         future = TaskFuture(self, number)
+        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(
+                future, body, codec, headers):
+            return future
         with self._lock:
             self._pending[number] = future
         self._coordinator.submit_local(self._state, number, body, codec, headers)
@@ -296,12 +316,30 @@ class RemoteClient(Client):
         self._key = authkey
         self._timeout = timeout
         self._options = transport_options
+        self.max_message = int(transport_options.get("max_message", DEFAULT_MAX_MESSAGE))
         self._unanswered: dict[int, Message] = {}  # SUBMITs to resend after a reconnect
-        self._conn = open_connection(url, authkey, self.hello(), timeout=timeout, **transport_options)
+        self._conn = self._open()
         self._outbox = Outbox(self._conn)
         self.reconnects = 0
         self._reader = threading.Thread(target=self._read, daemon=True, name="minipool-client-reader")
         self._reader.start()
+
+    def _open(self) -> Connection:
+        """Connect, authenticate, and read the coordinator's first message, the HEARTBEAT that
+        announces its heartbeat and its max_message, before anything is sent: a SUBMIT too
+        large for the coordinator would cost the connection, and be sent again on the next."""
+        conn = open_connection(self.url, self._key, self.hello(), timeout=self._timeout, **self._options)
+        try:
+            first = decode(conn.recv(self._timeout))
+            if first.kind is Kind.ERROR:
+                raise ConnectionClosed(f"coordinator closed the connection: {first.headers.get('reason')}")
+            if first.kind is not Kind.HEARTBEAT:
+                raise ProtocolError(f"expected the coordinator's HEARTBEAT, got {first.kind.name}")
+            adopt_heartbeat(self, first.headers)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _remember(self, number: int, message: Message) -> None:
         self._unanswered[number] = message
@@ -376,8 +414,7 @@ class RemoteClient(Client):
         delay = 0.05
         while not self.closed and time.monotonic() < deadline:
             try:
-                conn = open_connection(self.url, self._key, self.hello(), timeout=self._timeout,
-                                       **self._options)
+                conn = self._open()
             except AuthenticationError:
                 return False
             except (MinipoolError, OSError, TimeoutError):

@@ -15,6 +15,8 @@ __all__ = [
     "MinipoolError",
     "ProtocolError",
     "FrameTooLarge",
+    "DamagedMessage",
+    "MessageTooLarge",
     "AuthenticationError",
     "ConnectionClosed",
     "CodecError",
@@ -43,6 +45,33 @@ class FrameTooLarge(ProtocolError):
         super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+
+
+class DamagedMessage(ProtocolError):
+    """A message failed its CRC-32 check: bytes changed between sender and receiver. The
+    connection it came on is dropped; nothing in the message is used."""
+
+
+class MessageTooLarge(MinipoolError, ValueError):
+    """A task's call or result is larger than the coordinator's ``max_message``. The task fails
+    with this at once and is not retried: it would be just as large the next time."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} of {size:,} bytes exceeds max_message, the limit of {limit:,} "
+                         "bytes a message may have (raise it on the coordinator, its workers and"
+                         " clients with max_message=, or send less)")
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self) -> tuple:
+        return _too_large, (self.args[0], self.size, self.limit)
+
+
+def _too_large(message: str, size: int, limit: int) -> MessageTooLarge:
+    exc = MessageTooLarge.__new__(MessageTooLarge)
+    MinipoolError.__init__(exc, message)
+    exc.size, exc.limit = size, limit
+    return exc
 
 
 class AuthenticationError(MinipoolError):

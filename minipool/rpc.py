@@ -51,11 +51,12 @@ from urllib.parse import urldefrag
 
 from .client import RemoteClient
 from .cluster.session import open_connection, server_handshake
-from .errors import ConnectionClosed, MinipoolError, ProtocolError
+from .errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
 from .pool import authkey_from_env
 from .task import pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
+from .transports.admission import Admission
 from .transports.base import Connection, listen
-from .wire import Format, Kind, Message, decode, encode, encode_parts
+from .wire import Format, Kind, Message, decode, encode, encode_parts, refusal
 
 __all__ = ["expose", "Daemon", "Proxy", "locate", "NAME_TTL"]
 
@@ -117,7 +118,9 @@ class Daemon:
         authkey: the shared key (default: ``MINIPOOL_AUTHKEY``).
         name_server: the URL of a coordinator whose registry keeps the names (optional).
         max_connections: connections served at once; more are refused.
-        handshake_timeout: seconds a new connection has to authenticate.
+        handshake_timeout: seconds a new connection has to authenticate. At most
+            ``admission.MAX_OPENINGS`` connections may be authenticating at once; one more
+            closes the oldest, so silent sockets cannot hold every connection slot.
         transport_options: passed to the transport (``ssl_context=``, ``max_message=``, ...).
 
     Raises:
@@ -127,7 +130,7 @@ class Daemon:
 
     def __init__(self, url: str = "tcp://127.0.0.1:0", *, authkey: bytes | str | None = None,
                  name_server: str | None = None, max_connections: int = 256,
-                 handshake_timeout: float = 10.0, **transport_options: Any) -> None:
+                 handshake_timeout: float = 5.0, **transport_options: Any) -> None:
         self._key = _key(authkey)
         self._listener = listen(url, **transport_options)
         self.url = self._listener.url
@@ -135,6 +138,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._connections: set[Connection] = set()
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._admission = Admission(server="rpc")
         self._handshake_timeout = handshake_timeout
         self._closed = threading.Event()
         self._serving: threading.Thread | None = None
@@ -192,11 +196,13 @@ class Daemon:
                 log.warning("rpc: refusing %s: %s", conn.peer, "too many connections")
                 conn.close()
                 continue
+            self._admission.admit(conn)  # may close the connection that has waited longest
             try:
                 threading.Thread(target=self._serve, args=(conn,), daemon=True,
                                  name=f"minipool-rpc-{conn.peer}").start()
             except RuntimeError as exc:  # no thread to be had: refuse this one, keep serving
                 log.warning("rpc: refusing %s: %s", conn.peer, exc)
+                self._admission.opened(conn)
                 conn.close()
                 self._slots.release()
 
@@ -212,7 +218,10 @@ class Daemon:
         try:
             if self._closed.is_set():  # accepted just as close() swept the connections
                 return
-            server_handshake(conn, self._key, self._handshake_timeout)
+            try:
+                server_handshake(conn, self._key, self._handshake_timeout)
+            finally:
+                self._admission.opened(conn)
             while True:
                 self._answer(conn, decode(conn.recv()))
         except ConnectionClosed:
@@ -220,7 +229,7 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 -- one bad peer: log, close it, serve the rest
             log.warning("rpc: closing %s: %s", conn.peer, exc)
             try:
-                conn.send(encode(Message(Kind.ERROR, headers={"reason": str(exc)})))
+                conn.send(refusal(str(exc), authentication=isinstance(exc, AuthenticationError)))
             except Exception:  # noqa: BLE001 -- it may be gone already
                 pass
         finally:

@@ -8,15 +8,23 @@ tests (and a hypothesis fuzzer) drive them with plain bytes.
 One transport message carries one :class:`Message`, laid out as (``docs/protocol.md`` has the
 byte-by-byte specification)::
 
-    0      2      3      4      5      6           10          18
-    +------+------+------+------+------+-----------+-----------+-------+---------+------+
-    | "MP" | ver  | kind | fmt  | clen | hlen u32  | id u64    | codec | headers | body |
-    +------+------+------+------+------+-----------+-----------+-------+---------+------+
+    0      2      3           7      8      9      10          14          22
+    +------+------+-----------+------+------+------+-----------+-----------+-------+---------+------+
+    | "MP" | ver  | crc32 u32 | kind | fmt  | clen | hlen u32  | id u64    | codec | headers | body |
+    +------+------+-----------+------+------+------+-----------+-----------+-------+---------+------+
 
 Why it is built this way:
 
-* the fixed 18-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
+* the fixed 22-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
   and its result) carries no headers at all;
+* every message carries a CRC-32 of all the bytes after it (the magic and version before it
+  are checked by value), checked before anything else in it is believed. TCP's own 16-bit
+  checksum lets a damaged segment through now and then, and a middlebox or a bad NIC can
+  damage bytes after it was checked; a flipped bit in a pickled function is a wrong answer or
+  a crashed interpreter. ``zlib.crc32`` runs at gigabytes a second and is chained over the
+  parts, so nothing is joined for it. The body comes first in the chain: a receiver has the
+  body's own CRC on the way to checking the message (:attr:`Message.body_crc`), and the
+  coordinator, which forwards bodies unchanged in new envelopes, never reads a body twice;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
 * bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,
@@ -36,10 +44,11 @@ import json
 import os
 import pickle
 import struct
+import zlib
 from typing import Any
 
 from .codecs import DEFAULT_MAX_SIZE, get_codec
-from .errors import AuthenticationError, ProtocolError
+from .errors import AuthenticationError, DamagedMessage, ProtocolError
 
 __all__ = [
     "VERSION",
@@ -54,12 +63,20 @@ __all__ = [
     "ClientAuth",
     "ServerAuth",
     "NONCE_SIZE",
+    "refusal",
+    "envelope_size",
 ]
 
 MAGIC = b"MP"
-VERSION = 1
-_HEAD = struct.Struct("!2sBBBBIQ")
-HEAD_SIZE = _HEAD.size  # 18
+VERSION = 2  # 2: the CRC-32 in the head
+_HEAD = struct.Struct("!2sBIBBBIQ")  # magic, version, crc, kind, fmt, clen, hlen, id
+HEAD_SIZE = _HEAD.size  # 22
+_COVERED = 7  # the CRC covers every byte from here on
+_PREFIX = struct.Struct("!2sBI")  # magic, version, crc
+_FIELDS = struct.Struct("!BBBIQ")  # kind, fmt, clen, hlen, id: the head's covered part
+_FIELDS_NONE = struct.Struct("!BBBIQ4s")  # the same and the codec name "none": the hot path
+#: A body this far below ``max_message`` fits whatever its codec name and (small) headers.
+HEADROOM = HEAD_SIZE + 255 + 1024
 MAX_HEADERS = 64 * 1024
 MAX_ID = 2**64 - 1
 
@@ -108,7 +125,8 @@ _FORMATS = {int(f): f for f in Format}
 class Message:
     """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`)."""
 
-    __slots__ = ("kind", "id", "headers", "body", "fmt", "codec")
+    __slots__ = ("kind", "id", "headers", "body", "fmt", "codec", "body_crc")
+    _FIELDS = ("kind", "id", "headers", "body", "fmt", "codec")  # what equality compares
 
     def __init__(self, kind: Kind, id: int = 0, body: bytes = b"", *, fmt: Format = Format.RAW,
                  codec: str = "none", headers: dict[str, Any] | None = None) -> None:
@@ -118,6 +136,9 @@ class Message:
         self.fmt = fmt
         self.codec = codec
         self.headers = {} if headers is None else headers
+        # The CRC-32 of the body alone, once known (decode computes it): a message that
+        # forwards this body in a new envelope reuses it instead of reading the body again.
+        self.body_crc: int | None = None
 
     def __repr__(self) -> str:
         return (f"Message({self.kind.name}, id={self.id}, fmt={self.fmt.name}, codec={self.codec!r},"
@@ -126,47 +147,79 @@ class Message:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        return all(getattr(self, s) == getattr(other, s) for s in self._FIELDS)
 
 
 def encode(message: Message) -> bytes:
     """Serialize ``message`` into one transport message."""
     codec = message.codec.encode("ascii")
     headers = json.dumps(message.headers, separators=(",", ":")).encode() if message.headers else b""
-    head = _HEAD.pack(MAGIC, VERSION, message.kind, message.fmt, len(codec), len(headers), message.id)
-    return b"".join((head, codec, headers, message.body))
+    fields = _FIELDS.pack(message.kind, message.fmt, len(codec), len(headers), message.id)
+    body = message.body
+    body_crc = crc32(body) if message.body_crc is None else message.body_crc
+    crc = crc32(headers, crc32(codec, crc32(fields, body_crc)))
+    return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec, headers, body))
 
 
 def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
-                 headers: dict[str, Any] | None) -> bytes:
-    """:func:`encode` without building a :class:`Message` first (the hot path's TASK)."""
+                 headers: dict[str, Any] | None, body_crc: int | None = None) -> bytes:
+    """:func:`encode` without building a :class:`Message` first (the hot path's TASK).
+    ``body_crc``: the body's own CRC-32, if the caller knows it (a body being forwarded)."""
     if codec == "none" and not headers:
-        return b"".join((_HEAD.pack(MAGIC, VERSION, kind, fmt, 4, 0, ident), b"none", body))
-    return encode(Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers))
+        fields = _pack_fields_none(kind, fmt, 4, 0, ident, b"none")
+        crc = crc32(fields, crc32(body) if body_crc is None else body_crc)
+        return b"".join((_pack_prefix(MAGIC, VERSION, crc), fields, body))
+    message = Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers)
+    message.body_crc = body_crc
+    return encode(message)
+
+
+def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] | None = None) -> int:
+    """How many bytes :func:`encode` would make of a body of ``body_size`` bytes: what a
+    transport's ``max_message`` is compared with. Lets a sender check a message it has not
+    built (building it copies the body once more)."""
+    extra = len(json.dumps(headers, separators=(",", ":")).encode()) if headers else 0
+    return HEAD_SIZE + len(codec) + extra + body_size
+
+
+crc32 = zlib.crc32
+_pack_prefix = _PREFIX.pack
+_pack_fields_none = _FIELDS_NONE.pack
 
 
 def decode(data: bytes) -> Message:
     """Parse one transport message.
 
     Raises:
+        DamagedMessage: the CRC-32 does not match: the message changed on the way.
         ProtocolError: wrong magic or version, unknown kind or format, lengths that do not fit,
             headers that are not a JSON object. Never any other exception, for any input.
     """
-    if len(data) < HEAD_SIZE:
-        raise ProtocolError(f"message of {len(data)} bytes is shorter than the {HEAD_SIZE}-byte head")
-    magic, version, kind, fmt, clen, hlen, ident = _HEAD.unpack_from(data)
+    size = len(data)
+    if size < HEAD_SIZE:
+        if data[:2] != MAGIC:
+            raise ProtocolError(f"bad magic {bytes(data[:2])!r}: not a minipool peer")
+        raise ProtocolError(f"message of {size} bytes is shorter than the {HEAD_SIZE}-byte head")
+    magic, version, crc, kind, fmt, clen, hlen, ident = _unpack_head(data)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {magic!r}: not a minipool peer")
     if version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version} (this side speaks {VERSION})")
+    end_codec = HEAD_SIZE + clen
+    end_headers = end_codec + hlen
+    if hlen > MAX_HEADERS or end_headers > size:
+        raise DamagedMessage(f"codec and header lengths run past the end of a {_describe(kind)} of"
+                             f" {size} bytes: damaged on the way, or not a minipool sender")
+    # The body is sliced out once (the message keeps it) and its CRC chained into the check.
+    body = data[end_headers:]
+    body_crc = crc32(body)
+    if crc32(data[_COVERED:end_headers], body_crc) != crc:
+        raise DamagedMessage(f"a {_describe(kind)} of {size} bytes failed its CRC-32 check:"
+                             " damaged on the way")
     kind = _KINDS.get(kind)
     fmt = _FORMATS.get(fmt)
     if kind is None or fmt is None:
         raise ProtocolError(f"unknown message kind or body format in {bytes(data[:HEAD_SIZE])!r}")
-    end_codec = HEAD_SIZE + clen
-    end_headers = end_codec + hlen
-    if hlen > MAX_HEADERS or end_headers > len(data):
-        raise ProtocolError("codec and header lengths run past the end of the message")
     if clen == 4 and data[HEAD_SIZE:end_codec] == b"none":  # the common case, without decoding
         codec = "none"
     else:
@@ -182,7 +235,17 @@ def decode(data: bytes) -> Message:
             raise ProtocolError("headers are not valid JSON") from None
         if not isinstance(headers, dict):
             raise ProtocolError("headers are not a JSON object")
-    return Message(kind, ident, data[end_headers:], fmt=fmt, codec=codec or "none", headers=headers)
+    message = Message(kind, ident, body, fmt=fmt, codec=codec or "none", headers=headers)
+    message.body_crc = body_crc
+    return message
+
+
+_unpack_head = _HEAD.unpack_from
+
+
+def _describe(kind: int) -> str:
+    known = _KINDS.get(kind)
+    return "message" if known is None else f"message (a {known.name}, if that byte is intact)"
 
 
 def encode_body(value: Any, fmt: Format = Format.PICKLE, codec: str = "none",
@@ -223,6 +286,17 @@ def decode_body(message: Message, *, trusted: bool, max_size: int = DEFAULT_MAX_
 
 
 # -- the handshake ---------------------------------------------------------------------------
+
+def refusal(reason: str, *, authentication: bool = False) -> bytes:
+    """The ERROR a server sends before it closes a connection. ``authentication`` says the
+    peer's key was wrong, which will not get better: a client gives up (AuthenticationError).
+    Any other refusal -- a damaged, late or malformed message -- may not happen again, so a
+    client that reconnects on failure tries again."""
+    headers: dict[str, Any] = {"reason": reason}
+    if authentication:
+        headers["auth"] = True
+    return encode(Message(Kind.ERROR, headers=headers))
+
 
 NONCE_SIZE = 32
 _MAC_SIZE = 32  # SHA-256
@@ -298,7 +372,10 @@ class ClientAuth:
         """
         message = decode(welcome)
         if message.kind is Kind.ERROR:
-            raise AuthenticationError(message.headers.get("reason", "rejected by the server"))
+            reason = message.headers.get("reason", "rejected by the server")
+            if message.headers.get("auth"):
+                raise AuthenticationError(reason)
+            raise ProtocolError(f"refused by the server: {reason}")
         if message.kind is not Kind.WELCOME:
             raise ProtocolError(f"expected a WELCOME message, got {message.kind.name}")
         if not hmac.compare_digest(message.body, _mac(self._key, b"server", self._nonce)):

@@ -151,3 +151,24 @@ def python_after(seconds):
 
     time.sleep(seconds)
     return platform.python_version()
+
+
+def record_then_return_bytes(path, size):
+    """Append a line to ``path`` (to count runs), then return ``size`` bytes."""
+    with open(path, "a") as f:
+        f.write("ran\n")
+    return b"x" * size
+
+
+def freeze_then(path, seconds, value):
+    """Record a run in ``path``, then freeze this whole process (SIGSTOP: its heartbeats stop
+    too) until a helper sends SIGCONT ``seconds`` later; then return ``value``."""
+    import signal
+    import subprocess
+
+    with open(path, "a") as f:
+        f.write("ran\n")
+    subprocess.Popen(["sh", "-c", f"sleep {seconds}; kill -CONT {os.getpid()}"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return value

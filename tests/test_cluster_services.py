@@ -295,3 +295,120 @@ def test_a_worker_drops_a_coordinator_that_breaks_the_protocol():
         conn.close()
         thread.join(10)
         assert not thread.is_alive()
+
+
+def _scheduler_with_one_task(max_losses=3):
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.wire import Format
+
+    scheduler = Scheduler(max_losses=max_losses)
+    scheduler.submit("client", 1, b"x", Format.PICKLE, "none", None, Effects())
+    (task,) = scheduler.tasks.values()
+    return scheduler, task
+
+
+def _join(scheduler, name, incarnation, holding=()):
+    from minipool.cluster.scheduler import Effects
+    from minipool.cluster.state import WorkerState
+
+    worker = WorkerState(None, name, 1, 0, {"incarnation": incarnation})
+    worker.holding = tuple(holding)
+    fx = Effects()
+    scheduler.worker_joined(worker, fx)
+    return worker, fx
+
+
+def _lose(scheduler, worker, blame=None):
+    from minipool.cluster.scheduler import Effects
+
+    worker.blame = blame
+    scheduler.worker_lost(worker, Effects())
+
+
+def test_a_cut_from_which_the_same_worker_process_returns_is_not_a_loss():
+    scheduler, task = _scheduler_with_one_task()
+    first, _ = _join(scheduler, "w", "process-a")
+    assert task.worker is first
+    _lose(scheduler, first)  # the connection went: a cut, or a crash
+    assert task.losses == 1  # for now: it may have been a crash
+    _join(scheduler, "w", "process-a")  # the same process connects again: it was a cut
+    assert task.losses == 0 and scheduler.counts["losses_forgiven"] == 1
+    # A restarted process (a crash) is a new incarnation: its loss stands.
+    scheduler2, task2 = _scheduler_with_one_task()
+    _lose(scheduler2, _join(scheduler2, "w", "process-a")[0])
+    _join(scheduler2, "w", "process-b")
+    assert task2.losses == 1 and scheduler2.counts["losses_forgiven"] == 0
+
+
+def test_a_cut_noticed_after_the_same_process_reconnected_counts_no_loss():
+    scheduler, task = _scheduler_with_one_task(max_losses=1)
+    old, _ = _join(scheduler, "w", "process-a")
+    _join(scheduler, "w", "process-a")  # its new connection arrives first
+    _lose(scheduler, old)  # then the old one is found gone
+    assert task.losses == 0 and task.number in scheduler.tasks  # requeued, not failed
+    assert scheduler.counts["losses_forgiven"] == 1 and scheduler.counts["failed"] == 0
+
+
+def test_a_worker_dropped_for_cause_counts_the_loss_though_its_process_returns():
+    """The lesson of a reverted attempt: a worker the coordinator drops itself -- silent past
+    its liveness (a task froze it), or a message over max_message -- comes back as the same
+    process too. Its tasks' losses stand, so such a task fails after max_losses."""
+    for blame in ("silent for 0.9s", "frame of 99 bytes exceeds the limit of 10 bytes"):
+        scheduler, task = _scheduler_with_one_task(max_losses=2)
+        worker, _ = _join(scheduler, "w", "process-a")
+        _lose(scheduler, worker, blame)
+        worker, _ = _join(scheduler, "w", "process-a")
+        assert task.losses == 1 and task.worker is worker
+        _join(scheduler, "w", "process-a")  # (even with a newer connection already there)
+        _lose(scheduler, worker, blame)
+        assert task.number not in scheduler.tasks and scheduler.counts["failed"] == 1
+        outcome = scheduler.results[task.key]
+        assert b"WorkerLost" in outcome.body and blame.encode() in outcome.body
+        assert scheduler.counts["losses_forgiven"] == 0
+
+
+def test_a_task_that_keeps_killing_its_workers_still_fails():
+    scheduler, task = _scheduler_with_one_task(max_losses=2)
+    _lose(scheduler, _join(scheduler, "w1", "process-a")[0])
+    _lose(scheduler, _join(scheduler, "w2", "process-b")[0])
+    assert task.number not in scheduler.tasks and scheduler.counts["failed"] == 1
+
+
+def test_a_returning_worker_gets_back_the_tasks_it_still_holds_without_a_resend():
+    scheduler, task = _scheduler_with_one_task()
+    worker, _ = _join(scheduler, "w", "process-a")
+    _lose(scheduler, worker)
+    assert task.state.value == "queued"
+    back, fx = _join(scheduler, "w", "process-a", holding=[task.number, 999])
+    assert task.worker is back and task.state.value == "running" and task.losses == 0
+    assert not fx.sends  # it has the task already: no TASK goes out again
+    assert scheduler.counts["leases_resumed"] == 1
+
+
+def test_a_worker_dropped_as_silent_keeps_the_loss_and_its_result_is_not_lost(tmp_path):
+    """A task freezes its worker process for longer than the coordinator's patience: the worker
+    is dropped for cause (silent), and that loss is not forgiven when the same process comes
+    back. But the process finished the task meanwhile: it names the task in its HELLO, gets
+    the lease back, and sends the result it kept -- the task is not run a second time."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs.txt"
+    with Coordinator(KEY, heartbeat=0.2) as coord:
+        url = coord.serve("tcp://127.0.0.1:0")
+        code = ("import sys; from minipool.cluster.worker import Worker; "
+                f"Worker(sys.argv[1], {KEY!r}, heartbeat=0.2, max_backoff=0.2).run()")
+        worker = subprocess.Popen([sys.executable, "-c", code, url],
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        try:
+            with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+                client.wait_for_workers(1, timeout=10)
+                future = client.submit(jobs.freeze_then, str(runs), 1.5, "thawed")
+                assert future.result(30) == "thawed"
+                status = coord.status()
+        finally:
+            worker.kill()
+            worker.wait(5)
+    assert runs.read_text().count("ran") == 1
+    assert status["workers_lost"] >= 1 and status["losses_forgiven"] == 0
+    assert status["leases_resumed"] == 1 and status["failed"] == 0

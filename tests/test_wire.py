@@ -2,14 +2,16 @@
 
 import pickle
 import struct
+import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minipool.errors import AuthenticationError, CodecError, ProtocolError
+from minipool.errors import AuthenticationError, CodecError, DamagedMessage, ProtocolError
 from minipool.wire import (
     HEAD_SIZE,
+    VERSION,
     ClientAuth,
     Format,
     Kind,
@@ -19,6 +21,7 @@ from minipool.wire import (
     decode_body,
     encode,
     encode_body,
+    encode_parts,
 )
 
 
@@ -28,32 +31,68 @@ def test_round_trip_keeps_every_field():
     assert decode(encode(msg)) == msg
 
 
-def test_hot_path_message_has_no_headers_and_an_18_byte_head():
+def test_hot_path_message_has_no_headers_and_a_22_byte_head():
     data = encode(Message(Kind.TASK, 7, b"xyz", fmt=Format.PICKLE))
-    assert len(data) == HEAD_SIZE + len("none") + 3
+    assert HEAD_SIZE == 22 and len(data) == HEAD_SIZE + len("none") + 3
+
+
+def sealed(fields, meta=b"", body=b""):
+    """A message with the head ``fields`` (kind, fmt, clen, hlen, id), the codec name and
+    headers ``meta``, ``body``, and a correct CRC-32: the body's, continued over the bytes
+    from the end of the CRC to the body."""
+    covered = struct.pack("!BBBIQ", *fields) + meta
+    crc = zlib.crc32(covered, zlib.crc32(body))
+    return struct.pack("!2sBI", b"MP", VERSION, crc) + covered + body
+
+
+def test_the_crc_covers_every_byte_after_itself_body_first():
+    data = encode(Message(Kind.RESULT, 9, b"body", fmt=Format.PICKLE, headers={"a": 1}))
+    assert data == sealed((Kind.RESULT, Format.PICKLE, 4, 7, 9), b'none{"a":1}', b"body")
+    assert decode(data).body_crc == zlib.crc32(b"body")
+
+
+def test_a_forwarded_body_keeps_its_crc_and_gets_a_correct_envelope():
+    received = decode(encode_parts(Kind.SUBMIT, 3, b"call", Format.PICKLE, "none", None))
+    forwarded = encode_parts(Kind.TASK, 77, received.body, received.fmt, received.codec,
+                             {"timeout": 2.0}, received.body_crc)
+    assert forwarded == encode(Message(Kind.TASK, 77, b"call", fmt=Format.PICKLE,
+                                       headers={"timeout": 2.0}))
 
 
 @pytest.mark.parametrize("data, reason", [
-    (b"", "shorter"),
-    (b"XX" + bytes(16), "bad magic"),
-    (b"MP\x09" + bytes(15), "version"),
-    (b"MP\x01\xff" + bytes(14), "MessageKind"),
+    (b"", "bad magic"),
+    (b"XX" + bytes(20), "bad magic"),
+    (b"MP\x09" + bytes(19), "version"),
+    (b"MP\x01" + bytes(19), "version 1"),  # the envelope before the CRC
+    (b"MP\x02" + bytes(10), "shorter"),
+    (sealed((0xFF, 0, 0, 0, 0)), "unknown message kind"),
 ])
 def test_malformed_heads_are_protocol_errors(data, reason):
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=reason):
         decode(data)
 
 
 def test_lengths_past_the_end_are_refused():
-    head = struct.pack("!2sBBBBIQ", b"MP", 1, Kind.TASK, 0, 4, 1000, 1)
     with pytest.raises(ProtocolError, match="past the end"):
-        decode(head + b"none{}")
+        decode(sealed((Kind.TASK, 0, 4, 1000, 1), b"none{}"))  # (damaged, most likely)
 
 
 def test_headers_must_be_a_json_object():
-    head = struct.pack("!2sBBBBIQ", b"MP", 1, Kind.TASK, 0, 0, 2, 1)
     with pytest.raises(ProtocolError, match="JSON object"):
-        decode(head + b"[]")
+        decode(sealed((Kind.TASK, 0, 0, 2, 1), b"[]"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=3000), st.integers(0, 10**6), st.integers(0, 7),
+       st.sampled_from([None, {"timeout": 1.5}]))
+def test_any_flipped_bit_is_a_damaged_message_never_a_wrong_one(body, pos, bit, headers):
+    data = bytearray(encode(Message(Kind.TASK, 12345, body, fmt=Format.PICKLE, headers=headers)))
+    pos %= len(data)
+    data[pos] ^= 1 << bit
+    # A flip in the magic or the version reads as another protocol; anywhere after, as damage.
+    expected = ProtocolError if pos < 3 else DamagedMessage
+    with pytest.raises(expected):
+        decode(bytes(data))
 
 
 @settings(max_examples=300, deadline=None)

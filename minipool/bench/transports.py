@@ -28,6 +28,7 @@ the Nagle / delayed-ACK stall of a header and a body written separately.
 
 from __future__ import annotations
 
+import collections
 import http.client
 import http.server
 import importlib.util
@@ -43,6 +44,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from typing import Any
 
 from .chart import loglog_chart
@@ -64,6 +66,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sizes", default=",".join(SIZES), help="payload sizes (default: %(default)s)")
     parser.add_argument("--codecs", default="none", help="comma-separated codec names (default: none)")
     parser.add_argument("--no-nodelay", action="store_true", help="leave Nagle's algorithm on")
+    parser.add_argument("--no-check", action="store_true",
+                        help="minipool transports without the CRC-32 every minipool message carries")
     parser.add_argument("--quick", action="store_true", help="1 KB and 1 MB only, short runs (< 20 s)")
     parser.add_argument("--budget", type=float, default=0.5,
                         help="seconds spent on each round-trip and each throughput cell")
@@ -118,15 +122,17 @@ def _serve_forever(handle, accept) -> None:
         threading.Thread(target=handle, args=(client,), daemon=True).start()
 
 
-def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe) -> None:
+def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe,
+           check: bool = False) -> None:
     """Echo server for ``kind``; reports its address on ``pipe`` and runs until terminated."""
     try:
-        _serve_kind(kind, url, nodelay, tls, pipe)
+        _serve_kind(kind, url, nodelay, tls, pipe, check)
     except Exception as exc:  # noqa: BLE001 -- reported to the parent instead of a hang
         pipe.send(exc)
 
 
-def _serve_kind(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe) -> None:
+def _serve_kind(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe,
+                check: bool) -> None:
     if kind == "raw":
         listener = socket.create_server(("127.0.0.1", 0))
         pipe.send(listener.getsockname()[1])
@@ -196,7 +202,10 @@ def _serve_kind(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None,
             try:
                 conn.handshake(10)
                 while True:
-                    conn.send(conn.recv())
+                    message = conn.recv()
+                    if check:  # the receiver's check; sending the same body on, it reuses that CRC
+                        zlib.crc32(message)
+                    conn.send(message)
             except Exception:  # noqa: BLE001 -- the client left
                 conn.close()
         _serve_forever(echo, listener.accept)
@@ -209,7 +218,8 @@ class _Client:
 
     streams = True
 
-    def __init__(self, kind: str, address: Any, nodelay: bool, tls: tuple[str, str] | None):
+    def __init__(self, kind: str, address: Any, nodelay: bool, tls: tuple[str, str] | None,
+                 check: bool = False):
         self.kind = kind
         if kind == "raw":
             self.sock = socket.create_connection(("127.0.0.1", address))
@@ -257,6 +267,24 @@ class _Client:
                 options["ssl_context"] = _contexts(tls)[1]
             conn = connect(address, **options)
             self.send, self.recv, self.close = conn.send, conn.recv, conn.close
+            if check:
+                self._check(conn)
+
+    def _check(self, conn: Any) -> None:
+        """Pay what every minipool message pays: a CRC-32 computed by its sender and checked
+        by its receiver (here against the one sent: the echo must come back unchanged)."""
+        sent: collections.deque[int] = collections.deque()
+
+        def send(data):
+            sent.append(zlib.crc32(data))
+            conn.send(data)
+
+        def recv():
+            data = conn.recv()
+            if zlib.crc32(data) != sent.popleft():
+                raise RuntimeError("the echo came back damaged")
+            return data
+        self.send, self.recv = send, recv
 
 
 def _available(kind: str) -> str | None:
@@ -325,8 +353,9 @@ def _stream(client: _Client, data: bytes, codec, count: int) -> float:
 class _Running:
     """One implementation under test: its echo server process and a connected client."""
 
-    def __init__(self, kind: str, nodelay: bool) -> None:
+    def __init__(self, kind: str, nodelay: bool, check: bool = False) -> None:
         self.kind = kind
+        check = check and kind in TRANSPORTS
         self.tls = _tls_files() if kind == "tls" else None
         url = f"{kind}://127.0.0.1:0" if kind in TRANSPORTS else ""
         # spawn, never fork: this process has threads by now (earlier runs' coordinators), and a
@@ -334,7 +363,8 @@ class _Running:
         # no longer forks by default).
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        self.server = ctx.Process(target=_serve, args=(kind, url, nodelay, self.tls, child), daemon=True)
+        self.server = ctx.Process(target=_serve, args=(kind, url, nodelay, self.tls, child, check),
+                                  daemon=True)
         self.server.start()
         try:
             if not parent.poll(30):
@@ -342,7 +372,7 @@ class _Running:
             address = parent.recv()
             if isinstance(address, Exception):
                 raise address
-            self.client = _Client(kind, address, nodelay, self.tls)
+            self.client = _Client(kind, address, nodelay, self.tls, check)
         except BaseException:
             self.stop()
             raise
@@ -417,7 +447,7 @@ def run(args) -> dict:
             reason = _available(kind) if kind != "raw" else None
             try:
                 if not reason:
-                    running.append(_Running(kind, not args.no_nodelay))
+                    running.append(_Running(kind, not args.no_nodelay, not args.no_check))
             except Exception as exc:  # noqa: BLE001 -- one broken implementation must not end the run
                 reason = f"failed to start: {exc!r}"
             if reason:

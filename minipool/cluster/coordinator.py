@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import socket
 import threading
@@ -32,9 +33,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
-from ..transports.base import Connection, Listener, listen
-from ..wire import Format, Kind, Message, decode, encode
+from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError, ProtocolError
+from ..transports.admission import Admission
+from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
+from ..wire import Format, Kind, Message, decode, encode, refusal
 from .registry import Registry
 from .scheduler import Effects, Scheduler
 from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Outbox, server_handshake
@@ -74,7 +76,9 @@ class Coordinator:
         balance: the balancing policy: least-loaded, round-robin, random or latency.
         journal: a directory for the write-ahead journal (``None``: state lives in memory only).
         fsync: the journal's fsync policy: always, everysec or no (Redis's appendfsync).
-        handshake_timeout: seconds a new connection has to open and authenticate.
+        handshake_timeout: seconds a new connection has to open and authenticate. At most
+            ``admission.MAX_OPENINGS`` connections may be opening at once; one more closes
+            the oldest (see :mod:`minipool.transports.admission`).
         max_backlog: bytes of results queued for a client that is not reading before it is cut
             off (Redis's client-output-buffer-limit). Workers are bounded by their prefetch.
         transport_options: passed to :func:`~minipool.transports.base.listen`.
@@ -83,7 +87,7 @@ class Coordinator:
     def __init__(self, authkey: bytes, *, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS,
                  max_losses: int = 3, prefetch: int | None = None, balance: str = "least-loaded",
                  journal: str | None = None, fsync: str = "everysec",
-                 handshake_timeout: float = 10.0, max_backlog: int = OUTBOX_LIMIT,
+                 handshake_timeout: float = 5.0, max_backlog: int = OUTBOX_LIMIT,
                  **transport_options: Any) -> None:
         if not authkey:
             raise ValueError("the coordinator needs a non-empty authkey")
@@ -94,6 +98,10 @@ class Coordinator:
         self.handshake_timeout = handshake_timeout
         self.max_backlog = max_backlog
         self._transport_options = transport_options
+        self.max_message = int(transport_options.get("max_message", DEFAULT_MAX_MESSAGE))
+        # Who this coordinator is, announced to every peer: a worker that comes back names the
+        # tasks it still holds only to the coordinator whose task numbers they are.
+        self.instance = os.urandom(8).hex()
         self._lock = threading.Lock()
         self.scheduler = Scheduler(max_losses=max_losses, balance=balance,
                                    journaling=journal is not None)
@@ -105,6 +113,7 @@ class Coordinator:
             self.journal = TaskJournal(journal, fsync)
             self.journal.restore(self.scheduler)
         self._listeners: list[Listener] = []
+        self._admission = Admission(server="coordinator")
         self._closed = threading.Event()
         self._started = time.time()
         self._beats: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -176,6 +185,7 @@ class Coordinator:
                 log.warning("accept failed on %s: %s", listener.url, exc)
                 time.sleep(0.1)
                 continue
+            self._admission.admit(conn)  # may close the connection that has waited longest
             threading.Thread(target=self._serve, args=(conn,), daemon=True,
                              name=f"minipool-peer {conn.peer}").start()
 
@@ -185,12 +195,15 @@ class Coordinator:
         except (AuthenticationError, MinipoolError, TimeoutError, OSError) as exc:
             log.warning("%s %s: %s", "rejected" if isinstance(exc, AuthenticationError) else
                         "dropped during handshake", conn.peer, exc)
-            self._refuse(conn, str(exc))
+            self._refuse(conn, str(exc), authentication=isinstance(exc, AuthenticationError))
             return
+        finally:
+            self._admission.opened(conn)
         role = hello.get("role")
         try:
             if role == "worker":
-                peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch)
+                peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch,
+                                                                         self.instance)
             elif role == "client":
                 peer = ClientState.from_hello(conn, hello)
             else:
@@ -201,9 +214,11 @@ class Coordinator:
             return
         if isinstance(peer, ClientState):  # a client that stops reading must block no one
             peer.outbox = Outbox(conn, self.max_backlog, writer=True)
-        # Tell the peer our heartbeat, so both sides time each other out alike.
+        # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
+        # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
         peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers={
-            "interval": self.heartbeat, "liveness": self.liveness})))
+            "interval": self.heartbeat, "liveness": self.liveness, "max_message": self.max_message,
+            "coordinator": self.instance})))
         self._attach(peer)
         try:
             self._read_loop(peer)
@@ -211,9 +226,9 @@ class Coordinator:
             self._detach(peer)
 
     @staticmethod
-    def _refuse(conn: Connection, reason: str) -> None:
+    def _refuse(conn: Connection, reason: str, *, authentication: bool = False) -> None:
         try:
-            conn.send(encode(Message(Kind.ERROR, headers={"reason": reason})))
+            conn.send(refusal(reason, authentication=authentication))
         except (MinipoolError, OSError):
             pass
         conn.close()
@@ -239,6 +254,8 @@ class Coordinator:
                 return
             except MinipoolError as exc:  # FrameTooLarge, ProtocolError from the transport
                 log.warning("closing %s: %s", peer.describe(), exc)
+                if worker is not None and isinstance(exc, FrameTooLarge):
+                    worker.blame = str(exc)  # a task's result, perhaps: it would do it again
                 peer.close(f"was dropped for a message that broke the protocol: {exc}")
                 self._refuse(conn, str(exc))
                 return
@@ -398,7 +415,8 @@ class Coordinator:
         """Accept a SUBMIT from ``client``."""
         fx = Effects()
         with self._lock:
-            self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx)
+            self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx,
+                                  body_crc=msg.body_crc)
         self._apply(fx, batch)
 
     def started(self, client: ClientState, numbers: list[int], cancel: bool,
@@ -460,16 +478,22 @@ class Coordinator:
                     continue
                 if peer.id in expired or (not isinstance(peer, WorkerState)
                                           and now - peer.last_recv > deadline):
-                    log.warning("%s silent for %.1fs (its registry entry expired); closing",
-                                peer.describe(), now - peer.last_recv)
-                    peer.close(f"was silent for {now - peer.last_recv:.1f}s (no heartbeat)")
+                    self._drop(peer, f"was silent for {now - peer.last_recv:.1f}s (no heartbeat)")
                 elif peer.outbox.stalled(now, deadline):
-                    log.warning("%s stopped reading; closing", peer.describe())
-                    peer.close(f"stopped reading for {deadline:.1f}s")
+                    self._drop(peer, f"stopped reading for {deadline:.1f}s")
                 elif now - peer.outbox.last_send >= self.heartbeat:
                     self._beats.put(peer.outbox)
             if self.journal is not None:
                 self.journal.maybe_snapshot(self._lock, self.scheduler)
+
+    @staticmethod
+    def _drop(peer: WorkerState | ClientState, why: str) -> None:
+        """Close a peer that stopped heartbeating or reading. A worker is blamed: a task that
+        froze its process does this, and would do it again wherever it ran."""
+        log.warning("%s %s; closing", peer.describe(), why)
+        if isinstance(peer, WorkerState):
+            peer.blame = why
+        peer.close(why)
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot: workers, queue depth, counts, registry entries."""

@@ -96,6 +96,7 @@ class Outcome:
     fmt: Format
     codec: str
     body: bytes
+    body_crc: int | None = None  # the body's CRC-32, if known: forwarding it reads no byte twice
 
 
 def failure_outcome(kind: str, message: str) -> Outcome:
@@ -106,6 +107,9 @@ def failure_outcome(kind: str, message: str) -> Outcome:
 
 _LIVE = (TaskState.RUNNING, TaskState.QUEUED)
 _TASK = Kind.TASK
+
+#: Worker processes whose cut-off tasks are remembered, in case the process comes back.
+LEFT_BEHIND_MAX = 1024
 
 
 class Scheduler:
@@ -137,13 +141,20 @@ class Scheduler:
         self.clients: dict[str, ClientState] = {}
         self.watchers: dict[tuple[str, int], list[tuple[ClientState, int]]] = {}
         self.counts = {"submitted": 0, "done": 0, "failed": 0, "requeued": 0, "cancelled": 0,
-                       "workers_lost": 0, "duplicates": 0, "timed_out": 0}
+                       "workers_lost": 0, "duplicates": 0, "timed_out": 0, "losses_forgiven": 0,
+                       "leases_resumed": 0}
+        # Tasks a worker process left behind when its connection was cut, by the process's
+        # incarnation, until it comes back (see worker_joined). Bounded: a process that never
+        # returns (it died) is forgotten in time, and its losses stand.
+        self._left_behind: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
 
     # -- tasks -------------------------------------------------------------------------------
 
     def submit(self, client_id: str, client_task: int, body: bytes, fmt: Format, codec: str,
-               headers: dict[str, Any], fx: Effects, number: int | None = None) -> None:
-        """Accept a task (or recognise a resubmission) and dispatch what can go."""
+               headers: dict[str, Any], fx: Effects, number: int | None = None,
+               body_crc: int | None = None) -> None:
+        """Accept a task (or recognise a resubmission) and dispatch what can go.
+        ``body_crc``: the body's CRC-32, when the SUBMIT's check computed it."""
         key = (client_id, client_task)
         if key in self.by_key:
             return  # already queued or running: a resubmission after a reconnect
@@ -166,6 +177,7 @@ class Scheduler:
                 task.needs = str(needs)
         else:
             task = Task(number, client_id, client_task, body, fmt, codec, 0, None, time.monotonic())
+        task.body_crc = body_crc
         self.tasks[number] = task
         self.by_key[key] = task
         self.counts["submitted"] += 1
@@ -261,7 +273,7 @@ class Scheduler:
     def complete(self, worker: WorkerState, outcomes: list[tuple[int, Outcome]], fx: Effects) -> None:
         """A burst of a worker's outcomes, ``(task number, Outcome)`` pairs; then dispatch once.
         (Anything with an Outcome's fields will do: the coordinator passes the decoded RESULT
-        messages themselves, and the result store keeps them.)
+        messages themselves, body CRC included, and the result store keeps them.)
 
         One call per burst, not per result: a busy worker's results arrive several per read,
         and the leases they free are refilled together (one TASK write, not one each).
@@ -381,40 +393,88 @@ class Scheduler:
         task.worker = worker
         worker.lease(task)
         headers = {"timeout": task.timeout} if task.timeout is not None else None
-        data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers)
+        data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers, task.body_crc)
         fx.send(worker, data, len(worker.leases) <= worker.slots)
 
     # -- peers -------------------------------------------------------------------------------
 
     def worker_joined(self, worker: WorkerState, fx: Effects) -> None:
+        """A worker connected. If its process left tasks behind when its last connection was
+        cut, that was a cut, not a crash: those losses are taken back. The tasks it says it
+        still holds, if they are waiting to run again, are leased back to it, not sent again:
+        it is running them, or about to send their outcomes."""
         self.workers[worker.id] = worker
+        left = self._left_behind.pop(worker.incarnation, None) if worker.incarnation else None
+        for number in left or ():
+            task = self.tasks.get(number)
+            if task is not None and task.losses:
+                task.losses -= 1
+                self.counts["losses_forgiven"] += 1
+        for number in worker.holding:
+            task = self.tasks.get(number)
+            if task is not None and task.state is TaskState.QUEUED:
+                # Its place in the queue stays, and dispatch skips it: it is RUNNING again.
+                task.state = TaskState.RUNNING
+                task.worker = worker
+                worker.lease(task)
+                self.counts["leases_resumed"] += 1
         if self.pinned:
             self._fail_unrunnable(fx)
         self.dispatch(fx)
 
-    def worker_lost(self, worker: WorkerState, fx: Effects, reason: str = "was lost") -> None:
+    def worker_lost(self, worker: WorkerState, fx: Effects, reason: str | None = None) -> None:
         """Take back a lost worker's leases: requeue, or fail tasks that lost too many.
-        ``reason`` says what became of it ("was killed by SIGKILL"), for their WorkerLost."""
+
+        ``reason`` says what became of the worker ("was killed by SIGKILL"), for the WorkerLost
+        its tasks may fail with; without one, the coordinator's blame, if it dropped the worker.
+
+        A loss counts against each task the worker held, for it may have killed its worker;
+        a task that fails its worker ``max_losses`` times fails with WorkerLost. But a
+        connection can also just be cut while the process lives on. The coordinator cannot
+        tell which at once, so unless it dropped the worker itself for cause
+        (``worker.blame``: silent, a message too large -- what a task that froze or overflowed
+        its worker causes), the losses are remembered under the process's incarnation and
+        taken back if it connects again (:meth:`worker_joined`). When its new connection has
+        already arrived, no loss is counted at all.
+        """
         if self.workers.get(worker.id) is not worker:
             return
         del self.workers[worker.id]
         self.policy.forget(worker.id)
         self.counts["workers_lost"] += 1
+        cut = worker.blame is None and bool(worker.incarnation)
+        back = cut and any(w.incarnation == worker.incarnation for w in self.workers.values())
+        left: list[int] = []
         for task in list(worker.leases.values()):
             if task.state is not TaskState.RUNNING or task.worker is not worker:
                 continue
-            task.losses += 1
             task.worker = None
-            if task.losses >= self.max_losses:
-                self.counts["failed"] += 1
-                message = f"task lost {task.losses} workers (the last, {worker.label}, {reason}); giving up"
-                self._finish(task, failure_outcome("WorkerLost", message), fx)
-                continue
+            if back:
+                self.counts["losses_forgiven"] += 1
+            else:
+                task.losses += 1
+                if cut:
+                    left.append(task.number)
+                if task.losses >= self.max_losses:
+                    self.counts["failed"] += 1
+                    message = self._lost_message(task, worker, reason)
+                    self._finish(task, failure_outcome("WorkerLost", message), fx)
+                    continue
             task.state = TaskState.QUEUED
             self.counts["requeued"] += 1
             self._requeue(task)
         worker.leases.clear()
+        if left:
+            self._left_behind.setdefault(worker.incarnation, []).extend(left)
+            self._left_behind.move_to_end(worker.incarnation)
+            while len(self._left_behind) > LEFT_BEHIND_MAX:
+                self._left_behind.popitem(last=False)
         self.dispatch(fx)
+
+    @staticmethod
+    def _lost_message(task: Task, worker: WorkerState, reason: str | None) -> str:
+        why = reason or worker.blame or "was lost"
+        return f"task lost {task.losses} workers (the last, {worker.label}, {why}); giving up"
 
     def client_joined(self, client: ClientState) -> ClientState | None:
         """Register ``client``; return the stale session it replaces (a reconnect), if any."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
-from ..wire import ClientAuth, Kind, Message, ServerAuth, decode, encode
+from ..wire import HEAD_SIZE, ClientAuth, Kind, Message, ServerAuth, decode, encode
 
 __all__ = ["Outbox", "Batch", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
 
@@ -47,7 +47,7 @@ class Outbox:
     """
 
     __slots__ = ("conn", "limit", "pending_bytes", "last_send", "busy_since", "_pending", "_lock",
-                 "_flushing", "failed", "_wakeup")
+                 "_flushing", "failed", "_wakeup", "_unsent")
 
     def __init__(self, conn: Connection, limit: int = OUTBOX_LIMIT, *, writer: bool = False) -> None:
         self.conn = conn
@@ -59,6 +59,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._flushing = False
         self.failed = False
+        self._unsent: list[bytes] = []  # what a failed send was carrying (see unsent)
         self._wakeup: threading.Event | None = None
         if writer:
             self._wakeup = threading.Event()
@@ -119,6 +120,7 @@ class Outbox:
                 with self._lock:
                     self.failed = True
                     self._flushing = False
+                    self._unsent = batch + list(self._pending)
                     self._pending.clear()
                 self.conn.close()
                 return
@@ -145,6 +147,16 @@ class Outbox:
                 return
             self.busy_since = None
             self.last_send = time.monotonic()
+
+    def unsent(self) -> list[bytes]:
+        """Once the connection is closed: the messages queued and never sent, or sent by a
+        write that failed (some may have arrived). A worker keeps the results among them for
+        its next connection."""
+        with self._lock:
+            items = [*self._unsent, *self._pending]
+            self._unsent = []
+            self._pending.clear()
+            return items
 
     def try_put(self, data: bytes) -> None:
         """Send ``data`` only if that cannot block: nothing else queued or being sent, and the
@@ -221,11 +233,18 @@ class Batch:
 
 
 def adopt_heartbeat(peer: Any, announced: dict[str, Any]) -> None:
-    """Take the coordinator's announced heartbeat interval (and liveness) when it is shorter
-    than ``peer``'s own, so that both ends time each other out alike."""
+    """Take what the coordinator announces in its first HEARTBEAT: its heartbeat interval (and
+    liveness) when shorter than ``peer``'s own, so that both ends time each other out alike;
+    and its ``max_message``, the largest message it accepts, so that ``peer`` fails a task
+    whose call or result would be larger instead of sending it (the coordinator would drop
+    the connection, and the task would be run again only to fail the same way)."""
     try:
         peer.heartbeat = min(peer.heartbeat, float(announced["interval"]))
         peer.liveness = int(announced.get("liveness", peer.liveness))
+    except (KeyError, TypeError, ValueError):
+        pass
+    try:
+        peer.max_message = max(HEAD_SIZE, int(announced["max_message"]))
     except (KeyError, TypeError, ValueError):
         pass
 

@@ -42,7 +42,7 @@ class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
     __slots__ = ("number", "owner_id", "client_id", "body", "fmt", "codec", "priority", "timeout",
-                 "submitted_at", "state", "worker", "losses", "leased_at", "needs")
+                 "submitted_at", "state", "worker", "losses", "leased_at", "needs", "body_crc")
 
     def __init__(self, number: int, owner_id: str, client_id: int, body: bytes, fmt: Any,
                  codec: str, priority: int = 0, timeout: float | None = None,
@@ -61,6 +61,7 @@ class Task:
         self.losses = 0
         self.leased_at = 0.0
         self.needs: str | None = None  # the interpreter a by-value function in it needs
+        self.body_crc: int | None = None  # the body's CRC-32, when its SUBMIT carried it here
 
     @property
     def key(self) -> tuple[str, int]:
@@ -116,6 +117,16 @@ class WorkerState(_Peer):
         # that does not say, which then gets no by-value task.
         interpreter = meta.get("interpreter")
         self.interpreter = None if interpreter is None else str(interpreter)
+        # The worker process (not this connection): the same after a reconnect, new after a
+        # restart. "" from a worker that does not say.
+        self.incarnation = str(meta.get("incarnation") or "")
+        # Task numbers the process says it still runs or has outcomes for, from its previous
+        # connection to this coordinator (see Scheduler.worker_joined).
+        self.holding: tuple[int, ...] = ()
+        # Why the coordinator dropped this worker, when it did so for cause (silent, a message
+        # too large or malformed): its tasks then count the loss even if the process returns.
+        # None while the connection stands, or when it simply went (a cut, or a dead process).
+        self.blame: str | None = None
         self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
@@ -135,10 +146,25 @@ class WorkerState(_Peer):
         return len(self.leases)
 
     @classmethod
-    def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None) -> WorkerState:
+    def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None,
+                   coordinator: str = "") -> WorkerState:
+        """``coordinator``: this coordinator's id; the worker's ``holding`` counts only if its
+        previous connection was to this very coordinator (task numbers are its own).
+
+        Raises:
+            TypeError, ValueError: a field of the wrong type.
+        """
         name = str(hello.get("name") or conn.peer)
-        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "interpreter", "services") if k in hello}
-        return cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
+        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "interpreter", "services",
+                                         "incarnation")
+                if k in hello}
+        worker = cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
+        holding = hello.get("holding", [])
+        if not isinstance(holding, list) or not all(type(n) is int for n in holding):
+            raise ValueError("holding must be a list of task numbers")
+        if coordinator and hello.get("coordinator") == coordinator:
+            worker.holding = tuple(holding)
+        return worker
 
     def lease(self, task: Task) -> None:
         task.leased_at = time.monotonic()
@@ -190,7 +216,8 @@ class ClientState(_Peer):
 
     def deliver(self, number: int, outcome: Outcome, batch: Batch | None = None) -> None:
         """Send ``outcome`` as the RESULT or FAILURE of the client's task (or FETCH) ``number``."""
-        self._put(encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None), batch)
+        self._put(encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None,
+                               outcome.body_crc), batch)
 
     def send(self, message: Message, batch: Batch | None = None) -> None:
         """Send any other message (a status or lookup reply)."""

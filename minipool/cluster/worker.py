@@ -29,6 +29,7 @@ Around that loop:
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import os
@@ -41,10 +42,10 @@ import time
 from typing import Any
 
 from .. import shipping, task as tasklib
-from ..errors import (AuthenticationError, ConnectionClosed, MinipoolError, MissingExtra,
-                      ProtocolError, TransportError)
-from ..transports.base import Connection
-from ..wire import Format, Kind, Message, decode, encode
+from ..errors import (AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError,
+                      MissingExtra, ProtocolError, TransportError)
+from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
+from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
 from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
 
 __all__ = ["Worker"]
@@ -56,6 +57,10 @@ FLUSH_BYTES = 256 * 1024
 RETRY_REPORT = 60.0  # seconds between warnings that the coordinator still cannot be reached
 #: Seconds a worker told to stop has to get out of its task before the process is ended anyway.
 STOP_GRACE = 2.0
+#: Outcomes kept after sending, to send again if the connection turns out to have been dead
+#: (the last RECENT_MAX, each of at most RECENT_ITEM bytes: 4 MiB in all at most).
+RECENT_MAX = 128
+RECENT_ITEM = 32 * 1024
 
 
 class Worker:
@@ -89,6 +94,8 @@ class Worker:
         self.reconnect = reconnect
         self.max_backoff = max_backoff
         self._options = transport_options
+        # The largest message the coordinator accepts: our own until it announces its own.
+        self.max_message = int(transport_options.get("max_message", DEFAULT_MAX_MESSAGE))
         self._stop = threading.Event()
         self._conn: Connection | None = None
         self.services = tuple(services) or ("default",)
@@ -99,12 +106,33 @@ class Worker:
         self._inline_task = False  # the main thread is inside a task (a signal may interrupt it)
         self._owns_process = False  # handle_signals was called: stopping may end the process
         self.tasks_done = 0
+        # Who this process is, across reconnects (a restarted process draws a new one): a cut
+        # from which the same incarnation comes back is not held against its tasks.
+        self.incarnation = os.urandom(8).hex()
+        # The tasks of the coordinator we serve (known by the id it announces): numbers
+        # received and not finished, and outcomes finished while no connection could take
+        # them. The next HELLO names them, and the outcomes go out on the next connection to
+        # the same coordinator; another coordinator's task numbers mean other tasks.
+        self._coordinator: str | None = None
+        self._outbox: Outbox | None = None  # where outcomes go; None between connections
+        self._running: set[int] = set()
+        self._undelivered: dict[int, bytes] = {}
+        # The last outcomes handed to the current connection: a write into a connection the
+        # other end has already closed succeeds, and is lost. When the connection goes, these
+        # are sent again on the next (the coordinator drops the copies it already has).
+        self._recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RECENT_MAX)
+        self._held = threading.Lock()
 
     def hello(self) -> dict[str, Any]:
-        return {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
-                "pid": os.getpid(), "host": socket.gethostname(),
-                "python": platform.python_version(), "interpreter": shipping.INTERPRETER,
-                "services": list(self.services)}
+        hello = {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
+                 "pid": os.getpid(), "host": socket.gethostname(), "incarnation": self.incarnation,
+                 "python": platform.python_version(), "interpreter": shipping.INTERPRETER,
+                 "services": list(self.services)}
+        with self._held:
+            if self._coordinator is not None:
+                hello["coordinator"] = self._coordinator
+                hello["holding"] = sorted(self._running.union(self._undelivered))
+        return hello
 
     def run(self) -> None:
         """Serve until :meth:`stop` (or, without ``reconnect``, until the coordinator goes away).
@@ -217,10 +245,12 @@ class Worker:
                     return
                 msg = decode(data)
                 if msg.kind is Kind.TASK:
-                    self._start(msg, outbox)
+                    self._running.add(msg.id)
+                    self._start(msg, self._coordinator)
                 elif msg.kind is Kind.HEARTBEAT and msg.headers:
                     adopt_heartbeat(self, msg.headers)
                     silence = self.heartbeat * self.liveness
+                    self._resume(outbox, msg.headers.get("coordinator"))
                 elif msg.kind is Kind.ERROR:
                     log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
                     return
@@ -230,6 +260,52 @@ class Worker:
             log.warning("dropping the connection to %s: %s", self.url, exc)
         finally:
             conn.close()
+            self._suspend(outbox)
+
+    def _resume(self, outbox: Outbox, coordinator: Any) -> None:
+        """The coordinator has announced itself on a new connection: outcomes go to ``outbox``
+        from now on, starting with those kept since the last one, if it is the same coordinator."""
+        with self._held:
+            if coordinator is None or coordinator != self._coordinator:
+                self._coordinator = None if coordinator is None else str(coordinator)
+                self._running.clear()
+                self._undelivered.clear()
+            kept = list(self._undelivered.values())
+            self._undelivered.clear()
+            self._recent.clear()
+            self._outbox = outbox
+        if kept:
+            log.info("sending %d result(s) finished while disconnected", len(kept))
+            outbox.put_many(kept)
+
+    def _suspend(self, outbox: Outbox) -> None:
+        """The connection is gone: keep the outcomes it never sent, for the next one."""
+        with self._held:
+            if self._outbox is outbox:
+                self._outbox = None
+            for number, data in self._recent:
+                self._undelivered.setdefault(number, data)
+            self._recent.clear()
+            for data in outbox.unsent():
+                msg = decode(data)
+                if msg.kind is Kind.RESULT or msg.kind is Kind.FAILURE:
+                    self._undelivered[msg.id] = data
+
+    def _deliver(self, number: int, data: bytes, origin: str | None) -> None:
+        """Send a task's outcome on the current connection, or keep it until there is one."""
+        with self._held:
+            if origin != self._coordinator:
+                return  # a coordinator we no longer serve: its task numbers mean other tasks here
+            self._running.discard(number)
+            outbox = self._outbox
+            if outbox is None or outbox.failed or outbox.conn.closed:
+                self._undelivered[number] = data
+                return
+            if len(data) <= RECENT_ITEM:
+                self._recent.append((number, data))
+        # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
+        # on executor threads send at once, coalescing through the outbox under contention.
+        outbox.put(data, flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
 
     def _beat(self, outbox: Outbox) -> None:
         """Heartbeats, and a backstop flush: a result held back for a batch is never delayed
@@ -246,13 +322,13 @@ class Worker:
             log.warning("lost the coordinator at %s in the middle of a task; stopping", self.url)
             signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
 
-    def _start(self, msg: Message, outbox: Outbox) -> None:
+    def _start(self, msg: Message, origin: str | None) -> None:
         if self._executor is None:
-            self._finish(msg, outbox)
+            self._finish(msg, origin)
         else:
-            self._executor.submit(self._finish, msg, outbox)
+            self._executor.submit(self._finish, msg, origin)
 
-    def _finish(self, msg: Message, outbox: Outbox) -> None:
+    def _finish(self, msg: Message, origin: str | None) -> None:
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
         inline = self._executor is None
@@ -272,12 +348,14 @@ class Worker:
         if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
+        if len(body) + HEADROOM > self.max_message and envelope_size(len(body), codec) > self.max_message:
+            # The coordinator would drop us for it, and the task would run again, as large.
+            ok, body, codec = tasklib.pack_outcome(False, MessageTooLarge(
+                "the task's result" if ok else "the task's exception",
+                envelope_size(len(body), codec), self.max_message))
         self.tasks_done += 1
-        # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
-        # on executor threads send at once, coalescing through the outbox under contention.
-        outbox.put(encode(Message(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
-                                  fmt=Format.PICKLE, codec=codec)),
-                   flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
+        self._deliver(msg.id, encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
+                                           Format.PICKLE, codec, None), origin)
 
     def _run_with_alarm(self, msg: Message, timeout: float) -> Any:
         """Run an inline task under SIGALRM: past ``timeout`` it raises TimeoutError inside the

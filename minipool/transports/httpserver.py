@@ -8,7 +8,8 @@ timeout (408 if the headers are too slow); ``GET /health`` is answered there too
 (``GET /minipool/events``) waits in a pending table under a fresh random session id; the up
 half (``POST /minipool/<id>/open``) completes the pair, and only then does ``accept()`` hand the
 :class:`HttpServerConnection` out. A half that never arrives expires with the same timeout, and
-at most ``_MAX_OPENINGS`` sockets may be opening at once, so no client can stall the others.
+at most ``_MAX_OPENINGS`` sockets may be opening at once (one more closes the oldest, see
+:mod:`minipool.transports.admission`), so no client can stall the others.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from urllib.parse import SplitResult
 
 from ..errors import ConnectionClosed, FrameTooLarge, ProtocolError, TransportError
+from .admission import Admission
 from .base import Buffer, Connection, Listener, Options
 from .http11 import (
     HttpError,
@@ -51,7 +53,7 @@ __all__ = ["HttpServerConnection", "HttpListener"]
 log = logging.getLogger("minipool.transports.http")
 
 _LENGTH_TAIL = re.compile(rb"([0-9]{1,18})\r\n\r\n")
-_MAX_OPENINGS = 128  # concurrent half-open connections a listener serves before refusing more
+_MAX_OPENINGS = 128  # halves opening at once (two per client) before the oldest is closed
 
 
 def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> None:
@@ -183,7 +185,7 @@ class HttpListener(Listener):
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._opening: dict[threading.Thread, TcpConnection] = {}
-        self._slots = threading.BoundedSemaphore(_MAX_OPENINGS)
+        self._admission = Admission(_MAX_OPENINGS, server=f"http listener {self.url}")
         self._closed = False
         self._served = 0
         self._accepter = threading.Thread(target=self._accept_loop, daemon=True,
@@ -196,10 +198,7 @@ class HttpListener(Listener):
                 conn = self._tcp.accept()
             except ConnectionClosed:
                 return
-            if not self._slots.acquire(blocking=False):
-                log.warning("http: too many connections opening at once; refusing %s", conn.peer)
-                conn.close()
-                continue
+            self._admission.admit(conn)  # may close the connection that has waited longest
             thread = threading.Thread(target=self._open, args=(conn,), daemon=True,
                                       name=f"minipool-http-open {conn.peer}")
             with self._lock:
@@ -229,7 +228,7 @@ class HttpListener(Listener):
         finally:
             with self._lock:
                 self._opening.pop(threading.current_thread(), None)
-            self._slots.release()
+            self._admission.opened(conn)
 
     def _route(self, stream: SocketStream, request: Request, deadline: float) -> None:
         if request.method == "GET" and request.target == "/health":
