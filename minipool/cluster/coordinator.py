@@ -216,9 +216,14 @@ class Coordinator:
             peer.outbox = Outbox(conn, self.max_backlog, writer=True)
         # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
         # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
-        peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers={
-            "interval": self.heartbeat, "liveness": self.liveness, "max_message": self.max_message,
-            "coordinator": self.instance})))
+        announce = {"interval": self.heartbeat, "liveness": self.liveness,
+                    "max_message": self.max_message, "coordinator": self.instance}
+        if isinstance(peer, WorkerState) and peer.holding:
+            # Of the tasks a returning worker holds, the ones still unfinished here: it sends
+            # the outcomes it kept for those only, not for tasks already done.
+            with self._lock:
+                announce["wanted"] = [n for n in peer.holding if n in self.scheduler.tasks]
+        peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers=announce)))
         self._attach(peer)
         try:
             self._read_loop(peer)

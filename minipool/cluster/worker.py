@@ -250,7 +250,7 @@ class Worker:
                 elif msg.kind is Kind.HEARTBEAT and msg.headers:
                     adopt_heartbeat(self, msg.headers)
                     silence = self.heartbeat * self.liveness
-                    self._resume(outbox, msg.headers.get("coordinator"))
+                    self._resume(outbox, msg.headers.get("coordinator"), msg.headers.get("wanted"))
                 elif msg.kind is Kind.ERROR:
                     log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
                     return
@@ -262,15 +262,17 @@ class Worker:
             conn.close()
             self._suspend(outbox)
 
-    def _resume(self, outbox: Outbox, coordinator: Any) -> None:
+    def _resume(self, outbox: Outbox, coordinator: Any, wanted: Any) -> None:
         """The coordinator has announced itself on a new connection: outcomes go to ``outbox``
-        from now on, starting with those kept since the last one, if it is the same coordinator."""
+        from now on, starting with those kept since the last one, if it is the same coordinator
+        -- those of the tasks it still ``wanted`` (the rest it has already)."""
         with self._held:
             if coordinator is None or coordinator != self._coordinator:
                 self._coordinator = None if coordinator is None else str(coordinator)
                 self._running.clear()
                 self._undelivered.clear()
-            kept = list(self._undelivered.values())
+            wanted = set(wanted) if isinstance(wanted, list) else ()
+            kept = [data for number, data in self._undelivered.items() if number in wanted]
             self._undelivered.clear()
             self._recent.clear()
             self._outbox = outbox
