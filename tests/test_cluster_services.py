@@ -221,8 +221,8 @@ def test_a_corrupt_journal_tail_is_reported_and_the_valid_prefix_kept(tmp_path):
 def test_a_big_state_is_not_snapshotted_more_often_than_its_log_grows(tmp_path):
     import threading
 
-    from minipool.cluster.task_journal import TaskJournal
     from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.cluster.task_journal import TaskJournal
     from minipool.wire import Format
 
     durable = TaskJournal(str(tmp_path), fsync="no", snapshot_every=10)

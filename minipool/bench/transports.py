@@ -328,7 +328,7 @@ def _round_trips(client: _Client, data: bytes, codec, seconds: float, out: list[
         out.append(time.perf_counter() - start)
 
 
-def _round_trips_on_one_core(r: "_Running", data: bytes, codec, seconds: float, out: list[float]) -> None:
+def _round_trips_on_one_core(r: _Running, data: bytes, codec, seconds: float, out: list[float]) -> None:
     """As _round_trips, with the client process and ``r``'s echo server pinned to one core."""
     with on_one_core([os.getpid(), r.server.pid]):
         _round_trips(r.client, data, codec, seconds, out)
