@@ -26,7 +26,7 @@ __all__ = [
     "WorkerLost",
     "IncompatibleInterpreter",
     "RemoteError",
-    "BrokenPool",
+    "BrokenPool",  # noqa: F822 -- made on first use by the module's __getattr__, below
 ]
 
 

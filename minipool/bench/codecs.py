@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import functools
 import json
 import lzma
 import random
@@ -201,8 +202,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress(f"{name} on {input_name} ({len(data) / MB:.1f} MB)")
             packed = codec.compress(data)
             assert codec.decompress(packed, len(data)) == data
-            t_c = median_time(lambda: codec.compress(data), args.repeat)
-            t_d = median_time(lambda: codec.decompress(packed, len(data)), args.repeat)
+            t_c = median_time(functools.partial(codec.compress, data), args.repeat)
+            t_d = median_time(functools.partial(codec.decompress, packed, len(data)), args.repeat)
             row = {
                 "input": input_name,
                 "codec": name,

@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         progress("submit")
         times = median_times({
             "minipool submit": lambda: _submit_all(pool, n),
-            "mp imap_unordered(chunksize=1)": lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)),
+            "mp imap_unordered(chunksize=1)":
+                lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)),
             "ppe submit": lambda: _submit_all(ppe, n),
         }, rep)
         rates = {name: n / t for name, t in times.items()}
@@ -173,7 +174,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         memory = _stream_memory_apart(w, args.stream)
     rows = [
         ["submit, 1 task per message", rates["minipool submit"], "mp imap_unordered(chunksize=1)",
-         rates["mp imap_unordered(chunksize=1)"], rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"]],
+         rates["mp imap_unordered(chunksize=1)"],
+         rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"]],
         ["submit, 1 task per message", rates["minipool submit"], "ProcessPoolExecutor.submit",
          rates["ppe submit"], rates["minipool submit"] / rates["ppe submit"]],
         ["round trip (µs)", 1e6 / rates["minipool round trip"], "multiprocessing.Pool.apply",

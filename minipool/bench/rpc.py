@@ -16,6 +16,7 @@ bytes each way (what moving an argument costs; ``xmlrpc`` must base64 it into XM
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.managers
 import os
@@ -136,11 +137,11 @@ def run(args) -> dict:
                     proxy = clients[kind][0]
                     seconds = args.budget / _ROUNDS / len(placements)
                     turns.setdefault((name, kind, "scheduled"), []).append(
-                        _turn(lambda: call(proxy), seconds))
+                        _turn(functools.partial(call, proxy), seconds))
                     if CAN_PIN:
                         with on_one_core([os.getpid(), pids[kind]]):
                             turns.setdefault((name, kind, "one core"), []).append(
-                                _turn(lambda: call(proxy), seconds))
+                                _turn(functools.partial(call, proxy), seconds))
             progress(f"round {round_no + 1}/{_ROUNDS}")
     finally:
         for _, close in clients.values():

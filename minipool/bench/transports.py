@@ -19,11 +19,12 @@ where the scheduler puts a pair of processes is decided when they start and kept
 so a 1 KB round trip that wakes four threads (ZeroMQ's I/O threads, on both sides) lands near
 one figure or near twice it, run by run. Pinned, every wake-up is a switch on one core: the
 one-core column measures what each implementation's own code costs, and is steady to a few
-percent from run to run; the other column shows what a user gets from the scheduler. Throughput = payload MB/s echoed while a sender thread streams messages
-and the main thread receives them (lockstep peers -- http.client, REQ/REP, websockets' sync client -- cannot stream:
-their figure is one message at a time). With ``--codecs``, the client compresses before sending
-and decompresses what comes back. ``--no-nodelay`` turns TCP_NODELAY off everywhere, to show
-the Nagle / delayed-ACK stall of a header and a body written separately.
+percent from run to run; the other column shows what a user gets from the scheduler.
+Throughput = payload MB/s echoed while a sender thread streams messages and the main thread
+receives them (lockstep peers -- http.client, REQ/REP, websockets' sync client -- cannot
+stream: their figure is one message at a time). With ``--codecs``, the client compresses
+before sending and decompresses what comes back. ``--no-nodelay`` turns TCP_NODELAY off
+everywhere, to show the Nagle / delayed-ACK stall of a header and a body written separately.
 """
 
 from __future__ import annotations
@@ -465,7 +466,8 @@ def run(args) -> dict:
                 for r in running:
                     rtt, mbps, rtt_all, rtt_one = cell[r.kind]
                     one = "" if rtt_one is None else f" (one core {rtt_one * 1e6:.1f})"
-                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us{one}  {mbps:8.1f} MB/s")
+                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us{one}"
+                             f"  {mbps:8.1f} MB/s")
                     rows.append({"impl": r.kind, "minipool": r.kind in TRANSPORTS, "codec": codec_name,
                                  "size": size, "label": label, "rtt_us": rtt * 1e6, "mb_s": mbps,
                                  "rtt_us_all_turns": rtt_all * 1e6,

@@ -103,7 +103,7 @@ def _sort_outcomes(mode: Mode, records: list[Any], results: list[tuple[bool, Any
     """Split ``(ok, value)`` outcomes into the stage's outputs and its ``(record, error)`` failures."""
     out: list[Any] = []
     failures: list[tuple[Any, BaseException]] = []
-    for record, (ok, value) in zip(records, results):
+    for record, (ok, value) in zip(records, results, strict=True):
         if not ok:
             failures.append((record, value))
         elif mode is Mode.MAP:
