@@ -113,6 +113,8 @@ def _gzip_compress(level: int) -> Callable[[bytes], bytes]:
 def direct_calls(name: str) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] | None:
     """(compress, decompress) calling the library itself at minipool's level, or None."""
     level = codecs.LEVELS.get(name)
+    if level is None:  # "none", or a codec from elsewhere: no library call to compare with
+        return None
     if name == "gzip":
         return _gzip_compress(level), (lambda d: zlib.decompress(d, 31))
     if name == "deflate":

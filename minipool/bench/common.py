@@ -9,7 +9,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["median_time", "format_table", "print_table", "write_json", "progress", "machine_info",
@@ -36,7 +36,7 @@ def pin(pids: list[int], cpus: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def on_one_core(pids: list[int]):
+def on_one_core(pids: list[int]) -> Iterator[None]:
     """Run the block with every thread of ``pids`` on one core, then put each process back.
 
     On a virtual machine a wake-up that crosses cores can cost more than a small message's

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import multiprocessing
 import resource
 import time
@@ -121,8 +122,8 @@ def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
             pool.wait_for_workers()
             _submit_all(pool, 200)
             pools[fsync] = pool
-        times = median_times({name: (lambda p=p: _submit_all(p, n)) for name, p in pools.items()},
-                             repeat)
+        times = median_times({name: functools.partial(_submit_all, p, n)
+                              for name, p in pools.items()}, repeat)
     return {name: n / t for name, t in times.items()}
 
 
