@@ -63,7 +63,7 @@ def make_report(company: int) -> str:
 def train_naive_bayes(docs: list[str], labels: list[str]) -> dict:
     """Multinomial naive Bayes with Laplace smoothing: log P(label) + sum log P(word | label)."""
     counts = {label: Counter() for label in set(labels)}
-    for doc, label in zip(docs, labels):
+    for doc, label in zip(docs, labels, strict=True):
         counts[label].update(WORD.findall(doc))
     vocab = set().union(*counts.values())
     model = {"prior": {}, "loglik": {}, "unknown": {}}

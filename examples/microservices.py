@@ -23,7 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from minipool import Pool
 
-
 # -- a microservice: one resource, GET lists it, POST adds to it --------------------------------
 
 def start_service(resource: str, items: list[dict]) -> ThreadingHTTPServer:
@@ -121,7 +120,7 @@ def main() -> int:
             print(f"\nword statistics of {len(all_articles)} articles, "
                   f"on {len(workers)} compute workers found in the registry:")
             stats = list(pool.map(article_stats, all_articles))
-            for article, s in zip(all_articles, stats):
+            for article, s in zip(all_articles, stats, strict=True):
                 print(f"  {article['title']!r:26} by {all_users[article['author']]:<6} "
                       f"{s['words']:3} words, {s['distinct']:3} distinct, most used {s['top']!r}")
     finally:

@@ -4,6 +4,8 @@
 processes on this machine or others; see the README and ``docs/`` for the guided tour.
 """
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     AuthenticationError,
     CodecError,
@@ -14,6 +16,10 @@ from .errors import (
     RemoteError,
     WorkerLost,
 )
+
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ below imports them
+    from .errors import BrokenPool
+    from .pool import Pool
 
 __version__ = "0.1.0"
 

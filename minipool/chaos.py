@@ -131,15 +131,16 @@ def parse_address(address: str | tuple[str, int], *, any_port: bool = False) -> 
     Raises:
         ValueError: not of that form, or the port is out of range.
     """
+    port_value: int | str
     if isinstance(address, tuple):
-        host, port = address
+        host, port_value = address
     else:
-        host, sep, port = str(address).rpartition(":")
+        host, sep, port_value = str(address).rpartition(":")
         if not sep or not host:
             raise ValueError(f"expected HOST:PORT, not {address!r}")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        port = int(port)
+        port = int(port_value)
     except ValueError:
         raise ValueError(f"port must be a number in {address!r}") from None
     if not (0 if any_port else 1) <= port <= 65535:

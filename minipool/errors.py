@@ -10,6 +10,7 @@ import it.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 __all__ = [
     "MinipoolError",
@@ -150,6 +151,14 @@ class RemoteError(MinipoolError):
 
 
 _class_lock = threading.Lock()
+
+if TYPE_CHECKING:  # what type checkers see; at run time _broken_pool_class() makes the class
+    from concurrent.futures.process import BrokenProcessPool
+
+    class BrokenPool(MinipoolError, BrokenProcessPool):
+        initializer: str
+
+        def __init__(self, message: str, initializer: str = "") -> None: ...
 
 
 def _broken_pool_class() -> type:

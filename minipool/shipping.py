@@ -105,7 +105,7 @@ def _set_function_state(fn: types.FunctionType, state: tuple[Any, ...]) -> None:
     fn.__kwdefaults__ = kwdefaults
     fn.__doc__ = doc
     fn.__dict__.update(fn_dict)
-    for cell, value in zip(fn.__closure__ or (), cell_values):
+    for cell, value in zip(fn.__closure__ or (), cell_values, strict=True):
         if value is not _EMPTY_CELL:
             cell.cell_contents = value
 

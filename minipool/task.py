@@ -247,7 +247,6 @@ def initializer_id(init: bytes) -> str:
 #: would run its initializer twice in this process; an entry costs about its packed bytes.
 _initialized: dict[bytes, BaseException | None] = {}
 _initializing = threading.Lock()
-_NOT_RUN = object()
 
 
 def _initialize(init: bytes) -> None:
@@ -256,12 +255,11 @@ def _initialize(init: bytes) -> None:
     Raises:
         BrokenPool: it failed, now or before; every task of that pool fails here the same way.
     """
-    failure = _initialized.get(init, _NOT_RUN)
-    if failure is _NOT_RUN:  # the first task of this pool here; thread workers take turns
+    if init not in _initialized:  # the first task of this pool here; thread workers take turns
         with _initializing:
-            failure = _initialized.get(init, _NOT_RUN)
-            if failure is _NOT_RUN:
-                failure = _initialized[init] = _run_initializer(init)
+            if init not in _initialized:
+                _initialized[init] = _run_initializer(init)
+    failure = _initialized[init]
     if failure is not None:
         raise errors.BrokenPool(
             f"the pool's initializer failed in worker process {os.getpid()} on "
@@ -344,16 +342,16 @@ def pack_outcome(ok: bool, value: Any, codec: str = "none") -> tuple[bool, bytes
             raise
         except BaseException as exc:  # noqa: BLE001 - any pickling failure becomes the task's error
             value = exc
-    exc = value
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    error = value
+    tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    name = f"{type(error).__module__}.{type(error).__qualname__}"
     try:
-        body = pickle.dumps((exc, name, str(exc), tb), PROTOCOL)
+        body = pickle.dumps((error, name, str(error), tb), PROTOCOL)
         pickle.loads(body)  # some exceptions pickle but do not unpickle (custom __init__)
     except Interrupted:
         raise
     except BaseException:  # noqa: BLE001
-        body = pickle.dumps((None, name, str(exc), tb), PROTOCOL)
+        body = pickle.dumps((None, name, str(error), tb), PROTOCOL)
     return False, body, "none"
 
 

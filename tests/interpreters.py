@@ -44,7 +44,8 @@ def require(version: str) -> str:
     """The interpreter of ``version``, or skip the calling test saying which is missing."""
     path = find(version)
     if path is None:
-        pytest.skip(f"no Python {version} here (neither `pyenv prefix {version}` nor python{version} on PATH)")
+        pytest.skip(f"no Python {version} here"
+                    f" (neither `pyenv prefix {version}` nor python{version} on PATH)")
     return path
 
 

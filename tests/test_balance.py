@@ -135,7 +135,7 @@ def _makespans(name: str, prefetch: int, window: int | None) -> list[float]:
 def test_latency_beats_round_robin_by_half_with_one_worker_five_times_slower():
     rr = _makespans("round-robin", prefetch=4, window=16)
     latency = _makespans("latency", prefetch=4, window=16)
-    assert statistics.median(r / l for r, l in zip(rr, latency)) >= 1.5
+    assert statistics.median(r / lat for r, lat in zip(rr, latency, strict=True)) >= 1.5
 
 
 def test_simulation_accounts_for_every_task_and_work_is_conserved():

@@ -221,8 +221,8 @@ def test_a_corrupt_journal_tail_is_reported_and_the_valid_prefix_kept(tmp_path):
 def test_a_big_state_is_not_snapshotted_more_often_than_its_log_grows(tmp_path):
     import threading
 
-    from minipool.cluster.task_journal import TaskJournal
     from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.cluster.task_journal import TaskJournal
     from minipool.wire import Format
 
     durable = TaskJournal(str(tmp_path), fsync="no", snapshot_every=10)
@@ -262,8 +262,8 @@ def test_the_result_store_is_bounded_by_bytes_as_well_as_by_count(monkeypatch):
     s.worker_joined(worker, Effects())
     for i in range(1, 21):  # each 1 KB outcome: only the newest ten fit in 10,000 bytes
         s.submit("c", i, b"call", Format.PICKLE, "none", None, Effects())
-        s.complete(worker, [(next(iter(worker.leases)), Outcome(Kind.RESULT, Format.PICKLE, "none", b"r" * 1000))],
-                   Effects())
+        outcome = Outcome(Kind.RESULT, Format.PICKLE, "none", b"r" * 1000)
+        s.complete(worker, [(next(iter(worker.leases)), outcome)], Effects())
     assert sorted(number for _, number in s.results) == list(range(11, 21))
     assert s.results_bytes == 10_000
     s.store(("c", 99), Outcome(Kind.RESULT, Format.PICKLE, "none", b"x" * 50_000))  # too big alone

@@ -11,8 +11,8 @@ import pytest
 
 import jobs
 from minipool import AuthenticationError, Pool, WorkerLost
-from minipool.errors import ConnectionClosed
 from minipool.cluster.coordinator import Coordinator
+from minipool.errors import ConnectionClosed
 from minipool.wire import Format, Kind, Message, encode
 
 KEY = b"test-key-0123456789"
@@ -144,8 +144,9 @@ def test_a_client_too_slow_to_authenticate_is_dropped(coordinator):
 
 def test_a_departed_client_has_its_queued_tasks_cancelled(coordinator):
     coord, url = coordinator
-    from minipool.cluster.worker import Worker
     import threading
+
+    from minipool.cluster.worker import Worker
 
     worker = Worker(url, KEY, slots=1, kind="thread", reconnect=False)
     thread = threading.Thread(target=worker.run, daemon=True)

@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minipool.journal import Journal, JournalError, pack_records, read_journal, unpack_records
 from minipool.journal.format import LOG_HEADER, RECORD_HEADER

@@ -261,11 +261,12 @@ def test_worker_lost_says_the_coordinator_dropped_a_silent_worker(tmp_path):
 
 
 def test_worker_lost_carries_the_reason_it_is_given():
+    import json
+
     from minipool.cluster.scheduler import Effects, Scheduler
     from minipool.cluster.state import WorkerState
     from minipool.task import failure_from_json
     from minipool.wire import Format
-    import json
 
     scheduler = Scheduler(max_losses=1)
     client = type("Client", (), {"id": "c"})()

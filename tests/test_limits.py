@@ -29,7 +29,8 @@ def test_an_oversized_result_fails_its_task_at_once_and_is_not_retried(tmp_path)
     with Pool(1, max_message=LIMIT) as pool:
         start = time.monotonic()
         future = pool.submit(jobs.record_then_return_bytes, str(runs), 2 * LIMIT)
-        with pytest.raises(MessageTooLarge, match=r"result of 2,097,1\d\d bytes exceeds max_message.*1,048,576") as info:
+        with pytest.raises(MessageTooLarge,
+                           match=r"result of 2,097,1\d\d bytes exceeds max_message.*1,048,576") as info:
             future.result(30)
         assert time.monotonic() - start < 10
         assert info.value.limit == LIMIT and info.value.size > 2 * LIMIT
@@ -43,7 +44,8 @@ def test_an_oversized_argument_fails_at_submit_without_reaching_a_worker():
     with Pool(1, max_message=LIMIT) as pool:
         future = pool.submit(jobs.identity, b"y" * (2 * LIMIT))
         assert future.done()  # at once, in submit()
-        with pytest.raises(MessageTooLarge, match=r"call \(function and arguments\) of .* bytes exceeds max_message"):
+        with pytest.raises(MessageTooLarge,
+                           match=r"call \(function and arguments\) of .* bytes exceeds max_message"):
             future.result(0)
         assert pool.submit(jobs.identity, b"y" * (LIMIT // 2)).result(10) == b"y" * (LIMIT // 2)
         assert pool.status()["submitted"] == 1 and pool.status()["workers_lost"] == 0

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import threading
 
-
 import jobs
 from conftest import TRANSPORTS
 from minipool import Pool

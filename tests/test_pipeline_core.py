@@ -82,7 +82,7 @@ def test_merge_fan_in_and_combine():
 
 
 def test_shard_split_process_combine():
-    words = ["w%d" % (i % 13) for i in range(1000)]
+    words = [f"w{i % 13}" for i in range(1000)]
     counts = (pl.source(words)
               | pl.shard(4, key=lambda w: w, then=pl.map(lambda w: (w, 1)) | pl.reduce_by_key(operator.add))
               | pl.to_dict()).run()

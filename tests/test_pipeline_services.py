@@ -49,3 +49,8 @@ def test_service_arguments():
         pl.service("x", fast, balance="random")
     with pytest.raises(pl.PipelineError):
         pl.service("x", instances=[])
+
+
+def test_a_bool_is_not_a_count_of_instances():
+    with pytest.raises(pl.PipelineError, match="instances must be a count"):
+        pl.service("x", fast, instances=True)

@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from pairs import connected
-
 from minipool.errors import FrameTooLarge
+from pairs import connected
 
 
 def _wait_for(conn, want, limit=100, timeout=5.0):

@@ -10,11 +10,11 @@ import urllib.request
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tlsutil import EchoServer
 
 from minipool.errors import ConnectionClosed, FrameTooLarge
 from minipool.transports import connect, listen
 from minipool.transports.http11 import HttpError, parse_response
+from tlsutil import EchoServer
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

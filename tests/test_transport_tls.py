@@ -6,10 +6,10 @@ import importlib.util
 import ssl
 
 import pytest
-from tlsutil import EchoServer, make_tls, other_ca_client
 
 from minipool.errors import ConnectionClosed, ProtocolError
 from minipool.transports import connect
+from tlsutil import EchoServer, make_tls, other_ca_client
 
 PLAIN = {"tls": "tcp", "https": "http", "wss": "ws"}
 

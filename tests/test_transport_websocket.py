@@ -596,7 +596,8 @@ def test_try_send_writes_a_websocket_frame():
     """A non-blocking send (heartbeats) must frame like any other send on ws://."""
     import threading as _threading
 
-    from minipool.transports import connect as _connect, listen as _listen
+    from minipool.transports import connect as _connect
+    from minipool.transports import listen as _listen
 
     listener = _listen("ws://127.0.0.1:0")
     got = []
@@ -623,7 +624,6 @@ def test_a_poll_that_catches_a_large_frame_half_arrived_keeps_the_connection():
     import time
 
     from minipool.transports.wsframes import Frame, serialize
-
     from pairs import connected, poll_catches_it_half_arrived
 
     listener, client, server = connected("ws://127.0.0.1:0")

@@ -720,7 +720,7 @@ def test_a_send_from_another_thread_reaches_a_lone_leader(server: EchoServer) ->
         assert not hub._lone
         polls = CountingPoll(hub)
         for i in range(20):  # now each send wakes the leader through the socketpair
-            wait_until(lambda: len(received) == i + 1 and hub._owner.locked())
+            wait_until(lambda i=i: len(received) == i + 1 and hub._owner.locked())
             conn.send(b"%d" % i)
         reader.join(10)
         assert received == [b"first"] + [b"%d" % i for i in range(20)]

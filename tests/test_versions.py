@@ -88,7 +88,8 @@ def test_only_a_task_that_holds_a_function_by_value_names_an_interpreter():
     assert tasklib.pack_chunk(jobs.square, [1, 2])[2] is None
     assert tasklib.pack_chunk(by_value, [1, 2])[2] == tasklib.BY_VALUE
     assert tasklib.pack_reduce(jobs.square, operator.add, [1, 2], tasklib.NO_INITIAL)[2] is None
-    assert tasklib.pack_reduce(jobs.square, lambda a, b: a + b, [1, 2], tasklib.NO_INITIAL)[2] == tasklib.BY_VALUE
+    assert (tasklib.pack_reduce(jobs.square, lambda a, b: a + b, [1, 2], tasklib.NO_INITIAL)[2]
+            == tasklib.BY_VALUE)
 
 
 def test_a_pool_whose_initializer_travels_by_value_names_the_interpreter_on_every_task():
@@ -99,7 +100,8 @@ def test_a_pool_whose_initializer_travels_by_value_names_the_interpreter_on_ever
     with Pool(1, initializer=lambda: None) as pool:
         sent = []
         real_submit = pool._client.submit
-        pool._client.submit = lambda body, codec, headers=None: sent.append(headers) or real_submit(body, codec, headers)
+        pool._client.submit = (lambda body, codec, headers=None:
+                               sent.append(headers) or real_submit(body, codec, headers))
         assert pool.submit(jobs.square, 3).result(20) == 9
         assert list(pool.map(jobs.square, [1, 2])) == [1, 4]
         assert pool.submit_with(jobs.square, (2,), priority=1).result(20) == 4

@@ -97,7 +97,7 @@ def compare(*, tasks: int = 200, sets: int = 9, slowdown: float = 5.0, prefetch:
     baseline = makespans["round-robin"]
     summary = {}
     for name, values in makespans.items():
-        ratios = [b / v for b, v in zip(baseline, values)]
+        ratios = [b / v for b, v in zip(baseline, values, strict=True)]
         summary[name] = {"makespan": statistics.median(values),
                          "speedup_median": statistics.median(ratios),
                          "speedup_worst": min(ratios)}
@@ -134,8 +134,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         window=args.window, unit=args.unit))
         base = times["round-robin"]
         for name, values in times.items():
+            speedups = [b / v for b, v in zip(base, values, strict=True)]
             measured[name] = {"makespan": statistics.median(values),
-                              "speedup_median": statistics.median(b / v for b, v in zip(base, values))}
+                              "speedup_median": statistics.median(speedups)}
         print_table(f"Real coordinator and workers: wall-clock makespan (s), {args.tasks} tasks of"
                     f" {args.unit * 1000:g} ms per unit, median of {args.real_sets} sets",
                     ["policy", "median makespan (s)", "vs round-robin (median)"],

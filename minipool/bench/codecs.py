@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import functools
 import json
 import lzma
 import random
@@ -112,6 +113,8 @@ def _gzip_compress(level: int) -> Callable[[bytes], bytes]:
 def direct_calls(name: str) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] | None:
     """(compress, decompress) calling the library itself at minipool's level, or None."""
     level = codecs.LEVELS.get(name)
+    if level is None:  # "none", or a codec from elsewhere: no library call to compare with
+        return None
     if name == "gzip":
         return _gzip_compress(level), (lambda d: zlib.decompress(d, 31))
     if name == "deflate":
@@ -201,8 +204,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress(f"{name} on {input_name} ({len(data) / MB:.1f} MB)")
             packed = codec.compress(data)
             assert codec.decompress(packed, len(data)) == data
-            t_c = median_time(lambda: codec.compress(data), args.repeat)
-            t_d = median_time(lambda: codec.decompress(packed, len(data)), args.repeat)
+            t_c = median_time(functools.partial(codec.compress, data), args.repeat)
+            t_d = median_time(functools.partial(codec.decompress, packed, len(data)), args.repeat)
             row = {
                 "input": input_name,
                 "codec": name,

@@ -9,7 +9,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["median_time", "format_table", "print_table", "write_json", "progress", "machine_info",
@@ -36,7 +36,7 @@ def pin(pids: list[int], cpus: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def on_one_core(pids: list[int]):
+def on_one_core(pids: list[int]) -> Iterator[None]:
     """Run the block with every thread of ``pids`` on one core, then put each process back.
 
     On a virtual machine a wake-up that crosses cores can cost more than a small message's
@@ -92,7 +92,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     def line(values: Sequence[str]) -> str:
         return "| " + " | ".join(v.rjust(w) if i else v.ljust(w)
-                                 for i, (v, w) in enumerate(zip(values, widths))) + " |"
+                                 for i, (v, w) in enumerate(zip(values, widths, strict=True))) + " |"
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in cells]
     return "\n".join(out)

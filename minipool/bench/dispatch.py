@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import multiprocessing
 import resource
 import time
@@ -121,8 +122,8 @@ def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
             pool.wait_for_workers()
             _submit_all(pool, 200)
             pools[fsync] = pool
-        times = median_times({name: (lambda p=p: _submit_all(p, n)) for name, p in pools.items()},
-                             repeat)
+        times = median_times({name: functools.partial(_submit_all, p, n)
+                              for name, p in pools.items()}, repeat)
     return {name: n / t for name, t in times.items()}
 
 
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         progress("submit")
         times = median_times({
             "minipool submit": lambda: _submit_all(pool, n),
-            "mp imap_unordered(chunksize=1)": lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)),
+            "mp imap_unordered(chunksize=1)":
+                lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)),
             "ppe submit": lambda: _submit_all(ppe, n),
         }, rep)
         rates = {name: n / t for name, t in times.items()}
@@ -173,7 +175,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         memory = _stream_memory_apart(w, args.stream)
     rows = [
         ["submit, 1 task per message", rates["minipool submit"], "mp imap_unordered(chunksize=1)",
-         rates["mp imap_unordered(chunksize=1)"], rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"]],
+         rates["mp imap_unordered(chunksize=1)"],
+         rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"]],
         ["submit, 1 task per message", rates["minipool submit"], "ProcessPoolExecutor.submit",
          rates["ppe submit"], rates["minipool submit"] / rates["ppe submit"]],
         ["round trip (µs)", 1e6 / rates["minipool round trip"], "multiprocessing.Pool.apply",

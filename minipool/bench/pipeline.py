@@ -248,5 +248,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ["records", "seconds", "records/s", "RSS before MB", "peak RSS MB", "growth MB"],
                     [[stream["records"], stream["seconds"], stream["records_per_s"],
                       stream["rss_before_mb"], stream["peak_rss_mb"], stream["growth_mb"]]])
-    return {"annual_reports": annual, "stage_kinds": kinds, "fast_channel": channel, "durable_channel": durable,
-            "long_stream": stream}
+    return {"annual_reports": annual, "stage_kinds": kinds, "fast_channel": channel,
+            "durable_channel": durable, "long_stream": stream}

@@ -19,15 +19,17 @@ where the scheduler puts a pair of processes is decided when they start and kept
 so a 1 KB round trip that wakes four threads (ZeroMQ's I/O threads, on both sides) lands near
 one figure or near twice it, run by run. Pinned, every wake-up is a switch on one core: the
 one-core column measures what each implementation's own code costs, and is steady to a few
-percent from run to run; the other column shows what a user gets from the scheduler. Throughput = payload MB/s echoed while a sender thread streams messages
-and the main thread receives them (lockstep peers -- http.client, REQ/REP, websockets' sync client -- cannot stream:
-their figure is one message at a time). With ``--codecs``, the client compresses before sending
-and decompresses what comes back. ``--no-nodelay`` turns TCP_NODELAY off everywhere, to show
-the Nagle / delayed-ACK stall of a header and a body written separately.
+percent from run to run; the other column shows what a user gets from the scheduler.
+Throughput = payload MB/s echoed while a sender thread streams messages and the main thread
+receives them (lockstep peers -- http.client, REQ/REP, websockets' sync client -- cannot
+stream: their figure is one message at a time). With ``--codecs``, the client compresses
+before sending and decompresses what comes back. ``--no-nodelay`` turns TCP_NODELAY off
+everywhere, to show the Nagle / delayed-ACK stall of a header and a body written separately.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import http.client
 import http.server
@@ -45,10 +47,15 @@ import tempfile
 import threading
 import time
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .chart import loglog_chart
 from .common import CAN_PIN, on_one_core, print_table, progress
+
+if TYPE_CHECKING:  # the transports are imported where used: an echo server needs only its own
+    from ..codecs import Codec
+    from ..transports import Connection
 
 SIZES = {"64B": 64, "1KB": 1024, "64KB": 64 * 1024, "1MB": 1 << 20, "16MB": 16 << 20}
 TRANSPORTS = ["tcp", "tls", "http", "ws", "zmq+tcp"]
@@ -56,9 +63,10 @@ PEERS = ["raw", "multiprocessing", "http.client", "websockets", "pyzmq"]
 _PREFIX = struct.Struct("!I")
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _CERT_DIR: str | None = None
+_Peer = TypeVar("_Peer")  # what a server's accept() returns: a socket, a connection
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transports", default=",".join(TRANSPORTS),
                         help="minipool transports to measure (default: %(default)s)")
     parser.add_argument("--peers", default=",".join(PEERS),
@@ -116,13 +124,13 @@ def _raw_send(sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
 
 
-def _serve_forever(handle, accept) -> None:
+def _serve_forever(handle: Callable[[_Peer], object], accept: Callable[[], _Peer]) -> None:
     while True:
         client = accept()
         threading.Thread(target=handle, args=(client,), daemon=True).start()
 
 
-def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe,
+def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: mpc.Connection,
            check: bool = False) -> None:
     """Echo server for ``kind``; reports its address on ``pipe`` and runs until terminated."""
     try:
@@ -131,84 +139,109 @@ def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe
         pipe.send(exc)
 
 
-def _serve_kind(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe,
-                check: bool) -> None:
+def _serve_kind(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None,
+                pipe: mpc.Connection, check: bool) -> None:
     if kind == "raw":
-        listener = socket.create_server(("127.0.0.1", 0))
-        pipe.send(listener.getsockname()[1])
-
-        def echo(sock):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
-            try:
-                while True:
-                    (n,) = _PREFIX.unpack(_recv_exact(sock, 4))
-                    _raw_send(sock, _recv_exact(sock, n))
-            except OSError:
-                sock.close()
-        _serve_forever(echo, lambda: listener.accept()[0])
+        _serve_raw(nodelay, pipe)
     elif kind == "multiprocessing":
-        listener = mpc.Listener(("127.0.0.1", 0))
-        pipe.send(listener.address[1])
-
-        def echo(conn):
-            try:
-                while True:
-                    conn.send_bytes(conn.recv_bytes())
-            except (EOFError, OSError):
-                conn.close()
-        _serve_forever(echo, listener.accept)
+        _serve_multiprocessing(pipe)
     elif kind == "http.client":
-        class Echo(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = nodelay
-
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-        pipe.send(server.server_address[1])
-        server.serve_forever()
+        _serve_http_server(nodelay, pipe)
     elif kind == "websockets":
-        from websockets.sync.server import serve
-
-        def echo(ws):
-            for message in ws:
-                ws.send(message)
-        with serve(echo, "127.0.0.1", 0, max_size=None, compression=None) as server:
-            pipe.send(server.socket.getsockname()[1])
-            server.serve_forever()
+        _serve_websockets(pipe)
     elif kind == "pyzmq":
-        import zmq
-        sock = zmq.Context().socket(zmq.REP)
-        port = sock.bind_to_random_port("tcp://127.0.0.1")
-        pipe.send(port)
-        while True:
-            sock.send(sock.recv(copy=False), copy=False)
-    else:  # a minipool transport
-        from ..transports import listen
-        options: dict[str, Any] = {"nodelay": nodelay}
-        if tls:
-            options["ssl_context"] = _contexts(tls)[0]
-        listener = listen(url, **options)
-        pipe.send(listener.url)
+        _serve_pyzmq(pipe)
+    else:
+        _serve_minipool(url, nodelay, tls, pipe, check)
 
-        def echo(conn):
-            try:
-                conn.handshake(10)
-                while True:
-                    message = conn.recv()
-                    if check:  # the receiver's check; sending the same body on, it reuses that CRC
-                        zlib.crc32(message)
-                    conn.send(message)
-            except Exception:  # noqa: BLE001 -- the client left
-                conn.close()
-        _serve_forever(echo, listener.accept)
+
+def _serve_raw(nodelay: bool, pipe: mpc.Connection) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    pipe.send(listener.getsockname()[1])
+
+    def echo(sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+        try:
+            while True:
+                (n,) = _PREFIX.unpack(_recv_exact(sock, 4))
+                _raw_send(sock, _recv_exact(sock, n))
+        except OSError:
+            sock.close()
+    _serve_forever(echo, lambda: listener.accept()[0])
+
+
+def _serve_multiprocessing(pipe: mpc.Connection) -> None:
+    listener = mpc.Listener(("127.0.0.1", 0))
+    pipe.send(listener.address[1])
+
+    def echo(conn: mpc.Connection) -> None:
+        try:
+            while True:
+                conn.send_bytes(conn.recv_bytes())
+        except (EOFError, OSError):
+            conn.close()
+    _serve_forever(echo, listener.accept)
+
+
+def _serve_http_server(nodelay: bool, pipe: mpc.Connection) -> None:
+    class Echo(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = nodelay
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    pipe.send(server.server_address[1])
+    server.serve_forever()
+
+
+def _serve_websockets(pipe: mpc.Connection) -> None:
+    from websockets.sync.server import ServerConnection, serve
+
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+    with serve(echo, "127.0.0.1", 0, max_size=None, compression=None) as server:
+        pipe.send(server.socket.getsockname()[1])
+        server.serve_forever()
+
+
+def _serve_pyzmq(pipe: mpc.Connection) -> None:
+    import zmq
+    sock = zmq.Context().socket(zmq.REP)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    pipe.send(port)
+    while True:
+        sock.send(sock.recv(copy=False), copy=False)
+
+
+def _serve_minipool(url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: mpc.Connection,
+                    check: bool) -> None:
+    from ..transports import listen
+    options: dict[str, Any] = {"nodelay": nodelay}
+    if tls:
+        options["ssl_context"] = _contexts(tls)[0]
+    listener = listen(url, **options)
+    pipe.send(listener.url)
+
+    def echo(conn: Connection) -> None:
+        try:
+            conn.handshake(10)
+            while True:
+                message = conn.recv()
+                if check:  # the receiver's check; sending the same body on, it reuses that CRC
+                    zlib.crc32(message)
+                conn.send(message)
+        except Exception:  # noqa: BLE001 -- the client left
+            conn.close()
+    _serve_forever(echo, listener.accept)
 
 
 # -- clients --------------------------------------------------------------------------------
@@ -217,47 +250,51 @@ class _Client:
     """One connected client: ``send``, ``recv``, ``close``; ``streams`` if sends may run ahead."""
 
     streams = True
+    send: Callable[[bytes], object]
+    recv: Callable[[], bytes]
+    close: Callable[[], object]
 
     def __init__(self, kind: str, address: Any, nodelay: bool, tls: tuple[str, str] | None,
                  check: bool = False):
         self.kind = kind
         if kind == "raw":
-            self.sock = socket.create_connection(("127.0.0.1", address))
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
-            self.send = lambda data: _raw_send(self.sock, data)
-            self.recv = lambda: _recv_exact(self.sock, _PREFIX.unpack(_recv_exact(self.sock, 4))[0])
-            self.close = self.sock.close
+            sock = socket.create_connection(("127.0.0.1", address))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+            self.send = lambda data: _raw_send(sock, data)
+            self.recv = lambda: _recv_exact(sock, _PREFIX.unpack(_recv_exact(sock, 4))[0])
+            self.close = sock.close
         elif kind == "multiprocessing":
-            conn = mpc.Client(("127.0.0.1", address))
-            self.send, self.recv, self.close = conn.send_bytes, conn.recv_bytes, conn.close
+            pipe = mpc.Client(("127.0.0.1", address))
+            self.send, self.recv, self.close = pipe.send_bytes, pipe.recv_bytes, pipe.close
         elif kind == "http.client":
             self.streams = False
-            conn = http.client.HTTPConnection("127.0.0.1", address)
-            conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+            http_conn = http.client.HTTPConnection("127.0.0.1", address)
+            http_conn.connect()
+            http_conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
 
-            def send(data):
-                conn.request("POST", "/echo", body=data)
-            self.send, self.recv = send, lambda: conn.getresponse().read()
-            self.close = conn.close
+            def send(data: bytes) -> None:
+                http_conn.request("POST", "/echo", body=data)
+            self.send, self.recv = send, lambda: http_conn.getresponse().read()
+            self.close = http_conn.close
         elif kind == "websockets":
             from websockets.sync.client import connect as ws_connect
             # Its sync client holds one lock while a send blocks on a full socket, which stops
             # its reader thread too: streaming large messages can deadlock. So: lockstep.
             self.streams = False
             ws = ws_connect(f"ws://127.0.0.1:{address}", max_size=None, compression=None)
-            self.send, self.recv, self.close = ws.send, ws.recv, ws.close
+            # recv() gives str for a text frame; the echo server returns the binary frames sent.
+            self.send, self.recv, self.close = ws.send, cast(Callable[[], bytes], ws.recv), ws.close
         elif kind == "pyzmq":
             import zmq
             self.streams = False
             self._ctx = zmq.Context()
-            sock = self._ctx.socket(zmq.REQ)
-            sock.connect(f"tcp://127.0.0.1:{address}")
-            self.send = lambda data: sock.send(data, copy=len(data) < 65536)
-            self.recv = sock.recv
+            zsock = self._ctx.socket(zmq.REQ)
+            zsock.connect(f"tcp://127.0.0.1:{address}")
+            self.send = lambda data: zsock.send(data, 0, copy=len(data) < 65536)
+            self.recv = zsock.recv
 
-            def close():
-                sock.close(linger=0)
+            def close() -> None:
+                zsock.close(linger=0)
                 self._ctx.term()
             self.close = close
         else:
@@ -270,16 +307,16 @@ class _Client:
             if check:
                 self._check(conn)
 
-    def _check(self, conn: Any) -> None:
+    def _check(self, conn: Connection) -> None:
         """Pay what every minipool message pays: a CRC-32 computed by its sender and checked
         by its receiver (here against the one sent: the echo must come back unchanged)."""
         sent: collections.deque[int] = collections.deque()
 
-        def send(data):
+        def send(data: bytes) -> None:
             sent.append(zlib.crc32(data))
             conn.send(data)
 
-        def recv():
+        def recv() -> bytes:
             data = conn.recv()
             if zlib.crc32(data) != sent.popleft():
                 raise RuntimeError("the echo came back damaged")
@@ -317,7 +354,7 @@ def _payload(size: int) -> bytes:
     return bytes(out[:size])
 
 
-def _round_trips(client: _Client, data: bytes, codec, seconds: float, out: list[float]) -> None:
+def _round_trips(client: _Client, data: bytes, codec: Codec, seconds: float, out: list[float]) -> None:
     stop = time.perf_counter() + seconds
     for i in range(20000):
         if i >= 3 and time.perf_counter() > stop:
@@ -328,13 +365,14 @@ def _round_trips(client: _Client, data: bytes, codec, seconds: float, out: list[
         out.append(time.perf_counter() - start)
 
 
-def _round_trips_on_one_core(r: "_Running", data: bytes, codec, seconds: float, out: list[float]) -> None:
+def _round_trips_on_one_core(r: _Running, data: bytes, codec: Codec, seconds: float,
+                             out: list[float]) -> None:
     """As _round_trips, with the client process and ``r``'s echo server pinned to one core."""
-    with on_one_core([os.getpid(), r.server.pid]):
+    with on_one_core([os.getpid(), r.server_pid]):
         _round_trips(r.client, data, codec, seconds, out)
 
 
-def _stream(client: _Client, data: bytes, codec, count: int) -> float:
+def _stream(client: _Client, data: bytes, codec: Codec, count: int) -> float:
     """Echo ``count`` messages (streamed if the client can); return the seconds taken."""
     start = time.perf_counter()
     if client.streams:
@@ -366,6 +404,8 @@ class _Running:
         self.server = ctx.Process(target=_serve, args=(kind, url, nodelay, self.tls, child, check),
                                   daemon=True)
         self.server.start()
+        assert self.server.pid is not None  # a started process has one
+        self.server_pid = self.server.pid
         try:
             if not parent.poll(30):
                 raise RuntimeError(f"{kind} server did not start")
@@ -391,7 +431,7 @@ class _Running:
 _ROUNDS = 10  # each cell's time is split into rounds, implementations taking turns
 
 
-def _measure_cell(running: list[_Running], data: bytes, codec, budget: float
+def _measure_cell(running: list[_Running], data: bytes, codec: Codec, budget: float
                   ) -> dict[str, tuple[float, float, float, float | None]]:
     """Round trip (seconds), MB/s, the median round trip over all turns, and the round trip
     on one core (None where threads cannot be pinned), per implementation.
@@ -429,7 +469,7 @@ def _measure_cell(running: list[_Running], data: bytes, codec, budget: float
             for kind in samples}
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..codecs import get_codec
 
     sizes = {k: SIZES[k] for k in args.sizes.split(",") if k}
@@ -439,7 +479,7 @@ def run(args) -> dict:
     codecs = [c for c in args.codecs.split(",") if c] or ["none"]
     impls = ["raw"] + [p for p in args.peers.split(",") if p and p != "raw"]
     impls += [t for t in args.transports.split(",") if t]
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     running: list[_Running] = []
     try:
@@ -465,7 +505,8 @@ def run(args) -> dict:
                 for r in running:
                     rtt, mbps, rtt_all, rtt_one = cell[r.kind]
                     one = "" if rtt_one is None else f" (one core {rtt_one * 1e6:.1f})"
-                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us{one}  {mbps:8.1f} MB/s")
+                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us{one}"
+                             f"  {mbps:8.1f} MB/s")
                     rows.append({"impl": r.kind, "minipool": r.kind in TRANSPORTS, "codec": codec_name,
                                  "size": size, "label": label, "rtt_us": rtt * 1e6, "mb_s": mbps,
                                  "rtt_us_all_turns": rtt_all * 1e6,
@@ -474,22 +515,22 @@ def run(args) -> dict:
     finally:
         for r in running:
             r.stop()
-    floor = {(r["codec"], r["size"]): r for r in rows if r["impl"] == "raw"}
-    for r in rows:
-        base = floor.get((r["codec"], r["size"]))
-        r["rtt_ratio"] = r["rtt_us"] / base["rtt_us"] if base else None
-        one, base_one = r["rtt_one_core_us"], base and base["rtt_one_core_us"]
-        r["rtt_one_core_ratio"] = one / base_one if one and base_one else None
-        r["mb_s_ratio"] = r["mb_s"] / base["mb_s"] if base else None
+    floor = {(row["codec"], row["size"]): row for row in rows if row["impl"] == "raw"}
+    for row in rows:
+        base = floor.get((row["codec"], row["size"]))
+        row["rtt_ratio"] = row["rtt_us"] / base["rtt_us"] if base else None
+        one, base_one = row["rtt_one_core_us"], base and base["rtt_one_core_us"]
+        row["rtt_one_core_ratio"] = one / base_one if one and base_one else None
+        row["mb_s_ratio"] = row["mb_s"] / base["mb_s"] if base else None
     columns = ["implementation", "codec", "size", "rtt us", "rtt / raw", "MB/s", "MB/s / raw"]
     if CAN_PIN:
         columns[5:5] = ["1 core us", "1 core / raw"]
     table = []
-    for r in rows:
-        line = [r["impl"] + ("" if r["minipool"] else " (peer)"), r["codec"], r["label"], r["rtt_us"],
-                r["rtt_ratio"] or 0.0, r["mb_s"], r["mb_s_ratio"] or 0.0]
+    for row in rows:
+        line = [row["impl"] + ("" if row["minipool"] else " (peer)"), row["codec"], row["label"],
+                row["rtt_us"], row["rtt_ratio"] or 0.0, row["mb_s"], row["mb_s_ratio"] or 0.0]
         if CAN_PIN:
-            line[5:5] = [r["rtt_one_core_us"] or 0.0, r["rtt_one_core_ratio"] or 0.0]
+            line[5:5] = [row["rtt_one_core_us"] or 0.0, row["rtt_one_core_ratio"] or 0.0]
         table.append(line)
     title = "Echo over loopback" + (" with Nagle's algorithm ON (--no-nodelay)" if args.no_nodelay else "")
     print_table(title, columns, table)
@@ -497,10 +538,10 @@ def run(args) -> dict:
         print(f"skipped {kind}: {reason}")
     if args.svg:
         series: dict[str, list[tuple[float, float]]] = {}
-        for r in rows:
-            if r["codec"] == codecs[0]:
-                series.setdefault(r["impl"], []).append((r["size"], r["rtt_us"]))
-        dashed = {r["impl"] for r in rows if not r["minipool"]}
+        for row in rows:
+            if row["codec"] == codecs[0]:
+                series.setdefault(row["impl"], []).append((row["size"], row["rtt_us"]))
+        dashed = {row["impl"] for row in rows if not row["minipool"]}
         with open(args.svg, "w", encoding="utf-8") as f:
             f.write(loglog_chart(series, dashed, f"{title}: round trip by payload size (codec {codecs[0]})",
                                  x_names={v: k for k, v in SIZES.items()},

@@ -143,7 +143,8 @@ def read_log(path: Path, generation: int, out: list[bytes]) -> tuple[int, str | 
         length, crc = RECORD_HEADER.unpack_from(data, offset)
         start = offset + RECORD_HEADER.size
         if length > end - start:
-            return offset, f"{path.name} at offset {offset}: truncated record ({length} bytes announced, {end - start} present)"
+            return offset, (f"{path.name} at offset {offset}: truncated record"
+                            f" ({length} bytes announced, {end - start} present)")
         payload = data[start:start + length]
         if zlib.crc32(payload, zlib.crc32(data[offset:offset + 4])) != crc:
             return offset, f"{path.name} at offset {offset}: record checksum mismatch"

@@ -42,8 +42,18 @@ import zlib
 from pathlib import Path
 
 from .format import (
-    FORMAT_VERSION, LOG_HEADER, LOG_MAGIC, SNAP_HEADER, SNAP_MAGIC, JournalError, Replay,
-    frame_record, list_files, log_path, scan, snap_path,
+    FORMAT_VERSION,
+    LOG_HEADER,
+    LOG_MAGIC,
+    SNAP_HEADER,
+    SNAP_MAGIC,
+    JournalError,
+    Replay,
+    frame_record,
+    list_files,
+    log_path,
+    scan,
+    snap_path,
 )
 
 __all__ = ["Journal", "FSYNC_POLICIES", "measure_appends"]

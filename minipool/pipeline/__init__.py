@@ -26,8 +26,25 @@ windows, services; routing. ``tests/test_layers.py`` keeps it so.
 from .core import Fold, Pipeline, SimpleStage, Stage, Terminal, stage
 from .errors import PipelineError, StageDefinitionError, StageFailed
 from .execution import Execution
-from .operators import (batch, collect, count, count_by, distinct, filter, flat_map, key_by, map,
-                        reduce, reduce_by_key, sink, source, take, tap, to_dict, top)
+from .operators import (
+    batch,
+    collect,
+    count,
+    count_by,
+    distinct,
+    filter,
+    flat_map,
+    key_by,
+    map,
+    reduce,
+    reduce_by_key,
+    sink,
+    source,
+    take,
+    tap,
+    to_dict,
+    top,
+)
 from .routing import merge, shard
 from .runners import DeadLetter, ErrorPolicy, StageKind
 from .runtime import Runtime, StageDone

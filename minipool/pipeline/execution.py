@@ -237,7 +237,7 @@ class Execution:
             record, error = failures[0]
             raise StageFailed(stage, error, record) from error
         if policy is ErrorPolicy.SKIP:
-            for record, error in failures:
+            for _record, error in failures:
                 log.warning("stage %r skipped a record: %s: %s", stage, type(error).__name__, error)
         else:
             with self._lock:

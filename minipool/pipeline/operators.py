@@ -127,7 +127,8 @@ def tap(fn: Callable[[Any], Any], **options: Any) -> MapStage:
 
 class _Batch(Runtime):
     def __init__(self, size: int) -> None:
-        self.size, self.buffer = size, []
+        self.size = size
+        self.buffer: list[Any] = []
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         self.buffer.extend(chunk)
@@ -171,7 +172,8 @@ def take(n: int, *, name: str | None = None) -> Stage:
 
 class _Distinct(Runtime):
     def __init__(self, key: Callable[[Any], Any] | None) -> None:
-        self.key, self.seen = key, set()
+        self.key = key
+        self.seen: set[Any] = set()
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         out = []
@@ -194,7 +196,8 @@ def distinct(key: Callable[[Any], Any] | None = None, *, name: str | None = None
 
 class _ReduceByKey(Runtime):
     def __init__(self, fn: Callable[[Any, Any], Any], key: Callable[[Any], Any] | None) -> None:
-        self.fn, self.key, self.acc = fn, key, {}
+        self.fn, self.key = fn, key
+        self.acc: dict[Any, Any] = {}
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         acc, fn = self.acc, self.fn
@@ -239,7 +242,8 @@ class _CountBy(_ReduceByKey):
 
 class _Top(Runtime):
     def __init__(self, k: int, key: Callable[[Any], Any] | None) -> None:
-        self.k, self.key, self.heap = k, key, []
+        self.k, self.key = k, key
+        self.heap: list[tuple[Any, int, Any]] = []  # (key, -arrival, record)
         self.counter = itertools.count()
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:

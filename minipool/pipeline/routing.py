@@ -49,7 +49,7 @@ class _Router(Runtime):
         key = self.key
         for record in chunk:
             buckets[hash(key(record)) % n].append(record)
-        for shard, bucket in zip(self.shards, buckets):
+        for shard, bucket in zip(self.shards, buckets, strict=True):
             if bucket:
                 shard.put(bucket)
 

@@ -43,6 +43,7 @@ from typing import Any
 from .. import shipping, task
 from .channels import Cancelled, Marker
 from .errors import PipelineError, StageDefinitionError, StageFailed
+from .runtime import Runtime
 
 __all__ = ["StageKind", "Mode", "ErrorPolicy", "DeadLetter", "apply_chunk", "MapRuntime"]
 
@@ -103,7 +104,7 @@ def _sort_outcomes(mode: Mode, records: list[Any], results: list[tuple[bool, Any
     """Split ``(ok, value)`` outcomes into the stage's outputs and its ``(record, error)`` failures."""
     out: list[Any] = []
     failures: list[tuple[Any, BaseException]] = []
-    for record, (ok, value) in zip(records, results):
+    for record, (ok, value) in zip(records, results, strict=True):
         if not ok:
             failures.append((record, value))
         elif mode is Mode.MAP:
@@ -210,7 +211,7 @@ def check_function(stage: str, fn: Any, kind: StageKind) -> bytes | None:
     return None
 
 
-class MapRuntime:
+class MapRuntime(Runtime):
     """The running form of a map/filter/flat_map stage of any kind.
 
     The core's stage loop calls ``feed`` per inbound chunk, ``mark`` per marker, ``poll`` when
@@ -238,6 +239,7 @@ class MapRuntime:
         elif self.kind is StageKind.PROCESS or self.kind is StageKind.EXECUTOR:
             executor = spec.executor
             if self.kind is StageKind.PROCESS:  # our own pool: install the function once per worker
+                assert blob is not None  # check_function() ships every process stage's function
                 self._pool = cf.ProcessPoolExecutor(workers, mp_context=_context(),
                                                     initializer=_install, initargs=(blob,))
                 self._submit = lambda piece: self._pool.submit(

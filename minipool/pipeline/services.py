@@ -170,6 +170,8 @@ def service(name: str, fn: Callable[[Any], Any] | None = None, *,
         if fn is None or instances < 1:
             raise PipelineError("service() needs fn= and instances >= 1")
         fns = [fn] * instances
+    elif isinstance(instances, bool):  # an int to isinstance(), but no count
+        raise PipelineError(f"instances must be a count or a list of functions, got {instances!r}")
     else:
         fns = list(instances)
         if not fns:
