@@ -186,8 +186,14 @@ class Coordinator:
                 time.sleep(0.1)
                 continue
             self._admission.admit(conn)  # may close the connection that has waited longest
-            threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                             name=f"minipool-peer {conn.peer}").start()
+            try:
+                threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                 name=f"minipool-peer {conn.peer}").start()
+            except RuntimeError:
+                # The interpreter is exiting (3.12 refuses new threads then) while a pool waits
+                # for its pending tasks: serve this connection, a worker coming up to run them,
+                # in this thread, which exists already.
+                self._serve(conn)
 
     def _serve(self, conn: Connection) -> None:
         try:
