@@ -36,15 +36,17 @@ from typing import Any
 from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError, ProtocolError
 from ..transports.admission import Admission
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
-from ..wire import Format, Kind, Message, decode, encode, refusal
+from ..wire import Format, Kind, Message, decode, encode, encode_parts, refusal
 from .registry import Registry
 from .scheduler import Effects, Scheduler
-from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Outbox, server_handshake
-from .state import ClientState, TaskState, WorkerState
+from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Link, Outbox, server_handshake
+from .state import ClientState, LocalClientState, TaskState, WorkerState
 
 __all__ = ["Coordinator"]
 
 log = logging.getLogger("minipool.coordinator")
+
+_TASK = Kind.TASK
 
 #: Replies collected from one burst of input before they are written anyway.
 BATCH_LIMIT = 256
@@ -202,23 +204,24 @@ class Coordinator:
         role = hello.get("role")
         try:
             if role == "worker":
-                peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch,
-                                                                         self.instance)
-            elif role == "client":
-                peer = ClientState.from_hello(conn, hello)
+                peer: WorkerState | ClientState = WorkerState.from_hello(
+                    Link(conn, Outbox(conn)), hello, self.prefetch, self.instance)
+            elif role == "client":  # a client that stops reading must block no one: a writer
+                peer = ClientState.from_hello(Link(conn, Outbox(conn, self.max_backlog, writer=True)),
+                                              hello)
             else:
                 raise ValueError(f"unknown role {role!r}")
         except (TypeError, ValueError) as exc:  # an authenticated peer can still be buggy
             log.warning("dropped %s: malformed HELLO: %s", conn.peer, exc)
             self._refuse(conn, f"malformed HELLO: {exc}")
             return
-        if isinstance(peer, ClientState):  # a client that stops reading must block no one
-            peer.outbox = Outbox(conn, self.max_backlog, writer=True)
         # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
         # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
-        peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers={
+        fx = Effects()
+        fx.reply(peer, Message(Kind.HEARTBEAT, headers={
             "interval": self.heartbeat, "liveness": self.liveness, "max_message": self.max_message,
-            "coordinator": self.instance})))
+            "coordinator": self.instance}))
+        self._apply(fx)
         self._attach(peer)
         try:
             self._read_loop(peer)
@@ -234,20 +237,20 @@ class Coordinator:
         conn.close()
 
     def _read_loop(self, peer: WorkerState | ClientState) -> None:
-        conn = peer.conn
+        conn, outbox = peer.link.conn, peer.link.outbox
         handle = self.handle_client_message
         worker = peer if isinstance(peer, WorkerState) else None
         batch = Batch()
         while True:
             # While replies (or TASKs held back for this worker) are waiting, only poll: handle
             # the whole burst, then write once, before blocking.
-            waiting = batch.count or (worker is not None and worker.outbox.has_pending)
+            waiting = batch.count or (worker is not None and outbox.has_pending)
             try:
                 data = conn.recv(timeout=0.0 if waiting else None)
             except TimeoutError:
                 batch.flush()
                 if worker is not None:
-                    worker.outbox.flush()  # prefetched tasks held back while it was busy
+                    outbox.flush()  # prefetched tasks held back while it was busy
                 continue
             except ConnectionClosed:
                 batch.flush()
@@ -281,23 +284,58 @@ class Coordinator:
                 batch.flush()
 
     def _apply(self, fx: Effects, batch: Batch | None = None) -> None:
-        """Carry out a scheduler call's effects, outside the lock: journal, sends, deliveries."""
+        """Carry out a scheduler call's effects, outside the lock: journal, then TASKs, then
+        outcomes, then replies. Every message the coordinator sends a peer is encoded and sent
+        here (heartbeats aside, which only the ticker sends). ``batch``: collect the writes
+        for the end of a reader's burst instead of sending each now.
+
+        An in-process client gets no bytes: its outcomes are handed to its ``resolve``
+        (fields, no Message), its replies to its ``on_message``.
+        """
         if fx.records and self.journal is not None:
             self.journal.write(fx.records)
-        if batch is None:
-            for worker, data, urgent in fx.sends:
-                worker.outbox.put(data, flush=urgent)
-        elif fx.sends:
-            batch.add_sends(fx.sends)
+        for worker, task, urgent in fx.sends:
+            data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec,
+                                None if task.timeout is None else {"timeout": task.timeout},
+                                task.body_crc)
+            if batch is None:
+                worker.link.outbox.put(data, flush=urgent)
+            else:
+                batch.add(worker.link.outbox, data)
         for client, number, outcome in fx.deliveries:
-            client.deliver(number, outcome, batch)
+            if client.local:
+                resolve = client.resolve  # type: ignore[attr-defined]
+                if resolve is not None:  # the embedded pool's fast path
+                    resolve(number, outcome.kind, outcome.fmt, outcome.codec, outcome.body)
+                else:
+                    client.on_message(Message(outcome.kind, number, outcome.body,  # type: ignore[attr-defined]
+                                              fmt=outcome.fmt, codec=outcome.codec))
+                continue
+            data = encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None,
+                                outcome.body_crc)
+            if batch is None:
+                client.link.outbox.put(data)
+            else:
+                batch.add(client.link.outbox, data)
+        for peer, message in fx.replies:
+            if isinstance(peer, LocalClientState):
+                peer.on_message(message)
+            elif batch is None:
+                peer.link.outbox.put(encode(message))
+            else:
+                batch.add(peer.link.outbox, encode(message))
+
+    def _reply(self, client: ClientState, message: Message, batch: Batch | None) -> None:
+        fx = Effects()
+        fx.reply(client, message)
+        self._apply(fx, batch)
 
     def _attach(self, peer: WorkerState | ClientState) -> None:
         fx = Effects()
         stale = None
         with self._lock:
             if isinstance(peer, WorkerState):
-                self.registry.register(peer.id, address=peer.conn.peer if peer.conn else "local",
+                self.registry.register(peer.id, address=peer.address or "local",
                                        services=peer.services, slots=peer.slots,
                                        meta={"role": "worker", **peer.meta},
                                        ttl=self.heartbeat * self.liveness)
@@ -354,10 +392,10 @@ class Coordinator:
             started, cancelled = self.started(client, _task_numbers(msg.headers.get("tasks")),
                                               bool(msg.headers.get("cancel")), batch)
             body = json.dumps({"started": started, "cancelled": cancelled}).encode()
-            client.send(Message(Kind.LEASES_REPLY, msg.id, body, fmt=Format.JSON), batch)
+            self._reply(client, Message(Kind.LEASES_REPLY, msg.id, body, fmt=Format.JSON), batch)
         elif kind is Kind.STATUS:
-            client.send(Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
-                                   fmt=Format.JSON), batch)
+            self._reply(client, Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
+                                        fmt=Format.JSON), batch)
         elif kind is Kind.FETCH:
             owner, _, number = str(msg.headers.get("task", "")).rpartition("-")
             if not number.isdigit():
@@ -371,8 +409,8 @@ class Coordinator:
         elif kind is Kind.LOOKUP:
             with self._lock:
                 entries = [e.to_json() for e in self.registry.lookup(str(msg.headers.get("service")))]
-            client.send(Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(),
-                                   fmt=Format.JSON), batch)
+            self._reply(client, Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(),
+                                        fmt=Format.JSON), batch)
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
 
@@ -479,10 +517,10 @@ class Coordinator:
                 if peer.id in expired or (not isinstance(peer, WorkerState)
                                           and now - peer.last_recv > deadline):
                     self._drop(peer, f"was silent for {now - peer.last_recv:.1f}s (no heartbeat)")
-                elif peer.outbox.stalled(now, deadline):
+                elif peer.link.outbox.stalled(now, deadline):
                     self._drop(peer, f"stopped reading for {deadline:.1f}s")
-                elif now - peer.outbox.last_send >= self.heartbeat:
-                    self._beats.put(peer.outbox)
+                elif now - peer.link.outbox.last_send >= self.heartbeat:
+                    self._beats.put(peer.link.outbox)
             if self.journal is not None:
                 self.journal.maybe_snapshot(self._lock, self.scheduler)
 

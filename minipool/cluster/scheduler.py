@@ -33,15 +33,13 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IncompatibleInterpreter
-from ..wire import Format, Kind, encode_parts
+from ..wire import Format, Kind
 from .balance import Policy, get_policy
-from .state import ClientState, Task, TaskState, WorkerState
+from .state import ClientState, Outcome, Peer, Task, TaskState, WorkerState, failure_outcome
 
 __all__ = ["Scheduler", "Effects", "Outcome", "failure_outcome"]
 
@@ -50,18 +48,23 @@ RESULT_STORE_BYTES = 16 * 1024 * 1024  #: ... and at most this many bytes of out
 
 
 class Effects:
-    """What a scheduler call wants done, in order: journal, then send, then deliver.
+    """What a scheduler call wants done, in order: journal, then lease, then deliver, then reply.
+
+    Decisions, not bytes: a lease names the worker and the task, a delivery the client and the
+    outcome. The coordinator turns them into messages and sends them, all in one place
+    (:meth:`minipool.cluster.coordinator.Coordinator._apply`).
 
     The lists are created on first use: most calls produce one kind of effect or none, and a
     task's path makes two of these objects, so empty ones should cost nothing.
     """
 
-    __slots__ = ("records", "sends", "deliveries")
+    __slots__ = ("records", "sends", "deliveries", "replies")
 
     def __init__(self) -> None:
         self.records: list[tuple[Any, ...]] | tuple = ()
-        self.sends: list[tuple[WorkerState, bytes, bool]] | tuple = ()  # (worker, TASK, urgent)
+        self.sends: list[tuple[WorkerState, Task, bool]] | tuple = ()  # (worker, task, urgent)
         self.deliveries: list[tuple[ClientState, int, Outcome]] | tuple = ()  # (client, its number, ...)
+        self.replies: list[tuple[Peer, Any]] | tuple = ()  # (peer, wire.Message)
 
     def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
                codec: str | None = None) -> None:
@@ -72,10 +75,11 @@ class Effects:
                              int(task.fmt if fmt is None else fmt), task.codec if codec is None else codec,
                              task.priority, task.timeout, result, body))
 
-    def send(self, worker: WorkerState, data: bytes, urgent: bool) -> None:
+    def send(self, worker: WorkerState, task: Task, urgent: bool) -> None:
+        """Send ``task`` to ``worker`` as a TASK (``urgent``: it can start at once)."""
         if not self.sends:
             self.sends = []
-        self.sends.append((worker, data, urgent))  # type: ignore[union-attr]
+        self.sends.append((worker, task, urgent))  # type: ignore[union-attr]
 
     def deliver(self, client: ClientState, number: int, outcome: Outcome) -> None:
         """Hand ``outcome`` to ``client`` as the outcome of its task (or request) ``number``."""
@@ -83,30 +87,17 @@ class Effects:
             self.deliveries = []
         self.deliveries.append((client, number, outcome))  # type: ignore[union-attr]
 
+    def reply(self, peer: Peer, message: Any) -> None:
+        """Send ``peer`` any other message (a status or lookup reply, a greeting)."""
+        if not self.replies:
+            self.replies = []
+        self.replies.append((peer, message))  # type: ignore[union-attr]
+
     def __bool__(self) -> bool:
-        return bool(self.records or self.sends or self.deliveries)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """A finished task's result, kept for late or reconnecting clients. Slotted: up to
-    RESULT_STORE of these live at once, and each is one object, not two, for the collector."""
-
-    kind: Kind
-    fmt: Format
-    codec: str
-    body: bytes
-    body_crc: int | None = None  # the body's CRC-32, if known: forwarding it reads no byte twice
-
-
-def failure_outcome(kind: str, message: str) -> Outcome:
-    """A FAILURE the coordinator makes itself: JSON, so no one has to trust a pickle for it."""
-    body = json.dumps({"type": kind, "message": message}).encode()
-    return Outcome(Kind.FAILURE, Format.JSON, "none", body)
+        return bool(self.records or self.sends or self.deliveries or self.replies)
 
 
 _LIVE = (TaskState.RUNNING, TaskState.QUEUED)
-_TASK = Kind.TASK
 
 #: Worker processes whose cut-off tasks are remembered, in case the process comes back.
 LEFT_BEHIND_MAX = 1024
@@ -392,9 +383,7 @@ class Scheduler:
         task.state = TaskState.RUNNING
         task.worker = worker
         worker.lease(task)
-        headers = {"timeout": task.timeout} if task.timeout is not None else None
-        data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers, task.body_crc)
-        fx.send(worker, data, len(worker.leases) <= worker.slots)
+        fx.send(worker, task, len(worker.leases) <= worker.slots)
 
     # -- peers -------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
 from ..wire import HEAD_SIZE, ClientAuth, Kind, Message, ServerAuth, decode, encode
 
-__all__ = ["Outbox", "Batch", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
+__all__ = ["Outbox", "Batch", "Link", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
 
 #: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
 HEARTBEAT = 1.0
@@ -213,23 +213,29 @@ class Batch:
             items.append(data)
         self.count += 1
 
-    def add_sends(self, sends: list[tuple[Any, bytes, bool]]) -> None:
-        """:meth:`add` for a scheduler's ``(worker, data, urgent)`` sends, in order."""
-        items = self._items
-        for worker, data, _ in sends:
-            outbox = worker.outbox
-            queued = items.get(outbox)
-            if queued is None:
-                items[outbox] = [data]
-            else:
-                queued.append(data)
-        self.count += len(sends)
-
     def flush(self) -> None:
         items, self._items = self._items, {}
         self.count = 0
         for outbox, data in items.items():
             outbox.put_many(data)
+
+
+class Link:
+    """A remote peer's connection and its outbox: the handle the coordinator's state keeps for
+    a peer (:class:`minipool.cluster.state.Link`) without knowing what it is."""
+
+    __slots__ = ("conn", "outbox")
+
+    def __init__(self, conn: Connection, outbox: Outbox) -> None:
+        self.conn = conn
+        self.outbox = outbox
+
+    @property
+    def peer(self) -> str:
+        return self.conn.peer
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def adopt_heartbeat(peer: Any, announced: dict[str, Any]) -> None:

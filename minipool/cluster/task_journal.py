@@ -31,8 +31,8 @@ from typing import Any
 
 from ..journal import Journal, pack_records, unpack_records
 from ..wire import Format, Kind
-from .scheduler import Effects, Outcome, Scheduler
-from .state import TaskState
+from .scheduler import Effects, Scheduler
+from .state import Outcome, TaskState
 
 __all__ = ["TaskJournal", "encode_task_record", "pack_task_record", "decode_task_record"]
 
