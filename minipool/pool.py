@@ -42,7 +42,7 @@ from .client import Client, LocalClient, RemoteClient
 from .cluster.autoscale import Autoscaler
 from .cluster.coordinator import Coordinator
 from .cluster.elastic import Elastic
-from .cluster.session import HEARTBEAT
+from .cluster.session import HEARTBEAT, shared_key
 from .cluster.supervisor import Supervisor
 from .codecs import get_codec
 from .tls import client_context, server_context
@@ -76,8 +76,7 @@ threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
 
 def authkey_from_env() -> bytes | None:
     """The key in ``MINIPOOL_AUTHKEY``, as bytes, or ``None``."""
-    value = os.environ.get("MINIPOOL_AUTHKEY")
-    return value.encode() if value else None
+    return shared_key(None) or None
 
 
 class Pool(concurrent.futures.Executor):
@@ -143,10 +142,8 @@ class Pool(concurrent.futures.Executor):
         self._elastic: Elastic | None = None
         self._schedules: list[Schedule] = []
         self._slots_cache: tuple[float, int] | None = None
-        if isinstance(authkey, str):
-            authkey = authkey.encode()
         if address is None:
-            key = authkey or secrets.token_hex(32).encode()
+            key = shared_key(authkey, env=False) or secrets.token_hex(32).encode()
             elastic = min_workers is not None or max_workers is not None
             count = workers or os.cpu_count() or 1
             if elastic:
@@ -172,7 +169,7 @@ class Pool(concurrent.futures.Executor):
             self._local_slots = 0 if elastic else count
             self._client: Client = LocalClient(self._coordinator)
         else:
-            key = authkey or authkey_from_env()
+            key = shared_key(authkey)
             if not key:
                 raise ValueError("Pool(address=...) needs authkey= or MINIPOOL_AUTHKEY")
             self.address = address

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 __all__ = [
-    "Candidate", "Policy", "Ewma", "LeastLoaded", "RoundRobin", "RandomChoice", "Latency",
+    "Candidate", "Policy", "Ewma", "ewma_step", "LeastLoaded", "RoundRobin", "RandomChoice", "Latency",
     "POLICIES", "get_policy",
 ]
 
@@ -69,6 +69,12 @@ class _Stateless:
         pass
 
 
+def ewma_step(value: float | None, sample: float, alpha: float) -> float:
+    """One step of an exponentially weighted moving average: ``sample`` folded into ``value``
+    with weight ``alpha`` (the first sample, when ``value`` is None, is taken as is)."""
+    return float(sample) if value is None else value + alpha * (sample - value)
+
+
 class Ewma:
     """An exponentially weighted moving average: recent samples count most.
 
@@ -95,10 +101,7 @@ class Ewma:
     def update(self, sample: float) -> float:
         """Fold in one measurement and return the new average."""
         self.count += 1
-        if self.value is None:
-            self.value = float(sample)
-        else:
-            self.value += self.alpha * (sample - self.value)
+        self.value = ewma_step(self.value, sample, self.alpha)
         return self.value
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..wire import Format, Kind
+from .balance import ewma_step
 
 __all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState", "Link", "Outcome",
            "failure_outcome"]
@@ -214,8 +215,7 @@ class WorkerState(Peer):
         # whichever is later: for a busy worker, the gap between results is its service time.
         sample = now - max(task.leased_at, self._last_result)
         self._last_result = now
-        avg = self.avg_run
-        self.avg_run = sample if avg is None else avg + EWMA_WEIGHT * (sample - avg)
+        self.avg_run = ewma_step(self.avg_run, sample, EWMA_WEIGHT)
         if self.fixed_prefetch is None:
             # Adaptive prefetch: queue about PREFETCH_SECONDS of work at the worker. Tiny tasks
             # get a deep queue (no idle gaps between them); long ones get one spare, so a task

@@ -34,7 +34,6 @@ import concurrent.futures
 import logging
 import os
 import platform
-import random
 import signal
 import socket
 import threading
@@ -46,7 +45,7 @@ from ..errors import (AuthenticationError, ConnectionClosed, MessageTooLarge, Mi
                       MissingExtra, ProtocolError, TransportError)
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
 from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
-from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
+from .session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
 
 __all__ = ["Worker"]
 
@@ -142,7 +141,7 @@ class Worker:
             TransportError: the URL is malformed, its scheme unknown, or TLS has no context.
             MissingExtra: the URL's transport needs a package that is not installed.
         """
-        delay = 0.1
+        backoff = Backoff(0.1, self.max_backoff)
         failures, failing_since, next_report = 0, 0.0, 0.0
         try:
             while not self._stop.is_set():
@@ -157,7 +156,7 @@ class Worker:
                     if not failures:
                         failing_since = next_report = now
                     failures += 1
-                    wait = delay * random.uniform(0.5, 1.5)
+                    wait = backoff.next()
                     if now >= next_report:
                         next_report = now + RETRY_REPORT
                         log.warning("worker %s cannot reach %s (%s); %s", self.name, self.url, exc,
@@ -166,9 +165,8 @@ class Worker:
                     else:
                         log.info("cannot reach %s (%s); retrying in %.1fs", self.url, exc, wait)
                     self._stop.wait(wait)
-                    delay = min(delay * 2, self.max_backoff)
                     continue
-                delay = 0.1
+                backoff.reset()
                 log.log(logging.WARNING if failures else logging.INFO, "worker %s connected to %s%s",
                         self.name, self.url, f" after {failures} failed attempt(s)" if failures else "")
                 failures = 0
