@@ -2,8 +2,11 @@
 
 Technique (seed 001's weighted dynamic load balancing; seed 002's Consul resolver picks at
 random): the coordinator keeps, for every worker, how many slots it advertised, how many tasks
-it holds, and two moving averages it measures itself: how long a task runs there, and how long
-the worker takes to *pull* a dispatched task (start it). A policy is a small object that looks
+it holds, and a moving average it measures itself: how long a task runs there, from the lease
+(so the network and the worker's queue are inside it). A policy may also read how long the
+worker takes to *pull* a dispatched task (start it); the coordinator cannot see that apart from
+the run time and leaves it unknown (``None``, counted as 0), while the simulator
+(:mod:`minipool.cluster.simulate`) measures it. A policy is a small object that looks
 at the workers with a free slot and picks one. Four are provided, each the textbook answer to
 a different question:
 
@@ -41,7 +44,7 @@ class Candidate(Protocol):
     slots: int                   # tasks it can run at once
     inflight: int                # tasks leased to it and not finished
     avg_run: float | None        # EWMA of a task's run time there, seconds (None = unknown)
-    avg_pull: float | None       # EWMA of dispatch-to-start delay there, seconds
+    avg_pull: float | None       # EWMA of dispatch-to-start delay there, seconds (None = unknown)
 
 
 class Policy(Protocol):

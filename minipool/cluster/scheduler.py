@@ -71,7 +71,7 @@ class Effects:
         """A journal record about ``task`` (see :func:`minipool.cluster.task_journal.pack_task_record`)."""
         if not self.records:
             self.records = []
-        self.records.append((kind, task.number, task.owner_id, task.client_id,  # type: ignore[union-attr]
+        self.records.append((kind, task.number, task.owner_id, task.client_number,  # type: ignore[union-attr]
                              int(task.fmt if fmt is None else fmt), task.codec if codec is None else codec,
                              task.priority, task.timeout, result, body))
 
@@ -285,7 +285,7 @@ class Scheduler:
         self.dispatch(fx)
 
     def _finish(self, task: Task, outcome: Outcome, fx: Effects) -> None:
-        key = (task.owner_id, task.client_id)
+        key = (task.owner_id, task.client_number)
         task.state = TaskState.DONE
         self.tasks.pop(task.number, None)
         self.by_key.pop(key, None)
@@ -298,7 +298,7 @@ class Scheduler:
             fx.record("done", task, outcome.body, int(outcome.kind), outcome.fmt, outcome.codec)
         client = self.clients.get(task.owner_id)
         if client is not None:
-            fx.deliver(client, task.client_id, outcome)
+            fx.deliver(client, task.client_number, outcome)
         if self.watchers:
             for watcher, request in self.watchers.pop(key, ()):
                 fx.deliver(watcher, request, outcome)
@@ -496,10 +496,6 @@ class Scheduler:
         self.dispatch(fx)
 
     # -- introspection -----------------------------------------------------------------------
-
-    def oldest_wait(self, now: float) -> float:
-        waits = [now - t.submitted_at for t in self.tasks.values() if t.state is TaskState.QUEUED]
-        return max(waits, default=0.0)
 
     def status(self) -> dict[str, Any]:
         workers = [w.info() for w in self.workers.values()]

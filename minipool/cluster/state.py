@@ -43,15 +43,15 @@ class TaskState(enum.Enum):
 class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
-    __slots__ = ("number", "owner_id", "client_id", "body", "fmt", "codec", "priority", "timeout",
+    __slots__ = ("number", "owner_id", "client_number", "body", "fmt", "codec", "priority", "timeout",
                  "submitted_at", "state", "worker", "losses", "leased_at", "needs", "body_crc")
 
-    def __init__(self, number: int, owner_id: str, client_id: int, body: bytes, fmt: Any,
+    def __init__(self, number: int, owner_id: str, client_number: int, body: bytes, fmt: Any,
                  codec: str, priority: int = 0, timeout: float | None = None,
                  submitted_at: float = 0.0) -> None:
         self.number = number
         self.owner_id = owner_id  # the submitting client's id (it may be disconnected, or not back yet)
-        self.client_id = client_id  # the client's own number for the task
+        self.client_number = client_number  # the client's own number for the task
         self.body = body
         self.fmt = fmt
         self.codec = codec
@@ -67,11 +67,11 @@ class Task:
 
     @property
     def key(self) -> tuple[str, int]:
-        return (self.owner_id, self.client_id)
+        return (self.owner_id, self.client_number)
 
     def meta(self) -> dict[str, Any]:
         """What the journal stores beside the body."""
-        meta = {"n": self.number, "c": self.owner_id, "i": self.client_id, "f": int(self.fmt),
+        meta = {"n": self.number, "c": self.owner_id, "i": self.client_number, "f": int(self.fmt),
                 "k": self.codec, "p": self.priority}
         if self.timeout is not None:
             meta["t"] = self.timeout
@@ -162,7 +162,10 @@ class WorkerState(Peer):
         self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
-        self.avg_pull: float | None = None  # not measured: no policy here needs it yet
+        # Not measured here: a worker does not say when a task started, and the coordinator's
+        # run-time clock starts at the lease, so the pull time is inside avg_run already. The
+        # latency policy counts it as 0 (the simulator, which knows it, feeds it).
+        self.avg_pull: float | None = None
         self.idle_since: float | None = time.monotonic()
         self._last_result = 0.0
 

@@ -73,6 +73,9 @@ class Worker:
         name: shown in ``status``; defaults to ``host:pid``.
         reconnect: reconnect when the coordinator goes away (``False``: return from :meth:`run`).
         max_backoff: longest wait between reconnection attempts, in seconds.
+        slowdown: make every task take this many times as long (a sleep after it), to stand
+            in for a slower machine: ``python -m minipool.bench balance`` and the balancing
+            demonstrations in docs/cluster.md use it. 1.0, the default, changes nothing.
     """
 
     def __init__(self, url: str, authkey: bytes, *, slots: int = 1, kind: str = "process",
@@ -322,11 +325,11 @@ class Worker:
 
     def _start(self, msg: Message, origin: str | None) -> None:
         if self._executor is None:
-            self._finish(msg, origin)
+            self._run(msg, origin)
         else:
-            self._executor.submit(self._finish, msg, origin)
+            self._executor.submit(self._run, msg, origin)
 
-    def _finish(self, msg: Message, origin: str | None) -> None:
+    def _run(self, msg: Message, origin: str | None) -> None:
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
         inline = self._executor is None
