@@ -52,7 +52,7 @@ class Effects:
 
     Decisions, not bytes: a lease names the worker and the task, a delivery the client and the
     outcome. The coordinator turns them into messages and sends them, all in one place
-    (:meth:`minipool.cluster.coordinator.Coordinator._apply`).
+    (:meth:`minipool.cluster.broker.Broker.apply`).
 
     The lists are created on first use: most calls produce one kind of effect or none, and a
     task's path makes two of these objects, so empty ones should cost nothing.

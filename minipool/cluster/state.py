@@ -6,7 +6,7 @@ exactly which tasks to run again. These classes are plain data with a few helper
 mutation happens under the coordinator's lock. They do no I/O: a remote peer holds only an
 opaque :class:`Link` (its connection and outbox, which the coordinator owns and writes to), and
 nothing here encodes or sends a message -- the scheduler returns what is to be sent, and the
-coordinator sends it (:meth:`minipool.cluster.coordinator.Coordinator._apply`).
+coordinator sends it (:meth:`minipool.cluster.broker.Broker.apply`).
 """
 
 from __future__ import annotations
