@@ -36,65 +36,16 @@ import itertools
 import time
 from typing import Any
 
-from ..errors import IncompatibleInterpreter
 from ..wire import Format, Kind
 from .balance import Policy, get_policy
-from .state import ClientState, Outcome, Peer, Task, TaskState, WorkerState, failure_outcome
+from .effects import Effects
+from .state import (ClientState, Outcome, Task, TaskState, WorkerState, failure_outcome,
+                    incompatible_outcome, lost_outcome)
 
 __all__ = ["Scheduler", "Effects", "Outcome", "failure_outcome"]
 
 RESULT_STORE = 10_000  #: outcomes kept for late and reconnecting clients, at most ...
 RESULT_STORE_BYTES = 16 * 1024 * 1024  #: ... and at most this many bytes of outcome bodies
-
-
-class Effects:
-    """What a scheduler call wants done, in order: journal, then lease, then deliver, then reply.
-
-    Decisions, not bytes: a lease names the worker and the task, a delivery the client and the
-    outcome. The coordinator turns them into messages and sends them, all in one place
-    (:meth:`minipool.cluster.broker.Broker.apply`).
-
-    The lists are created on first use: most calls produce one kind of effect or none, and a
-    task's path makes two of these objects, so empty ones should cost nothing.
-    """
-
-    __slots__ = ("records", "sends", "deliveries", "replies")
-
-    def __init__(self) -> None:
-        self.records: list[tuple[Any, ...]] | tuple = ()
-        self.sends: list[tuple[WorkerState, Task, bool]] | tuple = ()  # (worker, task, urgent)
-        self.deliveries: list[tuple[ClientState, int, Outcome]] | tuple = ()  # (client, its number, ...)
-        self.replies: list[tuple[Peer, Any]] | tuple = ()  # (peer, wire.Message)
-
-    def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
-               codec: str | None = None) -> None:
-        """A journal record about ``task`` (see :func:`minipool.cluster.task_journal.pack_task_record`)."""
-        if not self.records:
-            self.records = []
-        self.records.append((kind, task.number, task.owner_id, task.client_number,  # type: ignore[union-attr]
-                             int(task.fmt if fmt is None else fmt), task.codec if codec is None else codec,
-                             task.priority, task.timeout, result, body))
-
-    def send(self, worker: WorkerState, task: Task, urgent: bool) -> None:
-        """Send ``task`` to ``worker`` as a TASK (``urgent``: it can start at once)."""
-        if not self.sends:
-            self.sends = []
-        self.sends.append((worker, task, urgent))  # type: ignore[union-attr]
-
-    def deliver(self, client: ClientState, number: int, outcome: Outcome) -> None:
-        """Hand ``outcome`` to ``client`` as the outcome of its task (or request) ``number``."""
-        if not self.deliveries:
-            self.deliveries = []
-        self.deliveries.append((client, number, outcome))  # type: ignore[union-attr]
-
-    def reply(self, peer: Peer, message: Any) -> None:
-        """Send ``peer`` any other message (a status or lookup reply, a greeting)."""
-        if not self.replies:
-            self.replies = []
-        self.replies.append((peer, message))  # type: ignore[union-attr]
-
-    def __bool__(self) -> bool:
-        return bool(self.records or self.sends or self.deliveries or self.replies)
 
 
 _LIVE = (TaskState.RUNNING, TaskState.QUEUED)
@@ -204,13 +155,8 @@ class Scheduler:
         return any(w.interpreter == interpreter for w in self.workers.values())
 
     def _fail_incompatible(self, task: Task, fx: Effects) -> None:
-        running = sorted({f"{w.interpreter or 'an interpreter it does not name'} "
-                          f"(Python {w.meta.get('python', '?')})" for w in self.workers.values()})
-        message = (f"this task holds a function shipped by value from {task.needs}, and no "
-                   f"connected worker can load its code: they run {', '.join(running)}; "
-                   + IncompatibleInterpreter.REMEDY)
         self.counts["failed"] += 1
-        self._finish(task, failure_outcome("IncompatibleInterpreter", message), fx)
+        self._finish(task, incompatible_outcome(task, self.workers.values()), fx)
 
     def _fail_unrunnable(self, fx: Effects) -> None:
         """Fail the waiting by-value tasks that no connected worker can load."""
@@ -446,8 +392,7 @@ class Scheduler:
                     left.append(task.number)
                 if task.losses >= self.max_losses:
                     self.counts["failed"] += 1
-                    message = self._lost_message(task, worker, reason)
-                    self._finish(task, failure_outcome("WorkerLost", message), fx)
+                    self._finish(task, lost_outcome(task, worker, reason), fx)
                     continue
             task.state = TaskState.QUEUED
             self.counts["requeued"] += 1
@@ -459,11 +404,6 @@ class Scheduler:
             while len(self._left_behind) > LEFT_BEHIND_MAX:
                 self._left_behind.popitem(last=False)
         self.dispatch(fx)
-
-    @staticmethod
-    def _lost_message(task: Task, worker: WorkerState, reason: str | None) -> str:
-        why = reason or worker.blame or "was lost"
-        return f"task lost {task.losses} workers (the last, {worker.label}, {why}); giving up"
 
     def client_joined(self, client: ClientState) -> ClientState | None:
         """Register ``client``; return the stale session it replaces (a reconnect), if any."""

@@ -15,15 +15,16 @@ import enum
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import IncompatibleInterpreter
 from ..wire import Format, Kind
 from .balance import ewma_step
 
 __all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState", "Link", "Outcome",
-           "failure_outcome"]
+           "failure_outcome", "incompatible_outcome", "lost_outcome"]
 
 _ids = itertools.count(1)
 
@@ -94,6 +95,22 @@ def failure_outcome(kind: str, message: str) -> Outcome:
     """A FAILURE the coordinator makes itself: JSON, so no one has to trust a pickle for it."""
     body = json.dumps({"type": kind, "message": message}).encode()
     return Outcome(Kind.FAILURE, Format.JSON, "none", body)
+
+
+def incompatible_outcome(task: Task, workers: Iterable[WorkerState]) -> Outcome:
+    """The FAILURE of a by-value task none of the connected ``workers`` can load."""
+    running = sorted({f"{w.interpreter or 'an interpreter it does not name'} "
+                      f"(Python {w.meta.get('python', '?')})" for w in workers})
+    return failure_outcome("IncompatibleInterpreter", (
+        f"this task holds a function shipped by value from {task.needs}, and no connected "
+        f"worker can load its code: they run {', '.join(running)}; " + IncompatibleInterpreter.REMEDY))
+
+
+def lost_outcome(task: Task, worker: WorkerState, reason: str | None) -> Outcome:
+    """The FAILURE of a task that has lost too many workers, ``worker`` the last of them."""
+    why = reason or worker.blame or "was lost"
+    return failure_outcome("WorkerLost", f"task lost {task.losses} workers (the last, "
+                                         f"{worker.label}, {why}); giving up")
 
 
 class Link(Protocol):
