@@ -30,7 +30,7 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
 from ..wire import HEAD_SIZE, ClientAuth, Kind, Message, ServerAuth, decode, encode
 
-__all__ = ["Outbox", "Batch", "Link", "Backoff", "shared_key", "AUTHKEY_ENV", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
+__all__ = ["Outbox", "Batch", "Link", "Backoff", "shared_key", "authkey_from_env", "AUTHKEY_ENV", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
 
 #: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
 HEARTBEAT = 1.0
@@ -251,6 +251,11 @@ def shared_key(value: bytes | str | None, *, env: bool = True) -> bytes:
     if not value:
         return b""
     return value.encode() if isinstance(value, str) else value
+
+
+def authkey_from_env() -> bytes | None:
+    """The key in ``MINIPOOL_AUTHKEY``, as bytes, or ``None``."""
+    return shared_key(None) or None
 
 
 class Backoff:
