@@ -173,8 +173,9 @@ class Schedule:
     def _record(self, future: concurrent.futures.Future) -> None:
         if future.cancelled():
             return
-        if future.exception() is not None:
-            self.errors.append(future.exception())
+        error = future.exception()
+        if error is not None:
+            self.errors.append(error)
         else:
             self.results.append(future.result())
             del self.results[:-100]

@@ -36,8 +36,8 @@ from . import task as tasklib
 from .cluster.coordinator import Coordinator
 from .cluster.session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
 from .cluster.state import LocalClientState
-from .futures import TaskFuture
 from .errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
+from .futures import TaskFuture
 from .transports.base import DEFAULT_MAX_MESSAGE, Connection
 from .wire import HEADROOM, Format, Kind, Message, decode, encode, envelope_size
 

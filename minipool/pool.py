@@ -109,7 +109,7 @@ class Pool(concurrent.futures.Executor):
                  authkey: bytes | str | None = None, transport: str = "tcp", codec: str = "none",
                  kind: str = "process", max_losses: int = 3, heartbeat: float = HEARTBEAT,
                  balance: str = "least-loaded", min_workers: int | None = None,
-                 max_workers: int | None = None, autoscale: dict[str, float] | None = None,
+                 max_workers: int | None = None, autoscale: dict[str, Any] | None = None,
                  journal: str | None = None, fsync: str = "everysec",
                  certfile: str | None = None, keyfile: str | None = None,
                  cafile: str | None = None, initializer: Callable[..., Any] | None = None,
@@ -194,7 +194,7 @@ class Pool(concurrent.futures.Executor):
                     priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
         """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
         self._check_open()
-        headers = {}
+        headers: dict[str, Any] = {}
         if priority:
             headers["priority"] = priority
         if timeout is not None:
@@ -216,9 +216,10 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         star = len(iterables) != 1
         lengths = [mapping.length_of(iterable) for iterable in iterables]
-        length = None if None in lengths else min(lengths)  # zip stops at the shortest
+        known = [n for n in lengths if n is not None]
+        length = min(known) if len(known) == len(lengths) else None  # zip stops at the shortest
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
-        chunks = sizer.chunks(zip(*iterables) if star else iter(iterables[0]))
+        chunks = sizer.chunks(zip(*iterables, strict=False) if star else iter(iterables[0]))
         submit = lambda chunk: self._send(  # noqa: E731
             tasklib.pack_chunk, fn, chunk, self.codec, star=star, init=self._init)
         return mapping.ordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 __all__ = [
     "Candidate", "Policy", "Ewma", "ewma_step", "LeastLoaded", "RoundRobin", "RandomChoice", "Latency",
@@ -38,13 +38,23 @@ __all__ = [
 
 
 class Candidate(Protocol):
-    """What a policy may read about a worker (the coordinator's per-worker record)."""
+    """What a policy may read about a worker (the coordinator's per-worker record). Read-only:
+    a policy never changes a worker, and a record may compute these (the simulator does)."""
 
-    id: str
-    slots: int                   # tasks it can run at once
-    inflight: int                # tasks leased to it and not finished
-    avg_run: float | None        # EWMA of a task's run time there, seconds (None = unknown)
-    avg_pull: float | None       # EWMA of dispatch-to-start delay there, seconds (None = unknown)
+    @property
+    def id(self) -> str: ...
+    @property
+    def slots(self) -> int: ...  # tasks it can run at once
+    @property
+    def inflight(self) -> int: ...  # tasks leased to it and not finished
+    @property
+    def avg_run(self) -> float | None: ...  # EWMA of a task's run time there, s (None = unknown)
+    @property
+    def avg_pull(self) -> float | None: ...  # EWMA of dispatch-to-start delay, s (None = unknown)
+
+
+#: A policy hands back one of the very records it was given, with their type.
+C = TypeVar("C", bound=Candidate)
 
 
 class Policy(Protocol):
@@ -58,7 +68,7 @@ class Policy(Protocol):
     name: str
     holds_back: bool
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None: ...
+    def choose(self, candidates: Sequence[C]) -> C | None: ...
 
     def forget(self, worker_id: str) -> None: ...
 
@@ -116,7 +126,7 @@ class LeastLoaded(_Stateless):
 
     name = "least-loaded"
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         best, best_key = None, (float("inf"), 0)
         for c in candidates:
             slots = max(c.slots, 1)
@@ -141,7 +151,7 @@ class RoundRobin(_Stateless):
         self._served: dict[str, int] = {}
         self._ticket = 0
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         served = self._served
         best, best_ticket = None, None
         for c in candidates:
@@ -173,7 +183,7 @@ class RandomChoice(_Stateless):
     def __init__(self, rng: _random.Random | None = None) -> None:
         self._rng = rng or _random.Random()
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         return self._rng.choice(candidates) if candidates else None
 
 
@@ -208,7 +218,7 @@ class Latency:
         self._calls = 0
         self._seen: dict[str, tuple[int, float]] = {}    # id -> (decision number, next eta)
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         self._calls += 1
         calls, seen = self._calls, self._seen
         best, best_eta = None, float("inf")

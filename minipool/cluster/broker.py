@@ -82,6 +82,14 @@ class Broker:
         #: SIGKILL"), or None; set by whoever supervises the local workers (the embedded Pool).
         self.process_exit: Callable[[int, float], str | None] | None = None
 
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot: workers, queue depth, counts, registry entries, the journal."""
+        with self.lock:
+            report = self.scheduler.status()
+            report["registry"] = self.registry.to_json()
+        report["journal"] = self.journal.describe() if self.journal is not None else None
+        return report
+
     def apply(self, fx: Effects, batch: Batch | None = None) -> None:
         """Carry out a scheduler call's effects, outside the lock: journal, then TASKs, then
         outcomes, then replies. Every message the coordinator sends a peer is encoded and sent
@@ -102,12 +110,12 @@ class Broker:
             else:
                 batch.add(worker.link.outbox, data)
         for client, number, outcome in fx.deliveries:
-            if client.local:
-                resolve = client.resolve  # type: ignore[attr-defined]
+            if isinstance(client, LocalClientState):
+                resolve = client.resolve
                 if resolve is not None:  # the embedded pool's fast path
                     resolve(number, outcome.kind, outcome.fmt, outcome.codec, outcome.body)
                 else:
-                    client.on_message(Message(outcome.kind, number, outcome.body,  # type: ignore[attr-defined]
+                    client.on_message(Message(outcome.kind, number, outcome.body,
                                               fmt=outcome.fmt, codec=outcome.codec))
                 continue
             data = encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None,

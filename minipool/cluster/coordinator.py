@@ -237,7 +237,7 @@ class Coordinator(Broker):
                     if trouble is not None:  # after the results that came before it
                         raise trouble
                 else:
-                    handle(peer, decode(data), batch)
+                    handle(peer, decode(data), batch)  # type: ignore[arg-type]  # a ClientState
             except ConnectionClosed:
                 batch.flush()
                 return
@@ -289,7 +289,8 @@ class Coordinator(Broker):
                 expired = {entry.key for entry in self.registry.expire()}
                 self.scheduler.expire_timeouts(now, self.heartbeat, fx)
             self.apply(fx)
-            for peer in [*workers, *clients]:
+            peers: list[WorkerState | ClientState] = [*workers, *clients]
+            for peer in peers:
                 if peer.local:
                     continue
                 if peer.id in expired or (not isinstance(peer, WorkerState)
@@ -312,13 +313,10 @@ class Coordinator(Broker):
         peer.close(why)
 
     def status(self) -> dict[str, Any]:
-        """A JSON-able snapshot: workers, queue depth, counts, registry entries."""
-        with self.lock:
-            report = self.scheduler.status()
-            report["registry"] = self.registry.to_json()
+        """:meth:`Broker.status`, with the URLs served and the uptime."""
+        report = super().status()
         report["urls"] = self.urls
         report["uptime"] = round(time.time() - self._started, 3)
-        report["journal"] = self.journal.describe() if self.journal is not None else None
         return report
 
     def load(self) -> tuple[int, float, list[WorkerState]]:

@@ -39,8 +39,16 @@ from typing import Any
 from ..wire import Format, Kind
 from .balance import Policy, get_policy
 from .effects import Effects
-from .state import (ClientState, Outcome, Task, TaskState, WorkerState, failure_outcome,
-                    incompatible_outcome, lost_outcome)
+from .state import (
+    ClientState,
+    Outcome,
+    Task,
+    TaskState,
+    WorkerState,
+    failure_outcome,
+    incompatible_outcome,
+    lost_outcome,
+)
 
 __all__ = ["Scheduler", "Effects", "Outcome", "failure_outcome"]
 
@@ -93,7 +101,7 @@ class Scheduler:
     # -- tasks -------------------------------------------------------------------------------
 
     def submit(self, client_id: str, client_task: int, body: bytes, fmt: Format, codec: str,
-               headers: dict[str, Any], fx: Effects, number: int | None = None,
+               headers: dict[str, Any] | None, fx: Effects, number: int | None = None,
                body_crc: int | None = None) -> None:
         """Accept a task (or recognise a resubmission) and dispatch what can go.
         ``body_crc``: the body's CRC-32, when the SUBMIT's check computed it."""
@@ -207,7 +215,7 @@ class Scheduler:
                 cancelled.append(number)
         return started, cancelled
 
-    def complete(self, worker: WorkerState, outcomes: list[tuple[int, Outcome]], fx: Effects) -> None:
+    def complete(self, worker: WorkerState, outcomes: list[tuple[int, Any]], fx: Effects) -> None:
         """A burst of a worker's outcomes, ``(task number, Outcome)`` pairs; then dispatch once.
         (Anything with an Outcome's fields will do: the coordinator passes the decoded RESULT
         messages themselves, body CRC included, and the result store keeps them.)

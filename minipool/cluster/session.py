@@ -30,7 +30,9 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
 from ..wire import HEAD_SIZE, ClientAuth, Kind, Message, ServerAuth, decode, encode
 
-__all__ = ["Outbox", "Batch", "Link", "Backoff", "shared_key", "authkey_from_env", "AUTHKEY_ENV", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
+__all__ = ["Outbox", "Batch", "Link", "Backoff", "shared_key", "authkey_from_env", "AUTHKEY_ENV",
+           "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT",
+           "LIVENESS"]
 
 #: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
 HEARTBEAT = 1.0

@@ -140,7 +140,8 @@ class Peer:
         return self.link.peer if self.link is not None else None
 
     def describe(self) -> str:
-        return f"{type(self).__name__.removesuffix('State').lower()} {self.name} ({self.address or 'in-process'})"
+        role = type(self).__name__.removesuffix("State").lower()
+        return f"{role} {self.name} ({self.address or 'in-process'})"
 
     def close(self, reason: str | None = None) -> None:
         """Close the connection; ``reason`` (the first one given) says why, for WorkerLost."""
@@ -207,9 +208,8 @@ class WorkerState(Peer):
             TypeError, ValueError: a field of the wrong type.
         """
         name = str(hello.get("name") or link.peer)
-        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "interpreter", "services",
-                                         "incarnation")
-                if k in hello}
+        meta: dict[str, Any] = {k: hello.get(k) for k in (
+            "kind", "pid", "host", "python", "interpreter", "services", "incarnation") if k in hello}
         worker = cls(link, name, int(hello.get("slots", 1)), prefetch, meta)
         holding = hello.get("holding", [])
         if not isinstance(holding, list) or not all(type(n) is int for n in holding):

@@ -40,9 +40,17 @@ import threading
 import time
 from typing import Any
 
-from .. import shipping, task as tasklib
-from ..errors import (AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError,
-                      MissingExtra, ProtocolError, TransportError)
+from .. import shipping
+from .. import task as tasklib
+from ..errors import (
+    AuthenticationError,
+    ConnectionClosed,
+    MessageTooLarge,
+    MinipoolError,
+    MissingExtra,
+    ProtocolError,
+    TransportError,
+)
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
 from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
 from .session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
