@@ -1,4 +1,5 @@
-"""Concerns that live in one place: the reconnect backoff, the shared key, the moving average."""
+"""Concerns that live in one place: the reconnect backoff, the shared key, the moving average,
+and the coordinator's outgoing messages (the scheduler decides, the broker encodes)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,44 @@ def test_the_worker_run_time_average_is_the_balancers_ewma():
         worker.finish(1, now)
         assert worker.avg_run == pytest.approx(average.update(sample))
     assert ewma_step(None, 2, 0.5) == 2.0 and ewma_step(2.0, 4.0, 0.5) == 3.0
+
+
+def test_the_scheduler_decides_and_the_broker_encodes():
+    from minipool.cluster.broker import Broker
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.cluster.state import LocalClientState, Outcome
+    from minipool.wire import Format, Kind, decode
+
+    scheduler = Scheduler()
+    worker = WorkerState(None, "w", 1, 0, {})
+    scheduler.worker_joined(worker, Effects())
+    fx = Effects()
+    scheduler.submit("c", 7, b"body", Format.PICKLE, "none", {"timeout": 2.0}, fx)
+    [(to, task, urgent)] = fx.sends
+    assert (to, task.client_number, task.body, urgent) == (worker, 7, b"body", True)  # no bytes yet
+
+    class Outbox:
+        def __init__(self):
+            self.sent = []
+
+        def put(self, data, flush=True):
+            self.sent.append(data)
+
+    class Link:
+        peer = "test"
+
+        def __init__(self):
+            self.outbox = Outbox()
+
+        def close(self):
+            pass
+
+    worker.link = Link()
+    resolved = []
+    client = LocalClientState("c", lambda message: None, lambda *outcome: resolved.append(outcome))
+    fx.deliver(client, 7, Outcome(Kind.RESULT, Format.PICKLE, "none", b"value"))
+    Broker().apply(fx)
+    message = decode(worker.link.outbox.sent[0])
+    assert (message.kind, message.id, message.body, message.headers) == (
+        Kind.TASK, task.number, b"body", {"timeout": 2.0})
+    assert resolved == [(7, Kind.RESULT, Format.PICKLE, "none", b"value")]  # the fast path: no message
