@@ -2,10 +2,11 @@
 
 Technique: *a sans-I/O core for a task queue*. Everything the coordinator decides -- queue a
 task, lease it to a worker, take leases back from a dead worker, deliver a result once, time a
-task out -- is a method here that changes plain data and returns :class:`Effects`: the TASK
-messages to send, the messages to deliver to clients, the journal records to write. The
-coordinator (:mod:`minipool.cluster.coordinator`) holds one lock around these calls and performs
-the effects outside it. The rules can therefore be read, and tested, without a network.
+task out -- is a method here that changes plain data and returns :class:`Effects`: the tasks
+to send to workers, the outcomes to deliver to clients, the journal records to write; decisions,
+never bytes. The coordinator's broker (:mod:`minipool.cluster.broker`) holds one lock around
+these calls and performs the effects outside it, encoding every message itself. The rules can
+therefore be read, and tested, without a network.
 
 The rules:
 
