@@ -27,7 +27,7 @@ from ..wire import Format, Kind, Message, encode, encode_parts
 from .registry import Registry
 from .scheduler import Effects, Scheduler
 from .session import HEARTBEAT, LIVENESS, Batch
-from .state import ClientState, LocalClientState, WorkerState
+from .state import ClientState, LocalClientState, TaskState, WorkerState
 
 __all__ = ["Broker"]
 
@@ -84,9 +84,19 @@ class Broker:
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot: workers, queue depth, counts, registry entries, the journal."""
+        scheduler = self.scheduler
         with self.lock:
-            report = self.scheduler.status()
-            report["registry"] = self.registry.to_json()
+            workers = [w.info() for w in scheduler.workers.values()]
+            report = {
+                "workers": workers,
+                "slots": sum(w["slots"] for w in workers),
+                "clients": sum(not c.monitor for c in scheduler.clients.values()),
+                "queued": sum(1 for t in scheduler.tasks.values() if t.state is TaskState.QUEUED),
+                "running": sum(len(w.leases) for w in scheduler.workers.values()),
+                "balance": scheduler.policy.name,
+                **scheduler.counts,
+                "registry": self.registry.to_json(),
+            }
         report["journal"] = self.journal.describe() if self.journal is not None else None
         return report
 

@@ -443,17 +443,3 @@ class Scheduler:
                     self._finish(task, failure_outcome(
                         "TimeoutError", f"task ran longer than its timeout of {task.timeout}s"), fx)
         self.dispatch(fx)
-
-    # -- introspection -----------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        workers = [w.info() for w in self.workers.values()]
-        return {
-            "workers": workers,
-            "slots": sum(w["slots"] for w in workers),
-            "clients": sum(not c.monitor for c in self.clients.values()),
-            "queued": sum(1 for t in self.tasks.values() if t.state is TaskState.QUEUED),
-            "running": sum(len(w.leases) for w in self.workers.values()),
-            "balance": self.policy.name,
-            **self.counts,
-        }
