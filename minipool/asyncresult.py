@@ -13,12 +13,19 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .pool import Pool
+__all__ = ["TaskFunction", "AsyncResult", "Schedule", "Submitter"]
 
-__all__ = ["TaskFunction", "AsyncResult", "Schedule"]
+
+class Submitter(Protocol):
+    """What tasks and schedules need of a pool (:class:`minipool.pool.Pool` is one): this module
+    sits below the pool and names only the two calls it makes."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future: ...
+
+    def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
+                    priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future: ...
 
 
 class AsyncResult:
@@ -65,7 +72,7 @@ class AsyncResult:
 class TaskFunction:
     """A function registered with ``@pool.task``. Calling it directly runs it here."""
 
-    def __init__(self, pool: Pool, fn: Callable[..., Any], *, retries: int = 0,
+    def __init__(self, pool: Submitter, fn: Callable[..., Any], *, retries: int = 0,
                  retry_backoff: float = 0.0, timeout: float | None = None, priority: int = 0) -> None:
         self.pool = pool
         self.fn = fn
@@ -135,7 +142,7 @@ class Schedule:
     the next ones later; a run's outcome lands in ``results`` (the newest 100) or ``errors``.
     """
 
-    def __init__(self, pool: Pool, fn: Callable[..., Any], args: tuple, kwargs: dict,
+    def __init__(self, pool: Submitter, fn: Callable[..., Any], args: tuple, kwargs: dict,
                  every: float) -> None:
         if every <= 0:
             raise ValueError("every must be a positive number of seconds")
@@ -166,8 +173,9 @@ class Schedule:
     def _record(self, future: concurrent.futures.Future) -> None:
         if future.cancelled():
             return
-        if future.exception() is not None:
-            self.errors.append(future.exception())
+        error = future.exception()
+        if error is not None:
+            self.errors.append(error)
         else:
             self.results.append(future.result())
             del self.results[:-100]

@@ -24,7 +24,6 @@ import itertools
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -35,10 +34,10 @@ from typing import Any
 
 from . import task as tasklib
 from .cluster.coordinator import Coordinator
-from .cluster.session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
+from .cluster.session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
 from .cluster.state import LocalClientState
-from .futures import TaskFuture
 from .errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
+from .futures import TaskFuture
 from .transports.base import DEFAULT_MAX_MESSAGE, Connection
 from .wire import HEADROOM, Format, Kind, Message, decode, encode, envelope_size
 
@@ -411,15 +410,14 @@ class RemoteClient(Client):
     def _reconnect(self) -> bool:
         """Reconnect under the same client id and resend what is unanswered."""
         deadline = time.monotonic() + self.reconnect_timeout
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         while not self.closed and time.monotonic() < deadline:
             try:
                 conn = self._open()
             except AuthenticationError:
                 return False
             except (MinipoolError, OSError, TimeoutError):
-                time.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 2.0)
+                time.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
                 continue
             outbox = Outbox(conn)
             with self._lock:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import ipaddress
-import os
 import re
 from typing import Any
 
+from .cluster.session import shared_key
 from .errors import MinipoolError
 from .transports.base import available_transports, parse_url
 
@@ -62,7 +62,7 @@ def authkey(args: argparse.Namespace) -> bytes:
             with open(args.authkey_file, "rb") as f:
                 key = f.read().strip()
         else:
-            key = os.environ.get("MINIPOOL_AUTHKEY", "").encode()
+            key = shared_key(None)
     except OSError as exc:
         raise CommandError(f"cannot read the key: {exc}", EXIT_USAGE) from None
     if not key:

@@ -21,8 +21,8 @@ waiting on overlapping sets of futures that share locks can take them in opposit
 ``running()`` and ``cancel()`` are the coordinator's answer, not this object's guess: the task
 runs in another process, so only the coordinator knows whether a worker holds it (see
 :meth:`TaskFuture.cancel`). Everything else -- ``done``, ``add_done_callback``, ``wait``,
-``as_completed`` -- is the standard class's own code. The attributes set here are the ones ``Future.__init__`` sets,
-unchanged from Python 3.2 to 3.13.
+``as_completed`` -- is the standard class's own code. The attributes set here are the ones
+``Future.__init__`` sets, unchanged from Python 3.2 to 3.13.
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from _thread import RLock as _RLock  # threading.RLock is a Python function in front of this
-from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING,
-                                      RUNNING, InvalidStateError)
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    InvalidStateError,
+)
 from typing import Any
 
 __all__ = ["TaskFuture"]
@@ -63,7 +69,7 @@ class TaskFuture(concurrent.futures.Future):
         number: the client's number for the task.
     """
 
-    _condition = _LazyCondition()  # type: ignore[assignment]
+    _condition = _LazyCondition()
 
     def __init__(self, client: Any, number: int) -> None:
         # Future.__init__, minus the condition it would build.
@@ -120,7 +126,7 @@ class TaskFuture(concurrent.futures.Future):
             cond = self.__dict__.get("_condition")
             if cond is not None and cond._waiters:
                 cond.notify_all()
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it, typeshed not
         return True
 
     # -- settling: Future.set_result / set_exception with the lock's own methods ---------------
@@ -146,7 +152,7 @@ class TaskFuture(concurrent.futures.Future):
         finally:
             lock.release()
         if self._done_callbacks:
-            self._invoke_callbacks()
+            self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def _wake(self, ok: bool) -> None:
         """Under the lock: tell ``wait``/``as_completed`` waiters and sleeping threads."""

@@ -31,11 +31,14 @@ from typing import Any
 
 from .futures import TaskFuture
 
-__all__ = ["ChunkSizer", "Feed", "Feeds", "ordered", "unordered", "cancel_all", "TARGET_CHUNK_SECONDS"]
+__all__ = ["ChunkSizer", "Feed", "Feeds", "ordered", "unordered", "cancel_all", "as_listing", "window",
+           "DEFAULT_WINDOW", "TARGET_CHUNK_SECONDS"]
 
 #: Adaptive chunking aims for chunks that take about this long to run.
 TARGET_CHUNK_SECONDS = 0.02
 MAX_CHUNK = 100_000
+#: Chunks a map keeps in flight when ``buffersize`` is None.
+DEFAULT_WINDOW = 64
 
 
 class ChunkSizer:
@@ -294,6 +297,37 @@ def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wi
                 feeds.orphan(feed)
 
     return _primed(results())
+
+
+def window(buffersize: int | None) -> int:
+    """The chunks a map keeps in flight: ``buffersize``, or DEFAULT_WINDOW for ``None``.
+
+    Raises:
+        ValueError: ``buffersize`` is not a positive number (a window of nothing never runs).
+    """
+    if buffersize is None:
+        return DEFAULT_WINDOW
+    if isinstance(buffersize, bool) or not buffersize > 0:
+        raise ValueError(f"buffersize must be greater than 0, not {buffersize!r}")
+    return buffersize
+
+
+def as_listing(future: concurrent.futures.Future) -> concurrent.futures.Future:
+    """Wrap a future of one value as a future of a one-item list (for :func:`ordered`)."""
+    out: concurrent.futures.Future = concurrent.futures.Future()
+
+    def copy(f: concurrent.futures.Future) -> None:
+        if f.cancelled():
+            out.cancel()
+        elif f.exception() is not None:
+            out.set_exception(f.exception())
+        else:
+            out.set_result([f.result()])
+
+    future.add_done_callback(copy)
+    original_cancel = out.cancel
+    out.cancel = lambda: future.cancel() and original_cancel()  # type: ignore[method-assign]
+    return out
 
 
 def cancel_all(futures: list[concurrent.futures.Future]) -> None:

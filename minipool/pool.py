@@ -42,14 +42,12 @@ from .client import Client, LocalClient, RemoteClient
 from .cluster.autoscale import Autoscaler
 from .cluster.coordinator import Coordinator
 from .cluster.elastic import Elastic
-from .cluster.session import HEARTBEAT
+from .cluster.session import HEARTBEAT, authkey_from_env, shared_key
 from .cluster.supervisor import Supervisor
 from .codecs import get_codec
 from .tls import client_context, server_context
 
 __all__ = ["Pool", "authkey_from_env"]
-
-DEFAULT_WINDOW = 64
 
 
 #: Pools not yet collected, for the exit hook (weakly: a pool dropped by its owner may be collected).
@@ -72,12 +70,6 @@ def _finish_at_exit() -> None:
 
 
 threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
-
-
-def authkey_from_env() -> bytes | None:
-    """The key in ``MINIPOOL_AUTHKEY``, as bytes, or ``None``."""
-    value = os.environ.get("MINIPOOL_AUTHKEY")
-    return value.encode() if value else None
 
 
 class Pool(concurrent.futures.Executor):
@@ -117,7 +109,7 @@ class Pool(concurrent.futures.Executor):
                  authkey: bytes | str | None = None, transport: str = "tcp", codec: str = "none",
                  kind: str = "process", max_losses: int = 3, heartbeat: float = HEARTBEAT,
                  balance: str = "least-loaded", min_workers: int | None = None,
-                 max_workers: int | None = None, autoscale: dict[str, float] | None = None,
+                 max_workers: int | None = None, autoscale: dict[str, Any] | None = None,
                  journal: str | None = None, fsync: str = "everysec",
                  certfile: str | None = None, keyfile: str | None = None,
                  cafile: str | None = None, initializer: Callable[..., Any] | None = None,
@@ -143,10 +135,8 @@ class Pool(concurrent.futures.Executor):
         self._elastic: Elastic | None = None
         self._schedules: list[Schedule] = []
         self._slots_cache: tuple[float, int] | None = None
-        if isinstance(authkey, str):
-            authkey = authkey.encode()
         if address is None:
-            key = authkey or secrets.token_hex(32).encode()
+            key = shared_key(authkey, env=False) or secrets.token_hex(32).encode()
             elastic = min_workers is not None or max_workers is not None
             count = workers or os.cpu_count() or 1
             if elastic:
@@ -172,7 +162,7 @@ class Pool(concurrent.futures.Executor):
             self._local_slots = 0 if elastic else count
             self._client: Client = LocalClient(self._coordinator)
         else:
-            key = authkey or authkey_from_env()
+            key = shared_key(authkey)
             if not key:
                 raise ValueError("Pool(address=...) needs authkey= or MINIPOOL_AUTHKEY")
             self.address = address
@@ -204,7 +194,7 @@ class Pool(concurrent.futures.Executor):
                     priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
         """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
         self._check_open()
-        headers = {}
+        headers: dict[str, Any] = {}
         if priority:
             headers["priority"] = priority
         if timeout is not None:
@@ -226,12 +216,13 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         star = len(iterables) != 1
         lengths = [mapping.length_of(iterable) for iterable in iterables]
-        length = None if None in lengths else min(lengths)  # zip stops at the shortest
+        known = [n for n in lengths if n is not None]
+        length = min(known) if len(known) == len(lengths) else None  # zip stops at the shortest
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
-        chunks = sizer.chunks(zip(*iterables) if star else iter(iterables[0]))
+        chunks = sizer.chunks(zip(*iterables, strict=False) if star else iter(iterables[0]))
         submit = lambda chunk: self._send(  # noqa: E731
             tasklib.pack_chunk, fn, chunk, self.codec, star=star, init=self._init)
-        return mapping.ordered(submit, chunks, sizer, _window(buffersize), timeout, self._feeds)
+        return mapping.ordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)
 
     def map_unordered(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = 1,
                       buffersize: int | None = None, timeout: float | None = None) -> Iterator[Any]:
@@ -241,7 +232,7 @@ class Pool(concurrent.futures.Executor):
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
         submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec, init=self._init)  # noqa: E731
-        return mapping.unordered(submit, chunks, sizer, _window(buffersize), timeout, self._feeds)
+        return mapping.unordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)
 
     def map_reduce(self, map_fn: Callable[[Any], Any], reduce_fn: Callable[[Any, Any], Any],
                    iterable: Iterable[Any], initializer: Any = tasklib.NO_INITIAL,
@@ -259,8 +250,8 @@ class Pool(concurrent.futures.Executor):
         chunks = sizer.chunks(iter(iterable))
         submit = lambda chunk: self._send(  # noqa: E731
             tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec, self._init)
-        partials = mapping.ordered(lambda c: _listing(submit(c)), chunks, sizer, DEFAULT_WINDOW, timeout,
-                                   self._feeds)
+        partials = mapping.ordered(lambda c: mapping.as_listing(submit(c)), chunks, sizer,
+                                   mapping.DEFAULT_WINDOW, timeout, self._feeds)
         acc = initializer
         for partial in partials:
             acc = partial if acc is tasklib.NO_INITIAL else reduce_fn(acc, partial)
@@ -415,14 +406,6 @@ def _check_counts(**counts: int | float | None) -> None:
             raise ValueError(f"{name} must be greater than 0, not {value!r}")
 
 
-def _window(buffersize: int | None) -> int:
-    """The chunks ``map`` keeps in flight: ``buffersize``, or DEFAULT_WINDOW for ``None``."""
-    if buffersize is None:
-        return DEFAULT_WINDOW
-    _check_counts(buffersize=buffersize)
-    return buffersize
-
-
 def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator | None,
              supervisor: Supervisor | None) -> None:
     """Stop what a pool started: its client; its worker processes (SIGTERM: each stops at once,
@@ -458,21 +441,3 @@ def _release_when_done(client: Client, elastic: Elastic | None, coordinator: Coo
         time.sleep(0.005)
     client.close()  # so that _release stops at once, never defers again
     _release(client, elastic, coordinator, supervisor)
-
-
-def _listing(future: concurrent.futures.Future) -> concurrent.futures.Future:
-    """Wrap a future of one value as a future of a one-item list (for :func:`mapping.ordered`)."""
-    out: concurrent.futures.Future = concurrent.futures.Future()
-
-    def copy(f: concurrent.futures.Future) -> None:
-        if f.cancelled():
-            out.cancel()
-        elif f.exception() is not None:
-            out.set_exception(f.exception())
-        else:
-            out.set_result([f.result()])
-
-    future.add_done_callback(copy)
-    original_cancel = out.cancel
-    out.cancel = lambda: future.cancel() and original_cancel()  # type: ignore[method-assign]
-    return out

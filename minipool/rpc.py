@@ -50,9 +50,8 @@ from typing import Any
 from urllib.parse import urldefrag
 
 from .client import RemoteClient
-from .cluster.session import open_connection, server_handshake
+from .cluster.session import open_connection, server_handshake, shared_key
 from .errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
-from .pool import authkey_from_env
 from .task import pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
 from .transports.admission import Admission
 from .transports.base import Connection, listen
@@ -104,10 +103,10 @@ def _remote_method(obj: Any, name: str) -> Callable[..., Any]:
 
 
 def _key(authkey: bytes | str | None) -> bytes:
-    key = authkey_from_env() if authkey is None else authkey
+    key = shared_key(authkey)
     if not key:
         raise ValueError("an authkey is needed: pass authkey= or set MINIPOOL_AUTHKEY")
-    return key.encode() if isinstance(key, str) else key
+    return key
 
 
 class Daemon:

@@ -78,7 +78,6 @@ _FIELDS_NONE = struct.Struct("!BBBIQ4s")  # the same and the codec name "none": 
 #: A body this far below ``max_message`` fits whatever its codec name and (small) headers.
 HEADROOM = HEAD_SIZE + 255 + 1024
 MAX_HEADERS = 64 * 1024
-MAX_ID = 2**64 - 1
 
 
 class Kind(enum.IntEnum):

@@ -168,10 +168,10 @@ def test_the_scheduler_cancels_only_tasks_no_worker_has_held():
     assert not s.cancel("c", 1, Effects())
     worker = WorkerState(None, "w2", 1, 0, {})
     s.worker_joined(worker, Effects())  # task 1 leased again; 2 and 3 were dropped, 4 waits
-    assert [t.client_id for t in worker.leases.values()] == [1]
+    assert [t.client_number for t in worker.leases.values()] == [1]
     s.complete(worker, [(next(iter(worker.leases)), Outcome(Kind.RESULT, Format.PICKLE, "none", b"r"))],
                Effects())
-    assert [t.client_id for t in worker.leases.values()] == [4]
+    assert [t.client_number for t in worker.leases.values()] == [4]
     assert s.started("c", [1, 4], True, Effects()) == ([1, 4], [])  # finished, and leased
 
 

@@ -125,7 +125,7 @@ def submit(s, number, interpreter=None, priority=0):
 
 
 def leased(w):
-    return sorted(task.client_id for task in w.leases.values())
+    return sorted(task.client_number for task in w.leases.values())
 
 
 def test_a_by_value_task_goes_only_to_a_worker_that_can_load_it():
@@ -158,7 +158,7 @@ def test_waiting_tasks_keep_their_priority_order_across_both_queues():
     order = []
     for _ in range(4):
         (number,) = list(w.leases)
-        order.append(w.leases[number].client_id)
+        order.append(w.leases[number].client_number)
         s.complete(w, [(number, a_result())], Effects())
     assert order == [1, 3, 2, 4]
 

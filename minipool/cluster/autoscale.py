@@ -94,14 +94,13 @@ class Autoscaler:
         now = self._clock()
         count = len(workers)
         if count < self.min_workers:
-            return self._act(now, Decision(add=self.min_workers - count,
-                                           reason=f"{count} workers, below the minimum of {self.min_workers}"),
-                             queued, count)
+            below = f"{count} workers, below the minimum of {self.min_workers}"
+            return self._act(now, Decision(add=self.min_workers - count, reason=below), queued, count)
         if count > self.max_workers:
             extra = [w.id for w in self._idle_longest_first(workers, now, 0.0)]
             if extra[:count - self.max_workers]:
-                return self._act(now, Decision(remove=extra[:count - self.max_workers],
-                                               reason=f"{count} workers, above the maximum of {self.max_workers}"),
+                above = f"{count} workers, above the maximum of {self.max_workers}"
+                return self._act(now, Decision(remove=extra[:count - self.max_workers], reason=above),
                                  queued, count)
         if self._last_action is not None and now - self._last_action < self.cooldown:
             return Decision(reason="cooling down")
@@ -140,7 +139,7 @@ class Autoscaler:
                             at_least: float) -> list[WorkerLoad]:
         idle = [w for w in workers if w.inflight == 0 and w.idle_since is not None
                 and now - w.idle_since >= at_least]
-        return sorted(idle, key=lambda w: w.idle_since)
+        return sorted(idle, key=lambda w: w.idle_since or 0.0)  # never None here: filtered above
 
     def _act(self, now: float, decision: Decision, queued: int, count: int) -> Decision:
         self._last_action = now

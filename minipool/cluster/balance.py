@@ -2,8 +2,11 @@
 
 Technique (seed 001's weighted dynamic load balancing; seed 002's Consul resolver picks at
 random): the coordinator keeps, for every worker, how many slots it advertised, how many tasks
-it holds, and two moving averages it measures itself: how long a task runs there, and how long
-the worker takes to *pull* a dispatched task (start it). A policy is a small object that looks
+it holds, and a moving average it measures itself: how long a task runs there, from the lease
+(so the network and the worker's queue are inside it). A policy may also read how long the
+worker takes to *pull* a dispatched task (start it); the coordinator cannot see that apart from
+the run time and leaves it unknown (``None``, counted as 0), while the simulator
+(:mod:`minipool.cluster.simulate`) measures it. A policy is a small object that looks
 at the workers with a free slot and picks one. Four are provided, each the textbook answer to
 a different question:
 
@@ -26,22 +29,32 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 __all__ = [
-    "Candidate", "Policy", "Ewma", "LeastLoaded", "RoundRobin", "RandomChoice", "Latency",
+    "Candidate", "Policy", "Ewma", "ewma_step", "LeastLoaded", "RoundRobin", "RandomChoice", "Latency",
     "POLICIES", "get_policy",
 ]
 
 
 class Candidate(Protocol):
-    """What a policy may read about a worker (the coordinator's per-worker record)."""
+    """What a policy may read about a worker (the coordinator's per-worker record). Read-only:
+    a policy never changes a worker, and a record may compute these (the simulator does)."""
 
-    id: str
-    slots: int                   # tasks it can run at once
-    inflight: int                # tasks leased to it and not finished
-    avg_run: float | None        # EWMA of a task's run time there, seconds (None = unknown)
-    avg_pull: float | None       # EWMA of dispatch-to-start delay there, seconds
+    @property
+    def id(self) -> str: ...
+    @property
+    def slots(self) -> int: ...  # tasks it can run at once
+    @property
+    def inflight(self) -> int: ...  # tasks leased to it and not finished
+    @property
+    def avg_run(self) -> float | None: ...  # EWMA of a task's run time there, s (None = unknown)
+    @property
+    def avg_pull(self) -> float | None: ...  # EWMA of dispatch-to-start delay, s (None = unknown)
+
+
+#: A policy hands back one of the very records it was given, with their type.
+C = TypeVar("C", bound=Candidate)
 
 
 class Policy(Protocol):
@@ -55,7 +68,7 @@ class Policy(Protocol):
     name: str
     holds_back: bool
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None: ...
+    def choose(self, candidates: Sequence[C]) -> C | None: ...
 
     def forget(self, worker_id: str) -> None: ...
 
@@ -67,6 +80,12 @@ class _Stateless:
 
     def forget(self, worker_id: str) -> None:
         pass
+
+
+def ewma_step(value: float | None, sample: float, alpha: float) -> float:
+    """One step of an exponentially weighted moving average: ``sample`` folded into ``value``
+    with weight ``alpha`` (the first sample, when ``value`` is None, is taken as is)."""
+    return float(sample) if value is None else value + alpha * (sample - value)
 
 
 class Ewma:
@@ -95,10 +114,7 @@ class Ewma:
     def update(self, sample: float) -> float:
         """Fold in one measurement and return the new average."""
         self.count += 1
-        if self.value is None:
-            self.value = float(sample)
-        else:
-            self.value += self.alpha * (sample - self.value)
+        self.value = ewma_step(self.value, sample, self.alpha)
         return self.value
 
     def __repr__(self) -> str:
@@ -110,7 +126,7 @@ class LeastLoaded(_Stateless):
 
     name = "least-loaded"
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         best, best_key = None, (float("inf"), 0)
         for c in candidates:
             slots = max(c.slots, 1)
@@ -135,7 +151,7 @@ class RoundRobin(_Stateless):
         self._served: dict[str, int] = {}
         self._ticket = 0
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         served = self._served
         best, best_ticket = None, None
         for c in candidates:
@@ -167,7 +183,7 @@ class RandomChoice(_Stateless):
     def __init__(self, rng: _random.Random | None = None) -> None:
         self._rng = rng or _random.Random()
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         return self._rng.choice(candidates) if candidates else None
 
 
@@ -202,7 +218,7 @@ class Latency:
         self._calls = 0
         self._seen: dict[str, tuple[int, float]] = {}    # id -> (decision number, next eta)
 
-    def choose(self, candidates: Sequence[Candidate]) -> Candidate | None:
+    def choose(self, candidates: Sequence[C]) -> C | None:
         self._calls += 1
         calls, seen = self._calls, self._seen
         best, best_eta = None, float("inf")

@@ -3,14 +3,12 @@
 Technique: *the compute pool's pool management, fault recovery and service discovery* (seed 000
 §2.1) and Celery's broker + backend (seed 002). Clients SUBMIT tasks; the coordinator queues
 them, leases each to a worker with a free slot, and forwards the RESULT to the client that asked.
-The rules live in the sans-I/O :class:`~minipool.cluster.scheduler.Scheduler`; this module is
-the I/O around it:
+The rules live in the sans-I/O :class:`~minipool.cluster.scheduler.Scheduler`; what each
+message does, and the one function that sends what the coordinator says, in
+:class:`~minipool.cluster.broker.Broker`; this module is the I/O around them:
 
-* **one lock, no pickle.** Scheduler calls run under one lock, held only for dictionary work,
-  never across I/O: the :class:`~minipool.cluster.scheduler.Effects` they return (journal
-  records, TASK sends, deliveries) are carried out after it is released. Task bodies are
-  forwarded as opaque bytes: the coordinator cannot be attacked through them and spends no time
-  decoding them.
+* **one lock, no pickle** (see :mod:`minipool.cluster.broker`): scheduler calls run under one
+  lock, never across I/O, and task bodies are forwarded as opaque bytes.
 * **one reader thread per connection**, blocked in ``recv``. A reader that finds a burst of
   messages handles them all and writes what they produced once (:class:`Batch`).
 * **a registry with time-to-live** (seed 001; :mod:`minipool.cluster.registry`): every worker
@@ -23,48 +21,33 @@ the I/O around it:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
-import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError, ProtocolError
+from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError
 from ..transports.admission import Admission
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
-from ..wire import Format, Kind, Message, decode, encode, refusal
-from .registry import Registry
-from .scheduler import Effects, Scheduler
-from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Outbox, server_handshake
+from ..wire import Kind, Message, decode, encode, refusal
+from .broker import Broker
+from .scheduler import Effects
+from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Link, Outbox, server_handshake
 from .state import ClientState, TaskState, WorkerState
 
 __all__ = ["Coordinator"]
 
 log = logging.getLogger("minipool.coordinator")
 
+
 #: Replies collected from one burst of input before they are written anyway.
 BATCH_LIMIT = 256
-#: Seconds a reader waits, when a local worker's connection closes, for its process's exit
-#: status (a dead process's socket closes a moment before the process can be reaped).
-EXIT_WAIT = 0.5
 
 
-def _task_numbers(value: Any) -> list[int]:
-    """The ``tasks`` header of a LEASES request: a list of task numbers.
 
-    Raises:
-        ProtocolError: it is anything else.
-    """
-    if not isinstance(value, list) or not all(type(n) is int for n in value):
-        raise ProtocolError("LEASES needs a list of task numbers in its 'tasks' header")
-    return value
-
-
-class Coordinator:
+class Coordinator(Broker):
     """Accepts clients and workers on one or more URLs and moves tasks between them.
 
     Args:
@@ -91,9 +74,9 @@ class Coordinator:
                  **transport_options: Any) -> None:
         if not authkey:
             raise ValueError("the coordinator needs a non-empty authkey")
+        super().__init__(heartbeat=heartbeat, liveness=liveness, max_losses=max_losses,
+                         balance=balance, journal=journal, fsync=fsync)
         self._key = authkey
-        self.heartbeat = heartbeat
-        self.liveness = liveness
         self.prefetch = prefetch
         self.handshake_timeout = handshake_timeout
         self.max_backlog = max_backlog
@@ -102,24 +85,10 @@ class Coordinator:
         # Who this coordinator is, announced to every peer: a worker that comes back names the
         # tasks it still holds only to the coordinator whose task numbers they are.
         self.instance = os.urandom(8).hex()
-        self._lock = threading.Lock()
-        self.scheduler = Scheduler(max_losses=max_losses, balance=balance,
-                                   journaling=journal is not None)
-        self.registry = Registry()
-        self.journal = None
-        if journal is not None:
-            from .task_journal import TaskJournal
-
-            self.journal = TaskJournal(journal, fsync)
-            self.journal.restore(self.scheduler)
         self._listeners: list[Listener] = []
         self._admission = Admission(server="coordinator")
-        self._closed = threading.Event()
         self._started = time.time()
         self._beats: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        #: ``process_exit(pid, wait)``: how a worker process of this host ended ("was killed by
-        #: SIGKILL"), or None; set by whoever supervises the local workers (the embedded Pool).
-        self.process_exit: Callable[[int, float], str | None] | None = None
         for target, name in ((self._tick, "minipool-ticker"), (self._beat, "minipool-heartbeats")):
             threading.Thread(target=target, daemon=True, name=name).start()
 
@@ -146,13 +115,13 @@ class Coordinator:
 
     def close(self) -> None:
         """Stop listening, drop every connection, close the journal."""
-        if self._closed.is_set():
+        if self.closing.is_set():
             return
-        self._closed.set()
+        self.closing.set()
         self._beats.put(None)
         for listener in self._listeners:
             listener.close()
-        with self._lock:
+        with self.lock:
             peers = [*self.scheduler.workers.values(), *self.scheduler.clients.values()]
         self.stop_leasing()
         for peer in peers:
@@ -164,7 +133,7 @@ class Coordinator:
         """Forget every connected worker, so that nothing more is leased to them: when the
         workers are about to stop with the coordinator (a pool closing), a task whose worker
         goes first must not be started again on another that is going too."""
-        with self._lock:
+        with self.lock:
             self.scheduler.workers.clear()
 
     def __enter__(self) -> Coordinator:
@@ -176,7 +145,7 @@ class Coordinator:
     # -- connections -----------------------------------------------------------------------
 
     def _accept_loop(self, listener: Listener) -> None:
-        while not self._closed.is_set():
+        while not self.closing.is_set():
             try:
                 conn = listener.accept()
             except ConnectionClosed:
@@ -208,33 +177,34 @@ class Coordinator:
         role = hello.get("role")
         try:
             if role == "worker":
-                peer: WorkerState | ClientState = WorkerState.from_hello(conn, hello, self.prefetch,
-                                                                         self.instance)
-            elif role == "client":
-                peer = ClientState.from_hello(conn, hello)
+                peer: WorkerState | ClientState = WorkerState.from_hello(
+                    Link(conn, Outbox(conn)), hello, self.prefetch, self.instance)
+            elif role == "client":  # a client that stops reading must block no one: a writer
+                peer = ClientState.from_hello(Link(conn, Outbox(conn, self.max_backlog, writer=True)),
+                                              hello)
             else:
                 raise ValueError(f"unknown role {role!r}")
         except (TypeError, ValueError) as exc:  # an authenticated peer can still be buggy
             log.warning("dropped %s: malformed HELLO: %s", conn.peer, exc)
             self._refuse(conn, f"malformed HELLO: {exc}")
             return
-        if isinstance(peer, ClientState):  # a client that stops reading must block no one
-            peer.outbox = Outbox(conn, self.max_backlog, writer=True)
         # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
         # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
-        announce = {"interval": self.heartbeat, "liveness": self.liveness,
-                    "max_message": self.max_message, "coordinator": self.instance}
+        announce: dict[str, Any] = {"interval": self.heartbeat, "liveness": self.liveness,
+                                    "max_message": self.max_message, "coordinator": self.instance}
         if isinstance(peer, WorkerState) and peer.holding:
             # Of the tasks a returning worker holds, the ones still unfinished here: it sends
             # the outcomes it kept for those only, not for tasks already done.
-            with self._lock:
+            with self.lock:
                 announce["wanted"] = [n for n in peer.holding if n in self.scheduler.tasks]
-        peer.outbox.put(encode(Message(Kind.HEARTBEAT, headers=announce)))
-        self._attach(peer)
+        fx = Effects()
+        fx.reply(peer, Message(Kind.HEARTBEAT, headers=announce))
+        self.apply(fx)
+        self.attach(peer)
         try:
             self._read_loop(peer)
         finally:
-            self._detach(peer)
+            self.detach(peer)
 
     @staticmethod
     def _refuse(conn: Connection, reason: str, *, authentication: bool = False) -> None:
@@ -245,20 +215,20 @@ class Coordinator:
         conn.close()
 
     def _read_loop(self, peer: WorkerState | ClientState) -> None:
-        conn = peer.conn
+        conn, outbox = peer.link.conn, peer.link.outbox
         handle = self.handle_client_message
         worker = peer if isinstance(peer, WorkerState) else None
         batch = Batch()
         while True:
             # While replies (or TASKs held back for this worker) are waiting, only poll: handle
             # the whole burst, then write once, before blocking.
-            waiting = batch.count or (worker is not None and worker.outbox.has_pending)
+            waiting = batch.count or (worker is not None and outbox.has_pending)
             try:
                 data = conn.recv(timeout=0.0 if waiting else None)
             except TimeoutError:
                 batch.flush()
                 if worker is not None:
-                    worker.outbox.flush()  # prefetched tasks held back while it was busy
+                    outbox.flush()  # prefetched tasks held back while it was busy
                 continue
             except ConnectionClosed:
                 batch.flush()
@@ -274,11 +244,11 @@ class Coordinator:
             try:
                 if worker is not None:
                     burst, trouble = self._burst(conn, data)
-                    self._on_worker_burst(worker, burst, batch)
+                    self.on_worker_burst(worker, burst, batch)
                     if trouble is not None:  # after the results that came before it
                         raise trouble
                 else:
-                    handle(peer, decode(data), batch)
+                    handle(peer, decode(data), batch)  # type: ignore[arg-type]  # a ClientState
             except ConnectionClosed:
                 batch.flush()
                 return
@@ -290,102 +260,6 @@ class Coordinator:
                 return
             if batch.count >= BATCH_LIMIT:
                 batch.flush()
-
-    def _apply(self, fx: Effects, batch: Batch | None = None) -> None:
-        """Carry out a scheduler call's effects, outside the lock: journal, sends, deliveries."""
-        if fx.records and self.journal is not None:
-            self.journal.write(fx.records)
-        if batch is None:
-            for worker, data, urgent in fx.sends:
-                worker.outbox.put(data, flush=urgent)
-        elif fx.sends:
-            batch.add_sends(fx.sends)
-        for client, number, outcome in fx.deliveries:
-            client.deliver(number, outcome, batch)
-
-    def _attach(self, peer: WorkerState | ClientState) -> None:
-        fx = Effects()
-        stale = None
-        with self._lock:
-            if isinstance(peer, WorkerState):
-                self.registry.register(peer.id, address=peer.conn.peer if peer.conn else "local",
-                                       services=peer.services, slots=peer.slots,
-                                       meta={"role": "worker", **peer.meta},
-                                       ttl=self.heartbeat * self.liveness)
-                self.scheduler.worker_joined(peer, fx)
-            else:
-                stale = self.scheduler.client_joined(peer)
-        if isinstance(peer, WorkerState):
-            log.info("%s joined with %d slot(s)", peer.describe(), peer.slots)
-        if stale is not None:
-            stale.close()  # a client reconnecting under the same id replaces its old session
-        self._apply(fx)
-
-    def _detach(self, peer: WorkerState | ClientState) -> None:
-        peer.close()
-        # Only a worker holding leases needs a reason (its tasks may fail with WorkerLost).
-        reason = self._why_lost(peer) if isinstance(peer, WorkerState) and peer.leases else ""
-        fx = Effects()
-        with self._lock:
-            if isinstance(peer, WorkerState):
-                if self.scheduler.workers.get(peer.id) is peer:
-                    self.registry.deregister(peer.id)
-                    if peer.leases and not self._closed.is_set():
-                        log.warning("%s lost with %d task(s) in flight; requeued",
-                                    peer.describe(), len(peer.leases))
-                self.scheduler.worker_lost(peer, fx, reason)
-            else:
-                self.scheduler.client_left(peer, fx)
-        self._apply(fx)
-
-    def _why_lost(self, worker: WorkerState) -> str:
-        """Why ``worker`` is gone, for the WorkerLost a task may fail with: how its process
-        ended, if it ran beside us under a supervisor, or why we dropped it."""
-        pid = worker.meta.get("pid")
-        if (worker.lost_reason is None and self.process_exit is not None and isinstance(pid, int)
-                and worker.meta.get("host") == socket.gethostname()):
-            ended = self.process_exit(pid, EXIT_WAIT)
-            if ended is not None:
-                return ended
-        return worker.lost_reason or "closed its connection"
-
-    # -- messages ----------------------------------------------------------------------------
-
-    def handle_client_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
-        """Act on one message from a client: remote (from its reader) or in-process (a call)."""
-        kind = msg.kind
-        if kind is Kind.SUBMIT:
-            self.submit_message(client, msg, batch)
-        elif kind is Kind.CANCEL:
-            fx = Effects()
-            with self._lock:
-                self.scheduler.cancel(client.id, msg.id, fx)
-            self._apply(fx, batch)
-        elif kind is Kind.LEASES:
-            started, cancelled = self.started(client, _task_numbers(msg.headers.get("tasks")),
-                                              bool(msg.headers.get("cancel")), batch)
-            body = json.dumps({"started": started, "cancelled": cancelled}).encode()
-            client.send(Message(Kind.LEASES_REPLY, msg.id, body, fmt=Format.JSON), batch)
-        elif kind is Kind.STATUS:
-            client.send(Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
-                                   fmt=Format.JSON), batch)
-        elif kind is Kind.FETCH:
-            owner, _, number = str(msg.headers.get("task", "")).rpartition("-")
-            if not number.isdigit():
-                raise ProtocolError(f"FETCH of a malformed task id {msg.headers.get('task')!r}")
-            fx = Effects()
-            with self._lock:
-                self.scheduler.fetch(client, (owner, int(number)), msg.id, fx)
-            self._apply(fx, batch)
-        elif kind is Kind.REGISTER:
-            self._register(msg.headers)
-        elif kind is Kind.LOOKUP:
-            with self._lock:
-                entries = [e.to_json() for e in self.registry.lookup(str(msg.headers.get("service")))]
-            client.send(Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(),
-                                   fmt=Format.JSON), batch)
-        elif kind is not Kind.HEARTBEAT:
-            raise ProtocolError(f"a client may not send {kind.name}")
 
     @staticmethod
     def _burst(conn: Connection, first: bytes) -> tuple[list[Message], MinipoolError | None]:
@@ -400,64 +274,6 @@ class Coordinator:
             return burst, exc
         return burst, None
 
-    def _on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
-        """A worker's messages, handled together: its results complete under one lock."""
-        outcomes, registers, wrong = [], [], None
-        for msg in burst:
-            kind = msg.kind
-            if kind is Kind.RESULT or kind is Kind.FAILURE:
-                outcomes.append((msg.id, msg))  # a RESULT has an Outcome's four fields
-            elif kind is Kind.REGISTER:
-                registers.append(msg.headers)
-            elif kind is not Kind.HEARTBEAT:
-                wrong = kind
-                break
-        if outcomes:
-            fx = Effects()
-            with self._lock:
-                self.scheduler.complete(worker, outcomes, fx)
-            self._apply(fx, batch)
-        for entry in registers:
-            self._register(entry)
-        if wrong is not None:  # the results before it still count
-            raise ProtocolError(f"a worker may not send {wrong.name}")
-
-    def submit_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
-        """Accept a SUBMIT from ``client``."""
-        fx = Effects()
-        with self._lock:
-            self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx,
-                                  body_crc=msg.body_crc)
-        self._apply(fx, batch)
-
-    def started(self, client: ClientState, numbers: list[int], cancel: bool,
-                batch: Batch | None = None) -> tuple[list[int], list[int]]:
-        """Which of ``client``'s tasks have started; with ``cancel``, drop the others (see
-        :meth:`Scheduler.started`). In-process clients call it directly."""
-        fx = Effects()
-        with self._lock:
-            answer = self.scheduler.started(client.id, numbers, cancel, fx)
-        self._apply(fx, batch)
-        return answer
-
-    def submit_local(self, client: ClientState, number: int, body: bytes, codec: str,
-                     headers: dict[str, Any] | None) -> None:
-        """An in-process client's SUBMIT, without building the envelope."""
-        fx = Effects()
-        with self._lock:
-            self.scheduler.submit(client.id, number, body, Format.PICKLE, codec, headers, fx)
-        self._apply(fx)
-
-    def _register(self, entry: dict[str, Any]) -> None:
-        try:
-            with self._lock:
-                self.registry.register(str(entry["key"]), address=str(entry.get("address", "")),
-                                       services=[str(s) for s in entry.get("services", ())],
-                                       slots=int(entry.get("slots", 0)), meta=entry.get("meta"),
-                                       ttl=float(entry["ttl"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed REGISTER: {exc}") from None
-
     # -- the clock: heartbeats, registry expiry, timeouts --------------------------------------
 
     def _beat(self) -> None:
@@ -471,11 +287,11 @@ class Coordinator:
             outbox.try_put(beat)
 
     def _tick(self) -> None:
-        while not self._closed.wait(self.heartbeat / 2):
+        while not self.closing.wait(self.heartbeat / 2):
             now = time.monotonic()
             deadline = self.heartbeat * self.liveness
             fx = Effects()
-            with self._lock:
+            with self.lock:
                 workers = list(self.scheduler.workers.values())
                 clients = list(self.scheduler.clients.values())
                 for worker in workers:  # anything a worker sent renews its entry
@@ -483,19 +299,20 @@ class Coordinator:
                         self.registry.renew(worker.id)
                 expired = {entry.key for entry in self.registry.expire()}
                 self.scheduler.expire_timeouts(now, self.heartbeat, fx)
-            self._apply(fx)
-            for peer in [*workers, *clients]:
+            self.apply(fx)
+            peers: list[WorkerState | ClientState] = [*workers, *clients]
+            for peer in peers:
                 if peer.local:
                     continue
                 if peer.id in expired or (not isinstance(peer, WorkerState)
                                           and now - peer.last_recv > deadline):
                     self._drop(peer, f"was silent for {now - peer.last_recv:.1f}s (no heartbeat)")
-                elif peer.outbox.stalled(now, deadline):
+                elif peer.link.outbox.stalled(now, deadline):
                     self._drop(peer, f"stopped reading for {deadline:.1f}s")
-                elif now - peer.outbox.last_send >= self.heartbeat:
-                    self._beats.put(peer.outbox)
+                elif now - peer.link.outbox.last_send >= self.heartbeat:
+                    self._beats.put(peer.link.outbox)
             if self.journal is not None:
-                self.journal.maybe_snapshot(self._lock, self.scheduler)
+                self.journal.maybe_snapshot(self.lock, self.scheduler)
 
     @staticmethod
     def _drop(peer: WorkerState | ClientState, why: str) -> None:
@@ -507,13 +324,10 @@ class Coordinator:
         peer.close(why)
 
     def status(self) -> dict[str, Any]:
-        """A JSON-able snapshot: workers, queue depth, counts, registry entries."""
-        with self._lock:
-            report = self.scheduler.status()
-            report["registry"] = self.registry.to_json()
+        """:meth:`Broker.status`, with the URLs served and the uptime."""
+        report = super().status()
         report["urls"] = self.urls
         report["uptime"] = round(time.time() - self._started, 3)
-        report["journal"] = self.journal.describe() if self.journal is not None else None
         return report
 
     def load(self) -> tuple[int, float, list[WorkerState]]:
@@ -522,7 +336,7 @@ class Coordinator:
         A task prefetched by a busy worker is waiting too, even though it has left the queue.
         """
         now = time.monotonic()
-        with self._lock:
+        with self.lock:
             waiting = [t for t in self.scheduler.tasks.values() if t.state is TaskState.QUEUED]
             for worker in self.scheduler.workers.values():
                 if worker.inflight > worker.slots:
@@ -530,12 +344,3 @@ class Coordinator:
             workers = list(self.scheduler.workers.values())
         oldest = max((now - t.submitted_at for t in waiting), default=0.0)
         return len(waiting), oldest, workers
-
-    # -- in-process clients ------------------------------------------------------------------
-
-    def attach_local(self, client: ClientState) -> None:
-        """Register an in-process client (see :class:`minipool.client.LocalClient`)."""
-        self._attach(client)
-
-    def detach_local(self, client: ClientState) -> None:
-        self._detach(client)

@@ -2,10 +2,11 @@
 
 Technique: *a sans-I/O core for a task queue*. Everything the coordinator decides -- queue a
 task, lease it to a worker, take leases back from a dead worker, deliver a result once, time a
-task out -- is a method here that changes plain data and returns :class:`Effects`: the TASK
-messages to send, the messages to deliver to clients, the journal records to write. The
-coordinator (:mod:`minipool.cluster.coordinator`) holds one lock around these calls and performs
-the effects outside it. The rules can therefore be read, and tested, without a network.
+task out -- is a method here that changes plain data and returns :class:`Effects`: the tasks
+to send to workers, the outcomes to deliver to clients, the journal records to write; decisions,
+never bytes. The coordinator's broker (:mod:`minipool.cluster.broker`) holds one lock around
+these calls and performs the effects outside it, encoding every message itself. The rules can
+therefore be read, and tested, without a network.
 
 The rules:
 
@@ -33,15 +34,22 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import IncompatibleInterpreter
-from ..wire import Format, Kind, encode_parts
+from ..wire import Format, Kind
 from .balance import Policy, get_policy
-from .state import ClientState, Task, TaskState, WorkerState
+from .effects import Effects
+from .state import (
+    ClientState,
+    Outcome,
+    Task,
+    TaskState,
+    WorkerState,
+    failure_outcome,
+    incompatible_outcome,
+    lost_outcome,
+)
 
 __all__ = ["Scheduler", "Effects", "Outcome", "failure_outcome"]
 
@@ -49,64 +57,7 @@ RESULT_STORE = 10_000  #: outcomes kept for late and reconnecting clients, at mo
 RESULT_STORE_BYTES = 16 * 1024 * 1024  #: ... and at most this many bytes of outcome bodies
 
 
-class Effects:
-    """What a scheduler call wants done, in order: journal, then send, then deliver.
-
-    The lists are created on first use: most calls produce one kind of effect or none, and a
-    task's path makes two of these objects, so empty ones should cost nothing.
-    """
-
-    __slots__ = ("records", "sends", "deliveries")
-
-    def __init__(self) -> None:
-        self.records: list[tuple[Any, ...]] | tuple = ()
-        self.sends: list[tuple[WorkerState, bytes, bool]] | tuple = ()  # (worker, TASK, urgent)
-        self.deliveries: list[tuple[ClientState, int, Outcome]] | tuple = ()  # (client, its number, ...)
-
-    def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
-               codec: str | None = None) -> None:
-        """A journal record about ``task`` (see :func:`minipool.cluster.task_journal.pack_task_record`)."""
-        if not self.records:
-            self.records = []
-        self.records.append((kind, task.number, task.owner_id, task.client_id,  # type: ignore[union-attr]
-                             int(task.fmt if fmt is None else fmt), task.codec if codec is None else codec,
-                             task.priority, task.timeout, result, body))
-
-    def send(self, worker: WorkerState, data: bytes, urgent: bool) -> None:
-        if not self.sends:
-            self.sends = []
-        self.sends.append((worker, data, urgent))  # type: ignore[union-attr]
-
-    def deliver(self, client: ClientState, number: int, outcome: Outcome) -> None:
-        """Hand ``outcome`` to ``client`` as the outcome of its task (or request) ``number``."""
-        if not self.deliveries:
-            self.deliveries = []
-        self.deliveries.append((client, number, outcome))  # type: ignore[union-attr]
-
-    def __bool__(self) -> bool:
-        return bool(self.records or self.sends or self.deliveries)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """A finished task's result, kept for late or reconnecting clients. Slotted: up to
-    RESULT_STORE of these live at once, and each is one object, not two, for the collector."""
-
-    kind: Kind
-    fmt: Format
-    codec: str
-    body: bytes
-    body_crc: int | None = None  # the body's CRC-32, if known: forwarding it reads no byte twice
-
-
-def failure_outcome(kind: str, message: str) -> Outcome:
-    """A FAILURE the coordinator makes itself: JSON, so no one has to trust a pickle for it."""
-    body = json.dumps({"type": kind, "message": message}).encode()
-    return Outcome(Kind.FAILURE, Format.JSON, "none", body)
-
-
 _LIVE = (TaskState.RUNNING, TaskState.QUEUED)
-_TASK = Kind.TASK
 
 #: Worker processes whose cut-off tasks are remembered, in case the process comes back.
 LEFT_BEHIND_MAX = 1024
@@ -151,7 +102,7 @@ class Scheduler:
     # -- tasks -------------------------------------------------------------------------------
 
     def submit(self, client_id: str, client_task: int, body: bytes, fmt: Format, codec: str,
-               headers: dict[str, Any], fx: Effects, number: int | None = None,
+               headers: dict[str, Any] | None, fx: Effects, number: int | None = None,
                body_crc: int | None = None) -> None:
         """Accept a task (or recognise a resubmission) and dispatch what can go.
         ``body_crc``: the body's CRC-32, when the SUBMIT's check computed it."""
@@ -213,13 +164,8 @@ class Scheduler:
         return any(w.interpreter == interpreter for w in self.workers.values())
 
     def _fail_incompatible(self, task: Task, fx: Effects) -> None:
-        running = sorted({f"{w.interpreter or 'an interpreter it does not name'} "
-                          f"(Python {w.meta.get('python', '?')})" for w in self.workers.values()})
-        message = (f"this task holds a function shipped by value from {task.needs}, and no "
-                   f"connected worker can load its code: they run {', '.join(running)}; "
-                   + IncompatibleInterpreter.REMEDY)
         self.counts["failed"] += 1
-        self._finish(task, failure_outcome("IncompatibleInterpreter", message), fx)
+        self._finish(task, incompatible_outcome(task, self.workers.values()), fx)
 
     def _fail_unrunnable(self, fx: Effects) -> None:
         """Fail the waiting by-value tasks that no connected worker can load."""
@@ -270,7 +216,7 @@ class Scheduler:
                 cancelled.append(number)
         return started, cancelled
 
-    def complete(self, worker: WorkerState, outcomes: list[tuple[int, Outcome]], fx: Effects) -> None:
+    def complete(self, worker: WorkerState, outcomes: list[tuple[int, Any]], fx: Effects) -> None:
         """A burst of a worker's outcomes, ``(task number, Outcome)`` pairs; then dispatch once.
         (Anything with an Outcome's fields will do: the coordinator passes the decoded RESULT
         messages themselves, body CRC included, and the result store keeps them.)
@@ -294,7 +240,7 @@ class Scheduler:
         self.dispatch(fx)
 
     def _finish(self, task: Task, outcome: Outcome, fx: Effects) -> None:
-        key = (task.owner_id, task.client_id)
+        key = (task.owner_id, task.client_number)
         task.state = TaskState.DONE
         self.tasks.pop(task.number, None)
         self.by_key.pop(key, None)
@@ -307,7 +253,7 @@ class Scheduler:
             fx.record("done", task, outcome.body, int(outcome.kind), outcome.fmt, outcome.codec)
         client = self.clients.get(task.owner_id)
         if client is not None:
-            fx.deliver(client, task.client_id, outcome)
+            fx.deliver(client, task.client_number, outcome)
         if self.watchers:
             for watcher, request in self.watchers.pop(key, ()):
                 fx.deliver(watcher, request, outcome)
@@ -392,9 +338,7 @@ class Scheduler:
         task.state = TaskState.RUNNING
         task.worker = worker
         worker.lease(task)
-        headers = {"timeout": task.timeout} if task.timeout is not None else None
-        data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers, task.body_crc)
-        fx.send(worker, data, len(worker.leases) <= worker.slots)
+        fx.send(worker, task, len(worker.leases) <= worker.slots)
 
     # -- peers -------------------------------------------------------------------------------
 
@@ -457,8 +401,7 @@ class Scheduler:
                     left.append(task.number)
                 if task.losses >= self.max_losses:
                     self.counts["failed"] += 1
-                    message = self._lost_message(task, worker, reason)
-                    self._finish(task, failure_outcome("WorkerLost", message), fx)
+                    self._finish(task, lost_outcome(task, worker, reason), fx)
                     continue
             task.state = TaskState.QUEUED
             self.counts["requeued"] += 1
@@ -470,11 +413,6 @@ class Scheduler:
             while len(self._left_behind) > LEFT_BEHIND_MAX:
                 self._left_behind.popitem(last=False)
         self.dispatch(fx)
-
-    @staticmethod
-    def _lost_message(task: Task, worker: WorkerState, reason: str | None) -> str:
-        why = reason or worker.blame or "was lost"
-        return f"task lost {task.losses} workers (the last, {worker.label}, {why}); giving up"
 
     def client_joined(self, client: ClientState) -> ClientState | None:
         """Register ``client``; return the stale session it replaces (a reconnect), if any."""
@@ -505,21 +443,3 @@ class Scheduler:
                     self._finish(task, failure_outcome(
                         "TimeoutError", f"task ran longer than its timeout of {task.timeout}s"), fx)
         self.dispatch(fx)
-
-    # -- introspection -----------------------------------------------------------------------
-
-    def oldest_wait(self, now: float) -> float:
-        waits = [now - t.submitted_at for t in self.tasks.values() if t.state is TaskState.QUEUED]
-        return max(waits, default=0.0)
-
-    def status(self) -> dict[str, Any]:
-        workers = [w.info() for w in self.workers.values()]
-        return {
-            "workers": workers,
-            "slots": sum(w["slots"] for w in workers),
-            "clients": sum(not c.monitor for c in self.clients.values()),
-            "queued": sum(1 for t in self.tasks.values() if t.state is TaskState.QUEUED),
-            "running": sum(len(w.leases) for w in self.workers.values()),
-            "balance": self.policy.name,
-            **self.counts,
-        }

@@ -20,6 +20,8 @@ The other two pieces:
 from __future__ import annotations
 
 import collections
+import os
+import random
 import threading
 import time
 from typing import Any
@@ -28,12 +30,16 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
 from ..wire import HEAD_SIZE, ClientAuth, Kind, Message, ServerAuth, decode, encode
 
-__all__ = ["Outbox", "Batch", "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT", "LIVENESS"]
+__all__ = ["Outbox", "Batch", "Link", "Backoff", "shared_key", "authkey_from_env", "AUTHKEY_ENV",
+           "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT",
+           "LIVENESS"]
 
 #: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
 HEARTBEAT = 1.0
 LIVENESS = 3
 OUTBOX_LIMIT = 256 * 1024 * 1024
+#: The environment variable that holds the shared key when none is passed.
+AUTHKEY_ENV = "MINIPOOL_AUTHKEY"
 #: Messages held back with ``put(flush=False)`` before the outbox sends them anyway.
 HOLD_MAX = 32
 
@@ -213,23 +219,68 @@ class Batch:
             items.append(data)
         self.count += 1
 
-    def add_sends(self, sends: list[tuple[Any, bytes, bool]]) -> None:
-        """:meth:`add` for a scheduler's ``(worker, data, urgent)`` sends, in order."""
-        items = self._items
-        for worker, data, _ in sends:
-            outbox = worker.outbox
-            queued = items.get(outbox)
-            if queued is None:
-                items[outbox] = [data]
-            else:
-                queued.append(data)
-        self.count += len(sends)
-
     def flush(self) -> None:
         items, self._items = self._items, {}
         self.count = 0
         for outbox, data in items.items():
             outbox.put_many(data)
+
+
+class Link:
+    """A remote peer's connection and its outbox: the handle the coordinator's state keeps for
+    a peer (:class:`minipool.cluster.state.Link`) without knowing what it is."""
+
+    __slots__ = ("conn", "outbox")
+
+    def __init__(self, conn: Connection, outbox: Outbox) -> None:
+        self.conn = conn
+        self.outbox = outbox
+
+    @property
+    def peer(self) -> str:
+        return self.conn.peer
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def shared_key(value: bytes | str | None, *, env: bool = True) -> bytes:
+    """The shared key as bytes: ``value`` (a str is UTF-8 encoded) or, when it is empty or None
+    and ``env`` is true, the key in ``MINIPOOL_AUTHKEY``; ``b""`` when there is none (each caller
+    says in its own words what to do about that)."""
+    if not value and env:
+        value = os.environ.get(AUTHKEY_ENV)
+    if not value:
+        return b""
+    return value.encode() if isinstance(value, str) else value
+
+
+def authkey_from_env() -> bytes | None:
+    """The key in ``MINIPOOL_AUTHKEY``, as bytes, or ``None``."""
+    return shared_key(None) or None
+
+
+class Backoff:
+    """Exponential backoff with jitter, for reconnecting: waits of about ``first``, then twice
+    that, up to ``cap`` seconds. Each wait is drawn from 0.5x to 1.5x its step, so that peers
+    cut off together (a coordinator restarting) do not all come back in the same millisecond."""
+
+    __slots__ = ("first", "cap", "step")
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self.step = first
+
+    def next(self) -> float:
+        """The next wait, in seconds."""
+        wait = self.step * random.uniform(0.5, 1.5)
+        self.step = min(self.step * 2, self.cap)
+        return wait
+
+    def reset(self) -> None:
+        """After a success: the next failure waits ``first`` again."""
+        self.step = self.first
 
 
 def adopt_heartbeat(peer: Any, announced: dict[str, Any]) -> None:

@@ -3,25 +3,28 @@
 Technique: *leases*. A task handed to a worker is not forgotten: it sits in that worker's
 ``leases`` table until a result comes back, so when the worker dies the coordinator knows
 exactly which tasks to run again. These classes are plain data with a few helpers; every
-mutation happens under the coordinator's lock.
+mutation happens under the coordinator's lock. They do no I/O: a remote peer holds only an
+opaque :class:`Link` (its connection and outbox, which the coordinator owns and writes to), and
+nothing here encodes or sends a message -- the scheduler returns what is to be sent, and the
+coordinator sends it (:meth:`minipool.cluster.broker.Broker.apply`).
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
+import json
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from ..transports.base import Connection
-from ..wire import Message, encode, encode_parts
-from .session import Batch, Outbox
+from ..errors import IncompatibleInterpreter
+from ..wire import Format, Kind
+from .balance import ewma_step
 
-if TYPE_CHECKING:
-    from .scheduler import Outcome
-
-__all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState"]
+__all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState", "Link", "Outcome",
+           "failure_outcome", "incompatible_outcome", "lost_outcome"]
 
 _ids = itertools.count(1)
 
@@ -41,15 +44,15 @@ class TaskState(enum.Enum):
 class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
-    __slots__ = ("number", "owner_id", "client_id", "body", "fmt", "codec", "priority", "timeout",
+    __slots__ = ("number", "owner_id", "client_number", "body", "fmt", "codec", "priority", "timeout",
                  "submitted_at", "state", "worker", "losses", "leased_at", "needs", "body_crc")
 
-    def __init__(self, number: int, owner_id: str, client_id: int, body: bytes, fmt: Any,
+    def __init__(self, number: int, owner_id: str, client_number: int, body: bytes, fmt: Any,
                  codec: str, priority: int = 0, timeout: float | None = None,
                  submitted_at: float = 0.0) -> None:
         self.number = number
         self.owner_id = owner_id  # the submitting client's id (it may be disconnected, or not back yet)
-        self.client_id = client_id  # the client's own number for the task
+        self.client_number = client_number  # the client's own number for the task
         self.body = body
         self.fmt = fmt
         self.codec = codec
@@ -65,48 +68,95 @@ class Task:
 
     @property
     def key(self) -> tuple[str, int]:
-        return (self.owner_id, self.client_id)
+        return (self.owner_id, self.client_number)
 
     def meta(self) -> dict[str, Any]:
         """What the journal stores beside the body."""
-        meta = {"n": self.number, "c": self.owner_id, "i": self.client_id, "f": int(self.fmt),
+        meta = {"n": self.number, "c": self.owner_id, "i": self.client_number, "f": int(self.fmt),
                 "k": self.codec, "p": self.priority}
         if self.timeout is not None:
             meta["t"] = self.timeout
         return meta
 
 
-class _Peer:
-    """An authenticated connection with its outbox and liveness clock."""
+@dataclass(slots=True)
+class Outcome:
+    """A finished task's result, kept for late or reconnecting clients. Slotted: up to
+    RESULT_STORE of these live at once, and each is one object, not two, for the collector."""
+
+    kind: Kind
+    fmt: Format
+    codec: str
+    body: bytes
+    body_crc: int | None = None  # the body's CRC-32, if known: forwarding it reads no byte twice
+
+
+def failure_outcome(kind: str, message: str) -> Outcome:
+    """A FAILURE the coordinator makes itself: JSON, so no one has to trust a pickle for it."""
+    body = json.dumps({"type": kind, "message": message}).encode()
+    return Outcome(Kind.FAILURE, Format.JSON, "none", body)
+
+
+def incompatible_outcome(task: Task, workers: Iterable[WorkerState]) -> Outcome:
+    """The FAILURE of a by-value task none of the connected ``workers`` can load."""
+    running = sorted({f"{w.interpreter or 'an interpreter it does not name'} "
+                      f"(Python {w.meta.get('python', '?')})" for w in workers})
+    return failure_outcome("IncompatibleInterpreter", (
+        f"this task holds a function shipped by value from {task.needs}, and no connected "
+        f"worker can load its code: they run {', '.join(running)}; " + IncompatibleInterpreter.REMEDY))
+
+
+def lost_outcome(task: Task, worker: WorkerState, reason: str | None) -> Outcome:
+    """The FAILURE of a task that has lost too many workers, ``worker`` the last of them."""
+    why = reason or worker.blame or "was lost"
+    return failure_outcome("WorkerLost", f"task lost {task.losses} workers (the last, "
+                                         f"{worker.label}, {why}); giving up")
+
+
+class Link(Protocol):
+    """What the state knows of a remote peer's connection: its address, and how to close it.
+    The coordinator's link (:class:`minipool.cluster.session.Link`) also holds the outbox."""
+
+    @property
+    def peer(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class Peer:
+    """An authenticated peer: its link (None for one in this process) and liveness clock."""
 
     local = False
 
-    def __init__(self, conn: Connection | None, name: str) -> None:
-        self.conn = conn
+    def __init__(self, link: Any, name: str) -> None:
+        self.link = link  # opaque here: the coordinator's Link, which it alone writes to
         self.name = name
-        self.outbox = Outbox(conn) if conn is not None else None  # type: ignore[arg-type]
         self.last_recv = time.monotonic()
         self.connected_at = time.time()
         self.lost_reason: str | None = None  # why the coordinator dropped it ("was silent ...")
 
+    @property
+    def address(self) -> str | None:
+        return self.link.peer if self.link is not None else None
+
     def describe(self) -> str:
-        peer = self.conn.peer if self.conn is not None else "in-process"
-        return f"{type(self).__name__.removesuffix('State').lower()} {self.name} ({peer})"
+        role = type(self).__name__.removesuffix("State").lower()
+        return f"{role} {self.name} ({self.address or 'in-process'})"
 
     def close(self, reason: str | None = None) -> None:
         """Close the connection; ``reason`` (the first one given) says why, for WorkerLost."""
         if reason is not None and self.lost_reason is None:
             self.lost_reason = reason
-        if self.conn is not None:
-            self.conn.close()
+        if self.link is not None:
+            self.link.close()
 
 
-class WorkerState(_Peer):
+class WorkerState(Peer):
     """A connected worker: its advertised slots and the tasks it holds leases on."""
 
-    def __init__(self, conn: Connection, name: str, slots: int, prefetch: int | None,
+    def __init__(self, link: Link | None, name: str, slots: int, prefetch: int | None,
                  meta: dict[str, Any]) -> None:
-        super().__init__(conn, name)
+        super().__init__(link, name)
         self.id = f"{name}#{next(_ids)}"
         self.slots = max(1, slots)
         self.fixed_prefetch = prefetch
@@ -130,7 +180,10 @@ class WorkerState(_Peer):
         self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
-        self.avg_pull: float | None = None  # not measured: no policy here needs it yet
+        # Not measured here: a worker does not say when a task started, and the coordinator's
+        # run-time clock starts at the lease, so the pull time is inside avg_run already. The
+        # latency policy counts it as 0 (the simulator, which knows it, feeds it).
+        self.avg_pull: float | None = None
         self.idle_since: float | None = time.monotonic()
         self._last_result = 0.0
 
@@ -146,7 +199,7 @@ class WorkerState(_Peer):
         return len(self.leases)
 
     @classmethod
-    def from_hello(cls, conn: Connection, hello: dict[str, Any], prefetch: int | None,
+    def from_hello(cls, link: Link, hello: dict[str, Any], prefetch: int | None,
                    coordinator: str = "") -> WorkerState:
         """``coordinator``: this coordinator's id; the worker's ``holding`` counts only if its
         previous connection was to this very coordinator (task numbers are its own).
@@ -154,11 +207,10 @@ class WorkerState(_Peer):
         Raises:
             TypeError, ValueError: a field of the wrong type.
         """
-        name = str(hello.get("name") or conn.peer)
-        meta = {k: hello.get(k) for k in ("kind", "pid", "host", "python", "interpreter", "services",
-                                         "incarnation")
-                if k in hello}
-        worker = cls(conn, name, int(hello.get("slots", 1)), prefetch, meta)
+        name = str(hello.get("name") or link.peer)
+        meta: dict[str, Any] = {k: hello.get(k) for k in (
+            "kind", "pid", "host", "python", "interpreter", "services", "incarnation") if k in hello}
+        worker = cls(link, name, int(hello.get("slots", 1)), prefetch, meta)
         holding = hello.get("holding", [])
         if not isinstance(holding, list) or not all(type(n) is int for n in holding):
             raise ValueError("holding must be a list of task numbers")
@@ -183,8 +235,7 @@ class WorkerState(_Peer):
         # whichever is later: for a busy worker, the gap between results is its service time.
         sample = now - max(task.leased_at, self._last_result)
         self._last_result = now
-        avg = self.avg_run
-        self.avg_run = sample if avg is None else avg + EWMA_WEIGHT * (sample - avg)
+        self.avg_run = ewma_step(self.avg_run, sample, EWMA_WEIGHT)
         if self.fixed_prefetch is None:
             # Adaptive prefetch: queue about PREFETCH_SECONDS of work at the worker. Tiny tasks
             # get a deep queue (no idle gaps between them); long ones get one spare, so a task
@@ -195,39 +246,24 @@ class WorkerState(_Peer):
     def info(self) -> dict[str, Any]:
         idle = None if self.idle_since is None else round(time.monotonic() - self.idle_since, 3)
         avg = None if self.avg_run is None else round(self.avg_run, 6)
-        return {"id": self.id, "name": self.name, "address": self.conn.peer if self.conn else None,
+        return {"id": self.id, "name": self.name, "address": self.address,
                 "slots": self.slots, "inflight": len(self.leases), "capacity": self.capacity,
                 "done": self.done, "avg_run": avg, "idle_for": idle,
                 "services": list(self.services), **self.meta}
 
 
-class ClientState(_Peer):
+class ClientState(Peer):
     """A connected client and the tasks it is waiting for, by its own task ids."""
 
-    def __init__(self, conn: Connection | None, client_id: str, monitor: bool = False) -> None:
-        super().__init__(conn, client_id)
+    def __init__(self, link: Link | None, client_id: str, monitor: bool = False) -> None:
+        super().__init__(link, client_id)
         self.id = client_id
         self.monitor = monitor  # only looks (``python -m minipool status``): not counted as a client
 
     @classmethod
-    def from_hello(cls, conn: Connection, hello: dict[str, Any]) -> ClientState:
-        return cls(conn, str(hello.get("client") or f"anonymous-{next(_ids)}"),
+    def from_hello(cls, link: Link, hello: dict[str, Any]) -> ClientState:
+        return cls(link, str(hello.get("client") or f"anonymous-{next(_ids)}"),
                    monitor=hello.get("monitor") is True)
-
-    def deliver(self, number: int, outcome: Outcome, batch: Batch | None = None) -> None:
-        """Send ``outcome`` as the RESULT or FAILURE of the client's task (or FETCH) ``number``."""
-        self._put(encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None,
-                               outcome.body_crc), batch)
-
-    def send(self, message: Message, batch: Batch | None = None) -> None:
-        """Send any other message (a status or lookup reply)."""
-        self._put(encode(message), batch)
-
-    def _put(self, data: bytes, batch: Batch | None) -> None:
-        if batch is None:
-            self.outbox.put(data)  # type: ignore[union-attr]
-        else:
-            batch.add(self.outbox, data)  # type: ignore[arg-type]
 
 
 class LocalClientState(ClientState):
@@ -241,20 +277,8 @@ class LocalClientState(ClientState):
 
     local = True
 
-    def __init__(self, client_id: str, on_message: Callable[[Message], None],
+    def __init__(self, client_id: str, on_message: Callable[[Any], None],
                  resolve: Callable[[int, Any, Any, str, bytes], None] | None = None) -> None:
         super().__init__(None, client_id)
-        self._on_message = on_message
-        self._resolve = resolve
-
-    def deliver(self, number: int, outcome: Outcome, batch: Batch | None = None) -> None:
-        # The fast path hands the outcome's fields over without building a Message.
-        if self._resolve is not None:
-            self._resolve(number, outcome.kind, outcome.fmt, outcome.codec, outcome.body)
-        else:
-            self._on_message(Message(outcome.kind, number, outcome.body, fmt=outcome.fmt,
-                                     codec=outcome.codec))
-
-    def send(self, message: Message, batch: Batch | None = None) -> None:
-        self._on_message(message)
-
+        self.on_message = on_message
+        self.resolve = resolve

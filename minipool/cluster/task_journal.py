@@ -12,10 +12,11 @@ framing and the snapshot blob are the journal package's. Three kinds of record a
 
 Each record is a fixed ``struct`` head (kind, task number, the client's number for it, body
 format, priority, timeout, outcome kind, two lengths), the client id and codec name, and the
-body. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one already finished,
-changes nothing. That is what makes snapshots simple: every ``snapshot_every`` records (or
-more, when the state is bigger than that) the coordinator writes its whole state (live tasks as ``submit`` records, stored outcomes as
-``done`` records) and the journal starts a fresh log (see :meth:`TaskJournal.maybe_snapshot`).
+body. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one
+already finished, changes nothing. That is what makes snapshots simple: every
+``snapshot_every`` records (or more, when the state is bigger than that) the coordinator writes
+its whole state (live tasks as ``submit`` records, stored outcomes as ``done`` records) and the
+journal starts a fresh log (see :meth:`TaskJournal.maybe_snapshot`).
 
 On restart the coordinator has every accepted task back: unfinished ones are queued again, and
 finished ones wait for their client to reconnect (it resubmits what it is still waiting for,
@@ -27,12 +28,13 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from ..journal import Journal, pack_records, unpack_records
 from ..wire import Format, Kind
-from .scheduler import Effects, Outcome, Scheduler
-from .state import TaskState
+from .scheduler import Effects, Scheduler
+from .state import Outcome, TaskState
 
 __all__ = ["TaskJournal", "encode_task_record", "pack_task_record", "decode_task_record"]
 
@@ -98,7 +100,7 @@ class TaskJournal:
         self.damage: str | None = None
         self.restored = 0
 
-    def write(self, records: list[tuple[Any, ...]]) -> None:
+    def write(self, records: Sequence[tuple[Any, ...]]) -> None:
         """Append records (tuples of :func:`pack_task_record`'s arguments). With ``fsync="always"``
         this returns once they are on disk (and concurrent writers share one fsync); otherwise
         they are written within FLUSH_INTERVAL."""

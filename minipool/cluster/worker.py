@@ -34,19 +34,26 @@ import concurrent.futures
 import logging
 import os
 import platform
-import random
 import signal
 import socket
 import threading
 import time
 from typing import Any
 
-from .. import shipping, task as tasklib
-from ..errors import (AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError,
-                      MissingExtra, ProtocolError, TransportError)
+from .. import shipping
+from .. import task as tasklib
+from ..errors import (
+    AuthenticationError,
+    ConnectionClosed,
+    MessageTooLarge,
+    MinipoolError,
+    MissingExtra,
+    ProtocolError,
+    TransportError,
+)
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
 from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
-from .session import HEARTBEAT, LIVENESS, Outbox, adopt_heartbeat, open_connection
+from .session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
 
 __all__ = ["Worker"]
 
@@ -74,6 +81,9 @@ class Worker:
         name: shown in ``status``; defaults to ``host:pid``.
         reconnect: reconnect when the coordinator goes away (``False``: return from :meth:`run`).
         max_backoff: longest wait between reconnection attempts, in seconds.
+        slowdown: make every task take this many times as long (a sleep after it), to stand
+            in for a slower machine: ``python -m minipool.bench balance`` and the balancing
+            demonstrations in docs/cluster.md use it. 1.0, the default, changes nothing.
     """
 
     def __init__(self, url: str, authkey: bytes, *, slots: int = 1, kind: str = "process",
@@ -142,7 +152,7 @@ class Worker:
             TransportError: the URL is malformed, its scheme unknown, or TLS has no context.
             MissingExtra: the URL's transport needs a package that is not installed.
         """
-        delay = 0.1
+        backoff = Backoff(0.1, self.max_backoff)
         failures, failing_since, next_report = 0, 0.0, 0.0
         try:
             while not self._stop.is_set():
@@ -157,7 +167,7 @@ class Worker:
                     if not failures:
                         failing_since = next_report = now
                     failures += 1
-                    wait = delay * random.uniform(0.5, 1.5)
+                    wait = backoff.next()
                     if now >= next_report:
                         next_report = now + RETRY_REPORT
                         log.warning("worker %s cannot reach %s (%s); %s", self.name, self.url, exc,
@@ -166,9 +176,8 @@ class Worker:
                     else:
                         log.info("cannot reach %s (%s); retrying in %.1fs", self.url, exc, wait)
                     self._stop.wait(wait)
-                    delay = min(delay * 2, self.max_backoff)
                     continue
-                delay = 0.1
+                backoff.reset()
                 log.log(logging.WARNING if failures else logging.INFO, "worker %s connected to %s%s",
                         self.name, self.url, f" after {failures} failed attempt(s)" if failures else "")
                 failures = 0
@@ -326,11 +335,11 @@ class Worker:
 
     def _start(self, msg: Message, origin: str | None) -> None:
         if self._executor is None:
-            self._finish(msg, origin)
+            self._run(msg, origin)
         else:
-            self._executor.submit(self._finish, msg, origin)
+            self._executor.submit(self._run, msg, origin)
 
-    def _finish(self, msg: Message, origin: str | None) -> None:
+    def _run(self, msg: Message, origin: str | None) -> None:
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
         inline = self._executor is None

@@ -1,0 +1,66 @@
+"""Effects: what a scheduler call decided, for the coordinator to carry out.
+
+Technique: *a sans-I/O core returns its effects*. The scheduler changes plain data and appends
+here what should happen outside it -- journal records to write, tasks to send to workers,
+outcomes to hand to clients, replies -- and the coordinator performs them after releasing its
+lock, in one function (:meth:`minipool.cluster.broker.Broker.apply`). Nothing here is bytes:
+the coordinator alone encodes messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .state import ClientState, Outcome, Peer, Task, WorkerState
+
+__all__ = ["Effects"]
+
+
+class Effects:
+    """What a scheduler call wants done, in order: journal, then lease, then deliver, then reply.
+
+    Decisions, not bytes: a lease names the worker and the task, a delivery the client and the
+    outcome. The coordinator turns them into messages and sends them, all in one place
+    (:meth:`minipool.cluster.broker.Broker.apply`).
+
+    The lists are created on first use: most calls produce one kind of effect or none, and a
+    task's path makes two of these objects, so empty ones should cost nothing.
+    """
+
+    __slots__ = ("records", "sends", "deliveries", "replies")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, ...]] | tuple = ()
+        self.sends: list[tuple[WorkerState, Task, bool]] | tuple = ()  # (worker, task, urgent)
+        self.deliveries: list[tuple[ClientState, int, Outcome]] | tuple = ()  # (client, its number, ...)
+        self.replies: list[tuple[Peer, Any]] | tuple = ()  # (peer, wire.Message)
+
+    def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
+               codec: str | None = None) -> None:
+        """A journal record about ``task`` (see :func:`minipool.cluster.task_journal.pack_task_record`)."""
+        if not self.records:
+            self.records = []
+        self.records.append((kind, task.number, task.owner_id, task.client_number,  # type: ignore[union-attr]
+                             int(task.fmt if fmt is None else fmt), task.codec if codec is None else codec,
+                             task.priority, task.timeout, result, body))
+
+    def send(self, worker: WorkerState, task: Task, urgent: bool) -> None:
+        """Send ``task`` to ``worker`` as a TASK (``urgent``: it can start at once)."""
+        if not self.sends:
+            self.sends = []
+        self.sends.append((worker, task, urgent))  # type: ignore[union-attr]
+
+    def deliver(self, client: ClientState, number: int, outcome: Outcome) -> None:
+        """Hand ``outcome`` to ``client`` as the outcome of its task (or request) ``number``."""
+        if not self.deliveries:
+            self.deliveries = []
+        self.deliveries.append((client, number, outcome))  # type: ignore[union-attr]
+
+    def reply(self, peer: Peer, message: Any) -> None:
+        """Send ``peer`` any other message (a status or lookup reply, a greeting)."""
+        if not self.replies:
+            self.replies = []
+        self.replies.append((peer, message))  # type: ignore[union-attr]
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.sends or self.deliveries or self.replies)
