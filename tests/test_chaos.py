@@ -502,16 +502,16 @@ def test_over_tcp_corruption_becomes_a_cut_and_every_result_is_right():
         with ChaosProxy(url.removeprefix("tcp://"), corrupt_rate=0.05, seed=5) as proxy:
             workers = [start_worker(proxy.url("tcp"), f"flipped-{i}") for i in range(2)]
             with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
-                # Batches of 300 until at least 3 chunks were damaged (how many chunks a batch
-                # makes depends on timing).
+                # Batches of 300 until at least 3 chunks were damaged and a worker's connection
+                # was among them (how many chunks a batch makes, and whose, depends on timing).
                 deadline = time.monotonic() + 60
                 while True:
                     futures = [client.submit(jobs.square, i) for i in range(300)]
                     assert [f.result(30) for f in futures] == [i * i for i in range(300)]
-                    if proxy.counters()["corrupted"] >= 3:
+                    status = coord.status()
+                    if proxy.counters()["corrupted"] >= 3 and status["workers_lost"] >= 1:
                         break
                     assert time.monotonic() < deadline, "the proxy damaged too little"
-                status = coord.status()
             # Still running: a damaged handshake is a refusal to retry, not a wrong key.
             assert all(thread.is_alive() for _, thread in workers)
         for worker, thread in workers:
