@@ -56,7 +56,7 @@ from .pool import authkey_from_env
 from .task import pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
 from .transports.admission import Admission
 from .transports.base import Connection, listen
-from .wire import Format, Kind, Message, decode, encode, encode_parts, refusal
+from .wire import Format, Kind, Message, decode, encode_buffers, refusal
 
 __all__ = ["expose", "Daemon", "Proxy", "locate", "NAME_TTL"]
 
@@ -263,7 +263,8 @@ class Daemon:
     @staticmethod
     def _reply(conn: Connection, number: int, ok: bool, value: Any) -> None:
         ok, body, codec = pack_outcome(ok, value)
-        conn.send(encode(Message(Kind.RESULT if ok else Kind.FAILURE, number, body, codec=codec)))
+        conn.send_parts(encode_buffers(Kind.RESULT if ok else Kind.FAILURE, number, body,
+                                       Format.PICKLE, codec, None))
 
     def close(self) -> None:
         """Stop serving: the listener, every connection, the names' renewals."""
@@ -438,13 +439,14 @@ class Proxy:
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         number = next(self._numbers)
-        request = encode_parts(Kind.SUBMIT, number, pack_invocation(self._name, method, args, kwargs),
-                               Format.PICKLE, "none", None)
+        request = encode_buffers(Kind.SUBMIT, number,
+                                 pack_invocation(self._name, method, args, kwargs),
+                                 Format.PICKLE, "none", None)
         with self._lock:
             conn = self._connection()
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             try:
-                conn.send(request)
+                conn.send_parts(request)
                 while True:
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
                     reply = decode(conn.recv(left))

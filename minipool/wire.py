@@ -45,7 +45,7 @@ import os
 import pickle
 import struct
 import zlib
-from typing import Any
+from typing import Any, cast
 
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 from .errors import AuthenticationError, DamagedMessage, ProtocolError
@@ -57,6 +57,7 @@ __all__ = [
     "Message",
     "encode",
     "encode_parts",
+    "encode_buffers",
     "decode",
     "encode_body",
     "decode_body",
@@ -79,6 +80,11 @@ _FIELDS_NONE = struct.Struct("!BBBIQ4s")  # the same and the codec name "none": 
 HEADROOM = HEAD_SIZE + 255 + 1024
 MAX_HEADERS = 64 * 1024
 MAX_ID = 2**64 - 1
+#: A pickled body at least this large is decoded as a view into the received message, not a
+#: copy of its tail (pickle reads any buffer). Smaller ones stay ``bytes``: slicing a few KB
+#: costs less than a view's bookkeeping, and every consumer of ``bytes`` keeps working.
+VIEW_MIN = 64 * 1024
+Buffer = bytes | bytearray | memoryview
 
 
 class Kind(enum.IntEnum):
@@ -123,7 +129,10 @@ _FORMATS = {int(f): f for f in Format}
 
 
 class Message:
-    """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`)."""
+    """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`).
+
+    A pickled body of :data:`VIEW_MIN` bytes or more, as :func:`decode` makes it, is a
+    ``memoryview`` into the received message rather than a copy of its tail."""
 
     __slots__ = ("kind", "id", "headers", "body", "fmt", "codec", "body_crc")
     _FIELDS = ("kind", "id", "headers", "body", "fmt", "codec")  # what equality compares
@@ -152,26 +161,36 @@ class Message:
 
 def encode(message: Message) -> bytes:
     """Serialize ``message`` into one transport message."""
-    codec = message.codec.encode("ascii")
-    headers = json.dumps(message.headers, separators=(",", ":")).encode() if message.headers else b""
-    fields = _FIELDS.pack(message.kind, message.fmt, len(codec), len(headers), message.id)
-    body = message.body
-    body_crc = crc32(body) if message.body_crc is None else message.body_crc
-    crc = crc32(headers, crc32(codec, crc32(fields, body_crc)))
-    return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec, headers, body))
+    return encode_parts(message.kind, message.id, message.body, message.fmt, message.codec,
+                        message.headers, message.body_crc)
 
 
-def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
+def encode_parts(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str,
                  headers: dict[str, Any] | None, body_crc: int | None = None) -> bytes:
     """:func:`encode` without building a :class:`Message` first (the hot path's TASK).
     ``body_crc``: the body's own CRC-32, if the caller knows it (a body being forwarded)."""
-    if codec == "none" and not headers:
+    if codec == "none" and not headers:  # the hot path, as one join: no head built on its own
         fields = _pack_fields_none(kind, fmt, 4, 0, ident, b"none")
         crc = crc32(fields, crc32(body) if body_crc is None else body_crc)
         return b"".join((_pack_prefix(MAGIC, VERSION, crc), fields, body))
-    message = Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers)
-    message.body_crc = body_crc
-    return encode(message)
+    return b"".join(encode_buffers(kind, ident, body, fmt, codec, headers, body_crc))
+
+
+def encode_buffers(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str,
+                   headers: dict[str, Any] | None,
+                   body_crc: int | None = None) -> tuple[bytes, Buffer]:
+    """:func:`encode_parts` as ``(envelope head, body)``, not joined: what a transport's
+    :meth:`~minipool.transports.base.Connection.send_parts` takes, so that a large body goes
+    to the kernel from where it is, never copied behind its head."""
+    if codec == "none" and not headers:
+        fields = _pack_fields_none(kind, fmt, 4, 0, ident, b"none")
+        crc = crc32(fields, crc32(body) if body_crc is None else body_crc)
+        return _pack_prefix(MAGIC, VERSION, crc) + fields, body
+    codec_name = codec.encode("ascii")
+    head = json.dumps(headers, separators=(",", ":")).encode() if headers else b""
+    fields = _FIELDS.pack(kind, fmt, len(codec_name), len(head), ident)
+    crc = crc32(head, crc32(codec_name, crc32(fields, crc32(body) if body_crc is None else body_crc)))
+    return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec_name, head)), body
 
 
 def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] | None = None) -> int:
@@ -210,8 +229,15 @@ def decode(data: bytes) -> Message:
     if hlen > MAX_HEADERS or end_headers > size:
         raise DamagedMessage(f"codec and header lengths run past the end of a {_describe(kind)} of"
                              f" {size} bytes: damaged on the way, or not a minipool sender")
-    # The body is sliced out once (the message keeps it) and its CRC chained into the check.
-    body = data[end_headers:]
+    # The body is cut out once (the message keeps it) and its CRC chained into the check. A
+    # large pickled body is a view: the transport hands over a message object of its own that
+    # nothing reuses (see Connection.recv), so the view never sees later bytes.
+    if fmt == Format.PICKLE and size - end_headers >= VIEW_MIN:
+        # (Typed as bytes: a view is bytes-like for everything that reads a pickled body --
+        # pickle, the codecs, joins -- and only those ever see one.)
+        body = cast(bytes, memoryview(data)[end_headers:])
+    else:
+        body = data[end_headers:]
     body_crc = crc32(body)
     if crc32(data[_COVERED:end_headers], body_crc) != crc:
         raise DamagedMessage(f"a {_describe(kind)} of {size} bytes failed its CRC-32 check:"

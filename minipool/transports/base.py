@@ -113,6 +113,14 @@ class Connection(abc.ABC):
         for message in messages:
             self.send(message)
 
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        """Send one message made of ``parts`` back to back (an envelope head and its body).
+
+        A stream transport writes them with one gathering ``sendmsg``, so a large body goes to
+        the kernel from where it lies; the default joins them and calls :meth:`send`.
+        """
+        self.send(b"".join(parts))
+
     def try_send(self, message: Buffer) -> bool:
         """Send ``message`` only if that will not block; return whether it was sent.
 

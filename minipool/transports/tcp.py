@@ -80,6 +80,13 @@ class TcpConnection(Connection):
         else:
             self._stream.write((_PREFIX.pack(size), message))
 
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        size = sum(map(len, parts))
+        if size <= JOIN_MAX:
+            self._stream.write((b"".join((_PREFIX.pack(size), *parts)),))
+        else:  # the prefix and the (small) head in one buffer, the body as it is
+            self._stream.write((_PREFIX.pack(size) + parts[0], *parts[1:]))
+
     def try_send(self, message: Buffer) -> bool:
         return self._stream.try_write(_PREFIX.pack(len(message)) + bytes(message))
 

@@ -189,6 +189,11 @@ class WebSocketConnection(TcpConnection):
             raise ConnectionClosed("connection is closing")
         self._stream.write(self._frame_parts(Opcode.BINARY, message))
 
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        # Overrides TcpConnection's length prefix. A client masks every byte it sends (a
+        # copy in any case), so the parts are joined into one frame's payload.
+        self.send(b"".join(parts))
+
     def try_send(self, message: Buffer) -> bool:
         # Overrides TcpConnection's: a WebSocket message is a frame, not a length prefix.
         if self._close_sent:
