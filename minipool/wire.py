@@ -25,6 +25,12 @@ Why it is built this way:
   parts, so nothing is joined for it. The body comes first in the chain: a receiver has the
   body's own CRC on the way to checking the message (:attr:`Message.body_crc`), and the
   coordinator, which forwards bodies unchanged in new envelopes, never reads a body twice;
+* a large body is never copied by the envelope: :func:`encode_buffers` hands the head and the
+  body to the transport as two buffers (``tcp://`` gathers them with one ``sendmsg``), and
+  :func:`decode` cuts a large pickled body out of the received message as a ``memoryview``
+  (:data:`VIEW_MIN`), since a transport's message is an object of its own that nothing
+  refills. A 1 MB round trip then costs pickling, the kernel and the CRC, not two more copies
+  at each end;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
 * bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,

@@ -11,8 +11,9 @@ big-endian length before each message::
 
 The reader checks the length against ``Options.max_message`` *before* allocating anything, so a
 hostile 4 GB prefix costs nothing but a closed connection. TCP_NODELAY is on, a frame's prefix
-and payload leave in one write, and a large payload is received straight into an object of its
-own (see :mod:`minipool.transports.stream`). ``tls://`` is the same framing inside
+and payload leave in one write (:meth:`TcpConnection.send_parts` gathers a message's head and
+body with ``sendmsg``, so a large body is never copied behind its head), and a large payload is
+received straight into an object of its own (see :mod:`minipool.transports.stream`). ``tls://`` is the same framing inside
 :mod:`ssl`; its server-side handshake runs in :meth:`TcpConnection.handshake` so that a client
 that never completes it cannot stall the accept loop.
 """
