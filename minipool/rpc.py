@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import pickle
 import threading
 import time
 import types
@@ -53,10 +54,10 @@ from .client import RemoteClient
 from .cluster.session import open_connection, server_handshake
 from .errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
 from .pool import authkey_from_env
-from .task import pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
+from .task import PROTOCOL, pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
 from .transports.admission import Admission
 from .transports.base import Connection, listen
-from .wire import Format, Kind, Message, decode, encode_buffers, refusal
+from .wire import VIEW_MIN, Buffer, Format, Kind, Message, decode, encode_buffers, encode_gathered, refusal
 
 __all__ = ["expose", "Daemon", "Proxy", "locate", "NAME_TTL"]
 
@@ -101,6 +102,52 @@ def _remote_method(obj: Any, name: str) -> Callable[..., Any]:
         raise AttributeError(f"{type(obj).__name__}.{name} is not exposed (decorate it, or the "
                              f"class that defines it, with minipool.rpc.expose)")
     return getattr(obj, name)
+
+
+_picklers = threading.local()
+
+
+def _large(value: Any) -> bool:
+    """Whether ``value`` is a bytes object large enough to be worth :func:`_gathered` (a
+    check of the top level only: it costs the small calls next to nothing)."""
+    return type(value) is bytes and len(value) >= VIEW_MIN
+
+
+def _carries_large(args: tuple, kwargs: dict[str, Any]) -> bool:
+    """Whether a call has an argument that :func:`_large` says is worth :func:`_gathered`."""
+    for arg in args:
+        if type(arg) is bytes and len(arg) >= VIEW_MIN:
+            return True
+    return bool(kwargs) and any(map(_large, kwargs.values()))
+
+
+def _gathered(value: Any) -> list[bytes] | None:
+    """``value`` pickled as the parts the pickler writes, or None if the plain pickler cannot
+    pickle it (the caller falls back to :mod:`minipool.task`'s, which ships what it must by
+    value). A bytes object of 64 KiB or more is written as a part of its own -- the very
+    object, not a copy -- so a large argument or result reaches the socket as it is: pickling
+    1 MB into one ``bytes`` costs more than sending it. A mutable buffer (a ``bytearray``) is
+    copied, so that another thread changing it cannot make the CRC and the bytes sent differ.
+    One pickler per thread, reused."""
+    state = getattr(_picklers, "state", None)
+    _picklers.state = None  # taken while in use: a value whose pickling pickles gets its own
+    if state is None:
+        parts: list[bytes] = []
+
+        def write(data: Any) -> None:
+            parts.append(data if type(data) is bytes else bytes(data))
+
+        state = (pickle.Pickler(types.SimpleNamespace(write=write), PROTOCOL), parts)
+    pickler, written = state
+    try:
+        pickler.dump(value)
+        return written[:]
+    except BaseException:  # noqa: BLE001 -- whatever it was, the fallback pickles it again and decides
+        return None
+    finally:
+        written.clear()
+        pickler.clear_memo()
+        _picklers.state = state
 
 
 def _key(authkey: bytes | str | None) -> bytes:
@@ -262,6 +309,10 @@ class Daemon:
 
     @staticmethod
     def _reply(conn: Connection, number: int, ok: bool, value: Any) -> None:
+        parts = _gathered(value) if ok and _large(value) else None
+        if parts is not None:
+            conn.send_parts(encode_gathered(Kind.RESULT, number, parts, Format.PICKLE, "none", None))
+            return
         ok, body, codec = pack_outcome(ok, value)
         conn.send_parts(encode_buffers(Kind.RESULT if ok else Kind.FAILURE, number, body,
                                        Format.PICKLE, codec, None))
@@ -439,9 +490,13 @@ class Proxy:
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         number = next(self._numbers)
-        request = encode_buffers(Kind.SUBMIT, number,
-                                 pack_invocation(self._name, method, args, kwargs),
-                                 Format.PICKLE, "none", None)
+        call = (self._name, method, args, kwargs)
+        parts = _gathered(call) if _carries_large(args, kwargs) else None
+        request: tuple[Buffer, ...]
+        if parts is None:
+            request = encode_buffers(Kind.SUBMIT, number, pack_invocation(*call), Format.PICKLE, "none", None)
+        else:
+            request = encode_gathered(Kind.SUBMIT, number, parts, Format.PICKLE, "none", None)
         with self._lock:
             conn = self._connection()
             deadline = None if self._timeout is None else time.monotonic() + self._timeout

@@ -51,6 +51,7 @@ import os
 import pickle
 import struct
 import zlib
+from collections.abc import Sequence
 from typing import Any, cast
 
 from .codecs import DEFAULT_MAX_SIZE, get_codec
@@ -64,6 +65,7 @@ __all__ = [
     "encode",
     "encode_parts",
     "encode_buffers",
+    "encode_gathered",
     "decode",
     "encode_body",
     "decode_body",
@@ -197,6 +199,17 @@ def encode_buffers(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str
     fields = _FIELDS.pack(kind, fmt, len(codec_name), len(head), ident)
     crc = crc32(head, crc32(codec_name, crc32(fields, crc32(body) if body_crc is None else body_crc)))
     return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec_name, head)), body
+
+
+def encode_gathered(kind: Kind, ident: int, body: Sequence[Buffer], fmt: Format, codec: str,
+                    headers: dict[str, Any] | None) -> tuple[Buffer, ...]:
+    """:func:`encode_buffers` for a body that is itself several buffers back to back (a pickle
+    written in parts, :mod:`minipool.rpc`): the CRC is chained over them, nothing is joined."""
+    body_crc = 0
+    for part in body:
+        body_crc = crc32(part, body_crc)
+    head, _ = encode_buffers(kind, ident, b"", fmt, codec, headers, body_crc)
+    return (head, *body)
 
 
 def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] | None = None) -> int:
