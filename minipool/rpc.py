@@ -32,6 +32,11 @@ Why it is built this way:
   ``rpc:<name>`` and renews it, so the name of a daemon that died simply expires;
 * only what is marked with :func:`expose` can be called, never a name that starts with ``_``:
   a proxy must not reach ``__class__`` or ``__reduce__`` of the object behind it;
+* a large ``bytes`` argument or result is never copied on its way out: it is pickled in parts
+  (:func:`_gathered`, the pickler writes a large bytes object as itself), the CRC is chained
+  over the parts and the transport gathers them with one ``sendmsg``; on the way in the body
+  is a view into the received message (:data:`minipool.wire.VIEW_MIN`). Small calls keep the
+  plain pickler, which is cheaper for them;
 * one thread per connection, as Pyro4's threaded server: calls on one proxy run in order, and a
   call may call other remote objects -- even, through another connection, its own daemon (the
   seed's chain of three servers in a ring). A shared object must be thread-safe, as in Pyro4.

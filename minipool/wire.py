@@ -134,6 +134,7 @@ class Format(enum.IntEnum):
 # Enum lookups by value, as plain dicts: Kind(value) costs a few hundred nanoseconds a message.
 _KINDS = {int(k): k for k in Kind}
 _FORMATS = {int(f): f for f in Format}
+_PICKLE = int(Format.PICKLE)  # (an enum member's lookup costs more than the rest of the test)
 
 
 class Message:
@@ -251,7 +252,7 @@ def decode(data: bytes) -> Message:
     # The body is cut out once (the message keeps it) and its CRC chained into the check. A
     # large pickled body is a view: the transport hands over a message object of its own that
     # nothing reuses (see Connection.recv), so the view never sees later bytes.
-    if fmt == Format.PICKLE and size - end_headers >= VIEW_MIN:
+    if size - end_headers >= VIEW_MIN and fmt == _PICKLE:
         # (Typed as bytes: a view is bytes-like for everything that reads a pickled body --
         # pickle, the codecs, joins -- and only those ever see one.)
         body = cast(bytes, memoryview(data)[end_headers:])

@@ -16,6 +16,8 @@ bytes each way (what moving an argument costs; ``xmlrpc`` must base64 it into XM
 
 from __future__ import annotations
 
+import argparse
+import functools
 import multiprocessing
 import multiprocessing.managers
 import os
@@ -23,6 +25,8 @@ import statistics
 import time
 import xmlrpc.client
 import xmlrpc.server
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from .common import CAN_PIN, on_one_core, print_table, progress
@@ -46,7 +50,7 @@ class Service:
         return data
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, default=1.0,
                         help="seconds spent on each implementation and call (default: %(default)s)")
     parser.add_argument("--transport", default="tcp", help="minipool.rpc's transport (default: tcp)")
@@ -63,7 +67,7 @@ _Manager.register("Service", Service)
 SPAWN = multiprocessing.get_context("spawn")
 
 
-def _serve(kind: str, transport: str, pipe, key: bytes) -> None:
+def _serve(kind: str, transport: str, pipe: Connection, key: bytes) -> None:
     if kind == "minipool.rpc":
         from .. import rpc
 
@@ -85,15 +89,15 @@ def _client(kind: str, address: Any) -> tuple[Any, Any, int | None]:
         proxy = rpc.Proxy(address, authkey=_KEY)
         return proxy, proxy._close, None
     if kind == "xmlrpc":
-        proxy = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{address}", allow_none=True)
-        return proxy, proxy("close"), None
-    manager = _Manager(address=("127.0.0.1", 0), authkey=_KEY, ctx=SPAWN)
+        server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{address}", allow_none=True)
+        return server, server("close"), None
+    manager: Any = _Manager(address=("127.0.0.1", 0), authkey=_KEY, ctx=SPAWN)
     manager.start()
     return manager.Service(), manager.shutdown, manager._process.pid
 
 
-def _turn(call, seconds: float) -> float:
-    times = []
+def _turn(call: Callable[[], object], seconds: float) -> float:
+    times: list[float] = []
     stop = time.perf_counter() + seconds
     while len(times) < 3 or time.perf_counter() < stop:
         start = time.perf_counter()
@@ -102,9 +106,11 @@ def _turn(call, seconds: float) -> float:
     return statistics.median(times)
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     ctx = SPAWN
-    servers, clients, pids = [], {}, {}
+    servers: list[Any] = []
+    clients: dict[str, tuple[Any, Any]] = {}
+    pids: dict[str, int] = {}
     try:
         for kind in IMPLS:
             address: Any = None
@@ -113,13 +119,15 @@ def run(args) -> dict:
                 process = ctx.Process(target=_serve, args=(kind, args.transport, child, _KEY), daemon=True)
                 process.start()
                 servers.append(process)
+                assert process.pid is not None  # started
                 pids[kind] = process.pid
                 if not parent.poll(30):
                     raise RuntimeError(f"the {kind} server did not start")
                 address = parent.recv()
             proxy, close, manager_pid = _client(kind, address)
             clients[kind] = (proxy, close)
-            pids[kind] = pids.get(kind) or manager_pid
+            if manager_pid is not None:
+                pids[kind] = manager_pid
         data = os.urandom(1 << 20)
         calls = {"add(1)": lambda p: p.add(1), "echo(1 MB)": lambda p: p.echo(data)}
         for name, call in calls.items():  # warm up, and check that each answers right
@@ -136,11 +144,11 @@ def run(args) -> dict:
                     proxy = clients[kind][0]
                     seconds = args.budget / _ROUNDS / len(placements)
                     turns.setdefault((name, kind, "scheduled"), []).append(
-                        _turn(lambda: call(proxy), seconds))
+                        _turn(functools.partial(call, proxy), seconds))
                     if CAN_PIN:
                         with on_one_core([os.getpid(), pids[kind]]):
                             turns.setdefault((name, kind, "one core"), []).append(
-                                _turn(lambda: call(proxy), seconds))
+                                _turn(functools.partial(call, proxy), seconds))
             progress(f"round {round_no + 1}/{_ROUNDS}")
     finally:
         for _, close in clients.values():
