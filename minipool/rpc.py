@@ -275,7 +275,7 @@ class Daemon:
             finally:
                 self._admission.opened(conn)
             while True:
-                self._answer(conn, decode(conn.recv()))
+                self._answer(conn, decode(conn.recv(), view=True))
         except ConnectionClosed:
             pass
         except Exception as exc:  # noqa: BLE001 -- one bad peer: log, close it, serve the rest
@@ -509,7 +509,7 @@ class Proxy:
                 conn.send_parts(request)
                 while True:
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    reply = decode(conn.recv(left))
+                    reply = decode(conn.recv(left), view=True)
                     if reply.kind is Kind.ERROR:
                         raise ConnectionClosed(f"{self._url} closed the connection: "
                                                f"{reply.headers.get('reason')}")

@@ -27,9 +27,9 @@ Why it is built this way:
   coordinator, which forwards bodies unchanged in new envelopes, never reads a body twice;
 * a large body is never copied by the envelope: :func:`encode_buffers` hands the head and the
   body to the transport as two buffers (``tcp://`` gathers them with one ``sendmsg``), and
-  :func:`decode` cuts a large pickled body out of the received message as a ``memoryview``
-  (:data:`VIEW_MIN`), since a transport's message is an object of its own that nothing
-  refills. A 1 MB round trip then costs pickling, the kernel and the CRC, not two more copies
+  ``decode(data, view=True)`` cuts a large pickled body out of the received message as a
+  ``memoryview`` (:data:`VIEW_MIN`), since a transport's message is an object of its own that
+  nothing refills. A 1 MB round trip then costs pickling, the kernel and the CRC, not two more copies
   at each end;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
@@ -140,8 +140,8 @@ _PICKLE = int(Format.PICKLE)  # (an enum member's lookup costs more than the res
 class Message:
     """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`).
 
-    A pickled body of :data:`VIEW_MIN` bytes or more, as :func:`decode` makes it, is a
-    ``memoryview`` into the received message rather than a copy of its tail."""
+    A pickled body of :data:`VIEW_MIN` bytes or more, as ``decode(data, view=True)`` makes it,
+    is a ``memoryview`` into the received message rather than a copy of its tail."""
 
     __slots__ = ("kind", "id", "headers", "body", "fmt", "codec", "body_crc")
     _FIELDS = ("kind", "id", "headers", "body", "fmt", "codec")  # what equality compares
@@ -226,8 +226,10 @@ _pack_prefix = _PREFIX.pack
 _pack_fields_none = _FIELDS_NONE.pack
 
 
-def decode(data: bytes) -> Message:
-    """Parse one transport message.
+def decode(data: bytes, *, view: bool = False) -> Message:
+    """Parse one transport message. With ``view``, a pickled body of :data:`VIEW_MIN` bytes or
+    more is a ``memoryview`` into ``data``, not a copy of its tail (:mod:`minipool.rpc` asks
+    for it; the pool does not yet: see docs/protocol.md).
 
     Raises:
         DamagedMessage: the CRC-32 does not match: the message changed on the way.
@@ -250,9 +252,9 @@ def decode(data: bytes) -> Message:
         raise DamagedMessage(f"codec and header lengths run past the end of a {_describe(kind)} of"
                              f" {size} bytes: damaged on the way, or not a minipool sender")
     # The body is cut out once (the message keeps it) and its CRC chained into the check. A
-    # large pickled body is a view: the transport hands over a message object of its own that
-    # nothing reuses (see Connection.recv), so the view never sees later bytes.
-    if size - end_headers >= VIEW_MIN and fmt == _PICKLE:
+    # view is safe: the transport hands over a message object of its own that nothing reuses
+    # (see Connection.recv), so the view never sees later bytes.
+    if view and size - end_headers >= VIEW_MIN and fmt == _PICKLE:
         # (Typed as bytes: a view is bytes-like for everything that reads a pickled body --
         # pickle, the codecs, joins -- and only those ever see one.)
         body = cast(bytes, memoryview(data)[end_headers:])

@@ -202,7 +202,7 @@ def test_a_view_into_a_received_large_message_never_sees_later_bytes(pair):
         client.send(b"between")
     views = []
     for _ in bodies:
-        views.append(decode(server.recv(2)))
+        views.append(decode(server.recv(2), view=True))
         assert server.recv(2) == b"between"
     assert all(isinstance(m.body, memoryview) for m in views)
     assert [pickle.loads(m.body) for m in views] == [pickle.loads(b) for b in bodies]

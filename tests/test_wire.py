@@ -208,13 +208,15 @@ def test_encode_buffers_is_encode_parts_unjoined_with_the_body_untouched():
 
 def test_a_large_pickled_body_is_decoded_as_a_view_and_a_small_one_as_bytes():
     value = b"y" * VIEW_MIN
-    large = decode(encode(Message(Kind.TASK, 1, pickle.dumps(value), fmt=Format.PICKLE)))
+    large = decode(encode(Message(Kind.TASK, 1, pickle.dumps(value), fmt=Format.PICKLE)), view=True)
     assert isinstance(large.body, memoryview)
     assert pickle.loads(large.body) == value
     assert decode_body(large, trusted=True) == value
     assert large == Message(Kind.TASK, 1, pickle.dumps(value), fmt=Format.PICKLE)
-    small = decode(encode(Message(Kind.TASK, 1, pickle.dumps(b"y"), fmt=Format.PICKLE)))
+    small = decode(encode(Message(Kind.TASK, 1, pickle.dumps(b"y"), fmt=Format.PICKLE)), view=True)
+    assert type(decode(encode(large)).body) is bytes  # a view only when asked for
     assert type(small.body) is bytes
     # A large body in another format stays bytes: JSON and raw bodies are read as bytes.
-    raw = decode(encode(Message(Kind.STATUS_REPLY, 1, b"[" + b"1," * VIEW_MIN + b"1]", fmt=Format.JSON)))
+    raw = decode(encode(Message(Kind.STATUS_REPLY, 1, b"[" + b"1," * VIEW_MIN + b"1]", fmt=Format.JSON)),
+                 view=True)
     assert type(raw.body) is bytes and len(decode_body(raw, trusted=False)) == VIEW_MIN + 1
