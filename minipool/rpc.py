@@ -32,6 +32,11 @@ Why it is built this way:
   ``rpc:<name>`` and renews it, so the name of a daemon that died simply expires;
 * only what is marked with :func:`expose` can be called, never a name that starts with ``_``:
   a proxy must not reach ``__class__`` or ``__reduce__`` of the object behind it;
+* a large ``bytes`` argument or result is never copied on its way out: it is pickled in parts
+  (:func:`_gathered`, the pickler writes a large bytes object as itself), the CRC is chained
+  over the parts and the transport gathers them with one ``sendmsg``; on the way in the body
+  is a view into the received message (:data:`minipool.wire.VIEW_MIN`). Small calls keep the
+  plain pickler, which is cheaper for them;
 * one thread per connection, as Pyro4's threaded server: calls on one proxy run in order, and a
   call may call other remote objects -- even, through another connection, its own daemon (the
   seed's chain of three servers in a ring). A shared object must be thread-safe, as in Pyro4.
@@ -42,6 +47,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import pickle
 import threading
 import time
 import types
@@ -52,10 +58,10 @@ from urllib.parse import urldefrag
 from .client import RemoteClient
 from .cluster.session import open_connection, server_handshake, shared_key
 from .errors import AuthenticationError, ConnectionClosed, MinipoolError, ProtocolError
-from .task import pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
+from .task import PROTOCOL, pack_invocation, pack_outcome, unpack_invocation, unpack_outcome
 from .transports.admission import Admission
 from .transports.base import Connection, listen
-from .wire import Format, Kind, Message, decode, encode, encode_parts, refusal
+from .wire import VIEW_MIN, Buffer, Format, Kind, Message, decode, encode_buffers, encode_gathered, refusal
 
 __all__ = ["expose", "Daemon", "Proxy", "locate", "NAME_TTL"]
 
@@ -100,6 +106,52 @@ def _remote_method(obj: Any, name: str) -> Callable[..., Any]:
         raise AttributeError(f"{type(obj).__name__}.{name} is not exposed (decorate it, or the "
                              f"class that defines it, with minipool.rpc.expose)")
     return getattr(obj, name)
+
+
+_picklers = threading.local()
+
+
+def _large(value: Any) -> bool:
+    """Whether ``value`` is a bytes object large enough to be worth :func:`_gathered` (a
+    check of the top level only: it costs the small calls next to nothing)."""
+    return type(value) is bytes and len(value) >= VIEW_MIN
+
+
+def _carries_large(args: tuple, kwargs: dict[str, Any]) -> bool:
+    """Whether a call has an argument that :func:`_large` says is worth :func:`_gathered`."""
+    for arg in args:
+        if type(arg) is bytes and len(arg) >= VIEW_MIN:
+            return True
+    return bool(kwargs) and any(map(_large, kwargs.values()))
+
+
+def _gathered(value: Any) -> list[bytes] | None:
+    """``value`` pickled as the parts the pickler writes, or None if the plain pickler cannot
+    pickle it (the caller falls back to :mod:`minipool.task`'s, which ships what it must by
+    value). A bytes object of 64 KiB or more is written as a part of its own -- the very
+    object, not a copy -- so a large argument or result reaches the socket as it is: pickling
+    1 MB into one ``bytes`` costs more than sending it. A mutable buffer (a ``bytearray``) is
+    copied, so that another thread changing it cannot make the CRC and the bytes sent differ.
+    One pickler per thread, reused."""
+    state = getattr(_picklers, "state", None)
+    _picklers.state = None  # taken while in use: a value whose pickling pickles gets its own
+    if state is None:
+        parts: list[bytes] = []
+
+        def write(data: Any) -> None:
+            parts.append(data if type(data) is bytes else bytes(data))
+
+        state = (pickle.Pickler(types.SimpleNamespace(write=write), PROTOCOL), parts)
+    pickler, written = state
+    try:
+        pickler.dump(value)
+        return written[:]
+    except BaseException:  # noqa: BLE001 -- whatever it was, the fallback pickles it again and decides
+        return None
+    finally:
+        written.clear()
+        pickler.clear_memo()
+        _picklers.state = state
 
 
 def _key(authkey: bytes | str | None) -> bytes:
@@ -222,7 +274,7 @@ class Daemon:
             finally:
                 self._admission.opened(conn)
             while True:
-                self._answer(conn, decode(conn.recv()))
+                self._answer(conn, decode(conn.recv(), view=True))
         except ConnectionClosed:
             pass
         except Exception as exc:  # noqa: BLE001 -- one bad peer: log, close it, serve the rest
@@ -261,8 +313,13 @@ class Daemon:
 
     @staticmethod
     def _reply(conn: Connection, number: int, ok: bool, value: Any) -> None:
+        parts = _gathered(value) if ok and _large(value) else None
+        if parts is not None:
+            conn.send_parts(encode_gathered(Kind.RESULT, number, parts, Format.PICKLE, "none", None))
+            return
         ok, body, codec = pack_outcome(ok, value)
-        conn.send(encode(Message(Kind.RESULT if ok else Kind.FAILURE, number, body, codec=codec)))
+        conn.send_parts(encode_buffers(Kind.RESULT if ok else Kind.FAILURE, number, body,
+                                       Format.PICKLE, codec, None))
 
     def close(self) -> None:
         """Stop serving: the listener, every connection, the names' renewals."""
@@ -437,16 +494,21 @@ class Proxy:
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         number = next(self._numbers)
-        request = encode_parts(Kind.SUBMIT, number, pack_invocation(self._name, method, args, kwargs),
-                               Format.PICKLE, "none", None)
+        call = (self._name, method, args, kwargs)
+        parts = _gathered(call) if _carries_large(args, kwargs) else None
+        request: tuple[Buffer, ...]
+        if parts is None:
+            request = encode_buffers(Kind.SUBMIT, number, pack_invocation(*call), Format.PICKLE, "none", None)
+        else:
+            request = encode_gathered(Kind.SUBMIT, number, parts, Format.PICKLE, "none", None)
         with self._lock:
             conn = self._connection()
             deadline = None if self._timeout is None else time.monotonic() + self._timeout
             try:
-                conn.send(request)
+                conn.send_parts(request)
                 while True:
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    reply = decode(conn.recv(left))
+                    reply = decode(conn.recv(left), view=True)
                     if reply.kind is Kind.ERROR:
                         raise ConnectionClosed(f"{self._url} closed the connection: "
                                                f"{reply.headers.get('reason')}")

@@ -25,6 +25,12 @@ Why it is built this way:
   parts, so nothing is joined for it. The body comes first in the chain: a receiver has the
   body's own CRC on the way to checking the message (:attr:`Message.body_crc`), and the
   coordinator, which forwards bodies unchanged in new envelopes, never reads a body twice;
+* a large body is never copied by the envelope: :func:`encode_buffers` hands the head and the
+  body to the transport as two buffers (``tcp://`` gathers them with one ``sendmsg``), and
+  ``decode(data, view=True)`` cuts a large pickled body out of the received message as a
+  ``memoryview`` (:data:`VIEW_MIN`), since a transport's message is an object of its own that
+  nothing refills. A 1 MB round trip then costs pickling, the kernel and the CRC, not two more copies
+  at each end;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
 * bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,
@@ -45,7 +51,8 @@ import os
 import pickle
 import struct
 import zlib
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 from .errors import AuthenticationError, DamagedMessage, ProtocolError
@@ -57,6 +64,8 @@ __all__ = [
     "Message",
     "encode",
     "encode_parts",
+    "encode_buffers",
+    "encode_gathered",
     "decode",
     "encode_body",
     "decode_body",
@@ -78,6 +87,11 @@ _FIELDS_NONE = struct.Struct("!BBBIQ4s")  # the same and the codec name "none": 
 #: A body this far below ``max_message`` fits whatever its codec name and (small) headers.
 HEADROOM = HEAD_SIZE + 255 + 1024
 MAX_HEADERS = 64 * 1024
+#: A pickled body at least this large is decoded as a view into the received message, not a
+#: copy of its tail (pickle reads any buffer). Smaller ones stay ``bytes``: slicing a few KB
+#: costs less than a view's bookkeeping, and every consumer of ``bytes`` keeps working.
+VIEW_MIN = 64 * 1024
+Buffer = bytes | bytearray | memoryview
 
 
 class Kind(enum.IntEnum):
@@ -119,10 +133,14 @@ class Format(enum.IntEnum):
 # Enum lookups by value, as plain dicts: Kind(value) costs a few hundred nanoseconds a message.
 _KINDS = {int(k): k for k in Kind}
 _FORMATS = {int(f): f for f in Format}
+_PICKLE = int(Format.PICKLE)  # (an enum member's lookup costs more than the rest of the test)
 
 
 class Message:
-    """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`)."""
+    """One decoded envelope. ``body`` is still serialized and compressed (see :func:`decode_body`).
+
+    A pickled body of :data:`VIEW_MIN` bytes or more, as ``decode(data, view=True)`` makes it,
+    is a ``memoryview`` into the received message rather than a copy of its tail."""
 
     __slots__ = ("kind", "id", "headers", "body", "fmt", "codec", "body_crc")
     _FIELDS = ("kind", "id", "headers", "body", "fmt", "codec")  # what equality compares
@@ -151,26 +169,47 @@ class Message:
 
 def encode(message: Message) -> bytes:
     """Serialize ``message`` into one transport message."""
-    codec = message.codec.encode("ascii")
-    headers = json.dumps(message.headers, separators=(",", ":")).encode() if message.headers else b""
-    fields = _FIELDS.pack(message.kind, message.fmt, len(codec), len(headers), message.id)
-    body = message.body
-    body_crc = crc32(body) if message.body_crc is None else message.body_crc
-    crc = crc32(headers, crc32(codec, crc32(fields, body_crc)))
-    return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec, headers, body))
+    return encode_parts(message.kind, message.id, message.body, message.fmt, message.codec,
+                        message.headers, message.body_crc)
 
 
-def encode_parts(kind: Kind, ident: int, body: bytes, fmt: Format, codec: str,
+def encode_parts(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str,
                  headers: dict[str, Any] | None, body_crc: int | None = None) -> bytes:
     """:func:`encode` without building a :class:`Message` first (the hot path's TASK).
     ``body_crc``: the body's own CRC-32, if the caller knows it (a body being forwarded)."""
-    if codec == "none" and not headers:
+    if codec == "none" and not headers:  # the hot path, as one join: no head built on its own
         fields = _pack_fields_none(kind, fmt, 4, 0, ident, b"none")
         crc = crc32(fields, crc32(body) if body_crc is None else body_crc)
         return b"".join((_pack_prefix(MAGIC, VERSION, crc), fields, body))
-    message = Message(kind, ident, body, fmt=fmt, codec=codec, headers=headers)
-    message.body_crc = body_crc
-    return encode(message)
+    return b"".join(encode_buffers(kind, ident, body, fmt, codec, headers, body_crc))
+
+
+def encode_buffers(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str,
+                   headers: dict[str, Any] | None,
+                   body_crc: int | None = None) -> tuple[bytes, Buffer]:
+    """:func:`encode_parts` as ``(envelope head, body)``, not joined: what a transport's
+    :meth:`~minipool.transports.base.Connection.send_parts` takes, so that a large body goes
+    to the kernel from where it is, never copied behind its head."""
+    if codec == "none" and not headers:
+        fields = _pack_fields_none(kind, fmt, 4, 0, ident, b"none")
+        crc = crc32(fields, crc32(body) if body_crc is None else body_crc)
+        return _pack_prefix(MAGIC, VERSION, crc) + fields, body
+    codec_name = codec.encode("ascii")
+    head = json.dumps(headers, separators=(",", ":")).encode() if headers else b""
+    fields = _FIELDS.pack(kind, fmt, len(codec_name), len(head), ident)
+    crc = crc32(head, crc32(codec_name, crc32(fields, crc32(body) if body_crc is None else body_crc)))
+    return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec_name, head)), body
+
+
+def encode_gathered(kind: Kind, ident: int, body: Sequence[Buffer], fmt: Format, codec: str,
+                    headers: dict[str, Any] | None) -> tuple[Buffer, ...]:
+    """:func:`encode_buffers` for a body that is itself several buffers back to back (a pickle
+    written in parts, :mod:`minipool.rpc`): the CRC is chained over them, nothing is joined."""
+    body_crc = 0
+    for part in body:
+        body_crc = crc32(part, body_crc)
+    head, _ = encode_buffers(kind, ident, b"", fmt, codec, headers, body_crc)
+    return (head, *body)
 
 
 def envelope_size(body_size: int, codec: str = "none", headers: dict[str, Any] | None = None) -> int:
@@ -186,8 +225,10 @@ _pack_prefix = _PREFIX.pack
 _pack_fields_none = _FIELDS_NONE.pack
 
 
-def decode(data: bytes) -> Message:
-    """Parse one transport message.
+def decode(data: bytes, *, view: bool = False) -> Message:
+    """Parse one transport message. With ``view``, a pickled body of :data:`VIEW_MIN` bytes or
+    more is a ``memoryview`` into ``data``, not a copy of its tail (:mod:`minipool.rpc` asks
+    for it; the pool does not yet: see docs/protocol.md).
 
     Raises:
         DamagedMessage: the CRC-32 does not match: the message changed on the way.
@@ -209,8 +250,15 @@ def decode(data: bytes) -> Message:
     if hlen > MAX_HEADERS or end_headers > size:
         raise DamagedMessage(f"codec and header lengths run past the end of a {_describe(kind)} of"
                              f" {size} bytes: damaged on the way, or not a minipool sender")
-    # The body is sliced out once (the message keeps it) and its CRC chained into the check.
-    body = data[end_headers:]
+    # The body is cut out once (the message keeps it) and its CRC chained into the check. A
+    # view is safe: the transport hands over a message object of its own that nothing reuses
+    # (see Connection.recv), so the view never sees later bytes.
+    if view and size - end_headers >= VIEW_MIN and fmt == _PICKLE:
+        # (Typed as bytes: a view is bytes-like for everything that reads a pickled body --
+        # pickle, the codecs, joins -- and only those ever see one.)
+        body = cast(bytes, memoryview(data)[end_headers:])
+    else:
+        body = data[end_headers:]
     body_crc = crc32(body)
     if crc32(data[_COVERED:end_headers], body_crc) != crc:
         raise DamagedMessage(f"a {_describe(kind)} of {size} bytes failed its CRC-32 check:"

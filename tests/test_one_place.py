@@ -17,7 +17,7 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_starts_over_after_a_success(
     backoff = Backoff(0.1, 0.5)
     waits = [backoff.next() for _ in range(6)]
     steps = [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
-    assert all(0.5 * step <= wait <= 1.5 * step for wait, step in zip(waits, steps))
+    assert all(0.5 * step <= wait <= 1.5 * step for wait, step in zip(waits, steps, strict=True))
     assert len(set(waits)) == len(waits)  # jittered: no two peers wait alike
     backoff.reset()
     assert 0.05 <= backoff.next() <= 0.15

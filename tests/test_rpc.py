@@ -470,3 +470,31 @@ def test_an_unreachable_name_server_fails_the_daemon_and_closes_its_listener(mon
     finally:
         probe.close()
     assert len(listeners) == 1 and listeners[0]._closed  # not left to the garbage collector
+
+
+class _PicklesWhilePickled:
+    """Its pickling pickles something else on the same thread."""
+
+    def __reduce__(self):
+        inner = rpc._gathered(("inner", b"y" * 100_000))
+        return (bytes, (b"".join(inner),))
+
+
+def test_a_large_bytes_argument_or_result_is_sent_as_itself_not_copied_into_the_pickle(daemon):
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    parts = rpc._gathered(("counter", "apply", (bytes, blob), {}))
+    assert any(part is blob for part in parts)
+    assert pickle.loads(b"".join(parts)) == ("counter", "apply", (bytes, blob), {})
+    mutable = bytearray(blob)  # copied: another thread changing it cannot tear a message
+    parts = rpc._gathered(mutable)
+    assert not any(part is mutable for part in parts) and pickle.loads(b"".join(parts)) == mutable
+    assert b"".join(rpc._gathered(("small", 1))) == pickle.dumps(("small", 1), pickle.HIGHEST_PROTOCOL)
+    assert rpc._gathered(lambda: 1) is None  # the caller falls back to the shipping pickler
+    nested = rpc._gathered([_PicklesWhilePickled(), blob])
+    assert pickle.loads(b"".join(nested)) == [b"".join(rpc._gathered(("inner", b"y" * 100_000))), blob]
+    # End to end, both ways, and the same connection then carries small calls as before.
+    with rpc.Proxy(daemon.register(Counter()), authkey=KEY) as proxy:
+        assert proxy.apply(bytes, blob) == blob
+        assert proxy.apply(bytearray, blob) == blob
+        assert proxy.apply(lambda x: x[:3], blob) == blob[:3]
+        assert proxy.add(2) == 2

@@ -1,5 +1,6 @@
 """tcp:// framing, limits, deadlines and closing."""
 
+import pickle
 import socket
 import struct
 import threading
@@ -173,3 +174,36 @@ def test_buffered_reads_stay_below_mallocs_mmap_threshold():
     assert asked and max(asked) < 128 * 1024
     a.close()
     stream.close()
+
+
+def test_send_parts_frames_one_message_and_hands_a_large_body_on_uncopied(pair):
+    client, server, _ = pair
+    body = bytearray(b"b" * 300_000)
+    written = []
+    write = client._stream.write
+    client._stream.write = lambda parts: (written.append(parts), write(parts))
+    client.send_parts((b"head", body))
+    client.send_parts((b"small ", b"message"))
+    assert server.recv(2) == b"head" + body
+    assert server.recv(2) == b"small message"
+    assert written[0][-1] is body  # the kernel gathers it from where it lies
+    assert len(written[1]) == 1  # a small message is one buffer, one write
+
+
+def test_a_view_into_a_received_large_message_never_sees_later_bytes(pair):
+    from minipool.wire import Format, Kind, Message, decode, encode_buffers
+
+    client, server, _ = pair
+    bodies = [pickle.dumps(bytes([n]) * 300_000) for n in range(4)]
+    # Small frames between the large ones, so that some large frames start in the read
+    # buffer and some are received into objects of their own.
+    for n, body in enumerate(bodies):
+        client.send_parts(encode_buffers(Kind.RESULT, n, body, Format.PICKLE, "none", None))
+        client.send(b"between")
+    views = []
+    for _ in bodies:
+        views.append(decode(server.recv(2), view=True))
+        assert server.recv(2) == b"between"
+    assert all(isinstance(m.body, memoryview) for m in views)
+    assert [pickle.loads(m.body) for m in views] == [pickle.loads(b) for b in bodies]
+    assert views == [Message(Kind.RESULT, n, b, fmt=Format.PICKLE) for n, b in enumerate(bodies)]

@@ -12,6 +12,7 @@ from minipool.errors import AuthenticationError, CodecError, DamagedMessage, Pro
 from minipool.wire import (
     HEAD_SIZE,
     VERSION,
+    VIEW_MIN,
     ClientAuth,
     Format,
     Kind,
@@ -21,6 +22,7 @@ from minipool.wire import (
     decode_body,
     encode,
     encode_body,
+    encode_buffers,
     encode_parts,
 )
 
@@ -194,3 +196,27 @@ def test_a_handshake_message_of_the_wrong_size_says_so():
         client.answer(encode(Message(Kind.CHALLENGE)))
     with pytest.raises(ProtocolError, match="expected a PROOF message, got HELLO"):
         server.verify(encode(Message(Kind.HELLO)))
+
+
+def test_encode_buffers_is_encode_parts_unjoined_with_the_body_untouched():
+    body = bytearray(pickle.dumps(b"x" * 200_000))
+    for codec, headers in (("none", None), ("zlib", {"trace": "t"})):
+        head, sent = encode_buffers(Kind.RESULT, 9, body, Format.PICKLE, codec, headers)
+        assert sent is body  # handed on as it is: never copied behind its head
+        assert head + sent == encode_parts(Kind.RESULT, 9, body, Format.PICKLE, codec, headers)
+
+
+def test_a_large_pickled_body_is_decoded_as_a_view_and_a_small_one_as_bytes():
+    value = b"y" * VIEW_MIN
+    large = decode(encode(Message(Kind.TASK, 1, pickle.dumps(value), fmt=Format.PICKLE)), view=True)
+    assert isinstance(large.body, memoryview)
+    assert pickle.loads(large.body) == value
+    assert decode_body(large, trusted=True) == value
+    assert large == Message(Kind.TASK, 1, pickle.dumps(value), fmt=Format.PICKLE)
+    small = decode(encode(Message(Kind.TASK, 1, pickle.dumps(b"y"), fmt=Format.PICKLE)), view=True)
+    assert type(decode(encode(large)).body) is bytes  # a view only when asked for
+    assert type(small.body) is bytes
+    # A large body in another format stays bytes: JSON and raw bodies are read as bytes.
+    raw = decode(encode(Message(Kind.STATUS_REPLY, 1, b"[" + b"1," * VIEW_MIN + b"1]", fmt=Format.JSON)),
+                 view=True)
+    assert type(raw.body) is bytes and len(decode_body(raw, trusted=False)) == VIEW_MIN + 1

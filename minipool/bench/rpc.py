@@ -95,13 +95,11 @@ def _client(kind: str, address: Any) -> tuple[Any, Callable[[], object], int | N
     if kind == "xmlrpc":
         server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{address}", allow_none=True)
         return server, server("close"), None
-    manager = _Manager(address=("127.0.0.1", 0), authkey=_KEY, ctx=SPAWN)
+    manager: Any = _Manager(address=("127.0.0.1", 0), authkey=_KEY, ctx=SPAWN)
     manager.start()
     # register() adds Service() at run time; BaseManager keeps its process private, and its pid
     # is what on_one_core() pins.
-    return (manager.Service(),  # type: ignore[attr-defined]
-            manager.shutdown,
-            manager._process.pid)  # type: ignore[attr-defined]
+    return manager.Service(), manager.shutdown, manager._process.pid
 
 
 def _turn(call: Callable[[], object], seconds: float) -> float:

@@ -87,7 +87,7 @@ class Connection(abc.ABC):
     #: A human-readable description of the other end, for logs ("127.0.0.1:50312").
     peer: str = "?"
 
-    def handshake(self, timeout: float | None = None) -> None:
+    def handshake(self, timeout: float | None = None) -> None:  # noqa: B027 -- a no-op default
         """Run the transport's server-side opening handshake (TLS, WebSocket upgrade, ...).
 
         Servers call this on each accepted connection, in the thread that serves it, before
@@ -112,6 +112,14 @@ class Connection(abc.ABC):
         """Send several messages, as one write where the transport can (fewer syscalls)."""
         for message in messages:
             self.send(message)
+
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        """Send one message made of ``parts`` back to back (an envelope head and its body).
+
+        A stream transport writes them with one gathering ``sendmsg``, so a large body goes to
+        the kernel from where it lies; the default joins them and calls :meth:`send`.
+        """
+        self.send(b"".join(parts))
 
     def try_send(self, message: Buffer) -> bool:
         """Send ``message`` only if that will not block; return whether it was sent.
@@ -222,7 +230,7 @@ def _adopt_entry_point(transports: Plugins[Transport], ep: Any) -> None:
 
 
 def _module(name: str) -> Callable[[], Transport]:
-    return lambda: importlib.import_module(name)  # type: ignore[return-value]
+    return lambda: importlib.import_module(name)
 
 
 #: Every transport by URL scheme. A module is imported on first use, so that ``import

@@ -50,6 +50,7 @@ from .http11 import (
     parse_chunk_size,
     parse_response,
 )
+from .httpserver import HttpListener
 from .httpsession import (
     ACK_BATCH,
     EVENTS_PATH,
@@ -58,7 +59,6 @@ from .httpsession import (
     DuplexConnection,
     read_head,
 )
-from .httpserver import HttpListener
 from .stream import SocketStream
 from .tcp import open_socket
 

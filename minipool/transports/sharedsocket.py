@@ -361,8 +361,9 @@ class SharedSocket(abc.ABC):
                     timeout_ms == 0 or time.monotonic() >= deadline):  # type: ignore[operator]
                 return
 
-    def _descriptor_ready(self, fd: int) -> None:
-        """A descriptor a subclass added to the poll set is readable."""
+    def _descriptor_ready(self, fd: int) -> None:  # noqa: B027 - an optional hook, not abstract
+        """A descriptor a subclass added to the poll set is readable (only a socket kind that
+        adds one, the DEALER's monitor, overrides this)."""
 
     def _rest(self, frames: list[bytes]) -> list[bytes]:
         while True:

@@ -11,10 +11,12 @@ big-endian length before each message::
 
 The reader checks the length against ``Options.max_message`` *before* allocating anything, so a
 hostile 4 GB prefix costs nothing but a closed connection. TCP_NODELAY is on, a frame's prefix
-and payload leave in one write, and a large payload is received straight into an object of its
-own (see :mod:`minipool.transports.stream`). ``tls://`` is the same framing inside
-:mod:`ssl`; its server-side handshake runs in :meth:`TcpConnection.handshake` so that a client
-that never completes it cannot stall the accept loop.
+and payload leave in one write (:meth:`TcpConnection.send_parts` gathers a message's head and
+body with ``sendmsg``, so a large body is never copied behind its head), and a large payload is
+received straight into an object of its own (see :mod:`minipool.transports.stream`).
+``tls://`` is the same framing inside :mod:`ssl`; its server-side handshake runs in
+:meth:`TcpConnection.handshake` so that a client that never completes it cannot stall the
+accept loop.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class TcpConnection(Connection):
             # wrap_socket detaches ``raw``: from here on only ``tls`` owns the descriptor.
             tls = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
             tls.do_handshake()
-        except (socket.timeout, ssl.SSLError, OSError) as exc:
+        except (TimeoutError, ssl.SSLError, OSError) as exc:
             for sock in (tls, raw):
                 if sock is not None:
                     try:
@@ -66,7 +68,7 @@ class TcpConnection(Connection):
                         pass
                     sock.close()
             self._stream.close()
-            if isinstance(exc, socket.timeout):
+            if isinstance(exc, TimeoutError):
                 raise TimeoutError("TLS handshake timed out") from exc
             raise ProtocolError(f"TLS handshake failed: {exc}") from exc
         tls.settimeout(None)
@@ -79,6 +81,13 @@ class TcpConnection(Connection):
             self._stream.write((b"".join((_PREFIX.pack(size), message)),))
         else:
             self._stream.write((_PREFIX.pack(size), message))
+
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        size = sum(map(len, parts))
+        if size <= JOIN_MAX:
+            self._stream.write((b"".join((_PREFIX.pack(size), *parts)),))
+        else:  # the prefix and the (small) head in one buffer, the body as it is
+            self._stream.write((_PREFIX.pack(size) + parts[0], *parts[1:]))
 
     def try_send(self, message: Buffer) -> bool:
         return self._stream.try_write(_PREFIX.pack(len(message)) + bytes(message))

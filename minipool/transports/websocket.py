@@ -49,14 +49,6 @@ from .http11 import (
 )
 from .stream import RESUMABLE_READ
 from .tcp import TcpConnection, TcpListener, open_socket
-from .wshandshake import (
-    accept_key,
-    check_request,
-    check_response,
-    is_upgrade,
-    new_key,
-    upgrade_request,
-)
 from .wsframes import (
     CloseCode,
     Frame,
@@ -69,6 +61,14 @@ from .wsframes import (
     parse_close,
     parse_frame,
     serialize_close,
+)
+from .wshandshake import (
+    accept_key,
+    check_request,
+    check_response,
+    is_upgrade,
+    new_key,
+    upgrade_request,
 )
 
 __all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen"]
@@ -189,6 +189,11 @@ class WebSocketConnection(TcpConnection):
             raise ConnectionClosed("connection is closing")
         self._stream.write(self._frame_parts(Opcode.BINARY, message))
 
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        # Overrides TcpConnection's length prefix. A client masks every byte it sends (a
+        # copy in any case), so the parts are joined into one frame's payload.
+        self.send(b"".join(parts))
+
     def try_send(self, message: Buffer) -> bool:
         # Overrides TcpConnection's: a WebSocket message is a frame, not a length prefix.
         if self._close_sent:
@@ -261,7 +266,7 @@ class WebSocketConnection(TcpConnection):
     def _read_frame(self, deadline: float | None) -> Frame:
         """Drive :func:`parse_frame` with bytes from the stream."""
         if self._pending is not None:
-            parser, need = self._pending  # type: ignore[assignment]
+            parser, need = self._pending
             self._pending = None
         else:
             parser = parse_frame(masked=not self._client, max_size=self._assembler.budget)

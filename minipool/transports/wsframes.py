@@ -436,7 +436,7 @@ class MessageAssembler:
         self._parts.append(payload)
         if not frame.fin:
             return None
-        message = Message(self._opcode, b"".join(self._parts))  # type: ignore[arg-type]
+        message = Message(self._opcode, b"".join(self._parts))
         self._opcode, self._parts, self._size, self._decoder = None, [], 0, None
         return message
 
