@@ -492,6 +492,20 @@ def test_a_flipped_bit_in_a_result_body_is_detected():
         decode_body(decode(bytes(flipped)), trusted=True)
 
 
+def _burst_until_damaged(client, coord, proxy):
+    """Send bursts of 300 tasks, checking every result, until the proxy has damaged at least 3
+    chunks and a worker's connection was among them (how many chunks a burst makes, and whose,
+    depends on how tasks and results are batched); return the coordinator's status then."""
+    deadline = time.monotonic() + 60
+    while True:
+        futures = [client.submit(jobs.square, i) for i in range(300)]
+        assert [f.result(30) for f in futures] == [i * i for i in range(300)]
+        status = coord.status()
+        if proxy.counters()["corrupted"] >= 3 and status["workers_lost"] >= 1:
+            return status
+        assert time.monotonic() < deadline, "the proxy damaged too little"
+
+
 def test_over_tcp_corruption_becomes_a_cut_and_every_result_is_right():
     """Plain tcp:// has only TCP's checksum, which the proxy's flips pass: minipool's own CRC-32
     catches every damaged message, the receiver drops that connection (a cut), and the tasks
@@ -502,16 +516,7 @@ def test_over_tcp_corruption_becomes_a_cut_and_every_result_is_right():
         with ChaosProxy(url.removeprefix("tcp://"), corrupt_rate=0.05, seed=5) as proxy:
             workers = [start_worker(proxy.url("tcp"), f"flipped-{i}") for i in range(2)]
             with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
-                # Batches of 300 until at least 3 chunks were damaged and a worker's connection
-                # was among them (how many chunks a batch makes, and whose, depends on timing).
-                deadline = time.monotonic() + 60
-                while True:
-                    futures = [client.submit(jobs.square, i) for i in range(300)]
-                    assert [f.result(30) for f in futures] == [i * i for i in range(300)]
-                    status = coord.status()
-                    if proxy.counters()["corrupted"] >= 3 and status["workers_lost"] >= 1:
-                        break
-                    assert time.monotonic() < deadline, "the proxy damaged too little"
+                status = _burst_until_damaged(client, coord, proxy)
             # Still running: a damaged handshake is a refusal to retry, not a wrong key.
             assert all(thread.is_alive() for _, thread in workers)
         for worker, thread in workers:
@@ -535,17 +540,7 @@ def test_over_tls_corruption_becomes_a_cut_and_every_result_is_right(tmp_path):
             workers = [start_worker(proxy.url("tls"), f"tls-{i}", ssl_context=tls.client)
                        for i in range(2)]
             with Pool(address=url, authkey=KEY, heartbeat=0.2, ssl_context=tls.client) as client:
-                # How many chunks cross the proxy depends on how the tasks and results are
-                # batched, so one burst of 300 may meet fewer than 3 corruptions: bursts go on
-                # (every result checked) until the damage this test is about has happened.
-                deadline = time.monotonic() + 60
-                while True:
-                    futures = [client.submit(jobs.square, i) for i in range(300)]
-                    assert [f.result(30) for f in futures] == [i * i for i in range(300)]
-                    status = coord.status()
-                    if proxy.counters()["corrupted"] >= 3 and status["workers_lost"] >= 1:
-                        break
-                    assert time.monotonic() < deadline, "the proxy damaged too little"
+                status = _burst_until_damaged(client, coord, proxy)
             # Still running: over tcp:// a corrupted handshake can look like a wrong key, and a
             # worker refused for its key gives up for good.
             assert all(thread.is_alive() for _, thread in workers)
