@@ -30,24 +30,32 @@ from pathlib import Path
 
 from minipool import pipeline as pl
 
-FINANCE = ("revenue profit assets liabilities cash equity margin dividend earnings debt income "
-           "expenses capital turnover liquidity receivables depreciation amortization ebitda "
-           "solvency interest tax").split()
-OTHER = ("employees community environment governance strategy board innovation customers "
-         "culture safety training diversity sustainability brand research partners mission "
-         "values products talent outlook risks").split()
-COMMON = ("the and of in to our year company we was for with as this that by on were have "
-          "group its from which has at also").split()
+FINANCE = (
+    "revenue profit assets liabilities cash equity margin dividend earnings debt income "
+    "expenses capital turnover liquidity receivables depreciation amortization ebitda "
+    "solvency interest tax"
+).split()
+OTHER = (
+    "employees community environment governance strategy board innovation customers "
+    "culture safety training diversity sustainability brand research partners mission "
+    "values products talent outlook risks"
+).split()
+COMMON = (
+    "the and of in to our year company we was for with as this that by on were have "
+    "group its from which has at also"
+).split()
 WORD = re.compile(r"[a-z]+")
 AMOUNT = re.compile(r"(\d+(?:\.\d+)?) million")
 
 
 # -- the synthetic corpus ------------------------------------------------------------------
 
+
 def make_paragraph(rng: random.Random, financial: bool) -> str:
     topic = FINANCE if financial else OTHER
-    words = [rng.choice(topic) if rng.random() < 0.3 else rng.choice(COMMON)
-             for _ in range(rng.randint(60, 120))]
+    words = [
+        rng.choice(topic) if rng.random() < 0.3 else rng.choice(COMMON) for _ in range(rng.randint(60, 120))
+    ]
     if financial:
         words.insert(rng.randrange(len(words)), f"{rng.randint(1, 999)}.{rng.randint(0, 9)} million")
     return " ".join(words)
@@ -59,6 +67,7 @@ def make_report(company: int) -> str:
 
 
 # -- a naive-Bayes classifier: plain dicts, so it travels to worker processes ---------------
+
 
 def train_naive_bayes(docs: list[str], labels: list[str]) -> dict:
     """Multinomial naive Bayes with Laplace smoothing: log P(label) + sum log P(word | label)."""
@@ -77,9 +86,11 @@ def train_naive_bayes(docs: list[str], labels: list[str]) -> dict:
 
 def predict(model: dict, text: str) -> str:
     words = WORD.findall(text)
+
     def score(label: str) -> float:
         loglik, unknown = model["loglik"][label], model["unknown"][label]
         return model["prior"][label] + sum(loglik.get(w, unknown) for w in words)
+
     return max(model["prior"], key=score)
 
 
@@ -89,12 +100,13 @@ def training_set() -> dict:
     return train_naive_bayes([make_paragraph(rng, lab == "finance") for lab in labels], labels)
 
 
-MODEL: dict = {}   # trained in main(); travels to classify's worker processes by value
-LATENCY = 0.02     # seconds one simulated fetch waits on the "network"
+MODEL: dict = {}  # trained in main(); travels to classify's worker processes by value
+LATENCY = 0.02  # seconds one simulated fetch waits on the "network"
 WORKDIR = Path(tempfile.gettempdir())
 
 
 # -- the five steps of the seed's pipeline --------------------------------------------------
+
 
 def fetch(company: int) -> tuple[int, str]:
     time.sleep(LATENCY)  # the network: a blocking wait, overlapped by threads
@@ -136,6 +148,7 @@ def tally(stats: dict, row: tuple[int, str, float]) -> dict:
 
 # -- serial baseline and pipeline ------------------------------------------------------------
 
+
 def serial(companies: range) -> dict:
     stats: dict = {}
     for company in companies:
@@ -150,13 +163,24 @@ def build(companies: range, kind: str = "thread", fetchers: int = 16) -> pl.Pipe
     kind: "thread" (threads fetch, classify runs in its stage thread), "async" (coroutines
     fetch), "process" (threads fetch, two worker processes classify).
     """
-    fetch_stage = (pl.map(fetch_async, kind="async", workers=fetchers, name="fetch") if kind == "async"
-                   else pl.map(fetch, workers=fetchers, name="fetch"))
-    classify_stage = (pl.map(classify, kind="process", workers=2, name="classify") if kind == "process"
-                      else pl.map(classify, name="classify"))
-    return (pl.source(companies, name="companies") | fetch_stage
-            | pl.map(save, workers=4, name="save") | pl.flat_map(split, name="split")
-            | classify_stage | pl.reduce(tally, initial={}, name="statistics"))
+    fetch_stage = (
+        pl.map(fetch_async, kind="async", workers=fetchers, name="fetch")
+        if kind == "async"
+        else pl.map(fetch, workers=fetchers, name="fetch")
+    )
+    classify_stage = (
+        pl.map(classify, kind="process", workers=2, name="classify")
+        if kind == "process"
+        else pl.map(classify, name="classify")
+    )
+    return (
+        pl.source(companies, name="companies")
+        | fetch_stage
+        | pl.map(save, workers=4, name="save")
+        | pl.flat_map(split, name="split")
+        | classify_stage
+        | pl.reduce(tally, initial={}, name="statistics")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,11 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     paragraphs = sum(v[0] for v in result.values())
     financial = sum(v[1] for v in result.values())
     amount = sum(v[2] for v in result.values())
-    print(f"{args.reports} reports, {paragraphs} paragraphs, {financial} classified as financial "
-          f"analysis, {amount:,.1f} million mentioned")
+    print(
+        f"{args.reports} reports, {paragraphs} paragraphs, {financial} classified as financial "
+        f"analysis, {amount:,.1f} million mentioned"
+    )
     print(f"serial baseline : {serial_s:6.2f} s  ({args.reports / serial_s:7.1f} reports/s)")
-    print(f"pipeline ({args.kind:7}): {pipe_s:6.2f} s  ({args.reports / pipe_s:7.1f} reports/s)"
-          f"  -> {serial_s / pipe_s:.1f}x the serial baseline")
+    print(
+        f"pipeline ({args.kind:7}): {pipe_s:6.2f} s  ({args.reports / pipe_s:7.1f} reports/s)"
+        f"  -> {serial_s / pipe_s:.1f}x the serial baseline"
+    )
     print("\nper stage:\n" + run.summary())
     return 0
 

@@ -53,8 +53,9 @@ def heartbeat() -> str:
 
 def main() -> int:
     with Pool(2) as pool, tempfile.TemporaryDirectory() as tmp:
-        @pool.task                       # Celery's @app.task: a function defined anywhere
-        def my_task(a, b, scale=1):      # travels to the workers by value
+
+        @pool.task  # Celery's @app.task: a function defined anywhere
+        def my_task(a, b, scale=1):  # travels to the workers by value
             return (a + b) * scale
 
         # delay(*args): enqueue and return at once with an AsyncResult
@@ -92,11 +93,17 @@ def main() -> int:
 
         # what Flower shows: workers and task counts
         status = pool.status()
-        print(f"status: {len(status['workers'])} workers, done {status['done']}, "
-              f"failed {status['failed']}, queued {status['queued']}")
+        print(
+            f"status: {len(status['workers'])} workers, done {status['done']}, "
+            f"failed {status['failed']}, queued {status['queued']}"
+        )
 
-        ok = (outcome == "succeeded on attempt 3" and failing.state == "FAILURE"
-              and beat.runs >= 3 and beat.results)
+        ok = (
+            outcome == "succeeded on attempt 3"
+            and failing.state == "FAILURE"
+            and beat.runs >= 3
+            and beat.results
+        )
     if not ok:
         print("something did not go as expected!", file=sys.stderr)
         return 1

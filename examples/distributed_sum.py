@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = list(range(args.n))
     chunk_size = -(-len(data) // args.chunks)  # ceiling division: no number left over
-    chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)]
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
 
     start = time.perf_counter()
     with mp.Pool(processes=args.processes) as pool:
@@ -52,15 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         warm_s = time.perf_counter() - again
         # Let the pool cut the numbers into chunks and do the adding on the workers too:
         # each worker folds its chunk with operator.add, the caller folds the partial sums.
-        by_range = pool.map_reduce(lambda x: x, operator.add, range(args.n),
-                                   chunksize=chunk_size)
+        by_range = pool.map_reduce(lambda x: x, operator.add, range(args.n), chunksize=chunk_size)
     minipool_s = time.perf_counter() - start
 
     print(f"sum of 0..{args.n - 1:,} in {len(chunks)} chunks on {args.processes} processes")
     print(f"closed form n(n-1)/2        : {expected}")
     print(f"multiprocessing.Pool.map    : {mp_total}  {mp_s:.2f} s (pool start-up included)")
-    print(f"minipool.Pool.map           : {total}  {first_s:.2f} s (pool start-up included), "
-          f"{warm_s:.3f} s warm")
+    print(
+        f"minipool.Pool.map           : {total}  {first_s:.2f} s (pool start-up included), "
+        f"{warm_s:.3f} s warm"
+    )
     print(f"minipool.Pool.map_reduce    : {by_range}  (whole run {minipool_s:.2f} s)")
     if not (mp_total == total == total_again == by_range == expected):
         print("the sums disagree!", file=sys.stderr)

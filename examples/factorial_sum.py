@@ -24,8 +24,9 @@ from minipool import pipeline as pl
 
 def factorial_pipe(numbers: range, index: int) -> pl.Pipeline:
     """One factorial pipe: its share of the numbers, factorials computed on a worker process."""
-    return (pl.source(numbers, name=f"numbers[{index}]")
-            | pl.map(math.factorial, kind="process", chunksize=8, name=f"factorial[{index}]"))
+    return pl.source(numbers, name=f"numbers[{index}]") | pl.map(
+        math.factorial, kind="process", chunksize=8, name=f"factorial[{index}]"
+    )
 
 
 def factorial_sum(n: int, pipes: int) -> int:
@@ -54,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     digits = math.floor(math.log10(total)) + 1  # str() of a huge int is refused past 4300 digits
     print(f"sum of n! for n = 1..{args.n}: a {digits}-digit number ending in ...{total % 10**12:012d}")
     print(f"plain loop      : {serial_s:.2f} s")
-    print(f"{args.pipes} factorial pipes + 1 combining pipe: {pipe_s:.2f} s "
-          f"(includes starting {args.pipes} worker processes)")
+    print(
+        f"{args.pipes} factorial pipes + 1 combining pipe: {pipe_s:.2f} s "
+        f"(includes starting {args.pipes} worker processes)"
+    )
     return 0
 
 

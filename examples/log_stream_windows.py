@@ -64,21 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     hits = pl.source(log_lines) | pl.take(args.lines) | pl.map(parse)
 
     # 1. rolling aggregation: errors in the last 10 s, an alert when they pass 50
-    alerts = (hits | pl.filter(lambda h: h.status >= 500)
-              | pl.rolling(len, seconds=10, timestamp=operator.attrgetter("ts"))
-              | pl.filter(lambda n: n == 50)).run()  # the moments the count reaches 50
+    alerts = (
+        hits
+        | pl.filter(lambda h: h.status >= 500)
+        | pl.rolling(len, seconds=10, timestamp=operator.attrgetter("ts"))
+        | pl.filter(lambda n: n == 50)
+    ).run()  # the moments the count reaches 50
     print(f"rolling 10 s error count reached 50 {len(alerts)} times (once per outage)")
 
     # 2. tumbling 30-second windows (event time) with the top 3 pages of each window
     print("\nwindow start   hits  top 3 pages")
-    for start_s, n, top in (hits | pl.window(seconds=30, timestamp=operator.attrgetter("ts"))
-                            | pl.map(top3_pages)).stream():
+    for start_s, n, top in (
+        hits | pl.window(seconds=30, timestamp=operator.attrgetter("ts")) | pl.map(top3_pages)
+    ).stream():
         print(f"{start_s:10.0f} s {n:6}  " + ", ".join(f"{p} ({c})" for p, c in top))
 
     # 3. MapReduce top 3 over the whole stream: map to (page, 1), shard by page, reduce, top
-    top3 = (hits | pl.map(lambda h: (h.page, 1))
-            | pl.shard(2, key=operator.itemgetter(0), then=pl.reduce_by_key(operator.add))
-            | pl.top(3, key=operator.itemgetter(1))).run()
+    top3 = (
+        hits
+        | pl.map(lambda h: (h.page, 1))
+        | pl.shard(2, key=operator.itemgetter(0), then=pl.reduce_by_key(operator.add))
+        | pl.top(3, key=operator.itemgetter(1))
+    ).run()
     print("\nMapReduce top 3 pages:", ", ".join(f"{p} ({c})" for p, c in top3))
 
     # 4. the same answer, checked without the pipeline

@@ -25,6 +25,7 @@ from minipool import Pool
 
 # -- a microservice: one resource, GET lists it, POST adds to it --------------------------------
 
+
 def start_service(resource: str, items: list[dict]) -> ThreadingHTTPServer:
     """Serve ``/<resource>`` on 127.0.0.1 (a free port) from a thread; return the server."""
     lock = threading.Lock()
@@ -65,10 +66,12 @@ def start_service(resource: str, items: list[dict]) -> ThreadingHTTPServer:
 
 # -- the client ---------------------------------------------------------------------------------
 
+
 def call(method: str, url: str, body: object = None) -> object:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
@@ -84,18 +87,33 @@ def discover(pool: Pool, service: str) -> str:
 def article_stats(article: dict) -> dict:
     """The computation handed to the workers: word statistics of one article."""
     words = article["body"].lower().split()
-    return {"id": article["id"], "words": len(words), "distinct": len(set(words)),
-            "top": Counter(words).most_common(1)[0][0]}
+    return {
+        "id": article["id"],
+        "words": len(words),
+        "distinct": len(set(words)),
+        "top": Counter(words).most_common(1)[0][0],
+    }
 
 
 def main() -> int:
     users = start_service("users", [{"id": 1, "name": "Alice"}, {"id": 2, "name": "Bob"}])
-    articles = start_service("articles", [
-        {"id": 1, "title": "Hello, World!", "author": 1,
-         "body": "hello world this is the first post of the blog hello again"},
-        {"id": 2, "title": "Distributed Computing", "author": 2,
-         "body": "a pool of workers computes what one machine cannot and the pool grows"},
-    ])
+    articles = start_service(
+        "articles",
+        [
+            {
+                "id": 1,
+                "title": "Hello, World!",
+                "author": 1,
+                "body": "hello world this is the first post of the blog hello again",
+            },
+            {
+                "id": 2,
+                "title": "Distributed Computing",
+                "author": 2,
+                "body": "a pool of workers computes what one machine cannot and the pool grows",
+            },
+        ],
+    )
     try:
         with Pool(2) as pool:
             # each service announces itself; a real one renews before the ttl runs out
@@ -109,20 +127,28 @@ def main() -> int:
 
             print("GET  /users    ->", call("GET", f"{users_url}/users"))
             print("POST /users    ->", call("POST", f"{users_url}/users", {"id": 3, "name": "Carol"}))
-            new = {"id": 3, "title": "Service Discovery", "author": 3,
-                   "body": "services find each other by name through the registry not by port"}
+            new = {
+                "id": 3,
+                "title": "Service Discovery",
+                "author": 3,
+                "body": "services find each other by name through the registry not by port",
+            }
             print("POST /articles ->", call("POST", f"{articles_url}/articles", new)["title"])
 
             all_users = {u["id"]: u["name"] for u in call("GET", f"{users_url}/users")}
             all_articles = call("GET", f"{articles_url}/articles")
             pool.wait_for_workers()
             workers = pool.lookup("default")  # workers register under the service "default"
-            print(f"\nword statistics of {len(all_articles)} articles, "
-                  f"on {len(workers)} compute workers found in the registry:")
+            print(
+                f"\nword statistics of {len(all_articles)} articles, "
+                f"on {len(workers)} compute workers found in the registry:"
+            )
             stats = list(pool.map(article_stats, all_articles))
             for article, s in zip(all_articles, stats, strict=True):
-                print(f"  {article['title']!r:26} by {all_users[article['author']]:<6} "
-                      f"{s['words']:3} words, {s['distinct']:3} distinct, most used {s['top']!r}")
+                print(
+                    f"  {article['title']!r:26} by {all_users[article['author']]:<6} "
+                    f"{s['words']:3} words, {s['distinct']:3} distinct, most used {s['top']!r}"
+                )
     finally:
         for server in (users, articles):
             server.shutdown()

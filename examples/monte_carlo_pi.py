@@ -40,8 +40,10 @@ def evaluate_points_in_circle(attempts: int, seed: int) -> int:
 def report(label: str, inside: int, points: int, seconds: float, serial_s: float) -> None:
     pi = 4.0 * inside / points
     error = abs(pi - math.pi) * 100 / math.pi
-    print(f"{label:<22} pi = {pi:.6f}  error {error:.3f}%  {seconds:6.2f} s  "
-          f"speed-up {serial_s / seconds:4.2f}x")
+    print(
+        f"{label:<22} pi = {pi:.6f}  error {error:.3f}%  {seconds:6.2f} s  "
+        f"speed-up {serial_s / seconds:4.2f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # SCOOP's futures.mapReduce: each worker sums its chunk, the caller sums the partial sums
     with Pool(max(args.workers)) as pool:
         attempts = args.attempts
-        inside = pool.map_reduce(lambda seed: evaluate_points_in_circle(attempts, seed),
-                                 operator.add, seeds)
+        inside = pool.map_reduce(lambda seed: evaluate_points_in_circle(attempts, seed), operator.add, seeds)
     print(f"{'Pool.map_reduce':<22} pi = {4.0 * inside / points:.6f}")
     if inside != expected:
         print("map_reduce's count differs from the serial count!", file=sys.stderr)

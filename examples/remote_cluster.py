@@ -43,8 +43,7 @@ def collatz_steps(n: int) -> tuple[int, int]:
 
 
 def start(*args: str, env: dict[str, str], stdout=subprocess.DEVNULL) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "minipool", *args], env=env, stdout=stdout,
-                            text=True)
+    return subprocess.Popen([sys.executable, "-m", "minipool", *args], env=env, stdout=stdout, text=True)
 
 
 def first_line(proc: subprocess.Popen, timeout: float = 15.0) -> str:
@@ -74,12 +73,13 @@ def stop(proc: subprocess.Popen) -> int:
 def main() -> int:
     # The key travels in the environment, never on a command line (ps shows those to all).
     os.environ["MINIPOOL_AUTHKEY"] = secrets.token_hex(32)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     processes: list[subprocess.Popen] = []
     try:
-        coordinator = start("coordinator", "--bind", "tcp://127.0.0.1:0", env=env,
-                            stdout=subprocess.PIPE)
+        coordinator = start("coordinator", "--bind", "tcp://127.0.0.1:0", env=env, stdout=subprocess.PIPE)
         processes.append(coordinator)
         line = first_line(coordinator)  # "minipool coordinator listening on tcp://127.0.0.1:PORT"
         if "listening on" not in line:
@@ -90,7 +90,7 @@ def main() -> int:
             processes.append(start("worker", "--connect", url, "--name", name, env=env))
         print(f"workers started: pids {[p.pid for p in processes[1:]]}")
 
-        with Pool(address=url) as pool:          # the key comes from MINIPOOL_AUTHKEY
+        with Pool(address=url) as pool:  # the key comes from MINIPOOL_AUTHKEY
             pool.wait_for_workers(2, timeout=30)
             start_s = time.perf_counter()
             results = list(pool.map(collatz_steps, range(1, 3001), chunksize=100))
@@ -98,19 +98,28 @@ def main() -> int:
             steps = [s for s, _ in results]
             pids = {pid for _, pid in results}
             longest = max(range(len(steps)), key=steps.__getitem__) + 1
-            print(f"collatz_steps (defined in __main__) for 1..3000 in {seconds:.2f} s on "
-                  f"{len(pids)} worker processes: longest is n={longest}, {max(steps)} steps")
+            print(
+                f"collatz_steps (defined in __main__) for 1..3000 in {seconds:.2f} s on "
+                f"{len(pids)} worker processes: longest is n={longest}, {max(steps)} steps"
+            )
             shout = pool.submit(lambda s: s.upper() + "!", "lambdas travel too").result(timeout=30)
             print(f"a lambda ran remotely: {shout}")
 
             status = pool.status()
-            print(f"status: {len(status['workers'])} workers, {status['slots']} slots, "
-                  f"done {status['done']}, failed {status['failed']}, queued {status['queued']}")
+            print(
+                f"status: {len(status['workers'])} workers, {status['slots']} slots, "
+                f"done {status['done']}, failed {status['failed']}, queued {status['queued']}"
+            )
             for w in status["workers"]:
                 print(f"  {w['id']:<24} done {w['done']:>3}  pid {w.get('pid', '?')}")
 
-        cli = subprocess.run([sys.executable, "-m", "minipool", "status", url], env=env,
-                             capture_output=True, text=True, timeout=30)
+        cli = subprocess.run(
+            [sys.executable, "-m", "minipool", "status", url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         print("python -m minipool status:", cli.stdout.splitlines()[0] if cli.stdout else cli.stderr)
 
         expected = [collatz_steps(n)[0] for n in range(1, 3001)]

@@ -55,8 +55,7 @@ class Chain:
         return result
 
 
-def serve(obj: object, name: str, transport: str, name_server: str, ready: mp.Event,
-          stop: mp.Event) -> None:
+def serve(obj: object, name: str, transport: str, name_server: str, ready: mp.Event, stop: mp.Event) -> None:
     """One server process: a daemon holding one object, registered under ``name``."""
     with rpc.Daemon(f"{transport}://127.0.0.1:0", name_server=name_server) as daemon:
         uri = daemon.register(obj, name)
@@ -78,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         name_server = names.serve("tcp://127.0.0.1:0")
         print(f"name server (a coordinator) at {name_server}")
         servers = [(Server(), "server")]
-        servers += [(Chain(this, nxt, name_server), f"example.chain.{this}")
-                    for this, nxt in (("1", "2"), ("2", "3"), ("3", "1"))]
+        servers += [
+            (Chain(this, nxt, name_server), f"example.chain.{this}")
+            for this, nxt in (("1", "2"), ("2", "3"), ("3", "1"))
+        ]
         stop = mp.Event()
         processes = []
         for obj, name in servers:

@@ -38,8 +38,10 @@ from minipool.errors import ConnectionClosed
 from minipool.transports import connect, listen
 from minipool.transports.wsframes import Opcode
 
-WORDS = ("the data pool worker task pipeline stream socket message frame map reduce shard merge "
-         "window node queue result key value sender receiver mapper reducer").split()
+WORDS = (
+    "the data pool worker task pipeline stream socket message frame map reduce shard merge "
+    "window node queue result key value sender receiver mapper reducer"
+).split()
 END = "END"  # a TEXT message: the Sender has nothing more to send
 
 
@@ -58,6 +60,7 @@ def synthetic_text(lines: int, seed: int = 0) -> list[str]:
 
 # -- the Mapper and the Reducer: plain functions, so they run on any stage kind ----------------
 
+
 def count_words(line: str) -> Counter:
     """The Mapper: the seed's processLine split (lower case, split on non-word characters)."""
     return Counter(word for word in re.split(r"\W+", line.lower()) if word)
@@ -71,6 +74,7 @@ def merge_counts(total: Counter, part: Counter) -> Counter:
 
 # -- the Receiver: a WebSocket service whose messages feed a pipeline ---------------------------
 
+
 class Receiver:
     """Listens on ws://127.0.0.1 and yields the lines one sender streams to it."""
 
@@ -83,7 +87,7 @@ class Receiver:
     def lines(self) -> Iterator[str]:
         """The pipeline's source: accept the sender, yield every line until it says END."""
         self.conn = self.listener.accept()
-        self.conn.handshake(timeout=5)   # the HTTP upgrade: 101 Switching Protocols
+        self.conn.handshake(timeout=5)  # the HTTP upgrade: 101 Switching Protocols
         while True:
             message = self.conn.recv_message(timeout=10)
             if message.opcode is Opcode.TEXT and message.data.decode() == END:
@@ -108,38 +112,44 @@ class Receiver:
 
 # -- the Sender: streams blocks of lines, then reads the answer ---------------------------------
 
+
 def sender(receiver: Receiver, lines: list[str], block: int, answer: list[str]) -> None:
     try:
-        with connect(receiver.url) as conn:   # the client half of the upgrade runs in connect()
+        with connect(receiver.url) as conn:  # the client half of the upgrade runs in connect()
             for i in range(0, len(lines), block):
-                conn.send("\n".join(lines[i:i + block]).encode("utf-8"))   # a BINARY message
+                conn.send("\n".join(lines[i : i + block]).encode("utf-8"))  # a BINARY message
             conn.send_text(END)
             answer.append(conn.recv(timeout=30).decode())
     except Exception as exc:
         print(f"sender failed: {exc!r}", file=sys.stderr)
-        receiver.close()   # wakes the receiver's accept/recv, so the pipeline stops too
+        receiver.close()  # wakes the receiver's accept/recv, so the pipeline stops too
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument("--block", type=int, default=200, help="lines per WebSocket message")
-    parser.add_argument("--kind", choices=["thread", "process"], default="thread",
-                        help="where the Mapper runs (process: two worker processes)")
+    parser.add_argument(
+        "--kind",
+        choices=["thread", "process"],
+        default="thread",
+        help="where the Mapper runs (process: two worker processes)",
+    )
     args = parser.parse_args(argv)
     text = synthetic_text(args.lines)
 
     start = time.perf_counter()
     receiver = Receiver()
     answer: list[str] = []
-    send = threading.Thread(target=sender, args=(receiver, text, args.block, answer),
-                            name="sender")
+    send = threading.Thread(target=sender, args=(receiver, text, args.block, answer), name="sender")
     try:
         send.start()
         workers = 2 if args.kind == "process" else 1
-        counts = (pl.source(receiver.lines, name="receiver")
-                  | pl.map(count_words, kind=args.kind, workers=workers, name="mapper")
-                  | pl.reduce(merge_counts, name="reducer")).run()
+        counts = (
+            pl.source(receiver.lines, name="receiver")
+            | pl.map(count_words, kind=args.kind, workers=workers, name="mapper")
+            | pl.reduce(merge_counts, name="reducer")
+        ).run()
         top = counts.most_common(5)
         receiver.reply(json.dumps(top))
         send.join(timeout=10)
@@ -147,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         receiver.close()
     elapsed = time.perf_counter() - start
 
-    print(f"receiver at {receiver.url}: {receiver.messages} messages, "
-          f"{sum(counts.values()):,} words in {args.lines:,} lines "
-          f"(mapper: {args.kind}), {elapsed:.2f} s")
+    print(
+        f"receiver at {receiver.url}: {receiver.messages} messages, "
+        f"{sum(counts.values()):,} words in {args.lines:,} lines "
+        f"(mapper: {args.kind}), {elapsed:.2f} s"
+    )
     print("top words:", ", ".join(f"{word} ({n})" for word, n in top))
     print("the sender got back:", answer[0] if answer else "(nothing)")
 

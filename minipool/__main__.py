@@ -41,17 +41,20 @@ from .journal import FSYNC_POLICIES
 
 
 def _common(parser: argparse.ArgumentParser, *, server: bool) -> None:
-    parser.add_argument("--authkey-file", metavar="FILE",
-                        help="file holding the shared key (default: $MINIPOOL_AUTHKEY)")
+    parser.add_argument(
+        "--authkey-file", metavar="FILE", help="file holding the shared key (default: $MINIPOOL_AUTHKEY)"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     if server:
         parser.add_argument("--certfile", help="TLS certificate (for tls://, https://, wss://)")
         parser.add_argument("--keyfile", help="TLS private key")
     else:
-        parser.add_argument("--cafile", help="CA bundle to verify a TLS coordinator with "
-                            "(default: the system's CAs)")
-        parser.add_argument("--insecure", action="store_true",
-                            help="TLS without verifying the coordinator's certificate")
+        parser.add_argument(
+            "--cafile", help="CA bundle to verify a TLS coordinator with (default: the system's CAs)"
+        )
+        parser.add_argument(
+            "--insecure", action="store_true", help="TLS without verifying the coordinator's certificate"
+        )
 
 
 def _wait_for_signal(stop: threading.Event, until: Any = None) -> None:
@@ -74,14 +77,24 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     if warning:
         print(f"minipool coordinator: {warning}", file=sys.stderr, flush=True)
     try:
-        coordinator = Coordinator(key, heartbeat=args.heartbeat, liveness=args.liveness,
-                                  max_losses=args.max_losses, balance=args.balance,
-                                  journal=args.journal, fsync=args.fsync, **tls)
+        coordinator = Coordinator(
+            key,
+            heartbeat=args.heartbeat,
+            liveness=args.liveness,
+            max_losses=args.max_losses,
+            balance=args.balance,
+            journal=args.journal,
+            fsync=args.fsync,
+            **tls,
+        )
     except (MinipoolError, OSError, ValueError) as exc:
         raise CommandError(f"cannot start: {why(exc)}") from None
     if coordinator.journal is not None:
-        print(f"minipool coordinator journal {args.journal} (fsync {args.fsync}): "
-              f"{coordinator.journal.restored} unfinished task(s) restored", flush=True)
+        print(
+            f"minipool coordinator journal {args.journal} (fsync {args.fsync}): "
+            f"{coordinator.journal.restored} unfinished task(s) restored",
+            flush=True,
+        )
     for url in urls:
         try:
             served = coordinator.serve(url)
@@ -109,19 +122,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
         extra += ["--heartbeat", str(args.heartbeat), "--slowdown", str(args.slowdown)]
         for service in args.service:
             extra += ["--service", service]
-        supervisor = Supervisor(args.connect, key, args.slots, name=args.name,
-                                reconnect=not args.no_reconnect, extra_args=extra)
+        supervisor = Supervisor(
+            args.connect, key, args.slots, name=args.name, reconnect=not args.no_reconnect, extra_args=extra
+        )
         _wait_for_signal(threading.Event(), until=lambda: supervisor.gave_up)
         gave_up = supervisor.gave_up
         supervisor.close()
         if gave_up:
-            print(f"minipool worker: all {args.slots} worker processes were refused by the "
-                  f"coordinator at {args.connect} ({supervisor.refusal}); giving up", file=sys.stderr)
+            print(
+                f"minipool worker: all {args.slots} worker processes were refused by the "
+                f"coordinator at {args.connect} ({supervisor.refusal}); giving up",
+                file=sys.stderr,
+            )
             return EXIT_AUTH
         return 0
-    worker = Worker(args.connect, key, slots=args.slots, kind=args.kind, name=args.name,
-                    reconnect=not args.no_reconnect, heartbeat=args.heartbeat,
-                    services=tuple(args.service), slowdown=args.slowdown, **options)
+    worker = Worker(
+        args.connect,
+        key,
+        slots=args.slots,
+        kind=args.kind,
+        name=args.name,
+        reconnect=not args.no_reconnect,
+        heartbeat=args.heartbeat,
+        services=tuple(args.service),
+        slowdown=args.slowdown,
+        **options,
+    )
     worker.handle_signals()
     try:
         worker.run()
@@ -152,8 +178,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     # (a connection lost) would only repeat it with a timestamp.
     logging.getLogger("minipool.client").setLevel(logging.ERROR if args.verbose < 1 else logging.NOTSET)
     try:
-        client = Monitor(url, key, timeout=args.timeout, reconnect_timeout=0,
-                         **tls_options(args, [url], server=False))
+        client = Monitor(
+            url, key, timeout=args.timeout, reconnect_timeout=0, **tls_options(args, [url], server=False)
+        )
         try:
             report = client.status(timeout=args.timeout)
         finally:
@@ -175,41 +202,54 @@ def _command_of(name: str) -> str:
 def render_status(report: dict[str, Any]) -> str:
     """A coordinator's status report for people: its workers grouped by the command that
     started them (``HOST:PID`` of a ``worker --slots N``), children in index order."""
-    lines = [f"coordinator {', '.join(report['urls'])}  up {report['uptime']:.0f}s  "
-             f"clients {report['clients']}",
-             f"tasks: queued {report['queued']}  running {report['running']}  done {report['done']}  "
-             f"failed {report['failed']}  requeued {report['requeued']}"]
+    lines = [
+        f"coordinator {', '.join(report['urls'])}  up {report['uptime']:.0f}s  clients {report['clients']}",
+        f"tasks: queued {report['queued']}  running {report['running']}  done {report['done']}  "
+        f"failed {report['failed']}  requeued {report['requeued']}",
+    ]
     workers = report["workers"]
     groups: dict[str, list[dict[str, Any]]] = {}
     for w in workers:
         groups.setdefault(_command_of(w["name"]), []).append(w)
-    lines.append(f"workers: {len(workers)} process(es) from {len(groups)} command(s), "
-                 f"{report['slots']} slots")
+    lines.append(
+        f"workers: {len(workers)} process(es) from {len(groups)} command(s), {report['slots']} slots"
+    )
     rows: list[tuple[str, dict[str, Any] | None]] = []  # (first column, worker or a heading)
     for command in sorted(groups):
-        members = sorted(groups[command], key=lambda w: int(w["name"].rpartition("/")[2])
-                         if w["name"] != command else -1)
+        members = sorted(
+            groups[command], key=lambda w: int(w["name"].rpartition("/")[2]) if w["name"] != command else -1
+        )
         if len(members) == 1 and members[0]["name"] == command:  # a command of one process
             rows.append((f"  {command}", members[0]))
             continue
-        rows.append((f"  {command}: {len(members)} process(es), "
-                     f"{sum(w['slots'] for w in members)} slots", None))
+        rows.append(
+            (f"  {command}: {len(members)} process(es), {sum(w['slots'] for w in members)} slots", None)
+        )
         rows += [(f"    {w['name']}", w) for w in members]
     width = max((len(first) for first, w in rows if w is not None), default=0)
     for first, w in rows:
-        lines.append(first if w is None else
-                     f"{first:<{width}}  {w.get('kind', '?'):<7}  pid {w.get('pid', '?')}"
-                     f"  slots {w['slots']}  inflight {w['inflight']}  done {w['done']}"
-                     f"  python {w.get('python', '?')}")
+        lines.append(
+            first
+            if w is None
+            else f"{first:<{width}}  {w.get('kind', '?'):<7}  pid {w.get('pid', '?')}"
+            f"  slots {w['slots']}  inflight {w['inflight']}  done {w['done']}"
+            f"  python {w.get('python', '?')}"
+        )
     return "\n".join(lines)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
     from .chaos import ChaosProxy
 
-    faults = {"delay": args.delay, "jitter": args.jitter, "bandwidth": args.bandwidth,
-              "cut_rate": args.cut_rate, "cut_after": args.cut_after,
-              "corrupt_rate": args.corrupt_rate, "refuse": args.refuse}
+    faults = {
+        "delay": args.delay,
+        "jitter": args.jitter,
+        "bandwidth": args.bandwidth,
+        "cut_rate": args.cut_rate,
+        "cut_after": args.cut_after,
+        "corrupt_rate": args.corrupt_rate,
+        "refuse": args.refuse,
+    }
     try:
         proxy = ChaosProxy(args.target, listen=args.listen, seed=args.seed, **faults)
     except OSError as exc:
@@ -300,8 +340,15 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     try:
         parse_address(args.target)
         parse_address(args.listen, any_port=True)
-        Faults(args.delay, args.jitter, args.bandwidth, args.cut_rate, args.cut_after,
-               args.corrupt_rate, args.refuse)
+        Faults(
+            args.delay,
+            args.jitter,
+            args.bandwidth,
+            args.cut_rate,
+            args.cut_after,
+            args.corrupt_rate,
+            args.refuse,
+        )
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -317,8 +364,12 @@ EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minipool", description=plain(__doc__ or ""),
-                                     formatter_class=HelpFormatter, epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="python -m minipool",
+        description=plain(__doc__ or ""),
+        formatter_class=HelpFormatter,
+        epilog=EPILOG,
+    )
     parser.add_argument("--version", action="version", version=f"minipool {minipool_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -326,35 +377,63 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, formatter_class=HelpFormatter, epilog=EPILOG, **options)
 
     p = command("coordinator", help="run a coordinator (broker + result backend)")
-    p.add_argument("--bind", action="append", metavar="URL",
-                   help=f"URL to listen on; repeat for several (default {DEFAULT_BIND})")
+    p.add_argument(
+        "--bind",
+        action="append",
+        metavar="URL",
+        help=f"URL to listen on; repeat for several (default {DEFAULT_BIND})",
+    )
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--liveness", type=int, default=3, help="missed heartbeats before a peer is dead")
-    p.add_argument("--max-losses", type=int, default=3,
-                   help="workers a task may kill before it fails with WorkerLost")
-    p.add_argument("--balance", default="least-loaded",
-                   choices=list(POLICIES),
-                   help="how to pick a worker for each task")
-    p.add_argument("--journal", metavar="DIR",
-                   help="write-ahead journal directory: survive a crash with every accepted task")
-    p.add_argument("--fsync", default="everysec", choices=list(FSYNC_POLICIES),
-                   help="journal fsync policy, as Redis's appendfsync")
+    p.add_argument(
+        "--max-losses", type=int, default=3, help="workers a task may kill before it fails with WorkerLost"
+    )
+    p.add_argument(
+        "--balance", default="least-loaded", choices=list(POLICIES), help="how to pick a worker for each task"
+    )
+    p.add_argument(
+        "--journal",
+        metavar="DIR",
+        help="write-ahead journal directory: survive a crash with every accepted task",
+    )
+    p.add_argument(
+        "--fsync",
+        default="everysec",
+        choices=list(FSYNC_POLICIES),
+        help="journal fsync policy, as Redis's appendfsync",
+    )
     _common(p, server=True)
     p.set_defaults(func=cmd_coordinator)
 
     p = command("worker", help="run a worker that serves a coordinator")
     p.add_argument("--connect", required=True, metavar="URL", help="the coordinator's URL")
     p.add_argument("--slots", type=_at_least_one, default=1, help="tasks run at once")
-    p.add_argument("--kind", choices=["process", "thread"], default="process",
-                   help="process: one process per slot; thread: threads in one process")
-    p.add_argument("--name", help="worker name shown in status (default HOST:PID; with "
-                   "--slots N, the N processes are NAME/0 ... NAME/N-1)")
+    p.add_argument(
+        "--kind",
+        choices=["process", "thread"],
+        default="process",
+        help="process: one process per slot; thread: threads in one process",
+    )
+    p.add_argument(
+        "--name",
+        help="worker name shown in status (default HOST:PID; with "
+        "--slots N, the N processes are NAME/0 ... NAME/N-1)",
+    )
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--no-reconnect", action="store_true", help="exit when the coordinator goes away")
-    p.add_argument("--service", action="append", default=[], metavar="NAME",
-                   help="a service name to register under (repeatable; default 'default')")
-    p.add_argument("--slowdown", type=float, default=1.0,
-                   help="run every task this many times slower (to study load balancing)")
+    p.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a service name to register under (repeatable; default 'default')",
+    )
+    p.add_argument(
+        "--slowdown",
+        type=float,
+        default=1.0,
+        help="run every task this many times slower (to study load balancing)",
+    )
     p.add_argument("--lifeline", type=int, metavar="FD", help=argparse.SUPPRESS)  # from a Supervisor
     _common(p, server=False)
     p.set_defaults(func=cmd_worker)
@@ -362,31 +441,55 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", help="print a coordinator's workers, queue and counts")
     p.add_argument("url", help="the coordinator's URL")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                   help="seconds to wait for the coordinator's answer")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for the coordinator's answer"
+    )
     _common(p, server=False)
     p.set_defaults(func=cmd_status)
 
-    p = command("chaos", help="run a fault-injecting TCP proxy in front of a coordinator",
-                       description="Forward connections to --target, injecting network faults. "
-                       "While it runs, type commands on stdin: cut, stall [S], resume, "
-                       "refuse on|off, set NAME=VALUE ..., status, help.")
+    p = command(
+        "chaos",
+        help="run a fault-injecting TCP proxy in front of a coordinator",
+        description="Forward connections to --target, injecting network faults. "
+        "While it runs, type commands on stdin: cut, stall [S], resume, "
+        "refuse on|off, set NAME=VALUE ..., status, help.",
+    )
     p.add_argument("--target", required=True, metavar="HOST:PORT", help="where to forward connections")
-    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
-                   help="where to listen (default 127.0.0.1, a free port)")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1, a free port)",
+    )
     p.add_argument("--delay", type=float, default=0.0, metavar="S", help="seconds each chunk is held")
     p.add_argument("--jitter", type=float, default=0.0, metavar="S", help="up to S seconds more, at random")
-    p.add_argument("--bandwidth", type=float, metavar="BYTES/S",
-                   help="per connection and direction (default unlimited)")
-    p.add_argument("--cut-rate", type=float, default=0.0, metavar="P",
-                   help="probability that a chunk closes its connection instead")
+    p.add_argument(
+        "--bandwidth", type=float, metavar="BYTES/S", help="per connection and direction (default unlimited)"
+    )
+    p.add_argument(
+        "--cut-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a chunk closes its connection instead",
+    )
     p.add_argument("--cut-after", type=int, metavar="BYTES", help="close each connection after BYTES")
-    p.add_argument("--corrupt-rate", type=float, default=0.0, metavar="P",
-                   help="probability that a chunk has one bit flipped")
+    p.add_argument(
+        "--corrupt-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a chunk has one bit flipped",
+    )
     p.add_argument("--refuse", action="store_true", help="start refusing connections (service down)")
     p.add_argument("--seed", type=int, help="make each connection's faults reproducible")
-    p.add_argument("--interval", type=float, default=5.0, metavar="S",
-                   help="print the counters every S seconds (0: only at exit)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="print the counters every S seconds (0: only at exit)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.set_defaults(func=cmd_chaos, check=_checked)
     return parser

@@ -24,8 +24,15 @@ class Submitter(Protocol):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future: ...
 
-    def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
-                    priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future: ...
+    def submit_with(
+        self,
+        fn: Callable[..., Any],
+        args: tuple = (),
+        kwargs: dict | None = None,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> concurrent.futures.Future: ...
 
 
 class AsyncResult:
@@ -72,8 +79,16 @@ class AsyncResult:
 class TaskFunction:
     """A function registered with ``@pool.task``. Calling it directly runs it here."""
 
-    def __init__(self, pool: Submitter, fn: Callable[..., Any], *, retries: int = 0,
-                 retry_backoff: float = 0.0, timeout: float | None = None, priority: int = 0) -> None:
+    def __init__(
+        self,
+        pool: Submitter,
+        fn: Callable[..., Any],
+        *,
+        retries: int = 0,
+        retry_backoff: float = 0.0,
+        timeout: float | None = None,
+        priority: int = 0,
+    ) -> None:
         self.pool = pool
         self.fn = fn
         self.retries = retries
@@ -91,16 +106,18 @@ class TaskFunction:
         """Enqueue ``fn(*args, **kwargs)``."""
         return self.apply_async(args, kwargs)
 
-    def apply_async(self, args: tuple | list = (), kwargs: dict | None = None, *,
-                    priority: int | None = None) -> AsyncResult:
+    def apply_async(
+        self, args: tuple | list = (), kwargs: dict | None = None, *, priority: int | None = None
+    ) -> AsyncResult:
         """Enqueue with explicit arguments and options (Celery's signature)."""
         prio = self.priority if priority is None else priority
         outer: concurrent.futures.Future = concurrent.futures.Future()
         first = self._attempt(tuple(args), kwargs or {}, prio, outer, 0)
         return AsyncResult(first.task_id, outer)  # type: ignore[attr-defined]
 
-    def _attempt(self, args: tuple, kwargs: dict, priority: int,
-                 outer: concurrent.futures.Future, attempt: int) -> concurrent.futures.Future:
+    def _attempt(
+        self, args: tuple, kwargs: dict, priority: int, outer: concurrent.futures.Future, attempt: int
+    ) -> concurrent.futures.Future:
         inner = self.pool.submit_with(self.fn, args, kwargs, priority=priority, timeout=self.timeout)
 
         def settle(f: concurrent.futures.Future) -> None:
@@ -111,7 +128,7 @@ class TaskFunction:
             elif f.exception() is None:
                 outer.set_result(f.result())
             elif attempt < self.retries and not outer.cancelled():
-                delay = self.retry_backoff * (2 ** attempt)
+                delay = self.retry_backoff * (2**attempt)
                 timer = threading.Timer(delay, self._retry, (args, kwargs, priority, outer, attempt + 1))
                 timer.daemon = True
                 timer.start()
@@ -121,9 +138,9 @@ class TaskFunction:
         inner.add_done_callback(settle)
         return inner
 
-
-    def _retry(self, args: tuple, kwargs: dict, priority: int, outer: concurrent.futures.Future,
-               attempt: int) -> None:
+    def _retry(
+        self, args: tuple, kwargs: dict, priority: int, outer: concurrent.futures.Future, attempt: int
+    ) -> None:
         """A retry, on its timer's thread: if it cannot be submitted (the pool has shut down
         meanwhile), that is the task's outcome -- nobody else would ever settle ``outer``."""
         try:
@@ -142,8 +159,9 @@ class Schedule:
     the next ones later; a run's outcome lands in ``results`` (the newest 100) or ``errors``.
     """
 
-    def __init__(self, pool: Submitter, fn: Callable[..., Any], args: tuple, kwargs: dict,
-                 every: float) -> None:
+    def __init__(
+        self, pool: Submitter, fn: Callable[..., Any], args: tuple, kwargs: dict, every: float
+    ) -> None:
         if every <= 0:
             raise ValueError("every must be a positive number of seconds")
         self.pool = pool

@@ -105,16 +105,20 @@ class Faults:
                 raise ValueError(f"{name} must be a probability in [0, 1], not {getattr(self, name)!r}")
         if self.bandwidth is not None and (not _number(self.bandwidth) or self.bandwidth <= 0):
             raise ValueError(f"bandwidth must be bytes per second > 0 (or None), not {self.bandwidth!r}")
-        if self.cut_after is not None and (isinstance(self.cut_after, bool)
-                                           or not isinstance(self.cut_after, int) or self.cut_after < 0):
+        if self.cut_after is not None and (
+            isinstance(self.cut_after, bool) or not isinstance(self.cut_after, int) or self.cut_after < 0
+        ):
             raise ValueError(f"cut_after must be a number of bytes >= 0 (or None), not {self.cut_after!r}")
         if not isinstance(self.refuse, bool):
             raise ValueError(f"refuse must be True or False, not {self.refuse!r}")
 
     def __str__(self) -> str:
         """Only the faults that are on: ``delay=0.05 cut_rate=0.01``, or ``no faults``."""
-        on = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
-              if getattr(self, f.name) != f.default]
+        on = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default
+        ]
         return " ".join(on) or "no faults"
 
 
@@ -197,8 +201,14 @@ class ChaosProxy:
         OSError: the listening address cannot be bound.
     """
 
-    def __init__(self, target: str | tuple[str, int], *, listen: str | tuple[str, int] = "127.0.0.1:0",
-                 seed: int | None = None, **faults: Any) -> None:
+    def __init__(
+        self,
+        target: str | tuple[str, int],
+        *,
+        listen: str | tuple[str, int] = "127.0.0.1:0",
+        seed: int | None = None,
+        **faults: Any,
+    ) -> None:
         self.target = parse_address(target)
         self.faults = _make_faults(Faults(), faults)
         self.seed = seed
@@ -219,11 +229,24 @@ class ChaosProxy:
         self._links: set[_Link] = set()
         self._numbers = itertools.count(1)
         self._threads: set[threading.Thread] = set()
-        self._counts = dict.fromkeys(("connections", "open", "bytes_up", "bytes_down", "cut",
-                                      "refused", "corrupted", "stalls", "target_unreachable"), 0)
+        self._counts = dict.fromkeys(
+            (
+                "connections",
+                "open",
+                "bytes_up",
+                "bytes_down",
+                "cut",
+                "refused",
+                "corrupted",
+                "stalls",
+                "target_unreachable",
+            ),
+            0,
+        )
         self._closed = False
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name=f"minipool-chaos-accept-{self.address[1]}")
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, daemon=True, name=f"minipool-chaos-accept-{self.address[1]}"
+        )
         self._acceptor.start()
 
     # -- the controls ------------------------------------------------------------------------
@@ -287,10 +310,12 @@ class ChaosProxy:
     def status_line(self) -> str:
         """The counters on one line, for a progress display."""
         c = self.counters()
-        return (f"connections {c['connections']} (open {c['open']})  up {c['bytes_up']:,} B  "
-                f"down {c['bytes_down']:,} B  cut {c['cut']}  refused {c['refused']}  "
-                f"corrupted {c['corrupted']}  stalls {c['stalls']}"
-                + (f"  target unreachable {c['target_unreachable']}" if c["target_unreachable"] else ""))
+        return (
+            f"connections {c['connections']} (open {c['open']})  up {c['bytes_up']:,} B  "
+            f"down {c['bytes_down']:,} B  cut {c['cut']}  refused {c['refused']}  "
+            f"corrupted {c['corrupted']}  stalls {c['stalls']}"
+            + (f"  target unreachable {c['target_unreachable']}" if c["target_unreachable"] else "")
+        )
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop listening and shut every connection; wait up to ``timeout`` s for the threads."""
@@ -444,8 +469,9 @@ class ChaosProxy:
                     return
                 self._stall.wait(min(left, 1.0))
 
-    def _forward(self, link: _Link, chunk: bytearray, dest: socket.socket, direction: str,
-                 rng: random.Random) -> None:
+    def _forward(
+        self, link: _Link, chunk: bytearray, dest: socket.socket, direction: str, rng: random.Random
+    ) -> None:
         faults = self.faults
         if faults.cut_rate and rng.random() < faults.cut_rate:
             self._cut(link)
@@ -453,7 +479,7 @@ class ChaosProxy:
         cut_now = False
         with link.lock:
             if faults.cut_after is not None and len(chunk) >= faults.cut_after - link.forwarded:
-                del chunk[max(0, faults.cut_after - link.forwarded):]
+                del chunk[max(0, faults.cut_after - link.forwarded) :]
                 cut_now = True
             link.forwarded += len(chunk)
         if chunk and faults.corrupt_rate and rng.random() < faults.corrupt_rate:

@@ -61,8 +61,7 @@ class Client:
         self.max_message = DEFAULT_MAX_MESSAGE
 
     def hello(self) -> dict[str, Any]:
-        return {"role": "client", "client": self.client_id, "pid": os.getpid(),
-                "host": socket.gethostname()}
+        return {"role": "client", "client": self.client_id, "pid": os.getpid(), "host": socket.gethostname()}
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -72,8 +71,7 @@ class Client:
             self._refuse()
         number = next(self._numbers)
         future = TaskFuture(self, number)
-        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(
-                future, body, codec, headers):
+        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(future, body, codec, headers):
             return future
         message = Message(Kind.SUBMIT, number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
         with self._lock:
@@ -95,19 +93,21 @@ class Client:
 
             raise BrokenPool(str(self.broken), self.initializer or "")
         raise RuntimeError("cannot submit: the client is closed")
-    def _refuse_oversized(self, future: TaskFuture, body: bytes, codec: str,
-                          headers: dict[str, Any] | None) -> bool:
+
+    def _refuse_oversized(
+        self, future: TaskFuture, body: bytes, codec: str, headers: dict[str, Any] | None
+    ) -> bool:
         """Fail ``future`` at once if its call is larger than the coordinator accepts: sent, it
         would only cost a dropped connection and fail the same way every time."""
         size = envelope_size(len(body), codec, headers)
         if size <= self.max_message:
             return False
-        future.set_exception(MessageTooLarge("the task's call (function and arguments)", size,
-                                             self.max_message))
+        future.set_exception(
+            MessageTooLarge("the task's call (function and arguments)", size, self.max_message)
+        )
         return True
 
-    def request(self, kind: Kind, headers: dict[str, Any] | None = None,
-                timeout: float | None = 10.0) -> Any:
+    def request(self, kind: Kind, headers: dict[str, Any] | None = None, timeout: float | None = 10.0) -> Any:
         """Send a STATUS, FETCH or LOOKUP and wait for its answer."""
         number = next(self._numbers)
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -135,11 +135,30 @@ class Client:
         """The live registry entries that offer ``service``."""
         return self.request(Kind.LOOKUP, {"service": service}, timeout)
 
-    def register(self, key: str, *, address: str, services: list[str], ttl: float,
-                 slots: int = 0, meta: dict[str, Any] | None = None) -> None:
+    def register(
+        self,
+        key: str,
+        *,
+        address: str,
+        services: list[str],
+        ttl: float,
+        slots: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         """Add or renew a registry entry (renew it again before ``ttl`` runs out)."""
-        self._send(Message(Kind.REGISTER, headers={"key": key, "address": address, "services": services,
-                                                   "ttl": ttl, "slots": slots, "meta": meta or {}}))
+        self._send(
+            Message(
+                Kind.REGISTER,
+                headers={
+                    "key": key,
+                    "address": address,
+                    "services": services,
+                    "ttl": ttl,
+                    "slots": slots,
+                    "meta": meta or {},
+                },
+            )
+        )
 
     def _remember(self, number: int, message: Message) -> None:
         """Hook: keep a SUBMIT for resubmission (remote clients)."""
@@ -214,8 +233,11 @@ class Client:
             future.set_result(value) if ok else future.set_exception(value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled by the user at this very moment
-        if not ok and self.initializer is not None and \
-                getattr(value, "initializer", None) == self.initializer:  # ours, not a task's own
+        if (
+            not ok
+            and self.initializer is not None
+            and getattr(value, "initializer", None) == self.initializer
+        ):  # ours, not a task's own
             self.break_pool(value)
 
     def break_pool(self, exc: BaseException) -> None:
@@ -265,8 +287,7 @@ class LocalClient(Client):
             self._refuse()
         number = next(self._numbers)
         future = TaskFuture(self, number)
-        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(
-                future, body, codec, headers):
+        if len(body) + HEADROOM > self.max_message and self._refuse_oversized(future, body, codec, headers):
             return future
         with self._lock:
             self._pending[number] = future
@@ -304,9 +325,17 @@ class RemoteClient(Client):
         OSError, TimeoutError, MinipoolError: the coordinator cannot be reached or is not one.
     """
 
-    def __init__(self, url: str, authkey: bytes, *, heartbeat: float = HEARTBEAT,
-                 liveness: int = LIVENESS, timeout: float = 10.0, reconnect_timeout: float = 60.0,
-                 **transport_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        authkey: bytes,
+        *,
+        heartbeat: float = HEARTBEAT,
+        liveness: int = LIVENESS,
+        timeout: float = 10.0,
+        reconnect_timeout: float = 60.0,
+        **transport_options: Any,
+    ) -> None:
         super().__init__()
         self.url = url
         self.heartbeat = heartbeat
@@ -360,8 +389,9 @@ class RemoteClient(Client):
         if threading.current_thread() is self._reader:
             return None  # a done callback on the reader: it alone could carry the answer
         try:
-            reply = self.request(Kind.LEASES, {"tasks": [f.number for f in futures], "cancel": cancel},
-                                 timeout=self._timeout)
+            reply = self.request(
+                Kind.LEASES, {"tasks": [f.number for f in futures], "cancel": cancel}, timeout=self._timeout
+            )
         except (MinipoolError, OSError, TimeoutError):
             return None  # cut off: the tasks may or may not run; promise nothing
         return set(reply["started"]), set(reply["cancelled"])

@@ -136,8 +136,9 @@ def _zlib_codec(name: str, wbits: int) -> Codec:
     return Codec(name, compress, decompress)
 
 
-def _bounded(name: str, make: Callable[[], Any],
-             errors: tuple[type[BaseException], ...]) -> Callable[[bytes, int], bytes]:
+def _bounded(
+    name: str, make: Callable[[], Any], errors: tuple[type[BaseException], ...]
+) -> Callable[[bytes, int], bytes]:
     """A decompress function over an lzma/bz2-style decompressor object with ``max_length``."""
 
     def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
@@ -160,9 +161,7 @@ def _bounded(name: str, make: Callable[[], Any],
 def _lzma_codec() -> Codec:
     # xz container (with its CRC-64), so a flipped bit is an error, not wrong data.
     compress = functools.partial(lzma.compress, format=lzma.FORMAT_XZ, preset=LEVELS["lzma"])
-    decompress = _bounded(
-        "lzma", functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ), (lzma.LZMAError,)
-    )
+    decompress = _bounded("lzma", functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ), (lzma.LZMAError,))
     return Codec("lzma", compress, decompress)
 
 
@@ -218,8 +217,7 @@ def _zstd_codec() -> Codec:
     return Codec("zstd", compress, decompress)
 
 
-def _zstd_undeclared(decompress: Any, data: bytes, max_size: int,
-                     error: type[BaseException]) -> bytes:
+def _zstd_undeclared(decompress: Any, data: bytes, max_size: int, error: type[BaseException]) -> bytes:
     """Decompress a frame whose header declares no size (a streamed frame) within max_size."""
     try:
         out = decompress(data, max_output_size=max_size + 1)
@@ -266,10 +264,18 @@ def _adopt_entry_point(codecs: Plugins[Codec], ep: Any) -> None:
 #: Every codec by name. zstd is built on first use, because building it imports an optional
 #: package.
 CODECS: Plugins[Codec] = Plugins(
-    "codec", ENTRY_POINT_GROUP, lambda name, known: CodecError(f"unknown codec {name!r} (known: {known})"),
-    _adopt_entry_point)
-for _codec in (Codec("none", _none_compress, _none_decompress), _zlib_codec("gzip", 31),
-               _zlib_codec("deflate", 15), _lzma_codec(), _bz2_codec()):
+    "codec",
+    ENTRY_POINT_GROUP,
+    lambda name, known: CodecError(f"unknown codec {name!r} (known: {known})"),
+    _adopt_entry_point,
+)
+for _codec in (
+    Codec("none", _none_compress, _none_decompress),
+    _zlib_codec("gzip", 31),
+    _zlib_codec("deflate", 15),
+    _lzma_codec(),
+    _bz2_codec(),
+):
     CODECS.add(_codec.name, _codec)
 del _codec
 CODECS.add_lazy("zstd", _zstd_codec)

@@ -19,9 +19,21 @@ from .cluster.session import shared_key
 from .errors import MinipoolError
 from .transports.base import available_transports, parse_url
 
-__all__ = ["EXIT_AUTH", "EXIT_CODES", "EXIT_FAILED", "EXIT_USAGE", "CommandError", "HelpFormatter",
-           "authkey", "minipool_version", "plain", "short_key_warning", "tls_options",
-           "transport_url", "why"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "CommandError",
+    "HelpFormatter",
+    "authkey",
+    "minipool_version",
+    "plain",
+    "short_key_warning",
+    "tls_options",
+    "transport_url",
+    "why",
+]
 
 
 EXIT_FAILED = 1  # the command could not do its job: nothing to listen on, no coordinator there
@@ -78,8 +90,7 @@ def transport_url(url: str) -> str:
         raise CommandError(str(exc), EXIT_USAGE) from None
     known = available_transports()
     if scheme not in known:
-        raise CommandError(f"unknown scheme {scheme}:// in {url} (known: {', '.join(known)})",
-                           EXIT_USAGE)
+        raise CommandError(f"unknown scheme {scheme}:// in {url} (known: {', '.join(known)})", EXIT_USAGE)
     return url
 
 
@@ -98,10 +109,12 @@ def short_key_warning(key: bytes, urls: list[str]) -> str | None:
     exposed = [url for url in urls if _reachable_from_elsewhere(url)]
     if len(key) >= MIN_KEY_BYTES or not exposed:
         return None
-    return (f"warning: the key is {len(key)} bytes and {exposed[0]} is reachable from other "
-            f"machines; anyone who records one handshake can guess a short key offline: use "
-            f"{MIN_KEY_BYTES} bytes or more, e.g. python -c \"import secrets; "
-            f"print(secrets.token_hex(32))\"")
+    return (
+        f"warning: the key is {len(key)} bytes and {exposed[0]} is reachable from other "
+        f"machines; anyone who records one handshake can guess a short key offline: use "
+        f'{MIN_KEY_BYTES} bytes or more, e.g. python -c "import secrets; '
+        f'print(secrets.token_hex(32))"'
+    )
 
 
 def tls_options(args: argparse.Namespace, urls: list[str], *, server: bool) -> dict[str, Any]:
@@ -112,8 +125,9 @@ def tls_options(args: argparse.Namespace, urls: list[str], *, server: bool) -> d
         if server and args.certfile:
             return {"ssl_context": server_context(args.certfile, args.keyfile)}
         if server and secure:
-            raise CommandError(f"{secure[0]} needs --certfile FILE (and --keyfile FILE unless "
-                               f"the key is in it)", EXIT_USAGE)
+            raise CommandError(
+                f"{secure[0]} needs --certfile FILE (and --keyfile FILE unless the key is in it)", EXIT_USAGE
+            )
         if not server and (args.cafile or args.insecure or secure):
             # Without --cafile, the system's CAs vouch for the coordinator, as they do for curl.
             return {"ssl_context": client_context(args.cafile, insecure=args.insecure)}
@@ -134,8 +148,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if (action.default in (None, False, [], argparse.SUPPRESS) or "default" in text
-                or not action.option_strings):
+        if (
+            action.default in (None, False, [], argparse.SUPPRESS)
+            or "default" in text
+            or not action.option_strings
+        ):
             return text
         return f"{text} (default: %(default)s)"
 

@@ -75,8 +75,10 @@ def monte_carlo_pi(pool: Any, workers: int, quick: bool) -> list[Any]:
     serial_hits, serial = _timed(lambda: sum(map(points_in_unit_circle, [attempts] * tasks)))
     hits, parallel = _timed(lambda: sum(pool.map(points_in_unit_circle, [attempts] * tasks)))
     estimate = 4.0 * hits / (tasks * attempts)
-    print(f"  pi ~ {estimate:.5f} (serial run: {4.0 * serial_hits / (tasks * attempts):.5f}); "
-          f"error {abs(estimate - math.pi) / math.pi:.3%}")
+    print(
+        f"  pi ~ {estimate:.5f} (serial run: {4.0 * serial_hits / (tasks * attempts):.5f}); "
+        f"error {abs(estimate - math.pi) / math.pi:.3%}"
+    )
     return _row("Monte Carlo pi (SCOOP)", workers, tasks, serial, parallel)
 
 
@@ -84,12 +86,14 @@ def distributed_sum(pool: Any, workers: int, quick: bool) -> list[Any]:
     n = 2_000_000 if quick else 10_000_000
     data = list(range(n))
     size = -(-n // (workers * 2))
-    shards = [data[i:i + size] for i in range(0, n, size)]
+    shards = [data[i : i + size] for i in range(0, n, size)]
     expected, serial = _timed(lambda: sum(map(sum_partial, shards)))
     total, parallel = _timed(lambda: sum(pool.map(sum_partial, shards)))
     assert total == expected == n * (n - 1) // 2
-    print(f"  sum(range({n:,})) = {total:,}: shipping the data costs more than adding it,"
-          " which is the lesson of this row")
+    print(
+        f"  sum(range({n:,})) = {total:,}: shipping the data costs more than adding it,"
+        " which is the lesson of this row"
+    )
     return _row("distributed sum (seed 003)", workers, len(shards), serial, parallel)
 
 
@@ -97,8 +101,7 @@ def map_reduce(pool: Any, workers: int, quick: bool) -> list[Any]:
     count = 60 if quick else 200
     inputs = [[a] * a for a in range(count)]
     expected, serial = _timed(lambda: sum(map(simulate_workload, inputs)))
-    total, parallel = _timed(lambda: pool.map_reduce(simulate_workload, operator.add, inputs,
-                                                     chunksize=1))
+    total, parallel = _timed(lambda: pool.map_reduce(simulate_workload, operator.add, inputs, chunksize=1))
     assert total == expected
     print(f"  mapReduce = {total:,}; the 10 ms waits overlap across workers")
     return _row("mapReduce, 10 ms tasks (SCOOP)", workers, count, serial, parallel)
@@ -110,8 +113,10 @@ def celery_tasks(pool: Any, workers: int, quick: bool) -> list[Any]:
     _, serial = _timed(lambda: [slow_square(i) for i in range(count)])
     results, parallel = _timed(lambda: [r.get(timeout=60) for r in [task.delay(i) for i in range(count)]])
     first = task.delay(7)
-    print(f"  slow_square.delay(7) -> AsyncResult id={first.id} state={first.state}"
-          f" -> get() = {first.get(timeout=60)}")
+    print(
+        f"  slow_square.delay(7) -> AsyncResult id={first.id} state={first.state}"
+        f" -> get() = {first.get(timeout=60)}"
+    )
     assert results == [i * i for i in range(count)]
     return _row("Celery-style .delay(), 20 ms tasks", workers, count, serial, parallel)
 
@@ -128,14 +133,19 @@ def fault_recovery(pool: Any, workers: int, quick: bool) -> list[Any]:
     parallel = time.perf_counter() - start
     assert results == [i * i for i in range(count)]
     status = pool.status()
-    print(f"  killed worker process {victim} mid-run: {status['requeued']} task(s) requeued, "
-          f"{status['restarts']} replacement(s) started, all {count} results correct, none twice")
+    print(
+        f"  killed worker process {victim} mid-run: {status['requeued']} task(s) requeued, "
+        f"{status['restarts']} replacement(s) started, all {count} results correct, none twice"
+    )
     return _row("a worker SIGKILLed mid-run", workers, count, serial, parallel)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minipool.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m minipool.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="smaller inputs (under 15 s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes")
     parser.add_argument("--transport", default="tcp", help="tcp, ws, http, ... (default tcp)")
@@ -146,22 +156,32 @@ def main(argv: list[str] | None = None) -> int:
     # The fault-recovery step makes the coordinator and supervisor report what they do.
     logging.basicConfig(level=logging.WARNING, format="  [%(name)s] %(message)s")
     began = time.perf_counter()
-    print(f"minipool demo: starting a coordinator and {args.workers} worker processes "
-          f"({args.transport}:// on 127.0.0.1)")
+    print(
+        f"minipool demo: starting a coordinator and {args.workers} worker processes "
+        f"({args.transport}:// on 127.0.0.1)"
+    )
     with Pool(args.workers, transport=args.transport) as pool:
         pool.wait_for_workers()
         status = pool.status()
-        print(f"  coordinator at {status['urls'][0]}, workers: "
-              + ", ".join(f"{w['name']} (pid {w['pid']})" for w in status["workers"]))
+        print(
+            f"  coordinator at {status['urls'][0]}, workers: "
+            + ", ".join(f"{w['name']} (pid {w['pid']})" for w in status["workers"])
+        )
         rows = []
         for step in (monte_carlo_pi, distributed_sum, map_reduce, celery_tasks, fault_recovery):
             print(f"\n{step.__name__.replace('_', ' ')}:")
             rows.append(step(pool, args.workers, args.quick))
         final = pool.status()
-    print_table(f"Results on {os.cpu_count()} CPU(s), single runs (`python -m minipool.bench` "
-                "measures with repeats and medians)", HEADERS, rows)
-    print(f"\n{final['done']} tasks done, {final['failed']} failed, {final['requeued']} requeued; "
-          f"demo took {time.perf_counter() - began:.1f} s")
+    print_table(
+        f"Results on {os.cpu_count()} CPU(s), single runs (`python -m minipool.bench` "
+        "measures with repeats and medians)",
+        HEADERS,
+        rows,
+    )
+    print(
+        f"\n{final['done']} tasks done, {final['failed']} failed, {final['requeued']} requeued; "
+        f"demo took {time.perf_counter() - began:.1f} s"
+    )
     return 0
 
 

@@ -58,9 +58,11 @@ class MessageTooLarge(MinipoolError, ValueError):
     with this at once and is not retried: it would be just as large the next time."""
 
     def __init__(self, what: str, size: int, limit: int) -> None:
-        super().__init__(f"{what} of {size:,} bytes exceeds max_message, the limit of {limit:,} "
-                         "bytes a message may have (raise it on the coordinator, its workers and"
-                         " clients with max_message=, or send less)")
+        super().__init__(
+            f"{what} of {size:,} bytes exceeds max_message, the limit of {limit:,} "
+            "bytes a message may have (raise it on the coordinator, its workers and"
+            " clients with max_message=, or send less)"
+        )
         self.size = size
         self.limit = limit
 
@@ -107,9 +109,7 @@ class MissingExtra(MinipoolError, ImportError):
     """
 
     def __init__(self, feature: str, extra: str, package: str) -> None:
-        super().__init__(
-            f"{feature} needs the {package!r} package: pip install 'minipool[{extra}]'"
-        )
+        super().__init__(f"{feature} needs the {package!r} package: pip install 'minipool[{extra}]'")
         self.feature = feature
         self.extra = extra
         self.package = package
@@ -127,8 +127,10 @@ class IncompatibleInterpreter(MinipoolError):
     """
 
     #: What the user can do about it, said at the end of every such message.
-    REMEDY = ("ship it by reference instead: put the function in a module that both the client "
-              "and the workers can import (not the script you run, nor a lambda)")
+    REMEDY = (
+        "ship it by reference instead: put the function in a module that both the client "
+        "and the workers can import (not the script you run, nor a lambda)"
+    )
 
 
 class RemoteError(MinipoolError):
@@ -195,4 +197,3 @@ def __getattr__(name: str) -> type:
                 globals()["BrokenPool"] = _broken_pool_class()
         return globals()["BrokenPool"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

@@ -31,8 +31,18 @@ from typing import Any
 
 from .futures import TaskFuture
 
-__all__ = ["ChunkSizer", "Feed", "Feeds", "ordered", "unordered", "cancel_all", "as_listing", "window",
-           "DEFAULT_WINDOW", "TARGET_CHUNK_SECONDS"]
+__all__ = [
+    "ChunkSizer",
+    "Feed",
+    "Feeds",
+    "ordered",
+    "unordered",
+    "cancel_all",
+    "as_listing",
+    "window",
+    "DEFAULT_WINDOW",
+    "TARGET_CHUNK_SECONDS",
+]
 
 #: Adaptive chunking aims for chunks that take about this long to run.
 TARGET_CHUNK_SECONDS = 0.02
@@ -103,8 +113,7 @@ class Feed:
         bounded: the input's length is known, so :meth:`drain` ends.
     """
 
-    def __init__(self, submit: Submit, chunks: Iterator[list[Any]], sent: Sent,
-                 bounded: bool = True) -> None:
+    def __init__(self, submit: Submit, chunks: Iterator[list[Any]], sent: Sent, bounded: bool = True) -> None:
         self._submit = submit
         self._chunks = chunks
         self._sent = sent
@@ -211,8 +220,14 @@ def _remaining(end: float | None) -> float | None:
     return max(0.0, end - time.monotonic())
 
 
-def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-            timeout: float | None, feeds: Feeds | None = None) -> Iterator[Any]:
+def ordered(
+    submit: Submit,
+    chunks: Iterator[list[Any]],
+    sizer: ChunkSizer,
+    window: int,
+    timeout: float | None,
+    feeds: Feeds | None = None,
+) -> Iterator[Any]:
     """Submit chunks now (up to ``window``), then yield their results in order, refilling.
 
     ``submit`` turns a chunk into a future of the chunk's list of results. The first ``window``
@@ -254,8 +269,14 @@ def ordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, wind
     return _primed(results())
 
 
-def unordered(submit: Submit, chunks: Iterator[list[Any]], sizer: ChunkSizer, window: int,
-              timeout: float | None = None, feeds: Feeds | None = None) -> Iterator[Any]:
+def unordered(
+    submit: Submit,
+    chunks: Iterator[list[Any]],
+    sizer: ChunkSizer,
+    window: int,
+    timeout: float | None = None,
+    feeds: Feeds | None = None,
+) -> Iterator[Any]:
     """Like :func:`ordered`, but yield each chunk's results as soon as that chunk is done."""
     end = None if timeout is None else time.monotonic() + timeout
     done: queue.SimpleQueue[tuple[concurrent.futures.Future, int, float]] = queue.SimpleQueue()

@@ -43,8 +43,13 @@ class Plugins(Generic[T]):
         lazy: name -> factory, for the names not built yet.
     """
 
-    def __init__(self, kind: str, group: str, unknown: Callable[[str, str], Exception],
-                 adopt: Callable[[Plugins[T], Any], None]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        unknown: Callable[[str, str], Exception],
+        adopt: Callable[[Plugins[T], Any], None],
+    ) -> None:
         self.kind, self.group = kind, group
         self._unknown, self._adopt = unknown, adopt
         self.ready: dict[str, T] = {}

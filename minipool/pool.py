@@ -105,15 +105,30 @@ class Pool(concurrent.futures.Executor):
         OSError: the coordinator at ``address`` cannot be reached.
     """
 
-    def __init__(self, workers: int | None = None, *, address: str | None = None,
-                 authkey: bytes | str | None = None, transport: str = "tcp", codec: str = "none",
-                 kind: str = "process", max_losses: int = 3, heartbeat: float = HEARTBEAT,
-                 balance: str = "least-loaded", min_workers: int | None = None,
-                 max_workers: int | None = None, autoscale: dict[str, Any] | None = None,
-                 journal: str | None = None, fsync: str = "everysec",
-                 certfile: str | None = None, keyfile: str | None = None,
-                 cafile: str | None = None, initializer: Callable[..., Any] | None = None,
-                 initargs: tuple = (), **transport_options: Any) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        address: str | None = None,
+        authkey: bytes | str | None = None,
+        transport: str = "tcp",
+        codec: str = "none",
+        kind: str = "process",
+        max_losses: int = 3,
+        heartbeat: float = HEARTBEAT,
+        balance: str = "least-loaded",
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        autoscale: dict[str, Any] | None = None,
+        journal: str | None = None,
+        fsync: str = "everysec",
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        cafile: str | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple = (),
+        **transport_options: Any,
+    ) -> None:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         get_codec(codec)  # fail now, not at the first task, on an unknown codec or missing extra
@@ -146,16 +161,23 @@ class Pool(concurrent.futures.Executor):
                 count = low
             if certfile:
                 transport_options.setdefault("ssl_context", server_context(certfile, keyfile))
-            self._coordinator = Coordinator(key, max_losses=max_losses, heartbeat=heartbeat,
-                                            balance=balance, journal=journal, fsync=fsync,
-                                            **transport_options)
+            self._coordinator = Coordinator(
+                key,
+                max_losses=max_losses,
+                heartbeat=heartbeat,
+                balance=balance,
+                journal=journal,
+                fsync=fsync,
+                **transport_options,
+            )
             self.address = self._coordinator.serve(f"{transport}://127.0.0.1:0")
             beat = ["--heartbeat", str(heartbeat)] + (["--cafile", str(cafile)] if cafile else [])
             if kind == "process":
                 self._supervisor = Supervisor(self.address, key, count, name="local", extra_args=beat)
             else:
-                self._supervisor = Supervisor(self.address, key, 1, kind="thread", slots=count,
-                                              name="local", extra_args=beat)
+                self._supervisor = Supervisor(
+                    self.address, key, 1, kind="thread", slots=count, name="local", extra_args=beat
+                )
             self._coordinator.process_exit = self._supervisor.exit_status  # for WorkerLost's reason
             if elastic:
                 self._elastic = Elastic(self._coordinator, self._supervisor, autoscaler)
@@ -175,8 +197,9 @@ class Pool(concurrent.futures.Executor):
             self._client.initializer = tasklib.initializer_id(self._init)
         # A pool dropped without shutdown() still stops what it started. The finalizer holds
         # the parts, never the pool: nothing it references points back at ``self``.
-        self._finalizer = weakref.finalize(self, _release, self._client, self._elastic,
-                                         self._coordinator, self._supervisor)
+        self._finalizer = weakref.finalize(
+            self, _release, self._client, self._elastic, self._coordinator, self._supervisor
+        )
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
 
@@ -190,8 +213,15 @@ class Pool(concurrent.futures.Executor):
             return self._client.failed(exc)
         return self._client.submit(body, codec, needs or self._init_needs)
 
-    def submit_with(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
-                    priority: int = 0, timeout: float | None = None) -> concurrent.futures.Future:
+    def submit_with(
+        self,
+        fn: Callable[..., Any],
+        args: tuple = (),
+        kwargs: dict | None = None,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> concurrent.futures.Future:
         """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
         self._check_open()
         headers: dict[str, Any] = {}
@@ -199,11 +229,18 @@ class Pool(concurrent.futures.Executor):
             headers["priority"] = priority
         if timeout is not None:
             headers["timeout"] = timeout
-        return self._send(tasklib.pack_call, fn, args, kwargs or {}, self.codec, self._init,
-                          headers=headers or None)
+        return self._send(
+            tasklib.pack_call, fn, args, kwargs or {}, self.codec, self._init, headers=headers or None
+        )
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int | None = 1, buffersize: int | None = None) -> Iterator[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[Any]:
         """Like :meth:`concurrent.futures.Executor.map`, lazy and bounded.
 
         Args:
@@ -221,11 +258,18 @@ class Pool(concurrent.futures.Executor):
         sizer = mapping.ChunkSizer(chunksize, length, self._slots())
         chunks = sizer.chunks(zip(*iterables, strict=False) if star else iter(iterables[0]))
         submit = lambda chunk: self._send(  # noqa: E731
-            tasklib.pack_chunk, fn, chunk, self.codec, star=star, init=self._init)
+            tasklib.pack_chunk, fn, chunk, self.codec, star=star, init=self._init
+        )
         return mapping.ordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)
 
-    def map_unordered(self, fn: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = 1,
-                      buffersize: int | None = None, timeout: float | None = None) -> Iterator[Any]:
+    def map_unordered(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = 1,
+        buffersize: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Any]:
         """Like :meth:`map` with one iterable, yielding results as they complete (SCOOP's
         ``map_as_completed``; ``multiprocessing.Pool.imap_unordered``)."""
         self._check_open()
@@ -234,9 +278,15 @@ class Pool(concurrent.futures.Executor):
         submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec, init=self._init)  # noqa: E731
         return mapping.unordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)
 
-    def map_reduce(self, map_fn: Callable[[Any], Any], reduce_fn: Callable[[Any, Any], Any],
-                   iterable: Iterable[Any], initializer: Any = tasklib.NO_INITIAL,
-                   chunksize: int | None = None, timeout: float | None = None) -> Any:
+    def map_reduce(
+        self,
+        map_fn: Callable[[Any], Any],
+        reduce_fn: Callable[[Any, Any], Any],
+        iterable: Iterable[Any],
+        initializer: Any = tasklib.NO_INITIAL,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """Map in parallel and fold the results with ``reduce_fn`` (SCOOP's ``mapReduce``).
 
         Each worker folds its own chunk, and the caller folds the partial results in input
@@ -249,9 +299,16 @@ class Pool(concurrent.futures.Executor):
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
         submit = lambda chunk: self._send(  # noqa: E731
-            tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec, self._init)
-        partials = mapping.ordered(lambda c: mapping.as_listing(submit(c)), chunks, sizer,
-                                   mapping.DEFAULT_WINDOW, timeout, self._feeds)
+            tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec, self._init
+        )
+        partials = mapping.ordered(
+            lambda c: mapping.as_listing(submit(c)),
+            chunks,
+            sizer,
+            mapping.DEFAULT_WINDOW,
+            timeout,
+            self._feeds,
+        )
         acc = initializer
         for partial in partials:
             acc = partial if acc is tasklib.NO_INITIAL else reduce_fn(acc, partial)
@@ -284,8 +341,7 @@ class Pool(concurrent.futures.Executor):
         if wait:
             self._close(feeds)
         else:
-            threading.Thread(target=self._close, args=(feeds,), daemon=True,
-                             name="minipool-shutdown").start()
+            threading.Thread(target=self._close, args=(feeds,), daemon=True, name="minipool-shutdown").start()
 
     def _close(self, feeds: list[mapping.Feed]) -> None:
         """Submit the maps' remaining input, wait for every pending task, then stop."""
@@ -300,13 +356,23 @@ class Pool(concurrent.futures.Executor):
 
     # -- Celery-style tasks and introspection ------------------------------------------------
 
-    def task(self, fn: Callable[..., Any] | None = None, *, retries: int = 0,
-             retry_backoff: float = 0.0, timeout: float | None = None, priority: int = 0) -> Any:
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        retries: int = 0,
+        retry_backoff: float = 0.0,
+        timeout: float | None = None,
+        priority: int = 0,
+    ) -> Any:
         """Decorate a function as a task with ``.delay()`` and ``.apply_async()`` (Celery's
         ``@app.task``). Usable bare (``@pool.task``) or with options."""
+
         def wrap(f: Callable[..., Any]) -> TaskFunction:
-            return TaskFunction(self, f, retries=retries, retry_backoff=retry_backoff,
-                                timeout=timeout, priority=priority)
+            return TaskFunction(
+                self, f, retries=retries, retry_backoff=retry_backoff, timeout=timeout, priority=priority
+            )
+
         return wrap(fn) if fn is not None else wrap
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
@@ -316,9 +382,11 @@ class Pool(concurrent.futures.Executor):
             report["local_processes"] = self._supervisor.pids
             report["restarts"] = self._supervisor.restarts
         if self._elastic is not None:
-            report["autoscale"] = {"min_workers": self._elastic.autoscaler.min_workers,
-                                   "max_workers": self._elastic.autoscaler.max_workers,
-                                   "events": self._elastic.events}
+            report["autoscale"] = {
+                "min_workers": self._elastic.autoscaler.min_workers,
+                "max_workers": self._elastic.autoscaler.max_workers,
+                "events": self._elastic.events,
+            }
         return report
 
     def schedule(self, fn: Callable[..., Any], /, *args: Any, every: float, **kwargs: Any) -> Schedule:
@@ -343,8 +411,16 @@ class Pool(concurrent.futures.Executor):
         """The live registry entries offering ``service`` (workers and registered services)."""
         return self._client.lookup(service)
 
-    def register(self, key: str, *, address: str, services: list[str], ttl: float, slots: int = 0,
-                 meta: dict[str, Any] | None = None) -> None:
+    def register(
+        self,
+        key: str,
+        *,
+        address: str,
+        services: list[str],
+        ttl: float,
+        slots: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         """Add or renew an entry in the coordinator's service registry; it expires after ``ttl``
         seconds unless registered again."""
         self._client.register(key, address=address, services=services, ttl=ttl, slots=slots, meta=meta)
@@ -362,8 +438,13 @@ class Pool(concurrent.futures.Executor):
                 raise TimeoutError(f"fewer than {want} workers connected within {timeout}s")
             time.sleep(0.02)
 
-    def _send(self, pack: Callable[..., tuple[bytes, str, dict[str, Any] | None]], *args: Any,
-              headers: dict[str, Any] | None = None, **options: Any) -> concurrent.futures.Future:
+    def _send(
+        self,
+        pack: Callable[..., tuple[bytes, str, dict[str, Any] | None]],
+        *args: Any,
+        headers: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> concurrent.futures.Future:
         """Pack a task with ``pack(*args, **options)`` and send it.
 
         A call that cannot be pickled fails *its future* with the pickling error, which
@@ -406,8 +487,9 @@ def _check_counts(**counts: int | float | None) -> None:
             raise ValueError(f"{name} must be greater than 0, not {value!r}")
 
 
-def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator | None,
-             supervisor: Supervisor | None) -> None:
+def _release(
+    client: Client, elastic: Elastic | None, coordinator: Coordinator | None, supervisor: Supervisor | None
+) -> None:
     """Stop what a pool started: its client; its worker processes (SIGTERM: each stops at once,
     even mid-task), the coordinator leasing nothing more meanwhile, so a task whose worker stops
     first is not started again on another; then the coordinator, once no worker is left to see
@@ -435,8 +517,9 @@ def _release(client: Client, elastic: Elastic | None, coordinator: Coordinator |
         coordinator.close()
 
 
-def _release_when_done(client: Client, elastic: Elastic | None, coordinator: Coordinator | None,
-                       supervisor: Supervisor | None) -> None:
+def _release_when_done(
+    client: Client, elastic: Elastic | None, coordinator: Coordinator | None, supervisor: Supervisor | None
+) -> None:
     while client.pending and not client.closed:
         time.sleep(0.005)
     client.close()  # so that _release stops at once, never defers again

@@ -103,8 +103,10 @@ def _remote_method(obj: Any, name: str) -> Callable[..., Any]:
     if not isinstance(function, types.FunctionType):
         raise AttributeError(f"{type(obj).__name__}.{name} is not a method")
     if not (getattr(function, _EXPOSED, False) or vars(cls).get(_EXPOSED, False)):
-        raise AttributeError(f"{type(obj).__name__}.{name} is not exposed (decorate it, or the "
-                             f"class that defines it, with minipool.rpc.expose)")
+        raise AttributeError(
+            f"{type(obj).__name__}.{name} is not exposed (decorate it, or the "
+            f"class that defines it, with minipool.rpc.expose)"
+        )
     return getattr(obj, name)
 
 
@@ -179,9 +181,16 @@ class Daemon:
         OSError: the address cannot be bound.
     """
 
-    def __init__(self, url: str = "tcp://127.0.0.1:0", *, authkey: bytes | str | None = None,
-                 name_server: str | None = None, max_connections: int = 256,
-                 handshake_timeout: float = 5.0, **transport_options: Any) -> None:
+    def __init__(
+        self,
+        url: str = "tcp://127.0.0.1:0",
+        *,
+        authkey: bytes | str | None = None,
+        name_server: str | None = None,
+        max_connections: int = 256,
+        handshake_timeout: float = 5.0,
+        **transport_options: Any,
+    ) -> None:
         self._key = _key(authkey)
         self._listener = listen(url, **transport_options)
         self.url = self._listener.url
@@ -249,8 +258,9 @@ class Daemon:
                 continue
             self._admission.admit(conn)  # may close the connection that has waited longest
             try:
-                threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                                 name=f"minipool-rpc-{conn.peer}").start()
+                threading.Thread(
+                    target=self._serve, args=(conn,), daemon=True, name=f"minipool-rpc-{conn.peer}"
+                ).start()
             except RuntimeError as exc:  # no thread to be had: refuse this one, keep serving
                 log.warning("rpc: refusing %s: %s", conn.peer, exc)
                 self._admission.opened(conn)
@@ -318,8 +328,9 @@ class Daemon:
             conn.send_parts(encode_gathered(Kind.RESULT, number, parts, Format.PICKLE, "none", None))
             return
         ok, body, codec = pack_outcome(ok, value)
-        conn.send_parts(encode_buffers(Kind.RESULT if ok else Kind.FAILURE, number, body,
-                                       Format.PICKLE, codec, None))
+        conn.send_parts(
+            encode_buffers(Kind.RESULT if ok else Kind.FAILURE, number, body, Format.PICKLE, codec, None)
+        )
 
     def close(self) -> None:
         """Stop serving: the listener, every connection, the names' renewals."""
@@ -394,8 +405,13 @@ class _NameKeeper:
             # One round trip covers them all: a connection's messages are handled in order.
             self._client.lookup(f"rpc:{next(iter(names))}", timeout=_RETIRE_WAIT)
         except (MinipoolError, OSError, TimeoutError) as exc:
-            log.warning("rpc: cannot retire %s at %s (they expire in %gs): %s",
-                        ", ".join(names), self._url, NAME_TTL, exc)
+            log.warning(
+                "rpc: cannot retire %s at %s (they expire in %gs): %s",
+                ", ".join(names),
+                self._url,
+                NAME_TTL,
+                exc,
+            )
 
     def _renew(self) -> None:
         while not self._stop.wait(NAME_TTL / 3):
@@ -425,15 +441,22 @@ class _NameKeeper:
         self._client.close()
 
 
-def locate(name: str, *, name_server: str, authkey: bytes | str | None = None,
-           timeout: float = 10.0, **transport_options: Any) -> str:
+def locate(
+    name: str,
+    *,
+    name_server: str,
+    authkey: bytes | str | None = None,
+    timeout: float = 10.0,
+    **transport_options: Any,
+) -> str:
     """The URI registered for ``name`` at the coordinator ``name_server``.
 
     Raises:
         LookupError: no live entry has that name.
     """
-    client = RemoteClient(name_server, _key(authkey), timeout=timeout, reconnect_timeout=0,
-                          **transport_options)
+    client = RemoteClient(
+        name_server, _key(authkey), timeout=timeout, reconnect_timeout=0, **transport_options
+    )
     try:
         entries = client.lookup(f"rpc:{name}", timeout)
     finally:
@@ -459,9 +482,15 @@ class Proxy:
     run: nothing is retried behind your back); the next call connects afresh.
     """
 
-    def __init__(self, uri: str, *, authkey: bytes | str | None = None,
-                 name_server: str | None = None, timeout: float | None = None,
-                 **transport_options: Any) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        authkey: bytes | str | None = None,
+        name_server: str | None = None,
+        timeout: float | None = None,
+        **transport_options: Any,
+    ) -> None:
         self._key = _key(authkey)
         self._options = transport_options
         self._name_server = name_server
@@ -469,7 +498,7 @@ class Proxy:
         if uri.startswith("name:"):
             if not name_server:
                 raise ValueError(f"{uri!r} needs name_server= (the coordinator that keeps names)")
-            self._url, self._name = "", uri[len("name:"):]
+            self._url, self._name = "", uri[len("name:") :]
         else:
             self._url, self._name = urldefrag(uri)
             if not self._name:
@@ -487,8 +516,9 @@ class Proxy:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
             if self._uri.startswith("name:"):  # each new connection asks where the name is now
-                self._url, _ = urldefrag(locate(self._name, name_server=str(self._name_server),
-                                                authkey=self._key, **self._options))
+                self._url, _ = urldefrag(
+                    locate(self._name, name_server=str(self._name_server), authkey=self._key, **self._options)
+                )
             self._conn = open_connection(self._url, self._key, {"role": "rpc-client"}, **self._options)
         return self._conn
 
@@ -510,8 +540,9 @@ class Proxy:
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
                     reply = decode(conn.recv(left), view=True)
                     if reply.kind is Kind.ERROR:
-                        raise ConnectionClosed(f"{self._url} closed the connection: "
-                                               f"{reply.headers.get('reason')}")
+                        raise ConnectionClosed(
+                            f"{self._url} closed the connection: {reply.headers.get('reason')}"
+                        )
                     if reply.id == number and reply.kind in (Kind.RESULT, Kind.FAILURE):
                         break  # (an answer to an earlier call that timed out is skipped)
             except (ConnectionClosed, ProtocolError, TimeoutError):
@@ -548,4 +579,3 @@ class Proxy:
 
 def _rebuild(uri: str, name_server: str | None, timeout: float | None) -> Proxy:
     return Proxy(uri, name_server=name_server, timeout=timeout)
-

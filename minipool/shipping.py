@@ -54,8 +54,10 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: the bytecode magic number (which changes whenever the bytecode does), e.g.
 #: ``cpython-3.11-a70d0d0a``. Two interpreters load each other's code objects only if their
 #: tags are equal.
-INTERPRETER = (f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}-"
-               f"{importlib.util.MAGIC_NUMBER.hex()}")
+INTERPRETER = (
+    f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}-"
+    f"{importlib.util.MAGIC_NUMBER.hex()}"
+)
 
 
 def ships_by_value(fn: types.FunctionType) -> bool:
@@ -82,13 +84,14 @@ def _global_names(code: types.CodeType) -> Iterator[str]:
             yield from _global_names(const)
 
 
-def _make_function(interpreter: str, code_bytes: bytes, name: str, qualname: str,
-                   module: str | None, ncells: int) -> types.FunctionType:
+def _make_function(
+    interpreter: str, code_bytes: bytes, name: str, qualname: str, module: str | None, ncells: int
+) -> types.FunctionType:
     if interpreter != INTERPRETER:
         raise IncompatibleInterpreter(
             f"{qualname}() was shipped by value from {interpreter} and cannot run on "
-            f"{INTERPRETER}: its code object is valid only there; "
-            + IncompatibleInterpreter.REMEDY)
+            f"{INTERPRETER}: its code object is valid only there; " + IncompatibleInterpreter.REMEDY
+        )
     code = marshal.loads(code_bytes)
     namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": module or "__main__"}
     closure = tuple(types.CellType() for _ in range(ncells)) or None
@@ -145,9 +148,7 @@ class ShippingPickler(pickle.Pickler):
         code = fn.__code__
         fn_globals = fn.__globals__
         referenced = {
-            name: fn_globals[name]
-            for name in dict.fromkeys(_global_names(code))
-            if name in fn_globals
+            name: fn_globals[name] for name in dict.fromkeys(_global_names(code)) if name in fn_globals
         }
         cells = []
         for cell in fn.__closure__ or ():
@@ -155,10 +156,8 @@ class ShippingPickler(pickle.Pickler):
                 cells.append(cell.cell_contents)
             except ValueError:
                 cells.append(_EMPTY_CELL)
-        args = (INTERPRETER, marshal.dumps(code), fn.__name__, fn.__qualname__, fn.__module__,
-                len(cells))
-        state = (referenced, fn.__defaults__, fn.__kwdefaults__, cells, fn.__doc__,
-                 dict(fn.__dict__))
+        args = (INTERPRETER, marshal.dumps(code), fn.__name__, fn.__qualname__, fn.__module__, len(cells))
+        state = (referenced, fn.__defaults__, fn.__kwdefaults__, cells, fn.__doc__, dict(fn.__dict__))
         # The 6-tuple form: the function object exists (and is memoized) before its state is
         # pickled, so a function that refers to itself does not recurse forever.
         return _make_function, args, state, None, None, _set_function_state

@@ -45,10 +45,23 @@ from typing import Any
 from . import errors, shipping
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
-__all__ = ["pack_call", "BY_VALUE", "pack_invocation", "unpack_invocation", "pack_chunk",
-           "pack_reduce", "pack_initializer", "initializer_id", "execute", "load_function",
-           "pack_outcome", "unpack_outcome",
-           "RemoteTraceback", "Interrupted", "COMPRESS_MIN"]
+__all__ = [
+    "pack_call",
+    "BY_VALUE",
+    "pack_invocation",
+    "unpack_invocation",
+    "pack_chunk",
+    "pack_reduce",
+    "pack_initializer",
+    "initializer_id",
+    "execute",
+    "load_function",
+    "pack_outcome",
+    "unpack_outcome",
+    "RemoteTraceback",
+    "Interrupted",
+    "COMPRESS_MIN",
+]
 
 CALL, CHUNK, REDUCE, STARCHUNK = 0, 1, 2, 3
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -157,14 +170,16 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
     return get_codec(codec).compress(data), codec
 
 
-def _packed(task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None
-            ) -> tuple[bytes, str, dict[str, Any] | None]:
+def _packed(
+    task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None
+) -> tuple[bytes, str, dict[str, Any] | None]:
     body, data_needs = _pack(task)
     return (*_compress(body, codec), needs or data_needs)
 
 
-def pack_call(fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none",
-              init: bytes | None = None) -> tuple[bytes, str, dict[str, Any] | None]:
+def pack_call(
+    fn: Callable[..., Any], args: tuple, kwargs: dict, codec: str = "none", init: bytes | None = None
+) -> tuple[bytes, str, dict[str, Any] | None]:
     """Serialize one call (``init``: the pool's :func:`pack_initializer`). Returns ``(body,
     codec actually used, SUBMIT headers)``: the headers are :data:`BY_VALUE` when the task
     holds a function by value, else None."""
@@ -195,15 +210,26 @@ def unpack_invocation(body: bytes) -> tuple[str, str, tuple, dict]:
         ProtocolError: the body is not such a quadruple.
     """
     value = pickle.loads(body)
-    if not (isinstance(value, tuple) and len(value) == 4 and isinstance(value[0], str)
-            and isinstance(value[1], str) and isinstance(value[2], tuple)
-            and isinstance(value[3], dict)):
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 4
+        and isinstance(value[0], str)
+        and isinstance(value[1], str)
+        and isinstance(value[2], tuple)
+        and isinstance(value[3], dict)
+    ):
         raise errors.ProtocolError("a remote call's body must be (object, method, args, kwargs)")
     return value
 
 
-def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none", *,
-               star: bool = False, init: bytes | None = None) -> tuple[bytes, str, dict[str, Any] | None]:
+def pack_chunk(
+    fn: Callable[..., Any],
+    items: Sequence[Any],
+    codec: str = "none",
+    *,
+    star: bool = False,
+    init: bytes | None = None,
+) -> tuple[bytes, str, dict[str, Any] | None]:
     """Serialize a chunk of calls of one function (``Pool.map``): ``fn(item)`` for each item,
     or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples). Returns
     what :func:`pack_call` returns."""
@@ -211,9 +237,14 @@ def pack_chunk(fn: Callable[..., Any], items: Sequence[Any], codec: str = "none"
     return _packed(_with_init((STARCHUNK if star else CHUNK, blob, items), init), codec, needs)
 
 
-def pack_reduce(map_fn: Callable[..., Any], reduce_fn: Callable[[Any, Any], Any], items: Iterable[Any],
-                initializer: Any, codec: str = "none", init: bytes | None = None
-                ) -> tuple[bytes, str, dict[str, Any] | None]:
+def pack_reduce(
+    map_fn: Callable[..., Any],
+    reduce_fn: Callable[[Any, Any], Any],
+    items: Iterable[Any],
+    initializer: Any,
+    codec: str = "none",
+    init: bytes | None = None,
+) -> tuple[bytes, str, dict[str, Any] | None]:
     """Serialize a map-then-fold over a chunk (``Pool.map_reduce``). Returns what
     :func:`pack_call` returns."""
     map_blob, map_needs = _blob(map_fn)
@@ -264,7 +295,9 @@ def _initialize(init: bytes) -> None:
         raise errors.BrokenPool(
             f"the pool's initializer failed in worker process {os.getpid()} on "
             f"{socket.gethostname()}: {type(failure).__name__}: {failure}; the pool is not usable "
-            "any more", initializer_id(init)) from failure
+            "any more",
+            initializer_id(init),
+        ) from failure
 
 
 def _run_initializer(init: bytes) -> BaseException | None:
@@ -375,8 +408,12 @@ class RemoteTraceback(Exception):
 
 def failure_from_json(info: dict[str, Any]) -> BaseException:
     """Build the exception for a failure the coordinator reported itself (no pickle involved)."""
-    known = {"WorkerLost": errors.WorkerLost, "TimeoutError": TimeoutError, "KeyError": LookupError,
-             "IncompatibleInterpreter": errors.IncompatibleInterpreter}
+    known = {
+        "WorkerLost": errors.WorkerLost,
+        "TimeoutError": TimeoutError,
+        "KeyError": LookupError,
+        "IncompatibleInterpreter": errors.IncompatibleInterpreter,
+    }
     cls = known.get(str(info.get("type")))
     message = str(info.get("message", ""))
     if cls is None:
@@ -384,8 +421,9 @@ def failure_from_json(info: dict[str, Any]) -> BaseException:
     return cls(message)
 
 
-def unpack_outcome(ok: bool, body: bytes, codec: str = "none",
-                   max_size: int = DEFAULT_MAX_SIZE) -> tuple[bool, Any]:
+def unpack_outcome(
+    ok: bool, body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE
+) -> tuple[bool, Any]:
     """Turn an outcome body back into ``(True, value)`` or ``(False, exception)``."""
     if codec != "none":
         body = get_codec(codec).decompress(body, max_size)

@@ -145,8 +145,16 @@ class Message:
     __slots__ = ("kind", "id", "headers", "body", "fmt", "codec", "body_crc")
     _FIELDS = ("kind", "id", "headers", "body", "fmt", "codec")  # what equality compares
 
-    def __init__(self, kind: Kind, id: int = 0, body: bytes = b"", *, fmt: Format = Format.RAW,
-                 codec: str = "none", headers: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        id: int = 0,
+        body: bytes = b"",
+        *,
+        fmt: Format = Format.RAW,
+        codec: str = "none",
+        headers: dict[str, Any] | None = None,
+    ) -> None:
         self.kind = kind
         self.id = id
         self.body = body
@@ -158,8 +166,10 @@ class Message:
         self.body_crc: int | None = None
 
     def __repr__(self) -> str:
-        return (f"Message({self.kind.name}, id={self.id}, fmt={self.fmt.name}, codec={self.codec!r},"
-                f" headers={self.headers!r}, body={len(self.body)} bytes)")
+        return (
+            f"Message({self.kind.name}, id={self.id}, fmt={self.fmt.name}, codec={self.codec!r},"
+            f" headers={self.headers!r}, body={len(self.body)} bytes)"
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
@@ -169,12 +179,20 @@ class Message:
 
 def encode(message: Message) -> bytes:
     """Serialize ``message`` into one transport message."""
-    return encode_parts(message.kind, message.id, message.body, message.fmt, message.codec,
-                        message.headers, message.body_crc)
+    return encode_parts(
+        message.kind, message.id, message.body, message.fmt, message.codec, message.headers, message.body_crc
+    )
 
 
-def encode_parts(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str,
-                 headers: dict[str, Any] | None, body_crc: int | None = None) -> bytes:
+def encode_parts(
+    kind: Kind,
+    ident: int,
+    body: Buffer,
+    fmt: Format,
+    codec: str,
+    headers: dict[str, Any] | None,
+    body_crc: int | None = None,
+) -> bytes:
     """:func:`encode` without building a :class:`Message` first (the hot path's TASK).
     ``body_crc``: the body's own CRC-32, if the caller knows it (a body being forwarded)."""
     if codec == "none" and not headers:  # the hot path, as one join: no head built on its own
@@ -184,9 +202,15 @@ def encode_parts(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str,
     return b"".join(encode_buffers(kind, ident, body, fmt, codec, headers, body_crc))
 
 
-def encode_buffers(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str,
-                   headers: dict[str, Any] | None,
-                   body_crc: int | None = None) -> tuple[bytes, Buffer]:
+def encode_buffers(
+    kind: Kind,
+    ident: int,
+    body: Buffer,
+    fmt: Format,
+    codec: str,
+    headers: dict[str, Any] | None,
+    body_crc: int | None = None,
+) -> tuple[bytes, Buffer]:
     """:func:`encode_parts` as ``(envelope head, body)``, not joined: what a transport's
     :meth:`~minipool.transports.base.Connection.send_parts` takes, so that a large body goes
     to the kernel from where it is, never copied behind its head."""
@@ -201,8 +225,9 @@ def encode_buffers(kind: Kind, ident: int, body: Buffer, fmt: Format, codec: str
     return b"".join((_PREFIX.pack(MAGIC, VERSION, crc), fields, codec_name, head)), body
 
 
-def encode_gathered(kind: Kind, ident: int, body: Sequence[Buffer], fmt: Format, codec: str,
-                    headers: dict[str, Any] | None) -> tuple[Buffer, ...]:
+def encode_gathered(
+    kind: Kind, ident: int, body: Sequence[Buffer], fmt: Format, codec: str, headers: dict[str, Any] | None
+) -> tuple[Buffer, ...]:
     """:func:`encode_buffers` for a body that is itself several buffers back to back (a pickle
     written in parts, :mod:`minipool.rpc`): the CRC is chained over them, nothing is joined."""
     body_crc = 0
@@ -248,8 +273,10 @@ def decode(data: bytes, *, view: bool = False) -> Message:
     end_codec = HEAD_SIZE + clen
     end_headers = end_codec + hlen
     if hlen > MAX_HEADERS or end_headers > size:
-        raise DamagedMessage(f"codec and header lengths run past the end of a {_describe(kind)} of"
-                             f" {size} bytes: damaged on the way, or not a minipool sender")
+        raise DamagedMessage(
+            f"codec and header lengths run past the end of a {_describe(kind)} of"
+            f" {size} bytes: damaged on the way, or not a minipool sender"
+        )
     # The body is cut out once (the message keeps it) and its CRC chained into the check. A
     # view is safe: the transport hands over a message object of its own that nothing reuses
     # (see Connection.recv), so the view never sees later bytes.
@@ -261,8 +288,9 @@ def decode(data: bytes, *, view: bool = False) -> Message:
         body = data[end_headers:]
     body_crc = crc32(body)
     if crc32(data[_COVERED:end_headers], body_crc) != crc:
-        raise DamagedMessage(f"a {_describe(kind)} of {size} bytes failed its CRC-32 check:"
-                             " damaged on the way")
+        raise DamagedMessage(
+            f"a {_describe(kind)} of {size} bytes failed its CRC-32 check: damaged on the way"
+        )
     kind = _KINDS.get(kind)
     fmt = _FORMATS.get(fmt)
     if kind is None or fmt is None:
@@ -295,8 +323,7 @@ def _describe(kind: int) -> str:
     return "message" if known is None else f"message (a {known.name}, if that byte is intact)"
 
 
-def encode_body(value: Any, fmt: Format = Format.PICKLE, codec: str = "none",
-                dumps: Any = None) -> bytes:
+def encode_body(value: Any, fmt: Format = Format.PICKLE, codec: str = "none", dumps: Any = None) -> bytes:
     """Serialize and compress a body. ``dumps`` overrides the pickler (see :mod:`minipool.shipping`)."""
     if fmt is Format.PICKLE:
         data = (dumps or pickle.dumps)(value)
@@ -318,8 +345,11 @@ def decode_body(message: Message, *, trusted: bool, max_size: int = DEFAULT_MAX_
         ProtocolError: a pickle body from an untrusted peer, or a body that does not decode.
         CodecError: unknown codec or corrupt/oversized compressed data.
     """
-    data = message.body if message.codec == "none" else get_codec(message.codec).decompress(
-        message.body, max_size)
+    data = (
+        message.body
+        if message.codec == "none"
+        else get_codec(message.codec).decompress(message.body, max_size)
+    )
     if message.fmt is Format.RAW:
         return data
     if message.fmt is Format.JSON:
@@ -333,6 +363,7 @@ def decode_body(message: Message, *, trusted: bool, max_size: int = DEFAULT_MAX_
 
 
 # -- the handshake ---------------------------------------------------------------------------
+
 
 def refusal(reason: str, *, authentication: bool = False) -> bytes:
     """The ERROR a server sends before it closes a connection. ``authentication`` says the

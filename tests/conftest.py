@@ -21,8 +21,11 @@ def pool(request, tmp_path_factory):
 
         tls = make_tls(tmp_path_factory.mktemp("tls"))
         directory = tls.ca_file.parent
-        options = {"certfile": str(directory / "server.pem"), "keyfile": str(directory / "server.key"),
-                   "cafile": str(tls.ca_file)}
+        options = {
+            "certfile": str(directory / "server.pem"),
+            "keyfile": str(directory / "server.key"),
+            "cafile": str(tls.ca_file),
+        }
     with Pool(2, transport=request.param, **options) as p:
         p.wait_for_workers()
         yield p

@@ -30,8 +30,9 @@ def find(version: str) -> str | None:
     pyenv = _pyenv()
     if pyenv:
         try:
-            prefix = subprocess.run([pyenv, "prefix", version], capture_output=True, text=True,
-                                    timeout=30).stdout.strip()
+            prefix = subprocess.run(
+                [pyenv, "prefix", version], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             prefix = ""
         candidate = Path(prefix.splitlines()[0]) / "bin" / "python" if prefix else None
@@ -44,13 +45,18 @@ def require(version: str) -> str:
     """The interpreter of ``version``, or skip the calling test saying which is missing."""
     path = find(version)
     if path is None:
-        pytest.skip(f"no Python {version} here"
-                    f" (neither `pyenv prefix {version}` nor python{version} on PATH)")
+        pytest.skip(
+            f"no Python {version} here (neither `pyenv prefix {version}` nor python{version} on PATH)"
+        )
     return path
 
 
 def env(**extra: str) -> dict[str, str]:
     """An environment in which any interpreter imports this checkout's minipool and the tests'
     modules, and nothing from the running interpreter's site-packages."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests"))),
-            "PYTHONNOUSERSITE": "1", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests"))),
+        "PYTHONNOUSERSITE": "1",
+        **extra,
+    }

@@ -168,7 +168,10 @@ def freeze_then(path, seconds, value):
 
     with open(path, "a") as f:
         f.write("ran\n")
-    subprocess.Popen(["sh", "-c", f"sleep {seconds}; kill -CONT {os.getpid()}"],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.Popen(
+        ["sh", "-c", f"sleep {seconds}; kill -CONT {os.getpid()}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.kill(os.getpid(), signal.SIGSTOP)
     return value

@@ -26,8 +26,9 @@ def connected(url: str, **options: Any) -> tuple[Any, Any, Any]:
     return listener, client, accepted[0]
 
 
-def poll_catches_it_half_arrived(send_rest: Any, receiver: Any, sender: Any, expected: bytes,
-                                 delay: float = 0.2) -> None:
+def poll_catches_it_half_arrived(
+    send_rest: Any, receiver: Any, sender: Any, expected: bytes, delay: float = 0.2
+) -> None:
     """``receiver.recv(timeout=0)`` while a message is half here: ``send_rest`` sends the rest
     ``delay`` s later. The poll must return the whole message, the connection stay open, and
     the next message (from ``sender``) still arrive."""

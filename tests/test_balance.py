@@ -48,7 +48,7 @@ def test_ewma():
 def test_least_loaded_prefers_the_smallest_busy_share_then_most_free_slots():
     policy = get_policy("least-loaded")
     a, b, c = W("a", slots=2, inflight=1), W("b", slots=8, inflight=2), W("c", slots=4, inflight=1)
-    assert policy.choose([a, b, c]) is b           # 25% busy beats 50%; b has 6 free vs c's 3
+    assert policy.choose([a, b, c]) is b  # 25% busy beats 50%; b has 6 free vs c's 3
     assert policy.choose([W("x", 1, 0), W("y", 4, 0)]).id == "y"
 
 
@@ -86,18 +86,18 @@ def test_latency_probes_unknown_workers_first():
     fast = W("fast", avg_run=0.1)
     new = W("new")
     assert policy.choose([fast, new]) is new
-    new.inflight = 1          # being measured: estimated with the known average, so not first
+    new.inflight = 1  # being measured: estimated with the known average, so not first
     assert policy.choose([fast, new]) is fast
 
 
 def test_latency_weights_by_throughput_and_pull_time():
     policy = get_policy("latency")
-    fast = W("fast", slots=2, inflight=1, avg_run=1.0)       # eta (1+1)*1/2 = 1.0
-    slow = W("slow", slots=2, inflight=0, avg_run=5.0)       # eta 1*5/2 = 2.5
+    fast = W("fast", slots=2, inflight=1, avg_run=1.0)  # eta (1+1)*1/2 = 1.0
+    slow = W("slow", slots=2, inflight=0, avg_run=5.0)  # eta 1*5/2 = 2.5
     assert policy.choose([slow, fast]) is fast
-    fast.inflight = 5                                        # eta 3.0: now slow is sooner
+    fast.inflight = 5  # eta 3.0: now slow is sooner
     assert policy.choose([slow, fast]) is slow
-    far = W("far", slots=2, avg_run=1.0, avg_pull=10.0)       # a slow link costs its pull time
+    far = W("far", slots=2, avg_run=1.0, avg_pull=10.0)  # a slow link costs its pull time
     assert policy.choose([far, W("near", slots=2, inflight=1, avg_run=1.0)]).id == "near"
 
 
@@ -110,13 +110,13 @@ def test_latency_holds_a_task_back_rather_than_queue_it_behind_a_slow_worker():
     policy = Latency(memory=3)
     fast = W("fast", slots=2, inflight=0, avg_run=1.0)
     slow = W("slow", slots=2, inflight=2, avg_run=5.0)
-    assert policy.choose([fast, slow]) is fast    # fast promises 0.5 + one more turn
+    assert policy.choose([fast, slow]) is fast  # fast promises 0.5 + one more turn
     # fast is full now; slow could only queue it (eta 7.5): wait for fast instead.
     assert policy.choose([slow]) is None
-    slow.inflight = 1                              # slow has a free slot: never refused
+    slow.inflight = 1  # slow has a free slot: never refused
     assert policy.choose([slow]) is slow
     slow.inflight = 2
-    for _ in range(3):                             # fast unseen too long: forgotten
+    for _ in range(3):  # fast unseen too long: forgotten
         policy.choose([slow])
     assert policy.choose([slow]) is slow
 

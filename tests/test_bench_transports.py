@@ -14,8 +14,21 @@ def test_quick_run_one_transport(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     transports.add_arguments(parser)
     svg = tmp_path / "rtt.svg"
-    args = parser.parse_args(["--quick", "--transports", "http,nosuch", "--peers", "",
-                              "--sizes", "64B", "--budget", "0.02", "--svg", str(svg)])
+    args = parser.parse_args(
+        [
+            "--quick",
+            "--transports",
+            "http,nosuch",
+            "--peers",
+            "",
+            "--sizes",
+            "64B",
+            "--budget",
+            "0.02",
+            "--svg",
+            str(svg),
+        ]
+    )
     result = transports.run(args)
     impls = [row["impl"] for row in result["rows"]]
     assert impls == ["raw", "http"]  # the floor is always measured beside

@@ -29,6 +29,7 @@ KEY = b"chaos-test-key-0123"
 
 # -- helpers --------------------------------------------------------------------------------
 
+
 class EchoServer:
     """A TCP server on 127.0.0.1 that sends back whatever it receives, one thread per peer."""
 
@@ -82,6 +83,7 @@ def read_all(sock, timeout=10):
 def round_trip(address, payload, timeout=20):
     """Send ``payload`` from one thread while reading the echo in another; return what came back."""
     with socket.create_connection(address) as sock:
+
         def send():
             try:
                 sock.sendall(payload)
@@ -104,8 +106,7 @@ def wait_for(condition, timeout=10, what="the condition"):
 
 
 def start_worker(url, name, **options):
-    worker = Worker(url, KEY, kind="thread", slots=2, name=name, heartbeat=0.2, max_backoff=0.5,
-                    **options)
+    worker = Worker(url, KEY, kind="thread", slots=2, name=name, heartbeat=0.2, max_backoff=0.5, **options)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     return worker, thread
@@ -117,9 +118,12 @@ def worker_names(coordinator):
 
 # -- forwarding -----------------------------------------------------------------------------
 
+
 @settings(max_examples=25, deadline=None)
-@given(payload=st.binary(max_size=4096) | st.builds(lambda n, rng: rng.randbytes(n),
-                                                    st.integers(0, 1_000_000), st.randoms()))
+@given(
+    payload=st.binary(max_size=4096)
+    | st.builds(lambda n, rng: rng.randbytes(n), st.integers(0, 1_000_000), st.randoms())
+)
 def test_forwarding_without_faults_is_byte_exact(payload):
     server = EchoServer()
     try:
@@ -150,6 +154,7 @@ def test_a_half_close_is_passed_on(echo):
 
 # -- delay, jitter, bandwidth ---------------------------------------------------------------
 
+
 def test_delay_holds_each_direction_at_least_that_long(echo):
     with ChaosProxy(echo.target, delay=0.15) as proxy, socket.create_connection(proxy.address) as sock:
         sock.settimeout(5)
@@ -169,8 +174,10 @@ def test_jitter_never_reorders_bytes(echo):
     # Jitter (0-40 ms) far larger than the gap between sends (1 ms): chunks drawn later would
     # overtake earlier ones if the proxy did not hold each behind its predecessor.
     pieces = [f"<{i}>".encode() for i in range(150)]
-    with ChaosProxy(echo.target, delay=0.005, jitter=0.04, seed=7) as proxy, \
-            socket.create_connection(proxy.address) as sock:
+    with (
+        ChaosProxy(echo.target, delay=0.005, jitter=0.04, seed=7) as proxy,
+        socket.create_connection(proxy.address) as sock,
+    ):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for piece in pieces:
             sock.sendall(piece)
@@ -191,6 +198,7 @@ def test_bandwidth_limits_throughput(echo):
 
 # -- cut, refuse, stall -----------------------------------------------------------------------
 
+
 def test_cut_after_forwards_exactly_that_many_bytes_then_closes(echo):
     with ChaosProxy(echo.target, cut_after=3000) as proxy, socket.create_connection(proxy.address) as sock:
         sock.sendall(b"x" * 2000)  # 2000 there, and of the 2000 echoed back only 1000 fit
@@ -209,8 +217,10 @@ def test_a_cut_rate_of_one_closes_a_connection_at_its_first_chunk(echo):
 
 def test_a_cut_rate_is_reproducible_with_a_seed(echo):
     def chunks_before_the_cut(seed):
-        with ChaosProxy(echo.target, cut_rate=0.2, seed=seed) as proxy, \
-                socket.create_connection(proxy.address) as sock:
+        with (
+            ChaosProxy(echo.target, cut_rate=0.2, seed=seed) as proxy,
+            socket.create_connection(proxy.address) as sock,
+        ):
             sock.settimeout(5)
             for answered in range(100):
                 try:
@@ -306,15 +316,18 @@ def test_an_unreachable_target_closes_the_client_and_is_counted():
         wait_for(lambda: proxy.counters()["target_unreachable"] == 1, what="the failed connect being counted")
 
 
-@pytest.mark.parametrize("faults, message", [
-    ({"delay": -1}, "delay"),
-    ({"jitter": float("nan")}, "jitter"),
-    ({"cut_rate": 1.5}, "cut_rate"),
-    ({"corrupt_rate": "often"}, "corrupt_rate"),
-    ({"bandwidth": 0}, "bandwidth"),
-    ({"cut_after": 1.5}, "cut_after"),
-    ({"refuse": "yes"}, "refuse"),
-])
+@pytest.mark.parametrize(
+    "faults, message",
+    [
+        ({"delay": -1}, "delay"),
+        ({"jitter": float("nan")}, "jitter"),
+        ({"cut_rate": 1.5}, "cut_rate"),
+        ({"corrupt_rate": "often"}, "corrupt_rate"),
+        ({"bandwidth": 0}, "bandwidth"),
+        ({"cut_after": 1.5}, "cut_after"),
+        ({"refuse": "yes"}, "refuse"),
+    ],
+)
 def test_bad_fault_values_are_refused_clearly(faults, message):
     with pytest.raises(ValueError, match=message):
         Faults(**faults)
@@ -351,6 +364,7 @@ def test_commands_change_a_running_proxy(echo):
 
 
 # -- the pool through the proxy -------------------------------------------------------------
+
 
 def test_workers_whose_connections_are_cut_repeatedly_lose_no_task(tmp_path):
     """Promises 1 and 3 across a network that keeps dropping connections: every result arrives
@@ -436,9 +450,12 @@ def test_a_stalled_worker_is_declared_dead_and_its_tasks_run_elsewhere():
             with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
                 client.wait_for_workers(2, timeout=10)
                 futures = [client.submit(jobs.sleep_then, 0.3, i) for i in range(8)]
-                wait_for(lambda: any(w["name"] == "behind-proxy" and w["inflight"]
-                                     for w in coord.status()["workers"]),
-                         what="a lease for the worker behind the proxy")
+                wait_for(
+                    lambda: any(
+                        w["name"] == "behind-proxy" and w["inflight"] for w in coord.status()["workers"]
+                    ),
+                    what="a lease for the worker behind the proxy",
+                )
                 proxy.stall()  # until resume(): the results below must come from elsewhere
                 assert [f.result(15) for f in futures] == list(range(8))
                 status = coord.status()
@@ -446,8 +463,11 @@ def test_a_stalled_worker_is_declared_dead_and_its_tasks_run_elsewhere():
                 assert worker_names(coord) == ["direct"]
                 assert proxy.counters()["open"] >= 1  # never closed by the proxy: only silent
                 proxy.resume()  # the partition heals: the worker reconnects and serves again
-                wait_for(lambda: worker_names(coord) == ["behind-proxy", "direct"], timeout=15,
-                         what="the worker behind the proxy reconnecting")
+                wait_for(
+                    lambda: worker_names(coord) == ["behind-proxy", "direct"],
+                    timeout=15,
+                    what="the worker behind the proxy reconnecting",
+                )
                 assert client.submit(jobs.square, 12).result(10) == 144
         for worker, thread in workers:
             worker.stop()
@@ -462,15 +482,20 @@ def test_corruption_in_a_handshake_gives_a_clean_error_and_others_are_served(tra
     with Coordinator(KEY, heartbeat=0.5, handshake_timeout=1) as coord:
         url = coord.serve(f"{transport}://127.0.0.1:0")
         host_port = url.split("://", 1)[1].split("/", 1)[0]
-        with ChaosProxy(host_port, corrupt_rate=1.0, seed=seed) as proxy, \
-                Pool(address=url, authkey=KEY) as good:
+        with (
+            ChaosProxy(host_port, corrupt_rate=1.0, seed=seed) as proxy,
+            Pool(address=url, authkey=KEY) as good,
+        ):
             start = time.monotonic()
             with pytest.raises((MinipoolError, OSError, TimeoutError)):
                 RemoteClient(proxy.url(transport), KEY, timeout=2, reconnect_timeout=0).close()
             assert time.monotonic() - start < 8
             assert proxy.counters()["corrupted"] >= 1
-            wait_for(lambda: proxy.counters()["open"] == 0, timeout=10,
-                     what="the corrupted connection being closed")
+            wait_for(
+                lambda: proxy.counters()["open"] == 0,
+                timeout=10,
+                what="the corrupted connection being closed",
+            )
             worker, thread = start_worker(url, "clean")
             try:
                 assert good.submit(jobs.square, 9).result(10) == 81
@@ -533,12 +558,12 @@ def test_over_tls_corruption_becomes_a_cut_and_every_result_is_right(tmp_path):
     from tlsutil import make_tls
 
     tls = make_tls(tmp_path)
-    with Coordinator(KEY, heartbeat=0.2, max_losses=1000, handshake_timeout=1,
-                     ssl_context=tls.server) as coord:
+    with Coordinator(
+        KEY, heartbeat=0.2, max_losses=1000, handshake_timeout=1, ssl_context=tls.server
+    ) as coord:
         url = coord.serve("tls://127.0.0.1:0")
         with ChaosProxy(url.removeprefix("tls://"), corrupt_rate=0.05, seed=3) as proxy:
-            workers = [start_worker(proxy.url("tls"), f"tls-{i}", ssl_context=tls.client)
-                       for i in range(2)]
+            workers = [start_worker(proxy.url("tls"), f"tls-{i}", ssl_context=tls.client) for i in range(2)]
             with Pool(address=url, authkey=KEY, heartbeat=0.2, ssl_context=tls.client) as client:
                 status = _burst_until_damaged(client, coord, proxy)
             # Still running: over tcp:// a corrupted handshake can look like a wrong key, and a
@@ -552,11 +577,28 @@ def test_over_tls_corruption_becomes_a_cut_and_every_result_is_right(tmp_path):
 
 # -- the command line -----------------------------------------------------------------------
 
+
 def test_the_cli_proxies_prints_progress_and_counts_at_exit(echo):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "minipool", "chaos", "--target", echo.target, "--delay", "0.01",
-         "--seed", "5", "--interval", "0.2"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "minipool",
+            "chaos",
+            "--target",
+            echo.target,
+            "--delay",
+            "0.01",
+            "--seed",
+            "5",
+            "--interval",
+            "0.2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert "listening on tcp://127.0.0.1:" in line, proc.stderr.read()
@@ -582,6 +624,11 @@ def test_the_cli_proxies_prints_progress_and_counts_at_exit(echo):
 
 
 def test_the_cli_refuses_bad_arguments():
-    done = subprocess.run([sys.executable, "-m", "minipool", "chaos", "--target", "nowhere",
-                           "--cut-rate", "2"], check=False, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool", "chaos", "--target", "nowhere", "--cut-rate", "2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2 and "HOST:PORT" in done.stderr

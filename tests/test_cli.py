@@ -17,8 +17,14 @@ def env(key=KEY):
 
 
 def minipool(*args, key=KEY, **kw):
-    return subprocess.Popen([sys.executable, "-m", "minipool", *args], env=env(key),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "minipool", *args],
+        env=env(key),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -39,8 +45,14 @@ def cluster():
 
 
 def status(url):
-    out = subprocess.run([sys.executable, "-m", "minipool", "status", url, "--json"], env=env(),
-                         capture_output=True, text=True, timeout=30, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "minipool", "status", url, "--json"],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -65,8 +77,9 @@ def test_cli_workers_serve_a_client_in_another_process(cluster):
             }}
         print(json.dumps(out))
     """)
-    done = subprocess.run([sys.executable, "-c", client], env=env(), capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", client], env=env(), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["map"] == list(range(100, 110))
@@ -80,8 +93,14 @@ def test_cli_workers_serve_a_client_in_another_process(cluster):
 
 def test_status_human_output(cluster):
     url, _ = cluster
-    out = subprocess.run([sys.executable, "-m", "minipool", "status", url], env=env(),
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "minipool", "status", url],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "coordinator" in out and "workers" in out
 
 
@@ -94,23 +113,36 @@ def test_a_worker_with_the_wrong_key_exits_with_code_3(cluster):
 
 def test_missing_key_is_a_clear_error():
     environment = {k: v for k, v in os.environ.items() if k != "MINIPOOL_AUTHKEY"}
-    done = subprocess.run([sys.executable, "-m", "minipool", "status", "tcp://127.0.0.1:9"],
-                          env=environment, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool", "status", "tcp://127.0.0.1:9"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode != 0 and "MINIPOOL_AUTHKEY" in done.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["coordinator"], ["worker"], ["status"]])
 def test_help(command):
-    done = subprocess.run([sys.executable, "-m", "minipool", *command, "--help"],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool", *command, "--help"], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0 and "usage" in done.stdout
 
 
 # -- failing cleanly -------------------------------------------------------------------------
 
+
 def run_cli(*args, key=KEY, timeout=30):
-    return subprocess.run([sys.executable, "-m", "minipool", *args], env=env(key),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "minipool", *args],
+        env=env(key),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_line(done):
@@ -157,12 +189,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("command", [
-    ["worker", "--connect", "foo://127.0.0.1:7878"],
-    ["worker", "--connect", "foo://127.0.0.1:7878", "--slots", "2"],
-    ["status", "foo://127.0.0.1:7878"],
-    ["coordinator", "--bind", "foo://127.0.0.1:0"],
-], ids=["worker", "worker-slots", "status", "coordinator"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker", "--connect", "foo://127.0.0.1:7878"],
+        ["worker", "--connect", "foo://127.0.0.1:7878", "--slots", "2"],
+        ["status", "foo://127.0.0.1:7878"],
+        ["coordinator", "--bind", "foo://127.0.0.1:0"],
+    ],
+    ids=["worker", "worker-slots", "status", "coordinator"],
+)
 def test_an_unknown_scheme_is_one_line_at_once(command):
     done = run_cli(*command, timeout=20)
     assert done.returncode == 2
@@ -184,8 +220,7 @@ def test_status_of_a_closed_port_is_one_line_and_an_exit_code():
 
 
 def test_a_worker_that_may_not_reconnect_gives_up_in_one_line():
-    done = run_cli("worker", "--connect", f"tcp://127.0.0.1:{free_port()}", "--no-reconnect",
-                   timeout=30)
+    done = run_cli("worker", "--connect", f"tcp://127.0.0.1:{free_port()}", "--no-reconnect", timeout=30)
     assert done.returncode == 1 and "cannot reach tcp://127.0.0.1:" in one_line(done)
 
 
@@ -277,8 +312,7 @@ def test_retries_are_reported_at_a_bounded_rate(monkeypatch, caplog):
 
     monkeypatch.setattr(workerlib, "RETRY_REPORT", 0.3)
     caplog.set_level(logging.INFO, logger="minipool.worker")
-    worker = workerlib.Worker(f"tcp://127.0.0.1:{free_port()}", b"k" * 32, kind="thread",
-                              max_backoff=0.01)
+    worker = workerlib.Worker(f"tcp://127.0.0.1:{free_port()}", b"k" * 32, kind="thread", max_backoff=0.01)
     started = time.monotonic()
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
@@ -328,12 +362,13 @@ def test_the_docs_list_the_exit_codes():
     from minipool.commandline import EXIT_CODES
 
     page = (pathlib.Path(__file__).parent.parent / "docs" / "pool.md").read_text()
-    section = page[page.index("### Exit codes"):]
+    section = page[page.index("### Exit codes") :]
     for code in EXIT_CODES:
         assert f"| {code} |" in section
 
 
 # -- worker names ----------------------------------------------------------------------------
+
 
 def test_two_worker_commands_on_one_host_are_told_apart(coordinator_url):
     import socket
@@ -368,13 +403,33 @@ def test_status_groups_workers_by_the_command_that_started_them():
     from minipool.__main__ import render_status
 
     def worker(name, pid, kind="process", slots=1):
-        return {"name": name, "pid": pid, "kind": kind, "slots": slots, "inflight": 0, "done": 0,
-                "python": "3.11.7"}
+        return {
+            "name": name,
+            "pid": pid,
+            "kind": kind,
+            "slots": slots,
+            "inflight": 0,
+            "done": 0,
+            "python": "3.11.7",
+        }
 
-    report = {"urls": ["tcp://127.0.0.1:7878"], "uptime": 3, "clients": 1, "queued": 0,
-              "running": 0, "done": 0, "failed": 0, "requeued": 0, "slots": 15,
-              "workers": [worker("a:1/10", 12), worker("b:7", 7, "thread", 4), worker("a:1/2", 11),
-                          worker("a:1/0", 10)]}
+    report = {
+        "urls": ["tcp://127.0.0.1:7878"],
+        "uptime": 3,
+        "clients": 1,
+        "queued": 0,
+        "running": 0,
+        "done": 0,
+        "failed": 0,
+        "requeued": 0,
+        "slots": 15,
+        "workers": [
+            worker("a:1/10", 12),
+            worker("b:7", 7, "thread", 4),
+            worker("a:1/2", 11),
+            worker("a:1/0", 10),
+        ],
+    }
     lines = render_status(report).splitlines()
     assert lines[2] == "workers: 4 process(es) from 2 command(s), 15 slots"
     assert lines[3] == "  a:1: 3 process(es), 3 slots"

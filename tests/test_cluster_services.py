@@ -155,6 +155,7 @@ def test_results_can_be_fetched_later_by_task_id(coordinator):
 
 # -- the durable coordinator ----------------------------------------------------------------
 
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,15 +164,21 @@ def free_port():
 
 def cli(*args):
     env = {**os.environ, "MINIPOOL_AUTHKEY": KEY.decode(), "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.Popen([sys.executable, "-m", "minipool", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "minipool", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_coordinator_killed_mid_run_restarts_from_its_journal(tmp_path):
     url = f"tcp://127.0.0.1:{free_port()}"
     journal = str(tmp_path / "journal")
-    coordinator = cli("coordinator", "--bind", url, "--journal", journal, "--fsync", "always",
-                      "--heartbeat", "0.2")
+    coordinator = cli(
+        "coordinator", "--bind", url, "--journal", journal, "--fsync", "always", "--heartbeat", "0.2"
+    )
     assert "listening" in coordinator.stdout.readline() + coordinator.stdout.readline()
     workers = [cli("worker", "--connect", url, "--heartbeat", "0.2") for _ in range(2)]
     try:
@@ -396,10 +403,13 @@ def test_a_worker_dropped_as_silent_keeps_the_loss_and_its_result_is_not_lost(tm
     runs = tmp_path / "runs.txt"
     with Coordinator(KEY, heartbeat=0.2) as coord:
         url = coord.serve("tcp://127.0.0.1:0")
-        code = ("import sys; from minipool.cluster.worker import Worker; "
-                f"Worker(sys.argv[1], {KEY!r}, heartbeat=0.2, max_backoff=0.2).run()")
-        worker = subprocess.Popen([sys.executable, "-c", code, url],
-                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        code = (
+            "import sys; from minipool.cluster.worker import Worker; "
+            f"Worker(sys.argv[1], {KEY!r}, heartbeat=0.2, max_backoff=0.2).run()"
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-c", code, url], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        )
         try:
             with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
                 client.wait_for_workers(1, timeout=10)

@@ -262,9 +262,9 @@ def test_entry_points_are_loaded(monkeypatch: pytest.MonkeyPatch, caplog: pytest
     def fake_entry_points(*, group: str) -> list[_FakeEntryPoint]:
         groups.append(group)
         return [
-            _FakeEntryPoint("br", plain),                               # a Codec object
-            _FakeEntryPoint("lz4", lambda: _reversing_codec("lz4")),    # a factory
-            _FakeEntryPoint("gzip", _reversing_codec("gzip")),          # may not shadow a built-in
+            _FakeEntryPoint("br", plain),  # a Codec object
+            _FakeEntryPoint("lz4", lambda: _reversing_codec("lz4")),  # a factory
+            _FakeEntryPoint("gzip", _reversing_codec("gzip")),  # may not shadow a built-in
             _FakeEntryPoint("broken", ImportError("no module named brotli")),
             _FakeEntryPoint("wrong", lambda: "not a codec"),
         ]

@@ -24,8 +24,16 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
     run("minipool.bench", "dispatch", "--quick", "--json", str(path))
     results = json.loads(path.read_text())["results"]
     rates = results["rates"]
-    for name in ("minipool submit", "mp imap_unordered(chunksize=1)", "ppe submit",
-                 "minipool round trip", "mp apply", "minipool map", "mp map", "ppe map"):
+    for name in (
+        "minipool submit",
+        "mp imap_unordered(chunksize=1)",
+        "ppe submit",
+        "minipool round trip",
+        "mp apply",
+        "minipool map",
+        "mp map",
+        "ppe map",
+    ):
         assert rates[name] > 0
     assert set(results["journal"]) == {"none", "everysec", "always"}
     assert results["stream"]["items"] > 0
@@ -33,8 +41,20 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
 
 def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path):
     path = tmp_path / "balance.json"
-    run("minipool.bench", "balance", "--tasks", "24", "--sets", "1", "--real-sets", "1",
-        "--unit", "0.001", "--json", str(path))
+    run(
+        "minipool.bench",
+        "balance",
+        "--tasks",
+        "24",
+        "--sets",
+        "1",
+        "--real-sets",
+        "1",
+        "--unit",
+        "0.001",
+        "--json",
+        str(path),
+    )
     results = json.loads(path.read_text())["results"]
     assert set(results["real"]) == {"least-loaded", "round-robin", "random", "latency"}
     assert all(r["makespan"] > 0 for r in results["real"].values())
@@ -42,16 +62,43 @@ def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path
 
 def test_bench_codecs_small(tmp_path):
     path = tmp_path / "codecs.json"
-    run("minipool.bench", "codecs", "--size", "0.25", "--repeat", "1", "--codecs", "none,gzip,zstd",
-        "--small-calls", "10", "--json", str(path))
+    run(
+        "minipool.bench",
+        "codecs",
+        "--size",
+        "0.25",
+        "--repeat",
+        "1",
+        "--codecs",
+        "none,gzip,zstd",
+        "--small-calls",
+        "10",
+        "--json",
+        str(path),
+    )
     assert json.loads(path.read_text())["results"]
 
 
 def test_bench_pipeline_small(tmp_path):
     path = tmp_path / "pipeline.json"
-    run("minipool.bench", "pipeline", "--reports", "12", "--latency", "0.001", "--repeat", "1",
-        "--channel-records", "2000", "--durable-records", "2000", "--stream-records", "0",
-        "--json", str(path))
+    run(
+        "minipool.bench",
+        "pipeline",
+        "--reports",
+        "12",
+        "--latency",
+        "0.001",
+        "--repeat",
+        "1",
+        "--channel-records",
+        "2000",
+        "--durable-records",
+        "2000",
+        "--stream-records",
+        "0",
+        "--json",
+        str(path),
+    )
     assert json.loads(path.read_text())["results"]
 
 
@@ -60,8 +107,10 @@ def test_bench_rpc_small_measures_every_implementation(tmp_path):
     out = run("minipool.bench", "rpc", "--budget", "0.05", "--json", str(path))
     rows = json.loads(path.read_text())["results"]["rows"]
     assert {(r["call"], r["impl"]) for r in rows} == {
-        (call, impl) for call in ("add(1)", "echo(1 MB)")
-        for impl in ("minipool.rpc", "multiprocessing.managers", "xmlrpc")}
+        (call, impl)
+        for call in ("add(1)", "echo(1 MB)")
+        for impl in ("minipool.rpc", "multiprocessing.managers", "xmlrpc")
+    }
     for r in rows:
         assert r["rtt_us"] > 0 and r["rtt_vs_minipool"] > 0
     assert "Remote method calls over loopback" in out

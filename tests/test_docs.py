@@ -60,7 +60,7 @@ def blocks_of(path: pathlib.Path, page: str | None = None) -> list[Block]:
         if opened is not None:
             if fence and line.strip() == "```":
                 if lines[opened].strip() == "```python":
-                    found.append(Block(page, opened + 1, "\n".join(lines[opened + 1:i]) + "\n", reason))
+                    found.append(Block(page, opened + 1, "\n".join(lines[opened + 1 : i]) + "\n", reason))
                 opened, reason = None, None
             continue
         if reason is not None and line.strip() != "```python":
@@ -85,37 +85,54 @@ def missing_packages(source: str) -> list[str]:
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
-    return sorted(n for n in names if n not in sys.stdlib_module_names and n != "minipool"
-                  and importlib.util.find_spec(n) is None)
+    return sorted(
+        n
+        for n in names
+        if n not in sys.stdlib_module_names and n != "minipool" and importlib.util.find_spec(n) is None
+    )
 
 
 def run(block: Block) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     environment.setdefault("MINIPOOL_AUTHKEY", "docs-test-key-" + "x" * 32)
     with tempfile.TemporaryDirectory(prefix="minipool-docs-") as directory:
         script = pathlib.Path(directory, "block.py")
         script.write_text(block.source, encoding="utf-8")
         try:
-            return subprocess.run([sys.executable, str(script)], cwd=directory, env=environment,
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=DEADLINE)
+            return subprocess.run(
+                [sys.executable, str(script)],
+                cwd=directory,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=DEADLINE,
+            )
         except subprocess.TimeoutExpired as exc:
             # The block is killed; the workers its pool started exit when their coordinator's
             # connection closes with it.
-            return subprocess.CompletedProcess(exc.cmd, -9, exc.stdout or "",
-                                               f"no exit within {DEADLINE} s\n{exc.stderr or ''}")
+            return subprocess.CompletedProcess(
+                exc.cmd, -9, exc.stdout or "", f"no exit within {DEADLINE} s\n{exc.stderr or ''}"
+            )
 
 
 @pytest.fixture(scope="module")
 def outcomes(request):
     """Start every selected runnable block at once, a few at a time; tests wait for their own."""
-    chosen = [item.callspec.params["block"] for item in request.session.items
-              if item.module is request.module and hasattr(item, "callspec")
-              and "block" in item.callspec.params]
+    chosen = [
+        item.callspec.params["block"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and "block" in item.callspec.params
+    ]
     with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
-        yield {block: pool.submit(run, block) for block in dict.fromkeys(chosen)
-               if block.fragment is None and not missing_packages(block.source)}
+        yield {
+            block: pool.submit(run, block)
+            for block in dict.fromkeys(chosen)
+            if block.fragment is None and not missing_packages(block.source)
+        }
 
 
 def test_the_pages_have_python_blocks():
@@ -125,11 +142,15 @@ def test_the_pages_have_python_blocks():
 
 def test_a_fragment_marker_must_sit_on_a_block(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("```markdown\n<!-- fragment: quoted, not a marker -->\n```\n"
-                    "<!-- fragment: needs a server -->\n```python\nserve()\n```\n"
-                    "```python\nx = 1\n```\n")
-    assert blocks_of(page, "page.md") == [Block("page.md", 5, "serve()\n", "needs a server"),
-                                          Block("page.md", 8, "x = 1\n", None)]
+    page.write_text(
+        "```markdown\n<!-- fragment: quoted, not a marker -->\n```\n"
+        "<!-- fragment: needs a server -->\n```python\nserve()\n```\n"
+        "```python\nx = 1\n```\n"
+    )
+    assert blocks_of(page, "page.md") == [
+        Block("page.md", 5, "serve()\n", "needs a server"),
+        Block("page.md", 8, "x = 1\n", None),
+    ]
     page.write_text("<!-- fragment: a reason -->\n\nprose\n```python\nx = 1\n```\n")
     with pytest.raises(ValueError, match="directly above"):
         blocks_of(page, "page.md")

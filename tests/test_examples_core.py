@@ -14,9 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_example(name: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}"
     return out.stdout
 
@@ -78,6 +83,5 @@ def test_remote_objects(transport):
     out = run_example("remote_objects.py", "--name", "LiLei", "--transport", transport)
     assert "client: Hi welcome LiLei" in out
     assert "3 forwarding the message to the object 1" in out and "the chain is closed!" in out
-    assert ("Result=['passed on from 1', 'passed on from 2', 'passed on from 3', 'complete at 1']"
-            in out)
+    assert "Result=['passed on from 1', 'passed on from 2', 'passed on from 3', 'complete at 1']" in out
     assert "matches the seed's output: yes" in out

@@ -13,9 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_example(name: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -33,8 +38,7 @@ def test_annual_reports(kind):
 
 
 def test_annual_reports_with_a_journal(tmp_path):
-    out = run_example("annual_reports.py", "--reports", "10", "--latency", "0",
-                      "--journal", str(tmp_path))
+    out = run_example("annual_reports.py", "--reports", "10", "--latency", "0", "--journal", str(tmp_path))
     assert "10 reports, 300 paragraphs" in out
     assert list(tmp_path.glob("pipeline.*"))
 

@@ -84,8 +84,18 @@ def ran(log):
 
 # -- item 7: counts ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options", [{"workers": 0}, {"workers": -1}, {"max_losses": 0},
-                                     {"max_losses": -2}, {"heartbeat": 0}, {"heartbeat": -1.0}])
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"workers": 0},
+        {"workers": -1},
+        {"max_losses": 0},
+        {"max_losses": -2},
+        {"heartbeat": 0},
+        {"heartbeat": -1.0},
+    ],
+)
 def test_counts_that_would_run_nothing_are_refused(options):
     # ProcessPoolExecutor(max_workers=0) raises ValueError; so does Pool, before starting anything.
     before = set(threading.enumerate())
@@ -103,6 +113,7 @@ def test_map_refuses_a_window_of_nothing(embedded):
 
 
 # -- item 6: RUNNING, and what cancel() promises ------------------------------------------------
+
 
 def test_a_task_a_worker_holds_is_running_and_cannot_be_cancelled(executor, tmp_path):
     gate = Gate(tmp_path)
@@ -169,8 +180,9 @@ def test_the_scheduler_cancels_only_tasks_no_worker_has_held():
     worker = WorkerState(None, "w2", 1, 0, {})
     s.worker_joined(worker, Effects())  # task 1 leased again; 2 and 3 were dropped, 4 waits
     assert [t.client_number for t in worker.leases.values()] == [1]
-    s.complete(worker, [(next(iter(worker.leases)), Outcome(Kind.RESULT, Format.PICKLE, "none", b"r"))],
-               Effects())
+    s.complete(
+        worker, [(next(iter(worker.leases)), Outcome(Kind.RESULT, Format.PICKLE, "none", b"r"))], Effects()
+    )
     assert [t.client_number for t in worker.leases.values()] == [4]
     assert s.started("c", [1, 4], True, Effects()) == ([1, 4], [])  # finished, and leased
 
@@ -235,6 +247,7 @@ def test_a_map_closed_after_a_result_cancels_what_has_not_started(executor, tmp_
 
 
 # -- items 3 and 5: shutdown ----------------------------------------------------------------------
+
 
 def _gone(pid):
     try:
@@ -336,6 +349,7 @@ def test_a_retry_due_after_shutdown_fails_its_task_instead_of_hanging():
 
 # -- item 4: the interpreter's exit ---------------------------------------------------------------
 
+
 def test_the_interpreter_finishes_pending_tasks_before_it_exits(tmp_path):
     # CPython's test_interpreter_shutdown and test_submit_after_interpreter_shutdown, together:
     # no shutdown() is called, yet every task runs; after exit has begun, submit() refuses.
@@ -358,16 +372,18 @@ def test_the_interpreter_finishes_pending_tasks_before_it_exits(tmp_path):
         print("leaving")
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == [
-        "leaving", "refused: cannot schedule new futures after interpreter shutdown"]
+        "leaving",
+        "refused: cannot schedule new futures after interpreter shutdown",
+    ]
     assert ran(log) == ["0", "1", "2", "3", "4"]
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
 
 
 # -- item 9: no stale references ------------------------------------------------------------------
+
 
 def test_the_function_cache_keeps_no_callable_alive(executor):
     holder = jobs.Holder(1 << 20)
@@ -442,12 +458,14 @@ def test_a_call_that_does_not_pickle_fails_its_future(executor):
 
 # -- CPython's wait / as_completed / map tests, adapted ----------------------------------------------
 
+
 def test_wait_first_completed(executor, tmp_path):
     gate = Gate(tmp_path)
     held = gate.hold(executor)
     quick = executor.submit(jobs.square, 5)
-    done, not_done = concurrent.futures.wait([held, quick], timeout=30,
-                                             return_when=concurrent.futures.FIRST_COMPLETED)
+    done, not_done = concurrent.futures.wait(
+        [held, quick], timeout=30, return_when=concurrent.futures.FIRST_COMPLETED
+    )
     assert done == {quick} and not_done == {held}
     gate.open()
     assert held.result(30)
@@ -456,8 +474,7 @@ def test_wait_first_completed(executor, tmp_path):
 def test_wait_first_exception_and_all_completed(executor):
     ok = executor.submit(jobs.square, 2)
     bad = executor.submit(jobs.fail, "first")
-    done, _ = concurrent.futures.wait([ok, bad], timeout=30,
-                                      return_when=concurrent.futures.FIRST_EXCEPTION)
+    done, _ = concurrent.futures.wait([ok, bad], timeout=30, return_when=concurrent.futures.FIRST_EXCEPTION)
     assert bad in done
     done, not_done = concurrent.futures.wait([ok, bad], timeout=30)
     assert done == {ok, bad} and not not_done

@@ -109,8 +109,10 @@ def test_a_wrong_key_is_refused_promptly(coordinator):
 def test_a_pickle_sent_before_authentication_is_never_unpickled(coordinator, tmp_path):
     _, url = coordinator
     marker = tmp_path / "unpickled"
-    for payload in (pickle.dumps(Sentinel(str(marker))),
-                    encode(Message(Kind.SUBMIT, 1, pickle.dumps(Sentinel(str(marker))), fmt=Format.PICKLE))):
+    for payload in (
+        pickle.dumps(Sentinel(str(marker))),
+        encode(Message(Kind.SUBMIT, 1, pickle.dumps(Sentinel(str(marker))), fmt=Format.PICKLE)),
+    ):
         with socket.create_connection(("127.0.0.1", url_port(url))) as raw:
             raw.sendall(raw_frame(payload))
             wait_until_closed(raw)
@@ -119,12 +121,15 @@ def test_a_pickle_sent_before_authentication_is_never_unpickled(coordinator, tmp
         assert client.status()["clients"] == 1
 
 
-@pytest.mark.parametrize("garbage", [
-    struct.pack("!I", 2**31),  # announces a 2 GiB frame
-    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not minipool at all
-    raw_frame(b"MP\x01"),  # truncated envelope
-    raw_frame(b"\xff" * 64),
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        struct.pack("!I", 2**31),  # announces a 2 GiB frame
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not minipool at all
+        raw_frame(b"MP\x01"),  # truncated envelope
+        raw_frame(b"\xff" * 64),
+    ],
+)
 def test_bad_input_closes_only_that_connection(coordinator, garbage):
     _, url = coordinator
     with Pool(address=url, authkey=KEY) as good:
@@ -185,12 +190,15 @@ def test_a_malformed_hello_from_an_authenticated_peer_is_refused():
             assert good.status()["workers"] == []
 
 
-@pytest.mark.parametrize("protection, options", [
-    # Results pile up past max_backlog: cut off at once (the stall detector would need 30 s).
-    ("backlog", {"max_backlog": 2_000_000, "heartbeat": 10.0}),
-    # No backlog limit to speak of: a send blocked for 3 heartbeats gives it away.
-    ("stalled send", {"max_backlog": 10**12, "heartbeat": 0.2}),
-])
+@pytest.mark.parametrize(
+    "protection, options",
+    [
+        # Results pile up past max_backlog: cut off at once (the stall detector would need 30 s).
+        ("backlog", {"max_backlog": 2_000_000, "heartbeat": 10.0}),
+        # No backlog limit to speak of: a send blocked for 3 heartbeats gives it away.
+        ("stalled send", {"max_backlog": 10**12, "heartbeat": 0.2}),
+    ],
+)
 def test_a_client_that_stops_reading_is_cut_off_and_others_are_served(protection, options):
     import threading
 

@@ -140,12 +140,16 @@ def test_callbacks_wait_and_as_completed(make):
     seen = []
     futures[0].add_done_callback(lambda f: seen.append(f.result()))
     later(0.05, futures[3].set_result, "third")
-    done, not_done = concurrent.futures.wait(futures, timeout=5,
-                                             return_when=concurrent.futures.FIRST_COMPLETED)
+    done, not_done = concurrent.futures.wait(
+        futures, timeout=5, return_when=concurrent.futures.FIRST_COMPLETED
+    )
     assert done == {futures[3]} and len(not_done) == 4
     for i in (0, 1, 2, 4):
-        later(0.01 * i, futures[i].set_exception if i == 2 else futures[i].set_result,
-              KeyError("k") if i == 2 else i)
+        later(
+            0.01 * i,
+            futures[i].set_exception if i == 2 else futures[i].set_result,
+            KeyError("k") if i == 2 else i,
+        )
     order = [f for f in concurrent.futures.as_completed(futures, timeout=5)]
     assert set(order) == set(futures)
     assert seen == [0]

@@ -27,8 +27,9 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 
 def test_parse_request_basic():
-    req = parse_request(b"POST /minipool/abc HTTP/1.1\r\nHost: x:1\r\nContent-Length: 5\r\n"
-                        b"X-A: 1\r\nx-a:  2  \r\n\r\n")
+    req = parse_request(
+        b"POST /minipool/abc HTTP/1.1\r\nHost: x:1\r\nContent-Length: 5\r\nX-A: 1\r\nx-a:  2  \r\n\r\n"
+    )
     assert (req.method, req.target, req.version) == ("POST", "/minipool/abc", "HTTP/1.1")
     assert req.headers.get("HOST") == "x:1"
     assert req.headers.get_all("X-a") == ["1", "2"]
@@ -50,24 +51,27 @@ def test_headers_multidict():
     assert h.get("b") is None and h.get("b", "d") == "d" and h.get_all("b") == []
 
 
-@pytest.mark.parametrize("head,status", [
-    (b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),           # obs-fold
-    (b"GET / HTTP/1.1\nA: b\r\n\r\n", 400),                           # bare LF
-    (b"GET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n", 400),                   # bare LF in a field
-    (b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", 400),                      # bare CR
-    (b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n", 400),                    # control character
-    (b"GET / HTTP/1.1\r\nA : b\r\n\r\n", 400),                        # space before colon
-    (b"GET / HTTP/1.1\r\nA B: b\r\n\r\n", 400),                       # space in name
-    (b"GET / HTTP/1.1\r\n: b\r\n\r\n", 400),                          # empty name
-    (b"GET  / HTTP/1.1\r\n\r\n", 400),                                # double space
-    (b"GET / HTTP/1.1 \r\n\r\n", 400),
-    (b"GET /\r\n\r\n", 400),                                          # HTTP/0.9
-    (b"GET / HTTP/2.0\r\n\r\n", 505),
-    (b"GET / HTTP/1.1\r\n", 400),                                     # no blank line
-    (b"GET / HTTP/1.1\r\n\r\nA: b\r\n\r\n", 400),                     # blank line inside
-    (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 101 + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nA: " + b"x" * MAX_HEAD + b"\r\n\r\n", 431),
-])
+@pytest.mark.parametrize(
+    "head,status",
+    [
+        (b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),  # obs-fold
+        (b"GET / HTTP/1.1\nA: b\r\n\r\n", 400),  # bare LF
+        (b"GET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n", 400),  # bare LF in a field
+        (b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", 400),  # bare CR
+        (b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n", 400),  # control character
+        (b"GET / HTTP/1.1\r\nA : b\r\n\r\n", 400),  # space before colon
+        (b"GET / HTTP/1.1\r\nA B: b\r\n\r\n", 400),  # space in name
+        (b"GET / HTTP/1.1\r\n: b\r\n\r\n", 400),  # empty name
+        (b"GET  / HTTP/1.1\r\n\r\n", 400),  # double space
+        (b"GET / HTTP/1.1 \r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 400),  # HTTP/0.9
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\n", 400),  # no blank line
+        (b"GET / HTTP/1.1\r\n\r\nA: b\r\n\r\n", 400),  # blank line inside
+        (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 101 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nA: " + b"x" * MAX_HEAD + b"\r\n\r\n", 431),
+    ],
+)
 def test_parse_request_rejects(head, status):
     with pytest.raises(HttpError) as info:
         parse_request(head)
@@ -132,16 +136,19 @@ def test_chunked_extensions_and_trailers():
     assert dec.state is ChunkState.DONE
 
 
-@pytest.mark.parametrize("body,status", [
-    (b"b\r\n" + b"x" * 11 + b"\r\n", 413),
-    (b"zz\r\n", 400),
-    (b"-1\r\n", 400),
-    (b"3\r\nabcXY", 400),
-    (b"3\nabc\r\n", 400),
-    (b"0\r\nbad trailer\r\n\r\n", 400),
-    (b"1" * 2000, 400),
-    (b"0\r\n\r\nextra", 400),
-])
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        (b"b\r\n" + b"x" * 11 + b"\r\n", 413),
+        (b"zz\r\n", 400),
+        (b"-1\r\n", 400),
+        (b"3\r\nabcXY", 400),
+        (b"3\nabc\r\n", 400),
+        (b"0\r\nbad trailer\r\n\r\n", 400),
+        (b"1" * 2000, 400),
+        (b"0\r\n\r\nextra", 400),
+    ],
+)
 def test_chunked_rejects(body, status):
     with pytest.raises(HttpError) as info:
         ChunkedDecoder(max_chunk=10).feed(body)
@@ -158,8 +165,7 @@ def test_parse_chunk_size():
 
 # -- fuzzing ---------------------------------------------------------------------------------
 
-_VALID = (b"POST /minipool/s HTTP/1.1\r\nHost: 127.0.0.1:1\r\nContent-Length: 12\r\n"
-          b"User-Agent: x/1\r\n\r\n")
+_VALID = b"POST /minipool/s HTTP/1.1\r\nHost: 127.0.0.1:1\r\nContent-Length: 12\r\nUser-Agent: x/1\r\n\r\n"
 
 
 @FUZZ

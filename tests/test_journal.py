@@ -69,7 +69,10 @@ def test_snapshot_then_records_after_it(tmp_path):
     assert (replay.snapshot, replay.records, replay.damage) == (b"state-2", [b"d", b"e"], None)
     # Older generations are gone: the directory holds one snapshot and one log.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "journal.00000002.log", "journal.00000002.snap", "journal.lock"]
+        "journal.00000002.log",
+        "journal.00000002.snap",
+        "journal.lock",
+    ]
 
 
 def test_journals_with_different_names_share_a_directory(tmp_path):
@@ -99,7 +102,7 @@ def test_truncation_at_every_offset_of_the_last_record(tmp_path):
         replay = read_journal(directory)
         assert replay.records == [b"a", b"bb"]
         if cut == last:
-            assert replay.damage is None     # a clean cut between records is not damage
+            assert replay.damage is None  # a clean cut between records is not damage
             continue
         assert "journal.00000000.log" in replay.damage and f"offset {last}" in replay.damage
         # Opening for append cuts the bad tail off, then new records follow the valid prefix.
@@ -124,7 +127,7 @@ def test_flipped_byte_keeps_the_prefix_before_it(tmp_path):
     path = _log(tmp_path)
     data = bytearray(path.read_bytes())
     second = LOG_HEADER.size + RECORD_HEADER.size + 1
-    data[second + RECORD_HEADER.size] ^= 0x01                 # inside the payload of b"bb"
+    data[second + RECORD_HEADER.size] ^= 0x01  # inside the payload of b"bb"
     path.write_bytes(bytes(data))
     replay = read_journal(tmp_path)
     assert replay.records == [b"a"]
@@ -181,7 +184,7 @@ def test_corrupt_snapshot_is_damage_and_set_aside(tmp_path):
     assert replay.snapshot is None and replay.records == []
     assert "journal.00000001.snap: checksum mismatch" in replay.damage
     assert "journal.00000000.log is missing" in replay.damage
-    with Journal(tmp_path) as journal:     # nothing is invented; the bad files are kept aside
+    with Journal(tmp_path) as journal:  # nothing is invented; the bad files are kept aside
         assert journal.replay().records == []
     assert (tmp_path / "journal.00000001.snap.damaged").exists()
     assert (tmp_path / "journal.00000001.log.damaged").exists()
@@ -255,7 +258,7 @@ def test_killed_mid_append_keeps_every_acknowledged_record(tmp_path):
         replay = journal.replay()
     stored = {r.decode() for r in replay.records}
     assert set(acknowledged) <= stored
-    for t in range(4):            # each thread's records are a gap-free prefix
+    for t in range(4):  # each thread's records are a gap-free prefix
         mine = sorted(int(r.split(":")[1]) for r in stored if r.startswith(f"{t}:"))
         assert mine == list(range(len(mine)))
 
@@ -284,7 +287,7 @@ def test_group_commit_covers_waiting_appenders_with_one_fsync(tmp_path, monkeypa
     journal = Journal(tmp_path, fsync="always")
     real_fsync, calls, all_queued = os.fsync, [], threading.Event()
 
-    def held_fsync(fd: int) -> None:      # the first fsync lasts until everyone has queued
+    def held_fsync(fd: int) -> None:  # the first fsync lasts until everyone has queued
         calls.append(fd)
         all_queued.wait(timeout=30)
         real_fsync(fd)
@@ -298,7 +301,7 @@ def test_group_commit_covers_waiting_appenders_with_one_fsync(tmp_path, monkeypa
     all_queued.set()
     for t in threads:
         t.join()
-    assert 1 <= len(calls) <= 2         # the leader's own record, then the seven who waited
+    assert 1 <= len(calls) <= 2  # the leader's own record, then the seven who waited
     monkeypatch.setattr(os, "fsync", real_fsync)
     journal.close()
     assert sorted(read_journal(tmp_path).records) == sorted(b"%d" % i for i in range(8))

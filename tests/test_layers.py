@@ -35,8 +35,13 @@ ALLOWED_BELOW = {
     "minipool.cluster.registry": (),
     "minipool.cluster.state": ("minipool.errors", "minipool.wire", "minipool.cluster.balance"),
     "minipool.cluster.effects": ("minipool.cluster.state",),
-    "minipool.cluster.scheduler": ("minipool.errors", "minipool.wire", "minipool.cluster.balance",
-                                   "minipool.cluster.state", "minipool.cluster.effects"),
+    "minipool.cluster.scheduler": (
+        "minipool.errors",
+        "minipool.wire",
+        "minipool.cluster.balance",
+        "minipool.cluster.state",
+        "minipool.cluster.effects",
+    ),
 }
 
 
@@ -64,7 +69,7 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
     base = module.split(".")
     if not _is_package(module):
         base = base[:-1]
-    base = base[:len(base) - node.level + 1]
+    base = base[: len(base) - node.level + 1]
     return ".".join(base + ([node.module] if node.module else []))
 
 
@@ -104,8 +109,12 @@ class Imports:
                     if _private(alias.name) and source != module:
                         self.private.append(f"{module}:{node.lineno}: imports {alias.name} from {source}")
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id in aliases and _private(node.attr)):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and _private(node.attr)
+            ):
                 self.private.append(f"{module}:{node.lineno}: uses {aliases[node.value.id]}.{node.attr}")
 
     def cycles(self, package: str) -> list[list[str]]:
@@ -162,12 +171,12 @@ def test_the_reader_finds_the_imports_it_must(imports):
 def test_the_reader_sees_a_cycle_and_a_private_name():
     reader = Imports.__new__(Imports)
     reader.edges, reader.private = defaultdict(set), []
-    reader._read("minipool.pipeline.core", ast.parse(
-        "def start():\n    from .execution import Execution\n"))
-    reader._read("minipool.pipeline.execution", ast.parse(
-        "from .core import Stage, _Hidden\nfrom .. import task\ntask._cache.clear()\n"))
-    assert reader.cycles("minipool.pipeline") == [["minipool.pipeline.core",
-                                                   "minipool.pipeline.execution"]]
+    reader._read("minipool.pipeline.core", ast.parse("def start():\n    from .execution import Execution\n"))
+    reader._read(
+        "minipool.pipeline.execution",
+        ast.parse("from .core import Stage, _Hidden\nfrom .. import task\ntask._cache.clear()\n"),
+    )
+    assert reader.cycles("minipool.pipeline") == [["minipool.pipeline.core", "minipool.pipeline.execution"]]
     assert len(reader.private) == 2
 
 
@@ -184,7 +193,11 @@ def test_no_private_name_crosses_modules(imports, package):
 @pytest.mark.parametrize("package", sorted(ALLOWED_BELOW))
 def test_a_lower_package_imports_nothing_above_it(imports, package):
     allowed = ALLOWED_BELOW[package]
-    outside = {f"{m} -> {t}" for m in MODULES if m == package or m.startswith(package + ".")
-               for t in imports.edges[m]
-               if not any(t == a or t.startswith(a + ".") for a in allowed)}
+    outside = {
+        f"{m} -> {t}"
+        for m in MODULES
+        if m == package or m.startswith(package + ".")
+        for t in imports.edges[m]
+        if not any(t == a or t.startswith(a + ".") for a in allowed)
+    }
     assert outside == set()

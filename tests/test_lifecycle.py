@@ -97,9 +97,13 @@ def test_workers_refused_by_the_coordinator_are_not_restarted():
 def test_a_cli_supervisor_whose_workers_are_all_refused_exits_with_a_clear_message():
     with Coordinator(KEY) as coordinator:
         url = coordinator.serve("tcp://127.0.0.1:0")
-        done = subprocess.run([sys.executable, "-m", "minipool", "worker", "--connect", url, "--slots", "2"],
-                              env={**env(), "MINIPOOL_AUTHKEY": "not-the-key-0123456789"},
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "minipool", "worker", "--connect", url, "--slots", "2"],
+            env={**env(), "MINIPOOL_AUTHKEY": "not-the-key-0123456789"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 3
     assert "all 2 worker processes were refused" in done.stderr
 
@@ -130,8 +134,13 @@ def start_parent(tmp_path, seconds, end):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(PARENT))
     log = tmp_path / "started.txt"
-    proc = subprocess.Popen([sys.executable, str(script), str(log), str(seconds), end], env=env(),
-                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(log), str(seconds), end],
+        env=env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     workers = [int(p) for p in proc.stdout.readline().split()]
     assert len(workers) == 2 and proc.stdout.readline().strip() == "started"
     return proc, workers, log
@@ -185,13 +194,27 @@ def test_a_worker_stops_promptly_on_a_signal_in_the_middle_of_a_task(tmp_path, s
 
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_a_worker_that_will_not_reconnect_stops_when_its_coordinator_goes_in_the_middle_of_a_task(
-        tmp_path, kind):
+    tmp_path, kind
+):
     log = tmp_path / "started.txt"
     coordinator = Coordinator(KEY, heartbeat=0.2)
     url = coordinator.serve("tcp://127.0.0.1:0")
-    worker = subprocess.Popen([sys.executable, "-m", "minipool", "worker", "--connect", url,
-                               "--no-reconnect", "--heartbeat", "0.2", "--kind", kind],
-                              env={**env(), "MINIPOOL_AUTHKEY": KEY.decode()})
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minipool",
+            "worker",
+            "--connect",
+            url,
+            "--no-reconnect",
+            "--heartbeat",
+            "0.2",
+            "--kind",
+            kind,
+        ],
+        env={**env(), "MINIPOOL_AUTHKEY": KEY.decode()},
+    )
     try:
         with Pool(address=url, authkey=KEY, reconnect_timeout=0.5) as pool:
             pool.submit(jobs.record_start_then_sleep, str(log), 30)
@@ -279,8 +302,10 @@ def test_worker_lost_carries_the_reason_it_is_given():
     [(_, number, outcome)] = fx.deliveries
     error = failure_from_json(json.loads(outcome.body))
     assert number == 1 and isinstance(error, WorkerLost)
-    assert str(error) == ("task lost 1 workers (the last, w (pid 42 on h), was dropped for a "
-                          "malformed message: bad magic); giving up")
+    assert str(error) == (
+        "task lost 1 workers (the last, w (pid 42 on h), was dropped for a "
+        "malformed message: bad magic); giving up"
+    )
 
 
 # -- initializer= and initargs= ----------------------------------------------------------------
@@ -319,17 +344,21 @@ def test_a_remote_pools_initializer_runs_on_its_workers_and_not_for_other_pools(
     ran = tmp_path / "initialized.txt"
     with Coordinator(KEY) as coordinator:
         url = coordinator.serve("tcp://127.0.0.1:0")
-        worker = subprocess.Popen([sys.executable, "-m", "minipool", "worker", "--connect", url],
-                                  env={**env(), "MINIPOOL_AUTHKEY": KEY.decode()})
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "minipool", "worker", "--connect", url],
+            env={**env(), "MINIPOOL_AUTHKEY": KEY.decode()},
+        )
         try:
             with Pool(address=url, authkey=KEY) as plain:
                 plain.wait_for_workers(1)
                 assert plain.submit(jobs.initialized).result(20) == (None, worker.pid)
                 for run in (1, 2):  # the same program run twice: once per pool, not per function
-                    with Pool(address=url, authkey=KEY, initializer=jobs.initialize,
-                              initargs=(str(ran), "remote")) as pool:
-                        assert [pool.submit(jobs.initialized).result(20) for _ in range(5)] == \
-                            [("remote", worker.pid)] * 5
+                    with Pool(
+                        address=url, authkey=KEY, initializer=jobs.initialize, initargs=(str(ran), "remote")
+                    ) as pool:
+                        assert [pool.submit(jobs.initialized).result(20) for _ in range(5)] == [
+                            ("remote", worker.pid)
+                        ] * 5
                     assert lines(ran) == [str(worker.pid)] * run
         finally:
             worker.terminate()
@@ -349,7 +378,8 @@ def test_an_initializer_that_raises_breaks_the_pool_as_in_process_pool_executor(
             assert isinstance(error, BrokenPool)
             assert isinstance(error, BrokenProcessPool) and isinstance(error, BrokenExecutor)
         assert "initializer failed" in str(futures[0].exception()) and "no database" in str(
-            futures[0].exception())
+            futures[0].exception()
+        )
         with pytest.raises(BrokenProcessPool):
             pool.submit(jobs.square, 1)
         assert pool.status()["restarts"] == 0  # failed, not looped

@@ -29,8 +29,9 @@ def test_an_oversized_result_fails_its_task_at_once_and_is_not_retried(tmp_path)
     with Pool(1, max_message=LIMIT) as pool:
         start = time.monotonic()
         future = pool.submit(jobs.record_then_return_bytes, str(runs), 2 * LIMIT)
-        with pytest.raises(MessageTooLarge,
-                           match=r"result of 2,097,1\d\d bytes exceeds max_message.*1,048,576") as info:
+        with pytest.raises(
+            MessageTooLarge, match=r"result of 2,097,1\d\d bytes exceeds max_message.*1,048,576"
+        ) as info:
             future.result(30)
         assert time.monotonic() - start < 10
         assert info.value.limit == LIMIT and info.value.size > 2 * LIMIT
@@ -44,8 +45,9 @@ def test_an_oversized_argument_fails_at_submit_without_reaching_a_worker():
     with Pool(1, max_message=LIMIT) as pool:
         future = pool.submit(jobs.identity, b"y" * (2 * LIMIT))
         assert future.done()  # at once, in submit()
-        with pytest.raises(MessageTooLarge,
-                           match=r"call \(function and arguments\) of .* bytes exceeds max_message"):
+        with pytest.raises(
+            MessageTooLarge, match=r"call \(function and arguments\) of .* bytes exceeds max_message"
+        ):
             future.result(0)
         assert pool.submit(jobs.identity, b"y" * (LIMIT // 2)).result(10) == b"y" * (LIMIT // 2)
         assert pool.status()["submitted"] == 1 and pool.status()["workers_lost"] == 0
@@ -102,15 +104,22 @@ def idle_sockets(url, count=IDLE):
 def coordinator_process(fd_limit=768):
     """A coordinator in a process of its own, allowed fewer descriptors (``ulimit -n``) than
     there are silent sockets: the usual default, 1024, falls the same way to a few more."""
-    code = ("import resource, sys\n"
-            f"resource.setrlimit(resource.RLIMIT_NOFILE, ({fd_limit}, {fd_limit}))\n"
-            "from minipool.cluster.coordinator import Coordinator\n"
-            f"with Coordinator({KEY!r}) as coord:\n"
-            "    print(coord.serve('tcp://127.0.0.1:0'), flush=True)\n"
-            "    sys.stdin.read()\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    code = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({fd_limit}, {fd_limit}))\n"
+        "from minipool.cluster.coordinator import Coordinator\n"
+        f"with Coordinator({KEY!r}) as coord:\n"
+        "    print(coord.serve('tcp://127.0.0.1:0'), flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     try:
         yield proc.stdout.readline().strip()
     finally:

@@ -22,8 +22,10 @@ def test_workers_on_tcp_serve_clients_on_every_other_transport():
         thread.start()
         clients = {scheme: Pool(address=url, authkey=KEY) for scheme, url in urls.items()}
         try:
-            futures = {scheme: [c.submit(jobs.add, i, b=len(scheme)) for i in range(20)]
-                       for scheme, c in clients.items()}
+            futures = {
+                scheme: [c.submit(jobs.add, i, b=len(scheme)) for i in range(20)]
+                for scheme, c in clients.items()
+            }
             for scheme, fs in futures.items():
                 assert [f.result(30) for f in fs] == [i + len(scheme) for i in range(20)]
             assert coord.status()["clients"] == len(TRANSPORTS)
@@ -38,14 +40,25 @@ def test_workers_on_tcp_serve_clients_on_every_other_transport():
 def test_the_cli_binds_several_urls():
     env = {**os.environ, "MINIPOOL_AUTHKEY": KEY.decode(), "PYTHONPATH": os.pathsep.join(sys.path)}
     coordinator = subprocess.Popen(
-        [sys.executable, "-m", "minipool", "coordinator", "--bind", "tcp://127.0.0.1:0",
-         "--bind", "ws://127.0.0.1:0"], env=env, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "minipool",
+            "coordinator",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--bind",
+            "ws://127.0.0.1:0",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = [coordinator.stdout.readline(), coordinator.stdout.readline()]
         tcp_url, ws_url = (line.split()[-1] for line in lines)
         assert tcp_url.startswith("tcp://") and ws_url.startswith("ws://")
-        worker = subprocess.Popen([sys.executable, "-m", "minipool", "worker", "--connect", ws_url],
-                                  env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "minipool", "worker", "--connect", ws_url], env=env)
         try:
             with Pool(address=tcp_url, authkey=KEY) as client:
                 client.wait_for_workers(1)

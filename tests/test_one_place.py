@@ -96,5 +96,9 @@ def test_the_scheduler_decides_and_the_broker_encodes():
     Broker().apply(fx)
     message = decode(worker.link.outbox.sent[0])
     assert (message.kind, message.id, message.body, message.headers) == (
-        Kind.TASK, task.number, b"body", {"timeout": 2.0})
+        Kind.TASK,
+        task.number,
+        b"body",
+        {"timeout": 2.0},
+    )
     assert resolved == [(7, Kind.RESULT, Format.PICKLE, "none", b"value")]  # the fast path: no message

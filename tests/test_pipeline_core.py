@@ -47,11 +47,20 @@ def test_flat_map_batch_take_distinct_tap():
 
 def test_mapreduce_top3():
     text = "a b a c a b d b a e".split()
-    p = (pl.source(text) | pl.map(lambda w: (w, 1)) | pl.reduce_by_key(operator.add)
-         | pl.top(3, key=operator.itemgetter(1)))
+    p = (
+        pl.source(text)
+        | pl.map(lambda w: (w, 1))
+        | pl.reduce_by_key(operator.add)
+        | pl.top(3, key=operator.itemgetter(1))
+    )
     assert p.run() == [("a", 4), ("b", 3), ("c", 1)]
     assert sorted((pl.source(text) | pl.count_by(str)).run()) == [
-        ("a", 4), ("b", 3), ("c", 1), ("d", 1), ("e", 1)]
+        ("a", 4),
+        ("b", 3),
+        ("c", 1),
+        ("d", 1),
+        ("e", 1),
+    ]
 
 
 def test_fragments_compose_and_are_reusable():
@@ -83,12 +92,13 @@ def test_merge_fan_in_and_combine():
 
 def test_shard_split_process_combine():
     words = [f"w{i % 13}" for i in range(1000)]
-    counts = (pl.source(words)
-              | pl.shard(4, key=lambda w: w, then=pl.map(lambda w: (w, 1)) | pl.reduce_by_key(operator.add))
-              | pl.to_dict()).run()
+    counts = (
+        pl.source(words)
+        | pl.shard(4, key=lambda w: w, then=pl.map(lambda w: (w, 1)) | pl.reduce_by_key(operator.add))
+        | pl.to_dict()
+    ).run()
     assert counts == {f"w{i}": sum(1 for j in range(1000) if j % 13 == i) for i in range(13)}
-    partials = (pl.source(range(100))
-                | pl.shard(3, key=lambda x: x, then=pl.reduce(operator.add))).run()
+    partials = (pl.source(range(100)) | pl.shard(3, key=lambda x: x, then=pl.reduce(operator.add))).run()
     assert len(partials) == 3 and sum(partials) == sum(range(100))
 
 
@@ -111,8 +121,9 @@ def test_backpressure_bounds_an_endless_stream():
             pulled += 1
             yield i
 
-    gen = (pl.source(endless) | pl.map(lambda x: x) | pl.filter(lambda x: True)
-           | pl.map(lambda x: x)).stream(buffer=4)
+    gen = (pl.source(endless) | pl.map(lambda x: x) | pl.filter(lambda x: True) | pl.map(lambda x: x)).stream(
+        buffer=4
+    )
     consumed = 0
     for _ in gen:
         consumed += 1
@@ -126,8 +137,9 @@ def test_backpressure_bounds_an_endless_stream():
 
 
 def test_stats_and_summary():
-    with (pl.source(range(100)) | pl.map(lambda x: x, name="ident")
-          | pl.filter(lambda x: x < 10, name="small")).start() as run:
+    with (
+        pl.source(range(100)) | pl.map(lambda x: x, name="ident") | pl.filter(lambda x: x < 10, name="small")
+    ).start() as run:
         assert run.result() == list(range(10))
         by_name = {s.name: s for s in run.stats()}
     assert by_name["source"].records_out == 100
@@ -136,13 +148,24 @@ def test_stats_and_summary():
     assert "ident" in run.summary() and "small" in run.summary()
 
 
-@pytest.mark.parametrize("make", [
-    lambda: pl.batch(0), lambda: pl.map(abs, kind="gpu"), lambda: pl.map(abs, workers=0),
-    lambda: pl.source(5), lambda: pl.take(-1), lambda: pl.map(abs, retries=-1),
-    lambda: pl.map(abs, errors="ignore"), lambda: pl.map(abs, executor=object()),
-    lambda: pl.window(), lambda: pl.window(size=3, seconds=1), lambda: pl.top(0),
-    lambda: pl.merge(), lambda: pl.merge(pl.map(abs)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: pl.batch(0),
+        lambda: pl.map(abs, kind="gpu"),
+        lambda: pl.map(abs, workers=0),
+        lambda: pl.source(5),
+        lambda: pl.take(-1),
+        lambda: pl.map(abs, retries=-1),
+        lambda: pl.map(abs, errors="ignore"),
+        lambda: pl.map(abs, executor=object()),
+        lambda: pl.window(),
+        lambda: pl.window(size=3, seconds=1),
+        lambda: pl.top(0),
+        lambda: pl.merge(),
+        lambda: pl.merge(pl.map(abs)),
+    ],
+)
 def test_bad_arguments_are_clear_errors(make):
     with pytest.raises(PipelineError):
         make()
@@ -200,7 +223,7 @@ class _Pairs(pl.Runtime):
         cut = len(records) - len(records) % 2
         self.odd = records[cut:]
         if cut:
-            emit([tuple(records[i:i + 2]) for i in range(0, cut, 2)])
+            emit([tuple(records[i : i + 2]) for i in range(0, cut, 2)])
 
     def holding(self):
         return bool(self.odd)
@@ -227,6 +250,7 @@ class _UpTo(pl.SimpleStage):
                     emit(kept)
                 if len(kept) < len(chunk):
                     raise pl.StageDone  # an ascending source: nothing more can pass
+
         return UpTo()
 
 

@@ -39,8 +39,13 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(script: Path, *args: str, timeout: float = 60) -> dict:
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                         timeout=timeout, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    out = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -52,9 +57,13 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_pat
     assert len(expected) == 2000
 
     journal = tmp_path / "journal"
-    proc = subprocess.Popen([sys.executable, str(script), str(journal)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(journal)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     try:
         deadline = time.monotonic() + 30
         # wait until at least one snapshot was taken and more records were logged after it

@@ -73,9 +73,11 @@ def test_process_stage_failure_leaves_no_worker_processes():
         return pid
 
     with pytest.raises(StageFailed):
-        (pl.source(range(200))
-         | pl.map(lambda x: os.getpid() if x < 150 else 1 / 0, kind="process", workers=2, chunksize=5)
-         | pl.map(remember)).run()
+        (
+            pl.source(range(200))
+            | pl.map(lambda x: os.getpid() if x < 150 else 1 / 0, kind="process", workers=2, chunksize=5)
+            | pl.map(remember)
+        ).run()
     assert pids
     deadline = time.monotonic() + 10
     alive = set(pids)

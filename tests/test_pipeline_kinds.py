@@ -34,8 +34,11 @@ def test_process_stage_runs_lambdas_and_keeps_order():
 
 
 def test_process_stage_really_uses_other_processes():
-    pids = (pl.source(range(40)) | pl.map(lambda _: os.getpid(), kind="process", workers=2,
-                                            chunksize=1) | pl.distinct()).run()
+    pids = (
+        pl.source(range(40))
+        | pl.map(lambda _: os.getpid(), kind="process", workers=2, chunksize=1)
+        | pl.distinct()
+    ).run()
     assert os.getpid() not in pids
 
 
@@ -68,8 +71,9 @@ def test_async_filter_and_flat_map():
 
 def test_executor_stages_thread_and_process_pools():
     with cf.ThreadPoolExecutor(3) as ex:
-        assert (pl.source(range(50)) | pl.map(square, executor=ex) | pl.reduce(operator.add)).run() == \
-            sum(x * x for x in range(50))
+        assert (pl.source(range(50)) | pl.map(square, executor=ex) | pl.reduce(operator.add)).run() == sum(
+            x * x for x in range(50)
+        )
         assert not ex._shutdown  # an executor that was given is never shut down by the pipeline
     # forkserver, not the default fork: this process runs threads (3.12 warns; 3.14 does not fork)
     with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as ex:
@@ -88,14 +92,18 @@ def test_function_that_cannot_travel_is_refused_naming_the_stage():
     lock = threading.Lock()
     before = threading.active_count()
     with pytest.raises(StageDefinitionError, match="'locked'.*cannot travel"):
-        (pl.source([1]) | pl.map(lambda x: x * 0 if lock else x, name="first")
-         | pl.map(lambda x: lock.locked(), kind="process", name="locked")).run()
+        (
+            pl.source([1])
+            | pl.map(lambda x: x * 0 if lock else x, name="first")
+            | pl.map(lambda x: lock.locked(), kind="process", name="locked")
+        ).run()
     assert threading.active_count() == before
 
 
 def test_main_module_functions_run_on_process_stages(tmp_path):
     script = tmp_path / "main_fn.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from minipool import pipeline as pl
 
         def cube(x):
@@ -108,11 +116,17 @@ def test_main_module_functions_run_on_process_stages(tmp_path):
             p = (pl.source(range(10)) | pl.map(cube, kind="process", workers=2)
                  | pl.map(lambda y: y + 1, kind="process"))
             print(p.run())
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str([x ** 3 + 1 for x in range(10)])
+    assert out.stdout.strip() == str([x**3 + 1 for x in range(10)])
 
 
 def test_minipool_pool_as_executor():

@@ -28,8 +28,9 @@ def test_dynamic_weights_send_less_to_a_slow_instance():
 
 
 def test_round_robin_splits_evenly():
-    with (pl.source(range(300)) | pl.service("echo", instances=[fast, fast, slow],
-                                               balance="round_robin")).start() as run:
+    with (
+        pl.source(range(300)) | pl.service("echo", instances=[fast, fast, slow], balance="round_robin")
+    ).start() as run:
         assert sorted(run.result()) == list(range(300))
         assert [s.records for s in run.services["echo"]] == [100, 100, 100]
 

@@ -28,8 +28,12 @@ def _adopt(things: Plugins[str], ep: _EntryPoint) -> None:
 
 
 def _registry() -> Plugins[str]:
-    return Plugins("thing", "minipool.test-things",
-                   lambda name, known: LookupError(f"no thing {name!r} (known: {known})"), _adopt)
+    return Plugins(
+        "thing",
+        "minipool.test-things",
+        lambda name, known: LookupError(f"no thing {name!r} (known: {known})"),
+        _adopt,
+    )
 
 
 def test_codecs_and_transports_share_one_registry_type():
@@ -65,8 +69,7 @@ def test_a_lazy_entry_is_built_once_and_a_missing_extra_is_not_kept():
 def test_entry_points_are_read_once_and_do_not_shadow_registered_names(monkeypatch):
     eps = [_EntryPoint("extra", "from a plug-in"), _EntryPoint("own", "shadowed")]
     reads: list[str] = []
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda *, group: reads.append(group) or eps)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda *, group: reads.append(group) or eps)
     things = _registry()
     things.add("own", "registered")
     assert things.get("own") == "registered" and reads == []  # a known name reads nothing

@@ -81,8 +81,10 @@ def _tcp_pair():
 def test_frames_before_an_oversized_one_are_returned_and_the_next_read_raises():
     listener, raw, conn = _tcp_pair()
     try:
-        raw.sendall(b"".join(struct.pack("!I", len(m)) + m for m in (b"first", b"res2", b"res3!"))
-                    + struct.pack("!I", 1 << 30))
+        raw.sendall(
+            b"".join(struct.pack("!I", len(m)) + m for m in (b"first", b"res2", b"res3!"))
+            + struct.pack("!I", 1 << 30)
+        )
         assert conn.recv(5) == b"first"
         assert _wait_for(conn, 2) == [b"res2", b"res3!"]
         with pytest.raises(FrameTooLarge):

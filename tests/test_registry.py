@@ -28,8 +28,9 @@ def registry(clock):
 
 
 def test_register_lookup_and_json(registry, clock):
-    entry = registry.register("w1", address="tcp://a:1", services=["square", "cube"], slots=4,
-                              meta={"pid": 7}, ttl=3)
+    entry = registry.register(
+        "w1", address="tcp://a:1", services=["square", "cube"], slots=4, meta={"pid": 7}, ttl=3
+    )
     registry.register("w2", address="tcp://b:1", services=["cube"], slots=2, ttl=3)
     assert (entry.registered_at, entry.expires_at, entry.ttl) == (100.0, 103.0, 3)
     assert [e.key for e in registry.lookup("cube")] == ["w1", "w2"]
@@ -38,9 +39,17 @@ def test_register_lookup_and_json(registry, clock):
     assert registry.get("w1") == entry and "w1" in registry and len(registry) == 2
     clock.now = 101.5
     data = json.loads(json.dumps(registry.to_json()))
-    assert data[0] == {"key": "w1", "address": "tcp://a:1", "services": ["square", "cube"],
-                       "slots": 4, "meta": {"pid": 7}, "registered_at": 100.0,
-                       "expires_at": 103.0, "ttl": 3, "expires_in": 1.5}
+    assert data[0] == {
+        "key": "w1",
+        "address": "tcp://a:1",
+        "services": ["square", "cube"],
+        "slots": 4,
+        "meta": {"pid": 7},
+        "registered_at": 100.0,
+        "expires_at": 103.0,
+        "ttl": 3,
+        "expires_in": 1.5,
+    }
     assert "expires_in" not in entry.to_json()
 
 
@@ -49,15 +58,15 @@ def test_entries_expire_unless_renewed(registry, clock):
     registry.register("w2", address="b", services=["s"], ttl=2)
     clock.now += 1.5
     assert registry.renew("w1") is True
-    clock.now += 1.0                    # w2 is past its deadline, w1 renewed to 103.5
-    assert [e.key for e in registry.lookup("s")] == ["w1"]     # hidden before the sweep
+    clock.now += 1.0  # w2 is past its deadline, w1 renewed to 103.5
+    assert [e.key for e in registry.lookup("s")] == ["w1"]  # hidden before the sweep
     assert registry.get("w2") is None and "w2" not in registry
     gone = registry.expire()
     assert [e.key for e in gone] == ["w2"]
-    assert registry.expire() == []      # each expiry is reported once
+    assert registry.expire() == []  # each expiry is reported once
     assert [e.key for e in registry.entries()] == ["w1"]
-    assert registry.renew("w2") is False          # too late: must register again
-    clock.now = 103.5                   # exactly at the deadline counts as expired
+    assert registry.renew("w2") is False  # too late: must register again
+    clock.now = 103.5  # exactly at the deadline counts as expired
     assert registry.renew("w1") is False
     assert [e.key for e in registry.expire()] == ["w1"]
 
@@ -66,7 +75,7 @@ def test_renew_with_a_new_ttl_sticks(registry, clock):
     registry.register("w", address="a", ttl=1)
     assert registry.renew("w", ttl=10)
     clock.now += 5
-    assert registry.renew("w")          # the new ttl of 10 is kept for later renewals
+    assert registry.renew("w")  # the new ttl of 10 is kept for later renewals
     assert registry.get("w").expires_at == clock.now + 10
 
 

@@ -47,6 +47,7 @@ class Counter:
     def fail_unpicklably(self) -> None:
         class Local(Exception):  # a class pickle cannot find by name
             pass
+
         raise Local("cannot travel")
 
     def call_back(self, proxy: rpc.Proxy, value: int) -> int:
@@ -203,9 +204,11 @@ def test_garbage_and_malformed_calls_close_that_connection_only(daemon):
         raw.settimeout(10)
         while raw.recv(65536):  # the daemon closes it
             pass
-    for bad in (Message(Kind.SUBMIT, 1, pickle.dumps(((), {}))),  # no object, no method
-                Message(Kind.SUBMIT, 2, pickle.dumps(("counter", "add", [1], {}))),  # args a list
-                Message(Kind.STATUS, 1)):  # not a call
+    for bad in (
+        Message(Kind.SUBMIT, 1, pickle.dumps(((), {}))),  # no object, no method
+        Message(Kind.SUBMIT, 2, pickle.dumps(("counter", "add", [1], {}))),  # args a list
+        Message(Kind.STATUS, 1),
+    ):  # not a call
         conn = _raw_session(daemon.url)
         conn.send(encode(bad))
         reply = decode(conn.recv(10))
@@ -254,8 +257,9 @@ def test_proxies_in_threads_run_side_by_side(daemon):
 def test_a_shared_proxy_takes_turns(daemon):
     proxy = rpc.Proxy(daemon.register(Counter()), authkey=KEY)
     results = []
-    threads = [threading.Thread(target=lambda: results.extend(proxy.add() for _ in range(50)))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.extend(proxy.add() for _ in range(50))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -324,8 +328,9 @@ class Chain:
 
     def process(self, message: list[str]) -> list[str]:
         if self.next is None:
-            self.next = rpc.Proxy(f"name:example.chain.{self.next_name}",
-                                  name_server=self.name_server, authkey=KEY)
+            self.next = rpc.Proxy(
+                f"name:example.chain.{self.next_name}", name_server=self.name_server, authkey=KEY
+            )
         if self.name in message:
             return [f"complete at {self.name}"]
         message.append(self.name)
@@ -341,10 +346,15 @@ def test_names_are_kept_by_the_coordinator_and_expire_with_their_daemon(name_ser
             this, nxt = str(i + 1), str((i + 1) % 3 + 1)
             d.register(Chain(this, nxt, name_server), f"example.chain.{this}")
         chain = rpc.Proxy("name:example.chain.1", name_server=name_server, authkey=KEY)
-        assert chain.process(["hello"]) == ["passed on from 1", "passed on from 2",
-                                            "passed on from 3", "complete at 1"]
-        assert rpc.locate("example.chain.2", name_server=name_server, authkey=KEY) == \
-            daemons[1].uri("example.chain.2")
+        assert chain.process(["hello"]) == [
+            "passed on from 1",
+            "passed on from 2",
+            "passed on from 3",
+            "complete at 1",
+        ]
+        assert rpc.locate("example.chain.2", name_server=name_server, authkey=KEY) == daemons[1].uri(
+            "example.chain.2"
+        )
         daemons[1].close()
         deadline = time.monotonic() + 10
         while True:
@@ -374,8 +384,10 @@ def test_a_name_follows_its_object_to_a_new_daemon(name_server):
 
 
 def test_two_daemons_serving_one_name_do_not_erase_each_other(name_server):
-    with rpc.Daemon(authkey=KEY, name_server=name_server) as a, \
-            rpc.Daemon(authkey=KEY, name_server=name_server) as b:
+    with (
+        rpc.Daemon(authkey=KEY, name_server=name_server) as a,
+        rpc.Daemon(authkey=KEY, name_server=name_server) as b,
+    ):
         a.register(Counter(), "twin")
         b.register(Counter(), "twin")
         a.close()
@@ -389,8 +401,10 @@ def test_a_name_given_up_is_gone_for_the_very_next_lookup(name_server):
     has applied it. Twenty rounds, each a fresh race."""
     for round_ in range(20):
         name = f"twin{round_}"
-        with rpc.Daemon(authkey=KEY, name_server=name_server) as a, \
-                rpc.Daemon(authkey=KEY, name_server=name_server) as b:
+        with (
+            rpc.Daemon(authkey=KEY, name_server=name_server) as a,
+            rpc.Daemon(authkey=KEY, name_server=name_server) as b,
+        ):
             a.register(Counter(), name)
             b.register(Counter(), name)
             if round_ % 2:

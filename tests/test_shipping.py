@@ -41,7 +41,9 @@ def test_a_main_module_function_runs_in_a_fresh_interpreter():
         sys.stdout.buffer.write(dumps([work, lambda y: work(y) * 2]))
     """)
     blob = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
-    check = ("import sys; from minipool.shipping import loads;"
-             " f, g = loads(sys.stdin.buffer.read()); print(f(1), g(1))")
+    check = (
+        "import sys; from minipool.shipping import loads;"
+        " f, g = loads(sys.stdin.buffer.read()); print(f(1), g(1))"
+    )
     out = subprocess.run([sys.executable, "-c", check], input=blob, capture_output=True, check=True)
     assert out.stdout.split() == [b"11", b"22"]

@@ -16,8 +16,11 @@ from minipool.transports import connect, listen
 from minipool.transports.http11 import HttpError, parse_response
 from tlsutil import EchoServer
 
-FUZZ = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture
@@ -50,8 +53,7 @@ def _session(url: str) -> tuple[socket.socket, socket.socket, str]:
         head += down.recv(1)
     session = parse_response(head).headers.get("minipool-session")
     up = _raw(url)
-    up.sendall(b"POST /minipool/%s/open HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-               % session.encode())
+    up.sendall(b"POST /minipool/%s/open HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" % session.encode())
     assert up.recv(100) == b"HTTP/1.1 204 No Content\r\n\r\n"
     return down, up, session
 
@@ -85,7 +87,7 @@ def test_server_pushes_first_and_close_both_ways():
         client = connect(listener.url)
         conn = listener.accept()
         conn.handshake(5)
-        conn.send(b"a task")          # the server speaks first: the down half is a stream
+        conn.send(b"a task")  # the server speaks first: the down half is a stream
         conn.send_many([b"t2", b"t3"])
         assert [client.recv(5) for _ in range(3)] == [b"a task", b"t2", b"t3"]
         with pytest.raises(TimeoutError):
@@ -139,18 +141,21 @@ def test_health_answers_json(server):
         assert json.loads(response.read())["status"] == "ok"
 
 
-@pytest.mark.parametrize("request_bytes,status", [
-    (b"garbage\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
-    (b"GET /health HTTP/3.0\r\n\r\n", 505),
-    (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-    (b"POST /minipool/events HTTP/1.1\r\nHost: x\r\n\r\n", 405),
-    (b"POST /minipool/AAAAAAAAAAAAAAAAAAAAAAAA/open HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-    (b"GET /minipool/events HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
-    (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 101 + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nA: " + b"x" * 70_000, 431),
-])
+@pytest.mark.parametrize(
+    "request_bytes,status",
+    [
+        (b"garbage\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
+        (b"GET /health HTTP/3.0\r\n\r\n", 505),
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"POST /minipool/events HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"POST /minipool/AAAAAAAAAAAAAAAAAAAAAAAA/open HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"GET /minipool/events HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+        (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 101 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nA: " + b"x" * 70_000, 431),
+    ],
+)
 def test_bad_openings_get_4xx_and_server_goes_on(server, request_bytes, status):
     with _raw(server.url) as sock:
         sock.sendall(request_bytes)
@@ -176,17 +181,24 @@ def test_expired_half_session_is_dropped(server):
     _still_serves(server.url)
 
 
-@pytest.mark.parametrize("request_bytes,status,error", [
-    (b"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n", 411, HttpError),
-    (b"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 411, HttpError),
-    (b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413, FrameTooLarge),
-    (b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, HttpError),
-    (b"POST {path} HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400, HttpError),
-    (b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1234567890123456789012\r\n\r\n", 400, HttpError),
-    (b"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n", 405, HttpError),
-    (b"POST /minipool/other HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 404, HttpError),
-    (b"POST {path} HTTP/1.1\r\nContent-Length: 1\r\n\r\nxPOST nonsense\r\n\r\n", 400, HttpError),
-])
+@pytest.mark.parametrize(
+    "request_bytes,status,error",
+    [
+        (b"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n", 411, HttpError),
+        (b"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 411, HttpError),
+        (b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413, FrameTooLarge),
+        (b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, HttpError),
+        (b"POST {path} HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400, HttpError),
+        (
+            b"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1234567890123456789012\r\n\r\n",
+            400,
+            HttpError,
+        ),
+        (b"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n", 405, HttpError),
+        (b"POST /minipool/other HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 404, HttpError),
+        (b"POST {path} HTTP/1.1\r\nContent-Length: 1\r\n\r\nxPOST nonsense\r\n\r\n", 400, HttpError),
+    ],
+)
 def test_bad_messages_in_a_session(server, request_bytes, status, error):
     down, up, session = _session(server.url)
     with down, up:
@@ -236,8 +248,10 @@ def test_any_well_formed_post_is_a_message(server):
     down, up, session = _session(server.url)
     with down, up:
         path = b"/minipool/" + session.encode()
-        up.sendall(b"POST %s HTTP/1.1\r\ncontent-length: 3\r\nHost: x\r\nX-Extra: 1\r\n\r\nabc" % path
-                   + b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nde" % path)
+        up.sendall(
+            b"POST %s HTTP/1.1\r\ncontent-length: 3\r\nHost: x\r\nX-Extra: 1\r\n\r\nabc" % path
+            + b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nde" % path
+        )
         echoed = b""
         while b"Mde\r\n" not in echoed:
             echoed += down.recv(65536)

@@ -26,8 +26,13 @@ def _imports(path: pathlib.Path) -> list[tuple[str, list[str]]]:
             base = package.split(".")
             if node.level:
                 base = base[: len(base) - node.level + 1]
-            module = ".".join([*base, node.module] if node.level and node.module else
-                              base if node.level else [node.module or ""])
+            module = ".".join(
+                [*base, node.module]
+                if node.level and node.module
+                else base
+                if node.level
+                else [node.module or ""]
+            )
             found.append((module, [alias.name for alias in node.names]))
         elif isinstance(node, ast.Import):
             found.extend((alias.name, []) for alias in node.names)
@@ -35,23 +40,28 @@ def _imports(path: pathlib.Path) -> list[tuple[str, list[str]]]:
 
 
 def test_no_private_name_is_imported_from_another_module():
-    crossing = [f"{path.name}: from {module} import {name}"
-                for path in MODULES for module, names in _imports(path)
-                if module.startswith("minipool") for name in names
-                if name.startswith("_") and not name.startswith("__")]
+    crossing = [
+        f"{path.name}: from {module} import {name}"
+        for path in MODULES
+        for module, names in _imports(path)
+        if module.startswith("minipool")
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
     assert crossing == []
 
 
 def test_no_two_transport_modules_import_each_other():
     names = {_module_name(path) for path in MODULES}
-    graph = {_module_name(path): {module for module, _ in _imports(path) if module in names}
-             for path in MODULES}
+    graph = {
+        _module_name(path): {module for module, _ in _imports(path) if module in names} for path in MODULES
+    }
     cycles = []
 
     def visit(node: str, trail: list[str]) -> None:
         for nxt in graph[node]:
             if nxt in trail:
-                cycles.append(trail[trail.index(nxt):] + [nxt])
+                cycles.append(trail[trail.index(nxt) :] + [nxt])
             elif len(trail) < len(graph):
                 visit(nxt, [*trail, nxt])
 

@@ -71,9 +71,15 @@ def test_a_refusal_is_the_same_shape_on_both(listener):
 def test_the_reply_helpers_write_what_the_parser_reads():
     head = error_response(405, "no", [("Allow", "GET")]).split(b"\r\n\r\n")[0] + b"\r\n\r\n"
     response = parse_response(head)
-    assert ((response.status, response.reason, response.headers.get("allow"))
-            == (405, "Method Not Allowed", "GET"))
+    assert (response.status, response.reason, response.headers.get("allow")) == (
+        405,
+        "Method Not Allowed",
+        "GET",
+    )
     health = health_response("tcp", connections=2)
     assert len(health) < MAX_HEAD
-    assert (json.loads(health.split(b"\r\n\r\n", 1)[1])
-            == {"status": "ok", "transport": "tcp", "connections": 2})
+    assert json.loads(health.split(b"\r\n\r\n", 1)[1]) == {
+        "status": "ok",
+        "transport": "tcp",
+        "connections": 2,
+    }

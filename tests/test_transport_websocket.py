@@ -45,8 +45,9 @@ class EchoServer:
     ``outcomes`` receives ``(connection, exception)`` as each connection ends.
     """
 
-    def __init__(self, url: str = "ws://127.0.0.1:0", handshake_timeout: float = 5.0,
-                 **options: object) -> None:
+    def __init__(
+        self, url: str = "ws://127.0.0.1:0", handshake_timeout: float = 5.0, **options: object
+    ) -> None:
         self.listener = base.listen(url, **options)
         self.url = self.listener.url
         self.handshake_timeout = handshake_timeout
@@ -130,6 +131,7 @@ def test_send_many_and_text(server):
 
 def test_concurrent_senders(server):
     with base.connect(server.url) as client:
+
         def sender(n: int) -> None:
             for i in range(50):
                 client.send(b"%d-%d" % (n, i))
@@ -231,10 +233,11 @@ def raw_request(url: str, head: bytes) -> tuple[socket.socket, bytes]:
     return sock, data
 
 
-def upgrade_head(key: str = "dGhlIHNhbXBsZSBub25jZQ==", version: str = "13",
-                 method: str = "GET") -> bytes:
-    return (f"{method} / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n").encode()
+def upgrade_head(key: str = "dGhlIHNhbXBsZSBub25jZQ==", version: str = "13", method: str = "GET") -> bytes:
+    return (
+        f"{method} / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+    ).encode()
 
 
 def test_accept_key_rfc_example():
@@ -268,8 +271,11 @@ def test_health_endpoint(server):
         (upgrade_head(version="8"), 426),
         (upgrade_head(key="short"), 400),
         (upgrade_head(key=base64.b64encode(b"x" * 15).decode()), 400),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 400),  # no Connection: Upgrade
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            400,
+        ),  # no Connection: Upgrade
         (b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400),  # a TLS hello at a ws:// port
     ],
 )
@@ -317,14 +323,27 @@ def fake_server(answer) -> tuple[str, threading.Thread, socket.socket]:
     return f"ws://127.0.0.1:{lsock.getsockname()[1]}", thread, lsock
 
 
-@pytest.mark.parametrize("answer, error", [
-    (lambda key: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", HttpError),
-    (lambda key: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: wrong=\r\n\r\n", ProtocolError),
-    (lambda key: (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
-                  b"Upgrade\r\nSec-WebSocket-Accept: %s\r\nSec-WebSocket-Extensions: "
-                  b"permessage-deflate\r\n\r\n" % accept_key(key).encode()), ProtocolError),
-])
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        (lambda key: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", HttpError),
+        (
+            lambda key: (
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: wrong=\r\n\r\n"
+            ),
+            ProtocolError,
+        ),
+        (
+            lambda key: (
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
+                b"Upgrade\r\nSec-WebSocket-Accept: %s\r\nSec-WebSocket-Extensions: "
+                b"permessage-deflate\r\n\r\n" % accept_key(key).encode()
+            ),
+            ProtocolError,
+        ),
+    ],
+)
 def test_client_checks_the_servers_answer(answer, error):
     url, thread, lsock = fake_server(answer)
     try:
@@ -343,9 +362,10 @@ def test_timeout_mid_frame_resumes(repeat):
     first, second = threading.Event(), threading.Event()
 
     def answer(key: str) -> bytes:
-        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
-                b"Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key).encode()
-                + frame[:3])  # the header, cut inside its 16-bit length
+        return (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
+            b"Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key).encode() + frame[:3]
+        )  # the header, cut inside its 16-bit length
 
     lsock = socket.create_server(("127.0.0.1", 0))
 
@@ -416,8 +436,7 @@ MASK = b"\x01\x02\x03\x04"
         (serialize(Frame(Opcode.CLOSE, b"\x03\xed"), MASK), CloseCode.PROTOCOL_ERROR),  # 1005
         (b"\x83\x80" + MASK, CloseCode.PROTOCOL_ERROR),  # opcode 3
     ],
-    ids=["unmasked", "2GB", "fragmented-ping", "bad-utf8", "rsv1", "lone-cont", "close-1005",
-         "opcode-3"],
+    ids=["unmasked", "2GB", "fragmented-ping", "bad-utf8", "rsv1", "lone-cont", "close-1005", "opcode-3"],
 )
 def test_bad_frames_close_with_the_right_code(server, wire, code):
     with raw_client(server.url) as sock:
@@ -435,9 +454,11 @@ def test_ping_gets_pong_and_close_is_echoed(server):
         sock.sendall(serialize(Frame(Opcode.PING, b"are you there"), MASK))
         assert read_frames_until(sock, Opcode.PONG).payload == b"are you there"
         # a ping between two fragments of a message is answered without breaking the message
-        sock.sendall(serialize(Frame(Opcode.BINARY, b"frag", fin=False), MASK)
-                     + serialize(Frame(Opcode.PING, b"p"), MASK)
-                     + serialize(Frame(Opcode.CONT, b"ment"), MASK))
+        sock.sendall(
+            serialize(Frame(Opcode.BINARY, b"frag", fin=False), MASK)
+            + serialize(Frame(Opcode.PING, b"p"), MASK)
+            + serialize(Frame(Opcode.CONT, b"ment"), MASK)
+        )
         assert read_frames_until(sock, Opcode.BINARY).payload == b"fragment"
         sock.sendall(serialize(Frame(Opcode.CLOSE, serialize_close(4000, "bye")), MASK))
         close = read_frames_until(sock, Opcode.CLOSE)
@@ -536,10 +557,29 @@ def tls_contexts(tmp_path_factory):
         pytest.skip("openssl command not found: cannot make a test certificate")
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -556,8 +596,7 @@ def test_wss_both_ways(tls_contexts):
             payload = os.urandom(200_000)
             client.send(payload)
             assert client.recv(timeout=10) == payload
-        with websockets_client.connect(srv.url, ssl=client_ctx, proxy=None,
-                                       open_timeout=10) as ws:
+        with websockets_client.connect(srv.url, ssl=client_ctx, proxy=None, open_timeout=10) as ws:
             ws.send("over TLS")
             assert ws.recv(timeout=10) == "over TLS"
     finally:
@@ -572,8 +611,11 @@ def node_command() -> list[str]:
     if node is None:
         pytest.skip("node is not installed")
     for flags in ([], ["--experimental-websocket"]):
-        probe = subprocess.run([node, *flags, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"],
-                               capture_output=True, timeout=30)
+        probe = subprocess.run(
+            [node, *flags, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"],
+            capture_output=True,
+            timeout=30,
+        )
         if probe.returncode == 0:
             return [node, *flags]
     pytest.skip("this node has no WebSocket, even with --experimental-websocket")
@@ -582,8 +624,12 @@ def node_command() -> list[str]:
 def test_javascript_client(server):
     command = node_command()
     script = ROOT / "examples" / "websocket_client.js"
-    result = subprocess.run([*command, str(script), server.url, "text from node", "é 🚀"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*command, str(script), server.url, "text from node", "é 🚀"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert "echo 0 (binary)" in result.stdout
     assert 'echo 1 (text): "text from node"' in result.stdout
@@ -633,7 +679,8 @@ def test_a_poll_that_catches_a_large_frame_half_arrived_keeps_the_connection():
         client._stream.sock.sendall(wire[:1000])  # the head and the start of the payload
         time.sleep(0.1)
         # read to the end once it had begun
-        poll_catches_it_half_arrived(lambda: client._stream.sock.sendall(wire[1000:]), server, client,
-                                     payload)
+        poll_catches_it_half_arrived(
+            lambda: client._stream.sock.sendall(wire[1000:]), server, client, payload
+        )
     finally:
         client.close(), server.close(), listener.close()

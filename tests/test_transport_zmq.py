@@ -106,6 +106,7 @@ def test_concurrent_senders_and_receivers(server: EchoServer) -> None:
     own thread, so the server's socket passes between threads (leader/followers)."""
     conns = [base.connect(server.listener.url) for _ in range(4)]
     try:
+
         def send_part(conn: base.Connection, part: int) -> None:
             for i in range(100):
                 conn.send(b"%d:%d" % (part, i))

@@ -11,7 +11,7 @@ api = pytest.importorskip("mypy.api")
 
 ROOT = Path(__file__).resolve().parent.parent
 
-USER_SCRIPT = '''
+USER_SCRIPT = """
     from minipool import BrokenPool, Pool
 
 
@@ -27,7 +27,7 @@ USER_SCRIPT = '''
 
     def which_initializer(error: BrokenPool) -> str:
         return error.initializer
-'''
+"""
 
 
 def test_a_type_checker_sees_the_lazily_imported_pool_and_broken_pool(tmp_path, monkeypatch):
@@ -35,6 +35,13 @@ def test_a_type_checker_sees_the_lazily_imported_pool_and_broken_pool(tmp_path, 
     script.write_text(textwrap.dedent(USER_SCRIPT))
     monkeypatch.chdir(ROOT)  # where mypy finds this checkout's minipool
     # The user's settings, not the project's: strict, and silent about minipool's own modules.
-    stdout, stderr, status = api.run(["--config-file=", "--strict", "--follow-imports=silent",
-                                      f"--cache-dir={tmp_path / 'cache'}", str(script)])
+    stdout, stderr, status = api.run(
+        [
+            "--config-file=",
+            "--strict",
+            "--follow-imports=silent",
+            f"--cache-dir={tmp_path / 'cache'}",
+            str(script),
+        ]
+    )
     assert status == 0, stdout + stderr

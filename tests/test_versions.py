@@ -42,6 +42,7 @@ def foreign_blob(monkeypatch, fn):
 
 # -- the tag, on the worker's side ---------------------------------------------------------------
 
+
 def test_a_by_value_function_says_which_interpreter_made_it():
     offset = 1
     assert shipping.dumps_needing(lambda x: x + offset)[1] == shipping.INTERPRETER
@@ -88,8 +89,10 @@ def test_only_a_task_that_holds_a_function_by_value_names_an_interpreter():
     assert tasklib.pack_chunk(jobs.square, [1, 2])[2] is None
     assert tasklib.pack_chunk(by_value, [1, 2])[2] == tasklib.BY_VALUE
     assert tasklib.pack_reduce(jobs.square, operator.add, [1, 2], tasklib.NO_INITIAL)[2] is None
-    assert (tasklib.pack_reduce(jobs.square, lambda a, b: a + b, [1, 2], tasklib.NO_INITIAL)[2]
-            == tasklib.BY_VALUE)
+    assert (
+        tasklib.pack_reduce(jobs.square, lambda a, b: a + b, [1, 2], tasklib.NO_INITIAL)[2]
+        == tasklib.BY_VALUE
+    )
 
 
 def test_a_pool_whose_initializer_travels_by_value_names_the_interpreter_on_every_task():
@@ -100,8 +103,9 @@ def test_a_pool_whose_initializer_travels_by_value_names_the_interpreter_on_ever
     with Pool(1, initializer=lambda: None) as pool:
         sent = []
         real_submit = pool._client.submit
-        pool._client.submit = (lambda body, codec, headers=None:
-                               sent.append(headers) or real_submit(body, codec, headers))
+        pool._client.submit = lambda body, codec, headers=None: (
+            sent.append(headers) or real_submit(body, codec, headers)
+        )
         assert pool.submit(jobs.square, 3).result(20) == 9
         assert list(pool.map(jobs.square, [1, 2])) == [1, 4]
         assert pool.submit_with(jobs.square, (2,), priority=1).result(20) == 4
@@ -110,6 +114,7 @@ def test_a_pool_whose_initializer_travels_by_value_names_the_interpreter_on_ever
 
 
 # -- routing, in the scheduler -------------------------------------------------------------------
+
 
 def worker(name, interpreter, python="3.x", prefetch=0):
     return WorkerState(None, name, 1, prefetch, {"interpreter": interpreter, "python": python})
@@ -201,6 +206,7 @@ def test_a_worker_that_names_no_interpreter_gets_no_by_value_task():
 
 # -- across real interpreters --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", interpreters.OTHERS)
 def test_code_marshalled_by_another_version_is_refused_here(version):
     """Before: a 3.13 function loaded by 3.11 answered ``triple(5) == 5``, or raised
@@ -212,17 +218,22 @@ def test_code_marshalled_by_another_version_is_refused_here(version):
         def triple(x): return 3 * x
         sys.stdout.buffer.write(dumps(triple))
     """)
-    blob = subprocess.run([python, "-c", script], capture_output=True, check=True,
-                          env=interpreters.env(), timeout=60).stdout
+    blob = subprocess.run(
+        [python, "-c", script], capture_output=True, check=True, env=interpreters.env(), timeout=60
+    ).stdout
     with pytest.raises(IncompatibleInterpreter) as caught:
         shipping.loads(blob)
     assert f"-{version}-" in str(caught.value) and shipping.INTERPRETER in str(caught.value)
 
 
 def start_worker(python, url):
-    return subprocess.Popen([python, "-m", "minipool", "worker", "--connect", url, "--heartbeat", "0.5"],
-                            env=interpreters.env(MINIPOOL_AUTHKEY=KEY), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [python, "-m", "minipool", "worker", "--connect", url, "--heartbeat", "0.5"],
+        env=interpreters.env(MINIPOOL_AUTHKEY=KEY),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stop(process):
@@ -286,8 +297,13 @@ def test_a_client_of_another_version_is_told_at_once_then_served_by_its_own(vers
     python = interpreters.require(version)
 
     def run_client(url):
-        out = subprocess.run([python, "-c", CLIENT, url, KEY], capture_output=True, text=True,
-                             env=interpreters.env(), timeout=120)
+        out = subprocess.run(
+            [python, "-c", CLIENT, url, KEY],
+            capture_output=True,
+            text=True,
+            env=interpreters.env(),
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
@@ -315,8 +331,23 @@ def test_the_codecs_benchmark_runs_on_every_supported_interpreter(version):
     """Before: on 3.10 it died with ``compress() takes at most 2 arguments`` (zlib.compress has
     ``wbits`` only from 3.11)."""
     python = interpreters.require(version)
-    out = subprocess.run([python, "-m", "minipool.bench", "codecs", "--size", "0.05", "--repeat", "1",
-                          "--codecs", "none,gzip,deflate"], capture_output=True, text=True,
-                         env=interpreters.env(), timeout=120)
+    out = subprocess.run(
+        [
+            python,
+            "-m",
+            "minipool.bench",
+            "codecs",
+            "--size",
+            "0.05",
+            "--repeat",
+            "1",
+            "--codecs",
+            "none,gzip,deflate",
+        ],
+        capture_output=True,
+        text=True,
+        env=interpreters.env(),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "gzip" in out.stdout

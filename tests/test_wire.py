@@ -28,8 +28,14 @@ from minipool.wire import (
 
 
 def test_round_trip_keeps_every_field():
-    msg = Message(Kind.SUBMIT, 2**64 - 1, b"\x00body", fmt=Format.PICKLE, codec="gzip",
-                  headers={"priority": 3, "timeout": 1.5})
+    msg = Message(
+        Kind.SUBMIT,
+        2**64 - 1,
+        b"\x00body",
+        fmt=Format.PICKLE,
+        codec="gzip",
+        headers={"priority": 3, "timeout": 1.5},
+    )
     assert decode(encode(msg)) == msg
 
 
@@ -55,20 +61,23 @@ def test_the_crc_covers_every_byte_after_itself_body_first():
 
 def test_a_forwarded_body_keeps_its_crc_and_gets_a_correct_envelope():
     received = decode(encode_parts(Kind.SUBMIT, 3, b"call", Format.PICKLE, "none", None))
-    forwarded = encode_parts(Kind.TASK, 77, received.body, received.fmt, received.codec,
-                             {"timeout": 2.0}, received.body_crc)
-    assert forwarded == encode(Message(Kind.TASK, 77, b"call", fmt=Format.PICKLE,
-                                       headers={"timeout": 2.0}))
+    forwarded = encode_parts(
+        Kind.TASK, 77, received.body, received.fmt, received.codec, {"timeout": 2.0}, received.body_crc
+    )
+    assert forwarded == encode(Message(Kind.TASK, 77, b"call", fmt=Format.PICKLE, headers={"timeout": 2.0}))
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "bad magic"),
-    (b"XX" + bytes(20), "bad magic"),
-    (b"MP\x09" + bytes(19), "version"),
-    (b"MP\x01" + bytes(19), "version 1"),  # the envelope before the CRC
-    (b"MP\x02" + bytes(10), "shorter"),
-    (sealed((0xFF, 0, 0, 0, 0)), "unknown message kind"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "bad magic"),
+        (b"XX" + bytes(20), "bad magic"),
+        (b"MP\x09" + bytes(19), "version"),
+        (b"MP\x01" + bytes(19), "version 1"),  # the envelope before the CRC
+        (b"MP\x02" + bytes(10), "shorter"),
+        (sealed((0xFF, 0, 0, 0, 0)), "unknown message kind"),
+    ],
+)
 def test_malformed_heads_are_protocol_errors(data, reason):
     with pytest.raises(ProtocolError, match=reason):
         decode(data)
@@ -85,8 +94,12 @@ def test_headers_must_be_a_json_object():
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=3000), st.integers(0, 10**6), st.integers(0, 7),
-       st.sampled_from([None, {"timeout": 1.5}]))
+@given(
+    st.binary(max_size=3000),
+    st.integers(0, 10**6),
+    st.integers(0, 7),
+    st.sampled_from([None, {"timeout": 1.5}]),
+)
 def test_any_flipped_bit_is_a_damaged_message_never_a_wrong_one(body, pos, bit, headers):
     data = bytearray(encode(Message(Kind.TASK, 12345, body, fmt=Format.PICKLE, headers=headers)))
     pos %= len(data)
@@ -137,11 +150,13 @@ def test_body_formats_and_codecs_round_trip():
 def test_decompression_bomb_in_a_body_is_refused():
     body = encode_body(b"\0" * 5_000_000, Format.RAW, "gzip")
     with pytest.raises(CodecError):
-        decode_body(Message(Kind.RESULT, 1, body, fmt=Format.RAW, codec="gzip"), trusted=True,
-                    max_size=1_000_000)
+        decode_body(
+            Message(Kind.RESULT, 1, body, fmt=Format.RAW, codec="gzip"), trusted=True, max_size=1_000_000
+        )
 
 
 # -- the handshake ---------------------------------------------------------------------------
+
 
 def handshake(server_key, client_key):
     server, client = ServerAuth(server_key), ClientAuth(client_key)
@@ -217,6 +232,7 @@ def test_a_large_pickled_body_is_decoded_as_a_view_and_a_small_one_as_bytes():
     assert type(decode(encode(large)).body) is bytes  # a view only when asked for
     assert type(small.body) is bytes
     # A large body in another format stays bytes: JSON and raw bodies are read as bytes.
-    raw = decode(encode(Message(Kind.STATUS_REPLY, 1, b"[" + b"1," * VIEW_MIN + b"1]", fmt=Format.JSON)),
-                 view=True)
+    raw = decode(
+        encode(Message(Kind.STATUS_REPLY, 1, b"[" + b"1," * VIEW_MIN + b"1]", fmt=Format.JSON)), view=True
+    )
     assert type(raw.body) is bytes and len(decode_body(raw, trusted=False)) == VIEW_MIN + 1

@@ -262,16 +262,18 @@ def test_fuzz_random_bytes(data, masked, chunk):
 
 frames_strategy = st.builds(
     Frame,
-    st.sampled_from([Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
-                     Opcode.CLOSE]),
+    st.sampled_from([Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG, Opcode.CLOSE]),
     st.binary(max_size=200),
     st.booleans(),
 )
 
 
-@given(st.lists(frames_strategy, max_size=5), st.booleans(),
-       st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=6),
-       st.integers(1, 50))
+@given(
+    st.lists(frames_strategy, max_size=5),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=6),
+    st.integers(1, 50),
+)
 @settings(max_examples=200, deadline=None)
 def test_fuzz_mutated_frames(frames, masked, mutations, chunk):
     wire = bytearray(b"".join(serialize(f, KEY if masked else False) for f in frames))

@@ -30,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             continue
         modules[name] = module
-        p = sub.add_parser(name, help=help_text, description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
         module.add_arguments(p)
     args = parser.parse_args(argv)

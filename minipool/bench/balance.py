@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slowdown", type=float, default=5.0, help="how much slower one worker is")
     parser.add_argument("--prefetch", type=int, default=4, help="leases per slot (default 4)")
     parser.add_argument("--window", type=int, default=16, help="most unfinished tasks per client")
-    parser.add_argument("--real-sets", type=int, default=3,
-                        help="task sets run on a real coordinator and workers (0 to skip)")
+    parser.add_argument(
+        "--real-sets", type=int, default=3, help="task sets run on a real coordinator and workers (0 to skip)"
+    )
     parser.add_argument("--unit", type=float, default=0.004, help="seconds per unit of task size")
 
 
@@ -43,8 +44,9 @@ def sleep_for(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def real(policy: str, sizes: list[float], *, slowdown: float, prefetch: int, window: int,
-         unit: float) -> float:
+def real(
+    policy: str, sizes: list[float], *, slowdown: float, prefetch: int, window: int, unit: float
+) -> float:
     """Makespan, in seconds, of ``sizes`` on a real coordinator with one slowed worker."""
     import secrets
     import threading
@@ -57,10 +59,12 @@ def real(policy: str, sizes: list[float], *, slowdown: float, prefetch: int, win
     key = secrets.token_hex(16).encode()
     with Coordinator(key, balance=policy, prefetch=prefetch * 2 - 2) as coord:
         url = coord.serve("tcp://127.0.0.1:0")
-        workers = [Worker(url, key, kind="thread", slots=2, reconnect=False, name=f"fast{i}")
-                   for i in range(3)]
-        workers.append(Worker(url, key, kind="thread", slots=2, reconnect=False, name="slow",
-                              slowdown=slowdown))
+        workers = [
+            Worker(url, key, kind="thread", slots=2, reconnect=False, name=f"fast{i}") for i in range(3)
+        ]
+        workers.append(
+            Worker(url, key, kind="thread", slots=2, reconnect=False, name="slow", slowdown=slowdown)
+        )
         threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
         for t in threads:
             t.start()
@@ -79,11 +83,13 @@ def real(policy: str, sizes: list[float], *, slowdown: float, prefetch: int, win
 
 def _workers(slowdown: float) -> list[WorkerSpec]:
     return [WorkerSpec(f"fast{i}", slots=2) for i in range(3)] + [
-        WorkerSpec("slow", slots=2, speed=1.0 / slowdown)]
+        WorkerSpec("slow", slots=2, speed=1.0 / slowdown)
+    ]
 
 
-def compare(*, tasks: int = 200, sets: int = 9, slowdown: float = 5.0, prefetch: int = 4,
-            window: int | None = 16) -> dict[str, dict[str, float]]:
+def compare(
+    *, tasks: int = 200, sets: int = 9, slowdown: float = 5.0, prefetch: int = 4, window: int | None = 16
+) -> dict[str, dict[str, float]]:
     """Median makespan of each policy and its speed-up over round-robin, across task sets."""
     workers = _workers(slowdown)
     makespans: dict[str, list[float]] = {name: [] for name in POLICIES}
@@ -98,9 +104,11 @@ def compare(*, tasks: int = 200, sets: int = 9, slowdown: float = 5.0, prefetch:
     summary = {}
     for name, values in makespans.items():
         ratios = [b / v for b, v in zip(baseline, values, strict=True)]
-        summary[name] = {"makespan": statistics.median(values),
-                         "speedup_median": statistics.median(ratios),
-                         "speedup_worst": min(ratios)}
+        summary[name] = {
+            "makespan": statistics.median(values),
+            "speedup_median": statistics.median(ratios),
+            "speedup_worst": min(ratios),
+        }
     return summary
 
 
@@ -112,16 +120,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"Makespan (simulated s) of {args.tasks} uneven tasks, 4 workers x 2 slots, one "
         f"{args.slowdown:g}x slower, prefetch {args.prefetch}, window {args.window}",
         ["policy", "median makespan", "vs round-robin (median)", "vs round-robin (worst)"],
-        [[name, r["makespan"], f"{r['speedup_median']:.2f}x", f"{r['speedup_worst']:.2f}x"]
-         for name, r in main.items()])
+        [
+            [name, r["makespan"], f"{r['speedup_median']:.2f}x", f"{r['speedup_worst']:.2f}x"]
+            for name, r in main.items()
+        ],
+    )
     sweep = {}
     for prefetch in (1, 2, 4):
         progress(f"prefetch {prefetch}")
         sweep[prefetch] = compare(prefetch=prefetch, **common)
-    print_table("Speed-up over round-robin (median of the sets) by prefetch depth",
-                ["prefetch"] + list(POLICIES),
-                [[p] + [f"{r[name]['speedup_median']:.2f}x" for name in POLICIES]
-                 for p, r in sweep.items()])
+    print_table(
+        "Speed-up over round-robin (median of the sets) by prefetch depth",
+        ["prefetch"] + list(POLICIES),
+        [[p] + [f"{r[name]['speedup_median']:.2f}x" for name in POLICIES] for p, r in sweep.items()],
+    )
     measured: dict[str, dict[str, float]] = {}
     if args.real_sets:
         times: dict[str, list[float]] = {name: [] for name in POLICIES}
@@ -130,16 +142,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sizes = [rng.lognormvariate(0, 0.8) for _ in range(args.tasks)]
             for name in POLICIES:
                 progress(f"real coordinator: {name}, task set {seed + 1}/{args.real_sets}")
-                times[name].append(real(name, sizes, slowdown=args.slowdown, prefetch=args.prefetch,
-                                        window=args.window, unit=args.unit))
+                times[name].append(
+                    real(
+                        name,
+                        sizes,
+                        slowdown=args.slowdown,
+                        prefetch=args.prefetch,
+                        window=args.window,
+                        unit=args.unit,
+                    )
+                )
         base = times["round-robin"]
         for name, values in times.items():
             speedups = [b / v for b, v in zip(base, values, strict=True)]
-            measured[name] = {"makespan": statistics.median(values),
-                              "speedup_median": statistics.median(speedups)}
-        print_table(f"Real coordinator and workers: wall-clock makespan (s), {args.tasks} tasks of"
-                    f" {args.unit * 1000:g} ms per unit, median of {args.real_sets} sets",
-                    ["policy", "median makespan (s)", "vs round-robin (median)"],
-                    [[name, r["makespan"], f"{r['speedup_median']:.2f}x"] for name, r in measured.items()])
-    return {"workers": [vars(w) for w in _workers(args.slowdown)], "parameters": vars(args),
-            "policies": main, "by_prefetch": sweep, "real": measured}
+            measured[name] = {
+                "makespan": statistics.median(values),
+                "speedup_median": statistics.median(speedups),
+            }
+        print_table(
+            f"Real coordinator and workers: wall-clock makespan (s), {args.tasks} tasks of"
+            f" {args.unit * 1000:g} ms per unit, median of {args.real_sets} sets",
+            ["policy", "median makespan (s)", "vs round-robin (median)"],
+            [[name, r["makespan"], f"{r['speedup_median']:.2f}x"] for name, r in measured.items()],
+        )
+    return {
+        "workers": [vars(w) for w in _workers(args.slowdown)],
+        "parameters": vars(args),
+        "policies": main,
+        "by_prefetch": sweep,
+        "real": measured,
+    }

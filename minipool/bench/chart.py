@@ -13,13 +13,30 @@ from xml.sax.saxutils import escape
 
 __all__ = ["loglog_chart"]
 
-_COLORS = ["#222222", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-           "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_COLORS = [
+    "#222222",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 
-def loglog_chart(series: Mapping[str, list[tuple[float, float]]], dashed: set[str], title: str, *,
-                 x_names: Mapping[float, str] | None = None, x_label: str = "payload size (log scale)",
-                 y_label: str = "") -> str:
+def loglog_chart(
+    series: Mapping[str, list[tuple[float, float]]],
+    dashed: set[str],
+    title: str,
+    *,
+    x_names: Mapping[float, str] | None = None,
+    x_label: str = "payload size (log scale)",
+    y_label: str = "",
+) -> str:
     """Return an SVG document plotting each series' ``(x, y)`` points on log-log axes.
 
     Args:
@@ -40,35 +57,45 @@ def loglog_chart(series: Mapping[str, list[tuple[float, float]]], dashed: set[st
     def py(y: float) -> float:
         return top + height - (math.log10(y) - y0) / max(y1 - y0, 1) * height
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 190}" '
-           f'height="{top + height + 60}" font-family="sans-serif" font-size="12">',
-           '<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="{left}" y="22" font-size="14">{escape(title)}</text>',
-           f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#999"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 190}" '
+        f'height="{top + height + 60}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="22" font-size="14">{escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#999"/>',
+    ]
     for decade in range(int(y0), int(y1) + 1):
-        y = py(10 ** decade)
+        y = py(10**decade)
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#eee"/>')
-        label = f"{10 ** decade:,}" if decade >= 0 else f"{10 ** decade:g}"
+        label = f"{10**decade:,}" if decade >= 0 else f"{10**decade:g}"
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     for value in sorted(set(xs)):
         x = px(value)
         out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + height}" stroke="#eee"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + height + 18}" text-anchor="middle">'
-                   f'{escape(x_names.get(value, f"{value:g}"))}</text>')
-    out.append(f'<text x="{left + width / 2}" y="{top + height + 42}" text-anchor="middle">'
-               f'{escape(x_label)}</text>')
-    out.append(f'<text transform="translate(16,{top + height / 2}) rotate(-90)" '
-               f'text-anchor="middle">{escape(y_label)}</text>')
+        out.append(
+            f'<text x="{x:.1f}" y="{top + height + 18}" text-anchor="middle">'
+            f"{escape(x_names.get(value, f'{value:g}'))}</text>"
+        )
+    out.append(
+        f'<text x="{left + width / 2}" y="{top + height + 42}" text-anchor="middle">{escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text transform="translate(16,{top + height / 2}) rotate(-90)" '
+        f'text-anchor="middle">{escape(y_label)}</text>'
+    )
     for i, (name, points) in enumerate(series.items()):
         color = _COLORS[i % len(_COLORS)]
         dash = ' stroke-dasharray="5,4"' if name in dashed else ""
-        path = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}"
-                        for j, (x, y) in enumerate(sorted(points)))
+        path = " ".join(
+            f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for j, (x, y) in enumerate(sorted(points))
+        )
         out.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
         out += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>' for x, y in points]
         ly = top + 10 + i * 20
-        out.append(f'<line x1="{left + width + 15}" y1="{ly}" x2="{left + width + 45}" y2="{ly}" '
-                   f'stroke="{color}" stroke-width="2"{dash}/>')
+        out.append(
+            f'<line x1="{left + width + 15}" y1="{ly}" x2="{left + width + 45}" y2="{ly}" '
+            f'stroke="{color}" stroke-width="2"{dash}/>'
+        )
         label = name + (" (peer)" if name in dashed else "")
         out.append(f'<text x="{left + width + 52}" y="{ly + 4}">{escape(label)}</text>')
     out.append("</svg>\n")

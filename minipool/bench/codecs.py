@@ -160,14 +160,27 @@ def measure_overhead(name: str, data: bytes, repeat: int, small_calls: int) -> d
         def run() -> None:
             for _ in range(small_calls):
                 fn(arg, *extra)
+
         return run
 
     c_ours, c_raw, d_ours, d_raw = _interleaved(
-        [lambda: codec.compress(data), lambda: raw_c(data),
-         lambda: codec.decompress(packed, limit), lambda: raw_d(packed)], repeat)
+        [
+            lambda: codec.compress(data),
+            lambda: raw_c(data),
+            lambda: codec.decompress(packed, limit),
+            lambda: raw_d(packed),
+        ],
+        repeat,
+    )
     sc_ours, sc_raw, sd_ours, sd_raw = _interleaved(
-        [loop(codec.compress, small), loop(raw_c, small),
-         loop(codec.decompress, small_packed, limit), loop(raw_d, small_packed)], repeat)
+        [
+            loop(codec.compress, small),
+            loop(raw_c, small),
+            loop(codec.decompress, small_packed, limit),
+            loop(raw_d, small_packed),
+        ],
+        repeat,
+    )
     return {
         "codec": name,
         "compress_overhead_pct": _overhead(c_ours, c_raw),
@@ -182,12 +195,20 @@ def measure_overhead(name: str, data: bytes, repeat: int, small_calls: int) -> d
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=float, default=2.0, help="MB per input (default 2)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median; default 5)")
-    parser.add_argument("--codecs", default=None,
-                        help="comma-separated codec names (default: every available codec)")
-    parser.add_argument("--inputs", default=",".join(INPUTS),
-                        help="comma-separated inputs among text,logs,random (default: all)")
-    parser.add_argument("--small-calls", type=int, default=300,
-                        help="1 KB calls per timing in the overhead table (default 300)")
+    parser.add_argument(
+        "--codecs", default=None, help="comma-separated codec names (default: every available codec)"
+    )
+    parser.add_argument(
+        "--inputs",
+        default=",".join(INPUTS),
+        help="comma-separated inputs among text,logs,random (default: all)",
+    )
+    parser.add_argument(
+        "--small-calls",
+        type=int,
+        default=300,
+        help="1 KB calls per timing in the overhead table (default 300)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -216,9 +237,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             results.append(row)
             rows.append(list(row.values()))
-    print_table("Ratio and speed (MB/s of uncompressed data, median of "
-                f"{args.repeat} runs)", ["input", "codec", "level", "ratio",
-                                          "compress MB/s", "decompress MB/s"], rows)
+    print_table(
+        f"Ratio and speed (MB/s of uncompressed data, median of {args.repeat} runs)",
+        ["input", "codec", "level", "ratio", "compress MB/s", "decompress MB/s"],
+        rows,
+    )
 
     overhead: list[dict[str, Any]] = []
     sample = next(iter(inputs.values()))
@@ -231,8 +254,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_table(
         f"Wrapper overhead vs calling the library directly (best of {2 * args.repeat}, "
         f"on {next(iter(inputs))}; + = minipool slower)",
-        ["codec", f"compress {args.size:g} MB %", f"decompress {args.size:g} MB %",
-         "compress 1 KB %", "decompress 1 KB %", "compress 1 KB µs", "decompress 1 KB µs"],
-        [list(row.values()) for row in overhead])
-    return {"size_bytes": size, "repeat": args.repeat, "levels": codecs.LEVELS,
-            "codecs": results, "overhead": overhead}
+        [
+            "codec",
+            f"compress {args.size:g} MB %",
+            f"decompress {args.size:g} MB %",
+            "compress 1 KB %",
+            "decompress 1 KB %",
+            "compress 1 KB µs",
+            "decompress 1 KB µs",
+        ],
+        [list(row.values()) for row in overhead],
+    )
+    return {
+        "size_bytes": size,
+        "repeat": args.repeat,
+        "levels": codecs.LEVELS,
+        "codecs": results,
+        "overhead": overhead,
+    }

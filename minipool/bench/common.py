@@ -12,13 +12,23 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["median_time", "format_table", "print_table", "write_json", "progress", "machine_info",
-           "CAN_PIN", "pin", "on_one_core"]
+__all__ = [
+    "median_time",
+    "format_table",
+    "print_table",
+    "write_json",
+    "progress",
+    "machine_info",
+    "CAN_PIN",
+    "pin",
+    "on_one_core",
+]
 
 
 #: Whether threads can be pinned to cores here (Linux, 2 cores or more): see :func:`on_one_core`.
-CAN_PIN = (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
-           and len(os.sched_getaffinity(0)) > 1)
+CAN_PIN = (
+    hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task") and len(os.sched_getaffinity(0)) > 1
+)
 
 
 def pin(pids: list[int], cpus: set[int]) -> None:
@@ -90,9 +100,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """A Markdown table (readable in a terminal, pasteable into docs/benchmarks.md)."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
     def line(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) if i else v.ljust(w)
-                                 for i, (v, w) in enumerate(zip(values, widths, strict=True))) + " |"
+        return (
+            "| "
+            + " | ".join(
+                v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
+            )
+            + " |"
+        )
+
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in cells]
     return "\n".join(out)
@@ -111,6 +128,7 @@ def progress(message: str) -> None:
 
 def machine_info() -> dict[str, Any]:
     import os
+
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),

@@ -42,11 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=int, default=20_000, help="tasks in the submit test")
     parser.add_argument("--trips", type=int, default=500, help="one-at-a-time round trips")
     parser.add_argument("--map-items", type=int, default=1_000_000, help="items in the map test")
-    parser.add_argument("--stream", type=int, default=10_000_000,
-                        help="items in the streaming-memory test (0 to skip)")
+    parser.add_argument(
+        "--stream", type=int, default=10_000_000, help="items in the streaming-memory test (0 to skip)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
-    parser.add_argument("--journal-tasks", type=int, default=10_000,
-                        help="tasks in the journal test (0 to skip)")
+    parser.add_argument(
+        "--journal-tasks", type=int, default=10_000, help="tasks in the journal test (0 to skip)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
 
 
@@ -92,8 +94,14 @@ def _stream_memory(workers: int, items: int, report: Any) -> None:
         elapsed = time.perf_counter() - start
         growth_kb = _peak_rss_kb() - before
     assert count == items
-    report.send({"items": items, "seconds": elapsed, "first_result_s": first or 0.0,
-                 "peak_rss_growth_mb": growth_kb / 1024})
+    report.send(
+        {
+            "items": items,
+            "seconds": elapsed,
+            "first_result_s": first or 0.0,
+            "peak_rss_growth_mb": growth_kb / 1024,
+        }
+    )
 
 
 def _stream_memory_apart(workers: int, items: int) -> dict[str, float]:
@@ -117,13 +125,15 @@ def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
         pools = {}
         for fsync in ("none", "everysec", "always"):
             directory = None if fsync == "none" else stack.enter_context(tempfile.TemporaryDirectory())
-            pool = stack.enter_context(Pool(workers, journal=directory,
-                                            fsync="everysec" if fsync == "none" else fsync))
+            pool = stack.enter_context(
+                Pool(workers, journal=directory, fsync="everysec" if fsync == "none" else fsync)
+            )
             pool.wait_for_workers()
             _submit_all(pool, 200)
             pools[fsync] = pool
-        times = median_times({name: functools.partial(_submit_all, p, n)
-                              for name, p in pools.items()}, repeat)
+        times = median_times(
+            {name: functools.partial(_submit_all, p, n) for name, p in pools.items()}, repeat
+        )
     return {name: n / t for name, t in times.items()}
 
 
@@ -145,27 +155,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mp.map(noop, range(200))
         _submit_all(ppe, 200)
         progress("submit")
-        times = median_times({
-            "minipool submit": lambda: _submit_all(pool, n),
-            "mp imap_unordered(chunksize=1)":
-                lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)),
-            "ppe submit": lambda: _submit_all(ppe, n),
-        }, rep)
+        times = median_times(
+            {
+                "minipool submit": lambda: _submit_all(pool, n),
+                "mp imap_unordered(chunksize=1)": lambda: sum(
+                    1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)
+                ),
+                "ppe submit": lambda: _submit_all(ppe, n),
+            },
+            rep,
+        )
         rates = {name: n / t for name, t in times.items()}
         progress("round trip")
-        times = median_times({
-            "minipool round trip": lambda: _trips(lambda i: pool.submit(noop, i).result(), trips),
-            "mp apply": lambda: _trips(lambda i: mp.apply(noop, (i,)), trips),
-            "ppe round trip": lambda: _trips(lambda i: ppe.submit(noop, i).result(), trips),
-        }, rep)
+        times = median_times(
+            {
+                "minipool round trip": lambda: _trips(lambda i: pool.submit(noop, i).result(), trips),
+                "mp apply": lambda: _trips(lambda i: mp.apply(noop, (i,)), trips),
+                "ppe round trip": lambda: _trips(lambda i: ppe.submit(noop, i).result(), trips),
+            },
+            rep,
+        )
         rates.update({name: trips / t for name, t in times.items()})
         progress("map")
         chunk = max(1, m // (4 * w))
-        times = median_times({
-            "minipool map": lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)),
-            "mp map": lambda: mp.map(noop, range(m)),
-            "ppe map": lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)),
-        }, rep)
+        times = median_times(
+            {
+                "minipool map": lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)),
+                "mp map": lambda: mp.map(noop, range(m)),
+                "ppe map": lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)),
+            },
+            rep,
+        )
         rates.update({name: m / t for name, t in times.items()})
         mp.terminate()
 
@@ -174,32 +194,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"memory: Pool.map over a generator of {args.stream:,} items, in a fresh process")
         memory = _stream_memory_apart(w, args.stream)
     rows = [
-        ["submit, 1 task per message", rates["minipool submit"], "mp imap_unordered(chunksize=1)",
-         rates["mp imap_unordered(chunksize=1)"],
-         rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"]],
-        ["submit, 1 task per message", rates["minipool submit"], "ProcessPoolExecutor.submit",
-         rates["ppe submit"], rates["minipool submit"] / rates["ppe submit"]],
-        ["round trip (µs)", 1e6 / rates["minipool round trip"], "multiprocessing.Pool.apply",
-         1e6 / rates["mp apply"], rates["minipool round trip"] / rates["mp apply"]],
-        ["round trip (µs)", 1e6 / rates["minipool round trip"], "ProcessPoolExecutor.submit().result()",
-         1e6 / rates["ppe round trip"], rates["minipool round trip"] / rates["ppe round trip"]],
-        [f"map {m:,} items, auto chunks", rates["minipool map"], "multiprocessing.Pool.map",
-         rates["mp map"], rates["minipool map"] / rates["mp map"]],
-        [f"map {m:,} items, auto chunks", rates["minipool map"], "ProcessPoolExecutor.map",
-         rates["ppe map"], rates["minipool map"] / rates["ppe map"]],
+        [
+            "submit, 1 task per message",
+            rates["minipool submit"],
+            "mp imap_unordered(chunksize=1)",
+            rates["mp imap_unordered(chunksize=1)"],
+            rates["minipool submit"] / rates["mp imap_unordered(chunksize=1)"],
+        ],
+        [
+            "submit, 1 task per message",
+            rates["minipool submit"],
+            "ProcessPoolExecutor.submit",
+            rates["ppe submit"],
+            rates["minipool submit"] / rates["ppe submit"],
+        ],
+        [
+            "round trip (µs)",
+            1e6 / rates["minipool round trip"],
+            "multiprocessing.Pool.apply",
+            1e6 / rates["mp apply"],
+            rates["minipool round trip"] / rates["mp apply"],
+        ],
+        [
+            "round trip (µs)",
+            1e6 / rates["minipool round trip"],
+            "ProcessPoolExecutor.submit().result()",
+            1e6 / rates["ppe round trip"],
+            rates["minipool round trip"] / rates["ppe round trip"],
+        ],
+        [
+            f"map {m:,} items, auto chunks",
+            rates["minipool map"],
+            "multiprocessing.Pool.map",
+            rates["mp map"],
+            rates["minipool map"] / rates["mp map"],
+        ],
+        [
+            f"map {m:,} items, auto chunks",
+            rates["minipool map"],
+            "ProcessPoolExecutor.map",
+            rates["ppe map"],
+            rates["minipool map"] / rates["ppe map"],
+        ],
     ]
-    print_table(f"Dispatch with {w} local worker processes (tasks/s unless noted; median of {rep};"
-                " speed-up >1 means minipool is faster)",
-                ["test", "minipool", "peer", "peer figure", "speed-up"], rows)
+    print_table(
+        f"Dispatch with {w} local worker processes (tasks/s unless noted; median of {rep};"
+        " speed-up >1 means minipool is faster)",
+        ["test", "minipool", "peer", "peer figure", "speed-up"],
+        rows,
+    )
     if memory:
-        print_table("Pool.map over a generator (chunksize=None)",
-                    ["items", "seconds", "first result (s)", "peak RSS growth (MB)"],
-                    [[memory["items"], memory["seconds"], memory["first_result_s"],
-                      memory["peak_rss_growth_mb"]]])
+        print_table(
+            "Pool.map over a generator (chunksize=None)",
+            ["items", "seconds", "first result (s)", "peak RSS growth (MB)"],
+            [[memory["items"], memory["seconds"], memory["first_result_s"], memory["peak_rss_growth_mb"]]],
+        )
     journal = _journal_rates(w, args.journal_tasks, rep) if args.journal_tasks else {}
     if journal:
-        print_table(f"The coordinator's journal: submit rate of {args.journal_tasks:,} tasks (tasks/s,"
-                    f" median of {rep})", ["journal", "tasks/s", "vs no journal"],
-                    [[name, rate, rate / journal["none"]] for name, rate in journal.items()])
-    return {"workers": w, "rates": rates, "stream": memory, "journal": journal,
-            "table": format_table(["test", "minipool", "peer", "peer figure", "speed-up"], rows)}
+        print_table(
+            f"The coordinator's journal: submit rate of {args.journal_tasks:,} tasks (tasks/s,"
+            f" median of {rep})",
+            ["journal", "tasks/s", "vs no journal"],
+            [[name, rate, rate / journal["none"]] for name, rate in journal.items()],
+        )
+    return {
+        "workers": w,
+        "rates": rates,
+        "stream": memory,
+        "journal": journal,
+        "table": format_table(["test", "minipool", "peer", "peer figure", "speed-up"], rows),
+    }

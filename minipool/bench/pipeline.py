@@ -78,19 +78,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reports", type=int, default=100, help="annual reports per run (100)")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per simulated fetch")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown")
-    parser.add_argument("--channel-records", type=int, default=1_000_000,
-                        help="records for the fast-channel cost (1,000,000)")
-    parser.add_argument("--durable-records", type=int, default=200_000,
-                        help="records for durable channel throughput (200,000)")
-    parser.add_argument("--stream-records", type=int, default=10_000_000,
-                        help="records for the long-stream memory case (10,000,000; 0 skips it)")
+    parser.add_argument(
+        "--channel-records", type=int, default=1_000_000, help="records for the fast-channel cost (1,000,000)"
+    )
+    parser.add_argument(
+        "--durable-records",
+        type=int,
+        default=200_000,
+        help="records for durable channel throughput (200,000)",
+    )
+    parser.add_argument(
+        "--stream-records",
+        type=int,
+        default=10_000_000,
+        help="records for the long-stream memory case (10,000,000; 0 skips it)",
+    )
 
 
 def _child(cfg: dict[str, Any]) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True,
-                         text=True, timeout=600, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True, timeout=600, env=env
+    )
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -101,19 +115,40 @@ def _median_of(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def annual_reports(args: argparse.Namespace) -> list[dict[str, Any]]:
-    configs = [("serial", "-", False), ("thread", "fast", False), ("async", "fast", False),
-               ("process", "fast", False), ("thread", "durable", True)]
+    configs = [
+        ("serial", "-", False),
+        ("thread", "fast", False),
+        ("async", "fast", False),
+        ("process", "fast", False),
+        ("thread", "durable", True),
+    ]
     results = []
     for kind, channel, durable in configs:
         progress(f"annual reports: {kind} / {channel} x{args.repeat}")
-        runs = [_child({"case": "annual", "example": str(EXAMPLE), "reports": args.reports,
-                        "latency": args.latency, "kind": kind, "durable": durable})
-                for _ in range(args.repeat)]
+        runs = [
+            _child(
+                {
+                    "case": "annual",
+                    "example": str(EXAMPLE),
+                    "reports": args.reports,
+                    "latency": args.latency,
+                    "kind": kind,
+                    "durable": durable,
+                }
+            )
+            for _ in range(args.repeat)
+        ]
         seconds = _median_of(runs, "seconds")
-        results.append({"stages": kind, "channel": channel, "seconds": seconds,
-                        "reports_per_s": args.reports / seconds,
-                        "paragraphs_per_s": runs[0]["paragraphs"] / seconds,
-                        "peak_rss_mb": max(r["peak_mb"] for r in runs)})
+        results.append(
+            {
+                "stages": kind,
+                "channel": channel,
+                "seconds": seconds,
+                "reports_per_s": args.reports / seconds,
+                "paragraphs_per_s": runs[0]["paragraphs"] / seconds,
+                "peak_rss_mb": max(r["peak_mb"] for r in runs),
+            }
+        )
     serial = results[0]["seconds"]
     for r in results:
         r["speedup"] = serial / r["seconds"]
@@ -131,6 +166,7 @@ def _time_pipeline(build: Any, repeat: int) -> float:
 
 def channel_cost(args: argparse.Namespace) -> dict[str, float]:
     from minipool import pipeline as pl
+
     n = args.channel_records
     progress(f"fast channel: {n:,} records through 1 and 2 thread stages x{args.repeat}")
 
@@ -138,10 +174,15 @@ def channel_cost(args: argparse.Namespace) -> dict[str, float]:
         return x
 
     one = _time_pipeline(lambda: pl.source(range(n)) | pl.map(ident) | pl.count(), args.repeat)
-    two = _time_pipeline(lambda: pl.source(range(n)) | pl.map(ident) | pl.map(ident) | pl.count(),
-                         args.repeat)
-    return {"records": n, "one_stage_us": one / n * 1e6, "two_stages_us": two / n * 1e6,
-            "channel_us": (two - one) / n * 1e6}
+    two = _time_pipeline(
+        lambda: pl.source(range(n)) | pl.map(ident) | pl.map(ident) | pl.count(), args.repeat
+    )
+    return {
+        "records": n,
+        "one_stage_us": one / n * 1e6,
+        "two_stages_us": two / n * 1e6,
+        "channel_us": (two - one) / n * 1e6,
+    }
 
 
 def _spin(n: int) -> int:
@@ -159,6 +200,7 @@ def _wait(x: Any) -> Any:
 
 async def _await(x: Any) -> Any:
     import asyncio
+
     await asyncio.sleep(0.02)
     return x
 
@@ -166,19 +208,29 @@ async def _await(x: Any) -> Any:
 def stage_kinds(args: argparse.Namespace) -> list[dict[str, Any]]:
     """CPU-bound and I/O-bound stages on each kind: when each one wins."""
     from minipool import pipeline as pl
+
     cpu = [20_000] * 1000
     io = list(range(100))
     cases = [
         ("CPU 1 ms x 1000", "thread, 1 worker", lambda: pl.source(cpu) | pl.map(_spin)),
         ("CPU 1 ms x 1000", "thread, 2 workers", lambda: pl.source(cpu) | pl.map(_spin, workers=2)),
-        ("CPU 1 ms x 1000", "process, 2 workers",
-         lambda: pl.source(cpu) | pl.map(_spin, kind="process", workers=2)),
+        (
+            "CPU 1 ms x 1000",
+            "process, 2 workers",
+            lambda: pl.source(cpu) | pl.map(_spin, kind="process", workers=2),
+        ),
         ("wait 20 ms x 100", "thread, 1 worker", lambda: pl.source(io) | pl.map(_wait)),
         ("wait 20 ms x 100", "thread, 32 workers", lambda: pl.source(io) | pl.map(_wait, workers=32)),
-        ("wait 20 ms x 100", "async, 32 workers",
-         lambda: pl.source(io) | pl.map(_await, kind="async", workers=32)),
-        ("wait 20 ms x 100", "process, 2 workers",
-         lambda: pl.source(io) | pl.map(_wait, kind="process", workers=2)),
+        (
+            "wait 20 ms x 100",
+            "async, 32 workers",
+            lambda: pl.source(io) | pl.map(_await, kind="async", workers=32),
+        ),
+        (
+            "wait 20 ms x 100",
+            "process, 2 workers",
+            lambda: pl.source(io) | pl.map(_wait, kind="process", workers=2),
+        ),
     ]
     rows = []
     for work, kind, build in cases:
@@ -190,6 +242,7 @@ def stage_kinds(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def durable_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
     from minipool import pipeline as pl
+
     n = args.durable_records
     rows = []
     for fsync in (None, "always", "everysec"):
@@ -213,10 +266,14 @@ def long_stream(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     progress(f"long stream: {args.stream_records:,} records through three stages (one run)")
     out = _child({"case": "stream", "records": args.stream_records})
-    return {"records": args.stream_records, "seconds": out["seconds"],
-            "records_per_s": args.stream_records / out["seconds"],
-            "rss_before_mb": out["base_mb"], "peak_rss_mb": out["peak_mb"],
-            "growth_mb": out["growth_mb"]}
+    return {
+        "records": args.stream_records,
+        "seconds": out["seconds"],
+        "records_per_s": args.stream_records / out["seconds"],
+        "rss_before_mb": out["base_mb"],
+        "peak_rss_mb": out["peak_mb"],
+        "growth_mb": out["growth_mb"],
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,27 +283,62 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     durable = durable_throughput(args)
     stream = long_stream(args)
 
-    print_table(f"Annual-report pipeline: {args.reports} reports, {args.latency * 1000:g} ms "
-                f"simulated fetch latency, median of {args.repeat}",
-                ["stages", "channel", "seconds", "reports/s", "paragraphs/s", "vs serial",
-                 "peak RSS MB"],
-                [[r["stages"], r["channel"], r["seconds"], r["reports_per_s"], r["paragraphs_per_s"],
-                  f"{r['speedup']:.2f}x", r["peak_rss_mb"]] for r in annual])
-    print_table(f"Stage kinds (median of {args.repeat}; process figures include starting the pool)",
-                ["work", "stage", "seconds"], [[r["work"], r["stage"], r["seconds"]] for r in kinds])
-    print_table(f"Fast channel between two thread stages ({channel['records']:,} records, "
-                f"median of {args.repeat})",
-                ["pipeline", "µs per record"],
-                [["source | map | count", channel["one_stage_us"]],
-                 ["source | map | map | count", channel["two_stages_us"]],
-                 ["one more channel + thread stage", channel["channel_us"]]])
-    print_table(f"Durable channel ({args.durable_records:,} records into a journaled reduce, "
-                f"median of {args.repeat})",
-                ["channel", "records/s"], [[r["channel"], r["records_per_s"]] for r in durable])
+    print_table(
+        f"Annual-report pipeline: {args.reports} reports, {args.latency * 1000:g} ms "
+        f"simulated fetch latency, median of {args.repeat}",
+        ["stages", "channel", "seconds", "reports/s", "paragraphs/s", "vs serial", "peak RSS MB"],
+        [
+            [
+                r["stages"],
+                r["channel"],
+                r["seconds"],
+                r["reports_per_s"],
+                r["paragraphs_per_s"],
+                f"{r['speedup']:.2f}x",
+                r["peak_rss_mb"],
+            ]
+            for r in annual
+        ],
+    )
+    print_table(
+        f"Stage kinds (median of {args.repeat}; process figures include starting the pool)",
+        ["work", "stage", "seconds"],
+        [[r["work"], r["stage"], r["seconds"]] for r in kinds],
+    )
+    print_table(
+        f"Fast channel between two thread stages ({channel['records']:,} records, median of {args.repeat})",
+        ["pipeline", "µs per record"],
+        [
+            ["source | map | count", channel["one_stage_us"]],
+            ["source | map | map | count", channel["two_stages_us"]],
+            ["one more channel + thread stage", channel["channel_us"]],
+        ],
+    )
+    print_table(
+        f"Durable channel ({args.durable_records:,} records into a journaled reduce, "
+        f"median of {args.repeat})",
+        ["channel", "records/s"],
+        [[r["channel"], r["records_per_s"]] for r in durable],
+    )
     if stream:
-        print_table("Long stream through three stages (source | map | filter | map | count)",
-                    ["records", "seconds", "records/s", "RSS before MB", "peak RSS MB", "growth MB"],
-                    [[stream["records"], stream["seconds"], stream["records_per_s"],
-                      stream["rss_before_mb"], stream["peak_rss_mb"], stream["growth_mb"]]])
-    return {"annual_reports": annual, "stage_kinds": kinds, "fast_channel": channel,
-            "durable_channel": durable, "long_stream": stream}
+        print_table(
+            "Long stream through three stages (source | map | filter | map | count)",
+            ["records", "seconds", "records/s", "RSS before MB", "peak RSS MB", "growth MB"],
+            [
+                [
+                    stream["records"],
+                    stream["seconds"],
+                    stream["records_per_s"],
+                    stream["rss_before_mb"],
+                    stream["peak_rss_mb"],
+                    stream["growth_mb"],
+                ]
+            ],
+        )
+    return {
+        "annual_reports": annual,
+        "stage_kinds": kinds,
+        "fast_channel": channel,
+        "durable_channel": durable,
+        "long_stream": stream,
+    }

@@ -52,8 +52,12 @@ class Service:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget", type=float, default=1.0,
-                        help="seconds spent on each implementation and call (default: %(default)s)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=1.0,
+        help="seconds spent on each implementation and call (default: %(default)s)",
+    )
     parser.add_argument("--transport", default="tcp", help="minipool.rpc's transport (default: tcp)")
 
 
@@ -144,17 +148,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         turns: dict[tuple[str, str, str], list[float]] = {}
         placements = ["scheduled", "one core"] if CAN_PIN else ["scheduled"]
         for round_no in range(_ROUNDS):
-            order = IMPLS[round_no % len(IMPLS):] + IMPLS[: round_no % len(IMPLS)]
+            order = IMPLS[round_no % len(IMPLS) :] + IMPLS[: round_no % len(IMPLS)]
             for name, call in calls.items():
                 for kind in order:
                     proxy = clients[kind][0]
                     seconds = args.budget / _ROUNDS / len(placements)
                     turns.setdefault((name, kind, "scheduled"), []).append(
-                        _turn(functools.partial(call, proxy), seconds))
+                        _turn(functools.partial(call, proxy), seconds)
+                    )
                     if CAN_PIN:
                         with on_one_core([os.getpid(), pids[kind]]):
                             turns.setdefault((name, kind, "one core"), []).append(
-                                _turn(functools.partial(call, proxy), seconds))
+                                _turn(functools.partial(call, proxy), seconds)
+                            )
             progress(f"round {round_no + 1}/{_ROUNDS}")
     finally:
         for _, close in clients.values():
@@ -179,8 +185,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     headers = ["call", "implementation", "rtt us", "time / minipool.rpc"]
     if CAN_PIN:
         headers += ["1 core us", "1 core / minipool.rpc"]
-    print_table(f"Remote method calls over loopback (minipool.rpc over {args.transport}://)", headers,
-                [[r["call"], r["impl"], r["rtt_us"], r["rtt_vs_minipool"]]
-                 + ([r["rtt_one_core_us"], r["rtt_one_core_vs_minipool"]] if CAN_PIN else [])
-                 for r in rows])
+    print_table(
+        f"Remote method calls over loopback (minipool.rpc over {args.transport}://)",
+        headers,
+        [
+            [r["call"], r["impl"], r["rtt_us"], r["rtt_vs_minipool"]]
+            + ([r["rtt_one_core_us"], r["rtt_one_core_vs_minipool"]] if CAN_PIN else [])
+            for r in rows
+        ],
+    )
     return {"rows": rows, "transport": args.transport}

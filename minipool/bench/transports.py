@@ -67,22 +67,33 @@ _Peer = TypeVar("_Peer")  # what a server's accept() returns: a socket, a connec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--transports", default=",".join(TRANSPORTS),
-                        help="minipool transports to measure (default: %(default)s)")
-    parser.add_argument("--peers", default=",".join(PEERS),
-                        help="other implementations beside them; raw is always run (default: %(default)s)")
+    parser.add_argument(
+        "--transports",
+        default=",".join(TRANSPORTS),
+        help="minipool transports to measure (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="other implementations beside them; raw is always run (default: %(default)s)",
+    )
     parser.add_argument("--sizes", default=",".join(SIZES), help="payload sizes (default: %(default)s)")
     parser.add_argument("--codecs", default="none", help="comma-separated codec names (default: none)")
     parser.add_argument("--no-nodelay", action="store_true", help="leave Nagle's algorithm on")
-    parser.add_argument("--no-check", action="store_true",
-                        help="minipool transports without the CRC-32 every minipool message carries")
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="minipool transports without the CRC-32 every minipool message carries",
+    )
     parser.add_argument("--quick", action="store_true", help="1 KB and 1 MB only, short runs (< 20 s)")
-    parser.add_argument("--budget", type=float, default=0.5,
-                        help="seconds spent on each round-trip and each throughput cell")
+    parser.add_argument(
+        "--budget", type=float, default=0.5, help="seconds spent on each round-trip and each throughput cell"
+    )
     parser.add_argument("--svg", metavar="PATH", help="write a log-log chart of round trip by size")
 
 
 # -- servers (each in its own process) ------------------------------------------------------
+
 
 def _tls_files() -> tuple[str, str] | None:
     """A self-signed certificate for 127.0.0.1 made with the openssl CLI (None without it)."""
@@ -91,11 +102,32 @@ def _tls_files() -> tuple[str, str] | None:
         return None
     if _CERT_DIR is None:
         _CERT_DIR = tempfile.mkdtemp(prefix="minipool-bench-")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                        "-keyout", "key.pem", "-out", "cert.pem", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"],
-                       cwd=_CERT_DIR, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            cwd=_CERT_DIR,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     return os.path.join(_CERT_DIR, "cert.pem"), os.path.join(_CERT_DIR, "key.pem")
 
 
@@ -130,8 +162,9 @@ def _serve_forever(handle: Callable[[_Peer], object], accept: Callable[[], _Peer
         threading.Thread(target=handle, args=(client,), daemon=True).start()
 
 
-def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: mpc.Connection,
-           check: bool = False) -> None:
+def _serve(
+    kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: mpc.Connection, check: bool = False
+) -> None:
     """Echo server for ``kind``; reports its address on ``pipe`` and runs until terminated."""
     try:
         _serve_kind(kind, url, nodelay, tls, pipe, check)
@@ -139,8 +172,9 @@ def _serve(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe
         pipe.send(exc)
 
 
-def _serve_kind(kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None,
-                pipe: mpc.Connection, check: bool) -> None:
+def _serve_kind(
+    kind: str, url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: mpc.Connection, check: bool
+) -> None:
     if kind == "raw":
         _serve_raw(nodelay, pipe)
     elif kind == "multiprocessing":
@@ -167,6 +201,7 @@ def _serve_raw(nodelay: bool, pipe: mpc.Connection) -> None:
                 _raw_send(sock, _recv_exact(sock, n))
         except OSError:
             sock.close()
+
     _serve_forever(echo, lambda: listener.accept()[0])
 
 
@@ -180,6 +215,7 @@ def _serve_multiprocessing(pipe: mpc.Connection) -> None:
                 conn.send_bytes(conn.recv_bytes())
         except (EOFError, OSError):
             conn.close()
+
     _serve_forever(echo, listener.accept)
 
 
@@ -197,6 +233,7 @@ def _serve_http_server(nodelay: bool, pipe: mpc.Connection) -> None:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     pipe.send(server.server_address[1])
     server.serve_forever()
@@ -208,6 +245,7 @@ def _serve_websockets(pipe: mpc.Connection) -> None:
     def echo(ws: ServerConnection) -> None:
         for message in ws:
             ws.send(message)
+
     with serve(echo, "127.0.0.1", 0, max_size=None, compression=None) as server:
         pipe.send(server.socket.getsockname()[1])
         server.serve_forever()
@@ -215,6 +253,7 @@ def _serve_websockets(pipe: mpc.Connection) -> None:
 
 def _serve_pyzmq(pipe: mpc.Connection) -> None:
     import zmq
+
     sock = zmq.Context().socket(zmq.REP)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     pipe.send(port)
@@ -222,9 +261,11 @@ def _serve_pyzmq(pipe: mpc.Connection) -> None:
         sock.send(sock.recv(copy=False), copy=False)
 
 
-def _serve_minipool(url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: mpc.Connection,
-                    check: bool) -> None:
+def _serve_minipool(
+    url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: mpc.Connection, check: bool
+) -> None:
     from ..transports import listen
+
     options: dict[str, Any] = {"nodelay": nodelay}
     if tls:
         options["ssl_context"] = _contexts(tls)[0]
@@ -241,10 +282,12 @@ def _serve_minipool(url: str, nodelay: bool, tls: tuple[str, str] | None, pipe: 
                 conn.send(message)
         except Exception:  # noqa: BLE001 -- the client left
             conn.close()
+
     _serve_forever(echo, listener.accept)
 
 
 # -- clients --------------------------------------------------------------------------------
+
 
 class _Client:
     """One connected client: ``send``, ``recv``, ``close``; ``streams`` if sends may run ahead."""
@@ -254,8 +297,9 @@ class _Client:
     recv: Callable[[], bytes]
     close: Callable[[], object]
 
-    def __init__(self, kind: str, address: Any, nodelay: bool, tls: tuple[str, str] | None,
-                 check: bool = False):
+    def __init__(
+        self, kind: str, address: Any, nodelay: bool, tls: tuple[str, str] | None, check: bool = False
+    ):
         self.kind = kind
         if kind == "raw":
             sock = socket.create_connection(("127.0.0.1", address))
@@ -274,10 +318,12 @@ class _Client:
 
             def send(data: bytes) -> None:
                 http_conn.request("POST", "/echo", body=data)
+
             self.send, self.recv = send, lambda: http_conn.getresponse().read()
             self.close = http_conn.close
         elif kind == "websockets":
             from websockets.sync.client import connect as ws_connect
+
             # Its sync client holds one lock while a send blocks on a full socket, which stops
             # its reader thread too: streaming large messages can deadlock. So: lockstep.
             self.streams = False
@@ -286,6 +332,7 @@ class _Client:
             self.send, self.recv, self.close = ws.send, cast(Callable[[], bytes], ws.recv), ws.close
         elif kind == "pyzmq":
             import zmq
+
             self.streams = False
             self._ctx = zmq.Context()
             zsock = self._ctx.socket(zmq.REQ)
@@ -296,9 +343,11 @@ class _Client:
             def close() -> None:
                 zsock.close(linger=0)
                 self._ctx.term()
+
             self.close = close
         else:
             from ..transports import connect
+
             options: dict[str, Any] = {"nodelay": nodelay}
             if tls:
                 options["ssl_context"] = _contexts(tls)[1]
@@ -321,6 +370,7 @@ class _Client:
             if zlib.crc32(data) != sent.popleft():
                 raise RuntimeError("the echo came back damaged")
             return data
+
         self.send, self.recv = send, recv
 
 
@@ -328,9 +378,15 @@ def _available(kind: str) -> str | None:
     """Why ``kind`` cannot run here, or None if it can."""
     if kind not in TRANSPORTS and kind not in PEERS:
         return f"unknown (choose from {', '.join(TRANSPORTS + PEERS)})"
-    module = {"tcp": "minipool.transports.tcp", "tls": "minipool.transports.tcp",
-              "http": "minipool.transports.http", "ws": "minipool.transports.websocket",
-              "zmq+tcp": "minipool.transports.zmq", "websockets": "websockets", "pyzmq": "zmq"}
+    module = {
+        "tcp": "minipool.transports.tcp",
+        "tls": "minipool.transports.tcp",
+        "http": "minipool.transports.http",
+        "ws": "minipool.transports.websocket",
+        "zmq+tcp": "minipool.transports.zmq",
+        "websockets": "websockets",
+        "pyzmq": "zmq",
+    }
     name = module.get(kind)
     if name and importlib.util.find_spec(name) is None:
         return f"{name} is not available"
@@ -342,6 +398,7 @@ def _available(kind: str) -> str | None:
 
 
 # -- measuring ------------------------------------------------------------------------------
+
 
 def _payload(size: int) -> bytes:
     # Compressible like real task arguments (a text log), so the codec columns mean something.
@@ -365,8 +422,9 @@ def _round_trips(client: _Client, data: bytes, codec: Codec, seconds: float, out
         out.append(time.perf_counter() - start)
 
 
-def _round_trips_on_one_core(r: _Running, data: bytes, codec: Codec, seconds: float,
-                             out: list[float]) -> None:
+def _round_trips_on_one_core(
+    r: _Running, data: bytes, codec: Codec, seconds: float, out: list[float]
+) -> None:
     """As _round_trips, with the client process and ``r``'s echo server pinned to one core."""
     with on_one_core([os.getpid(), r.server_pid]):
         _round_trips(r.client, data, codec, seconds, out)
@@ -404,8 +462,9 @@ class _Running:
         alone = threading.active_count() == 1 and hasattr(os, "fork")
         ctx = multiprocessing.get_context("fork") if alone else multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        self.server = ctx.Process(target=_serve, args=(kind, url, nodelay, self.tls, child, check),
-                                  daemon=True)
+        self.server = ctx.Process(
+            target=_serve, args=(kind, url, nodelay, self.tls, child, check), daemon=True
+        )
         self.server.start()
         assert self.server.pid is not None  # a started process has one
         self.server_pid = self.server.pid
@@ -434,8 +493,9 @@ class _Running:
 _ROUNDS = 10  # each cell's time is split into rounds, implementations taking turns
 
 
-def _measure_cell(running: list[_Running], data: bytes, codec: Codec, budget: float
-                  ) -> dict[str, tuple[float, float, float, float | None]]:
+def _measure_cell(
+    running: list[_Running], data: bytes, codec: Codec, budget: float
+) -> dict[str, tuple[float, float, float, float | None]]:
     """Round trip (seconds), MB/s, the median round trip over all turns, and the round trip
     on one core (None where threads cannot be pinned), per implementation.
 
@@ -452,7 +512,7 @@ def _measure_cell(running: list[_Running], data: bytes, codec: Codec, budget: fl
     turns: dict[str, list[float]] = {r.kind: [] for r in running}  # median of each turn
     pinned: dict[str, list[float]] = {r.kind: [] for r in running}  # the same, on one core
     for round_no in range(_ROUNDS):
-        order = running[round_no % len(running):] + running[: round_no % len(running)]
+        order = running[round_no % len(running) :] + running[: round_no % len(running)]
         for r in order:
             turn: list[float] = []
             _round_trips(r.client, data, codec, budget / _ROUNDS, turn)
@@ -467,9 +527,15 @@ def _measure_cell(running: list[_Running], data: bytes, codec: Codec, budget: fl
             moved[r.kind][1] += _stream(r.client, data, codec, count)
     # The best turn's median: a burst of other load on the machine slows some turns, never
     # speeds one up, so the quietest turn is the truest figure (as timeit reports its minimum).
-    return {kind: (min(turns[kind]), moved[kind][0] / moved[kind][1] / 1e6,
-                   statistics.median(samples[kind]), min(pinned[kind]) if pinned[kind] else None)
-            for kind in samples}
+    return {
+        kind: (
+            min(turns[kind]),
+            moved[kind][0] / moved[kind][1] / 1e6,
+            statistics.median(samples[kind]),
+            min(pinned[kind]) if pinned[kind] else None,
+        )
+        for kind in samples
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -508,13 +574,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in running:
                     rtt, mbps, rtt_all, rtt_one = cell[r.kind]
                     one = "" if rtt_one is None else f" (one core {rtt_one * 1e6:.1f})"
-                    progress(f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us{one}"
-                             f"  {mbps:8.1f} MB/s")
-                    rows.append({"impl": r.kind, "minipool": r.kind in TRANSPORTS, "codec": codec_name,
-                                 "size": size, "label": label, "rtt_us": rtt * 1e6, "mb_s": mbps,
-                                 "rtt_us_all_turns": rtt_all * 1e6,
-                                 "rtt_one_core_us": None if rtt_one is None else rtt_one * 1e6,
-                                 "streaming": r.client.streams})
+                    progress(
+                        f"{r.kind:16} {codec_name:7} {label:5} rtt {rtt * 1e6:9.1f} us{one}  {mbps:8.1f} MB/s"
+                    )
+                    rows.append(
+                        {
+                            "impl": r.kind,
+                            "minipool": r.kind in TRANSPORTS,
+                            "codec": codec_name,
+                            "size": size,
+                            "label": label,
+                            "rtt_us": rtt * 1e6,
+                            "mb_s": mbps,
+                            "rtt_us_all_turns": rtt_all * 1e6,
+                            "rtt_one_core_us": None if rtt_one is None else rtt_one * 1e6,
+                            "streaming": r.client.streams,
+                        }
+                    )
     finally:
         for r in running:
             r.stop()
@@ -530,8 +606,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         columns[5:5] = ["1 core us", "1 core / raw"]
     table = []
     for row in rows:
-        line = [row["impl"] + ("" if row["minipool"] else " (peer)"), row["codec"], row["label"],
-                row["rtt_us"], row["rtt_ratio"] or 0.0, row["mb_s"], row["mb_s_ratio"] or 0.0]
+        line = [
+            row["impl"] + ("" if row["minipool"] else " (peer)"),
+            row["codec"],
+            row["label"],
+            row["rtt_us"],
+            row["rtt_ratio"] or 0.0,
+            row["mb_s"],
+            row["mb_s_ratio"] or 0.0,
+        ]
         if CAN_PIN:
             line[5:5] = [row["rtt_one_core_us"] or 0.0, row["rtt_one_core_ratio"] or 0.0]
         table.append(line)
@@ -546,9 +629,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 series.setdefault(row["impl"], []).append((row["size"], row["rtt_us"]))
         dashed = {row["impl"] for row in rows if not row["minipool"]}
         with open(args.svg, "w", encoding="utf-8") as f:
-            f.write(loglog_chart(series, dashed, f"{title}: round trip by payload size (codec {codecs[0]})",
-                                 x_names={v: k for k, v in SIZES.items()},
-                                 y_label="round trip, microseconds (log scale)"))
+            f.write(
+                loglog_chart(
+                    series,
+                    dashed,
+                    f"{title}: round trip by payload size (codec {codecs[0]})",
+                    x_names={v: k for k, v in SIZES.items()},
+                    y_label="round trip, microseconds (log scale)",
+                )
+            )
         print(f"\nwrote {args.svg}")
-    return {"rows": rows, "skipped": skipped, "nodelay": not args.no_nodelay,
-            "sizes": sizes, "codecs": codecs}
+    return {
+        "rows": rows,
+        "skipped": skipped,
+        "nodelay": not args.no_nodelay,
+        "sizes": sizes,
+        "codecs": codecs,
+    }

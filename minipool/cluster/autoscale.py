@@ -65,12 +65,21 @@ class Autoscaler:
         ValueError: the bounds are inconsistent or a duration is negative.
     """
 
-    def __init__(self, min_workers: int, max_workers: int, *, scale_up_after: float = 0.5,
-                 idle_timeout: float = 5.0, cooldown: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic, max_events: int = 100) -> None:
+    def __init__(
+        self,
+        min_workers: int,
+        max_workers: int,
+        *,
+        scale_up_after: float = 0.5,
+        idle_timeout: float = 5.0,
+        cooldown: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_events: int = 100,
+    ) -> None:
         if not 0 <= min_workers <= max_workers or max_workers < 1:
-            raise ValueError(f"need 0 <= min_workers <= max_workers and max_workers >= 1, "
-                             f"got {min_workers}, {max_workers}")
+            raise ValueError(
+                f"need 0 <= min_workers <= max_workers and max_workers >= 1, got {min_workers}, {max_workers}"
+            )
         if min(scale_up_after, idle_timeout, cooldown) < 0:
             raise ValueError("scale_up_after, idle_timeout and cooldown must not be negative")
         self.min_workers = min_workers
@@ -98,10 +107,11 @@ class Autoscaler:
             return self._act(now, Decision(add=self.min_workers - count, reason=below), queued, count)
         if count > self.max_workers:
             extra = [w.id for w in self._idle_longest_first(workers, now, 0.0)]
-            if extra[:count - self.max_workers]:
+            if extra[: count - self.max_workers]:
                 above = f"{count} workers, above the maximum of {self.max_workers}"
-                return self._act(now, Decision(remove=extra[:count - self.max_workers], reason=above),
-                                 queued, count)
+                return self._act(
+                    now, Decision(remove=extra[: count - self.max_workers], reason=above), queued, count
+                )
         if self._last_action is not None and now - self._last_action < self.cooldown:
             return Decision(reason="cooling down")
         grow = self._grow(queued, oldest_wait, workers)
@@ -117,35 +127,46 @@ class Autoscaler:
             return Decision()
         spare = sum(max(w.slots - w.inflight, 0) for w in workers)
         if spare >= queued:
-            return Decision()      # free slots will take them: the wait is not for lack of workers
+            return Decision()  # free slots will take them: the wait is not for lack of workers
         # Enough workers for the tasks no free slot can take, sized like the current ones.
         per_worker = max(1, round(sum(w.slots for w in workers) / len(workers))) if workers else 1
         add = min(math.ceil((queued - spare) / per_worker), self.max_workers - len(workers))
-        return Decision(add=add, reason=f"{queued} tasks queued, the oldest for "
-                                        f"{oldest_wait:.2f}s, {spare} free slots")
+        return Decision(
+            add=add, reason=f"{queued} tasks queued, the oldest for {oldest_wait:.2f}s, {spare} free slots"
+        )
 
     def _shrink(self, queued: int, workers: Sequence[WorkerLoad], now: float) -> Decision:
         if queued > 0 or len(workers) <= self.min_workers:
             return Decision()
         idle = self._idle_longest_first(workers, now, self.idle_timeout)
-        remove = [w.id for w in idle[:len(workers) - self.min_workers]]
+        remove = [w.id for w in idle[: len(workers) - self.min_workers]]
         if not remove:
             return Decision()
-        return Decision(remove=remove, reason=f"{len(remove)} workers idle for more than "
-                                              f"{self.idle_timeout:g}s")
+        return Decision(
+            remove=remove, reason=f"{len(remove)} workers idle for more than {self.idle_timeout:g}s"
+        )
 
     @staticmethod
-    def _idle_longest_first(workers: Sequence[WorkerLoad], now: float,
-                            at_least: float) -> list[WorkerLoad]:
-        idle = [w for w in workers if w.inflight == 0 and w.idle_since is not None
-                and now - w.idle_since >= at_least]
+    def _idle_longest_first(workers: Sequence[WorkerLoad], now: float, at_least: float) -> list[WorkerLoad]:
+        idle = [
+            w
+            for w in workers
+            if w.inflight == 0 and w.idle_since is not None and now - w.idle_since >= at_least
+        ]
         return sorted(idle, key=lambda w: w.idle_since or 0.0)  # never None here: filtered above
 
     def _act(self, now: float, decision: Decision, queued: int, count: int) -> Decision:
         self._last_action = now
-        self.events.append({"time": now, "action": "add" if decision.add else "remove",
-                            "add": decision.add, "remove": list(decision.remove),
-                            "workers_before": count, "queued": queued,
-                            "reason": decision.reason})
-        del self.events[:-self._max_events]
+        self.events.append(
+            {
+                "time": now,
+                "action": "add" if decision.add else "remove",
+                "add": decision.add,
+                "remove": list(decision.remove),
+                "workers_before": count,
+                "queued": queued,
+                "reason": decision.reason,
+            }
+        )
+        del self.events[: -self._max_events]
         return decision

@@ -32,8 +32,16 @@ from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 __all__ = [
-    "Candidate", "Policy", "Ewma", "ewma_step", "LeastLoaded", "RoundRobin", "RandomChoice", "Latency",
-    "POLICIES", "get_policy",
+    "Candidate",
+    "Policy",
+    "Ewma",
+    "ewma_step",
+    "LeastLoaded",
+    "RoundRobin",
+    "RandomChoice",
+    "Latency",
+    "POLICIES",
+    "get_policy",
 ]
 
 
@@ -162,7 +170,7 @@ class RoundRobin(_Stateless):
             return None
         self._ticket += 1
         served[best.id] = self._ticket
-        if len(served) > 4 * len(candidates) + 64:      # forget workers long gone
+        if len(served) > 4 * len(candidates) + 64:  # forget workers long gone
             present = {c.id for c in candidates}
             self._served = {k: v for k, v in served.items() if k in present}
         return best
@@ -216,7 +224,7 @@ class Latency:
         self._fallback = LeastLoaded()
         self._memory = memory
         self._calls = 0
-        self._seen: dict[str, tuple[int, float]] = {}    # id -> (decision number, next eta)
+        self._seen: dict[str, tuple[int, float]] = {}  # id -> (decision number, next eta)
 
     def choose(self, candidates: Sequence[C]) -> C | None:
         self._calls += 1
@@ -227,7 +235,7 @@ class Latency:
             run = c.avg_run
             if run is None:
                 if c.inflight == 0:
-                    return c                     # probe: measure it before trusting it
+                    return c  # probe: measure it before trusting it
                 continue
             known_total += run
             known += 1
@@ -237,7 +245,7 @@ class Latency:
                 best, best_eta = c, eta
         if known == 0:
             return self._fallback.choose(candidates)
-        if known < len(candidates):              # unmeasured but busy: assume the average
+        if known < len(candidates):  # unmeasured but busy: assume the average
             guess = known_total / known
             for c in candidates:
                 if c.avg_run is None:
@@ -260,7 +268,7 @@ class Latency:
         calls, faster, stale = self._calls, False, []
         for worker_id, (when, their_eta) in self._seen.items():
             if when == calls:
-                continue                          # a candidate now, already compared
+                continue  # a candidate now, already compared
             if calls - when > self._memory:
                 stale.append(worker_id)
             elif their_eta < eta:

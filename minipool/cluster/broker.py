@@ -62,14 +62,20 @@ class Broker:
         fsync: the journal's fsync policy.
     """
 
-    def __init__(self, *, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS, max_losses: int = 3,
-                 balance: str = "least-loaded", journal: str | None = None,
-                 fsync: str = "everysec") -> None:
+    def __init__(
+        self,
+        *,
+        heartbeat: float = HEARTBEAT,
+        liveness: int = LIVENESS,
+        max_losses: int = 3,
+        balance: str = "least-loaded",
+        journal: str | None = None,
+        fsync: str = "everysec",
+    ) -> None:
         self.heartbeat = heartbeat
         self.liveness = liveness
         self.lock = threading.Lock()
-        self.scheduler = Scheduler(max_losses=max_losses, balance=balance,
-                                   journaling=journal is not None)
+        self.scheduler = Scheduler(max_losses=max_losses, balance=balance, journaling=journal is not None)
         self.registry = Registry()
         self.journal = None
         if journal is not None:
@@ -112,9 +118,15 @@ class Broker:
         if fx.records and self.journal is not None:
             self.journal.write(fx.records)
         for worker, task, urgent in fx.sends:
-            data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec,
-                                None if task.timeout is None else {"timeout": task.timeout},
-                                task.body_crc)
+            data = encode_parts(
+                _TASK,
+                task.number,
+                task.body,
+                task.fmt,
+                task.codec,
+                None if task.timeout is None else {"timeout": task.timeout},
+                task.body_crc,
+            )
             if batch is None:
                 worker.link.outbox.put(data, flush=urgent)
             else:
@@ -125,11 +137,13 @@ class Broker:
                 if resolve is not None:  # the embedded pool's fast path
                     resolve(number, outcome.kind, outcome.fmt, outcome.codec, outcome.body)
                 else:
-                    client.on_message(Message(outcome.kind, number, outcome.body,
-                                              fmt=outcome.fmt, codec=outcome.codec))
+                    client.on_message(
+                        Message(outcome.kind, number, outcome.body, fmt=outcome.fmt, codec=outcome.codec)
+                    )
                 continue
-            data = encode_parts(outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None,
-                                outcome.body_crc)
+            data = encode_parts(
+                outcome.kind, number, outcome.body, outcome.fmt, outcome.codec, None, outcome.body_crc
+            )
             if batch is None:
                 client.link.outbox.put(data)
             else:
@@ -152,10 +166,14 @@ class Broker:
         stale = None
         with self.lock:
             if isinstance(peer, WorkerState):
-                self.registry.register(peer.id, address=peer.address or "local",
-                                       services=peer.services, slots=peer.slots,
-                                       meta={"role": "worker", **peer.meta},
-                                       ttl=self.heartbeat * self.liveness)
+                self.registry.register(
+                    peer.id,
+                    address=peer.address or "local",
+                    services=peer.services,
+                    slots=peer.slots,
+                    meta={"role": "worker", **peer.meta},
+                    ttl=self.heartbeat * self.liveness,
+                )
                 self.scheduler.worker_joined(peer, fx)
             else:
                 stale = self.scheduler.client_joined(peer)
@@ -175,8 +193,9 @@ class Broker:
                 if self.scheduler.workers.get(peer.id) is peer:
                     self.registry.deregister(peer.id)
                     if peer.leases and not self.closing.is_set():
-                        log.warning("%s lost with %d task(s) in flight; requeued",
-                                    peer.describe(), len(peer.leases))
+                        log.warning(
+                            "%s lost with %d task(s) in flight; requeued", peer.describe(), len(peer.leases)
+                        )
                 self.scheduler.worker_lost(peer, fx, reason)
             else:
                 self.scheduler.client_left(peer, fx)
@@ -186,8 +205,12 @@ class Broker:
         """Why ``worker`` is gone, for the WorkerLost a task may fail with: how its process
         ended, if it ran beside us under a supervisor, or why we dropped it."""
         pid = worker.meta.get("pid")
-        if (worker.lost_reason is None and self.process_exit is not None and isinstance(pid, int)
-                and worker.meta.get("host") == socket.gethostname()):
+        if (
+            worker.lost_reason is None
+            and self.process_exit is not None
+            and isinstance(pid, int)
+            and worker.meta.get("host") == socket.gethostname()
+        ):
             ended = self.process_exit(pid, EXIT_WAIT)
             if ended is not None:
                 return ended
@@ -204,13 +227,17 @@ class Broker:
                 self.scheduler.cancel(client.id, msg.id, fx)
             self.apply(fx, batch)
         elif kind is Kind.LEASES:
-            started, cancelled = self.started(client, _task_numbers(msg.headers.get("tasks")),
-                                              bool(msg.headers.get("cancel")), batch)
+            started, cancelled = self.started(
+                client, _task_numbers(msg.headers.get("tasks")), bool(msg.headers.get("cancel")), batch
+            )
             body = json.dumps({"started": started, "cancelled": cancelled}).encode()
             self.reply(client, Message(Kind.LEASES_REPLY, msg.id, body, fmt=Format.JSON), batch)
         elif kind is Kind.STATUS:
-            self.reply(client, Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(),
-                                        fmt=Format.JSON), batch)
+            self.reply(
+                client,
+                Message(Kind.STATUS_REPLY, msg.id, json.dumps(self.status()).encode(), fmt=Format.JSON),
+                batch,
+            )
         elif kind is Kind.FETCH:
             owner, _, number = str(msg.headers.get("task", "")).rpartition("-")
             if not number.isdigit():
@@ -224,8 +251,11 @@ class Broker:
         elif kind is Kind.LOOKUP:
             with self.lock:
                 entries = [e.to_json() for e in self.registry.lookup(str(msg.headers.get("service")))]
-            self.reply(client, Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(),
-                                        fmt=Format.JSON), batch)
+            self.reply(
+                client,
+                Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(), fmt=Format.JSON),
+                batch,
+            )
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
 
@@ -255,12 +285,14 @@ class Broker:
         """Accept a SUBMIT from ``client``."""
         fx = Effects()
         with self.lock:
-            self.scheduler.submit(client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx,
-                                  body_crc=msg.body_crc)
+            self.scheduler.submit(
+                client.id, msg.id, msg.body, msg.fmt, msg.codec, msg.headers, fx, body_crc=msg.body_crc
+            )
         self.apply(fx, batch)
 
-    def started(self, client: ClientState, numbers: list[int], cancel: bool,
-                batch: Batch | None = None) -> tuple[list[int], list[int]]:
+    def started(
+        self, client: ClientState, numbers: list[int], cancel: bool, batch: Batch | None = None
+    ) -> tuple[list[int], list[int]]:
         """Which of ``client``'s tasks have started; with ``cancel``, drop the others (see
         :meth:`Scheduler.started`). In-process clients call it directly."""
         fx = Effects()
@@ -269,8 +301,9 @@ class Broker:
         self.apply(fx, batch)
         return answer
 
-    def submit_local(self, client: ClientState, number: int, body: bytes, codec: str,
-                     headers: dict[str, Any] | None) -> None:
+    def submit_local(
+        self, client: ClientState, number: int, body: bytes, codec: str, headers: dict[str, Any] | None
+    ) -> None:
         """An in-process client's SUBMIT, without building the envelope."""
         fx = Effects()
         with self.lock:
@@ -280,10 +313,14 @@ class Broker:
     def register_entry(self, entry: dict[str, Any]) -> None:
         try:
             with self.lock:
-                self.registry.register(str(entry["key"]), address=str(entry.get("address", "")),
-                                       services=[str(s) for s in entry.get("services", ())],
-                                       slots=int(entry.get("slots", 0)), meta=entry.get("meta"),
-                                       ttl=float(entry["ttl"]))
+                self.registry.register(
+                    str(entry["key"]),
+                    address=str(entry.get("address", "")),
+                    services=[str(s) for s in entry.get("services", ())],
+                    slots=int(entry.get("slots", 0)),
+                    meta=entry.get("meta"),
+                    ttl=float(entry["ttl"]),
+                )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed REGISTER: {exc}") from None
 

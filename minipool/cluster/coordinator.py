@@ -46,7 +46,6 @@ log = logging.getLogger("minipool.coordinator")
 BATCH_LIMIT = 256
 
 
-
 class Coordinator(Broker):
     """Accepts clients and workers on one or more URLs and moves tasks between them.
 
@@ -67,15 +66,31 @@ class Coordinator(Broker):
         transport_options: passed to :func:`~minipool.transports.base.listen`.
     """
 
-    def __init__(self, authkey: bytes, *, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS,
-                 max_losses: int = 3, prefetch: int | None = None, balance: str = "least-loaded",
-                 journal: str | None = None, fsync: str = "everysec",
-                 handshake_timeout: float = 5.0, max_backlog: int = OUTBOX_LIMIT,
-                 **transport_options: Any) -> None:
+    def __init__(
+        self,
+        authkey: bytes,
+        *,
+        heartbeat: float = HEARTBEAT,
+        liveness: int = LIVENESS,
+        max_losses: int = 3,
+        prefetch: int | None = None,
+        balance: str = "least-loaded",
+        journal: str | None = None,
+        fsync: str = "everysec",
+        handshake_timeout: float = 5.0,
+        max_backlog: int = OUTBOX_LIMIT,
+        **transport_options: Any,
+    ) -> None:
         if not authkey:
             raise ValueError("the coordinator needs a non-empty authkey")
-        super().__init__(heartbeat=heartbeat, liveness=liveness, max_losses=max_losses,
-                         balance=balance, journal=journal, fsync=fsync)
+        super().__init__(
+            heartbeat=heartbeat,
+            liveness=liveness,
+            max_losses=max_losses,
+            balance=balance,
+            journal=journal,
+            fsync=fsync,
+        )
         self._key = authkey
         self.prefetch = prefetch
         self.handshake_timeout = handshake_timeout
@@ -104,8 +119,9 @@ class Coordinator(Broker):
         options = {"handshake_timeout": self.handshake_timeout, **self._transport_options}
         listener = listen(url, **options)
         self._listeners.append(listener)
-        threading.Thread(target=self._accept_loop, args=(listener,), daemon=True,
-                         name=f"minipool-accept {listener.url}").start()
+        threading.Thread(
+            target=self._accept_loop, args=(listener,), daemon=True, name=f"minipool-accept {listener.url}"
+        ).start()
         log.info("coordinator listening on %s", listener.url)
         return listener.url
 
@@ -156,8 +172,9 @@ class Coordinator(Broker):
                 continue
             self._admission.admit(conn)  # may close the connection that has waited longest
             try:
-                threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                                 name=f"minipool-peer {conn.peer}").start()
+                threading.Thread(
+                    target=self._serve, args=(conn,), daemon=True, name=f"minipool-peer {conn.peer}"
+                ).start()
             except RuntimeError:
                 # The interpreter is exiting (3.12 refuses new threads then) while a pool waits
                 # for its pending tasks: serve this connection, a worker coming up to run them,
@@ -168,8 +185,12 @@ class Coordinator(Broker):
         try:
             hello = server_handshake(conn, self._key, self.handshake_timeout)
         except (AuthenticationError, MinipoolError, TimeoutError, OSError) as exc:
-            log.warning("%s %s: %s", "rejected" if isinstance(exc, AuthenticationError) else
-                        "dropped during handshake", conn.peer, exc)
+            log.warning(
+                "%s %s: %s",
+                "rejected" if isinstance(exc, AuthenticationError) else "dropped during handshake",
+                conn.peer,
+                exc,
+            )
             self._refuse(conn, str(exc), authentication=isinstance(exc, AuthenticationError))
             return
         finally:
@@ -178,10 +199,10 @@ class Coordinator(Broker):
         try:
             if role == "worker":
                 peer: WorkerState | ClientState = WorkerState.from_hello(
-                    Link(conn, Outbox(conn)), hello, self.prefetch, self.instance)
+                    Link(conn, Outbox(conn)), hello, self.prefetch, self.instance
+                )
             elif role == "client":  # a client that stops reading must block no one: a writer
-                peer = ClientState.from_hello(Link(conn, Outbox(conn, self.max_backlog, writer=True)),
-                                              hello)
+                peer = ClientState.from_hello(Link(conn, Outbox(conn, self.max_backlog, writer=True)), hello)
             else:
                 raise ValueError(f"unknown role {role!r}")
         except (TypeError, ValueError) as exc:  # an authenticated peer can still be buggy
@@ -190,8 +211,12 @@ class Coordinator(Broker):
             return
         # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
         # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
-        announce: dict[str, Any] = {"interval": self.heartbeat, "liveness": self.liveness,
-                                    "max_message": self.max_message, "coordinator": self.instance}
+        announce: dict[str, Any] = {
+            "interval": self.heartbeat,
+            "liveness": self.liveness,
+            "max_message": self.max_message,
+            "coordinator": self.instance,
+        }
         if isinstance(peer, WorkerState) and peer.holding:
             # Of the tasks a returning worker holds, the ones still unfinished here: it sends
             # the outcomes it kept for those only, not for tasks already done.
@@ -304,8 +329,9 @@ class Coordinator(Broker):
             for peer in peers:
                 if peer.local:
                     continue
-                if peer.id in expired or (not isinstance(peer, WorkerState)
-                                          and now - peer.last_recv > deadline):
+                if peer.id in expired or (
+                    not isinstance(peer, WorkerState) and now - peer.last_recv > deadline
+                ):
                     self._drop(peer, f"was silent for {now - peer.last_recv:.1f}s (no heartbeat)")
                 elif peer.link.outbox.stalled(now, deadline):
                     self._drop(peer, f"stopped reading for {deadline:.1f}s")
@@ -340,7 +366,7 @@ class Coordinator(Broker):
             waiting = [t for t in self.scheduler.tasks.values() if t.state is TaskState.QUEUED]
             for worker in self.scheduler.workers.values():
                 if worker.inflight > worker.slots:
-                    waiting += sorted(worker.leases.values(), key=lambda t: t.leased_at)[worker.slots:]
+                    waiting += sorted(worker.leases.values(), key=lambda t: t.leased_at)[worker.slots :]
             workers = list(self.scheduler.workers.values())
         oldest = max((now - t.submitted_at for t in waiting), default=0.0)
         return len(waiting), oldest, workers

@@ -35,14 +35,26 @@ class Effects:
         self.deliveries: list[tuple[ClientState, int, Outcome]] | tuple = ()  # (client, its number, ...)
         self.replies: list[tuple[Peer, Any]] | tuple = ()  # (peer, wire.Message)
 
-    def record(self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None,
-               codec: str | None = None) -> None:
+    def record(
+        self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None, codec: str | None = None
+    ) -> None:
         """A journal record about ``task`` (see :func:`minipool.cluster.task_journal.pack_task_record`)."""
-        if not self.records:
-            self.records = []
-        self.records.append((kind, task.number, task.owner_id, task.client_number,  # type: ignore[union-attr]
-                             int(task.fmt if fmt is None else fmt), task.codec if codec is None else codec,
-                             task.priority, task.timeout, result, body))
+        records = self.records if isinstance(self.records, list) else []
+        self.records = records
+        records.append(
+            (
+                kind,
+                task.number,
+                task.owner_id,
+                task.client_number,
+                int(task.fmt if fmt is None else fmt),
+                task.codec if codec is None else codec,
+                task.priority,
+                task.timeout,
+                result,
+                body,
+            )
+        )
 
     def send(self, worker: WorkerState, task: Task, urgent: bool) -> None:
         """Send ``task`` to ``worker`` as a TASK (``urgent``: it can start at once)."""

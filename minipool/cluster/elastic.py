@@ -25,8 +25,9 @@ log = logging.getLogger("minipool.autoscale")
 class Elastic:
     """Runs ``autoscaler`` against ``coordinator``'s load, acting on ``supervisor``."""
 
-    def __init__(self, coordinator: Coordinator, supervisor: Supervisor, autoscaler: Autoscaler,
-                 interval: float = 0.2) -> None:
+    def __init__(
+        self, coordinator: Coordinator, supervisor: Supervisor, autoscaler: Autoscaler, interval: float = 0.2
+    ) -> None:
         self.coordinator = coordinator
         self.supervisor = supervisor
         self.autoscaler = autoscaler

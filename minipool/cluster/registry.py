@@ -72,8 +72,16 @@ class Registry:
         self._clock = clock
         self._entries: dict[str, Entry] = {}
 
-    def register(self, key: str, *, address: str, services: Iterable[str] = (), slots: int = 0,
-                 meta: Mapping[str, Any] | None = None, ttl: float) -> Entry:
+    def register(
+        self,
+        key: str,
+        *,
+        address: str,
+        services: Iterable[str] = (),
+        slots: int = 0,
+        meta: Mapping[str, Any] | None = None,
+        ttl: float,
+    ) -> Entry:
         """Add a member, or replace the member of the same key (a restarted worker).
 
         Args:
@@ -94,8 +102,16 @@ class Registry:
         if slots < 0:
             raise ValueError(f"slots must not be negative, got {slots!r}")
         now = self._clock()
-        entry = Entry(key=key, address=address, services=tuple(services), slots=slots,
-                      meta=dict(meta or {}), registered_at=now, expires_at=now + ttl, ttl=ttl)
+        entry = Entry(
+            key=key,
+            address=address,
+            services=tuple(services),
+            slots=slots,
+            meta=dict(meta or {}),
+            registered_at=now,
+            expires_at=now + ttl,
+            ttl=ttl,
+        )
         self._entries[key] = entry
         return entry
 
@@ -118,8 +134,9 @@ class Registry:
         self._entries[key] = replace(entry, expires_at=now + ttl, ttl=ttl)
         return True
 
-    def update(self, key: str, *, slots: int | None = None,
-               meta: Mapping[str, Any] | None = None) -> Entry | None:
+    def update(
+        self, key: str, *, slots: int | None = None, meta: Mapping[str, Any] | None = None
+    ) -> Entry | None:
         """Change a live member's advertised slots or meta without renewing it."""
         entry = self.get(key)
         if entry is None:

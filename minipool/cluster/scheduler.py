@@ -72,8 +72,9 @@ class Scheduler:
         journaling: produce journal records in the effects.
     """
 
-    def __init__(self, *, max_losses: int = 3, balance: str = "least-loaded",
-                 journaling: bool = False) -> None:
+    def __init__(
+        self, *, max_losses: int = 3, balance: str = "least-loaded", journaling: bool = False
+    ) -> None:
         self.max_losses = max_losses
         self.policy: Policy = get_policy(balance)
         self.journaling = journaling
@@ -91,9 +92,18 @@ class Scheduler:
         self.workers: dict[str, WorkerState] = {}
         self.clients: dict[str, ClientState] = {}
         self.watchers: dict[tuple[str, int], list[tuple[ClientState, int]]] = {}
-        self.counts = {"submitted": 0, "done": 0, "failed": 0, "requeued": 0, "cancelled": 0,
-                       "workers_lost": 0, "duplicates": 0, "timed_out": 0, "losses_forgiven": 0,
-                       "leases_resumed": 0}
+        self.counts = {
+            "submitted": 0,
+            "done": 0,
+            "failed": 0,
+            "requeued": 0,
+            "cancelled": 0,
+            "workers_lost": 0,
+            "duplicates": 0,
+            "timed_out": 0,
+            "losses_forgiven": 0,
+            "leases_resumed": 0,
+        }
         # Tasks a worker process left behind when its connection was cut, by the process's
         # incarnation, until it comes back (see worker_joined). Bounded: a process that never
         # returns (it died) is forgotten in time, and its losses stand.
@@ -101,9 +111,18 @@ class Scheduler:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def submit(self, client_id: str, client_task: int, body: bytes, fmt: Format, codec: str,
-               headers: dict[str, Any] | None, fx: Effects, number: int | None = None,
-               body_crc: int | None = None) -> None:
+    def submit(
+        self,
+        client_id: str,
+        client_task: int,
+        body: bytes,
+        fmt: Format,
+        codec: str,
+        headers: dict[str, Any] | None,
+        fx: Effects,
+        number: int | None = None,
+        body_crc: int | None = None,
+    ) -> None:
         """Accept a task (or recognise a resubmission) and dispatch what can go.
         ``body_crc``: the body's CRC-32, when the SUBMIT's check computed it."""
         key = (client_id, client_task)
@@ -121,8 +140,17 @@ class Scheduler:
             self.next_number = number + 1
         if headers:
             timeout = headers.get("timeout")
-            task = Task(number, client_id, client_task, body, fmt, codec, int(headers.get("priority", 0)),
-                        None if timeout is None else float(timeout), time.monotonic())
+            task = Task(
+                number,
+                client_id,
+                client_task,
+                body,
+                fmt,
+                codec,
+                int(headers.get("priority", 0)),
+                None if timeout is None else float(timeout),
+                time.monotonic(),
+            )
             needs = headers.get("interpreter")
             if needs is not None:
                 task.needs = str(needs)
@@ -156,8 +184,10 @@ class Scheduler:
         if self.workers and not self._can_run(task.needs):
             self._fail_incompatible(task, fx)
             return
-        heapq.heappush(self.pinned.setdefault(task.needs, []),  # type: ignore[arg-type]
-                       (-task.priority, next(self._order), task.number))
+        heapq.heappush(
+            self.pinned.setdefault(task.needs, []),  # type: ignore[arg-type]
+            (-task.priority, next(self._order), task.number),
+        )
         self.dispatch(fx)
 
     def _can_run(self, interpreter: str | None) -> bool:
@@ -178,8 +208,7 @@ class Scheduler:
     def _requeue(self, task: Task) -> None:
         """Put a task that lost its worker back at the front of its queue."""
         entry = (-task.priority, next(self._front), task.number)
-        heapq.heappush(self.queue if task.needs is None else self.pinned.setdefault(task.needs, []),
-                       entry)
+        heapq.heappush(self.queue if task.needs is None else self.pinned.setdefault(task.needs, []), entry)
 
     def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
         """Drop a task no worker has ever held; one that has started runs on.
@@ -193,8 +222,9 @@ class Scheduler:
         self._forget(task, TaskState.CANCELLED, fx)
         return True
 
-    def started(self, client_id: str, client_tasks: list[int], cancel: bool,
-                fx: Effects) -> tuple[list[int], list[int]]:
+    def started(
+        self, client_id: str, client_tasks: list[int], cancel: bool, fx: Effects
+    ) -> tuple[list[int], list[int]]:
         """Which of a client's tasks have started (been leased to a worker, or finished); with
         ``cancel``, drop the others. Returns ``(started, cancelled)``.
 
@@ -290,8 +320,11 @@ class Scheduler:
         elif task_key in self.by_key:
             self.watchers.setdefault(task_key, []).append((client, request))
         else:
-            fx.deliver(client, request, failure_outcome(
-                "KeyError", f"no task {task_key[0]}-{task_key[1]} is known here"))
+            fx.deliver(
+                client,
+                request,
+                failure_outcome("KeyError", f"no task {task_key[0]}-{task_key[1]} is known here"),
+            )
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -440,6 +473,11 @@ class Scheduler:
                     worker.finish(task.number, now)
                     self.counts["timed_out"] += 1
                     self.counts["failed"] += 1
-                    self._finish(task, failure_outcome(
-                        "TimeoutError", f"task ran longer than its timeout of {task.timeout}s"), fx)
+                    self._finish(
+                        task,
+                        failure_outcome(
+                            "TimeoutError", f"task ran longer than its timeout of {task.timeout}s"
+                        ),
+                        fx,
+                    )
         self.dispatch(fx)

@@ -30,9 +30,21 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..transports.base import Connection, connect
 from ..wire import HEAD_SIZE, ClientAuth, Kind, Message, ServerAuth, decode, encode
 
-__all__ = ["Outbox", "Batch", "Link", "Backoff", "shared_key", "authkey_from_env", "AUTHKEY_ENV",
-           "adopt_heartbeat", "client_handshake", "server_handshake", "open_connection", "HEARTBEAT",
-           "LIVENESS"]
+__all__ = [
+    "Outbox",
+    "Batch",
+    "Link",
+    "Backoff",
+    "shared_key",
+    "authkey_from_env",
+    "AUTHKEY_ENV",
+    "adopt_heartbeat",
+    "client_handshake",
+    "server_handshake",
+    "open_connection",
+    "HEARTBEAT",
+    "LIVENESS",
+]
 
 #: Seconds between heartbeats, and missed heartbeats before a peer is declared dead.
 HEARTBEAT = 1.0
@@ -52,8 +64,19 @@ class Outbox:
     never be blocked by a client that has stopped reading.
     """
 
-    __slots__ = ("conn", "limit", "pending_bytes", "last_send", "busy_since", "_pending", "_lock",
-                 "_flushing", "failed", "_wakeup", "_unsent")
+    __slots__ = (
+        "conn",
+        "limit",
+        "pending_bytes",
+        "last_send",
+        "busy_since",
+        "_pending",
+        "_lock",
+        "_flushing",
+        "failed",
+        "_wakeup",
+        "_unsent",
+    )
 
     def __init__(self, conn: Connection, limit: int = OUTBOX_LIMIT, *, writer: bool = False) -> None:
         self.conn = conn
@@ -99,8 +122,12 @@ class Outbox:
             drain = False
             if self.pending_bytes > self.limit:
                 self.failed = True
-            elif self._wakeup is None and not self._flushing and self._pending and (
-                    flush or len(self._pending) >= HOLD_MAX):
+            elif (
+                self._wakeup is None
+                and not self._flushing
+                and self._pending
+                and (flush or len(self._pending) >= HOLD_MAX)
+            ):
                 self._flushing = drain = True  # this thread becomes the sender
         if self.failed:
             self.conn.close()  # a consumer this far behind is cut off; its reader cleans up
@@ -337,8 +364,9 @@ def server_handshake(conn: Connection, key: bytes, timeout: float) -> dict[str, 
     return hello.headers
 
 
-def open_connection(url: str, key: bytes, hello: dict[str, Any], *, timeout: float = 10.0,
-                    **options: Any) -> Connection:
+def open_connection(
+    url: str, key: bytes, hello: dict[str, Any], *, timeout: float = 10.0, **options: Any
+) -> Connection:
     """Connect to the coordinator at ``url``, authenticate, send HELLO; return the connection."""
     conn = connect(url, **options)
     try:

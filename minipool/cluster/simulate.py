@@ -41,9 +41,9 @@ class SimResult:
     """The outcome of one simulated batch."""
 
     policy: str
-    makespan: float                          # from the first submission to the last result
+    makespan: float  # from the first submission to the last result
     tasks_per_worker: dict[str, int]
-    mean_turnaround: float                   # mean seconds from submission to result
+    mean_turnaround: float  # mean seconds from submission to result
 
 
 @dataclass
@@ -69,8 +69,15 @@ class _SimWorker:
         return self.pull.value
 
 
-def simulate(policy: Policy, workers: Sequence[WorkerSpec], sizes: Sequence[float], *,
-             prefetch: int = 1, window: int | None = None, alpha: float = 0.3) -> SimResult:
+def simulate(
+    policy: Policy,
+    workers: Sequence[WorkerSpec],
+    sizes: Sequence[float],
+    *,
+    prefetch: int = 1,
+    window: int | None = None,
+    alpha: float = 0.3,
+) -> SimResult:
     """Run one batch of tasks through ``policy`` and report when it finished.
 
     Args:
@@ -90,9 +97,8 @@ def simulate(policy: Policy, workers: Sequence[WorkerSpec], sizes: Sequence[floa
         raise ValueError("prefetch and window must be at least 1")
     if any(w.slots < 1 or w.speed <= 0 for w in workers):
         raise ValueError("every worker needs at least one slot and a positive speed")
-    pool = [_SimWorker(w.id, w.slots, w.speed, run=Ewma(alpha), pull=Ewma(alpha))
-            for w in workers]
-    events: list[tuple[float, int, _SimWorker, int]] = []    # (finish time, seq, worker, task)
+    pool = [_SimWorker(w.id, w.slots, w.speed, run=Ewma(alpha), pull=Ewma(alpha)) for w in workers]
+    events: list[tuple[float, int, _SimWorker, int]] = []  # (finish time, seq, worker, task)
     unsubmitted = deque(range(len(sizes)))
     queued: deque[int] = deque()
     submitted_at = [0.0] * len(sizes)
@@ -130,7 +136,7 @@ def simulate(policy: Policy, workers: Sequence[WorkerSpec], sizes: Sequence[floa
     dispatch()
     while events:
         now = events[0][0]
-        while events and events[0][0] == now:     # everything finishing at this instant
+        while events and events[0][0] == now:  # everything finishing at this instant
             _, _, worker, task = heapq.heappop(events)
             worker.running -= 1
             worker.inflight -= 1
@@ -143,5 +149,4 @@ def simulate(policy: Policy, workers: Sequence[WorkerSpec], sizes: Sequence[floa
         dispatch()
     if queued or unsubmitted:
         raise RuntimeError(f"policy {policy.name!r} left {len(queued)} tasks undispatched")
-    return SimResult(policy.name, now, {w.id: w.done for w in pool},
-                     turnaround / max(len(sizes), 1))
+    return SimResult(policy.name, now, {w.id: w.done for w in pool}, turnaround / max(len(sizes), 1))

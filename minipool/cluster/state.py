@@ -23,8 +23,18 @@ from ..errors import IncompatibleInterpreter
 from ..wire import Format, Kind
 from .balance import ewma_step
 
-__all__ = ["TaskState", "Task", "WorkerState", "ClientState", "LocalClientState", "Link", "Outcome",
-           "failure_outcome", "incompatible_outcome", "lost_outcome"]
+__all__ = [
+    "TaskState",
+    "Task",
+    "WorkerState",
+    "ClientState",
+    "LocalClientState",
+    "Link",
+    "Outcome",
+    "failure_outcome",
+    "incompatible_outcome",
+    "lost_outcome",
+]
 
 _ids = itertools.count(1)
 
@@ -44,12 +54,36 @@ class TaskState(enum.Enum):
 class Task:
     """One submitted call, as the coordinator sees it (its body stays opaque bytes)."""
 
-    __slots__ = ("number", "owner_id", "client_number", "body", "fmt", "codec", "priority", "timeout",
-                 "submitted_at", "state", "worker", "losses", "leased_at", "needs", "body_crc")
+    __slots__ = (
+        "number",
+        "owner_id",
+        "client_number",
+        "body",
+        "fmt",
+        "codec",
+        "priority",
+        "timeout",
+        "submitted_at",
+        "state",
+        "worker",
+        "losses",
+        "leased_at",
+        "needs",
+        "body_crc",
+    )
 
-    def __init__(self, number: int, owner_id: str, client_number: int, body: bytes, fmt: Any,
-                 codec: str, priority: int = 0, timeout: float | None = None,
-                 submitted_at: float = 0.0) -> None:
+    def __init__(
+        self,
+        number: int,
+        owner_id: str,
+        client_number: int,
+        body: bytes,
+        fmt: Any,
+        codec: str,
+        priority: int = 0,
+        timeout: float | None = None,
+        submitted_at: float = 0.0,
+    ) -> None:
         self.number = number
         self.owner_id = owner_id  # the submitting client's id (it may be disconnected, or not back yet)
         self.client_number = client_number  # the client's own number for the task
@@ -72,8 +106,14 @@ class Task:
 
     def meta(self) -> dict[str, Any]:
         """What the journal stores beside the body."""
-        meta = {"n": self.number, "c": self.owner_id, "i": self.client_number, "f": int(self.fmt),
-                "k": self.codec, "p": self.priority}
+        meta = {
+            "n": self.number,
+            "c": self.owner_id,
+            "i": self.client_number,
+            "f": int(self.fmt),
+            "k": self.codec,
+            "p": self.priority,
+        }
         if self.timeout is not None:
             meta["t"] = self.timeout
         return meta
@@ -99,18 +139,27 @@ def failure_outcome(kind: str, message: str) -> Outcome:
 
 def incompatible_outcome(task: Task, workers: Iterable[WorkerState]) -> Outcome:
     """The FAILURE of a by-value task none of the connected ``workers`` can load."""
-    running = sorted({f"{w.interpreter or 'an interpreter it does not name'} "
-                      f"(Python {w.meta.get('python', '?')})" for w in workers})
-    return failure_outcome("IncompatibleInterpreter", (
-        f"this task holds a function shipped by value from {task.needs}, and no connected "
-        f"worker can load its code: they run {', '.join(running)}; " + IncompatibleInterpreter.REMEDY))
+    running = sorted(
+        {
+            f"{w.interpreter or 'an interpreter it does not name'} (Python {w.meta.get('python', '?')})"
+            for w in workers
+        }
+    )
+    return failure_outcome(
+        "IncompatibleInterpreter",
+        (
+            f"this task holds a function shipped by value from {task.needs}, and no connected "
+            f"worker can load its code: they run {', '.join(running)}; " + IncompatibleInterpreter.REMEDY
+        ),
+    )
 
 
 def lost_outcome(task: Task, worker: WorkerState, reason: str | None) -> Outcome:
     """The FAILURE of a task that has lost too many workers, ``worker`` the last of them."""
     why = reason or worker.blame or "was lost"
-    return failure_outcome("WorkerLost", f"task lost {task.losses} workers (the last, "
-                                         f"{worker.label}, {why}); giving up")
+    return failure_outcome(
+        "WorkerLost", f"task lost {task.losses} workers (the last, {worker.label}, {why}); giving up"
+    )
 
 
 class Link(Protocol):
@@ -154,8 +203,9 @@ class Peer:
 class WorkerState(Peer):
     """A connected worker: its advertised slots and the tasks it holds leases on."""
 
-    def __init__(self, link: Link | None, name: str, slots: int, prefetch: int | None,
-                 meta: dict[str, Any]) -> None:
+    def __init__(
+        self, link: Link | None, name: str, slots: int, prefetch: int | None, meta: dict[str, Any]
+    ) -> None:
         super().__init__(link, name)
         self.id = f"{name}#{next(_ids)}"
         self.slots = max(1, slots)
@@ -199,8 +249,9 @@ class WorkerState(Peer):
         return len(self.leases)
 
     @classmethod
-    def from_hello(cls, link: Link, hello: dict[str, Any], prefetch: int | None,
-                   coordinator: str = "") -> WorkerState:
+    def from_hello(
+        cls, link: Link, hello: dict[str, Any], prefetch: int | None, coordinator: str = ""
+    ) -> WorkerState:
         """``coordinator``: this coordinator's id; the worker's ``holding`` counts only if its
         previous connection was to this very coordinator (task numbers are its own).
 
@@ -208,8 +259,11 @@ class WorkerState(Peer):
             TypeError, ValueError: a field of the wrong type.
         """
         name = str(hello.get("name") or link.peer)
-        meta: dict[str, Any] = {k: hello.get(k) for k in (
-            "kind", "pid", "host", "python", "interpreter", "services", "incarnation") if k in hello}
+        meta: dict[str, Any] = {
+            k: hello.get(k)
+            for k in ("kind", "pid", "host", "python", "interpreter", "services", "incarnation")
+            if k in hello
+        }
         worker = cls(link, name, int(hello.get("slots", 1)), prefetch, meta)
         holding = hello.get("holding", [])
         if not isinstance(holding, list) or not all(type(n) is int for n in holding):
@@ -246,10 +300,19 @@ class WorkerState(Peer):
     def info(self) -> dict[str, Any]:
         idle = None if self.idle_since is None else round(time.monotonic() - self.idle_since, 3)
         avg = None if self.avg_run is None else round(self.avg_run, 6)
-        return {"id": self.id, "name": self.name, "address": self.address,
-                "slots": self.slots, "inflight": len(self.leases), "capacity": self.capacity,
-                "done": self.done, "avg_run": avg, "idle_for": idle,
-                "services": list(self.services), **self.meta}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "address": self.address,
+            "slots": self.slots,
+            "inflight": len(self.leases),
+            "capacity": self.capacity,
+            "done": self.done,
+            "avg_run": avg,
+            "idle_for": idle,
+            "services": list(self.services),
+            **self.meta,
+        }
 
 
 class ClientState(Peer):
@@ -262,8 +325,9 @@ class ClientState(Peer):
 
     @classmethod
     def from_hello(cls, link: Link, hello: dict[str, Any]) -> ClientState:
-        return cls(link, str(hello.get("client") or f"anonymous-{next(_ids)}"),
-                   monitor=hello.get("monitor") is True)
+        return cls(
+            link, str(hello.get("client") or f"anonymous-{next(_ids)}"), monitor=hello.get("monitor") is True
+        )
 
 
 class LocalClientState(ClientState):
@@ -277,8 +341,12 @@ class LocalClientState(ClientState):
 
     local = True
 
-    def __init__(self, client_id: str, on_message: Callable[[Any], None],
-                 resolve: Callable[[int, Any, Any, str, bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        on_message: Callable[[Any], None],
+        resolve: Callable[[int, Any, Any, str, bytes], None] | None = None,
+    ) -> None:
         super().__init__(None, client_id)
         self.on_message = on_message
         self.resolve = resolve

@@ -68,9 +68,19 @@ class Supervisor:
             False so that children exit with their parent's coordinator.
     """
 
-    def __init__(self, url: str, authkey: bytes, count: int, *, kind: str = "process", slots: int = 1,
-                 name: str | None = None, restart: bool = True, reconnect: bool = False,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        authkey: bytes,
+        count: int,
+        *,
+        kind: str = "process",
+        slots: int = 1,
+        name: str | None = None,
+        restart: bool = True,
+        reconnect: bool = False,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.url = url
         self._key = authkey
         self.kind = kind
@@ -94,8 +104,20 @@ class Supervisor:
         self._watcher.start()
 
     def _command(self, index: int) -> list[str]:
-        cmd = [sys.executable, "-m", "minipool", "worker", "--connect", self.url,
-               "--slots", str(self.slots), "--kind", self.kind, "--name", f"{self.name}/{index}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "minipool",
+            "worker",
+            "--connect",
+            self.url,
+            "--slots",
+            str(self.slots),
+            "--kind",
+            self.kind,
+            "--name",
+            f"{self.name}/{index}",
+        ]
         if not self.reconnect:
             cmd.append("--no-reconnect")
         return cmd + self._extra
@@ -110,9 +132,13 @@ class Supervisor:
     def _spawn(self, index: int) -> subprocess.Popen:
         ours, theirs = socket.socketpair()  # both ends non-inheritable; the child gets its own
         try:
-            proc = subprocess.Popen(self._command(index) + ["--lifeline", str(theirs.fileno())],
-                                    env=self._environment(), stdin=subprocess.DEVNULL,
-                                    pass_fds=(theirs.fileno(),), start_new_session=True)
+            proc = subprocess.Popen(
+                self._command(index) + ["--lifeline", str(theirs.fileno())],
+                env=self._environment(),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
         except BaseException:
             ours.close()
             raise
@@ -203,13 +229,20 @@ class Supervisor:
                         return
                     word = self._last_word(proc)
                     if word.startswith(REFUSED):  # a wrong key: restarting cannot help
-                        self.refusal = word[len(REFUSED):].strip() or "no reason given"
-                        log.error("worker %s was refused by the coordinator (%s); not restarting",
-                                  proc.pid, self.refusal)
+                        self.refusal = word[len(REFUSED) :].strip() or "no reason given"
+                        log.error(
+                            "worker %s was refused by the coordinator (%s); not restarting",
+                            proc.pid,
+                            self.refusal,
+                        )
                         del self._children[index]
                         continue
-                    log.warning("worker process %s %s%s", proc.pid, describe_exit(proc.returncode),
-                                "; starting a replacement" if self.restart else "")
+                    log.warning(
+                        "worker process %s %s%s",
+                        proc.pid,
+                        describe_exit(proc.returncode),
+                        "; starting a replacement" if self.restart else "",
+                    )
                     if self.restart:
                         self._children[index] = self._spawn(index)
                         self.restarts += 1

@@ -50,29 +50,64 @@ _NAN = float("nan")
 
 
 def encode_task_record(kind: str, meta: dict[str, Any], body: bytes) -> bytes:
-    return pack_task_record(kind, meta["n"], meta["c"], meta["i"], meta["f"], meta["k"], meta.get("p", 0),
-                       meta.get("t"), meta.get("r", 0), body)
+    return pack_task_record(
+        kind,
+        meta["n"],
+        meta["c"],
+        meta["i"],
+        meta["f"],
+        meta["k"],
+        meta.get("p", 0),
+        meta.get("t"),
+        meta.get("r", 0),
+        body,
+    )
 
 
-def pack_task_record(kind: str, number: int, client: str, task: int, fmt: int, codec: str,
-                priority: int, timeout: float | None, result: int, body: bytes) -> bytes:
+def pack_task_record(
+    kind: str,
+    number: int,
+    client: str,
+    task: int,
+    fmt: int,
+    codec: str,
+    priority: int,
+    timeout: float | None,
+    result: int,
+    body: bytes,
+) -> bytes:
     """One record, from its fields (the hot path: no dictionary in between)."""
     cid = client.encode()
     cname = codec.encode()
-    return b"".join((_RECORD.pack(KINDS[kind], number, task, fmt, priority,
-                                  _NAN if timeout is None else timeout, result, len(cid), len(cname)),
-                     cid, cname, body))
+    return b"".join(
+        (
+            _RECORD.pack(
+                KINDS[kind],
+                number,
+                task,
+                fmt,
+                priority,
+                _NAN if timeout is None else timeout,
+                result,
+                len(cid),
+                len(cname),
+            ),
+            cid,
+            cname,
+            body,
+        )
+    )
 
 
 def decode_task_record(record: bytes) -> tuple[str, dict[str, Any], bytes]:
     tag, number, task, fmt, priority, timeout, result, clen, klen = _RECORD.unpack_from(record)
     start = _RECORD.size
-    client = record[start:start + clen].decode()
-    codec = record[start + clen:start + clen + klen].decode()
+    client = record[start : start + clen].decode()
+    codec = record[start + clen : start + clen + klen].decode()
     meta = {"n": number, "c": client, "i": task, "f": fmt, "k": codec, "p": priority, "r": result}
     if timeout == timeout:  # not NaN
         meta["t"] = timeout
-    return NAMES[tag], meta, record[start + clen + klen:]
+    return NAMES[tag], meta, record[start + clen + klen :]
 
 
 class TaskJournal:
@@ -139,8 +174,11 @@ class TaskJournal:
             scheduler.journaling = journaling
         self.restored = len(scheduler.tasks)
         if records or replay.records:
-            log.info("journal: restored %d unfinished task(s) and %d stored outcome(s)",
-                     len(scheduler.tasks), len(scheduler.results))
+            log.info(
+                "journal: restored %d unfinished task(s) and %d stored outcome(s)",
+                len(scheduler.tasks),
+                len(scheduler.results),
+            )
             state = _state(scheduler)
             self._journal.snapshot(pack_records(state))
             self._last_snapshot = len(state)
@@ -152,8 +190,9 @@ class TaskJournal:
             headers = {"priority": meta.get("p", 0)}
             if meta.get("t") is not None:
                 headers["timeout"] = meta["t"]
-            scheduler.submit(meta["c"], meta["i"], body, Format(meta["f"]), meta["k"], headers,
-                             Effects(), number=meta["n"])
+            scheduler.submit(
+                meta["c"], meta["i"], body, Format(meta["f"]), meta["k"], headers, Effects(), number=meta["n"]
+            )
         elif kind == "done":
             task = scheduler.by_key.get(key)
             if task is not None:
@@ -190,8 +229,12 @@ class TaskJournal:
             self._last_snapshot = len(state)
 
     def describe(self) -> dict[str, Any]:
-        return {"directory": str(self.directory), "fsync": self.fsync, "damage": self.damage,
-                "restored_tasks": self.restored}
+        return {
+            "directory": str(self.directory),
+            "fsync": self.fsync,
+            "damage": self.damage,
+            "restored_tasks": self.restored,
+        }
 
     def close(self) -> None:
         self._closed.set()
@@ -202,8 +245,13 @@ class TaskJournal:
 def _state(scheduler: Scheduler) -> list[bytes]:
     records = [encode_task_record("submit", t.meta(), t.body) for t in scheduler.tasks.values()]
     for (client, number), outcome in scheduler.results.items():
-        meta = {"n": 0, "c": client, "i": number, "r": int(outcome.kind), "f": int(outcome.fmt),
-                "k": outcome.codec}
+        meta = {
+            "n": 0,
+            "c": client,
+            "i": number,
+            "r": int(outcome.kind),
+            "f": int(outcome.fmt),
+            "k": outcome.codec,
+        }
         records.append(encode_task_record("done", meta, outcome.body))
     return records
-

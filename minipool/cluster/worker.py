@@ -86,10 +86,22 @@ class Worker:
             demonstrations in docs/cluster.md use it. 1.0, the default, changes nothing.
     """
 
-    def __init__(self, url: str, authkey: bytes, *, slots: int = 1, kind: str = "process",
-                 name: str | None = None, heartbeat: float = HEARTBEAT, liveness: int = LIVENESS,
-                 reconnect: bool = True, max_backoff: float = 30.0, services: tuple[str, ...] = (),
-                 slowdown: float = 1.0, **transport_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        authkey: bytes,
+        *,
+        slots: int = 1,
+        kind: str = "process",
+        name: str | None = None,
+        heartbeat: float = HEARTBEAT,
+        liveness: int = LIVENESS,
+        reconnect: bool = True,
+        max_backoff: float = 30.0,
+        services: tuple[str, ...] = (),
+        slowdown: float = 1.0,
+        **transport_options: Any,
+    ) -> None:
         if kind not in ("process", "thread"):
             raise ValueError(f"kind must be 'process' or 'thread', not {kind!r}")
         if kind == "process" and slots != 1:
@@ -110,8 +122,11 @@ class Worker:
         self._conn: Connection | None = None
         self.services = tuple(services) or ("default",)
         self.slowdown = slowdown
-        self._executor = (concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="minipool-task")
-                          if kind == "thread" else None)
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="minipool-task")
+            if kind == "thread"
+            else None
+        )
         self._timing_out = False  # an inline task with a timeout is running (SIGALRM armed)
         self._inline_task = False  # the main thread is inside a task (a signal may interrupt it)
         self._owns_process = False  # handle_signals was called: stopping may end the process
@@ -134,10 +149,18 @@ class Worker:
         self._held = threading.Lock()
 
     def hello(self) -> dict[str, Any]:
-        hello = {"role": "worker", "name": self.name, "slots": self.slots, "kind": self.kind,
-                 "pid": os.getpid(), "host": socket.gethostname(), "incarnation": self.incarnation,
-                 "python": platform.python_version(), "interpreter": shipping.INTERPRETER,
-                 "services": list(self.services)}
+        hello = {
+            "role": "worker",
+            "name": self.name,
+            "slots": self.slots,
+            "kind": self.kind,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "incarnation": self.incarnation,
+            "python": platform.python_version(),
+            "interpreter": shipping.INTERPRETER,
+            "services": list(self.services),
+        }
         with self._held:
             if self._coordinator is not None:
                 hello["coordinator"] = self._coordinator
@@ -170,16 +193,27 @@ class Worker:
                     wait = backoff.next()
                     if now >= next_report:
                         next_report = now + RETRY_REPORT
-                        log.warning("worker %s cannot reach %s (%s); %s", self.name, self.url, exc,
-                                    "retrying" if failures == 1 else
-                                    f"{failures} attempts in {now - failing_since:.0f}s, still trying")
+                        log.warning(
+                            "worker %s cannot reach %s (%s); %s",
+                            self.name,
+                            self.url,
+                            exc,
+                            "retrying"
+                            if failures == 1
+                            else f"{failures} attempts in {now - failing_since:.0f}s, still trying",
+                        )
                     else:
                         log.info("cannot reach %s (%s); retrying in %.1fs", self.url, exc, wait)
                     self._stop.wait(wait)
                     continue
                 backoff.reset()
-                log.log(logging.WARNING if failures else logging.INFO, "worker %s connected to %s%s",
-                        self.name, self.url, f" after {failures} failed attempt(s)" if failures else "")
+                log.log(
+                    logging.WARNING if failures else logging.INFO,
+                    "worker %s connected to %s%s",
+                    self.name,
+                    self.url,
+                    f" after {failures} failed attempt(s)" if failures else "",
+                )
                 failures = 0
                 self._serve(conn)
                 if not self.reconnect:
@@ -231,8 +265,9 @@ class Worker:
     def _serve(self, conn: Connection) -> None:
         self._conn = conn
         outbox = Outbox(conn)
-        beating = threading.Thread(target=self._beat, args=(outbox,), daemon=True,
-                                   name="minipool-worker-heartbeat")
+        beating = threading.Thread(
+            target=self._beat, args=(outbox,), daemon=True, name="minipool-worker-heartbeat"
+        )
         beating.start()
         silence = self.heartbeat * self.liveness
         try:
@@ -361,12 +396,20 @@ class Worker:
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
         if len(body) + HEADROOM > self.max_message and envelope_size(len(body), codec) > self.max_message:
             # The coordinator would drop us for it, and the task would run again, as large.
-            ok, body, codec = tasklib.pack_outcome(False, MessageTooLarge(
-                "the task's result" if ok else "the task's exception",
-                envelope_size(len(body), codec), self.max_message))
+            ok, body, codec = tasklib.pack_outcome(
+                False,
+                MessageTooLarge(
+                    "the task's result" if ok else "the task's exception",
+                    envelope_size(len(body), codec),
+                    self.max_message,
+                ),
+            )
         self.tasks_done += 1
-        self._deliver(msg.id, encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body,
-                                           Format.PICKLE, codec, None), origin)
+        self._deliver(
+            msg.id,
+            encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body, Format.PICKLE, codec, None),
+            origin,
+        )
 
     def _run_with_alarm(self, msg: Message, timeout: float) -> Any:
         """Run an inline task under SIGALRM: past ``timeout`` it raises TimeoutError inside the

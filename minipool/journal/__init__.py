@@ -16,5 +16,13 @@ journals what reaches its terminal stage (:class:`minipool.pipeline.channels.Dur
 from .format import JournalError, Replay, pack_records, read_journal, unpack_records
 from .log import FSYNC_POLICIES, Journal, measure_appends
 
-__all__ = ["Journal", "JournalError", "Replay", "read_journal", "FSYNC_POLICIES",
-           "pack_records", "unpack_records", "measure_appends"]
+__all__ = [
+    "Journal",
+    "JournalError",
+    "Replay",
+    "read_journal",
+    "FSYNC_POLICIES",
+    "pack_records",
+    "unpack_records",
+    "measure_appends",
+]

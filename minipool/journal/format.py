@@ -26,17 +26,33 @@ from pathlib import Path
 
 from ..errors import MinipoolError
 
-__all__ = ["JournalError", "Replay", "Scan", "read_journal", "scan", "frame_record",
-           "pack_records", "unpack_records",
-           "log_path", "snap_path", "list_files", "FORMAT_VERSION", "LOG_MAGIC", "SNAP_MAGIC",
-           "LOG_HEADER", "SNAP_HEADER", "RECORD_HEADER", "MAX_RECORD"]
+__all__ = [
+    "JournalError",
+    "Replay",
+    "Scan",
+    "read_journal",
+    "scan",
+    "frame_record",
+    "pack_records",
+    "unpack_records",
+    "log_path",
+    "snap_path",
+    "list_files",
+    "FORMAT_VERSION",
+    "LOG_MAGIC",
+    "SNAP_MAGIC",
+    "LOG_HEADER",
+    "SNAP_HEADER",
+    "RECORD_HEADER",
+    "MAX_RECORD",
+]
 
 FORMAT_VERSION = 1
 LOG_MAGIC = b"MPJL"
 SNAP_MAGIC = b"MPJS"
-LOG_HEADER = struct.Struct(">4sHQ")          # magic, version, generation
-SNAP_HEADER = struct.Struct(">4sHQQI")       # magic, version, generation, length, crc32
-RECORD_HEADER = struct.Struct(">II")         # length, crc32 over length bytes + payload
+LOG_HEADER = struct.Struct(">4sHQ")  # magic, version, generation
+SNAP_HEADER = struct.Struct(">4sHQQI")  # magic, version, generation, length, crc32
+RECORD_HEADER = struct.Struct(">II")  # length, crc32 over length bytes + payload
 MAX_RECORD = 2**32 - 1
 
 
@@ -63,9 +79,9 @@ class Scan:
 
     replay: Replay
     base_generation: int
-    chain: list[tuple[int, Path, int]]          # (generation, path, valid length) of each log
-    damaged_log: Path | None = None             # the log whose tail is bad (the last in chain)
-    discard: tuple[Path, ...] = ()              # files not part of the valid chain
+    chain: list[tuple[int, Path, int]]  # (generation, path, valid length) of each log
+    damaged_log: Path | None = None  # the log whose tail is bad (the last in chain)
+    discard: tuple[Path, ...] = ()  # files not part of the valid chain
 
 
 def frame_record(record: bytes) -> bytes:
@@ -73,8 +89,9 @@ def frame_record(record: bytes) -> bytes:
     size = len(record)
     if size > MAX_RECORD:
         raise ValueError(f"a journal record is limited to {MAX_RECORD} bytes")
-    return b"".join((RECORD_HEADER.pack(size, zlib.crc32(record, zlib.crc32(size.to_bytes(4, "big")))),
-                     record))
+    return b"".join(
+        (RECORD_HEADER.pack(size, zlib.crc32(record, zlib.crc32(size.to_bytes(4, "big")))), record)
+    )
 
 
 _LENGTH = struct.Struct(">I")
@@ -90,7 +107,7 @@ def unpack_records(blob: bytes) -> list[bytes]:
     out, pos = [], 0
     while pos < len(blob):
         (n,) = _LENGTH.unpack_from(blob, pos)
-        out.append(blob[pos + 4:pos + 4 + n])
+        out.append(blob[pos + 4 : pos + 4 + n])
         pos += 4 + n
     return out
 
@@ -122,7 +139,7 @@ def read_snapshot(path: Path, generation: int) -> tuple[bytes | None, str | None
     magic, version, gen, length, crc = SNAP_HEADER.unpack_from(data)
     if magic != SNAP_MAGIC or version != FORMAT_VERSION or gen != generation:
         return None, f"{path.name}: not a version {FORMAT_VERSION} snapshot of generation {generation}"
-    state = data[SNAP_HEADER.size:]
+    state = data[SNAP_HEADER.size :]
     if len(state) != length or zlib.crc32(state) != crc:
         return None, f"{path.name}: checksum mismatch (truncated or corrupted)"
     return state, None
@@ -143,10 +160,12 @@ def read_log(path: Path, generation: int, out: list[bytes]) -> tuple[int, str | 
         length, crc = RECORD_HEADER.unpack_from(data, offset)
         start = offset + RECORD_HEADER.size
         if length > end - start:
-            return offset, (f"{path.name} at offset {offset}: truncated record"
-                            f" ({length} bytes announced, {end - start} present)")
-        payload = data[start:start + length]
-        if zlib.crc32(payload, zlib.crc32(data[offset:offset + 4])) != crc:
+            return offset, (
+                f"{path.name} at offset {offset}: truncated record"
+                f" ({length} bytes announced, {end - start} present)"
+            )
+        payload = data[start : start + length]
+        if zlib.crc32(payload, zlib.crc32(data[offset : offset + 4])) != crc:
             return offset, f"{path.name} at offset {offset}: record checksum mismatch"
         out.append(payload)
         offset = start + length
@@ -179,7 +198,7 @@ def scan(directory: Path, name: str) -> Scan:
         if problem:
             problems.append(f"{problem} (kept {len(records)} records before it)")
             damaged_log = logs[generation]
-            discard.extend(logs[g] for g in following[index + 1:])
+            discard.extend(logs[g] for g in following[index + 1 :])
             break
     damage = "; ".join(problems) or None
     return Scan(Replay(state, records, damage), base, chain, damaged_log, tuple(discard))

@@ -80,7 +80,7 @@ def _lock_exclusively(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         import fcntl
-    except ImportError:                     # not POSIX: no advisory locks, run unguarded
+    except ImportError:  # not POSIX: no advisory locks, run unguarded
         return fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,7 +93,7 @@ def _lock_exclusively(path: Path) -> int:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class Journal:
@@ -110,8 +110,9 @@ class Journal:
         OSError: when the directory cannot be created or read.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, fsync: str = "everysec",
-                 name: str = "journal") -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, fsync: str = "everysec", name: str = "journal"
+    ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"unknown fsync policy {fsync!r}; expected one of {', '.join(FSYNC_POLICIES)}")
         self.directory = Path(directory)
@@ -119,44 +120,43 @@ class Journal:
         self.name = name
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_exclusively(self.directory / f"{name}.lock")
-        self._io_lock = threading.Lock()            # serializes writes, fsyncs and rotation
-        self._cond = threading.Condition()          # guards the group-commit queue below
+        self._io_lock = threading.Lock()  # serializes writes, fsyncs and rotation
+        self._cond = threading.Condition()  # guards the group-commit queue below
         self._pending: list[bytes] = []
-        self._appended = 0                          # records queued so far ("always")
-        self._durable = 0                           # records fsynced so far ("always")
+        self._appended = 0  # records queued so far ("always")
+        self._durable = 0  # records fsynced so far ("always")
         self._leading = False
         self._failure: BaseException | None = None
         self._closed = False
         self._dirty = False
         try:
             self._open_damage, self._generation = self._recover()
-            self._fd = os.open(log_path(self.directory, name, self._generation),
-                               os.O_WRONLY | os.O_APPEND)
+            self._fd = os.open(log_path(self.directory, name, self._generation), os.O_WRONLY | os.O_APPEND)
         except BaseException:
             os.close(self._lock_fd)
             raise
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if fsync == "everysec":
-            self._syncer = threading.Thread(target=self._sync_every_second,
-                                            name=f"journal-fsync-{name}", daemon=True)
+            self._syncer = threading.Thread(
+                target=self._sync_every_second, name=f"journal-fsync-{name}", daemon=True
+            )
             self._syncer.start()
 
     # -- opening: repair the directory so appends follow the valid prefix -------------------
 
     def _recover(self) -> tuple[str | None, int]:
         for tmp in self.directory.glob(f"{self.name}.*.tmp"):
-            tmp.unlink()                            # a file that never got renamed into place
+            tmp.unlink()  # a file that never got renamed into place
         found = scan(self.directory, self.name)
         if found.replay.damage:
             log.warning("journal %s: %s", self.directory, found.replay.damage)
-        for path in found.discard:                   # kept aside for a human, never replayed
+        for path in found.discard:  # kept aside for a human, never replayed
             log.warning("journal %s: setting aside %s", self.directory, path.name)
             path.rename(path.with_name(path.name + ".damaged"))
         if found.damaged_log is not None:
             generation, path, valid = found.chain[-1]
-            log.warning("journal %s: truncating %s to its valid %d bytes",
-                        self.directory, path.name, valid)
+            log.warning("journal %s: truncating %s to its valid %d bytes", self.directory, path.name, valid)
             if valid < LOG_HEADER.size:
                 self._create_log(generation)
             else:
@@ -227,7 +227,7 @@ class Journal:
                 self._cond.wait()
             else:
                 return
-        try:                                         # this thread leads one group commit
+        try:  # this thread leads one group commit
             self._commit()
         finally:
             with self._cond:
@@ -283,7 +283,7 @@ class Journal:
                 if not self._dirty or self._closed:
                     continue
                 self._dirty = False
-                fd = os.dup(self._fd)                # fsync outside the lock: appends go on
+                fd = os.dup(self._fd)  # fsync outside the lock: appends go on
             try:
                 os.fsync(fd)
             except OSError as exc:
@@ -313,16 +313,18 @@ class Journal:
             tmp = final.with_name(final.name + ".tmp")
             try:
                 with open(tmp, "wb") as f:
-                    f.write(SNAP_HEADER.pack(SNAP_MAGIC, FORMAT_VERSION, generation,
-                                             len(state), zlib.crc32(state)))
+                    f.write(
+                        SNAP_HEADER.pack(
+                            SNAP_MAGIC, FORMAT_VERSION, generation, len(state), zlib.crc32(state)
+                        )
+                    )
                     f.write(state)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, final)
-                _fsync_directory(self.directory)     # from here on the snapshot is the base
+                _fsync_directory(self.directory)  # from here on the snapshot is the base
                 self._create_log(generation)
-                fd = os.open(log_path(self.directory, self.name, generation),
-                             os.O_WRONLY | os.O_APPEND)
+                fd = os.open(log_path(self.directory, self.name, generation), os.O_WRONLY | os.O_APPEND)
             except OSError as exc:
                 raise JournalError(f"journal snapshot failed: {exc}") from exc
             os.close(self._fd)
@@ -366,8 +368,9 @@ class Journal:
         return f"<Journal {str(self.directory)!r} fsync={self.fsync} generation={self._generation}>"
 
 
-def measure_appends(directory: str | os.PathLike[str], *, fsync: str, threads: int = 8,
-                    records: int = 2000, size: int = 100) -> float:
+def measure_appends(
+    directory: str | os.PathLike[str], *, fsync: str, threads: int = 8, records: int = 2000, size: int = 100
+) -> float:
     """Appends per second of ``threads`` threads sharing one journal (``records`` in total).
 
     ``python -m minipool.journal [DIR]`` prints this for every fsync policy; the

@@ -23,8 +23,7 @@ from .runtime import Runtime, TerminalRuntime
 from .sources import Merge, Source
 from .stats import StageStats
 
-__all__ = ["Stage", "SimpleStage", "stage", "Terminal", "Fold", "collect", "Pipeline",
-           "positive_int"]
+__all__ = ["Stage", "SimpleStage", "stage", "Terminal", "Fold", "collect", "Pipeline", "positive_int"]
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -66,8 +65,14 @@ class SimpleStage(Stage):
     subclass and override :meth:`runtime`. Each run calls it afresh, so runs share no state.
     """
 
-    def __init__(self, label: str, factory: Callable[[], Runtime] | None = None, *,
-                 stateful: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        factory: Callable[[], Runtime] | None = None,
+        *,
+        stateful: bool = False,
+        name: str | None = None,
+    ) -> None:
         self.label, self._factory, self.stateful, self.name = label, factory, stateful, name
 
     def runtime(self) -> Runtime:
@@ -80,8 +85,9 @@ class SimpleStage(Stage):
         return self.runtime()
 
 
-def stage(factory: Callable[[], Runtime], *, label: str, stateful: bool = False,
-          name: str | None = None) -> SimpleStage:
+def stage(
+    factory: Callable[[], Runtime], *, label: str, stateful: bool = False, name: str | None = None
+) -> SimpleStage:
     """Declare a stage whose runtime ``factory()`` makes, once per run.
 
     Args:
@@ -118,10 +124,21 @@ class Fold(Terminal):
     """A terminal stage made of three functions: ``initial()``, ``apply(state, records)``,
     ``result(state)`` (default: the state itself)."""
 
-    def __init__(self, label: str, initial: Callable[[], Any], apply: Callable[[Any, list[Any]], Any],
-                 result: Callable[[Any], Any] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        initial: Callable[[], Any],
+        apply: Callable[[Any, list[Any]], Any],
+        result: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.label, self._initial, self._apply, self._result, self.name = (
-            label, initial, apply, result, name)
+            label,
+            initial,
+            apply,
+            result,
+            name,
+        )
 
     def initial(self) -> Any:
         return self._initial()
@@ -159,13 +176,22 @@ class Pipeline:
             return Pipeline(self.head, [*self.stages, other])
         if isinstance(other, Pipeline):
             if other.head is not None:
-                raise PipelineError("cannot pipe into a pipeline that has its own source; "
-                                    "use pl.merge(p1, p2) to join pipelines")
+                raise PipelineError(
+                    "cannot pipe into a pipeline that has its own source; "
+                    "use pl.merge(p1, p2) to join pipelines"
+                )
             return Pipeline(self.head, [*self.stages, *other.stages])
         raise PipelineError(f"cannot pipe into {type(other).__name__}: expected a stage")
 
-    def start(self, *, journal: str | None = None, fsync: str = "everysec",
-              snapshot_every: int = 200, buffer: int = 8, collect: bool = True) -> Execution:
+    def start(
+        self,
+        *,
+        journal: str | None = None,
+        fsync: str = "everysec",
+        snapshot_every: int = 200,
+        buffer: int = 8,
+        collect: bool = True,
+    ) -> Execution:
         """Start every stage and return the running :class:`~.execution.Execution`.
 
         Args:
@@ -182,8 +208,13 @@ class Pipeline:
         stages = self.stages
         if collect and not (stages and isinstance(stages[-1], Terminal)):
             stages = [*stages, _collect()]
-        return Execution(Pipeline(self.head, stages), journal=journal, fsync=fsync,
-                         snapshot_every=snapshot_every, buffer=buffer)
+        return Execution(
+            Pipeline(self.head, stages),
+            journal=journal,
+            fsync=fsync,
+            snapshot_every=snapshot_every,
+            buffer=buffer,
+        )
 
     def run(self, **options: Any) -> Any:
         """Run to the end; return the terminal stage's value (a list if there is none).

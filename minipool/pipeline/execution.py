@@ -30,7 +30,7 @@ __all__ = ["Execution", "Plan"]
 
 log = logging.getLogger("minipool.pipeline")
 
-SOURCE_GRACE = 1.0      # seconds close() waits for a source stuck in its iterator
+SOURCE_GRACE = 1.0  # seconds close() waits for a source stuck in its iterator
 
 
 class Plan(Protocol):
@@ -48,8 +48,9 @@ class Plan(Protocol):
 class Execution:
     """One run of a pipeline: its threads, channels, stats, dead letters and outcome."""
 
-    def __init__(self, pipeline: Plan, *, journal: str | None, fsync: str,
-                 snapshot_every: int, buffer: int) -> None:
+    def __init__(
+        self, pipeline: Plan, *, journal: str | None, fsync: str, snapshot_every: int, buffer: int
+    ) -> None:
         if pipeline.head is None:
             raise PipelineError("the pipeline has no source: start it with pl.source(...) | ...")
         self.stop = threading.Event()
@@ -76,8 +77,10 @@ class Execution:
                 if journal is not None:
                     self._open_journal(pipeline, last, journal, fsync, snapshot_every)
             elif journal is not None:
-                raise PipelineError("journal= needs a terminal stage to make durable (collect, "
-                                    "reduce, count, ...): use run(), not stream()")
+                raise PipelineError(
+                    "journal= needs a terminal stage to make durable (collect, "
+                    "reduce, count, ...): use run(), not stream()"
+                )
         except BaseException:
             self.stop.set()
             for rt in self._runtimes:
@@ -86,14 +89,17 @@ class Execution:
         for thread in self._threads:
             thread.start()
 
-    def _open_journal(self, pipeline: Plan, terminal: TerminalRuntime, directory: str,
-                      fsync: str, snapshot_every: int) -> None:
+    def _open_journal(
+        self, pipeline: Plan, terminal: TerminalRuntime, directory: str, fsync: str, snapshot_every: int
+    ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise PipelineError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
         if not isinstance(pipeline.head, Source) or any(s.reorders for s in pipeline.stages):
-            raise PipelineError("journal= needs a linear pipeline (one source, no merge, shard or "
-                                "service): those reorder records, so a marker could not say "
-                                "which ones are done")
+            raise PipelineError(
+                "journal= needs a linear pipeline (one source, no merge, shard or "
+                "service): those reorder records, so a marker could not say "
+                "which ones are done"
+            )
         durable = DurableChannel(directory, fsync=fsync, snapshot_every=snapshot_every)
         spec = terminal.spec
 
@@ -162,8 +168,9 @@ class Execution:
             out.put(Marker(seq))
         return seq
 
-    def _stage_loop(self, runtime: Any, inbound: Channel, outbound: Channel, stats: StageStats,
-                    stateful: bool) -> None:
+    def _stage_loop(
+        self, runtime: Any, inbound: Channel, outbound: Channel, stats: StageStats, stateful: bool
+    ) -> None:
         def emit(message: Any) -> None:
             if type(message) is list:
                 stats.records_out += len(message)
@@ -225,8 +232,9 @@ class Execution:
                 self.error = exc
         self.stop.set()
 
-    def handle_failures(self, stage: str, policy: ErrorPolicy, failures: list[Any],
-                        stats: StageStats) -> None:
+    def handle_failures(
+        self, stage: str, policy: ErrorPolicy, failures: list[Any], stats: StageStats
+    ) -> None:
         """Apply a stage's error policy to the records its function failed on.
 
         Raises:
@@ -286,8 +294,7 @@ class Execution:
                 waited += 0.05
                 self.output.abandon()  # keep a blocked last stage from waiting on us
                 if thread in self._source_threads and waited >= SOURCE_GRACE:
-                    log.warning("source thread %s is still blocked in its iterator; not waiting",
-                                thread.name)
+                    log.warning("source thread %s is still blocked in its iterator; not waiting", thread.name)
                     break
 
     def cancel(self) -> None:

@@ -25,9 +25,26 @@ from .runners import ErrorPolicy, MapRuntime, Mode, StageKind
 from .runtime import Runtime, StageDone
 from .sources import Source
 
-__all__ = ["source", "map", "filter", "flat_map", "key_by", "tap", "batch", "take",
-           "distinct", "reduce_by_key", "count_by", "top", "collect", "reduce", "sink", "count",
-           "to_dict", "MapStage"]
+__all__ = [
+    "source",
+    "map",
+    "filter",
+    "flat_map",
+    "key_by",
+    "tap",
+    "batch",
+    "take",
+    "distinct",
+    "reduce_by_key",
+    "count_by",
+    "top",
+    "collect",
+    "reduce",
+    "sink",
+    "count",
+    "to_dict",
+    "MapStage",
+]
 
 _NOTHING: Any = object()
 
@@ -47,9 +64,20 @@ def source(iterable: Iterable[Any] | Callable[[], Iterable[Any]], *, name: str |
 class MapStage(Stage):
     """A record-at-a-time stage: ``map``, ``filter`` or ``flat_map`` on any kind of worker."""
 
-    def __init__(self, fn: Callable[[Any], Any], mode: Mode, *, kind: str = "thread", workers: int = 1,
-                 executor: Executor | None = None, chunksize: int | None = None, retries: int = 0,
-                 errors: str = "fail", name: str | None = None, label: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        mode: Mode,
+        *,
+        kind: str = "thread",
+        workers: int = 1,
+        executor: Executor | None = None,
+        chunksize: int | None = None,
+        retries: int = 0,
+        errors: str = "fail",
+        name: str | None = None,
+        label: str | None = None,
+    ) -> None:
         self.fn, self.mode, self.name = fn, mode, name
         self.label = label or f"{mode.value}({getattr(fn, '__name__', type(fn).__name__)})"
         if executor is not None:
@@ -72,8 +100,9 @@ class MapStage(Stage):
         try:
             self.errors = ErrorPolicy(errors)
         except ValueError:
-            raise PipelineError(f"errors must be one of {[e.value for e in ErrorPolicy]}, "
-                                f"got {errors!r}") from None
+            raise PipelineError(
+                f"errors must be one of {[e.value for e in ErrorPolicy]}, got {errors!r}"
+            ) from None
 
     def open(self, name: str, run: Any, stats: Any) -> MapRuntime:
         return MapRuntime(self, name, run, stats)
@@ -111,8 +140,9 @@ def _pair(key: Callable[[Any], Any], record: Any) -> tuple[Any, Any]:
 
 def key_by(key: Callable[[Any], Any], **options: Any) -> MapStage:
     """Emit ``(key(record), record)`` pairs, the input of ``reduce_by_key`` and keyed windows."""
-    return MapStage(functools.partial(_pair, key), Mode.MAP,
-                    label=f"key_by({getattr(key, '__name__', 'key')})", **options)
+    return MapStage(
+        functools.partial(_pair, key), Mode.MAP, label=f"key_by({getattr(key, '__name__', 'key')})", **options
+    )
 
 
 def _tap(fn: Callable[[Any], Any], record: Any) -> Any:
@@ -134,7 +164,7 @@ class _Batch(Runtime):
         self.buffer.extend(chunk)
         if len(self.buffer) >= self.size:
             cut = len(self.buffer) - len(self.buffer) % self.size
-            emit([self.buffer[i:i + self.size] for i in range(0, cut, self.size)])
+            emit([self.buffer[i : i + self.size] for i in range(0, cut, self.size)])
             del self.buffer[:cut]
 
     def holding(self) -> bool:
@@ -202,7 +232,7 @@ class _ReduceByKey(Runtime):
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         acc, fn = self.acc, self.fn
         for record in chunk:
-            k, v = (record if self.key is None else (self.key(record), record))
+            k, v = record if self.key is None else (self.key(record), record)
             acc[k] = fn(acc[k], v) if k in acc else v
 
     def holding(self) -> bool:
@@ -213,8 +243,9 @@ class _ReduceByKey(Runtime):
             emit(list(self.acc.items()))
 
 
-def reduce_by_key(fn: Callable[[Any, Any], Any], *, key: Callable[[Any], Any] | None = None,
-                  name: str | None = None) -> Stage:
+def reduce_by_key(
+    fn: Callable[[Any, Any], Any], *, key: Callable[[Any], Any] | None = None, name: str | None = None
+) -> Stage:
     """Fold the values of each key with ``fn``; emit ``(key, value)`` pairs when input ends.
 
     Input: ``(key, value)`` pairs (from ``key_by`` or ``map``), or any record with ``key=``.
@@ -276,6 +307,7 @@ def reduce(fn: Callable[[Any, Any], Any], initial: Any = _NOTHING, *, name: str 
     Raises (at the end of the run):
         PipelineError: the stream was empty and no ``initial`` was given.
     """
+
     def apply(state: Any, records: list[Any]) -> Any:
         if not records:
             return state
@@ -293,10 +325,12 @@ def reduce(fn: Callable[[Any, Any], Any], initial: Any = _NOTHING, *, name: str 
 
 def sink(fn: Callable[[Any], Any], *, name: str | None = None) -> Terminal:
     """Terminal: call ``fn(record)`` for each record; ``run()`` returns how many it saw."""
+
     def apply(state: int, records: list[Any]) -> int:
         for record in records:
             fn(record)
         return state + len(records)
+
     return Fold(f"sink({getattr(fn, '__name__', 'fn')})", int, apply, name=name)
 
 

@@ -68,8 +68,9 @@ class Shard(Stage):
         if isinstance(then, Stage):
             then = Pipeline(None, [then])
         if not isinstance(then, Pipeline) or then.head is not None or not then.stages:
-            raise PipelineError("shard(then=...) needs stages without a source, e.g. "
-                                "pl.map(f) | pl.reduce(add)")
+            raise PipelineError(
+                "shard(then=...) needs stages without a source, e.g. pl.map(f) | pl.reduce(add)"
+            )
         self.key, self.then, self.name = key, then, name
         self.label = f"shard({n})"
 

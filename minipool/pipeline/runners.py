@@ -62,16 +62,16 @@ class StageKind(enum.Enum):
 class Mode(enum.Enum):
     """What a record-at-a-time stage does with its function's return value."""
 
-    MAP = "map"            # emit the value
-    FILTER = "filter"      # emit the record if the value is true
+    MAP = "map"  # emit the value
+    FILTER = "filter"  # emit the record if the value is true
     FLAT_MAP = "flat_map"  # emit every item of the value
 
 
 class ErrorPolicy(enum.Enum):
     """What a stage does with a record whose function raised (after ``retries``)."""
 
-    FAIL = "fail"                # stop the pipeline with StageFailed (the default)
-    SKIP = "skip"                # log it, count it, go on
+    FAIL = "fail"  # stop the pipeline with StageFailed (the default)
+    SKIP = "skip"  # log it, count it, go on
     DEAD_LETTER = "dead_letter"  # keep (stage, record, error) in Execution.dead_letters, go on
 
 
@@ -82,8 +82,9 @@ class DeadLetter:
     error: BaseException
 
 
-def apply_chunk(mode: Mode, fn: Callable[[Any], Any], records: list[Any],
-                retries: int) -> tuple[list[Any], list[tuple[Any, BaseException]], float]:
+def apply_chunk(
+    mode: Mode, fn: Callable[[Any], Any], records: list[Any], retries: int
+) -> tuple[list[Any], list[tuple[Any, BaseException]], float]:
     """Apply ``fn`` to each record: ``(outputs, [(record, error)], busy_seconds)``."""
     start = time.perf_counter()
     results = []
@@ -99,8 +100,9 @@ def apply_chunk(mode: Mode, fn: Callable[[Any], Any], records: list[Any],
     return (*_sort_outcomes(mode, records, results), time.perf_counter() - start)
 
 
-def _sort_outcomes(mode: Mode, records: list[Any], results: list[tuple[bool, Any]]
-                   ) -> tuple[list[Any], list[tuple[Any, BaseException]]]:
+def _sort_outcomes(
+    mode: Mode, records: list[Any], results: list[tuple[bool, Any]]
+) -> tuple[list[Any], list[tuple[Any, BaseException]]]:
     """Split ``(ok, value)`` outcomes into the stage's outputs and its ``(record, error)`` failures."""
     out: list[Any] = []
     failures: list[tuple[Any, BaseException]] = []
@@ -150,8 +152,9 @@ def _portable(out: list[Any], failures: list[tuple[Any, BaseException]], busy: f
     return out, portable, busy
 
 
-async def _apply_async(mode: Mode, fn: Callable[[Any], Any], records: list[Any], retries: int,
-                       gate: asyncio.Semaphore) -> Any:
+async def _apply_async(
+    mode: Mode, fn: Callable[[Any], Any], records: list[Any], retries: int, gate: asyncio.Semaphore
+) -> Any:
     start = time.perf_counter()
 
     async def one(record: Any) -> tuple[bool, Any]:
@@ -197,17 +200,19 @@ def check_function(stage: str, fn: Any, kind: StageKind) -> bytes | None:
     is_coro = inspect.iscoroutinefunction(fn)
     if is_coro and kind is not StageKind.ASYNC:
         raise StageDefinitionError(
-            stage, f"{getattr(fn, '__name__', fn)!r} is a coroutine function; use kind='async'")
+            stage, f"{getattr(fn, '__name__', fn)!r} is a coroutine function; use kind='async'"
+        )
     if kind is StageKind.ASYNC and not is_coro:
-        raise StageDefinitionError(
-            stage, f"kind='async' needs a coroutine function (async def), got {fn!r}")
+        raise StageDefinitionError(stage, f"kind='async' needs a coroutine function (async def), got {fn!r}")
     if kind in (StageKind.PROCESS, StageKind.EXECUTOR):
         try:
             return shipping.dumps(fn)
         except Exception as exc:
             raise StageDefinitionError(
-                stage, f"function {getattr(fn, '__name__', fn)!r} cannot travel to another "
-                       f"process: {type(exc).__name__}: {exc}") from exc
+                stage,
+                f"function {getattr(fn, '__name__', fn)!r} cannot travel to another "
+                f"process: {type(exc).__name__}: {exc}",
+            ) from exc
     return None
 
 
@@ -235,27 +240,31 @@ class MapRuntime(Runtime):
         if self.kind is StageKind.THREAD and not self._inline:
             self._pool = cf.ThreadPoolExecutor(workers, thread_name_prefix=f"pl-{name}")
             self._submit = lambda piece: self._pool.submit(
-                apply_chunk, self.mode, self.fn, piece, spec.retries)
+                apply_chunk, self.mode, self.fn, piece, spec.retries
+            )
         elif self.kind is StageKind.PROCESS or self.kind is StageKind.EXECUTOR:
             executor = spec.executor
             if self.kind is StageKind.PROCESS:  # our own pool: install the function once per worker
                 assert blob is not None  # check_function() ships every process stage's function
-                self._pool = cf.ProcessPoolExecutor(workers, mp_context=_context(),
-                                                    initializer=_install, initargs=(blob,))
-                self._submit = lambda piece: self._pool.submit(
-                    _run_installed, self.mode, piece, spec.retries)
+                self._pool = cf.ProcessPoolExecutor(
+                    workers, mp_context=_context(), initializer=_install, initargs=(blob,)
+                )
+                self._submit = lambda piece: self._pool.submit(_run_installed, self.mode, piece, spec.retries)
             elif isinstance(executor, cf.ThreadPoolExecutor):  # same process: no need to ship
                 self._submit = lambda piece: executor.submit(
-                    apply_chunk, self.mode, self.fn, piece, spec.retries)
+                    apply_chunk, self.mode, self.fn, piece, spec.retries
+                )
             else:
                 self._submit = lambda piece: executor.submit(
-                    _run_shipped, blob, self.mode, piece, spec.retries)
+                    _run_shipped, blob, self.mode, piece, spec.retries
+                )
         elif self.kind is StageKind.ASYNC:
             self._loop = _LoopThread(f"pl-{name}-loop", workers)
             self._max_inflight = workers
             loop = self._loop
             self._submit = lambda piece: loop.submit(
-                _apply_async(self.mode, self.fn, piece, spec.retries, loop.gate))
+                _apply_async(self.mode, self.fn, piece, spec.retries, loop.gate)
+            )
 
     def _pieces(self, chunk: list[Any]) -> list[list[Any]]:
         if self.kind is StageKind.ASYNC:
@@ -263,7 +272,7 @@ class MapRuntime(Runtime):
         size = self.spec.chunksize
         if size is None:
             size = 1 if self.kind is StageKind.THREAD else math.ceil(len(chunk) / (2 * self.spec.workers))
-        return [chunk[i:i + size] for i in range(0, len(chunk), size)]
+        return [chunk[i : i + size] for i in range(0, len(chunk), size)]
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         if self._inline:
@@ -312,8 +321,7 @@ class MapRuntime(Runtime):
             raise StageFailed(self.name, exc) from exc
         self._deliver(out, failures, busy, emit)
 
-    def _deliver(self, out: list[Any], failures: list[Any], busy: float,
-                 emit: Callable[[Any], None]) -> None:
+    def _deliver(self, out: list[Any], failures: list[Any], busy: float, emit: Callable[[Any], None]) -> None:
         self.stats.busy_seconds += busy
         if failures:
             self.run.handle_failures(self.name, self.spec.errors, failures, self.stats)

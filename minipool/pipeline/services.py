@@ -46,8 +46,15 @@ class Service(Stage):
     stateful = False
     reorders = True  # outputs leave in completion order
 
-    def __init__(self, service_name: str, fns: list[Callable[[Any], Any]], balance: str,
-                 chunksize: int, retries: int, errors: str) -> None:
+    def __init__(
+        self,
+        service_name: str,
+        fns: list[Callable[[Any], Any]],
+        balance: str,
+        chunksize: int,
+        retries: int,
+        errors: str,
+    ) -> None:
         if balance not in ("dynamic", "round_robin"):
             raise PipelineError(f"balance must be 'dynamic' or 'round_robin', got {balance!r}")
         self.name, self.fns, self.balance = service_name, fns, balance
@@ -77,10 +84,15 @@ class _ServiceRuntime(Runtime):
         def locked_emit(message: Any) -> None:
             with self._emit_lock:
                 emit(message)
+
         for i, fn in enumerate(self.spec.fns):
             self._inboxes[i].add_producer()
-            t = threading.Thread(target=self._serve, args=(i, fn, locked_emit),
-                                 name=f"pl-{self.instances[i].name}", daemon=True)
+            t = threading.Thread(
+                target=self._serve,
+                args=(i, fn, locked_emit),
+                name=f"pl-{self.instances[i].name}",
+                daemon=True,
+            )
             t.start()
             self._threads.append(t)
 
@@ -93,8 +105,11 @@ class _ServiceRuntime(Runtime):
                     return
                 out, failures, busy = apply_chunk(Mode.MAP, fn, piece, self.spec.retries)
                 per_record = busy / len(piece)
-                me.seconds_per_record = per_record if me.seconds_per_record is None else (
-                    _ALPHA * per_record + (1 - _ALPHA) * me.seconds_per_record)
+                me.seconds_per_record = (
+                    per_record
+                    if me.seconds_per_record is None
+                    else (_ALPHA * per_record + (1 - _ALPHA) * me.seconds_per_record)
+                )
                 me.records += len(piece)
                 self.stats.busy_seconds += busy
                 if failures:
@@ -130,7 +145,7 @@ class _ServiceRuntime(Runtime):
             self._start(emit)
         size = self.spec.chunksize
         for start in range(0, len(chunk), size):
-            self._inboxes[self._pick()].put(chunk[start:start + size])
+            self._inboxes[self._pick()].put(chunk[start : start + size])
 
     def finish(self, emit: Callable[[Any], None]) -> None:
         if not self._threads:
@@ -150,9 +165,16 @@ class _ServiceRuntime(Runtime):
             t.join()
 
 
-def service(name: str, fn: Callable[[Any], Any] | None = None, *,
-            instances: int | Sequence[Callable[[Any], Any]] = 2, balance: str = "dynamic",
-            chunksize: int = 1, retries: int = 0, errors: str = "fail") -> Service:
+def service(
+    name: str,
+    fn: Callable[[Any], Any] | None = None,
+    *,
+    instances: int | Sequence[Callable[[Any], Any]] = 2,
+    balance: str = "dynamic",
+    chunksize: int = 1,
+    retries: int = 0,
+    errors: str = "fail",
+) -> Service:
     """A named service stage: ``instances`` copies of ``fn`` (or a list of instance functions).
 
     Args:

@@ -27,8 +27,8 @@ __all__ = ["Source", "Merge", "SourceRun", "run_source", "SOURCE_CHUNK", "SOURCE
 
 log = logging.getLogger("minipool.pipeline")
 
-SOURCE_CHUNK = 256      # records per chunk leaving a source: amortises one queue handoff
-SOURCE_LINGER = 0.005   # ...but a chunk waits at most this long for more records
+SOURCE_CHUNK = 256  # records per chunk leaving a source: amortises one queue handoff
+SOURCE_LINGER = 0.005  # ...but a chunk waits at most this long for more records
 
 
 class Source:
@@ -67,8 +67,7 @@ def run_source(execution: SourceRun, head: Source, out: Channel, stats: StageSta
     """The source thread: pull records, send them in chunks, report a failure naming the source."""
     iterator: Any = None
     buffer = _SourceBuffer(execution, out, stats)
-    flusher = threading.Thread(target=buffer.flush_when_idle, name=f"pl-{head.name}-flush",
-                               daemon=True)
+    flusher = threading.Thread(target=buffer.flush_when_idle, name=f"pl-{head.name}-flush", daemon=True)
     try:
         try:
             source = head.iterable() if callable(head.iterable) else head.iterable

@@ -56,6 +56,8 @@ def format_summary(stats: list[StageStats]) -> str:
     """A small fixed-width table of every stage, for printing at the end of a run."""
     lines = [f"{'stage':<28} {'kind':<9} {'in':>9} {'out':>9} {'err':>5} {'rec/s':>10} {'µs/rec':>9}"]
     for s in stats:
-        lines.append(f"{s.name[:28]:<28} {s.kind:<9} {s.records_in:>9} {s.records_out:>9} "
-                     f"{s.errors:>5} {s.throughput:>10.0f} {s.latency * 1e6:>9.1f}")
+        lines.append(
+            f"{s.name[:28]:<28} {s.kind:<9} {s.records_in:>9} {s.records_out:>9} "
+            f"{s.errors:>5} {s.throughput:>10.0f} {s.latency * 1e6:>9.1f}"
+        )
     return "\n".join(lines)

@@ -46,8 +46,8 @@ class _CountWindows(Runtime):
     def __init__(self, size: int, step: int, key: Callable[[Any], Any] | None) -> None:
         self.size, self.step, self.key = size, step, key
         self.buffers: dict[Any, list[Any]] = {}
-        self.skip: dict[Any, int] = {}    # records to drop before the next window (step > size)
-        self.fresh: dict[Any, int] = {}   # records not yet in any emitted window
+        self.skip: dict[Any, int] = {}  # records to drop before the next window (step > size)
+        self.fresh: dict[Any, int] = {}  # records not yet in any emitted window
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         out = []
@@ -71,15 +71,23 @@ class _CountWindows(Runtime):
         return any(self.buffers.values())
 
     def finish(self, emit: Callable[[Any], None]) -> None:
-        out = [buf if self.key is None else (k, buf)
-               for k, buf in self.buffers.items() if buf and self.fresh.get(k)]
+        out = [
+            buf if self.key is None else (k, buf)
+            for k, buf in self.buffers.items()
+            if buf and self.fresh.get(k)
+        ]
         if out:
             emit(out)
 
 
 class _TimeWindows(Runtime):
-    def __init__(self, seconds: float, step: float, key: Callable[[Any], Any] | None,
-                 timestamp: Callable[[Any], float] | None) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        step: float,
+        key: Callable[[Any], Any] | None,
+        timestamp: Callable[[Any], float] | None,
+    ) -> None:
         self.seconds, self.step, self.key, self.timestamp = seconds, step, key, timestamp
         self.open_windows: dict[tuple[Any, float], list[Any]] = {}
         self.watermark = -math.inf
@@ -106,8 +114,7 @@ class _TimeWindows(Runtime):
         self._close(self.watermark, emit)
 
     def _close(self, watermark: float, emit: Callable[[Any], None]) -> None:
-        due = sorted((w for w in self.open_windows if w[1] + self.seconds <= watermark),
-                     key=lambda w: w[1])
+        due = sorted((w for w in self.open_windows if w[1] + self.seconds <= watermark), key=lambda w: w[1])
         if due:
             emit([self._emitted(w) for w in due])
 
@@ -131,9 +138,15 @@ class _TimeWindows(Runtime):
         self._close(math.inf, emit)
 
 
-def window(size: int | None = None, step: int | float | None = None, *, seconds: float | None = None,
-           key: Callable[[Any], Any] | None = None, timestamp: Callable[[Any], float] | None = None,
-           name: str | None = None) -> Stage:
+def window(
+    size: int | None = None,
+    step: int | float | None = None,
+    *,
+    seconds: float | None = None,
+    key: Callable[[Any], Any] | None = None,
+    timestamp: Callable[[Any], float] | None = None,
+    name: str | None = None,
+) -> Stage:
     """Group a stream into windows of records.
 
     Args:
@@ -151,18 +164,32 @@ def window(size: int | None = None, step: int | float | None = None, *, seconds:
     if size is not None:
         positive_int("window size", size)
         step_n = size if step is None else positive_int("window step", step)
-        return stage(lambda: _CountWindows(size, step_n, key), label=f"window({size},{step_n})",
-                     stateful=True, name=name)
+        return stage(
+            lambda: _CountWindows(size, step_n, key),
+            label=f"window({size},{step_n})",
+            stateful=True,
+            name=name,
+        )
     secs = _number("window seconds", seconds)
     step_s = secs if step is None else _number("window step", step)
-    return stage(lambda: _TimeWindows(secs, step_s, key, timestamp),
-                 label=f"window({secs}s,{step_s}s)", stateful=True, name=name)
+    return stage(
+        lambda: _TimeWindows(secs, step_s, key, timestamp),
+        label=f"window({secs}s,{step_s}s)",
+        stateful=True,
+        name=name,
+    )
 
 
 class _Rolling(Runtime):
-    def __init__(self, agg: Callable[[list[Any]], Any], size: int | None, seconds: float | None,
-                 key: Callable[[Any], Any] | None, value: Callable[[Any], Any] | None,
-                 timestamp: Callable[[Any], float] | None) -> None:
+    def __init__(
+        self,
+        agg: Callable[[list[Any]], Any],
+        size: int | None,
+        seconds: float | None,
+        key: Callable[[Any], Any] | None,
+        value: Callable[[Any], Any] | None,
+        timestamp: Callable[[Any], float] | None,
+    ) -> None:
         self.agg, self.size, self.seconds = agg, size, seconds
         self.key, self.value, self.timestamp = key, value, timestamp
         self.history: dict[Any, deque[tuple[float, Any]]] = {}
@@ -189,9 +216,16 @@ class _Rolling(Runtime):
         return bool(self.history)
 
 
-def rolling(agg: Callable[[list[Any]], Any], *, size: int | None = None, seconds: float | None = None,
-            key: Callable[[Any], Any] | None = None, value: Callable[[Any], Any] | None = None,
-            timestamp: Callable[[Any], float] | None = None, name: str | None = None) -> Stage:
+def rolling(
+    agg: Callable[[list[Any]], Any],
+    *,
+    size: int | None = None,
+    seconds: float | None = None,
+    key: Callable[[Any], Any] | None = None,
+    value: Callable[[Any], Any] | None = None,
+    timestamp: Callable[[Any], float] | None = None,
+    name: str | None = None,
+) -> Stage:
     """For each record, emit ``agg(values of the last size records / seconds)`` of its key.
 
     Emits ``(key, aggregate)`` when ``key=`` is given, else the aggregate. ``value=`` picks what
@@ -207,5 +241,6 @@ def rolling(agg: Callable[[list[Any]], Any], *, size: int | None = None, seconds
         positive_int("rolling size", size)
     if seconds is not None:
         _number("rolling seconds", seconds)
-    return stage(lambda: _Rolling(agg, size, seconds, key, value, timestamp), label="rolling",
-                 stateful=True, name=name)
+    return stage(
+        lambda: _Rolling(agg, size, seconds, key, value, timestamp), label="rolling", stateful=True, name=name
+    )

@@ -66,8 +66,12 @@ class Admission:
                 evicted = self.evicted
         if oldest is not None:
             if evicted == 1 or evicted % 100 == 0:  # a flood, not one line per socket
-                log.warning("%s: more than %d connections opening at once; closing the oldest "
-                            "(%d so far)", self.server, self.limit, evicted)
+                log.warning(
+                    "%s: more than %d connections opening at once; closing the oldest (%d so far)",
+                    self.server,
+                    self.limit,
+                    evicted,
+                )
             oldest.close()  # its opening fails in its own thread, which cleans up as usual
 
     def opened(self, conn: _Closable) -> None:

@@ -236,11 +236,20 @@ def _module(name: str) -> Callable[[], Transport]:
 #: Every transport by URL scheme. A module is imported on first use, so that ``import
 #: minipool`` does not import pyzmq or the WebSocket code.
 TRANSPORTS: Plugins[Transport] = Plugins(
-    "transport", "minipool.transports",
+    "transport",
+    "minipool.transports",
     lambda scheme, known: TransportError(f"no transport for {scheme}:// URLs (known: {known})"),
-    _adopt_entry_point)
-for _scheme, _name in (("tcp", "tcp"), ("tls", "tcp"), ("http", "http"), ("https", "http"),
-                       ("ws", "websocket"), ("wss", "websocket"), ("zmq+tcp", "zmq")):
+    _adopt_entry_point,
+)
+for _scheme, _name in (
+    ("tcp", "tcp"),
+    ("tls", "tcp"),
+    ("http", "http"),
+    ("https", "http"),
+    ("ws", "websocket"),
+    ("wss", "websocket"),
+    ("zmq+tcp", "zmq"),
+):
     TRANSPORTS.add_lazy(_scheme, _module(f"minipool.transports.{_name}"))
 del _scheme, _name
 

@@ -38,8 +38,14 @@ class DealerSocket(SharedSocket):
         monitor: an optional monitor socket, watched too; its events go to ``on_event``.
     """
 
-    def __init__(self, zmq: Any, sock: Any, dispatch: Callable[[list[bytes]], None],
-                 monitor: Any = None, on_event: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        zmq: Any,
+        sock: Any,
+        dispatch: Callable[[list[bytes]], None],
+        monitor: Any = None,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> None:
         super().__init__(zmq, sock, dispatch)
         self.monitor, self._on_event = monitor, on_event
         self._wake_r, self._wake_w = socket.socketpair()

@@ -76,13 +76,15 @@ class HttpClientConnection(DuplexConnection):
     connection closed.
     """
 
-    def __init__(self, up: SocketStream, down: SocketStream, session: str, host: str,
-                 options: Options) -> None:
+    def __init__(
+        self, up: SocketStream, down: SocketStream, session: str, host: str, options: Options
+    ) -> None:
         self._up, self._down = up, down
         self._options = options
         # The request head is the same every time but for the length: build it once.
-        self._prefix = (f"POST /minipool/{session} HTTP/1.1\r\nHost: {host}\r\n"
-                        f"Content-Length: ").encode("ascii")
+        self._prefix = (f"POST /minipool/{session} HTTP/1.1\r\nHost: {host}\r\nContent-Length: ").encode(
+            "ascii"
+        )
         self._lock = threading.Lock()
         self._outstanding = 0
         self._acks = bytearray()
@@ -203,19 +205,22 @@ def connect(url: SplitResult, options: Options) -> Connection:
     try:
         down = SocketStream(open_socket(url, options))
         streams.append(down)
-        down.write([format_request("GET", EVENTS_PATH, [("Host", host),
-                                                        ("Accept", "application/octet-stream")])])
+        down.write(
+            [format_request("GET", EVENTS_PATH, [("Host", host), ("Accept", "application/octet-stream")])]
+        )
         response = parse_response(read_head(down, deadline))
         session = response.headers.get(SESSION_HEADER) or ""
         if response.status != 200:
             raise HttpError(response.status, f"server refused the event stream: {response.reason}")
-        if ((response.headers.get("transfer-encoding") or "").lower() != "chunked"
-                or SESSION_PATH.fullmatch(f"/minipool/{session}/open") is None):
+        if (response.headers.get("transfer-encoding") or "").lower() != "chunked" or SESSION_PATH.fullmatch(
+            f"/minipool/{session}/open"
+        ) is None:
             raise ProtocolError("not a minipool event stream (no chunked body or session id)")
         up = SocketStream(open_socket(url, options))
         streams.append(up)
-        up.write([format_request("POST", f"/minipool/{session}/open",
-                                 [("Host", host), ("Content-Length", "0")])])
+        up.write(
+            [format_request("POST", f"/minipool/{session}/open", [("Host", host), ("Content-Length", "0")])]
+        )
         response = parse_response(read_head(up, deadline))
         if response.status != 204 or up.buffered:
             raise HttpError(response.status, f"server refused the session: {response.reason}")

@@ -60,11 +60,21 @@ MAX_HEADERS = 100
 MAX_CHUNK_LINE = 1024
 
 REASONS = {
-    101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    411: "Length Required", 413: "Content Too Large", 426: "Upgrade Required",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    503: "Service Unavailable", 505: "HTTP Version Not Supported",
+    101: "Switching Protocols",
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 
 # RFC 9110 token characters; field values are visible ASCII or obs-text, with inner SP / HTAB.
@@ -199,8 +209,9 @@ def parse_request(head: bytes) -> Request:
     if match is None:
         raise HttpError(400, f"malformed request line {lines[0][:60]!r}")
     version = _check_version(match.group(3), match.group(4))
-    return Request(match.group(1).decode("ascii"), match.group(2).decode("ascii"), version,
-                   _parse_headers(lines[1:]))
+    return Request(
+        match.group(1).decode("ascii"), match.group(2).decode("ascii"), version, _parse_headers(lines[1:])
+    )
 
 
 def parse_response(head: bytes) -> Response:
@@ -214,8 +225,7 @@ def parse_response(head: bytes) -> Response:
     if match is None:
         raise HttpError(400, f"malformed status line {lines[0][:60]!r}")
     version = _check_version(match.group(1), match.group(2))
-    return Response(version, int(match.group(3)), match.group(4).decode("latin-1"),
-                    _parse_headers(lines[1:]))
+    return Response(version, int(match.group(3)), match.group(4).decode("latin-1"), _parse_headers(lines[1:]))
 
 
 def _format_fields(headers: Iterable[tuple[str, str]]) -> list[str]:
@@ -241,8 +251,7 @@ def format_request(method: str, target: str, headers: list[tuple[str, str]]) -> 
     return "".join([line, "\r\n", *_format_fields(headers), "\r\n"]).encode("latin-1")
 
 
-def format_response(status: int, reason: str, headers: list[tuple[str, str]],
-                    body: bytes = b"") -> bytes:
+def format_response(status: int, reason: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
     """Serialize a response head and its (small) body in one buffer.
 
     ``Content-Length`` is added for a non-empty body unless ``headers`` frame it already.
@@ -260,8 +269,13 @@ def format_response(status: int, reason: str, headers: list[tuple[str, str]],
     return head.encode("latin-1") + body
 
 
-def final_response(status: int, body: bytes, *, content_type: str = "text/plain; charset=utf-8",
-                   headers: Iterable[tuple[str, str]] = ()) -> bytes:
+def final_response(
+    status: int,
+    body: bytes,
+    *,
+    content_type: str = "text/plain; charset=utf-8",
+    headers: Iterable[tuple[str, str]] = (),
+) -> bytes:
     """A whole response after which the server closes the connection (``Connection: close``):
     a refusal, or the answer to a health check."""
     fields = [*headers, ("Content-Type", content_type), ("Connection", "close")]
@@ -338,11 +352,11 @@ def parse_chunk_size(line: bytes, limit: int) -> int:
 class ChunkState(enum.Enum):
     """Where a :class:`ChunkedDecoder` is in the body."""
 
-    SIZE = "size"            # waiting for a chunk-size line
-    DATA = "data"            # inside a chunk's data
-    DATA_END = "data-end"    # waiting for the CRLF after the data
-    TRAILER = "trailer"      # after the last chunk: trailer fields until a blank line
-    DONE = "done"            # the body is complete; more bytes are an error
+    SIZE = "size"  # waiting for a chunk-size line
+    DATA = "data"  # inside a chunk's data
+    DATA_END = "data-end"  # waiting for the CRLF after the data
+    TRAILER = "trailer"  # after the last chunk: trailer fields until a blank line
+    DONE = "done"  # the body is complete; more bytes are an error
 
 
 class ChunkedDecoder:
@@ -381,8 +395,10 @@ class ChunkedDecoder:
                 end = self._buf.find(b"\r\n")
                 if end < 0:
                     if len(self._buf) > MAX_CHUNK_LINE:
-                        raise HttpError(400 if self.state is ChunkState.SIZE else 431,
-                                        "chunk-size or trailer line too long")
+                        raise HttpError(
+                            400 if self.state is ChunkState.SIZE else 431,
+                            "chunk-size or trailer line too long",
+                        )
                     return out
                 line = bytes(self._buf[: end + 2])
                 del self._buf[: end + 2]

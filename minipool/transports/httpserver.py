@@ -68,6 +68,7 @@ def _reject(stream: SocketStream, status: int, detail: str, acks: int = 0) -> No
         pass
     stream.close()
 
+
 class HttpServerConnection(DuplexConnection):
     """The coordinator's end: reads POSTs from the up half, writes chunks on the down half.
 
@@ -77,13 +78,17 @@ class HttpServerConnection(DuplexConnection):
     (400/404/405/411/413/431) and close the connection; see the module docstring.
     """
 
-    def __init__(self, up: SocketStream, down: SocketStream, session: str, options: Options,
-                 host: str | None = None) -> None:
+    def __init__(
+        self, up: SocketStream, down: SocketStream, session: str, options: Options, host: str | None = None
+    ) -> None:
         self._up, self._down = up, down
         self._path = f"/minipool/{session}"
         # The head our client sends for every message, up to its length (see _recv).
-        self._usual = (f"POST {self._path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: "
-                       .encode("latin-1") if host else b"\0")
+        self._usual = (
+            f"POST {self._path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: ".encode("latin-1")
+            if host
+            else b"\0"
+        )
         self._options = options
         self._owed = 0  # 204s not yet written
         self._body_size: int | None = None  # a request whose head is read and body is not yet
@@ -133,8 +138,7 @@ class HttpServerConnection(DuplexConnection):
             fast = _LENGTH_TAIL.fullmatch(head, len(self._usual)) if head.startswith(self._usual) else None
             size = int(fast.group(1)) if fast else self._parse(head)
             if size > self._options.max_message:
-                _reject(up, 413, f"body of {size} bytes exceeds {self._options.max_message}",
-                        self._owed)
+                _reject(up, 413, f"body of {size} bytes exceeds {self._options.max_message}", self._owed)
                 self.close()
                 raise FrameTooLarge(size, self._options.max_message)
         except HttpError as exc:
@@ -180,7 +184,7 @@ class HttpListener(Listener):
         self._options = options
         self._scheme = scheme
         self._tcp = TcpListener(url._replace(scheme="tls" if scheme == "https" else "tcp"), options)
-        self.url = scheme + self._tcp.url[self._tcp.url.index("://"):]
+        self.url = scheme + self._tcp.url[self._tcp.url.index("://") :]
         self._ready: queue.Queue[HttpServerConnection | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
@@ -188,8 +192,9 @@ class HttpListener(Listener):
         self._admission = Admission(_MAX_OPENINGS, server=f"http listener {self.url}")
         self._closed = False
         self._served = 0
-        self._accepter = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name=f"minipool-http-accept {self.url}")
+        self._accepter = threading.Thread(
+            target=self._accept_loop, daemon=True, name=f"minipool-http-accept {self.url}"
+        )
         self._accepter.start()
 
     def _accept_loop(self) -> None:
@@ -199,8 +204,9 @@ class HttpListener(Listener):
             except ConnectionClosed:
                 return
             self._admission.admit(conn)  # may close the connection that has waited longest
-            thread = threading.Thread(target=self._open, args=(conn,), daemon=True,
-                                      name=f"minipool-http-open {conn.peer}")
+            thread = threading.Thread(
+                target=self._open, args=(conn,), daemon=True, name=f"minipool-http-open {conn.peer}"
+            )
             with self._lock:
                 if self._closed:
                     conn.close()
@@ -232,8 +238,9 @@ class HttpListener(Listener):
 
     def _route(self, stream: SocketStream, request: Request, deadline: float) -> None:
         if request.method == "GET" and request.target == "/health":
-            stream.write([health_response(self._scheme, connections=self._served,
-                                          pending=len(self._pending))])
+            stream.write(
+                [health_response(self._scheme, connections=self._served, pending=len(self._pending))]
+            )
             stream.close()
             return
         if "host" not in request.headers and request.version == "HTTP/1.1":
@@ -254,8 +261,9 @@ class HttpListener(Listener):
             pending = self._pending.pop(match.group(1), None)
         if pending is None:
             raise HttpError(404, "no such session (expired or never opened)")
-        conn = HttpServerConnection(stream, pending.down, match.group(1), self._options,
-                                    request.headers.get("host"))
+        conn = HttpServerConnection(
+            stream, pending.down, match.group(1), self._options, request.headers.get("host")
+        )
         pending.paired.set()
         try:
             stream.write([ACK])
@@ -274,9 +282,20 @@ class HttpListener(Listener):
         pending = _Pending(stream)
         with self._lock:
             self._pending[session] = pending
-        stream.write([format_response(200, "OK", [
-            ("Content-Type", "application/octet-stream"), ("Transfer-Encoding", "chunked"),
-            ("Cache-Control", "no-store"), (SESSION_HEADER, session)])])
+        stream.write(
+            [
+                format_response(
+                    200,
+                    "OK",
+                    [
+                        ("Content-Type", "application/octet-stream"),
+                        ("Transfer-Encoding", "chunked"),
+                        ("Cache-Control", "no-store"),
+                        (SESSION_HEADER, session),
+                    ],
+                )
+            ]
+        )
         # The up half must attach before the handshake deadline, or the session expires.
         if not pending.paired.wait(max(0.0, deadline - time.monotonic())):
             with self._lock:

@@ -16,8 +16,15 @@ from .base import Connection
 from .http11 import MAX_HEAD, HttpError
 from .stream import SocketStream
 
-__all__ = ["ACK", "ACK_BATCH", "EVENTS_PATH", "SESSION_HEADER", "SESSION_PATH",
-           "DuplexConnection", "read_head"]
+__all__ = [
+    "ACK",
+    "ACK_BATCH",
+    "EVENTS_PATH",
+    "SESSION_HEADER",
+    "SESSION_PATH",
+    "DuplexConnection",
+    "read_head",
+]
 
 #: The down half is opened with ``GET`` on this path; its response never ends.
 EVENTS_PATH = "/minipool/events"

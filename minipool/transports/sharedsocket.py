@@ -154,8 +154,7 @@ class SharedSocket(abc.ABC):
                 self._send_failed((payload,) if identity is None else (identity, payload), exc)
             finally:
                 self._owner.release()  # _release(), inlined
-                if self._outbox or self.closing or self._waiters or (
-                        self._passive and not self._active):
+                if self._outbox or self.closing or self._waiters or (self._passive and not self._active):
                     self._after_release()
             return
         self._outbox.append((payload,) if identity is None else (identity, payload))
@@ -233,15 +232,20 @@ class SharedSocket(abc.ABC):
         # The hot path first: a connection thread with nothing waiting for it, the socket
         # free. It leads until its message is in, and goes. (The loop below does the same,
         # and everything else; this only skips its bookkeeping.)
-        if (not items and timeout is None and not inbox.passive and not inbox.closed
-                and not self.closing and self._owner.acquire(False)):
+        if (
+            not items
+            and timeout is None
+            and not inbox.passive
+            and not inbox.closed
+            and not self.closing
+            and self._owner.acquire(False)
+        ):
             try:
                 if not self.closing:
                     self._lead(inbox, None)
             finally:
                 self._owner.release()  # _release(), inlined
-                if self._outbox or self.closing or self._waiters or (
-                        self._passive and not self._active):
+                if self._outbox or self.closing or self._waiters or (self._passive and not self._active):
                     self._after_release()
         if items:
             # No lock needed to take from the inbox: only one thread receives on it at a time.
@@ -357,8 +361,7 @@ class SharedSocket(abc.ABC):
                     self._descriptor_ready(which)
             if items or inbox.closed or self.closing:
                 return
-            if not ready and timeout_ms >= 0 and (
-                    timeout_ms == 0 or time.monotonic() >= deadline):  # type: ignore[operator]
+            if not ready and timeout_ms >= 0 and (timeout_ms == 0 or time.monotonic() >= deadline):  # type: ignore[operator]
                 return
 
     def _descriptor_ready(self, fd: int) -> None:  # noqa: B027 - an optional hook, not abstract

@@ -264,7 +264,7 @@ class SocketStream:
             ConnectionClosed, TimeoutError: as :meth:`read_exact`.
         """
         searched = 0  # bytes after the read position already searched (relative: _fill may
-        while True:   # compact the buffer and move the read position to 0)
+        while True:  # compact the buffer and move the read position to 0)
             end = self._buf.find(delimiter, self._pos + searched)
             if end >= 0:
                 end += len(delimiter)

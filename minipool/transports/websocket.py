@@ -90,8 +90,9 @@ class WebSocketConnection(TcpConnection):
             arrived (1005 when it carried no code, 1006 when the connection broke instead).
     """
 
-    def __init__(self, sock: socket.socket, options: Options, *, client: bool,
-                 server_tls: bool = False) -> None:
+    def __init__(
+        self, sock: socket.socket, options: Options, *, client: bool, server_tls: bool = False
+    ) -> None:
         super().__init__(sock, options, server_tls=server_tls)
         self._client = client
         self._assembler = MessageAssembler(options.max_message)
@@ -122,8 +123,10 @@ class WebSocketConnection(TcpConnection):
         try:
             head = self._stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline)
             request = parse_request(head)
-            if request.method == "GET" and request.target.split("?")[0] == "/health" and (
-                not is_upgrade(request.headers)
+            if (
+                request.method == "GET"
+                and request.target.split("?")[0] == "/health"
+                and (not is_upgrade(request.headers))
             ):
                 self._answer(health_response("websocket"))
                 raise ConnectionClosed("health check answered")
@@ -149,10 +152,19 @@ class WebSocketConnection(TcpConnection):
         self.path = request.target
         self.request_headers = request.headers
         # No extension or subprotocol is accepted: not answering them declines them (§9.1).
-        self._stream.write([format_response(101, REASONS[101], [
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key)),
-        ])])
+        self._stream.write(
+            [
+                format_response(
+                    101,
+                    REASONS[101],
+                    [
+                        ("Upgrade", "websocket"),
+                        ("Connection", "Upgrade"),
+                        ("Sec-WebSocket-Accept", accept_key(key)),
+                    ],
+                )
+            ]
+        )
 
     def _answer(self, response: bytes) -> None:
         """Send a final HTTP response and close: the handshake did not become a WebSocket."""

@@ -211,8 +211,9 @@ _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
 
-def frame_header(opcode: int, length: int, *, fin: bool = True, key: bytes | None = None,
-                 rsv: int = 0) -> bytes:
+def frame_header(
+    opcode: int, length: int, *, fin: bool = True, key: bytes | None = None, rsv: int = 0
+) -> bytes:
     """The header of a frame: first byte, length (7, 16 or 64 bits), masking key if any.
 
     The payload is not touched, so a sender can write ``(header, payload)`` with one

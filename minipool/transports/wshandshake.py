@@ -33,8 +33,15 @@ from urllib.parse import SplitResult
 from ..errors import ProtocolError
 from .http11 import Headers, HttpError, Request, Response, format_request
 
-__all__ = ["GUID", "accept_key", "new_key", "is_upgrade", "check_request", "upgrade_request",
-           "check_response"]
+__all__ = [
+    "GUID",
+    "accept_key",
+    "new_key",
+    "is_upgrade",
+    "check_request",
+    "upgrade_request",
+    "check_response",
+]
 
 #: The RFC's constant, hashed with the client's key to prove the server speaks WebSocket.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -95,9 +102,13 @@ def upgrade_request(url: SplitResult, key: str, origin: str | None = None) -> by
     host = url.hostname or "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    fields = [("Host", f"{host}:{url.port}"), ("Upgrade", "websocket"),
-              ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
-              ("Sec-WebSocket-Version", "13")]
+    fields = [
+        ("Host", f"{host}:{url.port}"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
     if origin is not None:
         fields.append(("Origin", origin))
     return format_request("GET", target, fields)

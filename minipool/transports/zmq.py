@@ -68,8 +68,14 @@ def _frames(message: Buffer) -> tuple[bytes]:
 class ZmqConnection(Connection):
     """One peer: the client's DEALER, or one identity behind the server's ROUTER."""
 
-    def __init__(self, hub: SharedSocket, options: Options, peer: str, identity: bytes | None,
-                 on_close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        hub: SharedSocket,
+        options: Options,
+        peer: str,
+        identity: bytes | None,
+        on_close: Callable[[], None],
+    ) -> None:
         self._hub, self._max_message, self.peer = hub, options.max_message, peer
         self._identity = identity
         self._prefix: tuple[bytes, ...] = () if identity is None else (identity,)
@@ -176,8 +182,9 @@ class ZmqListener(Listener):
         if conn is None:
             if identity in self._retired or frames[1:] == [BYE, b""]:
                 return
-            conn = ZmqConnection(self._hub, self._options, f"zmq:{identity.hex()}", identity,
-                                 lambda: self._forget(identity))
+            conn = ZmqConnection(
+                self._hub, self._options, f"zmq:{identity.hex()}", identity, lambda: self._forget(identity)
+            )
             self._peers[identity] = conn
             self._hub.routes[identity] = conn.inbox
             self._hub.deliver(self._pending, conn)
@@ -286,7 +293,11 @@ def _await_handshake(zmq: Any, monitor: Any, timeout: float, where: str) -> None
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             return
         if event in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_CLOSED, zmq.EVENT_DISCONNECTED) or (
-            event & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+            event
+            & (
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            )
         ):
             raise ConnectionRefusedError(f"zmq+tcp://{where}: cannot connect (event {event})")
