@@ -128,7 +128,13 @@ class Broker:
                 task.body_crc,
             )
             if batch is None:
-                worker.link.outbox.put(data, flush=urgent)
+                outbox = worker.link.outbox
+                outbox.put(data, flush=urgent)
+                # Held back, it relies on the worker's reader to flush before it blocks. But the
+                # worker may have finished everything since the lease was decided, and its
+                # reader may be blocked already, with the worker idle: then it goes now.
+                if not urgent and len(worker.leases) <= worker.slots:
+                    outbox.flush()
             else:
                 batch.add(worker.link.outbox, data)
         for client, number, outcome in fx.deliveries:
