@@ -90,6 +90,6 @@ def test_microservices_call_each_other_through_discovery():
 def test_the_same_program_on_minipool_and_on_dask():
     pytest.importorskip("distributed", reason="dask[distributed] is in the test extra; not installed here")
     out = run_example("graduating.py", "--backend", "both")
-    assert "minipool: map [0, 1, 4, 9, 16] ... map_reduce 328350 pipeline 4950" in out
-    assert "dask    : map [0, 1, 4, 9, 16] ... map_reduce 328350 pipeline 4950" in out
+    assert "minipool: map [0, 1, 4, 9, 16] ... map_reduce 328350 pipeline 11760" in out
+    assert "dask    : map [0, 1, 4, 9, 16] ... map_reduce 328350 pipeline 11760" in out
     assert "the same answers on both: yes" in out
