@@ -47,7 +47,7 @@ def test_compression_says_where_it_stops_paying():
     levels = re.findall(r"^\s+([1-9])\s+([\d.]+)\s", out, re.M)
     assert [int(level) for level, _ in levels] == list(range(1, 10))
     assert float(levels[-1][1]) > float(levels[0][1])  # level 9 squeezes more than level 1
-    assert "every round trip gave back the original bytes: yes" in out
+    assert "every round trip gave back the original bytes, logs shrink, random never pays: yes" in out
 
 
 def test_autoscaling_grows_for_a_burst_and_shrinks_back():
@@ -69,9 +69,11 @@ def test_coordinator_killed_and_restarted_loses_nothing():
 
 
 def test_map_as_completed_yields_in_completion_order():
-    out = run_example("map_as_completed.py", "--tasks", "6", "--step", "0.1")
-    assert "Pool.map_unordered" in out and "[25, 16, 9, 4, 1, 0]" in out
-    assert "[0, 1, 4, 9, 16, 25]" in out
+    out = run_example(
+        "map_as_completed.py", "--tasks", "5", "--step", "0.2"
+    )  # 0.2 s apart: robust under load
+    assert "Pool.map_unordered" in out and "[16, 9, 4, 1, 0]" in out
+    assert "[0, 1, 4, 9, 16]" in out
     assert "same values in completion order: yes" in out
 
 
