@@ -90,16 +90,38 @@ class Consumer:
         """The records that arrive within ``timeout`` seconds (``None``: wait until some do),
         at most ``max_records``; ``[]`` if none did. In a group with ``auto_commit``, the
         records returned by the previous call are acknowledged now."""
-        if self._buffer:
-            records = list(self._buffer)
-            self._buffer.clear()
-            return records
+        if not self._buffer:
+            self._buffer.extend(self._fetch_within(timeout))
+        records = list(self._buffer)
+        self._buffer.clear()
+        self._hand_out(records)
+        return records
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every record, as it arrives; ends after ``timeout`` idle seconds, or on close."""
+        while not self.closed:
+            if not self._buffer:
+                self._buffer.extend(self._fetch_within(self.timeout))
+                if not self._buffer:
+                    return
+            record = self._buffer.popleft()
+            self._hand_out([record])
+            yield record
+
+    def _hand_out(self, records: list[Record]) -> None:
+        """``records`` are the caller's now: in a group they count as processed from the next
+        fetch on; a consumer without a group moves past them."""
+        for record in records:
+            if self.group is None:
+                self._positions[record.partition] = record.offset + 1
+            else:
+                self._unacked.append([record.partition, record.offset])
+
+    def _fetch_within(self, timeout: float | None) -> list[Record]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.closed:
-            remaining = (
-                self.wait if deadline is None else max(0.0, min(self.wait, deadline - time.monotonic()))
-            )
-            records = self._fetch(remaining)
+            left = self.wait if deadline is None else max(0.0, min(self.wait, deadline - time.monotonic()))
+            records = self._fetch(left)
             if records or (deadline is not None and time.monotonic() >= deadline):
                 return records
         return []
@@ -124,22 +146,7 @@ class Consumer:
         )
         if self.group is not None and self.auto_commit:
             self._unacked = []
-        records = unpack_chunks(self.topic, body)
-        for record in records:
-            if self.group is None:
-                self._positions[record.partition] = record.offset + 1
-            else:
-                self._unacked.append([record.partition, record.offset])
-        return records
-
-    def __iter__(self) -> Iterator[Record]:
-        """Every record, as it arrives; ends after ``timeout`` idle seconds, or on close."""
-        while not self.closed:
-            if not self._buffer:
-                self._buffer.extend(self.poll(self.timeout))
-                if not self._buffer:
-                    return
-            yield self._buffer.popleft()
+        return unpack_chunks(self.topic, body)
 
     # -- positions -----------------------------------------------------------------------------
 
