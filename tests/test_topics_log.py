@@ -161,13 +161,13 @@ def test_each_partition_has_one_owner_and_a_leaver_s_records_are_redelivered():
     assert [p for p, *_ in plan_a] == [0] and [p for p, *_ in plan_b] == [1]
     group.delivered("a", 0, list(range(10)), [])
     group.delivered("b", 1, list(range(10)), [])
-    assert group.ack([(0, 0), (0, 1), (0, 5)]) == {0}
+    assert group.ack([(0, 0, 2), (0, 5, 6)]) == {0}
     assert group.cursors[0].committed == 2
     assert group.leave("a") == 7  # held 2-4 and 6-9
     ((partition, again, first, new),) = group.plan("b", [10, 10], 100)[:1]
     assert partition == 0 and again == [2, 3, 4, 6, 7, 8, 9] and new == 0
     group.delivered("b", 0, again, [])
-    group.ack([(0, o) for o in again])
+    group.ack([(0, o, o + 1) for o in again])
     assert group.cursors[0].committed == 10
     described = group.describe([10, 12])
     assert described["partitions"][1]["lag"] == 12 and described["redelivered"] == 7
@@ -213,7 +213,7 @@ def test_a_group_s_committed_position_survives_a_restart_of_the_service(tmp_path
     service.produce("logs", [(None, b"%d" % i) for i in range(100)])
     got = fetch(service, topic="logs", group="g", reset="earliest", max=60)
     assert len(got) == 60
-    fetch(service, topic="logs", group="g", max=10, acks=[[0, r.offset] for r in got[:40]])
+    fetch(service, topic="logs", group="g", max=10, acks=[[0, 0, 40]])
     service.close()
     again = TopicService(tmp_path, fsync="always")
     (entry,) = again.describe("logs")

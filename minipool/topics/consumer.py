@@ -76,7 +76,7 @@ class Consumer:
         self.closed = False
         self.client = connect(address, pool, authkey, reconnect_timeout, transport_options)
         self._buffer: deque[Record] = deque()
-        self._unacked: list[list[int]] = []  # [partition, offset] yielded, not yet acknowledged
+        self._unacked: list[list[int]] = []  # [partition, first, end]: handed out, unacknowledged
         self._positions: list[int] = []
         if group is None:
             bounds = self._admin({"op": "bounds", "topic": self.topic})
@@ -115,7 +115,11 @@ class Consumer:
             if self.group is None:
                 self._positions[record.partition] = record.offset + 1
             else:
-                self._unacked.append([record.partition, record.offset])
+                last = self._unacked[-1] if self._unacked else None
+                if last is not None and last[0] == record.partition and last[2] == record.offset:
+                    last[2] += 1  # ranges: a thousand records are acknowledged in a few bytes
+                else:
+                    self._unacked.append([record.partition, record.offset, record.offset + 1])
 
     def _fetch_within(self, timeout: float | None) -> list[Record]:
         deadline = None if timeout is None else time.monotonic() + timeout

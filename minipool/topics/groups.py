@@ -142,7 +142,9 @@ class Group:
             if limit <= 0:
                 break
             cursor = self.cursors[partition]
-            held = sum(1 for m in cursor.pending.values() if m == member) if cursor.pending else 0
+            held = 0
+            if len(cursor.pending) + limit > self.max_pending:  # else no need to count
+                held = sum(1 for m in cursor.pending.values() if m == member)
             room = min(limit, self.max_pending - held)
             if room <= 0:
                 continue
@@ -158,6 +160,10 @@ class Group:
         """``offsets`` of ``partition`` were sent to ``member``; ``gone`` were planned but had
         been deleted by retention."""
         cursor = self.cursors[partition]
+        if not cursor.redeliver and offsets and offsets[0] == cursor.next:  # new records only
+            cursor.pending.update(dict.fromkeys(offsets, member))
+            cursor.next = offsets[-1] + 1
+            offsets = []
         for offset in offsets:
             cursor.pending[offset] = member
             if cursor.redeliver and cursor.redeliver[0] <= offset:
@@ -174,22 +180,35 @@ class Group:
             self.lost += 1
         cursor.advance()
 
-    def ack(self, acks: list[tuple[int, int]]) -> set[int]:
-        """Acknowledge ``(partition, offset)`` pairs (from any member: a record is done once);
-        return the partitions whose committed offset moved."""
+    def ack(self, acks: list[tuple[int, int, int]]) -> set[int]:
+        """Acknowledge ``(partition, first, end)`` ranges of offsets (from any member: a record
+        is done once); return the partitions whose committed offset moved."""
         moved = set()
-        for partition, offset in acks:
+        for partition, first, end in acks:
             if not 0 <= partition < len(self.cursors):
                 continue
             cursor = self.cursors[partition]
-            if offset < cursor.committed or offset >= cursor.next:
-                continue  # acknowledged already, or from before a seek
-            cursor.pending.pop(offset, None)
-            at = bisect.bisect_left(cursor.redeliver, offset)
-            if at < len(cursor.redeliver) and cursor.redeliver[at] == offset:
-                del cursor.redeliver[at]
-            cursor.acked.add(offset)
-            if cursor.advance():
+            first, end = max(first, cursor.committed), min(end, cursor.next)  # the rest: done
+            if first >= end:  # already, or from before a seek
+                continue
+            pending, before = cursor.pending, cursor.committed
+            if (
+                first == before
+                and end == cursor.next
+                and not cursor.redeliver
+                and len(pending) == end - first
+            ):
+                pending.clear()  # the common case: everything out is back, in order
+                cursor.acked.clear()
+                cursor.committed = end
+            else:
+                for offset in range(first, end):
+                    pending.pop(offset, None)
+                if cursor.redeliver:
+                    cursor.redeliver = [o for o in cursor.redeliver if not first <= o < end]
+                cursor.acked.update(range(first, end))
+                cursor.advance()
+            if cursor.committed != before:
                 moved.add(partition)
         return moved
 

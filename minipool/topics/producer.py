@@ -58,7 +58,7 @@ class Producer:
         *,
         pool: Any = None,
         authkey: bytes | str | None = None,
-        linger: float = 0.002,
+        linger: float = 0.0,
         batch_bytes: int = 1 << 20,
         in_flight: int = 4,
         reconnect_timeout: float = 60.0,

@@ -32,6 +32,7 @@ __all__ = [
     "FRAME_HEAD",
     "frame",
     "frames",
+    "span",
     "pack_entries",
     "unpack_entries",
     "pack_chunk",
@@ -43,6 +44,7 @@ __all__ = [
 FRAME_HEAD = struct.Struct(">IIQdi")  # length, crc32, offset, timestamp, key length
 _COVERED = struct.Struct(">Qdi")  # what length counts, before the key
 _ENTRY = struct.Struct(">iI")
+_LENGTH_OFFSET = struct.Struct(">I4xQ")  # a frame's length and offset, skipping its CRC
 _CHUNK = struct.Struct(">II")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
@@ -93,6 +95,32 @@ def frames(
         key = None if key_length < 0 else bytes(view[position + head : key_end])
         yield position, end, offset, timestamp, key, bytes(view[key_end:end])
         position = end
+
+
+def span(data: bytes | memoryview, offset: int, max_bytes: int, max_records: int) -> tuple[int, int, int]:
+    """``(start, end, count)``: the byte range of whole frames in ``data`` from the record at
+    ``offset`` on, at most ``max_records`` and about ``max_bytes`` of them (at least one).
+    Reads only the heads: the coordinator forwards frames it has not checked, and the consumer
+    checks every CRC (a record damaged on disk is found where it is read). ``count`` is 0 when
+    ``data`` holds no whole frame at or after ``offset``."""
+    size = len(data)
+    position = start = -1
+    at = count = 0
+    unpack = _LENGTH_OFFSET.unpack_from
+    while at + 16 <= size:
+        length, record_offset = unpack(data, at)
+        end = at + 8 + length
+        if end > size:
+            break
+        if record_offset >= offset:
+            if start < 0:
+                start = at
+            elif end - start > max_bytes or count >= max_records:
+                break
+            count += 1
+            position = end
+        at = end
+    return (start, position, count) if count else (0, 0, 0)
 
 
 def pack_entries(entries: list[tuple[bytes | None, bytes]]) -> bytes:

@@ -27,7 +27,7 @@ import struct
 from array import array
 from pathlib import Path
 
-from .records import frame, frames
+from .records import frame, frames, span
 
 __all__ = ["INDEX_INTERVAL", "Segment", "PartitionLog"]
 
@@ -111,17 +111,8 @@ class Segment:
         want = min(self.size - position, INDEX_INTERVAL + max_bytes)
         while True:
             data = self._pread(position, want)
-            start = end = -1
-            count = 0
-            for begin, stop, record_offset, _, _, _ in frames(data):
-                if record_offset < offset:
-                    continue
-                if start < 0:
-                    start = begin
-                elif stop - start > max_bytes or count >= max_records:
-                    break
-                end, count = stop, count + 1
-            if start >= 0:
+            start, end, count = span(data, offset, max_bytes, max_records)
+            if count:
                 return bytes(data[start:end]), count
             if want >= self.size - position:
                 return b"", 0

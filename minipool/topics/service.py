@@ -393,9 +393,9 @@ def _count(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
-def _acks(value: Any) -> list[tuple[int, int]]:
+def _acks(value: Any) -> list[tuple[int, int, int]]:
     if not isinstance(value, list) or not all(
-        isinstance(a, list) and len(a) == 2 and all(type(x) is int for x in a) for a in value
+        isinstance(a, list) and len(a) == 3 and all(type(x) is int for x in a) for a in value
     ):
-        raise TopicError("acks must be a list of [partition, offset] pairs")
-    return [(p, o) for p, o in value]
+        raise TopicError("acks must be a list of [partition, first offset, end offset] ranges")
+    return [(p, first, end) for p, first, end in value]
