@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -27,6 +28,10 @@ __all__ = ["Producer"]
 
 #: Seconds an appended batch may take to be acknowledged before it is sent again.
 REPLY_TIMEOUT = 30.0
+#: The topic of a flush barrier in the send queue (no topic has an empty name).
+BARRIER = ""
+#: What a record adds to its key and value in a message: its frame and the envelope's room.
+RECORD_OVERHEAD = FRAME_HEAD.size + 8 + HEADROOM
 Entry = tuple[str, bytes | None, bytes, concurrent.futures.Future]
 
 
@@ -70,9 +75,12 @@ class Producer:
         self.in_flight = max(1, in_flight)
         self.reconnect_timeout = reconnect_timeout
         self.closed = False
+        # send() only appends (a deque is safe without a lock, and a lock per record costs as
+        # much as the rest of send); the sender thread wakes on an Event. flush() queues a
+        # barrier, which the sender settles once every batch before it is settled.
         self._queue: deque[Entry] = deque()
-        self._unsettled = 0  # records queued or in flight
-        self._cond = threading.Condition()
+        self._work = threading.Event()
+        self._names: set[str] = set()
         self._sender = threading.Thread(target=self._run, daemon=True, name="minipool-producer")
         self._sender.start()
 
@@ -86,21 +94,20 @@ class Producer:
             TopicError: ``topic`` is not a topic name. TypeError: a key or value that is not
             bytes or str. RuntimeError: the producer is closed.
         """
-        check_topic_name(topic)
-        data = as_bytes(value, "value")
+        if topic not in self._names:
+            self._names.add(check_topic_name(topic))
+        data = value if type(value) is bytes else as_bytes(value, "value")
         key_bytes = None if key is None else as_bytes(key, "key")
         future: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
-        size = len(data) + len(key_bytes or b"") + FRAME_HEAD.size + 8 + HEADROOM
+        size = len(data) + (0 if key_bytes is None else len(key_bytes)) + RECORD_OVERHEAD
         if size > self.client.max_message:
             future.set_exception(MessageTooLarge("a record", size, self.client.max_message))
             return future
-        with self._cond:
-            if self.closed:
-                raise RuntimeError("cannot send: the producer is closed")
-            self._queue.append((topic, key_bytes, data, future))
-            self._unsettled += 1
-            if len(self._queue) == 1:
-                self._cond.notify_all()
+        if self.closed:
+            raise RuntimeError("cannot send: the producer is closed")
+        self._queue.append((topic, key_bytes, data, future))
+        if not self._work.is_set():
+            self._work.set()
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -109,39 +116,47 @@ class Producer:
         Raises:
             TimeoutError: ``timeout`` seconds went by first.
         """
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._unsettled == 0, timeout):
-                raise TimeoutError(f"{self._unsettled} record(s) still unacknowledged after {timeout}s")
+        barrier: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
+        self._queue.append((BARRIER, None, b"", barrier))
+        self._work.set()
+        try:
+            barrier.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"records still unacknowledged after {timeout}s") from None
 
     # -- the sender thread ---------------------------------------------------------------------
 
-    def _take_batches(self) -> list[tuple[str, list[Entry]]]:
-        with self._cond:
-            while not self._queue and not self.closed:
-                self._cond.wait()
-            if not self._queue:
-                return []
+    def _take_batches(self) -> tuple[list[tuple[str, list[Entry]]], list[Entry]]:
+        """Up to ``in_flight`` batches, and the flush barriers right after them."""
+        while not self._queue:
+            if self.closed:
+                return [], []
+            self._work.wait()
+            self._work.clear()  # a record sent from here on sets it again
         if self.linger > 0 and len(self._queue) < 64:
-            self._cond.acquire()
-            self._cond.wait(self.linger)  # more records may come: send them together
-            self._cond.release()
+            time.sleep(self.linger)  # more records may come: send them together
         batches: list[tuple[str, list[Entry]]] = []
-        with self._cond:
-            while self._queue and len(batches) < self.in_flight:
-                topic = self._queue[0][0]
-                batch: list[Entry] = []
-                size = 0
-                while self._queue and self._queue[0][0] == topic and (not batch or size < self.batch_bytes):
-                    entry = self._queue.popleft()
-                    size += len(entry[2]) + 16
-                    batch.append(entry)
-                batches.append((topic, batch))
-        return batches
+        barriers: list[Entry] = []
+        queue = self._queue
+        while queue and len(batches) < self.in_flight:
+            topic = queue[0][0]
+            if topic is BARRIER:
+                while queue and queue[0][0] is BARRIER:
+                    barriers.append(queue.popleft())
+                break
+            batch: list[Entry] = []
+            size = 0
+            while queue and queue[0][0] == topic and (not batch or size < self.batch_bytes):
+                entry = queue.popleft()
+                size += len(entry[2]) + 16
+                batch.append(entry)
+            batches.append((topic, batch))
+        return batches, barriers
 
     def _run(self) -> None:
         while True:
-            batches = self._take_batches()
-            if not batches:
+            batches, barriers = self._take_batches()
+            if not batches and not barriers:
                 return
             sent = []
             for topic, batch in batches:
@@ -155,14 +170,19 @@ class Producer:
                 try:
                     reply = self._acknowledged(topic, body, asked)
                 except Exception as exc:  # noqa: BLE001 - refused, or the coordinator is gone
-                    self._finish(batch, exc)
+                    for _, _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
                     continue
                 for (_, _, _, future), partition, offset in zip(
                     batch, reply["partitions"], reply["offsets"], strict=True
                 ):
-                    if not future.done():
+                    try:
                         future.set_result(RecordMetadata(topic, partition, offset))
-                self._finish(batch, None)
+                    except concurrent.futures.InvalidStateError:
+                        pass  # cancelled by its caller: appended all the same
+            for _, _, _, barrier in barriers:
+                barrier.set_result(RecordMetadata(BARRIER, -1, -1))
 
     def _acknowledged(
         self, topic: str, body: bytes, asked: tuple[int, concurrent.futures.Future] | None
@@ -189,15 +209,6 @@ class Producer:
             lambda: request(self.client, Kind.TOPIC_PRODUCE, {"topic": topic}, REPLY_TIMEOUT, body),
         )
 
-    def _finish(self, batch: list[Entry], exc: BaseException | None) -> None:
-        if exc is not None:
-            for _, _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        with self._cond:
-            self._unsettled -= len(batch)
-            self._cond.notify_all()
-
     def close(self, timeout: float | None = None) -> None:
         """Send what is queued, wait for its acknowledgements, and disconnect."""
         if self.closed:
@@ -205,9 +216,8 @@ class Producer:
         try:
             self.flush(timeout)
         finally:
-            with self._cond:
-                self.closed = True
-                self._cond.notify_all()
+            self.closed = True
+            self._work.set()
             self._sender.join(timeout=5)
             self.client.close()
 
