@@ -1,4 +1,4 @@
-"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,balance,rpc} [--json PATH]``."""
+"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,balance,rpc,topics} [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "pipeline": "records/s and memory of the annual-report pipeline by stage and channel kind",
     "balance": "balancing policies with one slowed worker among fast ones",
     "rpc": "remote method calls: minipool.rpc vs multiprocessing.managers and xmlrpc",
+    "topics": "a consumer group vs Redis Streams: throughput, fsync's cost, latency, a large topic",
 }
 
 
