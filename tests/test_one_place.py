@@ -37,12 +37,12 @@ def test_the_shared_key_comes_from_the_argument_or_the_environment(monkeypatch):
 def test_the_pool_the_rpc_and_the_command_line_read_the_key_alike(monkeypatch):
     import argparse
 
-    from minipool import rpc
     from minipool.commandline import authkey
     from minipool.pool import authkey_from_env
+    from minipool.rpc.calls import required_key
 
     monkeypatch.setenv(AUTHKEY_ENV, "k")
-    assert authkey_from_env() == rpc._key(None) == authkey(argparse.Namespace(authkey_file=None)) == b"k"
+    assert authkey_from_env() == required_key(None) == authkey(argparse.Namespace(authkey_file=None)) == b"k"
 
 
 def test_the_worker_run_time_average_is_the_balancers_ewma():
