@@ -102,3 +102,73 @@ def test_the_scheduler_decides_and_the_broker_encodes():
         {"timeout": 2.0},
     )
     assert resolved == [(7, Kind.RESULT, Format.PICKLE, "none", b"value")]  # the fast path: no message
+
+
+def test_heartbeats_and_refusals_are_encoded_where_every_other_message_is():
+    import ast
+    from pathlib import Path
+
+    from minipool.cluster.broker import Broker
+    from minipool.cluster.effects import Effects
+    from minipool.wire import Kind, decode
+
+    class Outbox:
+        def __init__(self):
+            self.tried = []
+
+        def try_put(self, data):
+            self.tried.append(data)
+
+    class Link:
+        peer = "test"
+
+        def __init__(self):
+            self.outbox = Outbox()
+
+        def close(self):
+            pass
+
+    class Connection:
+        def __init__(self, broken=False):
+            self.sent, self.closed, self.broken = [], False, broken
+
+        def send(self, data):
+            if self.broken:
+                raise OSError("gone")
+            self.sent.append(data)
+
+        def close(self):
+            self.closed = True
+
+    worker = WorkerState(Link(), "w", 1, 0, {})
+    refused, gone = Connection(), Connection(broken=True)
+    fx = Effects()
+    fx.heartbeat(worker)
+    fx.refuse(refused, "wrong key", authentication=True)
+    fx.refuse(gone, "too late")
+    assert fx  # heartbeats and refusals alone are something to do
+    Broker().apply(fx)
+    assert [decode(data).kind for data in worker.link.outbox.tried] == [Kind.HEARTBEAT]
+    [error] = [decode(data) for data in refused.sent]
+    assert (error.kind, error.headers, refused.closed) == (
+        Kind.ERROR,
+        {"reason": "wrong key", "auth": True},
+        True,
+    )
+    assert gone.closed  # a peer already gone is still closed
+
+    # ... and the coordinator's I/O around the broker encodes nothing itself.
+    source = Path(__file__).resolve().parent.parent / "minipool" / "cluster" / "coordinator.py"
+    imported = {
+        alias.name
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("wire")
+        for alias in node.names
+    }
+    assert imported and not imported & {
+        "encode",
+        "encode_parts",
+        "encode_buffers",
+        "encode_gathered",
+        "refusal",
+    }
