@@ -172,3 +172,112 @@ def test_heartbeats_and_refusals_are_encoded_where_every_other_message_is():
         "encode_gathered",
         "refusal",
     }
+
+
+class _Scripted:
+    """A connection that plays a script: bytes are received, TimeoutError waits out the timeout
+    and raises it, and the end of the script is a closed connection."""
+
+    closed = False
+
+    def __init__(self, *script):
+        self.script, self.timeouts, self.sent = list(script), [], []
+
+    def recv(self, timeout=None):
+        import time
+
+        from minipool.errors import ConnectionClosed
+
+        self.timeouts.append(timeout)
+        if not self.script:
+            raise ConnectionClosed("the end")
+        item = self.script.pop(0)
+        if item is TimeoutError:
+            time.sleep(timeout or 0.0)
+            raise TimeoutError
+        return item
+
+    def send_many(self, items):
+        self.sent += items
+
+    def close(self):
+        self.closed = True
+
+
+def _peer(heartbeat, liveness):
+    import types
+
+    return types.SimpleNamespace(
+        url="tcp://coordinator", heartbeat=heartbeat, liveness=liveness, max_message=1
+    )
+
+
+def test_the_client_and_the_worker_read_with_the_one_loop():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "minipool"
+    for path, function in (("client.py", "_read_until_lost"), ("cluster/worker.py", "_serve")):
+        [body] = [
+            node
+            for node in ast.walk(ast.parse((root / path).read_text()))
+            if isinstance(node, ast.FunctionDef) and node.name == function
+        ]
+        called = {
+            n.func.id for n in ast.walk(body) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
+        assert "read_until_lost" in called, path
+
+
+def test_the_read_loop_adopts_the_announcement_beats_when_quiet_and_stops_at_an_error():
+    from minipool.cluster.outbox import Outbox
+    from minipool.cluster.session import Lost, read_until_lost
+    from minipool.wire import Kind, Message, decode, encode
+
+    announce = encode(Message(Kind.HEARTBEAT, headers={"interval": 0.02, "liveness": 5, "max_message": 4096}))
+    result = encode(Message(Kind.RESULT, 7, b"x"))
+    error = encode(Message(Kind.ERROR, headers={"reason": "closing"}))
+    conn = _Scripted(announce, TimeoutError, result, error)
+    peer, handled = _peer(1.0, 3), []
+    lost = read_until_lost(peer, conn, Outbox(conn), handled.append, beats=True)
+    assert (peer.heartbeat, peer.liveness, peer.max_message) == (0.02, 5, 4096)
+    assert [(m.kind, m.id) for m in handled] == [(Kind.HEARTBEAT, 0), (Kind.RESULT, 7)]  # not the ERROR
+    assert [decode(data).kind for data in conn.sent] == [Kind.HEARTBEAT]  # the quiet interval's beat
+    assert conn.timeouts[1] == 0.02  # it waits one (adopted) heartbeat at a time
+    assert isinstance(lost, Lost) and "closing" in str(lost) and not lost.closed
+
+
+def test_the_read_loop_gives_up_after_liveness_silent_heartbeats():
+    from minipool.cluster.outbox import Outbox
+    from minipool.cluster.session import Lost, read_until_lost
+    from minipool.wire import Kind, decode
+
+    conn = _Scripted(*[TimeoutError] * 10)
+    lost = read_until_lost(_peer(0.01, 3), conn, Outbox(conn), lambda m: None, beats=True)
+    assert isinstance(lost, Lost) and "stopped answering" in str(lost)
+    assert 3 <= len(conn.timeouts) < 10 and {decode(d).kind for d in conn.sent} == {Kind.HEARTBEAT}
+
+
+def test_the_read_loop_polls_while_results_are_held_then_waits_out_the_silence():
+    from minipool.cluster.outbox import Outbox
+    from minipool.cluster.session import Lost, read_until_lost
+    from minipool.errors import ProtocolError
+    from minipool.wire import Kind, Message, encode
+
+    conn = _Scripted(TimeoutError, TimeoutError)
+    outbox = Outbox(conn)
+    outbox.put(b"held result", flush=False)
+    lost = read_until_lost(_peer(0.01, 2), conn, outbox, lambda m: None, beats=False, poll_held=True)
+    assert conn.timeouts == [0.0, 0.02]  # a poll, then the whole silence in one wait (no beats sent here)
+    assert conn.sent == [b"held result"]  # flushed once nothing more was waiting
+    assert isinstance(lost, Lost) and not lost.closed
+
+    closed = read_until_lost(_peer(1.0, 3), _Scripted(), Outbox(_Scripted()), lambda m: None, beats=False)
+    assert isinstance(closed, Lost) and closed.closed
+
+    def refuse(message):
+        raise ProtocolError("not for me")
+
+    task = encode(Message(Kind.TASK, 1, b""))
+    wrong = read_until_lost(_peer(1.0, 3), _Scripted(task), Outbox(_Scripted()), refuse, beats=False)
+    assert isinstance(wrong, ProtocolError) and str(wrong) == "not for me"

@@ -24,9 +24,10 @@ from typing import Any
 
 from ..errors import MinipoolError, ProtocolError
 from ..wire import Format, Kind, Message, encode, encode_parts, refusal
+from .outbox import Batch
 from .registry import Registry
 from .scheduler import Effects, Scheduler
-from .session import HEARTBEAT, LIVENESS, Batch
+from .session import HEARTBEAT, LIVENESS
 from .state import ClientState, LocalClientState, TaskState, WorkerState
 
 __all__ = ["Broker"]

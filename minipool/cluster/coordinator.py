@@ -33,8 +33,9 @@ from ..transports.admission import Admission
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
 from ..wire import Kind, Message, decode
 from .broker import Broker
+from .outbox import OUTBOX_LIMIT, Batch, Link, Outbox
 from .scheduler import Effects
-from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Link, Outbox, server_handshake
+from .session import HEARTBEAT, LIVENESS, server_handshake
 from .state import ClientState, TaskState, WorkerState
 
 __all__ = ["Coordinator"]
