@@ -1,9 +1,11 @@
 """Concerns that live in one place: the reconnect backoff, the shared key, the moving average,
-and the coordinator's outgoing messages (the scheduler decides, the broker encodes)."""
+the coordinator's outgoing messages (the scheduler decides, the broker encodes, heartbeats and
+refusals included), and the read loop with heartbeats that the client and the worker share."""
 
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -59,6 +61,29 @@ def test_the_worker_run_time_average_is_the_balancers_ewma():
     assert ewma_step(None, 2, 0.5) == 2.0 and ewma_step(2.0, 4.0, 0.5) == 3.0
 
 
+class _Outbox:
+    """What the broker writes to, recorded: ``put`` (messages) and ``try_put`` (heartbeats)."""
+
+    def __init__(self):
+        self.sent, self.tried = [], []
+
+    def put(self, data, flush=True):
+        self.sent.append(data)
+
+    def try_put(self, data):
+        self.tried.append(data)
+
+
+class _Link:
+    peer = "test"
+
+    def __init__(self):
+        self.outbox = _Outbox()
+
+    def close(self):
+        pass
+
+
 def test_the_scheduler_decides_and_the_broker_encodes():
     from minipool.cluster.broker import Broker
     from minipool.cluster.scheduler import Effects, Scheduler
@@ -73,23 +98,7 @@ def test_the_scheduler_decides_and_the_broker_encodes():
     [(to, task, urgent)] = fx.sends
     assert (to, task.client_number, task.body, urgent) == (worker, 7, b"body", True)  # no bytes yet
 
-    class Outbox:
-        def __init__(self):
-            self.sent = []
-
-        def put(self, data, flush=True):
-            self.sent.append(data)
-
-    class Link:
-        peer = "test"
-
-        def __init__(self):
-            self.outbox = Outbox()
-
-        def close(self):
-            pass
-
-    worker.link = Link()
+    worker.link = _Link()
     resolved = []
     client = LocalClientState("c", lambda message: None, lambda *outcome: resolved.append(outcome))
     fx.deliver(client, 7, Outcome(Kind.RESULT, Format.PICKLE, "none", b"value"))
@@ -112,22 +121,6 @@ def test_heartbeats_and_refusals_are_encoded_where_every_other_message_is():
     from minipool.cluster.effects import Effects
     from minipool.wire import Kind, decode
 
-    class Outbox:
-        def __init__(self):
-            self.tried = []
-
-        def try_put(self, data):
-            self.tried.append(data)
-
-    class Link:
-        peer = "test"
-
-        def __init__(self):
-            self.outbox = Outbox()
-
-        def close(self):
-            pass
-
     class Connection:
         def __init__(self, broken=False):
             self.sent, self.closed, self.broken = [], False, broken
@@ -140,7 +133,7 @@ def test_heartbeats_and_refusals_are_encoded_where_every_other_message_is():
         def close(self):
             self.closed = True
 
-    worker = WorkerState(Link(), "w", 1, 0, {})
+    worker = WorkerState(_Link(), "w", 1, 0, {})
     refused, gone = Connection(), Connection(broken=True)
     fx = Effects()
     fx.heartbeat(worker)
@@ -184,8 +177,6 @@ class _Scripted:
         self.script, self.timeouts, self.sent = list(script), [], []
 
     def recv(self, timeout=None):
-        import time
-
         from minipool.errors import ConnectionClosed
 
         self.timeouts.append(timeout)
@@ -234,13 +225,15 @@ def test_the_read_loop_adopts_the_announcement_beats_when_quiet_and_stops_at_an_
     from minipool.cluster.session import Lost, read_until_lost
     from minipool.wire import Kind, Message, decode, encode
 
-    announce = encode(Message(Kind.HEARTBEAT, headers={"interval": 0.02, "liveness": 5, "max_message": 4096}))
+    announce = encode(
+        Message(Kind.HEARTBEAT, headers={"interval": 0.02, "liveness": 500, "max_message": 4096})
+    )
     result = encode(Message(Kind.RESULT, 7, b"x"))
     error = encode(Message(Kind.ERROR, headers={"reason": "closing"}))
     conn = _Scripted(announce, TimeoutError, result, error)
     peer, handled = _peer(1.0, 3), []
     lost = read_until_lost(peer, conn, Outbox(conn), handled.append, beats=True)
-    assert (peer.heartbeat, peer.liveness, peer.max_message) == (0.02, 5, 4096)
+    assert (peer.heartbeat, peer.liveness, peer.max_message) == (0.02, 500, 4096)
     assert [(m.kind, m.id) for m in handled] == [(Kind.HEARTBEAT, 0), (Kind.RESULT, 7)]  # not the ERROR
     assert [decode(data).kind for data in conn.sent] == [Kind.HEARTBEAT]  # the quiet interval's beat
     assert conn.timeouts[1] == 0.02  # it waits one (adopted) heartbeat at a time
@@ -253,9 +246,13 @@ def test_the_read_loop_gives_up_after_liveness_silent_heartbeats():
     from minipool.wire import Kind, decode
 
     conn = _Scripted(*[TimeoutError] * 10)
+    started = time.monotonic()
     lost = read_until_lost(_peer(0.01, 3), conn, Outbox(conn), lambda m: None, beats=True)
     assert isinstance(lost, Lost) and "stopped answering" in str(lost)
-    assert 3 <= len(conn.timeouts) < 10 and {decode(d).kind for d in conn.sent} == {Kind.HEARTBEAT}
+    assert time.monotonic() - started >= 0.03  # three silent heartbeats, however long each took
+    assert set(conn.timeouts) == {0.01} and len(conn.timeouts) < 10  # one beat at a time
+    assert len(conn.sent) == len(conn.timeouts) - 1  # a HEARTBEAT after each silent one but the last
+    assert {decode(d).kind for d in conn.sent} <= {Kind.HEARTBEAT}
 
 
 def test_the_read_loop_polls_while_results_are_held_then_waits_out_the_silence():
