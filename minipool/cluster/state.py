@@ -165,7 +165,7 @@ def lost_outcome(task: Task, worker: WorkerState, reason: str | None) -> Outcome
 
 class Link(Protocol):
     """What the state knows of a remote peer's connection: its address, and how to close it.
-    The coordinator's link (:class:`minipool.cluster.session.Link`) also holds the outbox."""
+    The coordinator's link (:class:`minipool.cluster.outbox.Link`) also holds the outbox."""
 
     @property
     def peer(self) -> str: ...
