@@ -157,14 +157,16 @@ class Broker:
                 peer.link.outbox.put(encode(message))
             else:
                 batch.add(peer.link.outbox, encode(message))
-        for peer in fx.heartbeats:
-            peer.link.outbox.try_put(_HEARTBEAT)
-        for conn, reason, authentication in fx.refusals:
-            try:
-                conn.send(refusal(reason, authentication=authentication))
-            except (MinipoolError, OSError):
-                pass  # it may be gone already: closing it is all that is left
-            conn.close()
+        if fx.heartbeats:  # (tested first: the path of a task has none, and no loop is cheaper)
+            for peer in fx.heartbeats:
+                peer.link.outbox.try_put(_HEARTBEAT)
+        if fx.refusals:
+            for conn, reason, authentication in fx.refusals:
+                try:
+                    conn.send(refusal(reason, authentication=authentication))
+                except (MinipoolError, OSError):
+                    pass  # it may be gone already: closing it is all that is left
+                conn.close()
 
     def reply(self, client: ClientState, message: Message, batch: Batch | None) -> None:
         fx = Effects()
