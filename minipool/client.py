@@ -34,7 +34,8 @@ from typing import Any
 
 from . import task as tasklib
 from .cluster.coordinator import Coordinator
-from .cluster.session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
+from .cluster.outbox import Outbox
+from .cluster.session import HEARTBEAT, LIVENESS, Backoff, adopt_heartbeat, open_connection, read_until_lost
 from .cluster.state import LocalClientState
 from .errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
 from .futures import TaskFuture
@@ -426,33 +427,9 @@ class RemoteClient(Client):
                 return
 
     def _read_until_lost(self) -> BaseException:
-        beat = encode(Message(Kind.HEARTBEAT))
-        silence = self.heartbeat * self.liveness
-        conn, outbox = self._conn, self._outbox
-        last_recv = time.monotonic()
+        conn = self._conn
         try:
-            while True:
-                try:
-                    data = conn.recv(timeout=self.heartbeat)
-                except TimeoutError:
-                    if time.monotonic() - last_recv > silence:
-                        return ConnectionClosed(f"coordinator at {self.url} stopped answering")
-                    outbox.put(beat)
-                    continue
-                last_recv = time.monotonic()
-                if last_recv - outbox.last_send >= self.heartbeat:
-                    outbox.put(beat)
-                msg = decode(data)
-                if msg.kind is Kind.ERROR:
-                    return ConnectionClosed(f"coordinator closed the connection: {msg.headers.get('reason')}")
-                if msg.kind is Kind.HEARTBEAT and msg.headers:
-                    adopt_heartbeat(self, msg.headers)
-                    silence = self.heartbeat * self.liveness
-                self.on_message(msg)
-        except ConnectionClosed:
-            return ConnectionClosed(f"lost the connection to {self.url}")
-        except MinipoolError as exc:
-            return exc
+            return read_until_lost(self, conn, self._outbox, self.on_message, beats=True)
         finally:
             conn.close()
 

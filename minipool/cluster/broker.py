@@ -22,12 +22,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import MinipoolError, ProtocolError
 from ..topics.service import TopicService
-from ..wire import Format, Kind, Message, encode, encode_parts
+from ..wire import Format, Kind, Message, encode, encode_parts, refusal
+from .outbox import Batch
 from .registry import Registry
 from .scheduler import Effects, Scheduler
-from .session import HEARTBEAT, LIVENESS, Batch
+from .session import HEARTBEAT, LIVENESS
 from .state import ClientState, LocalClientState, TaskState, WorkerState
 
 __all__ = ["Broker"]
@@ -35,6 +36,7 @@ __all__ = ["Broker"]
 log = logging.getLogger("minipool.coordinator")
 
 _TASK = Kind.TASK
+_HEARTBEAT = encode(Message(Kind.HEARTBEAT))  # the same bytes every time
 #: Seconds a reader waits, when a local worker's connection closes, for its process's exit
 #: status (a dead process's socket closes a moment before the process can be reaped).
 EXIT_WAIT = 0.5
@@ -112,9 +114,9 @@ class Broker:
 
     def apply(self, fx: Effects, batch: Batch | None = None) -> None:
         """Carry out a scheduler call's effects, outside the lock: journal, then TASKs, then
-        outcomes, then replies. Every message the coordinator sends a peer is encoded and sent
-        here (heartbeats aside, which only the ticker sends). ``batch``: collect the writes
-        for the end of a reader's burst instead of sending each now.
+        outcomes, then replies, then heartbeats, then refusals. Every message the coordinator
+        sends a peer is encoded and sent here. ``batch``: collect the writes for the end of a
+        reader's burst instead of sending each now (heartbeats and refusals never wait).
 
         An in-process client gets no bytes: its outcomes are handed to its ``resolve``
         (fields, no Message), its replies to its ``on_message``.
@@ -165,11 +167,27 @@ class Broker:
                 peer.link.outbox.put(encode(message))
             else:
                 batch.add(peer.link.outbox, encode(message))
+        if fx.heartbeats:  # (tested first: the path of a task has none, and no loop is cheaper)
+            for peer in fx.heartbeats:
+                peer.link.outbox.try_put(_HEARTBEAT)
+        if fx.refusals:
+            for conn, reason, authentication in fx.refusals:
+                try:
+                    conn.send(refusal(reason, authentication=authentication))
+                except (MinipoolError, OSError):
+                    pass  # it may be gone already: closing it is all that is left
+                conn.close()
 
     def reply(self, client: ClientState, message: Message, batch: Batch | None) -> None:
         fx = Effects()
         fx.reply(client, message)
         self.apply(fx, batch)
+
+    def refuse(self, conn: Any, reason: str, *, authentication: bool = False) -> None:
+        """Send the peer on ``conn`` an ERROR saying why, and close the connection."""
+        fx = Effects()
+        fx.refuse(conn, reason, authentication=authentication)
+        self.apply(fx)
 
     def attach(self, peer: WorkerState | ClientState) -> None:
         fx = Effects()
