@@ -29,6 +29,8 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ..transports.serving import serve_each
+
 if TYPE_CHECKING:  # the transports are imported where used: an echo server needs only its own
     from ..transports import Connection
 
@@ -107,9 +109,7 @@ def _raw_send(sock: socket.socket, data: bytes) -> None:
 
 
 def _serve_forever(handle: Callable[[_Peer], object], accept: Callable[[], _Peer]) -> None:
-    while True:
-        client = accept()
-        threading.Thread(target=handle, args=(client,), daemon=True).start()
+    serve_each(accept, lambda peer: peer, handle, stopping=lambda: False, thread_name=lambda peer: "echo")
 
 
 def serve(

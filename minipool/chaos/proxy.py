@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from ..transports.serving import serve_each
 from .faults import Faults, changed_faults, is_number, parse_address
 
 __all__ = ["ChaosProxy", "Link"]
@@ -225,37 +226,44 @@ class ChaosProxy:
     # -- accepting ---------------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # close() shut the listener
-            with self._lock:
-                if self._closed:
-                    client.close()
-                    return
-                self._counts["connections"] += 1
-                if self.faults.refuse:
-                    self._counts["refused"] += 1
-                    client.close()
-                    continue
-                link = Link(next(self._numbers), client)
-                self._links.add(link)
-                self._counts["open"] += 1
-            self._start(self._open, link)
+        serve_each(
+            lambda: self._listener.accept()[0],
+            self._admit,
+            lambda link: self._tracked(self._open, link),
+            stopping=lambda: self._closed,
+            thread_name=lambda link: f"minipool-chaos-link {link.number}",
+        )
+
+    def _admit(self, client: socket.socket) -> Link | None:
+        with self._lock:
+            if self._closed:
+                client.close()
+                return None
+            self._counts["connections"] += 1
+            if self.faults.refuse:
+                self._counts["refused"] += 1
+                client.close()
+                return None
+            link = Link(next(self._numbers), client)
+            self._links.add(link)
+            self._counts["open"] += 1
+            return link
 
     def _start(self, target: Any, *args: Any) -> None:
-        def run() -> None:
-            try:
-                target(*args)
-            finally:
-                with self._lock:
-                    self._threads.discard(thread)
+        threading.Thread(
+            target=self._tracked, args=(target, *args), daemon=True, name="minipool-chaos-pump"
+        ).start()
 
-        thread = threading.Thread(target=run, daemon=True, name="minipool-chaos-pump")
+    def _tracked(self, target: Any, *args: Any) -> None:
+        """Run ``target`` as one of the threads :meth:`close` waits for."""
+        me = threading.current_thread()
         with self._lock:
-            self._threads.add(thread)
-        thread.start()
+            self._threads.add(me)
+        try:
+            target(*args)
+        finally:
+            with self._lock:
+                self._threads.discard(me)
 
     def _open(self, link: Link) -> None:
         """Reach the target, then pump client -> target in this thread (a second one pumps back)."""

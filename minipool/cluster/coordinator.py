@@ -31,6 +31,7 @@ from typing import Any
 from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError
 from ..transports.admission import Admission
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
+from ..transports.serving import serve_each
 from ..wire import Kind, Message, decode
 from .broker import Broker
 from .outbox import OUTBOX_LIMIT, Batch, Link, Outbox
@@ -164,25 +165,20 @@ class Coordinator(Broker):
     # -- connections -----------------------------------------------------------------------
 
     def _accept_loop(self, listener: Listener) -> None:
-        while not self.closing.is_set():
-            try:
-                conn = listener.accept()
-            except ConnectionClosed:
-                return
-            except OSError as exc:  # e.g. EMFILE: back off rather than spin
-                log.warning("accept failed on %s: %s", listener.url, exc)
-                time.sleep(0.1)
-                continue
-            self._admission.admit(conn)  # may close the connection that has waited longest
-            try:
-                threading.Thread(
-                    target=self._serve, args=(conn,), daemon=True, name=f"minipool-peer {conn.peer}"
-                ).start()
-            except RuntimeError:
-                # The interpreter is exiting (3.12 refuses new threads then) while a pool waits
-                # for its pending tasks: serve this connection, a worker coming up to run them,
-                # in this thread, which exists already.
-                self._serve(conn)
+        # With no thread to be had (3.12 refuses new ones while the interpreter exits, as a
+        # pool waits for its pending tasks), a connection -- a worker coming up to run them --
+        # is served on the accept thread, which exists already.
+        serve_each(
+            listener.accept,
+            self._admit,
+            self._serve,
+            stopping=self.closing.is_set,
+            thread_name=lambda conn: f"minipool-peer {conn.peer}",
+        )
+
+    def _admit(self, conn: Connection) -> Connection:
+        self._admission.admit(conn)  # may close the connection that has waited longest
+        return conn
 
     def _serve(self, conn: Connection) -> None:
         try:

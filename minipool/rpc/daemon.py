@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from ..cluster.session import server_handshake
@@ -20,6 +19,7 @@ from ..errors import AuthenticationError, ConnectionClosed, ProtocolError
 from ..task import pack_outcome, unpack_invocation
 from ..transports.admission import Admission
 from ..transports.base import Connection, listen
+from ..transports.serving import serve_each
 from ..wire import Format, Kind, Message, decode, encode_buffers, encode_gathered, refusal
 from .calls import gathered, large, remote_method, required_key
 from .names import NameKeeper
@@ -109,29 +109,29 @@ class Daemon:
 
     def serve_forever(self) -> None:
         """Accept connections and serve each in a thread of its own, until :meth:`close`."""
-        while not self._closed.is_set():
-            try:
-                conn = self._listener.accept()
-            except (ConnectionClosed, OSError) as exc:
-                if self._closed.is_set():
-                    return
-                log.warning("rpc: accept failed: %s", exc)
-                time.sleep(0.05)  # (out of descriptors, say: do not spin)
-                continue
-            if not self._slots.acquire(blocking=False):
-                log.warning("rpc: refusing %s: %s", conn.peer, "too many connections")
-                conn.close()
-                continue
-            self._admission.admit(conn)  # may close the connection that has waited longest
-            try:
-                threading.Thread(
-                    target=self._serve, args=(conn,), daemon=True, name=f"minipool-rpc-{conn.peer}"
-                ).start()
-            except RuntimeError as exc:  # no thread to be had: refuse this one, keep serving
-                log.warning("rpc: refusing %s: %s", conn.peer, exc)
-                self._admission.opened(conn)
-                conn.close()
-                self._slots.release()
+        serve_each(
+            self._listener.accept,
+            self._admit,
+            self._serve,
+            stopping=self._closed.is_set,
+            thread_name=lambda conn: f"minipool-rpc-{conn.peer}",
+            unserved=self._unserved,
+        )
+
+    def _admit(self, conn: Connection) -> Connection | None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("rpc: refusing %s: %s", conn.peer, "too many connections")
+            conn.close()
+            return None
+        self._admission.admit(conn)  # may close the connection that has waited longest
+        return conn
+
+    def _unserved(self, conn: Connection, exc: RuntimeError) -> None:
+        """No thread to be had: refuse this one, keep serving."""
+        log.warning("rpc: refusing %s: %s", conn.peer, exc)
+        self._admission.opened(conn)
+        conn.close()
+        self._slots.release()
 
     def start(self) -> Daemon:
         """Serve in a background thread; returns the daemon."""
