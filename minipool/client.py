@@ -180,6 +180,10 @@ class Client:
             )
         )
 
+    def deregister(self, key: str) -> None:
+        """Remove a registry entry now, rather than letting its ``ttl`` run out."""
+        self._send(Message(Kind.REGISTER, headers={"key": key, "deregister": True}))
+
     def _remember(self, number: int, message: Message) -> None:
         """Hook: keep a SUBMIT for resubmission (remote clients)."""
 

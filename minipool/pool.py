@@ -431,6 +431,11 @@ class Pool(concurrent.futures.Executor):
         seconds unless registered again."""
         self._client.register(key, address=address, services=services, ttl=ttl, slots=slots, meta=meta)
 
+    def deregister(self, key: str) -> None:
+        """Remove an entry from the coordinator's service registry at once (a service that is
+        stopping), instead of leaving it listed until its ``ttl`` runs out."""
+        self._client.deregister(key)
+
     def wait_for_workers(self, count: int | None = None, timeout: float = 30.0) -> None:
         """Block until ``count`` workers (default: the embedded ones) have connected.
 

@@ -345,6 +345,9 @@ class Broker:
     def register_entry(self, entry: dict[str, Any]) -> None:
         try:
             with self.lock:
+                if entry.get("deregister"):
+                    self.registry.deregister(str(entry["key"]))
+                    return
                 self.registry.register(
                     str(entry["key"]),
                     address=str(entry.get("address", "")),

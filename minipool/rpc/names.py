@@ -22,7 +22,6 @@ log = logging.getLogger("minipool.rpc")
 
 #: Seconds a name lives in the registry without being renewed (the daemon renews it at a third).
 NAME_TTL = 10.0
-_RETIRED_TTL = 1e-9  # a name given up: its entry expires as it is written
 _RETIRE_WAIT = 5.0  # seconds a closing daemon waits for the coordinator to confirm it
 
 
@@ -65,15 +64,14 @@ class NameKeeper:
         A REGISTER has no answer, and a lookup from another connection may be handled first
         (the coordinator serves each connection on its own thread): without the round trip,
         a name this daemon has just given up is still found, and a proxy reaches a closed
-        daemon. The registry has no delete over the wire, so the entry is re-registered to
-        expire a nanosecond after it is written: gone for every later lookup. A coordinator
-        that cannot be reached is not waited for: the names then expire with their TTL.
+        daemon. A coordinator that cannot be reached is not waited for: the names then expire
+        with their TTL.
         """
         if not names:
             return
         try:
-            for name, uri in names.items():
-                self._register(name, uri, _RETIRED_TTL)
+            for uri in names.values():
+                self._client.deregister(uri)
             # One round trip covers them all: a connection's messages are handled in order.
             self._client.lookup(f"rpc:{next(iter(names))}", timeout=_RETIRE_WAIT)
         except (MinipoolError, OSError, TimeoutError) as exc:
