@@ -37,6 +37,7 @@ from .commandline import (
     transport_url,
     why,
 )
+from .dashboard.cli import add_coordinator_options, add_dashboard_command, start_dashboard
 from .journal import FSYNC_POLICIES
 
 
@@ -102,7 +103,10 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
             coordinator.close()
             raise CommandError(f"cannot listen on {url}: {why(exc)}") from None
         print(f"minipool coordinator listening on {served}", flush=True)
+    dashboard = start_dashboard(coordinator, args, key)
     _wait_for_signal(threading.Event())
+    if dashboard is not None:
+        dashboard.close()
     coordinator.close()
     return 0
 
@@ -403,7 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="journal fsync policy, as Redis's appendfsync",
     )
     _common(p, server=True)
+    add_coordinator_options(p)
     p.set_defaults(func=cmd_coordinator)
+
+    add_dashboard_command(command)
 
     p = command("worker", help="run a worker that serves a coordinator")
     p.add_argument("--connect", required=True, metavar="URL", help="the coordinator's URL")

@@ -107,14 +107,20 @@ class Client:
         )
         return True
 
-    def request(self, kind: Kind, headers: dict[str, Any] | None = None, timeout: float | None = 10.0) -> Any:
-        """Send a STATUS, FETCH or LOOKUP and wait for its answer."""
+    def request(
+        self,
+        kind: Kind,
+        headers: dict[str, Any] | None = None,
+        timeout: float | None = 10.0,
+        body: bytes = b"",
+    ) -> Any:
+        """Send a STATUS, FETCH, LOOKUP or DASHBOARD and wait for its answer."""
         number = next(self._numbers)
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._pending[number] = future
         try:
-            self._send(Message(kind, number, headers=headers))
+            self._send(Message(kind, number, body, headers=headers))
             return future.result(timeout)
         finally:
             self._take(number)
@@ -223,7 +229,7 @@ class Client:
                     ok, value = False, tasklib.failure_from_json(json.loads(body))
                 else:
                     ok, value = tasklib.unpack_outcome(False, body, codec)
-            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY):
+            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY, Kind.DASHBOARD_REPLY):
                 ok, value = True, json.loads(body)
             else:
                 ok, value = False, MinipoolError(f"unexpected {kind.name} from the coordinator")

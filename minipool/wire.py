@@ -120,6 +120,9 @@ class Kind(enum.IntEnum):
     LOOKUP_REPLY = 26  # coordinator -> client: JSON body, the live entries offering it
     LEASES_REPLY = 27  # coordinator -> client: JSON body {"started": [ids], "cancelled": [ids]}
     ERROR = 30  # either way, just before closing: JSON headers {"reason": ...}
+    # Monitoring.
+    DASHBOARD = 70  # client -> coordinator: JSON headers {"method", "target"}; body = JSON or empty
+    DASHBOARD_REPLY = 71  # coordinator -> client: JSON body {"status": N, "value": ...}
 
 
 class Format(enum.IntEnum):
