@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..cluster.effects import Effects
 from ..cluster.state import TaskState
@@ -31,7 +31,7 @@ __all__ = ["Api", "ApiError", "MAX_LIMIT", "TASK_STATES"]
 MAX_LIMIT = 1000
 TASK_STATES = ("queued", "running", "done", "failed", "cancelled", "terminated")
 _TASK_ID = re.compile(r"([A-Za-z0-9_.:-]{1,128})-([0-9]{1,18})")
-_WORKER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_WORKER_ID = re.compile(r"[A-Za-z0-9_.:@/#-]{1,128}")
 _MAX_QUERY = 2048
 
 
@@ -90,7 +90,7 @@ class Api:
             if method != "GET":
                 raise ApiError(405, f"{path} is read with GET")
             return handler(query)
-        segments = path.split("/")
+        segments = [unquote(segment) for segment in path.split("/")]
         if len(segments) in (4, 5) and segments[:3] in (["", "api", "tasks"], ["", "api", "workers"]):
             if len(segments) == 4:
                 if method != "GET" or segments[2] != "tasks":

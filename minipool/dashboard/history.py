@@ -69,6 +69,7 @@ class TaskRecord:
         "result_codec",
         "size",
         "transport",
+        "result_text",
         "_described",
     )
 
@@ -82,19 +83,20 @@ class TaskRecord:
         self.finished: float | None = None
         self.attempts = 1
         self.body = bytes(task.body[:BODY_KEEP])
-        self.codec = task.codec if len(task.body) <= BODY_KEEP else "truncated"
+        self.codec = task.codec
         self.size = len(task.body)
         self.transport = "local"  # the worker's
         self.result: bytes | None = None
         self.result_fmt = 0
         self.result_codec = "none"
+        self.result_text: str | None = None  # described at once when too large to keep
         self._described: tuple[str, str] | None = None
 
     def call(self) -> tuple[str, str]:
         """``(name, arguments)`` from the body, read once and kept."""
         if self._described is None:
-            if self.codec == "truncated":
-                self._described = ("?", f"(a body of more than {BODY_KEEP} bytes)")
+            if self.size > BODY_KEEP and self.codec != "none":
+                self._described = ("?", f"(a compressed body of {self.size} bytes)")
             else:
                 self._described = describe_call(self.body, self.codec)
         return self._described
@@ -119,7 +121,7 @@ class TaskRecord:
         if detail:
             report["args"] = args
             if self.result is not None:
-                text = describe_value(self.result, self.result_fmt, self.result_codec)
+                text = self.result_text or describe_value(self.result, self.result_fmt, self.result_codec)
                 report["result" if self.state == "done" else "error"] = text
         return report
 
@@ -193,6 +195,8 @@ class History:
         record.finished = stamp
         record.result = bytes(outcome.body[:BODY_KEEP])
         record.result_fmt, record.result_codec = int(outcome.fmt), outcome.codec
+        if len(outcome.body) > BODY_KEEP:  # its prefix may not parse: read the whole, now
+            record.result_text = describe_value(outcome.body, record.result_fmt, outcome.codec)
         self.finished[record.state] += 1
         runtime = max(0.0, stamp - record.started)
         self.runtime_sum += runtime

@@ -93,7 +93,7 @@ def exposition(coordinator: Any, history: History, topics: list[Any]) -> str:
             [("", {}, counts.get("workers_lost", 0))],
         ),
         _family(
-            "minipool_tasks",
+            "minipool_tasks_active",
             "gauge",
             "Tasks now queued (waiting for a worker) or running (leased to one).",
             [("", {"state": "queued"}, queued), ("", {"state": "running"}, running)],

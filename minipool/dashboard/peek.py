@@ -141,6 +141,17 @@ def peek(data: bytes) -> Any:
 
     Never raises on any input: a malformed or hostile pickle gives back what was read of it.
     """
+    values = _read(data)
+    if not values:
+        return ...
+    return values if isinstance(values, _Partial) and len(values) > 1 else values[0]
+
+
+class _Partial(list):
+    """What was on the stack when a truncated pickle ran out: shown as its items."""
+
+
+def _read(data: bytes) -> list[Any]:
     stack: list[Any] = []
     memo: dict[Any, Any] = {}
     try:
@@ -149,11 +160,10 @@ def peek(data: bytes) -> Any:
                 break
             _step(op.name, arg, stack, memo)
             if op.name == "STOP":
-                return stack[-1] if stack else ...
+                return stack[-1:]
     except (_Truncated, ValueError, KeyError, IndexError, AttributeError, TypeError):
         pass
-    values = [v for v in stack if v is not _MARK]
-    return values[0] if values else ...
+    return _Partial(v for v in stack if v is not _MARK)
 
 
 def render(value: Any, limit: int = 200) -> str:
@@ -219,6 +229,8 @@ def describe_call(body: bytes, codec: str, limit: int = 200) -> tuple[str, str]:
     A body of another shape (an rpc invocation, a chunk of a map) is described as a whole.
     """
     value = peek(_plain(body, codec))
+    if isinstance(value, _Partial) and len(value) >= 2 and isinstance(value[1], bytes):
+        value = (value[0], value[1], ...)  # a body cut short: its function is still there
     if isinstance(value, tuple) and len(value) >= 3 and isinstance(value[1], bytes):
         fn = peek(value[1])
         name = fn.name if isinstance(fn, Global) else render(fn, 60)

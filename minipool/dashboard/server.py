@@ -151,7 +151,7 @@ class DashboardServer:
         if self.loopback and host not in _LOOPBACK:
             raise HttpError(403, "a loopback dashboard answers only to a loopback Host")
         if (control or not self.loopback) and not self._authorized(request, query):
-            raise HttpError(401 if control or not self.loopback else 403, "this needs the dashboard's token")
+            raise HttpError(401, "this needs the dashboard's token")
         if control and not self._same_origin(request):
             raise HttpError(403, "control requests need an Origin header naming this server")
 
