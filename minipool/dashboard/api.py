@@ -114,6 +114,8 @@ class Api:
         workers = report.pop("workers")
         report.pop("registry", None)
         report["workers"] = len(workers)
+        if query.get("workers"):  # the live feed: one status() call for both
+            report["workers_list"] = workers
         report["history"] = {"tasks": len(self.history.tasks), "events": len(self.history.events)}
         report["sections"] = sorted(self.coordinator.sections)
         report["autoscale"] = self.autoscale_bounds()

@@ -41,13 +41,22 @@ RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 _FAILURE = 13  # wire.Kind.FAILURE
 
 
+_TRANSPORTS: dict[type, str] = {}
+
+
 def transport_of(peer: Any) -> str:
     """The transport a peer came in by ("tcp", "ws", "http", "zmq"), or "local" in-process."""
-    link = getattr(peer, "link", None)
+    link = peer.link
     if link is None:
         return "local"
-    module = type(link.conn).__module__.rpartition(".")[2]
-    return {"websocket": "ws", "httpserver": "http", "routersocket": "zmq"}.get(module, module)
+    kind = type(link.conn)
+    name = _TRANSPORTS.get(kind)
+    if name is None:
+        module = kind.__module__.rpartition(".")[2]
+        name = _TRANSPORTS[kind] = {"websocket": "ws", "httpserver": "http", "routersocket": "zmq"}.get(
+            module, module
+        )
+    return name
 
 
 class TaskRecord:

@@ -12,6 +12,7 @@ Readers that want to know when something changed (the WebSocket feed) wait on :a
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from typing import Any
@@ -122,12 +123,19 @@ class Monitor:
             return self.version
 
     def queued(self, limit: int) -> list[dict[str, Any]]:
-        """Tasks no worker holds yet (the history keeps only tasks a worker has held)."""
+        """The next ``limit`` tasks no worker holds yet, in the order they will go (the history
+        keeps only tasks a worker has held). The lock is held for a C-level copy of the queue
+        and ``limit`` lookups, never for a walk over every queued task."""
         now_wall, now = time.time(), time.monotonic()
+        coordinator = self.coordinator
+        with coordinator.lock:
+            heap = list(coordinator.scheduler.queue)
+        first = [entry[2] for entry in heapq.nsmallest(limit * 2, heap)]
         out = []
-        with self.coordinator.lock:
-            for task in self.coordinator.scheduler.tasks.values():
-                if task.state is TaskState.QUEUED and task.worker is None:
+        with coordinator.lock:
+            tasks = coordinator.scheduler.tasks
+            for task in filter(None, map(tasks.get, first)):
+                if task.state is TaskState.QUEUED:
                     out.append(
                         {
                             "id": f"{task.owner_id}-{task.client_number}",
@@ -136,9 +144,7 @@ class Monitor:
                             "submitted": round(now_wall - (now - task.submitted_at), 3),
                         }
                     )
-                    if len(out) >= limit:
-                        break
-        return out
+        return out[:limit]
 
     def close(self) -> None:
         if self.coordinator.observer == self.history.observe:

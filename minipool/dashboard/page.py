@@ -34,8 +34,8 @@ button{font-size:11px;padding:1px 6px}svg{background:#fafafa;border:1px solid #e
 <header><h1>minipool</h1><span id="urls" class="muted"></span><span id="err"></span><span id="conn">connecting…</span></header>
 <main>
 <section id="overview"><h2>Overview</h2><div class="tiles" id="tiles"></div>
-<div>tasks/s <svg id="rate" width="430" height="70"></svg></div>
-<div>queue depth <svg id="depth" width="430" height="70"></svg></div>
+<div class="muted">tasks per second</div><svg id="rate" width="430" height="70"></svg>
+<div class="muted">queue depth</div><svg id="depth" width="430" height="70"></svg>
 <div id="autoscale"></div></section>
 <section><h2>Workers</h2><table id="workers"><thead><tr><th>name</th><th>id</th><th>slots</th><th>running</th><th>done</th><th>avg run</th><th>pid</th><th></th></tr></thead><tbody></tbody></table></section>
 <section><h2>Tasks</h2>

@@ -47,6 +47,7 @@ log = logging.getLogger("minipool.dashboard")
 
 MAX_BODY = 64 * 1024
 MAX_CONNECTIONS = 64
+FEED_INTERVAL = 0.5  # seconds between two updates of one live feed, at least
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 _SECURITY = [
     ("Cache-Control", "no-store"),
@@ -208,6 +209,9 @@ class DashboardServer:
             while not self._closed.is_set():
                 update, since = snapshot(self.backend.call, since)
                 ws.send_text(json.dumps(update, separators=(",", ":"), default=str))
+                # At most two updates a second: the page's promise is one second, and each
+                # snapshot takes the coordinator's lock for a moment.
+                self._closed.wait(FEED_INTERVAL)
                 version = self.backend.wait(version, 1.0)
         except (MinipoolError, OSError):
             pass
@@ -230,8 +234,7 @@ def snapshot(call: Callable[..., tuple[int, Any]], since: int) -> tuple[dict[str
     """What one feed message carries, and the newest event number it includes."""
     update: dict[str, Any] = {"type": "update"}
     for key, target in (
-        ("overview", "/api/overview"),
-        ("workers", "/api/workers"),
+        ("overview", "/api/overview?workers=1"),
         ("tasks", "/api/tasks?limit=50"),
         ("queued", "/api/tasks?state=queued&limit=20"),
         ("series", "/api/series"),
@@ -242,5 +245,7 @@ def snapshot(call: Callable[..., tuple[int, Any]], since: int) -> tuple[dict[str
     ):
         status, value = call("GET", target)
         update[key] = value if status == 200 else None
+    overview = update["overview"] or {}
+    update["workers"] = overview.pop("workers_list", [])
     events = update["events"] or []
     return update, max([since, *(e["seq"] for e in events)])
