@@ -332,3 +332,48 @@ def test_history_is_bounded() -> None:
             history.event("e", i=i)
     assert [e["i"] for e in history.events] == [7, 8, 9]
     assert history.events_since(8, 10)[0]["i"] == 8
+
+
+def test_the_command_line_serves_and_watches(tmp_path: Any) -> None:
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MINIPOOL_AUTHKEY": KEY.decode()}
+    token_file = tmp_path / "token"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "minipool", "coordinator", "--bind", "tcp://127.0.0.1:0"]
+        + ["--dashboard", "127.0.0.1:0", "--dashboard-token-file", str(token_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    watcher = None
+    try:
+        assert coordinator.stdout is not None
+        listening = coordinator.stdout.readline()
+        served = coordinator.stdout.readline()
+        bind = re.search(r"tcp://\S+", listening).group(0)  # type: ignore[union-attr]
+        page = re.search(r"http://\S+/", served).group(0)  # type: ignore[union-attr]
+        assert f"token in {token_file}" in served and "?token=" not in served
+        token = token_file.read_text().strip()
+        assert token == dashboard_token(KEY) and token_file.stat().st_mode & 0o077 == 0
+        assert request(page, "GET", "/api/workers") == (200, [])
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "minipool", "dashboard", bind],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert watcher.stdout is not None
+        url = re.search(r"(http://\S+)/\?token=(\w+)", watcher.stdout.readline())
+        assert url is not None and url.group(2) == token
+        assert request(url.group(1), "GET", "/api/workers") == (200, [])
+        assert "minipool_workers 0" in request(url.group(1), "GET", "/metrics")[1]
+    finally:
+        for process in (watcher, coordinator):
+            if process is not None:
+                process.terminate()
+                process.wait(10)
+                assert process.stdout is not None
+                process.stdout.close()
