@@ -38,7 +38,9 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
         assert rates[name] > 0
     assert set(results["journal"]) == {"none", "everysec", "always"}
     assert results["stream"]["items"] > 0
-    assert {"submit with", "submit without", "round trip with", "round trip without"} == set(results["dashboard"])
+    assert {"submit with", "submit without", "round trip with", "round trip without"} == set(
+        results["dashboard"]
+    )
 
 
 def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path):
