@@ -137,9 +137,10 @@ class Api:
         return self.history.select(state or None, name or None, limit)
 
     def task(self, task_id: str) -> dict[str, Any]:
-        if _TASK_ID.fullmatch(task_id) is None:
+        match = _TASK_ID.fullmatch(task_id)
+        if match is None:
             raise ApiError(400, "a task id is CLIENT-NUMBER")
-        record = self.history.find(task_id)
+        record = self.history.find((match.group(1), int(match.group(2))))
         if record is None:
             for queued in self.monitor.queued(MAX_LIMIT):
                 if queued["id"] == task_id:
@@ -211,7 +212,7 @@ class Api:
         if was is None:
             raise ApiError(404, f"no queued or running task {task_id}")
         coordinator.apply(fx)
-        self.history.note_outcome(task_id, "cancelled" if action == "cancel" else "terminated")
+        self.history.note_outcome(key, "cancelled" if action == "cancel" else "terminated")
         restarted = False
         if action == "terminate" and isinstance(pid, int) and self.monitor.supervisor is not None:
             restarted = self._restart_process(pid)  # the only way to stop a call mid-run

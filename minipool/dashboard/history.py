@@ -16,14 +16,16 @@ the page shows a person; see :mod:`minipool.dashboard.peek`). Sizes are in docs/
 
 from __future__ import annotations
 
+import bisect
 import collections
 import itertools
-import queue
 import threading
 import time
 from typing import Any
 
 from ..cluster.effects import Effects
+from ..cluster.state import Outcome
+from ..wire import Format
 from .peek import describe_call, describe_value
 
 __all__ = ["TaskRecord", "History", "TASKS", "EVENTS", "SAMPLES", "BODY_KEEP", "RUNTIME_BUCKETS"]
@@ -59,56 +61,61 @@ def transport_of(peer: Any) -> str:
     return name
 
 
+class _Copy:
+    """What a record keeps of a task whose body is too large to hold on to: a prefix."""
+
+    __slots__ = ("number", "owner_id", "client_number", "submitted_at", "codec", "body", "size")
+
+    def __init__(self, task: Any) -> None:
+        self.number, self.owner_id, self.client_number = task.number, task.owner_id, task.client_number
+        self.submitted_at, self.codec = task.submitted_at, task.codec
+        self.body, self.size = bytes(task.body[:BODY_KEEP]), len(task.body)
+
+
 class TaskRecord:
-    """One task as the dashboard remembers it (a worker has held it at least once)."""
+    """One task as the dashboard remembers it (a worker has held it at least once).
+
+    Made for every task, so it only keeps references (the coordinator's own Task and Outcome
+    objects, which nothing changes once they are made, or a prefix of a large body) and
+    describes them when someone asks.
+    """
 
     __slots__ = (
-        "id",
-        "number",
-        "state",
+        "task",
         "worker",
-        "submitted",
+        "transport",
         "started",
+        "state",
         "finished",
         "attempts",
-        "body",
-        "codec",
-        "result",
-        "result_fmt",
-        "result_codec",
-        "size",
-        "transport",
-        "result_text",
-        "_described",
+        "outcome",
+        "_text",
     )
 
-    def __init__(self, task: Any, worker: str, stamp: float, mono: float) -> None:
-        self.id = f"{task.owner_id}-{task.client_number}"
-        self.number = task.number
-        self.state = "running"
+    def __init__(self, task: Any, worker: str, transport: str, stamp: float) -> None:
+        self.task = task if len(task.body) <= BODY_KEEP else _Copy(task)
         self.worker = worker
-        self.submitted = stamp - max(0.0, mono - task.submitted_at)
+        self.transport = transport
         self.started = stamp
+        self.state = "running"
         self.finished: float | None = None
         self.attempts = 1
-        self.body = bytes(task.body[:BODY_KEEP])
-        self.codec = task.codec
-        self.size = len(task.body)
-        self.transport = "local"  # the worker's
-        self.result: bytes | None = None
-        self.result_fmt = 0
-        self.result_codec = "none"
-        self.result_text: str | None = None  # described at once when too large to keep
-        self._described: tuple[str, str] | None = None
+        self.outcome: Any = None
+        self._text: tuple[str, str] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.task.owner_id}-{self.task.client_number}"
 
     def call(self) -> tuple[str, str]:
         """``(name, arguments)`` from the body, read once and kept."""
-        if self._described is None:
-            if self.size > BODY_KEEP and self.codec != "none":
-                self._described = ("?", f"(a compressed body of {self.size} bytes)")
+        if self._text is None:
+            task = self.task
+            if isinstance(task, _Copy) and task.codec != "none":
+                self._text = ("?", f"(a compressed body of {task.size} bytes)")
             else:
-                self._described = describe_call(self.body, self.codec)
-        return self._described
+                self._text = describe_call(task.body, task.codec)
+        return self._text
 
     @property
     def runtime(self) -> float | None:
@@ -116,12 +123,13 @@ class TaskRecord:
 
     def to_json(self, detail: bool = False) -> dict[str, Any]:
         name, args = self.call()
+        submitted = time.time() - (time.monotonic() - self.task.submitted_at)
         report: dict[str, Any] = {
             "id": self.id,
             "name": name,
             "state": self.state,
             "worker": self.worker,
-            "submitted": round(self.submitted, 3),
+            "submitted": round(min(submitted, self.started), 3),
             "started": round(self.started, 3),
             "finished": None if self.finished is None else round(self.finished, 3),
             "runtime": self.runtime,
@@ -129,8 +137,9 @@ class TaskRecord:
         }
         if detail:
             report["args"] = args
-            if self.result is not None:
-                text = self.result_text or describe_value(self.result, self.result_fmt, self.result_codec)
+            outcome = self.outcome
+            if outcome is not None:
+                text = describe_value(outcome.body, int(outcome.fmt), outcome.codec)
                 report["result" if self.state == "done" else "error"] = text
         return report
 
@@ -143,9 +152,10 @@ class History:
 
     def __init__(self, tasks: int = TASKS, events: int = EVENTS, samples: int = SAMPLES) -> None:
         self.lock = threading.Lock()
-        self._inbox: queue.SimpleQueue[tuple[float, Effects]] = queue.SimpleQueue()
+        # A deque: append and popleft are atomic under the GIL and the cheapest queue there is.
+        self._inbox: collections.deque[tuple[float, Effects]] = collections.deque()
         self.capacity = tasks
-        self.tasks: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
+        self.tasks: collections.OrderedDict[tuple[str, int], TaskRecord] = collections.OrderedDict()
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=events)
         self.samples: collections.deque[dict[str, Any]] = collections.deque(maxlen=samples)
         self._seq = itertools.count(1)
@@ -156,67 +166,75 @@ class History:
         self.finished = {"done": 0, "failed": 0}
 
     def observe(self, fx: Effects) -> None:
-        """Called by the coordinator with every Effects it applies: one queue put, no more."""
+        """Called by the coordinator with every Effects it applies: one append, no more."""
         if fx.sends or fx.deliveries:
-            self._inbox.put((time.time(), fx))
+            self._inbox.append((time.time(), fx))
 
     def drain(self) -> int:
-        """Turn what was observed into records; return how many Effects were read."""
-        mono_now, wall_now = time.monotonic(), time.time()
+        """Turn what was observed into records; return how many Effects were read.
+
+        Made for every task, so it is lean: a tuple key, a reference to the coordinator's own
+        objects, a bisect for the histogram bucket; everything else waits until asked for.
+        """
         count = 0
+        transports: dict[int, str] = {}  # id(peer) -> transport, for this drain
+
+        def transport(peer: Any) -> str:
+            name = transports.get(id(peer))
+            if name is None:
+                name = transports[id(peer)] = transport_of(peer)
+            return name
+
+        inbox = self._inbox
         with self.lock:
+            tasks, capacity, sizes = self.tasks, self.capacity, self.bytes
             while True:
                 try:
-                    stamp, fx = self._inbox.get_nowait()
-                except queue.Empty:
+                    stamp, fx = inbox.popleft()
+                except IndexError:
                     return count
                 count += 1
-                mono = mono_now - (wall_now - stamp)
                 for worker, task, _ in fx.sends:
-                    self._leased(worker, task, stamp, mono)
+                    key = (task.owner_id, task.client_number)
+                    where = transport(worker)
+                    sizes[(where, "out")] += len(task.body)
+                    record = tasks.get(key)
+                    if record is None:
+                        tasks[key] = TaskRecord(task, worker.name, where, stamp)
+                        if len(tasks) > capacity:
+                            tasks.popitem(last=False)
+                    else:  # leased again: its worker was lost, or it was restored
+                        record.attempts += 1
+                        record.worker, record.transport, record.started = worker.name, where, stamp
+                        record.state = "running"
+                        tasks.move_to_end(key)
                 for client, number, outcome in fx.deliveries:
-                    self._finished(f"{client.id}-{number}", outcome, stamp, transport_of(client))
+                    record = tasks.get((client.id, number))
+                    if record is not None and record.state == "running":
+                        self._finished(record, outcome, stamp, transport(client))
 
-    def _leased(self, worker: Any, task: Any, stamp: float, mono: float) -> None:
-        key = f"{task.owner_id}-{task.client_number}"
-        record = self.tasks.get(key)
-        transport = transport_of(worker)
-        self.bytes[(transport, "out")] += len(task.body)
-        if record is None:
-            record = self.tasks[key] = TaskRecord(task, worker.name, stamp, mono)
-            record.transport = transport
-            if len(self.tasks) > self.capacity:
-                self.tasks.popitem(last=False)
-        else:  # leased again: its worker was lost, or it was restored
-            record.attempts += 1
-            record.worker, record.started, record.state = worker.name, stamp, "running"
-            self.tasks.move_to_end(key)
-
-    def _finished(self, key: str, outcome: Any, stamp: float, transport: str) -> None:
-        self.bytes[(transport, "out")] += len(outcome.body)
-        record = self.tasks.get(key)
-        if record is None or record.state != "running":
-            return  # a watcher's copy, a stored outcome handed out again, or forgotten
-        self.bytes[(transport, "in")] += record.size  # the body its client sent
-        self.bytes[(record.transport, "in")] += len(outcome.body)  # the result its worker sent
-        failed = int(outcome.kind) == _FAILURE
+    def _finished(self, record: TaskRecord, outcome: Any, stamp: float, transport: str) -> None:
+        failed = outcome.kind == _FAILURE
         record.state = "failed" if failed else "done"
         record.finished = stamp
-        record.result = bytes(outcome.body[:BODY_KEEP])
-        record.result_fmt, record.result_codec = int(outcome.fmt), outcome.codec
-        if len(outcome.body) > BODY_KEEP:  # its prefix may not parse: read the whole, now
-            record.result_text = describe_value(outcome.body, record.result_fmt, outcome.codec)
-        self.finished[record.state] += 1
-        runtime = max(0.0, stamp - record.started)
-        self.runtime_sum += runtime
-        for i, bound in enumerate(RUNTIME_BUCKETS):
-            if runtime <= bound:
-                self.runtime_counts[i] += 1
-                break
+        body = outcome.body
+        if len(body) > BODY_KEEP:  # too large to hold on to: described now, from the whole
+            text = describe_value(body, int(outcome.fmt), outcome.codec)
+            record.outcome = Outcome(outcome.kind, Format.JSON, "none", text.encode())  # shown as is
         else:
-            self.runtime_counts[-1] += 1
+            record.outcome = outcome
+        sizes = self.bytes
+        sizes[(transport, "out")] += len(body)
+        sizes[(transport, "in")] += len(record.task.body)  # the body its client sent
+        sizes[(record.transport, "in")] += len(body)  # the result its worker sent
+        self.finished[record.state] += 1
+        runtime = stamp - record.started
+        self.runtime_sum += runtime
+        self.runtime_counts[bisect.bisect_left(RUNTIME_BUCKETS, runtime)] += 1
         if failed:
-            self.event("task-failed", task=key, worker=record.worker, error=record.to_json(True).get("error"))
+            self.event(
+                "task-failed", task=record.id, worker=record.worker, error=record.to_json(True).get("error")
+            )
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append an event (the caller holds :attr:`lock`, or is the only writer)."""
@@ -245,14 +263,15 @@ class History:
                 break
         return out
 
-    def find(self, task_id: str) -> TaskRecord | None:
+    def find(self, key: tuple[str, int]) -> TaskRecord | None:
+        """The record of task ``(client id, its number)``, if the history still has it."""
         with self.lock:
-            return self.tasks.get(task_id)
+            return self.tasks.get(key)
 
-    def note_outcome(self, task_id: str, state: str) -> None:
+    def note_outcome(self, key: tuple[str, int], state: str) -> None:
         """A task the dashboard itself ended (cancelled or terminated)."""
         with self.lock:
-            record = self.tasks.get(task_id)
+            record = self.tasks.get(key)
             if record is not None and record.state == "running":
                 record.state, record.finished = state, time.time()
-            self.event(f"task-{state}", task=task_id)
+            self.event(f"task-{state}", task=f"{key[0]}-{key[1]}")
