@@ -153,33 +153,64 @@ def _read_feed(conn: Any) -> None:
         pass
 
 
+class _Watched:
+    """A dashboard opened on a running pool's coordinator, with a WebSocket client reading its
+    live feed in this process (a browser's part), until closed."""
+
+    def __init__(self, pool: Any) -> None:
+        import threading
+        from urllib.parse import urlsplit
+
+        from ..dashboard import Dashboard
+        from ..transports.base import Options
+        from ..transports.websocket import connect
+
+        self.dashboard = Dashboard(pool._coordinator, supervisor=pool._supervisor)
+        url = self.dashboard.serve("bench")
+        self.feed = connect(urlsplit(url.replace("http", "ws", 1) + "/ws"), Options(), origin=url)
+        threading.Thread(
+            target=_read_feed, args=(self.feed,), daemon=True, name="minipool-bench-feed"
+        ).start()
+
+    def close(self) -> None:
+        self.feed.close()
+        self.dashboard.close()
+
+
 def _dashboard_rates(workers: int, n: int, trips: int, repeat: int) -> dict[str, float]:
-    import threading
-    from urllib.parse import urlsplit
+    """The same pool measured with and without a dashboard, in turns: one pool, so that no
+    difference between two pools' processes is taken for the dashboard's cost; the order of
+    the two flips every round."""
+    import statistics
 
     from ..pool import Pool
-    from ..transports.base import Options
-    from ..transports.websocket import connect
 
-    progress("dashboard: the same pool with and without a dashboard and a live feed, taking turns")
-    with contextlib.ExitStack() as stack:
-        plain = stack.enter_context(Pool(workers))
-        watched = stack.enter_context(Pool(workers, dashboard="127.0.0.1:0"))
-        url = watched.dashboard.url
-        feed = connect(urlsplit(url.replace("http", "ws", 1) + "/ws"), Options(), origin=url)
-        stack.callback(feed.close)
-        threading.Thread(target=_read_feed, args=(feed,), daemon=True, name="minipool-bench-feed").start()
-        for pool in (plain, watched):
-            pool.wait_for_workers()
-            _submit_all(pool, 200)
-        fns: dict[str, Any] = {}
-        for name, pool in (("without", plain), ("with", watched)):
-            fns[f"submit {name}"] = functools.partial(_submit_all, pool, n)
-            fns[f"round trip {name}"] = functools.partial(
-                _trips, lambda i, pool=pool: pool.submit(noop, i).result(), trips
-            )
-        times = median_times(fns, repeat)
-    return {name: (n if name.startswith("submit") else trips) / t for name, t in times.items()}
+    progress("dashboard: one pool, with and without a dashboard and a live feed, taking turns")
+    times: dict[str, list[float]] = {}
+    tests = {
+        "submit": lambda pool: _submit_all(pool, n),
+        "round trip": lambda pool: _trips(lambda i: pool.submit(noop, i).result(), trips),
+    }
+    with Pool(workers) as pool:
+        pool.wait_for_workers()
+        _submit_all(pool, 200)
+        for round_ in range(repeat):
+            for watched in (True, False) if round_ % 2 else (False, True):
+                watcher = _Watched(pool) if watched else None
+                try:
+                    for test, fn in tests.items():
+                        start = time.perf_counter()
+                        fn(pool)
+                        times.setdefault(f"{test} {'with' if watched else 'without'}", []).append(
+                            time.perf_counter() - start
+                        )
+                finally:
+                    if watcher is not None:
+                        watcher.close()
+    return {
+        name: (n if name.startswith("submit") else trips) / statistics.median(values)
+        for name, values in times.items()
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
