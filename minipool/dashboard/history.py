@@ -25,7 +25,7 @@ from typing import Any
 
 from ..cluster.effects import Effects
 from ..cluster.state import Outcome
-from ..wire import Format
+from ..wire import Format, Kind
 from .peek import describe_call, describe_value
 
 __all__ = ["TaskRecord", "History", "TASKS", "EVENTS", "SAMPLES", "BODY_KEEP", "RUNTIME_BUCKETS"]
@@ -40,7 +40,6 @@ SAMPLES = 300
 BODY_KEEP = 4096
 #: Upper bounds, in seconds, of the run-time histogram's buckets (Prometheus ``le``).
 RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
-_FAILURE = 13  # wire.Kind.FAILURE
 
 
 _TRANSPORTS: dict[type, str] = {}
@@ -163,7 +162,6 @@ class History:
         self.runtime_counts = [0] * (len(RUNTIME_BUCKETS) + 1)  # the last one is +Inf
         self.runtime_sum = 0.0
         self.bytes: dict[tuple[str, str], int] = collections.defaultdict(int)  # (transport, in|out)
-        self.finished = {"done": 0, "failed": 0}
 
     def observe(self, fx: Effects) -> None:
         """Called by the coordinator with every Effects it applies: one append, no more."""
@@ -214,7 +212,7 @@ class History:
                         self._finished(record, outcome, stamp, transport(client))
 
     def _finished(self, record: TaskRecord, outcome: Any, stamp: float, transport: str) -> None:
-        failed = outcome.kind == _FAILURE
+        failed = outcome.kind == Kind.FAILURE
         record.state = "failed" if failed else "done"
         record.finished = stamp
         body = outcome.body
@@ -227,7 +225,6 @@ class History:
         sizes[(transport, "out")] += len(body)
         sizes[(transport, "in")] += len(record.task.body)  # the body its client sent
         sizes[(record.transport, "in")] += len(body)  # the result its worker sent
-        self.finished[record.state] += 1
         runtime = stamp - record.started
         self.runtime_sum += runtime
         self.runtime_counts[bisect.bisect_left(RUNTIME_BUCKETS, runtime)] += 1
