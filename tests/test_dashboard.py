@@ -83,6 +83,8 @@ def test_pool_serves_on_loopback_and_lists_workers_and_tasks(pool: Any) -> None:
     assert len(tasks) == 10 and tasks[0]["name"] == "_operator.add"
     status, detail = request(url, "GET", f"/api/tasks/{tasks[0]['id']}")
     assert status == 200 and detail["args"] == "(9, 1)" and detail["result"] == "10"
+    overview = request(url, "GET", "/api/overview")[1]
+    assert overview["connections"] == {"local clients": 1, "tcp workers": 2} and overview["done"] >= 10
     status, events = request(url, "GET", "/api/events?since=0")
     assert status == 200 and [e["kind"] for e in events[:2]] == ["worker-joined", "worker-joined"]
     assert request(url, "GET", f"/api/events?since={events[-1]['seq']}")[1] == []

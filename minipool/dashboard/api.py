@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..cluster.effects import Effects
 from ..cluster.state import TaskState
+from .metrics import count_connections
 from .monitor import Monitor
 
 __all__ = ["Api", "ApiError", "MAX_LIMIT", "TASK_STATES"]
@@ -118,6 +119,12 @@ class Api:
             report["workers_list"] = workers
         report["history"] = {"tasks": len(self.history.tasks), "events": len(self.history.events)}
         report["sections"] = sorted(self.coordinator.sections)
+        with self.coordinator.lock:
+            scheduler = self.coordinator.scheduler
+            peers = list(scheduler.workers.values()), [c for c in scheduler.clients.values() if not c.monitor]
+        report["connections"] = {
+            f"{t} {role}s": n for (t, role), n in sorted(count_connections(*peers).items())
+        }
         report["autoscale"] = self.autoscale_bounds()
         return report
 

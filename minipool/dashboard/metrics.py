@@ -15,7 +15,7 @@ from typing import Any
 
 from .history import RUNTIME_BUCKETS, History, transport_of
 
-__all__ = ["exposition", "CONTENT_TYPE"]
+__all__ = ["exposition", "count_connections", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -49,6 +49,16 @@ def _lag_samples(topics: list[Any]) -> list[tuple[str, dict[str, Any], float]]:
     return samples
 
 
+def count_connections(workers: list[Any], clients: list[Any]) -> dict[tuple[str, str], int]:
+    """Connected peers by ``(transport, role)``."""
+    connections: dict[tuple[str, str], int] = {}
+    for role, peers in (("worker", workers), ("client", clients)):
+        for peer in peers:
+            key = (transport_of(peer), role)
+            connections[key] = connections.get(key, 0) + 1
+    return connections
+
+
 def exposition(coordinator: Any, history: History, topics: list[Any]) -> str:
     """The whole ``/metrics`` page for ``coordinator`` and its dashboard's ``history``."""
     with coordinator.lock:
@@ -58,11 +68,7 @@ def exposition(coordinator: Any, history: History, topics: list[Any]) -> str:
         running = sum(len(w.leases) for w in scheduler.workers.values())
         workers = list(scheduler.workers.values())
         clients = [c for c in scheduler.clients.values() if not c.monitor]
-    connections: dict[tuple[str, str], int] = {}
-    for role, peers in (("worker", workers), ("client", clients)):
-        for peer in peers:
-            key = (transport_of(peer), role)
-            connections[key] = connections.get(key, 0) + 1
+    connections = count_connections(workers, clients)
     with history.lock:
         buckets = list(history.runtime_counts)
         runtime_sum = history.runtime_sum

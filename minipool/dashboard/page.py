@@ -76,6 +76,8 @@ function render(u) {
   document.getElementById("urls").textContent = (o.urls || []).join(" ");
   const tiles = [["workers", o.workers], ["slots", o.slots], ["queued", o.queued], ["running", o.running], ["done", o.done], ["failed", o.failed], ["requeued", o.requeued], ["clients", o.clients]];
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => { const t = el("div", null, "tile"); t.appendChild(el("b", v === undefined ? "" : v)); t.appendChild(el("span", k)); t.id = "tile-" + k; return t; }));
+  const conns = o.connections || {};
+  document.getElementById("tiles").appendChild(el("div", "connections: " + Object.keys(conns).map(k => conns[k] + " " + k).join(", "), "muted"));
   const s = u.series || [];
   const rate = s.slice(1).map((p, i) => Math.max(0, (p.done + p.failed - s[i].done - s[i].failed) / Math.max(0.001, p.time - s[i].time)));
   chart("rate", rate.slice(-120), "#15803d"); chart("depth", s.map(p => p.queued).slice(-120), "#1d4ed8");
