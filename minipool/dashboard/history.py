@@ -38,6 +38,8 @@ EVENTS = 1000
 SAMPLES = 300
 #: Bytes of a task's body or result kept for its description.
 BODY_KEEP = 4096
+#: Effects drained between two releases of the GIL.
+YIELD_EVERY = 64
 #: Upper bounds, in seconds, of the run-time histogram's buckets (Prometheus ``le``).
 RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 
@@ -184,32 +186,43 @@ class History:
             return name
 
         inbox = self._inbox
-        with self.lock:
-            tasks, capacity, sizes = self.tasks, self.capacity, self.bytes
-            while True:
-                try:
-                    stamp, fx = inbox.popleft()
-                except IndexError:
-                    return count
-                count += 1
-                for worker, task, _ in fx.sends:
-                    key = (task.owner_id, task.client_number)
-                    where = transport(worker)
-                    sizes[(where, "out")] += len(task.body)
-                    record = tasks.get(key)
-                    if record is None:
-                        tasks[key] = TaskRecord(task, worker.name, where, stamp)
-                        if len(tasks) > capacity:
-                            tasks.popitem(last=False)
-                    else:  # leased again: its worker was lost, or it was restored
-                        record.attempts += 1
-                        record.worker, record.transport, record.started = worker.name, where, stamp
-                        record.state = "running"
-                        tasks.move_to_end(key)
-                for client, number, outcome in fx.deliveries:
-                    record = tasks.get((client.id, number))
-                    if record is not None and record.state == "running":
-                        self._finished(record, outcome, stamp, transport(client))
+        pending = len(inbox)  # no more than this: a look ends even while tasks pour in
+        while count < pending:
+            with self.lock:
+                count += self._drain_some(inbox, min(YIELD_EVERY, pending - count), transport)
+            # Let the coordinator's threads have the GIL between batches: a thread that wants
+            # it back after a socket call would otherwise wait a whole switch interval (5 ms)
+            # each time while this one runs -- the convoy that would slow dispatch.
+            time.sleep(0)
+        return count
+
+    def _drain_some(self, inbox: collections.deque, most: int, transport: Any) -> int:
+        """Turn up to ``most`` observed Effects into records; return how many there were."""
+        tasks, capacity, sizes = self.tasks, self.capacity, self.bytes
+        for count in range(most):
+            try:
+                stamp, fx = inbox.popleft()
+            except IndexError:
+                return count
+            for worker, task, _ in fx.sends:
+                key = (task.owner_id, task.client_number)
+                where = transport(worker)
+                sizes[(where, "out")] += len(task.body)
+                record = tasks.get(key)
+                if record is None:
+                    tasks[key] = TaskRecord(task, worker.name, where, stamp)
+                    if len(tasks) > capacity:
+                        tasks.popitem(last=False)
+                else:  # leased again: its worker was lost, or it was restored
+                    record.attempts += 1
+                    record.worker, record.transport, record.started = worker.name, where, stamp
+                    record.state = "running"
+                    tasks.move_to_end(key)
+            for client, number, outcome in fx.deliveries:
+                record = tasks.get((client.id, number))
+                if record is not None and record.state == "running":
+                    self._finished(record, outcome, stamp, transport(client))
+        return most
 
     def _finished(self, record: TaskRecord, outcome: Any, stamp: float, transport: str) -> None:
         failed = outcome.kind == Kind.FAILURE

@@ -41,7 +41,7 @@ button{font-size:11px;padding:1px 6px}svg{background:#fafafa;border:1px solid #e
 <section><h2>Tasks</h2>
 <div><select id="fstate"><option value="">any state</option><option>queued</option><option>running</option><option>done</option><option>failed</option><option>cancelled</option><option>terminated</option></select>
 <input id="fname" placeholder="name contains" size="16"> <span class="muted">click a row for details</span></div>
-<table id="tasks"><thead><tr><th>id</th><th>name</th><th>state</th><th>worker</th><th>runtime</th><th></th></tr></thead><tbody></tbody></table>
+<table id="tasks"><thead><tr><th>id</th><th>name</th><th>state</th><th>worker</th><th title="from the lease to the outcome, prefetch wait included">leased → outcome</th><th></th></tr></thead><tbody></tbody></table>
 <pre id="detail" class="muted">no task selected</pre></section>
 <section><h2>Events</h2><table id="events"><tbody></tbody></table></section>
 <section><h2>Topics and consumer groups</h2><div id="topics"></div></section>
