@@ -39,6 +39,7 @@ from ..transports.base import Options
 from ..transports.http11 import HttpError, Request, content_length, final_response
 from ..transports.tcp import TcpListener
 from ..transports.websocket import WebSocketConnection, refusal_headers
+from .metrics import CONTENT_TYPE
 from .page import PAGE
 
 __all__ = ["DashboardServer", "dashboard_token", "Backend"]
@@ -173,8 +174,6 @@ class DashboardServer:
         if path in ("/", "/index.html"):
             ws.answer(self._text(200, PAGE.encode(), "text/html; charset=utf-8"))
         elif path == "/metrics":
-            from .metrics import CONTENT_TYPE
-
             ws.answer(self._text(200, self.backend.metrics().encode(), CONTENT_TYPE))
         elif path.startswith("/api/"):
             size = content_length(request.headers) or 0
