@@ -208,6 +208,15 @@ def test_cancel_a_queued_task_and_terminate_a_running_one() -> None:
         wait_for(lambda: wanted <= {e["kind"] for e in request(url, "GET", "/api/events")[1]})
 
 
+def test_the_journal_panel_reports_its_files(tmp_path: Any) -> None:
+    with Pool(1, authkey=KEY, journal=str(tmp_path), dashboard="127.0.0.1:0") as pool:
+        pool.submit(operator.add, 1, 1).result(20)
+        wait_for(lambda: request(pool.dashboard.url, "GET", "/api/journal")[1]["bytes"])
+        status, journal = request(pool.dashboard.url, "GET", "/api/journal")
+        assert status == 200 and journal["directory"] == str(tmp_path) and journal["files"] >= 1
+        assert "last_snapshot" in journal and journal["last_write"] is not None
+
+
 def test_autoscale_bounds_and_worker_stop() -> None:
     with Pool(authkey=KEY, min_workers=1, max_workers=2, dashboard="127.0.0.1:0") as pool:
         url, token = pool.dashboard.url, pool.dashboard.server.token

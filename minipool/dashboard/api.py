@@ -178,6 +178,8 @@ class Api:
         report["bytes"] = sum(f.stat().st_size for f in files)
         report["files"] = len(files)
         report["last_write"] = max((f.stat().st_mtime for f in files), default=None)
+        snapshots = [f.stat().st_mtime for f in files if f.name.endswith(".snap")]
+        report["last_snapshot"] = max(snapshots, default=None)
         return report
 
     def autoscale_bounds(self) -> dict[str, int] | None:

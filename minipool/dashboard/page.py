@@ -100,7 +100,7 @@ function render(u) {
   const ps = document.getElementById("pipesets"); ps.replaceChildren();
   if (!(u.pipesets || []).length) ps.appendChild(el("p", "no pipe sets", "muted"));
   for (const p of u.pipesets || []) ps.appendChild(el("pre", p.key + " " + JSON.stringify(p.meta)));
-  const j = document.getElementById("journal"); j.replaceChildren(el("p", u.journal ? (u.journal.directory + ": " + u.journal.bytes + " bytes in " + u.journal.files + " files, fsync " + u.journal.fsync + ", last written " + (u.journal.last_write ? new Date(u.journal.last_write * 1000).toLocaleTimeString() : "never")) : "no journal (state in memory only)", "muted"));
+  const j = document.getElementById("journal"); j.replaceChildren(el("p", u.journal ? (u.journal.directory + ": " + u.journal.bytes + " bytes in " + u.journal.files + " files, fsync " + u.journal.fsync + ", last written " + (u.journal.last_write ? new Date(u.journal.last_write * 1000).toLocaleTimeString() : "never") + ", last snapshot " + (u.journal.last_snapshot ? new Date(u.journal.last_snapshot * 1000).toLocaleTimeString() : "none yet")) : "no journal (state in memory only)", "muted"));
 }
 function renderTasks() {
   if (!last) return;
