@@ -1,5 +1,6 @@
 """The dashboard as a person uses it: a real (headless) Chromium opens the page, sees the
-workers, watches tasks appear live, sees a killed worker go, and saves docs/dashboard.png.
+workers, watches tasks appear live, sees a killed worker go, and takes a screenshot (the one in
+docs/dashboard.md).
 
 Needs the system ``chromium`` (``.ci/run`` installs it when missing) and Playwright's Python
 package (the ``test`` extra), which drives that browser; Playwright downloads no browser here.
@@ -23,7 +24,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (the test extra)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system chromium (apt-get install chromium)")
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
+#: Where to save the screenshot as well (docs/dashboard.png is made with
+#: ``MINIPOOL_DASHBOARD_SCREENSHOT=docs/dashboard.png``); a run leaves the tree as it was.
+SCREENSHOT = os.environ.get("MINIPOOL_DASHBOARD_SCREENSHOT")
 
 
 def nap(x: float) -> float:
@@ -40,7 +43,7 @@ def count_becomes(page: Any, selector: str, test: Any, timeout: float = 20.0) ->
         page.wait_for_timeout(100)
 
 
-def test_the_page_shows_workers_and_tasks_live_and_a_worker_going() -> None:
+def test_the_page_shows_workers_and_tasks_live_and_a_worker_going(tmp_path: Path) -> None:
     with Pool(2, authkey=b"browser-test-key-0123456789", dashboard="127.0.0.1:0") as pool:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -63,7 +66,9 @@ def test_the_page_shows_workers_and_tasks_live_and_a_worker_going() -> None:
                 count_becomes(page, "[data-worker]", lambda n: n == 2)
                 page.click("[data-task]")
                 page.wait_for_selector("#detail:has-text('args')", timeout=5_000)
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                picture = page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+                assert picture.startswith(b"\x89PNG") and len(picture) > 10_000
+                if SCREENSHOT:
+                    Path(SCREENSHOT).write_bytes(picture)
             finally:
                 browser.close()
