@@ -108,9 +108,15 @@ class Client:
         )
         return True
 
-    def request(self, kind: Kind, headers: dict[str, Any] | None = None, timeout: float | None = 10.0) -> Any:
-        """Send a STATUS, FETCH or LOOKUP and wait for its answer."""
-        number, future = self.ask(kind, headers)
+    def request(
+        self,
+        kind: Kind,
+        headers: dict[str, Any] | None = None,
+        timeout: float | None = 10.0,
+        body: bytes = b"",
+    ) -> Any:
+        """Send a STATUS, FETCH, LOOKUP or DASHBOARD and wait for its answer."""
+        number, future = self.ask(kind, headers, body)
         try:
             return future.result(timeout)
         finally:
@@ -247,7 +253,7 @@ class Client:
                     ok, value = False, tasklib.failure_from_json(json.loads(body))
                 else:
                     ok, value = tasklib.unpack_outcome(False, body, codec)
-            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY):
+            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY, Kind.DASHBOARD_REPLY):
                 ok, value = True, json.loads(body)
             else:
                 ok, value = False, MinipoolError(f"unexpected {kind.name} from the coordinator")

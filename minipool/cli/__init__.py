@@ -1,4 +1,4 @@
-"""The command line: ``python -m minipool {coordinator,worker,status,topics,produce,consume,chaos} ...``.
+"""The command line: ``python -m minipool COMMAND ...`` (``--help`` lists the commands).
 
 Technique: *running the same pool across machines*. The coordinator and the workers that
 ``Pool()`` embeds are also programs of their own: start a coordinator on one machine, workers on
@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from ..commandline import EXIT_CODES, CommandError, HelpFormatter, minipool_version, plain
+from ..dashboard import cli as dashboard
 from ..topics import commands as topics
 from . import chaos, cluster, status
 
@@ -28,7 +29,7 @@ __all__ = ["EPILOG", "GROUPS", "build_parser", "main"]
 #: function that runs it and returns an exit code (it may also set ``check=``, called with the
 #: parser and the arguments before logging starts). A new group of subcommands is a module in
 #: this package, added here.
-GROUPS = (cluster, status, topics, chaos)
+GROUPS = (cluster, status, topics, dashboard, chaos)
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
 

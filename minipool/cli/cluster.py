@@ -28,6 +28,7 @@ from ..commandline import (
     wait_for_signal,
     why,
 )
+from ..dashboard.cli import add_coordinator_options, start_dashboard
 from ..journal import FSYNC_POLICIES
 
 
@@ -67,7 +68,10 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
             coordinator.close()
             raise CommandError(f"cannot listen on {url}: {why(exc)}") from None
         print(f"minipool coordinator listening on {served}", flush=True)
+    dashboard = start_dashboard(coordinator, args, key)
     wait_for_signal(threading.Event())
+    if dashboard is not None:
+        dashboard.close()
     coordinator.close()
     return 0
 
@@ -161,6 +165,7 @@ def register(command: AddCommand) -> None:
         choices=list(FSYNC_POLICIES),
         help="journal fsync policy, as Redis's appendfsync",
     )
+    add_coordinator_options(p)
     common_options(p, server=True)
     p.set_defaults(func=cmd_coordinator)
 

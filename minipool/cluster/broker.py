@@ -92,6 +92,15 @@ class Broker:
         #: ``process_exit(pid, wait)``: how a worker process of this host ended ("was killed by
         #: SIGKILL"), or None; set by whoever supervises the local workers (the embedded Pool).
         self.process_exit: Callable[[int, float], str | None] | None = None
+        #: Called with every Effects that :meth:`apply` carries out, before it does (a
+        #: monitor's history: it must only queue it, for it runs on the hot path).
+        self.observer: Callable[[Effects], None] | None = None
+        #: Named providers of JSON-able state a monitor shows beside the tasks, e.g.
+        #: ``sections["topics"] = topics.describe`` (see docs/dashboard.md).
+        self.sections: dict[str, Callable[[], Any]] = {}
+        #: Answers a DASHBOARD request, ``(method, target, body) -> (status, value)``: set by
+        #: a dashboard watching this coordinator, for a dashboard in another process.
+        self.dashboard_api: Callable[[str, str, bytes], tuple[int, Any]] | None = None
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot: workers, queue depth, counts, registry entries, the journal."""
@@ -121,6 +130,9 @@ class Broker:
         An in-process client gets no bytes: its outcomes are handed to its ``resolve``
         (fields, no Message), its replies to its ``on_message``.
         """
+        observer = self.observer
+        if observer is not None:
+            observer(fx)
         if fx.records and self.journal is not None:
             self.journal.write(fx.records)
         for worker, task, urgent in fx.sends:
@@ -288,8 +300,21 @@ class Broker:
             )
         elif 50 <= kind < 70:  # a topic's: produce, fetch, administration
             self.reply(client, self.topics.handle(client.id, client, msg), batch)
+        elif kind is Kind.DASHBOARD:
+            self.reply(client, self.dashboard_reply(msg), batch)
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
+
+    def dashboard_reply(self, msg: Message) -> Message:
+        """The answer to a DASHBOARD request (a 404 when no dashboard watches this coordinator)."""
+        answer = self.dashboard_api
+        method, target = str(msg.headers.get("method", "GET")), str(msg.headers.get("target", ""))
+        if answer is None:
+            status, value = 404, {"error": "this coordinator keeps no history: start it with --dashboard"}
+        else:
+            status, value = answer(method, target, bytes(msg.body))
+        body = json.dumps({"status": status, "value": value}, default=str).encode()
+        return Message(Kind.DASHBOARD_REPLY, msg.id, body, fmt=Format.JSON)
 
     def on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
         """A worker's messages, handled together: its results complete under one lock."""

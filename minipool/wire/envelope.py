@@ -93,6 +93,9 @@ class Kind(enum.IntEnum):
     )
     TOPIC_REPLY = 55  # coordinator -> client: JSON body, the answer to a TOPIC_ADMIN
     TOPIC_ERROR = 56  # coordinator -> client: headers {"reason"}: that one request was refused
+    # Monitoring.
+    DASHBOARD = 70  # client -> coordinator: JSON headers {"method", "target"}; body = JSON or empty
+    DASHBOARD_REPLY = 71  # coordinator -> client: JSON body {"status": N, "value": ...}
 
 
 class Format(enum.IntEnum):
