@@ -4,6 +4,7 @@ driven in a real browser by test_dashboard_browser.py)."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import operator
 import os
@@ -279,13 +280,38 @@ def test_topics_come_from_a_provider_and_show_their_lag(pool: Any) -> None:
         "partitions": [{"partition": 0, "start": 0, "end": 12}],
         "groups": [{"name": "billing", "members": ["a"], "committed": {"0": 7}, "lag": {"0": 5}}],
     }
+    real = coordinator.sections["topics"]
     coordinator.sections["topics"] = lambda: [topic]
     try:
         assert request(url, "GET", "/api/topics") == (200, [topic])
         text = request(url, "GET", "/metrics")[1]
         assert 'minipool_topic_lag{topic="orders",group="billing",partition="0"} 5.0' in text
     finally:
-        del coordinator.sections["topics"]
+        coordinator.sections["topics"] = real
+
+
+def test_the_coordinators_own_topics_and_their_groups_lag_are_shown(pool: Any) -> None:
+    from minipool.topics import Consumer, Producer
+
+    with Producer(pool=pool) as producer:
+        for i in range(10):
+            producer.send("dash-logs", b"line %d" % i)
+        producer.flush()
+    consumer = Consumer("dash-logs", pool=pool, group="dash-stats", auto_offset_reset="earliest")
+    try:
+        assert [record.value for record in itertools.islice(consumer, 4)] == [
+            b"line %d" % i for i in range(4)
+        ]
+        consumer.commit()
+        status, topics = request(pool.dashboard.url, "GET", "/api/topics")
+        [topic] = [t for t in topics if t["name"] == "dash-logs"]
+        assert status == 200 and topic["partitions"][0]["end"] == 10
+        [group] = topic["groups"]
+        assert group["name"] == "dash-stats" and group["lag"] == 6
+        text = request(pool.dashboard.url, "GET", "/metrics")[1]
+        assert 'minipool_topic_lag{topic="dash-logs",group="dash-stats",partition="0"} 6.0' in text
+    finally:
+        consumer.close()
 
 
 def test_pipesets_are_registry_entries_of_their_kind(pool: Any) -> None:

@@ -97,7 +97,7 @@ class Broker:
         self.observer: Callable[[Effects], None] | None = None
         #: Named providers of JSON-able state a monitor shows beside the tasks, e.g.
         #: ``sections["topics"] = topics.describe`` (see docs/dashboard.md).
-        self.sections: dict[str, Callable[[], Any]] = {}
+        self.sections: dict[str, Callable[[], Any]] = {"topics": self.topics.describe}
         #: Answers a DASHBOARD request, ``(method, target, body) -> (status, value)``: set by
         #: a dashboard watching this coordinator, for a dashboard in another process.
         self.dashboard_api: Callable[[str, str, bytes], tuple[int, Any]] | None = None

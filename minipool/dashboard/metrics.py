@@ -42,7 +42,10 @@ def _lag_samples(topics: list[Any]) -> list[tuple[str, dict[str, Any], float]]:
     for topic in topics:
         for group in topic.get("groups", ()) if isinstance(topic, dict) else ():
             lag = group.get("lag", 0)
-            parts = lag.items() if isinstance(lag, dict) else [("all", lag)]
+            if isinstance(group.get("partitions"), list):  # minipool.topics: a lag per partition
+                parts = [(p.get("partition"), p.get("lag", 0)) for p in group["partitions"]]
+            else:
+                parts = list(lag.items()) if isinstance(lag, dict) else [("all", lag)]
             for partition, value in parts:
                 labels = {"topic": topic.get("name"), "group": group.get("name"), "partition": partition}
                 samples.append(("", labels, float(value)))
