@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- servers (each in its own process) ------------------------------------------------------
 
 
-def _tls_files() -> tuple[str, str] | None:
+def self_signed_files() -> tuple[str, str] | None:
     """A self-signed certificate for 127.0.0.1 made with the openssl CLI (None without it)."""
     global _CERT_DIR
     if shutil.which("openssl") is None:
@@ -374,7 +374,7 @@ class _Client:
         self.send, self.recv = send, recv
 
 
-def _available(kind: str) -> str | None:
+def unavailable_because(kind: str) -> str | None:
     """Why ``kind`` cannot run here, or None if it can."""
     if kind not in TRANSPORTS and kind not in PEERS:
         return f"unknown (choose from {', '.join(TRANSPORTS + PEERS)})"
@@ -392,7 +392,7 @@ def _available(kind: str) -> str | None:
         return f"{name} is not available"
     if kind == "zmq+tcp" and importlib.util.find_spec("zmq") is None:
         return "pyzmq is not installed (pip install 'minipool[zmq]')"
-    if kind == "tls" and _tls_files() is None:
+    if kind == "tls" and self_signed_files() is None:
         return "the openssl command is needed to make a certificate"
     return None
 
@@ -452,7 +452,7 @@ class _Running:
     def __init__(self, kind: str, nodelay: bool, check: bool = False) -> None:
         self.kind = kind
         check = check and kind in TRANSPORTS
-        self.tls = _tls_files() if kind == "tls" else None
+        self.tls = self_signed_files() if kind == "tls" else None
         url = f"{kind}://127.0.0.1:0" if kind in TRANSPORTS else ""
         # Fork only while this process has no other thread: a fork copies any lock another
         # thread holds, which can deadlock the child (3.12 warns; 3.14 no longer forks by
@@ -553,7 +553,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     running: list[_Running] = []
     try:
         for kind in dict.fromkeys(impls):
-            reason = _available(kind) if kind != "raw" else None
+            reason = unavailable_because(kind) if kind != "raw" else None
             try:
                 if not reason:
                     running.append(_Running(kind, not args.no_nodelay, not args.no_check))

@@ -1,0 +1,211 @@
+"""Tour steps on data that flows: shard and merge, pipeline stage kinds, and streaming windows
+(seeds 000 §3.4-3.5, 001 and 004).
+
+Each step checks the pipeline's answer against a plain Python loop and times both in turns:
+a pipeline organises work (state per shard, stages that overlap, windows over an endless
+stream); it is faster only where its stages wait or run on other cores, and the steps say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import operator
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import pipeline as pl
+from .step import COLUMNS, Context, Outcome, alternate
+
+__all__ = ["shard", "pipeline", "streaming", "spin", "wait", "await_"]
+
+
+def words(count: int, seed: int = 5) -> list[str]:
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(500)]
+    return rng.choices(vocabulary, [1 / (r + 1) for r in range(500)], k=count)
+
+
+def shard(ctx: Context) -> Outcome:
+    count = ctx.size(100_000, 1_000_000)
+    data = words(count)
+    shards = 4
+
+    def sharded() -> dict[str, int]:
+        partials = (
+            pl.source(data)
+            | pl.map(lambda w: (w, 1))
+            | pl.shard(shards, key=operator.itemgetter(0), then=pl.reduce_by_key(operator.add))
+        ).run()
+        merged: dict[str, int] = {}
+        for part in partials:
+            merged.update(part if isinstance(part, dict) else [part])
+        return merged
+
+    seconds, values = alternate(
+        {"serial Counter": lambda: collections.Counter(data), "shard + merge": sharded}, 2
+    )
+    assert dict(values["serial Counter"]) == values["shard + merge"], "the shards lost or doubled a count"
+    ratio = seconds["serial Counter"] / seconds["shard + merge"]
+    rows = [
+        ["serial Counter", 1, count, seconds["serial Counter"], 1.0],
+        [f"shard({shards}) + merge", shards, count, seconds["shard + merge"], ratio],
+    ]
+    notes = [f"{len(values['shard + merge'])} distinct words, every count equal to the serial Counter's"]
+    return Outcome(
+        COLUMNS + ["vs serial"],
+        rows,
+        f"every count right; {ratio:.2f}x the serial speed in one process",
+        f"Sharding by key gives each key one home, so the partial counts merge without a clash and "
+        f"nothing is counted twice. It does not pay in one process ({ratio:.2f}x serial here): the "
+        f"{shards} shards are threads under one GIL and every record pays the stages' hand-offs. "
+        "Sharding is for state that must be split -- shards on different machines, each holding "
+        "a part of the data too big for one -- not for speed on one core.",
+        {name: s for name, s in seconds.items()},
+        "seconds",
+        notes,
+    )
+
+
+def spin(n: int) -> int:
+    """About a millisecond of pure-Python CPU work (holds the GIL throughout)."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def wait(x: Any) -> Any:
+    time.sleep(0.02)
+    return x
+
+
+async def await_(x: Any) -> Any:
+    await asyncio.sleep(0.02)
+    return x
+
+
+def _runner(build: Callable[[], pl.Pipeline]) -> Callable[[], Any]:
+    return lambda: build().run()
+
+
+def pipeline(ctx: Context) -> Outcome:
+    cpu = [20_000] * ctx.size(400, 1500)
+    io = list(range(ctx.size(20, 100)))
+    pool = ctx.pool()
+    workers = ctx.workers
+    cases = {
+        "CPU: thread, 1 worker": (1, cpu, lambda: pl.source(cpu) | pl.map(spin)),
+        f"CPU: thread, {workers} workers": (
+            workers,
+            cpu,
+            lambda: pl.source(cpu) | pl.map(spin, workers=workers),
+        ),
+        f"CPU: process, {workers} workers": (
+            workers,
+            cpu,
+            lambda: pl.source(cpu) | pl.map(spin, kind="process", workers=workers),
+        ),
+        f"CPU: minipool Pool as executor, {workers} workers": (
+            workers,
+            cpu,
+            lambda: pl.source(cpu) | pl.map(spin, executor=pool, workers=workers),
+        ),
+        "I/O: thread, 1 worker": (1, io, lambda: pl.source(io) | pl.map(wait)),
+        "I/O: thread, 16 workers": (16, io, lambda: pl.source(io) | pl.map(wait, workers=16)),
+        "I/O: coroutine, 16 workers": (
+            16,
+            io,
+            lambda: pl.source(io) | pl.map(await_, kind="async", workers=16),
+        ),
+    }
+    seconds, _ = alternate({name: _runner(build) for name, (_, _, build) in cases.items()}, 2)
+    rows: list[list[Any]] = []
+    gains: list[float] = []
+    for name, (n, records, _) in cases.items():
+        base = seconds["CPU: thread, 1 worker" if name.startswith("CPU") else "I/O: thread, 1 worker"]
+        gains.append(base / seconds[name])
+        rows.append([name, n, len(records), seconds[name], gains[-1]])
+    cpu_threads, cpu_procs, cpu_pool, io_async = gains[1], gains[2], gains[3], gains[6]
+    return Outcome(
+        COLUMNS + ["vs 1 thread"],
+        rows,
+        f"CPU: processes {cpu_procs:.2f}x ({cpu_pool:.2f}x warm), threads {cpu_threads:.2f}x; "
+        f"I/O: coroutines {io_async:.1f}x",
+        f"Pure-Python CPU work holds the GIL, so more threads do not help ({cpu_threads:.2f}x). "
+        + (
+            f"{workers} processes do ({cpu_procs:.2f}x with their start-up, "
+            f"{cpu_pool:.2f}x on the warm pool). "
+            if cpu_pool >= 1.15
+            else f"{workers} processes gave {cpu_procs:.2f}x with their start-up and {cpu_pool:.2f}x on the "
+            "warm pool: the cores are busy with other work right now, so there is no idle core to gain. "
+        )
+        + f"Work that waits overlaps on threads or coroutines ({io_async:.1f}x with 16), with no "
+        "process needed. Pick the stage kind by what the stage spends its time on.",
+        {name: s for name, s in seconds.items()},
+        "seconds",
+    )
+
+
+def events(count: int, seed: int = 4) -> Iterator[tuple[float, int]]:
+    """``(event time, status)`` of ``count`` requests, 100 per second, with a 10 s outage a minute."""
+    rng = random.Random(seed)
+    for n in range(count):
+        ts = n / 100
+        outage = 30 <= ts % 60 < 40
+        yield ts, 500 if rng.random() < (0.4 if outage else 0.01) else 200
+
+
+def streaming(ctx: Context) -> Outcome:
+    count = ctx.size(30_000, 200_000)
+    ts = operator.itemgetter(0)
+
+    def windows() -> list[tuple[float, int, int]]:
+        per_window = pl.window(seconds=30, timestamp=ts)
+        return (
+            pl.source(lambda: events(count))
+            | per_window
+            | pl.map(lambda w: (w.start, len(w.records), sum(1 for _, s in w.records if s >= 500)))
+        ).run()
+
+    def loop() -> list[tuple[float, int, int]]:
+        out: dict[float, list[int]] = {}
+        for t, status in events(count):
+            cell = out.setdefault(t // 30 * 30, [0, 0])
+            cell[0] += 1
+            cell[1] += status >= 500
+        return [(start, n, errors) for start, (n, errors) in sorted(out.items())]
+
+    def alerts() -> list[int]:
+        errors = pl.source(lambda: events(count)) | pl.filter(lambda e: e[1] >= 500)
+        return (errors | pl.rolling(len, seconds=10, timestamp=ts) | pl.filter(lambda n: n == 100)).run()
+
+    seconds, values = alternate(
+        {"plain loop": loop, "pl.window(seconds=30)": windows, "pl.rolling(seconds=10)": alerts}, 2
+    )
+    got = [tuple(w) for w in values["pl.window(seconds=30)"]]
+    assert got == values["plain loop"], "the windows disagree with the plain loop"
+    base = seconds["plain loop"]
+    rows: list[list[Any]] = [[name, 1, count, s, count / s, base / s] for name, s in seconds.items()]
+    window_gain = base / seconds["pl.window(seconds=30)"]
+    notes = [f"window at {t:5.0f} s: {n:5} requests, {errors:4} errors" for t, n, errors in got[:6]]
+    notes.append(
+        f"rolling 10 s error count reached 100 {len(values['pl.rolling(seconds=10)'])} times "
+        "(once per outage)"
+    )
+    return Outcome(
+        COLUMNS + ["records/s", "vs plain loop"],
+        rows,
+        f"{count / seconds['pl.window(seconds=30)']:,.0f} records/s in windows, "
+        f"{window_gain:.2f}x a plain loop",
+        "Windows cut an endless stream into finite groups by event time, so each group can be "
+        "aggregated and emitted while the stream goes on (the outage windows stand out); a rolling "
+        "aggregate updates with every record and raises an alert the moment it crosses a line. The "
+        f"stages cost {1 / window_gain:.1f}x a hand-written loop: the price of stages that can be "
+        "swapped, checkpointed and run on workers.",
+        {name: count / s for name, s in seconds.items()},
+        "records per second",
+        notes,
+    )

@@ -1,0 +1,67 @@
+"""The tour's command line: pick steps, run each with progress, print and save what they show."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from ..bench.common import print_table
+from .report import SUMMARY_HEADERS, html_page, print_step, summary_rows
+from .step import Context, Outcome, Step
+from .steps import STEPS, by_name
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import __doc__ as description
+
+    parser = argparse.ArgumentParser(
+        prog="python -m minipool.demo",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--list", action="store_true", help="name the steps and what each teaches, then exit")
+    parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these steps (see --list)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: every step in under a minute")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes per pool")
+    parser.add_argument("--html", metavar="PATH", help="also write one self-contained HTML page")
+    args = parser.parse_args(argv)
+    if args.list:
+        for step in STEPS:
+            print(f"{step.name:12} {step.title}\n{'':12} {step.teaches}")
+        return 0
+    try:
+        steps = by_name([n.strip() for n in args.only.split(",") if n.strip()]) if args.only else STEPS
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.ERROR, format="  [%(name)s] %(message)s")
+    began = time.perf_counter()
+    context = Context(args.workers, args.quick)
+    done: list[tuple[Step, Outcome]] = []
+    try:
+        for number, step in enumerate(steps, 1):
+            context.say(f"[{number}/{len(steps)}] {step.name}: {step.title}")
+            start = time.perf_counter()
+            outcome = step.run(context)
+            outcome.seconds = time.perf_counter() - start
+            context.say(f"[{number}/{len(steps)}] {step.name} done in {outcome.seconds:.1f} s")
+            print_step(step, outcome)
+            done.append((step, outcome))
+    finally:
+        context.close()
+    total = time.perf_counter() - began
+    print_table(
+        f"The tour on {os.cpu_count()} CPU(s), {total:.1f} s (single runs, peers measured in turns)",
+        SUMMARY_HEADERS,
+        summary_rows(done),
+    )
+    if args.html:
+        command = "python -m minipool.demo " + " ".join(sys.argv[1:] if argv is None else argv)
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(html_page(done, command.strip(), total))
+        print(f"\nwrote {args.html}")
+    return 0
