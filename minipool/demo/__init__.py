@@ -15,7 +15,3 @@ The package: :mod:`.step` (what a step is), :mod:`.steps` (the list of steps, in
 module per group of steps (:mod:`.compute`, ...), :mod:`.report` (tables and the HTML page)
 and :mod:`.tour` (the command line).
 """
-
-from .tour import main
-
-__all__ = ["main"]

@@ -1,4 +1,16 @@
-"""The tour's command line: pick steps, run each with progress, print and save what they show."""
+"""``python -m minipool.demo``: run the tour's steps, each with progress, and print (and save as
+one HTML page) what they measured.
+
+Each step runs one technique of the articles beside its peer, taking turns so a busy machine
+slows both alike, and prints a table (workers, tasks, seconds, the figure that matters and the
+peer's), the sentence it teaches and a verdict the numbers support.
+
+    python -m minipool.demo                 # every step
+    python -m minipool.demo --quick         # every step at small sizes, under a minute
+    python -m minipool.demo --list          # the steps and what each teaches
+    python -m minipool.demo --only pi,sum   # some steps
+    python -m minipool.demo --html tour.html
+"""
 
 from __future__ import annotations
 
@@ -17,11 +29,9 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __doc__ as description
-
     parser = argparse.ArgumentParser(
         prog="python -m minipool.demo",
-        description=description,
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--list", action="store_true", help="name the steps and what each teaches, then exit")
