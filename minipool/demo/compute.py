@@ -100,7 +100,7 @@ def dispatch(ctx: Context) -> Outcome:
 def pi(ctx: Context) -> Outcome:
     pool = ctx.pool()
     tasks = ctx.workers * 4
-    attempts = ctx.size(100_000, 1_000_000)
+    attempts = ctx.size(250_000, 1_000_000)
     batches = [attempts] * tasks
     seconds, values = alternate(
         {
