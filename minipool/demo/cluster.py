@@ -107,8 +107,13 @@ def autoscaling(ctx: Context) -> Outcome:
         rows,
         f"grew 1 -> {peak} workers for the burst, then {shrunk}",
         f"A burst of {burst} tasks of {duration * 1e3:.0f} ms waited in the queue, so the autoscaler "
-        f"added workers up to {peak} (of at most {high}) and, once they sat idle, retired them: it "
-        f"{shrunk}. It finished in {elastic_s:.2f} s against {fixed_s['fixed']:.2f} s on a fixed pool "
+        + (
+            f"added workers up to {peak} (of at most {high}) and, once they sat idle, retired them: it "
+            if peak > 1
+            else "should have added workers, but the pool never grew past 1 (the burst drained before "
+            "scale_up_after passed); it "
+        )
+        + f"{shrunk}. It finished in {elastic_s:.2f} s against {fixed_s['fixed']:.2f} s on a fixed pool "
         f"of {ctx.workers}, paying for start-ups while it grew and holding no idle processes after.",
         {f"t={t:.1f}s": float(n) for t, n in timeline[:: max(1, len(timeline) // 24)]},
         "workers in the pool over time",
