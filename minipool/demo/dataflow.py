@@ -8,18 +8,17 @@ stream); it is faster only where its stages wait or run on other cores, and the 
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import operator
 import random
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import pipeline as pl
+from ..bench.pipeline import await_, spin, wait
 from .step import COLUMNS, Context, Outcome, alternate
 
-__all__ = ["shard", "pipeline", "streaming", "spin", "wait", "await_"]
+__all__ = ["shard", "pipeline", "streaming"]
 
 
 def words(count: int, seed: int = 5) -> list[str]:
@@ -67,24 +66,6 @@ def shard(ctx: Context) -> Outcome:
         "seconds",
         notes,
     )
-
-
-def spin(n: int) -> int:
-    """About a millisecond of pure-Python CPU work (holds the GIL throughout)."""
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
-
-
-def wait(x: Any) -> Any:
-    time.sleep(0.02)
-    return x
-
-
-async def await_(x: Any) -> Any:
-    await asyncio.sleep(0.02)
-    return x
 
 
 def _runner(build: Callable[[], pl.Pipeline]) -> Callable[[], Any]:
