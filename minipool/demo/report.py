@@ -44,12 +44,12 @@ def summary_rows(done: Sequence[tuple[Step, Outcome]]) -> list[list[object]]:
     ]
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], kind: str = "step") -> str:
     lines = format_table(headers, rows).splitlines()
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[:1] + lines[2:]]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<table class="{kind}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 _STYLE = """
@@ -57,6 +57,7 @@ body { font-family: sans-serif; max-width: 60em; margin: 2em auto; color: #222; 
 table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+table.summary td:last-child { text-align: left; }
 .teaches { font-style: italic; } .verdict { background: #f4f4f4; padding: 0.5em; }
 section { border-top: 1px solid #ddd; margin-top: 1.5em; }
 """
@@ -85,5 +86,5 @@ def html_page(done: Sequence[tuple[Step, Outcome]], command: str, total: float) 
         f"{time.strftime('%Y-%m-%d %H:%M')}, {total:.1f} s in all. Single runs on a machine that may "
         "be shared: each technique is measured in turns with its peer, so ratios are fairer than "
         "seconds.</p>"
-        f"{_table(SUMMARY_HEADERS, summary_rows(done))}" + "".join(sections) + "</body></html>\n"
+        f"{_table(SUMMARY_HEADERS, summary_rows(done), 'summary')}" + "".join(sections) + "</body></html>\n"
     )

@@ -21,9 +21,9 @@ import sys
 import time
 
 from ..bench.common import print_table
+from . import steps as registry
 from .report import SUMMARY_HEADERS, html_page, print_step, summary_rows
 from .step import Context, Outcome, Step
-from .steps import STEPS, by_name
 
 __all__ = ["main"]
 
@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", metavar="PATH", help="also write one self-contained HTML page")
     args = parser.parse_args(argv)
     if args.list:
-        for step in STEPS:
+        for step in registry.STEPS:
             print(f"{step.name:12} {step.title}\n{'':12} {step.teaches}")
         return 0
     try:
-        steps = by_name([n.strip() for n in args.only.split(",") if n.strip()]) if args.only else STEPS
+        names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+        steps = registry.by_name(names) if names else registry.STEPS
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.ERROR, format="  [%(name)s] %(message)s")
