@@ -9,8 +9,10 @@ stdout and its HTML page.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -162,7 +164,10 @@ def test_each_verdict_agrees_with_its_own_numbers(quick_tour):
     assert "succeeded on attempt 3" in tasks and "the high ones ran first: yes" in tasks
     rpc = section(out, "rpc")
     assert "'Hi welcome LiLei'" in rpc and "'complete at 1'" in rpc
-    assert "tls://" in section(out, "transports")
+    transports = section(out, "transports")
+    assert "| tcp://" in transports and "| http://" in transports and "| ws://" in transports
+    assert ("| tls://" in transports) == (shutil.which("openssl") is not None)  # it makes the cert
+    assert ("| zmq+tcp://" in transports) == (importlib.util.find_spec("zmq") is not None)
     compression = section(out, "compression")
     assert all(f"gzip level {n}, JSON logs" in compression for n in range(1, 10))
     assert "pays below" in compression
