@@ -15,7 +15,7 @@ import operator
 import random
 import time
 
-from .step import COLUMNS, Context, Outcome, alternate, speedup_verdict, timed
+from .step import COLUMNS, Context, Outcome, alternate, machine_load, speedup_verdict, timed
 
 
 def noop(x: int) -> int:
@@ -124,6 +124,7 @@ def pi(ctx: Context) -> Outcome:
         first[name] = time.perf_counter() - start
         list(iterator)
     speedup = seconds["serial map()"] / seconds["Pool.map"]
+    busy, load = machine_load()
     rows = [
         ["serial map()", 1, tasks, seconds["serial map()"], "", 1.0],
         ["Pool.map", ctx.workers, tasks, seconds["Pool.map"], "", speedup],
@@ -137,8 +138,14 @@ def pi(ctx: Context) -> Outcome:
             speedup,
             f"Each batch is {attempts:,} darts, enough work to hide a task's round trip, so "
             f"{ctx.workers} workers gave {speedup:.2f}x (medians of serial and parallel taken in turns).",
-            f"Only {speedup:.2f}x on {ctx.workers} workers: the cores are shared with other work "
-            "right now, so parallel batches wait for a core; the technique needs idle cores to pay.",
+            f"Only {speedup:.2f}x on {ctx.workers} workers: "
+            + (
+                f"the cores are busy with other work ({load}), so parallel batches wait for a core; "
+                "the technique needs idle cores to pay."
+                if busy
+                else f"with the cores free ({load}), batches of {attempts:,} darts are too small to "
+                "hide a task's round trip; run without --quick."
+            ),
         )
         + " map_unordered (SCOOP's map_as_completed) hands over the first finished result "
         "without waiting for the big first batch.",

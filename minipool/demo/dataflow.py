@@ -9,6 +9,7 @@ stream); it is faster only where its stages wait or run on other cores, and the 
 from __future__ import annotations
 
 import collections
+import functools
 import operator
 import random
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 from .. import pipeline as pl
 from ..bench.pipeline import await_, spin, wait
-from .step import COLUMNS, Context, Outcome, alternate
+from .step import COLUMNS, Context, Outcome, alternate, machine_load
 
 __all__ = ["shard", "pipeline", "streaming"]
 
@@ -72,54 +73,70 @@ def _runner(build: Callable[[], pl.Pipeline]) -> Callable[[], Any]:
     return lambda: build().run()
 
 
+def _spin_all(records: list[int]) -> list[int]:
+    return [spin(n) for n in records]
+
+
 def pipeline(ctx: Context) -> Outcome:
     cpu = [20_000] * ctx.size(250, 800)
     io = list(range(ctx.size(20, 60)))
     pool = ctx.pool()
     workers = ctx.workers
-    cases = {
-        "CPU: thread, 1 worker": (1, cpu, lambda: pl.source(cpu) | pl.map(spin)),
+    cases: dict[str, tuple[int, list[int], Callable[[], Any]]] = {
+        "CPU: a plain loop, no pipeline": (1, cpu, functools.partial(_spin_all, cpu)),
+        "CPU: thread, 1 worker": (1, cpu, _runner(lambda: pl.source(cpu) | pl.map(spin))),
         f"CPU: thread, {workers} workers": (
             workers,
             cpu,
-            lambda: pl.source(cpu) | pl.map(spin, workers=workers),
+            _runner(lambda: pl.source(cpu) | pl.map(spin, workers=workers)),
         ),
         f"CPU: process, {workers} workers": (
             workers,
             cpu,
-            lambda: pl.source(cpu) | pl.map(spin, kind="process", workers=workers),
+            _runner(lambda: pl.source(cpu) | pl.map(spin, kind="process", workers=workers)),
         ),
         f"CPU: minipool Pool as executor, {workers} workers": (
             workers,
             cpu,
-            lambda: pl.source(cpu) | pl.map(spin, executor=pool, workers=workers),
+            _runner(lambda: pl.source(cpu) | pl.map(spin, executor=pool, workers=workers)),
         ),
-        "I/O: thread, 1 worker": (1, io, lambda: pl.source(io) | pl.map(wait)),
-        "I/O: thread, 16 workers": (16, io, lambda: pl.source(io) | pl.map(wait, workers=16)),
+        "I/O: thread, 1 worker": (1, io, _runner(lambda: pl.source(io) | pl.map(wait))),
+        "I/O: thread, 16 workers": (16, io, _runner(lambda: pl.source(io) | pl.map(wait, workers=16))),
         "I/O: coroutine, 16 workers": (
             16,
             io,
-            lambda: pl.source(io) | pl.map(await_, kind="async", workers=16),
+            _runner(lambda: pl.source(io) | pl.map(await_, kind="async", workers=16)),
         ),
     }
-    seconds, _ = alternate({name: _runner(build) for name, (_, _, build) in cases.items()}, 3)
+    seconds, _ = alternate({name: run for name, (_, _, run) in cases.items()}, 3)
     rows: list[list[Any]] = []
     gains: list[float] = []
     for name, (n, records, _) in cases.items():
-        base = seconds["CPU: thread, 1 worker" if name.startswith("CPU") else "I/O: thread, 1 worker"]
+        base = seconds[
+            "CPU: a plain loop, no pipeline" if name.startswith("CPU") else "I/O: thread, 1 worker"
+        ]
         gains.append(base / seconds[name])
         rows.append([name, n, len(records), seconds[name], gains[-1]])
-    cpu_threads, cpu_procs, cpu_pool, io_async = gains[1], gains[2], gains[3], gains[6]
+    one_thread, cpu_threads, cpu_procs, cpu_pool, io_async = gains[1], gains[2], gains[3], gains[4], gains[7]
+    busy, load = machine_load()
     return Outcome(
-        COLUMNS + ["vs 1 thread"],
+        COLUMNS + ["vs the baseline"],
         rows,
-        f"CPU: processes {cpu_procs:.2f}x ({cpu_pool:.2f}x warm), threads {cpu_threads:.2f}x; "
-        f"I/O: coroutines {io_async:.1f}x",
-        (
-            f"Pure-Python CPU work holds the GIL, so more threads do not help ({cpu_threads:.2f}x). "
+        f"CPU vs a plain loop: processes {cpu_procs:.2f}x ({cpu_pool:.2f}x warm), threads "
+        f"{cpu_threads:.2f}x; I/O: coroutines {io_async:.1f}x one thread",
+        "CPU rows are measured against a plain loop, I/O rows against one thread. Pure-Python CPU "
+        "work holds the GIL, so "
+        + (
+            f"{workers} threads give no more CPU than the loop ({cpu_threads:.2f}x); "
             if cpu_threads < 1.15
-            else f"Threads measured {cpu_threads:.2f}x here because other work on the machine slowed "
-            "the one-thread runs: a thread holds the GIL while it runs Python, so threads add no CPU. "
+            else f"the {cpu_threads:.2f}x of {workers} threads is noise from other work on the machine "
+            f"({load}), not CPU they added; "
+        )
+        + (
+            f"one thread ran at {one_thread:.2f}x, paying for every hand-off between stages under the "
+            "GIL, which a second thread hides. "
+            if one_thread < 0.87
+            else "one thread costs about what the loop does. "
         )
         + (
             f"{workers} processes pay once started ({cpu_pool:.2f}x on the warm pool; "
@@ -131,7 +148,8 @@ def pipeline(ctx: Context) -> Outcome:
             )
             if cpu_pool >= 1.15
             else f"{workers} processes gave {cpu_procs:.2f}x with their start-up and {cpu_pool:.2f}x on the "
-            "warm pool: the cores are busy with other work right now, so there is no idle core to gain. "
+            f"warm pool ({load}): "
+            + ("there is no idle core to gain. " if busy else "these tasks are too small at this size. ")
         )
         + f"Work that waits overlaps on threads or coroutines ({io_async:.1f}x with 16), with no "
         "process needed. Pick the stage kind by what the stage spends its time on.",

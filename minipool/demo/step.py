@@ -12,6 +12,7 @@ speed-up cannot come from the serial run having been measured during someone els
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Step", "Outcome", "Context", "alternate", "timed", "speedup_verdict", "COLUMNS"]
+__all__ = ["Step", "Outcome", "Context", "alternate", "timed", "speedup_verdict", "machine_load", "COLUMNS"]
 
 #: The columns every step's table starts with; a step adds its figure and the peer's.
 COLUMNS = ["what", "workers", "tasks", "seconds"]
@@ -112,6 +113,14 @@ def alternate(fns: dict[str, Callable[[], Any]], rounds: int) -> tuple[dict[str,
             values[name], seconds = timed(fn)
             times[name].append(seconds)
     return {name: statistics.median(t) for name, t in times.items()}, values
+
+
+def machine_load() -> tuple[bool, str]:
+    """Whether other work keeps the cores busy (the 1-minute load average at least the core
+    count), and the figure that says so, for a verdict that blames the machine."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return load >= cores, f"load average {load:.1f} on {cores} cores"
 
 
 def speedup_verdict(ratio: float, pays: str, does_not: str) -> str:
