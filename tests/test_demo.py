@@ -155,7 +155,8 @@ def test_each_verdict_agrees_with_its_own_numbers(quick_tour):
     pi = section(out, "pi")
     assert re.search(r"pi ~ 3\.1\d+", pi)
     speedup = ratio(pi, r"\| Pool\.map +\|.*\| +([\d.]+) \|\n")
-    assert ("enough work to hide" in pi) == (speedup >= 1.15)
+    if abs(speedup - 1.15) > 0.01:  # the table rounds to two places
+        assert ("enough work to hide" in pi) == (speedup >= 1.15)
     total = section(out, "sum")
     shipped = ratio(total, r"\| Pool\.map, the list shipped +\|[^\n]*\| +([\d.]+) \|\n")
     assert shipped < 1 and "costs more than the adding" in total  # the lesson of seed 003's sum
