@@ -15,7 +15,7 @@ import operator
 import random
 import time
 
-from .step import COLUMNS, Context, Outcome, alternate, machine_load, speedup_verdict, timed
+from .step import COLUMNS, Context, Outcome, alternate, beyond_workers, machine_load, speedup_verdict, timed
 
 
 def noop(x: int) -> int:
@@ -147,6 +147,7 @@ def pi(ctx: Context) -> Outcome:
                 "hide a task's round trip; run without --quick."
             ),
         )
+        + beyond_workers(speedup, ctx.workers)
         + " map_unordered (SCOOP's map_as_completed) hands over the first finished result "
         "without waiting for the big first batch.",
         {

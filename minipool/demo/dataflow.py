@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import pipeline as pl
 from ..bench.pipeline import await_, spin, wait
-from .step import COLUMNS, Context, Outcome, alternate, machine_load
+from .step import COLUMNS, Context, Outcome, alternate, beyond_workers, machine_load
 
 __all__ = ["shard", "pipeline", "streaming"]
 
@@ -159,6 +159,8 @@ def pipeline(ctx: Context) -> Outcome:
             f"warm pool ({load}): "
             + ("there is no idle core to gain. " if busy else "these tasks are too small at this size. ")
         )
+        + beyond_workers(cpu_pool, workers).lstrip()
+        + (" " if cpu_pool > workers * 1.1 else "")
         + f"Work that waits overlaps on threads or coroutines ({io_async:.1f}x with 16), with no "
         "process needed. Pick the stage kind by what the stage spends its time on.",
         {name: s for name, s in seconds.items()},

@@ -20,7 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Step", "Outcome", "Context", "alternate", "timed", "speedup_verdict", "machine_load", "COLUMNS"]
+__all__ = [
+    "Step",
+    "Outcome",
+    "Context",
+    "alternate",
+    "timed",
+    "speedup_verdict",
+    "machine_load",
+    "beyond_workers",
+    "COLUMNS",
+]
 
 #: The columns every step's table starts with; a step adds its figure and the peer's.
 COLUMNS = ["what", "workers", "tasks", "seconds"]
@@ -121,6 +131,19 @@ def machine_load() -> tuple[bool, str]:
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return load >= cores, f"load average {load:.1f} on {cores} cores"
+
+
+def beyond_workers(ratio: float, workers: int) -> str:
+    """A sentence for a speed-up above the worker count, which the work alone cannot give: on an
+    overloaded machine the scheduler shares the cores per process, so ``workers`` processes get
+    that many shares against the serial run's one. Empty when the ratio is within reach."""
+    if ratio <= workers * 1.1:
+        return ""
+    return (
+        f" More than {workers}x on {workers} workers is not the work going faster: on a machine this "
+        f"busy ({machine_load()[1]}) the scheduler gives {workers} processes {workers} shares of the "
+        "cores against the serial run's one."
+    )
 
 
 def speedup_verdict(ratio: float, pays: str, does_not: str) -> str:
