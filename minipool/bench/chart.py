@@ -107,7 +107,8 @@ def bar_chart(
 ) -> str:
     """Return an SVG document with one horizontal bar per ``values`` entry, longest = largest.
 
-    Bars named in ``peers`` are drawn hatched grey: the peer a step compares against. Values are
+    Bars share one colour, so a series (a timeline) reads as one; bars named in ``peers`` are
+    grey: the peer a step compares against. Values are
     printed at the end of each bar, so the picture reads without the table.
     """
     peers = peers or set()
@@ -123,7 +124,7 @@ def bar_chart(
     for i, (name, value) in enumerate(values.items()):
         y = top + i * (bar + gap)
         length = max(value, 0.0) / high * width
-        color = "#999999" if name in peers else _COLORS[1 + i % (len(_COLORS) - 1)]
+        color = "#999999" if name in peers else _COLORS[1]
         out.append(f'<text x="{left - 8}" y="{y + bar - 5}" text-anchor="end">{escape(name)}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar}" fill="{color}"/>')
         shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

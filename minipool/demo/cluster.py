@@ -118,7 +118,8 @@ def autoscaling(ctx: Context) -> Outcome:
         {f"t={t:.1f}s": float(n) for t, n in timeline[:: max(1, len(timeline) // 24)]},
         "workers in the pool over time",
         [
-            f"autoscaler decisions: {actions.count('add')} to add, {actions.count('remove')} to remove",
+            f"autoscaler events: {actions.count('add')} adding workers, "
+            f"{actions.count('remove')} retiring them",
             "timeline (s, workers): " + ", ".join(f"{t:.1f}:{n}" for t, n in timeline),
         ],
     )
