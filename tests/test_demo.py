@@ -116,9 +116,10 @@ def test_a_step_is_one_function_registered_in_one_list(monkeypatch, capsys, tmp_
 
 
 def test_bar_chart_draws_a_bar_per_value_longest_for_the_largest():
-    svg = bar_chart({"small": 1.0, "large": 4.0}, "title", unit="units")
+    svg = bar_chart({"small": 1.0, "large": 4.0}, "title", unit="units", peers={"small"})
     widths = [float(w) for w in re.findall(r'<rect x="\d+" y="\d+" width="([\d.]+)"', svg)]
     assert len(widths) == 2 and widths[1] == 4 * widths[0]
+    assert ">small (peer)</text>" in svg and svg.count('fill="#999999"') == 1
     assert svg.startswith("<svg") and "units" in svg
 
 
@@ -142,6 +143,8 @@ def test_html_page_has_every_step_table_and_chart(quick_tour):
         part = part[: part.index("</section>")]
         assert '<table class="step">' in part and "<th>workers</th>" in part
         assert part.count("<svg") == 1 and "<rect" in part
+        if name not in ("compression", "autoscaling"):  # a timeline and a table of codecs: no peer bar
+            assert part.count('fill="#999999"') == 1 and "(peer)</text>" in part
 
 
 def ratio(text: str, pattern: str) -> float:

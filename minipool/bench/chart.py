@@ -125,7 +125,8 @@ def bar_chart(
         y = top + i * (bar + gap)
         length = max(value, 0.0) / high * width
         color = "#999999" if name in peers else _COLORS[1]
-        out.append(f'<text x="{left - 8}" y="{y + bar - 5}" text-anchor="end">{escape(name)}</text>')
+        label = name + (" (peer)" if name in peers else "")
+        out.append(f'<text x="{left - 8}" y="{y + bar - 5}" text-anchor="end">{escape(label)}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar}" fill="{color}"/>')
         shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
         out.append(f'<text x="{left + length + 6:.1f}" y="{y + bar - 5}">{escape(shown)}</text>')

@@ -57,6 +57,7 @@ def balancing(ctx: Context) -> Outcome:
             f"{count} tasks of 1-{max(sizes) * unit * 1e3:.0f} ms (lognormal), "
             f"3 workers + 1 slowed {slowdown:.0f}x, 2 slots each"
         ],
+        peer="round-robin",
     )
 
 

@@ -94,6 +94,7 @@ def dispatch(ctx: Context) -> Outcome:
         verdict,
         rates,
         "empty tasks per second",
+        peer="ProcessPoolExecutor.submit",
     )
 
 
@@ -156,6 +157,7 @@ def pi(ctx: Context) -> Outcome:
         },
         "seconds",
         [f"pi ~ {estimate:.5f} (error {abs(estimate - math.pi) / math.pi:.3%})"],
+        peer="serial map() s",
     )
 
 
@@ -185,6 +187,7 @@ def mapreduce(ctx: Context) -> Outcome:
         {name: s for name, s in seconds.items()},
         "seconds",
         [f"mapReduce = {values['Pool.map_reduce']:,}, equal to the serial fold"],
+        peer="serial reduce(map())",
     )
 
 
@@ -227,6 +230,7 @@ def distributed_sum(ctx: Context) -> Outcome:
         {name: s for name, s in seconds.items()},
         "seconds",
         [f"sum(range({n:,})) = {n * (n - 1) // 2:,}, all three agree"],
+        peer="serial sum(list)",
     )
 
 
@@ -255,6 +259,7 @@ def chunking(ctx: Context) -> Outcome:
         "its chunk ends.",
         {name: n / s for name, s in seconds.items()},
         "items per second",
+        peer="map(chunksize=1)",
     )
 
 
@@ -308,6 +313,7 @@ def tasks(ctx: Context) -> Outcome:
         {name: s for name, s in seconds.items()},
         "seconds",
         notes,
+        peer="serial calls",
     )
 
 

@@ -73,6 +73,7 @@ def shard(ctx: Context) -> Outcome:
         {name: s for name, s in seconds.items()},
         "seconds",
         notes,
+        peer="serial Counter",
     )
 
 
@@ -165,6 +166,7 @@ def pipeline(ctx: Context) -> Outcome:
         "process needed. Pick the stage kind by what the stage spends its time on.",
         {name: s for name, s in seconds.items()},
         "seconds",
+        peer="CPU: a plain loop, no pipeline",
     )
 
 
@@ -227,4 +229,5 @@ def streaming(ctx: Context) -> Outcome:
         {name: count / s for name, s in seconds.items()},
         "records per second",
         notes,
+        peer="plain loop",
     )

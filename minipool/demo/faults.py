@@ -201,6 +201,7 @@ def recovery(ctx: Context) -> Outcome:
         {str(row[0]): float(row[3]) for row in rows},
         "seconds for the same tasks",
         [f"the restarted coordinator's run: {done_before} of {count} results had arrived before the kill"],
+        peer="undisturbed",
     )
 
 
@@ -293,4 +294,5 @@ def chaos(ctx: Context) -> Outcome:
         {str(row[0]): float(row[3]) for row in rows},
         "seconds for the same tasks",
         [f"proxy counters: {counters}"],
+        peer="a clean link",
     )

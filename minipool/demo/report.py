@@ -68,7 +68,9 @@ def html_page(done: Sequence[tuple[Step, Outcome]], command: str, total: float) 
     sections = []
     for step, outcome in done:
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in outcome.notes)
-        chart = bar_chart(outcome.chart, f"{step.name}: {outcome.headline}", unit=outcome.unit)
+        chart = bar_chart(
+            outcome.chart, f"{step.name}: {outcome.headline}", unit=outcome.unit, peers={outcome.peer}
+        )
         sections.append(
             f'<section id="step-{step.name}"><h2>{html.escape(step.name)}: {html.escape(step.title)}</h2>'
             f'<p class="teaches">{html.escape(step.teaches)}</p>'

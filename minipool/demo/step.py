@@ -48,6 +48,7 @@ class Outcome:
         chart: bar label -> value, drawn as the step's SVG chart.
         unit: what the chart's bars measure.
         notes: lines printed under the table (what was computed, what was checked).
+        peer: the chart bar of the peer the technique is measured against (drawn grey).
     """
 
     headers: list[str]
@@ -57,6 +58,7 @@ class Outcome:
     chart: dict[str, float]
     unit: str
     notes: list[str] = field(default_factory=list)
+    peer: str = ""
     seconds: float = 0.0  # the step's wall-clock time, filled in by the tour
 
 

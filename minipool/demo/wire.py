@@ -130,6 +130,7 @@ def rpc(ctx: Context) -> Outcome:
             f"Proxy('name:tour.greeter').welcomeMessage('LiLei') -> {greeting!r}",
             f"the chain of three: {chain}",
         ],
+        peer="pool.submit(welcome).result()",
     )
 
 
@@ -190,6 +191,7 @@ def transports(ctx: Context) -> Outcome:
         {f"{kind}://": n / s for kind, s in seconds.items()},
         "tasks per second (10 KB each)",
         [f"not measured here: {m}" for m in missing],
+        peer="tcp://",
     )
 
 
