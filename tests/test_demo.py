@@ -115,6 +115,24 @@ def test_a_step_is_one_function_registered_in_one_list(monkeypatch, capsys, tmp_
     assert 'id="step-hello"' in html and "<svg" in html and "42 of them" in html
 
 
+def test_a_failing_step_is_reported_and_the_others_still_run(monkeypatch, capsys):
+    def broken(context):
+        raise RuntimeError("the step broke")
+
+    def fine(context):
+        return Outcome(COLUMNS, [["fine", 1, 1, 0.1]], "fine", "It ran.", {"fine": 1.0}, "s")
+
+    monkeypatch.setattr(
+        registry,
+        "STEPS",
+        [Step("broken", "breaks", "Nothing.", broken), Step("fine", "runs", "Something.", fine)],
+    )
+    assert tour.main([]) == 1
+    out = capsys.readouterr()
+    assert "broken FAILED: RuntimeError('the step broke')" in out.err and "Traceback" in out.err
+    assert "## fine: runs" in out.out and "failed: broken" in out.out
+
+
 def test_bar_chart_draws_a_bar_per_value_longest_for_the_largest():
     svg = bar_chart({"small": 1.0, "large": 4.0}, "title", unit="units", peers={"small"})
     widths = [float(w) for w in re.findall(r'<rect x="\d+" y="\d+" width="([\d.]+)"', svg)]

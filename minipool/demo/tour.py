@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 from ..bench.common import print_table
 from . import steps as registry
@@ -53,11 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     context = Context(args.workers, args.quick)
     done: list[tuple[Step, Outcome]] = []
+    failed: list[str] = []
     try:
         for number, step in enumerate(steps, 1):
             context.say(f"[{number}/{len(steps)}] {step.name}: {step.title}")
             start = time.perf_counter()
-            outcome = step.run(context)
+            try:
+                outcome = step.run(context)
+            except Exception as exc:  # noqa: BLE001 - one broken step must not hide the others
+                traceback.print_exc()
+                context.say(f"[{number}/{len(steps)}] {step.name} FAILED: {exc!r}")
+                failed.append(step.name)
+                continue
             outcome.seconds = time.perf_counter() - start
             context.say(f"[{number}/{len(steps)}] {step.name} done in {outcome.seconds:.1f} s")
             print_step(step, outcome)
@@ -75,4 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.html, "w", encoding="utf-8") as f:
             f.write(html_page(done, command.strip(), total))
         print(f"\nwrote {args.html}")
+    if failed:
+        print(f"\nfailed: {', '.join(failed)} (the traceback of each is on stderr)")
+        return 1
     return 0
