@@ -194,6 +194,11 @@ def test_each_verdict_agrees_with_its_own_numbers(quick_tour):
     assert all(f"gzip level {n}, JSON logs" in compression for n in range(1, 10))
     assert "pays below" in compression
     assert "every count equal to the serial Counter's" in section(out, "shard")
+    chunking = section(out, "chunking")
+    two = ratio(chunking, r"\| uneven items, map\(chunksize=20\) +\| +2 \| +40 \| +([\d.]+) \|")
+    auto = ratio(chunking, r"\| uneven items, map\(chunksize=None\) +\| +2 \| +40 \| +([\d.]+) \|")
+    if abs(two / auto - 1.15) > 0.05:  # the table rounds the seconds
+        assert ("x the time automatic chunks took" in chunking) == (two / auto >= 1.15)
     assert "coroutine" in section(out, "pipeline")
     assert "reached 100" in section(out, "streaming")
     autoscaling = section(out, "autoscaling")

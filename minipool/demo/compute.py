@@ -14,6 +14,7 @@ import multiprocessing
 import operator
 import random
 import time
+from typing import Any
 
 from .step import COLUMNS, Context, Outcome, alternate, beyond_workers, machine_load, speedup_verdict, timed
 
@@ -237,26 +238,45 @@ def distributed_sum(ctx: Context) -> Outcome:
 def chunking(ctx: Context) -> Outcome:
     pool = ctx.pool()
     n = ctx.size(2000, 10000)
+    huge = f"map(chunksize={n // 2})"
     seconds, values = alternate(
         {
             "map(chunksize=1)": lambda: list(pool.map(noop, range(n), chunksize=1)),
             "map(chunksize=None): auto": lambda: list(pool.map(noop, range(n), chunksize=None)),
-            f"map(chunksize={n // 2})": lambda: list(pool.map(noop, range(n), chunksize=n // 2)),
+            huge: lambda: list(pool.map(noop, range(n), chunksize=n // 2)),
         },
         rounds=3,
     )
     assert all(v == list(range(n)) for v in values.values())
+    # Uneven items: the first half sleep 10 ms, the rest nothing. Two chunks put every slow
+    # item on one worker; automatic chunks spread them.
+    uneven = [0.01] * 20 + [0.0] * 20
+    lumpy, _ = alternate(
+        {
+            "uneven items, map(chunksize=20)": lambda: list(pool.map(time.sleep, uneven, chunksize=20)),
+            "uneven items, map(chunksize=None)": lambda: list(pool.map(time.sleep, uneven, chunksize=None)),
+        },
+        rounds=2,
+    )
     one = seconds["map(chunksize=1)"]
-    rows = [[name, ctx.workers, n, s, n / s, one / s] for name, s in seconds.items()]
+    rows: list[list[Any]] = [[name, ctx.workers, n, s, n / s, one / s] for name, s in seconds.items()]
+    rows += [[name, ctx.workers, len(uneven), s, len(uneven) / s, ""] for name, s in lumpy.items()]
     auto = one / seconds["map(chunksize=None): auto"]
+    starved = lumpy["uneven items, map(chunksize=20)"] / lumpy["uneven items, map(chunksize=None)"]
     return Outcome(
         COLUMNS + ["items/s", "vs chunksize=1"],
         rows,
-        f"auto chunks {auto:.1f}x chunksize=1",
+        f"auto chunks {auto:.1f}x chunksize=1; two chunks of uneven items {starved:.1f}x slower",
         f"One item per task pays a round trip per item; automatic chunks (about four per worker "
-        f"slot) cut that cost {auto:.1f}x for tiny items. One huge chunk per worker is as cheap "
-        "here, but leaves a worker idle when chunks are uneven and holds every result until "
-        "its chunk ends.",
+        f"slot) cut that cost {auto:.1f}x for tiny items, and two huge chunks as much "
+        f"({one / seconds[huge]:.0f}x). But too few chunks starve workers: with the slow items all "
+        "in one of two chunks, one worker did all the waiting while the other sat idle, "
+        + (
+            f"{starved:.1f}x the time automatic chunks took."
+            if starved >= 1.15
+            else f"yet here it took only {starved:.2f}x automatic chunks' time (a busy machine "
+            f"blurs 10 ms waits: {machine_load()[1]})."
+        ),
         {name: n / s for name, s in seconds.items()},
         "items per second",
         peer="map(chunksize=1)",
