@@ -250,12 +250,13 @@ def chaos(ctx: Context) -> Outcome:
                         start = time.perf_counter()
                         futures = [client.submit(record_then_sleep, log, i, 0.02) for i in range(count)]
                         cuts = 0
-                        while not all(f.done() for f in futures):
+                        deadline = time.monotonic() + 60
+                        while not all(f.done() for f in futures) and time.monotonic() < deadline:
                             if cutting and coord.status()["running"] and cuts < 10:
                                 cuts += proxy.cut_all()
                                 time.sleep(0.2)
                             time.sleep(0.01)
-                        results = [f.result(0) for f in futures]
+                        results = [f.result(5) for f in futures]  # TimeoutError if one never came
                         seconds = time.perf_counter() - start
                         after = coord.status()
                         rows.append(
