@@ -4,7 +4,9 @@ Seed 004 reads web-server logs from a message queue and computes, as the stream 
 aggregates (errors in the last N seconds), per-window statistics, and the top-3 pages with a
 MapReduce. Here an endless generator stands in for the Kafka topic (``take`` cuts it), and the
 log lines carry their own timestamps, so the windows use *event time* and the output is the
-same on every run.
+same on every run. Traffic changes as it does on a real site: every 45 seconds another page is
+trending, and every two minutes a 10-second outage turns three requests in ten into errors, so
+each window's row shows what happened in it.
 
     python examples/log_stream_windows.py              # 60,000 log lines
     python examples/log_stream_windows.py --lines 200000
@@ -35,6 +37,9 @@ class Hit(NamedTuple):
     page: str
 
 
+TRENDING = ["/product/2", "/search", "/cart", "/product/1", "/checkout", "/login"]
+
+
 def log_lines(seed: int = 4) -> Iterator[str]:
     """An endless stream of log lines, about 100 per second of event time, errors in bursts."""
     rng = random.Random(seed)
@@ -42,7 +47,8 @@ def log_lines(seed: int = 4) -> Iterator[str]:
         ts = n / 100
         burst = 30 <= ts % 120 < 40  # a 10-second outage every two minutes
         status = 500 if rng.random() < (0.3 if burst else 0.01) else 200
-        page = rng.choices(PAGES, WEIGHTS)[0]
+        trending = TRENDING[int(ts // 45) % len(TRENDING)]  # another page is popular every 45 s
+        page = trending if rng.random() < 0.35 else rng.choices(PAGES, WEIGHTS)[0]
         yield f"{ts:.2f} u{rng.randrange(500)} {status} {page}"
 
 
@@ -51,9 +57,10 @@ def parse(line: str) -> Hit:
     return Hit(float(ts), user, int(status), page)
 
 
-def top3_pages(window: pl.Window) -> tuple[float, int, list[tuple[str, int]]]:
+def top3_pages(window: pl.Window) -> tuple[float, int, int, list[tuple[str, int]]]:
     counts = Counter(hit.page for hit in window.records)
-    return window.start, len(window.records), counts.most_common(3)
+    errors = sum(1 for hit in window.records if hit.status >= 500)
+    return window.start, len(window.records), errors, counts.most_common(3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rolling 10 s error count reached 50 {len(alerts)} times (once per outage)")
 
     # 2. tumbling 30-second windows (event time) with the top 3 pages of each window
-    print("\nwindow start   hits  top 3 pages")
-    for start_s, n, top in (
+    print("\nwindow start   hits  errors  top 3 pages")
+    for start_s, n, errors, top in (
         hits | pl.window(seconds=30, timestamp=operator.attrgetter("ts")) | pl.map(top3_pages)
     ).stream():
-        print(f"{start_s:10.0f} s {n:6}  " + ", ".join(f"{p} ({c})" for p, c in top))
+        print(f"{start_s:10.0f} s {n:6}  {errors:6}  " + ", ".join(f"{p} ({c})" for p, c in top))
 
     # 3. MapReduce top 3 over the whole stream: map to (page, 1), shard by page, reduce, top
     top3 = (

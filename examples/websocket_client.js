@@ -31,7 +31,9 @@ function generateLines() {
     for (let j = 0; j < lineLength; j++) {
       chars.push(String.fromCharCode(Math.floor(Math.random() * 26) + 97));
     }
-    chars[Math.floor(Math.random() * lineLength)] = chars[0].toUpperCase();
+    // Capitalise the letter at a random place (the article's indexToCapitalize).
+    const indexToCapitalize = Math.floor(Math.random() * lineLength);
+    chars[indexToCapitalize] = chars[indexToCapitalize].toUpperCase();
     lines.push(chars.join(""));
   }
   return lines.join("\n") + "\n";

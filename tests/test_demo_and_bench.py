@@ -1,5 +1,5 @@
-"""The guided demo and the dispatch, balance, codecs, pipeline and rpc benchmarks run end to end
-(tiny settings)."""
+"""The dispatch, balance, codecs, pipeline and rpc benchmarks run end to end (tiny settings);
+the guided tour has tests/test_demo.py."""
 
 import json
 import subprocess
@@ -10,14 +10,6 @@ def run(*args, timeout=120):
     done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
-
-
-def test_demo_quick_prints_its_table():
-    out = run("minipool.demo", "--quick", "--workers", "2")
-    for example in ("Monte Carlo pi", "distributed sum", "mapReduce", "Celery-style", "SIGKILLed"):
-        assert example in out
-    assert "0 failed" in out
-    assert "live dashboard while the tour runs: http://127.0.0.1:" in out
 
 
 def test_bench_dispatch_quick_measures_every_peer(tmp_path):

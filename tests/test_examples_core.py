@@ -4,6 +4,7 @@ what they computed (each checks itself against a serial computation before exiti
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,10 +42,19 @@ def test_monte_carlo_pi():
     assert "Pool(1).map" in out and "Pool(2).map" in out and "Pool.map_reduce" in out
     assert "pi = 3.1" in out
     assert "every pool's count matches the serial count: yes" in out
+    # The verdict follows the speed-ups printed above it (serial and pool timed in turns).
+    best = max(float(x) for x in re.findall(r"Pool\(\d\)\.map .* speed-up +([\d.]+)x", out))
+    if best >= 1.15:
+        assert f"the pool pays: {best:.2f}x" in out
+    else:
+        assert "the pools did not pay here" in out
 
 
 def test_distributed_sum():
     out = run_example("distributed_sum.py", "200000", "--chunks", "4")
+    assert re.search(r"serial sum of the chunks    : 19999900000  [\d.]+ s", out)
+    assert "chunksize=50,000" in out  # the chunksize the docstring promises is the one used
+    assert "shipping the chunks to the workers cost more than adding them" in out
     assert "multiprocessing.Pool.map    : 19999900000" in out
     assert "minipool.Pool.map           : 19999900000" in out
     assert "all sums equal the closed form: yes" in out

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import ssl
@@ -632,6 +633,9 @@ def test_javascript_client(server):
     )
     assert result.returncode == 0, result.stderr
     assert "echo 0 (binary)" in result.stdout
+    generated = json.loads(re.search(r"^echo 0 \(binary\): (.*)$", result.stdout, re.M).group(1))
+    for line in generated.splitlines():  # the article's generator: one letter capitalised in place
+        assert line.isalpha() and sum(c.isupper() for c in line) == 1, line
     assert 'echo 1 (text): "text from node"' in result.stdout
     assert "mapped: [1] Line content: 1." in result.stdout
     conn, exc = server.outcome()

@@ -1,4 +1,4 @@
-"""A log-log line chart as SVG text, written by hand: the benchmarks' pictures need no library.
+"""A log-log line chart and a bar chart as SVG text, written by hand: no library needed.
 
 Technique: SVG is only text. Each point is mapped to pixels through ``log10``, each series is a
 ``<path>``, and the grid, labels and legend are a few more elements. Dashed series mark the
@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from xml.sax.saxutils import escape
 
-__all__ = ["loglog_chart"]
+__all__ = ["loglog_chart", "bar_chart"]
 
 _COLORS = [
     "#222222",
@@ -98,5 +98,38 @@ def loglog_chart(
         )
         label = name + (" (peer)" if name in dashed else "")
         out.append(f'<text x="{left + width + 52}" y="{ly + 4}">{escape(label)}</text>')
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
+def bar_chart(
+    values: Mapping[str, float], title: str, *, unit: str = "", peers: set[str] | None = None
+) -> str:
+    """Return an SVG document with one horizontal bar per ``values`` entry, longest = largest.
+
+    Bars share one colour, so a series (a timeline) reads as one; bars named in ``peers`` are
+    grey: the peer a step compares against. Values are
+    printed at the end of each bar, so the picture reads without the table.
+    """
+    peers = peers or set()
+    left, top, width, bar, gap = 300, 40, 360, 18, 8
+    high = max([v for v in values.values() if v > 0] or [1.0])
+    height = top + len(values) * (bar + gap) + 30
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 110}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="10" y="22" font-size="14">{escape(title)}</text>',
+    ]
+    for i, (name, value) in enumerate(values.items()):
+        y = top + i * (bar + gap)
+        length = max(value, 0.0) / high * width
+        color = "#999999" if name in peers else _COLORS[1]
+        label = name + (" (peer)" if name in peers else "")
+        out.append(f'<text x="{left - 8}" y="{y + bar - 5}" text-anchor="end">{escape(label)}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar}" fill="{color}"/>')
+        shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        out.append(f'<text x="{left + length + 6:.1f}" y="{y + bar - 5}">{escape(shown)}</text>')
+    out.append(f'<text x="{left + width / 2}" y="{height - 8}" text-anchor="middle">{escape(unit)}</text>')
     out.append("</svg>\n")
     return "\n".join(out)

@@ -185,7 +185,7 @@ def channel_cost(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def _spin(n: int) -> int:
+def spin(n: int) -> int:
     """About a millisecond of pure-Python CPU work (holds the GIL throughout)."""
     total = 0
     for i in range(n):
@@ -193,12 +193,12 @@ def _spin(n: int) -> int:
     return total
 
 
-def _wait(x: Any) -> Any:
+def wait(x: Any) -> Any:
     time.sleep(0.02)
     return x
 
 
-async def _await(x: Any) -> Any:
+async def await_(x: Any) -> Any:
     import asyncio
 
     await asyncio.sleep(0.02)
@@ -212,24 +212,24 @@ def stage_kinds(args: argparse.Namespace) -> list[dict[str, Any]]:
     cpu = [20_000] * 1000
     io = list(range(100))
     cases = [
-        ("CPU 1 ms x 1000", "thread, 1 worker", lambda: pl.source(cpu) | pl.map(_spin)),
-        ("CPU 1 ms x 1000", "thread, 2 workers", lambda: pl.source(cpu) | pl.map(_spin, workers=2)),
+        ("CPU 1 ms x 1000", "thread, 1 worker", lambda: pl.source(cpu) | pl.map(spin)),
+        ("CPU 1 ms x 1000", "thread, 2 workers", lambda: pl.source(cpu) | pl.map(spin, workers=2)),
         (
             "CPU 1 ms x 1000",
             "process, 2 workers",
-            lambda: pl.source(cpu) | pl.map(_spin, kind="process", workers=2),
+            lambda: pl.source(cpu) | pl.map(spin, kind="process", workers=2),
         ),
-        ("wait 20 ms x 100", "thread, 1 worker", lambda: pl.source(io) | pl.map(_wait)),
-        ("wait 20 ms x 100", "thread, 32 workers", lambda: pl.source(io) | pl.map(_wait, workers=32)),
+        ("wait 20 ms x 100", "thread, 1 worker", lambda: pl.source(io) | pl.map(wait)),
+        ("wait 20 ms x 100", "thread, 32 workers", lambda: pl.source(io) | pl.map(wait, workers=32)),
         (
             "wait 20 ms x 100",
             "async, 32 workers",
-            lambda: pl.source(io) | pl.map(_await, kind="async", workers=32),
+            lambda: pl.source(io) | pl.map(await_, kind="async", workers=32),
         ),
         (
             "wait 20 ms x 100",
             "process, 2 workers",
-            lambda: pl.source(io) | pl.map(_wait, kind="process", workers=2),
+            lambda: pl.source(io) | pl.map(wait, kind="process", workers=2),
         ),
     ]
     rows = []

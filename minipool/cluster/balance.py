@@ -1,6 +1,6 @@
 """Load-balancing policies: which worker gets the next task.
 
-Technique (seed 001's weighted dynamic load balancing; the Consul resolver that seed 001 prints picks at
+Technique (seed 001's weighted dynamic load balancing; seed 001's Consul resolver picks at
 random): the coordinator keeps, for every worker, how many slots it advertised, how many tasks
 it holds, and two moving averages it measures itself: how long a task runs there (from the
 lease, or from the result before it when the worker was busy, so the network is inside it), and
