@@ -39,6 +39,7 @@ NAMES = [
     "shard",
     "pipeline",
     "streaming",
+    "topics",
     "balancing",
     "autoscaling",
     "recovery",
@@ -202,6 +203,8 @@ def test_each_verdict_agrees_with_its_own_numbers(quick_tour):
         assert ("x the time automatic chunks took" in chunking) == (two / auto >= 1.15)
     assert "coroutine" in section(out, "pipeline")
     assert "reached 100" in section(out, "streaming")
+    log = section(out, "topics")  # a member killed mid-stream, and nothing lost
+    assert re.search(r"\| the surviving member +\| +1 \| +\d+ \| +[\d.]+ \| +\d+ \| +0 \|", log), log
     autoscaling = section(out, "autoscaling")
     peak = ratio(autoscaling, r"added workers up to (\d+)")
     assert peak > 1 and "it shrank back to 1" in autoscaling  # grew for the burst, then retired them

@@ -6,7 +6,7 @@ the words ``python -m minipool.demo --only NAME`` takes and the one sentence it 
 
 from __future__ import annotations
 
-from . import cluster, compute, dataflow, faults, wire
+from . import cluster, compute, dataflow, faults, messaging, wire
 from .step import Step
 
 __all__ = ["STEPS", "by_name"]
@@ -90,6 +90,13 @@ STEPS: list[Step] = [
         "streaming: event-time windows and rolling aggregation",
         "Windows turn an endless stream into finite groups; rolling aggregates alert as records arrive.",
         dataflow.streaming,
+    ),
+    Step(
+        "topics",
+        "a message log: topics, a consumer group, a member SIGKILLed (seed 004)",
+        "A log keeps every record until it is acknowledged: a crashed consumer's records are "
+        "redelivered to the rest of its group, at least once, never lost.",
+        messaging.topics,
     ),
     Step(
         "balancing",
