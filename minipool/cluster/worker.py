@@ -53,7 +53,9 @@ from ..errors import (
 )
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
 from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
+from .nesting import FOR_TASKS, Nest, RunningTask, TasksClient, entered, left
 from .session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
+from .timelimit import execute_within
 
 __all__ = ["Worker"]
 
@@ -68,6 +70,8 @@ STOP_GRACE = 2.0
 #: (the last RECENT_MAX, each of at most RECENT_ITEM bytes: 4 MiB in all at most).
 RECENT_MAX = 128
 RECENT_ITEM = 32 * 1024
+#: What the coordinator sends a worker for its tasks' own requests (see minipool.nested).
+_FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY))
 
 
 class Worker:
@@ -127,7 +131,6 @@ class Worker:
             if kind == "thread"
             else None
         )
-        self._timing_out = False  # an inline task with a timeout is running (SIGALRM armed)
         self._inline_task = False  # the main thread is inside a task (a signal may interrupt it)
         self._owns_process = False  # handle_signals was called: stopping may end the process
         self.tasks_done = 0
@@ -147,6 +150,12 @@ class Worker:
         # are sent again on the next (the coordinator drops the copies it already has).
         self._recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RECENT_MAX)
         self._held = threading.Lock()
+        # Tasks that submit tasks (see minipool.cluster.nesting): the client they submit
+        # through (made by minipool.nested on first use), who may read the connection, and
+        # the threads standing in for tasks that wait on their children.
+        self.tasks_client: TasksClient | None = None
+        self.reading = threading.Lock()
+        self.nest = Nest(self)
 
     def hello(self) -> dict[str, Any]:
         hello = {
@@ -269,16 +278,17 @@ class Worker:
             target=self._beat, args=(outbox,), daemon=True, name="minipool-worker-heartbeat"
         )
         beating.start()
-        silence = self.heartbeat * self.liveness
         try:
             while not self._stop.is_set():
                 if outbox.failed and not self.reconnect:
                     return  # tasks still buffered here have no one to send their results to
                 polling = outbox.has_pending
+                silence = self.heartbeat * self.liveness
                 try:
                     # With results waiting, only poll: run every task already here, then send
                     # all their results in one write.
-                    data = conn.recv(timeout=0.0 if polling else silence)
+                    with self.reading:
+                        data = conn.recv(timeout=0.0 if polling else silence)
                 except TimeoutError:
                     if polling:
                         outbox.flush()
@@ -287,24 +297,43 @@ class Worker:
                     return
                 except ConnectionClosed:
                     return
-                msg = decode(data)
-                if msg.kind is Kind.TASK:
-                    self._running.add(msg.id)
-                    self._start(msg, self._coordinator)
-                elif msg.kind is Kind.HEARTBEAT and msg.headers:
-                    adopt_heartbeat(self, msg.headers)
-                    silence = self.heartbeat * self.liveness
-                    self._resume(outbox, msg.headers.get("coordinator"), msg.headers.get("wanted"))
-                elif msg.kind is Kind.ERROR:
-                    log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
+                if not self.handle(decode(data), outbox):
                     return
-                elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
-                    raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
         except MinipoolError as exc:
             log.warning("dropping the connection to %s: %s", self.url, exc)
         finally:
             conn.close()
             self._suspend(outbox)
+
+    def handle(self, msg: Message, outbox: Outbox) -> bool:
+        """Act on one message from the coordinator; False if it closed the connection."""
+        if msg.kind is Kind.TASK:
+            self._running.add(msg.id)
+            self._start(msg, self._coordinator)
+        elif msg.kind is Kind.HEARTBEAT and msg.headers:
+            adopt_heartbeat(self, msg.headers)
+            self._resume(outbox, msg.headers.get("coordinator"), msg.headers.get("wanted"))
+        elif msg.kind is Kind.ERROR:
+            log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
+            return False
+        elif msg.kind in FOR_TASKS and self.tasks_client is not None:
+            self.tasks_client.on_message(msg)
+        elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
+            raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
+        return True
+
+    def current_outbox(self) -> Outbox | None:
+        """Where messages go now: None between connections."""
+        with self._held:
+            return self._outbox
+
+    def current_connection(self) -> tuple[Connection | None, Outbox | None]:
+        with self._held:
+            return self._conn, self._outbox
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def _resume(self, outbox: Outbox, coordinator: Any, wanted: Any) -> None:
         """The coordinator has announced itself on a new connection: outcomes go to ``outbox``
@@ -323,6 +352,8 @@ class Worker:
         if kept:
             log.info("sending %d result(s) finished while disconnected", len(kept))
             outbox.put_many(kept)
+        if self.tasks_client is not None:
+            self.tasks_client.resume()
 
     def _suspend(self, outbox: Outbox) -> None:
         """The connection is gone: keep the outcomes it never sent, for the next one."""
@@ -336,6 +367,8 @@ class Worker:
                 msg = decode(data)
                 if msg.kind is Kind.RESULT or msg.kind is Kind.FAILURE:
                     self._undelivered[msg.id] = data
+        if self.tasks_client is not None:
+            self.tasks_client.lost(ConnectionClosed(f"lost the connection to {self.url}"))
 
     def _deliver(self, number: int, data: bytes, origin: str | None) -> None:
         """Send a task's outcome on the current connection, or keep it until there is one."""
@@ -372,16 +405,18 @@ class Worker:
         if self._executor is None:
             self._run(msg, origin)
         else:
-            self._executor.submit(self._run, msg, origin)
+            self.nest.start(self._executor, self._run, msg, origin)
 
     def _run(self, msg: Message, origin: str | None) -> None:
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
         inline = self._executor is None
+        running = RunningTask(self.nest, msg.id, msg.codec)
+        entered(running)
         try:
             self._inline_task = inline
             if timeout is not None and inline:
-                value = self._run_with_alarm(msg, float(timeout))
+                value = execute_within(msg.body, msg.codec, float(timeout))
             else:
                 value = tasklib.execute(msg.body, msg.codec)
             ok = True
@@ -391,6 +426,7 @@ class Worker:
             ok, value = False, exc
         finally:
             self._inline_task = False
+            left(running)
         if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
@@ -410,25 +446,3 @@ class Worker:
             encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body, Format.PICKLE, codec, None),
             origin,
         )
-
-    def _run_with_alarm(self, msg: Message, timeout: float) -> Any:
-        """Run an inline task under SIGALRM: past ``timeout`` it raises TimeoutError inside the
-        task, and this process's slot is free again at once. (Tasks on threads cannot be
-        interrupted; for them the coordinator fails the task and the thread runs on.)"""
-        if threading.current_thread() is not threading.main_thread():
-            return tasklib.execute(msg.body, msg.codec)
-
-        def expire(signum: int, frame: Any) -> None:
-            if self._timing_out:
-                self._timing_out = False
-                raise TimeoutError(f"task ran longer than its timeout of {timeout}s")
-
-        previous = signal.signal(signal.SIGALRM, expire)
-        self._timing_out = True
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            return tasklib.execute(msg.body, msg.codec)
-        finally:
-            self._timing_out = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)

@@ -1,0 +1,260 @@
+"""The worker's side of tasks that submit tasks: which task is running, and giving its slot back.
+
+Technique: *secede and rejoin* (Dask's ``secede``/``rejoin``; SCOOP's futures created on the
+workers). A task may submit tasks of its own and wait for them. If it held its slot while it
+waited, two waiting parents would hold both slots of a two-worker pool and nothing could run
+their children: a deadlock by waiting. So a task that starts to wait on its children *secedes*:
+the worker tells the coordinator (WAITING), which may lease another task in its place, and puts
+something in the waiting thread's place to run it. When the wait ends the task *rejoins*
+(RESUMED) and runs on at once, beside whatever took its place: for a moment the worker runs over
+its slots, as Dask's does, rather than take anything away mid-run.
+
+What stands in for a waiting thread depends on the worker's kind:
+
+* a process worker runs tasks in the thread that reads its connection, so the waiting thread
+  was its reader too: a *stand-in* thread takes over reading and running tasks, and retires
+  (after its current task) once some waiting task has rejoined;
+* a thread worker reads on a thread of its own, so it only needs room for one more task
+  thread per waiting task (:class:`Turns` counts it).
+
+This module keeps the bookkeeping, which is plain data behind one lock: which task each thread
+is running (:func:`current_task`), how many waits each task is in, and how many stand-ins are
+owed or due to retire. The worker (:mod:`minipool.cluster.worker`) does the I/O.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..errors import ConnectionClosed, MinipoolError
+from ..task import Interrupted
+from ..wire import Kind, Message, decode, encode
+
+__all__ = [
+    "FOR_TASKS",
+    "Nest",
+    "RunningTask",
+    "Turns",
+    "TasksClient",
+    "Seceding",
+    "current_task",
+    "entered",
+    "left",
+]
+
+#: What the coordinator sends a worker for its tasks' own requests (see minipool.nested).
+FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY))
+
+_local = threading.local()
+
+
+class TasksClient(Protocol):
+    """What a worker needs of the client its tasks submit through (:mod:`minipool.nested`)."""
+
+    def on_message(self, msg: Message) -> None: ...  # an outcome or a reply for a task's request
+
+    def resume(self) -> None: ...  # a new connection: send again what is unanswered
+
+    def lost(self, exc: BaseException) -> None: ...  # the connection is gone while tasks wait
+
+
+class Seceding(Protocol):
+    """What a running task needs of its worker to give its slot back and take it again."""
+
+    def secede(self, task: RunningTask) -> None: ...
+
+    def rejoin(self, task: RunningTask) -> None: ...
+
+
+class RunningTask:
+    """One task a worker is running: its number at the coordinator, and its waits."""
+
+    __slots__ = ("worker", "number", "codec", "waits", "done")
+
+    def __init__(self, worker: Any, number: int, codec: str) -> None:
+        self.worker = worker  # the Worker (a Seceding), which also holds the tasks' client
+        self.number = number
+        self.codec = codec
+        self.waits = 0  # waits in progress (several threads of one task may wait at once)
+        self.done = False
+
+    def begin_wait(self) -> None:
+        """A thread of this task is about to block on a child's future: secede on the first."""
+        with _turns:
+            if self.done:
+                return
+            self.waits += 1
+            first = self.waits == 1
+        if first:
+            self.worker.secede(self)
+
+    def end_wait(self) -> None:
+        """That wait is over: rejoin when the last one ends."""
+        with _turns:
+            if self.done or not self.waits:
+                return
+            self.waits -= 1
+            last = not self.waits
+        if last:
+            self.worker.rejoin(self)
+
+
+_turns = threading.Lock()
+
+
+def current_task() -> RunningTask | None:
+    """The task this thread is running, or None outside a task."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+def entered(task: RunningTask) -> None:
+    """This thread starts running ``task`` (a stand-in's task runs above its own, if any)."""
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(task)
+
+
+def left(task: RunningTask) -> None:
+    """This thread is done with ``task``. A wait it never ended (an abandoned ``as_completed``)
+    ends now: the slot is the task's until its outcome is sent."""
+    _local.stack.pop()
+    with _turns:
+        waiting, task.waits, task.done = task.waits, 0, True
+    if waiting:
+        task.worker.rejoin(task)
+
+
+class Turns:
+    """How many threads stand in for waiting tasks, owed and due to retire. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waiting = 0  # tasks seceded now
+        self.retiring = 0  # stand-ins that should stop after their current task
+        self.extra = 0  # task threads running past the slots (thread workers)
+
+    def seceded(self) -> bool:
+        """A task secedes. True if a new stand-in is needed (none was about to retire)."""
+        with self._lock:
+            self.waiting += 1
+            if self.retiring:
+                self.retiring -= 1
+                return False
+            return True
+
+    def rejoined(self) -> None:
+        """A task rejoins: one stand-in retires after its current task."""
+        with self._lock:
+            self.waiting -= 1
+            self.retiring += 1
+
+    def retire(self) -> bool:
+        """Asked by a stand-in between tasks: True if it should stop now."""
+        with self._lock:
+            if self.retiring:
+                self.retiring -= 1
+                return True
+            return False
+
+    def take_extra(self, busy: int, slots: int) -> bool:
+        """A thread worker with ``busy`` tasks on its ``slots`` threads got one more: True if it
+        should run on a thread of its own, in the place of a waiting task."""
+        with self._lock:
+            if busy >= slots and self.extra < self.waiting:
+                self.extra += 1
+                return True
+            return False
+
+    def extra_done(self) -> None:
+        with self._lock:
+            self.extra -= 1
+
+
+class Nest:
+    """A worker's tasks that submit tasks: their messages, and who stands in while they wait.
+
+    Args:
+        worker: the :class:`~minipool.cluster.worker.Worker` (its connection, its reading
+            lock, its message handling, the client its tasks submit through).
+    """
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.turns = Turns()
+        self.busy = 0  # tasks handed to a thread worker's executor and not finished
+
+    def send(self, data: bytes) -> bool:
+        """Send a message for the worker's tasks now; False if there is no connection (the
+        tasks' client sends its requests again on the next one)."""
+        outbox = self.worker.current_outbox()
+        if outbox is None or outbox.failed or outbox.conn.closed:
+            return False
+        outbox.put(data)
+        return True
+
+    def secede(self, task: RunningTask) -> None:
+        """``task`` waits on its children: tell the coordinator, and put a thread in its place."""
+        self.send(encode(Message(Kind.WAITING, task.number)))
+        worker = self.worker
+        if self.turns.seceded() and worker.kind == "process":
+            conn, outbox = worker.current_connection()
+            if outbox is not None:
+                threading.Thread(
+                    target=self.stand_in, args=(conn, outbox), daemon=True, name="minipool-stand-in"
+                ).start()
+
+    def rejoin(self, task: RunningTask) -> None:
+        self.turns.rejoined()
+        self.send(encode(Message(Kind.RESUMED, task.number)))
+
+    def stand_in(self, conn: Any, outbox: Any) -> None:
+        """Read and run tasks in the place of a task waiting on its children (a process
+        worker's reader was that task's thread), until some waiting task has rejoined."""
+        worker = self.worker
+        try:
+            while not worker.stopping and not outbox.failed and not self.turns.retire():
+                polling = outbox.has_pending
+                try:
+                    with worker.reading:
+                        data = conn.recv(timeout=0.0 if polling else worker.heartbeat)
+                except TimeoutError:
+                    if polling:
+                        outbox.flush()
+                    continue
+                if not worker.handle(decode(data), outbox):
+                    break
+        except (MinipoolError, Interrupted):
+            pass  # the connection is gone, or the worker is stopping: the main thread says why
+        if conn.closed and worker.tasks_client is not None:
+            worker.tasks_client.lost(ConnectionClosed(f"lost the connection to {worker.url}"))
+
+    def start(
+        self,
+        executor: concurrent.futures.Executor,
+        run: Callable[[Message, str | None], None],
+        msg: Message,
+        origin: str | None,
+    ) -> None:
+        """Start a task on a thread worker: on its executor, or, when every executor thread is
+        taken and some task waits on its children, on a thread of its own in that one's place."""
+        if self.turns.take_extra(self.busy, self.worker.slots):
+            threading.Thread(target=self._run_extra, args=(run, msg, origin), daemon=True).start()
+        else:
+            self.busy += 1  # only the reader adds; the executor's callback takes away
+            executor.submit(run, msg, origin).add_done_callback(self._ran)
+
+    def _ran(self, future: concurrent.futures.Future) -> None:
+        self.busy -= 1
+
+    def _run_extra(
+        self, run: Callable[[Message, str | None], None], msg: Message, origin: str | None
+    ) -> None:
+        try:
+            run(msg, origin)
+        finally:
+            self.turns.extra_done()
