@@ -13,7 +13,6 @@ connection), and what a pool *is* -- processes, a coordinator, a lifetime -- sta
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -48,7 +47,11 @@ class ClientExecutor(concurrent.futures.Executor):
     _shutdown: bool
     _feeds: mapping.Feeds
     _local_slots: int  # slots known without asking (an embedded pool's own workers), or 0
-    _slots_cache: tuple[float, int] | None
+
+    def future(self) -> concurrent.futures.Future:
+        """A new future for an outcome made of this executor's futures (a Celery-style task's
+        with its retries); inside a task, one whose waits give the task's slot back."""
+        return concurrent.futures.Future()
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The coordinator's report: ``workers`` (a list), ``queued``, ``running``, ``done``, ..."""
@@ -239,12 +242,7 @@ class ClientExecutor(concurrent.futures.Executor):
         return self._client.submit(body, codec, headers)
 
     def _slots(self) -> int:
-        if self._local_slots:
-            return self._local_slots
-        now = time.monotonic()
-        if self._slots_cache is None or now - self._slots_cache[0] > 5.0:
-            self._slots_cache = (now, max(1, self.status().get("slots", 1)))
-        return self._slots_cache[1]
+        return self._local_slots or self._client.slots()
 
     def _check_open(self) -> None:
         if _exiting:

@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures._base import PENDING
@@ -49,6 +50,7 @@ class Client:
         self.broken: BaseException | None = None  # why the pool is unusable (its initializer failed)
         #: The largest message the coordinator accepts (a remote one announces its own).
         self.max_message = DEFAULT_MAX_MESSAGE
+        self._slots_seen: tuple[float, int] | None = None  # (when, the pool's slots then)
 
     def hello(self) -> dict[str, Any]:
         return {"role": "client", "client": self.client_id, "pid": os.getpid(), "host": socket.gethostname()}
@@ -112,6 +114,13 @@ class Client:
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The coordinator's status report."""
         return self.request(Kind.STATUS, timeout=timeout)
+
+    def slots(self) -> int:
+        """The pool's slots, as the coordinator last said (asked again after 5 seconds)."""
+        now = time.monotonic()
+        if self._slots_seen is None or now - self._slots_seen[0] > 5.0:
+            self._slots_seen = (now, max(1, self.status().get("slots", 1)))
+        return self._slots_seen[1]
 
     def fetch(self, task_id: str, timeout: float | None = None) -> Any:
         """The outcome of any task by its id (waiting for it if it is still running).

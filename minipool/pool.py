@@ -45,9 +45,10 @@ from .cluster.session import HEARTBEAT, authkey_from_env, shared_key
 from .cluster.supervisor import Supervisor
 from .codecs import get_codec
 from .executor import ClientExecutor, refuse_after_exit
+from .nested import current_pool
 from .tls import client_context, server_context
 
-__all__ = ["Pool", "authkey_from_env"]
+__all__ = ["Pool", "authkey_from_env", "current_pool"]
 
 
 #: Pools not yet collected, for the exit hook (weakly: a pool dropped by its owner may be collected).
@@ -146,7 +147,6 @@ class Pool(ClientExecutor):
         self._supervisor: Supervisor | None = None
         self._elastic: Elastic | None = None
         self._schedules: list[Schedule] = []
-        self._slots_cache: tuple[float, int] | None = None
         if address is None:
             key = shared_key(authkey, env=False) or secrets.token_hex(32).encode()
             elastic = min_workers is not None or max_workers is not None

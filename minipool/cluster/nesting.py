@@ -49,6 +49,8 @@ __all__ = [
 FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY))
 
 _local = threading.local()
+#: Seconds a retired stand-in waits to be called back before its thread ends.
+PARK_SECONDS = 5.0
 
 
 class TasksClient(Protocol):
@@ -130,20 +132,31 @@ def left(task: RunningTask) -> None:
 
 
 class Turns:
-    """How many threads stand in for waiting tasks, owed and due to retire. Thread-safe."""
+    """How many threads stand in for waiting tasks: owed, due to retire, parked. Thread-safe.
+
+    A stand-in that retires parks for a while instead of ending, and the next task to secede
+    wakes it: a recursion secedes once per wait, and a thread started for each would cost more
+    than many of the tasks it stands in for.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition(threading.Lock())
         self.waiting = 0  # tasks seceded now
         self.retiring = 0  # stand-ins that should stop after their current task
+        self.parked = 0  # stand-ins retired and waiting to be called back
+        self.called = 0  # calls back not yet taken by a parked stand-in
         self.extra = 0  # task threads running past the slots (thread workers)
 
     def seceded(self) -> bool:
-        """A task secedes. True if a new stand-in is needed (none was about to retire)."""
+        """A task secedes. True if a new stand-in is needed (none about to retire or parked)."""
         with self._lock:
             self.waiting += 1
             if self.retiring:
                 self.retiring -= 1
+                return False
+            if self.parked > self.called:
+                self.called += 1
+                self._lock.notify()
                 return False
             return True
 
@@ -160,6 +173,18 @@ class Turns:
                 self.retiring -= 1
                 return True
             return False
+
+    def park(self, timeout: float) -> bool:
+        """A retired stand-in waits to be called back: True if it was, False after ``timeout``."""
+        with self._lock:
+            self.parked += 1
+            try:
+                if not self._lock.wait_for(lambda: self.called > 0, timeout):
+                    return False
+                self.called -= 1
+                return True
+            finally:
+                self.parked -= 1
 
     def take_extra(self, busy: int, slots: int) -> bool:
         """A thread worker with ``busy`` tasks on its ``slots`` threads got one more: True if it
@@ -202,36 +227,41 @@ class Nest:
         self.send(encode(Message(Kind.WAITING, task.number)))
         worker = self.worker
         if self.turns.seceded() and worker.kind == "process":
-            conn, outbox = worker.current_connection()
-            if outbox is not None:
-                threading.Thread(
-                    target=self.stand_in, args=(conn, outbox), daemon=True, name="minipool-stand-in"
-                ).start()
+            threading.Thread(target=self.stand_in, daemon=True, name="minipool-stand-in").start()
 
     def rejoin(self, task: RunningTask) -> None:
         self.turns.rejoined()
         self.send(encode(Message(Kind.RESUMED, task.number)))
 
-    def stand_in(self, conn: Any, outbox: Any) -> None:
+    def stand_in(self) -> None:
         """Read and run tasks in the place of a task waiting on its children (a process
-        worker's reader was that task's thread), until some waiting task has rejoined."""
+        worker's reader was that task's thread) until some waiting task has rejoined; then
+        park, and serve again if another task secedes soon."""
         worker = self.worker
-        try:
-            while not worker.stopping and not outbox.failed and not self.turns.retire():
-                polling = outbox.has_pending
-                try:
-                    with worker.reading:
-                        data = conn.recv(timeout=0.0 if polling else worker.heartbeat)
-                except TimeoutError:
-                    if polling:
-                        outbox.flush()
-                    continue
-                if not worker.handle(decode(data), outbox):
-                    break
-        except (MinipoolError, Interrupted):
-            pass  # the connection is gone, or the worker is stopping: the main thread says why
-        if conn.closed and worker.tasks_client is not None:
-            worker.tasks_client.lost(ConnectionClosed(f"lost the connection to {worker.url}"))
+        while True:
+            conn, outbox = worker.current_connection()
+            if conn is None or outbox is None:
+                return
+            try:
+                while not worker.stopping and not outbox.failed and not self.turns.retire():
+                    polling = outbox.has_pending
+                    try:
+                        with worker.reading:
+                            data = conn.recv(timeout=0.0 if polling else worker.heartbeat)
+                    except TimeoutError:
+                        if polling:
+                            outbox.flush()
+                        continue
+                    if not worker.handle(decode(data), outbox):
+                        conn.close()
+            except (MinipoolError, Interrupted):
+                pass  # the connection is gone, or the worker is stopping: the main thread says why
+            if conn.closed:
+                if worker.tasks_client is not None:  # its waiting tasks block the reconnecting thread
+                    worker.tasks_client.lost(ConnectionClosed(f"lost the connection to {worker.url}"))
+                return
+            if worker.stopping or not self.turns.park(PARK_SECONDS):
+                return
 
     def start(
         self,

@@ -383,8 +383,12 @@ class Worker:
             if len(data) <= RECENT_ITEM:
                 self._recent.append((number, data))
         # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
-        # on executor threads send at once, coalescing through the outbox under contention.
-        outbox.put(data, flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
+        # on executor threads send at once, coalescing through the outbox under contention, and
+        # so does a task whose thread cannot read next (another, standing in, is reading).
+        outbox.put(
+            data,
+            flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
+        )
 
     def _beat(self, outbox: Outbox) -> None:
         """Heartbeats, and a backstop flush: a result held back for a batch is never delayed
