@@ -156,7 +156,7 @@ class ClientExecutor(concurrent.futures.Executor):
             tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec, self._init
         )
         partials = mapping.ordered(
-            lambda c: mapping.as_listing(submit(c)),
+            lambda c: mapping.as_listing(submit(c), self.future()),
             chunks,
             sizer,
             mapping.DEFAULT_WINDOW,

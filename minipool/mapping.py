@@ -333,9 +333,12 @@ def window(buffersize: int | None) -> int:
     return buffersize
 
 
-def as_listing(future: concurrent.futures.Future) -> concurrent.futures.Future:
-    """Wrap a future of one value as a future of a one-item list (for :func:`ordered`)."""
-    out: concurrent.futures.Future = concurrent.futures.Future()
+def as_listing(
+    future: concurrent.futures.Future, out: concurrent.futures.Future | None = None
+) -> concurrent.futures.Future:
+    """Wrap a future of one value as a future of a one-item list (for :func:`ordered`), in
+    ``out`` if given (a pool's own kind of future: see ``ClientExecutor.future``)."""
+    out = concurrent.futures.Future() if out is None else out
 
     def copy(f: concurrent.futures.Future) -> None:
         if f.cancelled():

@@ -212,6 +212,21 @@ class Nest:
         self.worker = worker
         self.turns = Turns()
         self.busy = 0  # tasks handed to a thread worker's executor and not finished
+        # A process worker's one slot: held by the thread computing a task. Its threads share
+        # one GIL, so a task that rejoins waits for the one in its place to end (or to wait in
+        # turn) rather than run beside it: two computing threads would only take turns.
+        self.slot: threading.Lock | None = threading.Lock() if worker.kind == "process" else None
+
+    def enter(self, task: RunningTask) -> None:
+        """This thread starts running ``task``: it takes the slot."""
+        entered(task)
+        if self.slot is not None:
+            self.slot.acquire()
+
+    def leave(self, task: RunningTask) -> None:
+        left(task)
+        if self.slot is not None:
+            self.slot.release()
 
     def send(self, data: bytes) -> bool:
         """Send a message for the worker's tasks now; False if there is no connection (the
@@ -225,13 +240,16 @@ class Nest:
     def secede(self, task: RunningTask) -> None:
         """``task`` waits on its children: tell the coordinator, and put a thread in its place."""
         self.send(encode(Message(Kind.WAITING, task.number)))
-        worker = self.worker
-        if self.turns.seceded() and worker.kind == "process":
+        if self.turns.seceded() and self.slot is not None:
             threading.Thread(target=self.stand_in, daemon=True, name="minipool-stand-in").start()
+        if self.slot is not None:
+            self.slot.release()
 
     def rejoin(self, task: RunningTask) -> None:
         self.turns.rejoined()
         self.send(encode(Message(Kind.RESUMED, task.number)))
+        if self.slot is not None:
+            self.slot.acquire()
 
     def stand_in(self) -> None:
         """Read and run tasks in the place of a task waiting on its children (a process

@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
 from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
-from .nesting import FOR_TASKS, Nest, RunningTask, TasksClient, entered, left
+from .nesting import FOR_TASKS, Nest, RunningTask, TasksClient
 from .session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
 from .timelimit import execute_within
 
@@ -416,7 +416,7 @@ class Worker:
         started = time.perf_counter()
         inline = self._executor is None
         running = RunningTask(self.nest, msg.id, msg.codec)
-        entered(running)
+        self.nest.enter(running)
         try:
             self._inline_task = inline
             if timeout is not None and inline:
@@ -430,7 +430,7 @@ class Worker:
             ok, value = False, exc
         finally:
             self._inline_task = False
-            left(running)
+            self.nest.leave(running)
         if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
