@@ -106,3 +106,30 @@ def test_the_scheduler_leases_a_waiting_tasks_slot_and_cancels_a_lost_workers_ch
     # Both children are cancelled: the one still queued, and the one that was leased to the
     # same worker and requeued with its parent. Nobody will read their outcomes.
     assert s.counts["cancelled"] == 2
+
+
+def test_the_nested_futures_example_prints_the_tree_and_returns_its_figures():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "nested_futures.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "a tree of 15 futures" in out.stdout and "level 3:    8 futures" in out.stdout
+    assert "peak parents waiting at once:" in out.stdout and "matches the serial tree: yes" in out.stdout
+    sys.path.insert(0, str(root / "examples"))  # the workers import it by name, as the tour's
+    try:
+        import nested_futures
+
+        figures = nested_futures.run(quick=True)
+    finally:
+        sys.path.remove(str(root / "examples"))
+    assert figures["futures_per_level"] == [1, 2, 4, 8] and figures["matches_serial"]
+    assert figures["waiting_peak"] >= 3 and figures["speedup"] > 0  # 7 parents wait on 2 slots
