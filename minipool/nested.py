@@ -37,7 +37,8 @@ import threading
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
-from . import mapping
+from . import mapping, shipping
+from . import task as tasklib
 from .asyncresult import TaskFunction
 from .cluster.nesting import Nest, RunningTask, current_task
 from .errors import ConnectionClosed
@@ -210,8 +211,10 @@ class TaskPool(ClientExecutor):
     def __init__(self, client: TaskClient, codec: str) -> None:
         self._client = client
         self.codec = codec
-        self._init = None
-        self._init_needs = None
+        # The running task's pool initializer travels in its children too; pinned, in case it
+        # was shipped by value, to workers of this interpreter.
+        self._init = tasklib.current_initializer()
+        self._init_needs = None if self._init is None else {"interpreter": shipping.INTERPRETER}
         self._shutdown = False
         self._feeds = mapping.Feeds()
         self._local_slots = 0

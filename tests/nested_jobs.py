@@ -98,3 +98,18 @@ def parent_dies_once(folder, children):
         time.sleep(0.2)  # the SUBMITs are out; some children are queued
         os._exit(1)
     return sum(f.result() for f in futures)
+
+
+def set_greeting(word):
+    global GREETING
+    GREETING = word
+
+
+def greet_child():
+    return GREETING
+
+
+def greet_from_children(count):
+    """The pool's initializer ran wherever these children run: they carry it."""
+    pool = current_pool()
+    return [f.result() for f in [pool.submit(greet_child) for _ in range(count)]]

@@ -133,3 +133,8 @@ def test_the_nested_futures_example_prints_the_tree_and_returns_its_figures():
         sys.path.remove(str(root / "examples"))
     assert figures["futures_per_level"] == [1, 2, 4, 8] and figures["matches_serial"]
     assert figures["waiting_peak"] >= 3 and figures["speedup"] > 0  # 7 parents wait on 2 slots
+
+
+def test_children_carry_their_pools_initializer():
+    with Pool(2, initializer=nj.set_greeting, initargs=("hello",)) as pool:
+        assert pool.submit(nj.greet_from_children, 6).result(30) == ["hello"] * 6
