@@ -170,7 +170,8 @@ class TaskClient(Client):
             return self._pending.pop(number, None)
 
     def _send(self, message: Message) -> None:
-        if not self._nest.send(encode(message)) and message.kind is not Kind.SUBMIT:
+        submit = message.kind is Kind.SUBMIT
+        if not self._nest.send(encode(message), flush=not submit) and not submit:
             raise ConnectionClosed("the worker has no connection to its coordinator now")
 
     def request(self, kind: Kind, headers: dict[str, Any] | None = None, timeout: float | None = 10.0) -> Any:

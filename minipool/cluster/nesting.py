@@ -228,13 +228,15 @@ class Nest:
         if self.slot is not None:
             self.slot.release()
 
-    def send(self, data: bytes) -> bool:
-        """Send a message for the worker's tasks now; False if there is no connection (the
-        tasks' client sends its requests again on the next one)."""
+    def send(self, data: bytes, flush: bool = True) -> bool:
+        """Send a message for the worker's tasks; False if there is no connection (the tasks'
+        client sends its requests again on the next one). ``flush=False`` holds it back for
+        the next write, as the coordinator holds TASKs: a task's SUBMITs leave together when
+        it waits (WAITING is flushed), when its outcome goes, or within the worker's 10 ms."""
         outbox = self.worker.current_outbox()
         if outbox is None or outbox.failed or outbox.conn.closed:
             return False
-        outbox.put(data)
+        outbox.put(data, flush=flush)
         return True
 
     def secede(self, task: RunningTask) -> None:
