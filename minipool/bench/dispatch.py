@@ -198,7 +198,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mp.terminate()
         progress("nested: submits from a task, recursive Fibonacci, ProcessPoolExecutor's deadlock")
         fib_n, fib_cutoff = (int(x) for x in args.fib.split(","))
-        recursion = nested.measure(pool, w, args.nested_submits, fib_n, fib_cutoff, rep)
+        recursion = nested.measure(
+            pool, w, args.nested_submits, fib_n, fib_cutoff, rep, 1.0 if args.quick else 3.0
+        )
 
     memory = None
     if args.stream:

@@ -168,7 +168,15 @@ def ppe_fib(n: int, cutoff: int, workers: int, timeout: float = DEADLOCK_TIMEOUT
 # -- the measurements ----------------------------------------------------------------------------
 
 
-def measure(pool: Any, workers: int, submits: int, n: int, cutoff: int, repeat: int) -> dict[str, Any]:
+def measure(
+    pool: Any,
+    workers: int,
+    submits: int,
+    n: int,
+    cutoff: int,
+    repeat: int,
+    deadlock_timeout: float = DEADLOCK_TIMEOUT,
+) -> dict[str, Any]:
     """The nested rows: submit cost inside vs outside a task, and recursion vs serial."""
     pool.submit(submit_inside, 100).result()  # warm up the workers' own client
     inside, outside, recursive, serial = [], [], [], []
@@ -191,7 +199,7 @@ def measure(pool: Any, workers: int, submits: int, n: int, cutoff: int, repeat: 
         "fib_pool_s": med(recursive),
         "fib_serial_s": med(serial),
         "waiting_peak": status.get("waiting_peak", 0),
-        "ppe": ppe_fib(n, cutoff, workers),
+        "ppe": ppe_fib(n, cutoff, workers, deadlock_timeout),
     }
 
 
@@ -217,7 +225,7 @@ def rows(figures: dict[str, Any]) -> list[list[Any]]:
         [
             fib_label,
             figures["fib_pool_s"],
-            f"ProcessPoolExecutor: {ppe['outcome']}",
+            f"ProcessPoolExecutor: {ppe['outcome']}, {ppe['processes_left']} processes left",
             ppe["seconds"],
             "-",
         ],
