@@ -109,26 +109,25 @@ _turns = threading.Lock()
 
 def current_task() -> RunningTask | None:
     """The task this thread is running, or None outside a task."""
-    stack = getattr(_local, "stack", None)
-    return stack[-1] if stack else None
+    return getattr(_local, "task", None)
 
 
 def entered(task: RunningTask) -> None:
-    """This thread starts running ``task`` (a stand-in's task runs above its own, if any)."""
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(task)
+    """This thread starts running ``task`` (a thread runs one task at a time: a task that
+    waits is replaced by another thread, never by another task on its own stack)."""
+    _local.task = task
 
 
 def left(task: RunningTask) -> None:
     """This thread is done with ``task``. A wait it never ended (an abandoned ``as_completed``)
     ends now: the slot is the task's until its outcome is sent."""
-    _local.stack.pop()
-    with _turns:
-        waiting, task.waits, task.done = task.waits, 0, True
-    if waiting:
-        task.worker.rejoin(task)
+    _local.task = None
+    task.done = True  # before looking at waits: a wait beginning now sees it and does nothing
+    if task.waits:
+        with _turns:
+            waiting, task.waits = task.waits, 0
+        if waiting:
+            task.worker.rejoin(task)
 
 
 class Turns:

@@ -367,8 +367,6 @@ class Worker:
                 msg = decode(data)
                 if msg.kind is Kind.RESULT or msg.kind is Kind.FAILURE:
                     self._undelivered[msg.id] = data
-        if self.tasks_client is not None:
-            self.tasks_client.lost(ConnectionClosed(f"lost the connection to {self.url}"))
 
     def _deliver(self, number: int, data: bytes, origin: str | None) -> None:
         """Send a task's outcome on the current connection, or keep it until there is one."""
