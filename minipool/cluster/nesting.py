@@ -248,7 +248,9 @@ class Nest:
 
     def rejoin(self, task: RunningTask) -> None:
         self.turns.rejoined()
-        self.send(encode(Message(Kind.RESUMED, task.number)))
+        # Held for the next write: until it arrives the coordinator may lease one task too
+        # many here, which waits like a prefetched one; a syscall per wait costs more.
+        self.send(encode(Message(Kind.RESUMED, task.number)), flush=False)
         if self.slot is not None:
             self.slot.acquire()
 
