@@ -65,7 +65,7 @@ def current_pool() -> TaskPool:
             "minipool.current_pool() works only inside a task running on a minipool worker "
             "(and in the task's own thread); outside one, use the Pool you created"
         )
-    return TaskPool(_client_of(task.worker), task.codec)
+    return TaskPool(_client_of(task.nest), task.codec)
 
 
 def _client_of(nest: Nest) -> TaskClient:

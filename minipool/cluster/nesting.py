@@ -6,16 +6,19 @@ waited, two waiting parents would hold both slots of a two-worker pool and nothi
 their children: a deadlock by waiting. So a task that starts to wait on its children *secedes*:
 the worker tells the coordinator (WAITING), which may lease another task in its place, and puts
 something in the waiting thread's place to run it. When the wait ends the task *rejoins*
-(RESUMED) and runs on at once, beside whatever took its place: for a moment the worker runs over
-its slots, as Dask's does, rather than take anything away mid-run.
+(RESUMED) and takes its slot back; nothing is taken away from a task mid-run.
 
 What stands in for a waiting thread depends on the worker's kind:
 
 * a process worker runs tasks in the thread that reads its connection, so the waiting thread
   was its reader too: a *stand-in* thread takes over reading and running tasks, and retires
-  (after its current task) once some waiting task has rejoined;
+  (after its current task) once some waiting task has rejoined, then parks, to be woken by
+  the next task that waits. The threads of a process share one GIL, so the slot is a lock
+  (:attr:`Nest.slot`) held by the thread computing: a task that rejoins waits for the task in
+  its place to end or to wait in turn, rather than take turns with it;
 * a thread worker reads on a thread of its own, so it only needs room for one more task
-  thread per waiting task (:class:`Turns` counts it).
+  thread per waiting task (:class:`Turns` counts it), and a task that rejoins runs at once:
+  for a while the worker runs over its slots, as Dask's does.
 
 This module keeps the bookkeeping, which is plain data behind one lock: which task each thread
 is running (:func:`current_task`), how many waits each task is in, and how many stand-ins are
@@ -39,7 +42,6 @@ __all__ = [
     "RunningTask",
     "Turns",
     "TasksClient",
-    "Seceding",
     "current_task",
     "entered",
     "left",
@@ -63,21 +65,13 @@ class TasksClient(Protocol):
     def lost(self, exc: BaseException) -> None: ...  # the connection is gone while tasks wait
 
 
-class Seceding(Protocol):
-    """What a running task needs of its worker to give its slot back and take it again."""
-
-    def secede(self, task: RunningTask) -> None: ...
-
-    def rejoin(self, task: RunningTask) -> None: ...
-
-
 class RunningTask:
     """One task a worker is running: its number at the coordinator, and its waits."""
 
-    __slots__ = ("worker", "number", "codec", "waits", "done")
+    __slots__ = ("nest", "number", "codec", "waits", "done")
 
-    def __init__(self, worker: Any, number: int, codec: str) -> None:
-        self.worker = worker  # the Worker (a Seceding), which also holds the tasks' client
+    def __init__(self, nest: Nest, number: int, codec: str) -> None:
+        self.nest = nest  # its worker's Nest
         self.number = number
         self.codec = codec
         self.waits = 0  # waits in progress (several threads of one task may wait at once)
@@ -91,7 +85,7 @@ class RunningTask:
             self.waits += 1
             first = self.waits == 1
         if first:
-            self.worker.secede(self)
+            self.nest.secede(self)
 
     def end_wait(self) -> None:
         """That wait is over: rejoin when the last one ends."""
@@ -101,7 +95,7 @@ class RunningTask:
             self.waits -= 1
             last = not self.waits
         if last:
-            self.worker.rejoin(self)
+            self.nest.rejoin(self)
 
 
 _turns = threading.Lock()
@@ -127,7 +121,7 @@ def left(task: RunningTask) -> None:
         with _turns:
             waiting, task.waits = task.waits, 0
         if waiting:
-            task.worker.rejoin(task)
+            task.nest.rejoin(task)
 
 
 class Turns:
