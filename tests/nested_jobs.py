@@ -113,3 +113,10 @@ def greet_from_children(count):
     """The pool's initializer ran wherever these children run: they carry it."""
     pool = current_pool()
     return [f.result() for f in [pool.submit(greet_child) for _ in range(count)]]
+
+
+def parent_after_nap(seconds):
+    """Submit a child, stay busy while it is queued at this same worker, then wait for it."""
+    child = current_pool().submit(fib_serial, 10)
+    time.sleep(seconds)
+    return child.result()

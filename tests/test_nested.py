@@ -63,8 +63,11 @@ def test_a_celery_style_task_delays_from_inside_a_task(pool2):
 
 @pytest.mark.parametrize("options", [{"kind": "thread"}, {"transport": "ws"}])
 def test_nesting_on_thread_workers_and_over_another_transport(options):
+    """A thread worker's tasks queued behind two waiting parents are taken by the threads that
+    stand in for them (on a ThreadPoolExecutor they would wait behind the parents forever)."""
     with Pool(2, **options) as pool:
-        assert pool.submit(nj.fib, 18, 12).result(60) == nj.fib_serial(18)
+        for n, cutoff in ((18, 12), (20, 14), (24, 18)):
+            assert pool.submit(nj.fib, n, cutoff).result(60) == nj.fib_serial(n)
 
 
 def test_a_dead_parents_queued_children_are_cancelled_and_the_rerun_submits_its_own(tmp_path):
@@ -138,3 +141,12 @@ def test_the_nested_futures_example_prints_the_tree_and_returns_its_figures():
 def test_children_carry_their_pools_initializer():
     with Pool(2, initializer=nj.set_greeting, initargs=("hello",)) as pool:
         assert pool.submit(nj.greet_from_children, 6).result(30) == ["hello"] * 6
+
+
+def test_a_child_queued_behind_its_waiting_parents_on_a_thread_worker_runs():
+    """Two parents fill a thread worker's two slots; each child is leased to the same worker
+    while its parent is busy, so it waits in that worker's queue; then both parents wait. The
+    threads standing in for them take the children from the queue."""
+    with Pool(2, kind="thread") as pool:
+        futures = [pool.submit(nj.parent_after_nap, 0.3) for _ in range(2)]
+        assert [f.result(20) for f in futures] == [55, 55]

@@ -27,9 +27,8 @@ owed or due to retire. The worker (:mod:`minipool.cluster.worker`) does the I/O.
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
 import threading
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import ConnectionClosed, MinipoolError
@@ -138,7 +137,6 @@ class Turns:
         self.retiring = 0  # stand-ins that should stop after their current task
         self.parked = 0  # stand-ins retired and waiting to be called back
         self.called = 0  # calls back not yet taken by a parked stand-in
-        self.extra = 0  # task threads running past the slots (thread workers)
 
     def seceded(self) -> bool:
         """A task secedes. True if a new stand-in is needed (none about to retire or parked)."""
@@ -179,19 +177,6 @@ class Turns:
             finally:
                 self.parked -= 1
 
-    def take_extra(self, busy: int, slots: int) -> bool:
-        """A thread worker with ``busy`` tasks on its ``slots`` threads got one more: True if it
-        should run on a thread of its own, in the place of a waiting task."""
-        with self._lock:
-            if busy >= slots and self.extra < self.waiting:
-                self.extra += 1
-                return True
-            return False
-
-    def extra_done(self) -> None:
-        with self._lock:
-            self.extra -= 1
-
 
 class Nest:
     """A worker's tasks that submit tasks: their messages, and who stands in while they wait.
@@ -204,7 +189,12 @@ class Nest:
     def __init__(self, worker: Any) -> None:
         self.worker = worker
         self.turns = Turns()
-        self.busy = 0  # tasks handed to a thread worker's executor and not finished
+        # A thread worker's tasks wait here for its task threads (slots of them, and a stand-in
+        # per waiting task): a queue of its own, so that a task queued behind two waiting
+        # parents is taken by the thread that stands in for one of them.
+        self.tasks: queue.SimpleQueue[tuple[Message, str | None] | None] = queue.SimpleQueue()
+        self.threads = 0  # task threads started and not ended
+        self._threads_lock = threading.RLock()
         # A process worker's one slot: held by the thread computing a task. Its threads share
         # one GIL, so a task that rejoins waits for the one in its place to end (or to wait in
         # turn) rather than run beside it: two computing threads would only take turns.
@@ -235,8 +225,11 @@ class Nest:
     def secede(self, task: RunningTask) -> None:
         """``task`` waits on its children: tell the coordinator, and put a thread in its place."""
         self.send(encode(Message(Kind.WAITING, task.number)))
-        if self.turns.seceded() and self.slot is not None:
-            threading.Thread(target=self.stand_in, daemon=True, name="minipool-stand-in").start()
+        if self.turns.seceded():
+            if self.slot is not None:
+                threading.Thread(target=self.stand_in, daemon=True, name="minipool-stand-in").start()
+            else:
+                self._start_thread(stand_in=True)
         if self.slot is not None:
             self.slot.release()
 
@@ -278,28 +271,40 @@ class Nest:
             if worker.stopping or not self.turns.park(PARK_SECONDS):
                 return
 
-    def start(
-        self,
-        executor: concurrent.futures.Executor,
-        run: Callable[[Message, str | None], None],
-        msg: Message,
-        origin: str | None,
-    ) -> None:
-        """Start a task on a thread worker: on its executor, or, when every executor thread is
-        taken and some task waits on its children, on a thread of its own in that one's place."""
-        if self.turns.take_extra(self.busy, self.worker.slots):
-            threading.Thread(target=self._run_extra, args=(run, msg, origin), daemon=True).start()
-        else:
-            self.busy += 1  # only the reader adds; the executor's callback takes away
-            executor.submit(run, msg, origin).add_done_callback(self._ran)
+    def queue(self, msg: Message, origin: str | None) -> None:
+        """A thread worker's task: run it on a task thread (started the first time)."""
+        if self.threads < self.worker.slots:
+            with self._threads_lock:
+                while self.threads < self.worker.slots:
+                    self._start_thread(stand_in=False)
+        self.tasks.put((msg, origin))
 
-    def _ran(self, future: concurrent.futures.Future) -> None:
-        self.busy -= 1
+    def _start_thread(self, stand_in: bool) -> None:
+        with self._threads_lock:
+            self.threads += 1
+            name = "minipool-stand-in" if stand_in else f"minipool-task-{self.threads}"
+        threading.Thread(target=self._task_thread, args=(stand_in,), daemon=True, name=name).start()
 
-    def _run_extra(
-        self, run: Callable[[Message, str | None], None], msg: Message, origin: str | None
-    ) -> None:
+    def _task_thread(self, stand_in: bool) -> None:
+        """Run queued tasks; a stand-in ends after a task once some waiting task rejoined."""
         try:
-            run(msg, origin)
+            while (item := self.tasks.get()) is not None:
+                try:
+                    self.worker.run_task(*item)
+                except Interrupted:
+                    return
+                if stand_in and self.turns.retire():
+                    return
         finally:
-            self.turns.extra_done()
+            with self._threads_lock:
+                self.threads -= 1
+
+    def close(self) -> None:
+        """End the task threads once their tasks are done; tasks not started are dropped."""
+        while True:
+            try:
+                self.tasks.get_nowait()
+            except queue.Empty:
+                break
+        for _ in range(self.threads):
+            self.tasks.put(None)

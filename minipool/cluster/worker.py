@@ -6,8 +6,8 @@ Around that loop:
 
 * **slots.** ``kind="process"`` with one slot runs tasks in the worker's own main thread: the
   process *is* the executor, so there is no extra hop (this is what ``Pool`` starts, one per
-  core). ``kind="thread"`` runs up to ``slots`` tasks at once in a
-  :class:`~concurrent.futures.ThreadPoolExecutor`, for I/O-bound work. Several process slots
+  core). ``kind="thread"`` runs up to ``slots`` tasks at once on task threads fed by a queue
+  (:class:`~minipool.cluster.nesting.Nest`), for I/O-bound work. Several process slots
   are several single-slot worker processes (see :mod:`minipool.cluster.supervisor`), so a task
   that crashes its process takes down one slot, not all of them.
 * **heartbeats.** A thread sends HEARTBEAT whenever the worker has been quiet for one interval,
@@ -30,7 +30,6 @@ Around that loop:
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import logging
 import os
 import platform
@@ -126,11 +125,7 @@ class Worker:
         self._conn: Connection | None = None
         self.services = tuple(services) or ("default",)
         self.slowdown = slowdown
-        self._executor = (
-            concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="minipool-task")
-            if kind == "thread"
-            else None
-        )
+        self._threaded = kind == "thread"  # tasks run on task threads (see Nest), not inline
         self._inline_task = False  # the main thread is inside a task (a signal may interrupt it)
         self._owns_process = False  # handle_signals was called: stopping may end the process
         self.tasks_done = 0
@@ -230,8 +225,8 @@ class Worker:
         except tasklib.Interrupted:
             return  # told to stop in the middle of a task: its lease goes back to the queue
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._threaded:
+                self.nest.close()  # tasks not started are dropped: their leases go back
                 if self._owns_process:  # its threads' results can reach no one: do not wait long
                     self._arm_backstop(0)
 
@@ -385,7 +380,7 @@ class Worker:
         # so does a task whose thread cannot read next (another, standing in, is reading).
         outbox.put(
             data,
-            flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
+            flush=self._threaded or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
         )
 
     def _beat(self, outbox: Outbox) -> None:
@@ -404,15 +399,16 @@ class Worker:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
 
     def _start(self, msg: Message, origin: str | None) -> None:
-        if self._executor is None:
-            self._run(msg, origin)
+        if self._threaded:
+            self.nest.queue(msg, origin)
         else:
-            self.nest.start(self._executor, self._run, msg, origin)
+            self.run_task(msg, origin)
 
-    def _run(self, msg: Message, origin: str | None) -> None:
+    def run_task(self, msg: Message, origin: str | None) -> None:
+        """Run one task and deliver its outcome (inline, or on a task thread)."""
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
-        inline = self._executor is None
+        inline = not self._threaded
         running = RunningTask(self.nest, msg.id, msg.codec)
         self.nest.enter(running)
         try:
