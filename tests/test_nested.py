@@ -150,3 +150,22 @@ def test_a_child_queued_behind_its_waiting_parents_on_a_thread_worker_runs():
     with Pool(2, kind="thread") as pool:
         futures = [pool.submit(nj.parent_after_nap, 0.3) for _ in range(2)]
         assert [f.result(20) for f in futures] == [55, 55]
+
+
+def test_tasks_of_a_remote_pool_submit_tasks_over_http():
+    """A coordinator of its own, two worker processes and a client, all over http://: the
+    tasks' children use the worker's connection, whatever its transport."""
+    from minipool.cluster.coordinator import Coordinator
+    from minipool.cluster.supervisor import Supervisor
+
+    key = b"nested-remote-key-0123456789"
+    with Coordinator(key) as coordinator:
+        url = coordinator.serve("http://127.0.0.1:0")
+        supervisor = Supervisor(url, key, 2, name="remote")
+        try:
+            with Pool(address=url, authkey=key) as pool:
+                pool.wait_for_workers(2)
+                assert pool.submit(nj.fib, 18, 12).result(60) == nj.fib_serial(18)
+                assert pool.status()["waiting_peak"] >= 2
+        finally:
+            supervisor.close()
