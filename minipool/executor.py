@@ -48,6 +48,9 @@ class ClientExecutor(concurrent.futures.Executor):
     _feeds: mapping.Feeds
     _local_slots: int  # slots known without asking (an embedded pool's own workers), or 0
 
+    #: How ``map_unordered`` blocks on its futures, if not on its own queue (see TaskPool).
+    wait_any: Callable[[set[concurrent.futures.Future], float | None], Any] | None = None
+
     def future(self) -> concurrent.futures.Future:
         """A new future for an outcome made of this executor's futures (a Celery-style task's
         with its retries); inside a task, one whose waits give the task's slot back."""
@@ -130,7 +133,9 @@ class ClientExecutor(concurrent.futures.Executor):
         sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
         chunks = sizer.chunks(iter(iterable))
         submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec, init=self._init)  # noqa: E731
-        return mapping.unordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)
+        return mapping.unordered(
+            submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds, self.wait_any
+        )
 
     def map_reduce(
         self,

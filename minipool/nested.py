@@ -223,6 +223,11 @@ class TaskPool(ClientExecutor):
     def future(self) -> concurrent.futures.Future:
         return OutcomeFuture()
 
+    @staticmethod
+    def wait_any(futures: set[concurrent.futures.Future], timeout: float | None) -> Any:
+        """``map_unordered`` waits on its futures, so that the wait gives the slot back."""
+        return concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True
         if cancel_futures:

@@ -40,6 +40,8 @@ def squares_via(kind, n):
         return list(pool.map(fib_serial, range(n)))
     if kind == "map_reduce":
         return pool.map_reduce(fib_serial, lambda a, b: a + b, range(n), chunksize=2)
+    if kind == "map_unordered":
+        return sorted(pool.map_unordered(fib_serial, range(n)))
     if kind == "as_completed":
         futures = [pool.submit(fib_serial, i) for i in range(n)]
         return sorted(f.result() for f in concurrent.futures.as_completed(futures))

@@ -41,6 +41,7 @@ def test_a_parallel_quicksort_on_two_workers(pool2):
         ("map", [nj.fib_serial(i) for i in range(12)]),
         ("map_reduce", sum(nj.fib_serial(i) for i in range(12))),
         ("as_completed", sorted(nj.fib_serial(i) for i in range(12))),
+        ("map_unordered", sorted(nj.fib_serial(i) for i in range(12))),
     ],
 )
 def test_map_map_reduce_and_as_completed_work_inside_a_task(pool2, kind, expected):
