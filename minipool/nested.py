@@ -12,11 +12,11 @@ it, as if the worker's tasks were one more client (:class:`TaskClient`; at the c
 Two things make it safe:
 
 * **waiting gives the slot back.** A task that blocks on a child's future -- ``result()``,
-  ``exception()``, ``concurrent.futures.wait`` or ``as_completed``, and so ``map`` and
-  ``map_reduce`` -- *secedes* first: the coordinator may lease its slot to another task, and
-  a thread of the worker takes its place; when the wait ends it *rejoins*
-  (:mod:`minipool.cluster.nesting`). So a recursion deeper than the number of slots still
-  completes, where ``ProcessPoolExecutor`` deadlocks once every worker waits.
+  ``exception()``, ``concurrent.futures.wait`` or ``as_completed``, and so ``map``,
+  ``map_unordered`` and ``map_reduce`` -- *secedes* first: the coordinator may lease its slot
+  to another task, and a thread of the worker takes its place; when the wait ends it
+  *rejoins* (:mod:`minipool.cluster.nesting`). So a recursion deeper than the number of slots
+  still completes, where ``ProcessPoolExecutor`` deadlocks once every worker waits.
 * **a parent's children end with it.** The children are the worker's tasks' client's, so when
   the worker is lost, the coordinator cancels those still queued (a client gone: nobody would
   read their outcomes) and lets those running finish; the parent runs again elsewhere and
