@@ -19,12 +19,14 @@ from .errors import (
 
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ below imports them
     from .errors import BrokenPool
+    from .nested import current_pool
     from .pool import Pool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Pool",
+    "current_pool",
     "AuthenticationError",
     "BrokenPool",
     "CodecError",
@@ -44,6 +46,10 @@ def __getattr__(name: str) -> object:
         from .pool import Pool
 
         return Pool
+    if name == "current_pool":
+        from .nested import current_pool
+
+        return current_pool
     if name == "BrokenPool":  # lazy in errors too: it derives from a multiprocessing class
         from .errors import BrokenPool
 

@@ -20,7 +20,12 @@ __all__ = ["TaskFunction", "AsyncResult", "Schedule", "Submitter"]
 
 class Submitter(Protocol):
     """What tasks and schedules need of a pool (:class:`minipool.pool.Pool` is one): this module
-    sits below the pool and names only the two calls it makes."""
+    sits below the pool and names only the calls it makes."""
+
+    def future(self) -> concurrent.futures.Future:
+        """A new future for an outcome made of the pool's futures (waiting on it inside a
+        task gives the task's slot back: see minipool.nested)."""
+        ...
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future: ...
 
@@ -111,7 +116,7 @@ class TaskFunction:
     ) -> AsyncResult:
         """Enqueue with explicit arguments and options (Celery's signature)."""
         prio = self.priority if priority is None else priority
-        outer: concurrent.futures.Future = concurrent.futures.Future()
+        outer = self.pool.future()
         first = self._attempt(tuple(args), kwargs or {}, prio, outer, 0)
         return AsyncResult(first.task_id, outer)  # type: ignore[attr-defined]
 

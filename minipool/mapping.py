@@ -276,8 +276,12 @@ def unordered(
     window: int,
     timeout: float | None = None,
     feeds: Feeds | None = None,
+    wait_any: Callable[[set[concurrent.futures.Future], float | None], Any] | None = None,
 ) -> Iterator[Any]:
-    """Like :func:`ordered`, but yield each chunk's results as soon as that chunk is done."""
+    """Like :func:`ordered`, but yield each chunk's results as soon as that chunk is done.
+
+    ``wait_any(futures, timeout)``: how to block until one of them is done, when blocking on
+    the futures themselves matters (inside a task, a wait on them gives its slot back)."""
     end = None if timeout is None else time.monotonic() + timeout
     done: queue.SimpleQueue[tuple[concurrent.futures.Future, int, float]] = queue.SimpleQueue()
     inflight: set[concurrent.futures.Future] = set()
@@ -297,6 +301,8 @@ def unordered(
             yield  # primed
             read = True
             while inflight:
+                if wait_any is not None and done.empty():
+                    wait_any(inflight, _remaining(end))
                 try:
                     future, count, started = done.get(timeout=_remaining(end))
                 except queue.Empty:
@@ -333,9 +339,12 @@ def window(buffersize: int | None) -> int:
     return buffersize
 
 
-def as_listing(future: concurrent.futures.Future) -> concurrent.futures.Future:
-    """Wrap a future of one value as a future of a one-item list (for :func:`ordered`)."""
-    out: concurrent.futures.Future = concurrent.futures.Future()
+def as_listing(
+    future: concurrent.futures.Future, out: concurrent.futures.Future | None = None
+) -> concurrent.futures.Future:
+    """Wrap a future of one value as a future of a one-item list (for :func:`ordered`), in
+    ``out`` if given (a pool's own kind of future: see ``ClientExecutor.future``)."""
+    out = concurrent.futures.Future() if out is None else out
 
     def copy(f: concurrent.futures.Future) -> None:
         if f.cancelled():

@@ -26,18 +26,17 @@ finishes every live pool's pending tasks before the interpreter goes.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from . import mapping
 from . import task as tasklib
-from .asyncresult import Schedule, TaskFunction
+from .asyncresult import Schedule
 from .client import Client, LocalClient, RemoteClient
 from .cluster.autoscale import Autoscaler
 from .cluster.coordinator import Coordinator
@@ -45,15 +44,15 @@ from .cluster.elastic import Elastic
 from .cluster.session import HEARTBEAT, authkey_from_env, shared_key
 from .cluster.supervisor import Supervisor
 from .codecs import get_codec
+from .executor import ClientExecutor, refuse_after_exit
+from .nested import current_pool
 from .tls import client_context, server_context
 
-__all__ = ["Pool", "authkey_from_env"]
+__all__ = ["Pool", "authkey_from_env", "current_pool"]
 
 
 #: Pools not yet collected, for the exit hook (weakly: a pool dropped by its owner may be collected).
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-#: Set once the interpreter has begun to exit: no pool accepts a task after that.
-_exiting = False
 
 
 def _finish_at_exit() -> None:
@@ -63,8 +62,7 @@ def _finish_at_exit() -> None:
     when the main thread ends, *before* daemon threads are abandoned and ``atexit`` handlers run,
     so the client's reader (a daemon thread) is still there to receive the last results.
     """
-    global _exiting
-    _exiting = True
+    refuse_after_exit()
     for pool in list(_live_pools):
         pool.shutdown(wait=True)
 
@@ -72,7 +70,7 @@ def _finish_at_exit() -> None:
 threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
 
 
-class Pool(concurrent.futures.Executor):
+class Pool(ClientExecutor):
     """A pool of workers, local or remote, with the ``concurrent.futures`` interface.
 
     Args:
@@ -154,7 +152,6 @@ class Pool(concurrent.futures.Executor):
         self._elastic: Elastic | None = None
         self.dashboard: Any = None  # a minipool.dashboard.Dashboard, with dashboard=
         self._schedules: list[Schedule] = []
-        self._slots_cache: tuple[float, int] | None = None
         if address is None:
             key = shared_key(authkey, env=False) or secrets.token_hex(32).encode()
             elastic = min_workers is not None or max_workers is not None
@@ -224,119 +221,6 @@ class Pool(concurrent.futures.Executor):
         ``Producer(pool=...)`` and ``Consumer(pool=...)`` talk to, and its ``topics``."""
         return self._coordinator
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
-        if self._shutdown or _exiting:
-            self._check_open()
-        try:
-            body, codec, needs = tasklib.pack_call(fn, args, kwargs, self.codec, self._init)
-        except Exception as exc:  # noqa: BLE001 - see _send
-            return self._client.failed(exc)
-        return self._client.submit(body, codec, needs or self._init_needs)
-
-    def submit_with(
-        self,
-        fn: Callable[..., Any],
-        args: tuple = (),
-        kwargs: dict | None = None,
-        *,
-        priority: int = 0,
-        timeout: float | None = None,
-    ) -> concurrent.futures.Future:
-        """:meth:`submit` with task options: ``priority`` (higher runs first) and ``timeout``."""
-        self._check_open()
-        headers: dict[str, Any] = {}
-        if priority:
-            headers["priority"] = priority
-        if timeout is not None:
-            headers["timeout"] = timeout
-        return self._send(
-            tasklib.pack_call, fn, args, kwargs or {}, self.codec, self._init, headers=headers or None
-        )
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int | None = 1,
-        buffersize: int | None = None,
-    ) -> Iterator[Any]:
-        """Like :meth:`concurrent.futures.Executor.map`, lazy and bounded.
-
-        Args:
-            chunksize: items per task; ``None`` chooses automatically (see :mod:`minipool.mapping`).
-            buffersize: chunks in flight at once (default 64); the input is read only this far
-                ahead of the results, so an endless iterator is fine.
-            timeout: seconds, from this call, after which waiting for a result raises
-                ``TimeoutError``.
-        """
-        self._check_open()
-        star = len(iterables) != 1
-        lengths = [mapping.length_of(iterable) for iterable in iterables]
-        known = [n for n in lengths if n is not None]
-        length = min(known) if len(known) == len(lengths) else None  # zip stops at the shortest
-        sizer = mapping.ChunkSizer(chunksize, length, self._slots())
-        chunks = sizer.chunks(zip(*iterables, strict=False) if star else iter(iterables[0]))
-        submit = lambda chunk: self._send(  # noqa: E731
-            tasklib.pack_chunk, fn, chunk, self.codec, star=star, init=self._init
-        )
-        return mapping.ordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)
-
-    def map_unordered(
-        self,
-        fn: Callable[..., Any],
-        iterable: Iterable[Any],
-        chunksize: int | None = 1,
-        buffersize: int | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[Any]:
-        """Like :meth:`map` with one iterable, yielding results as they complete (SCOOP's
-        ``map_as_completed``; ``multiprocessing.Pool.imap_unordered``)."""
-        self._check_open()
-        sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
-        chunks = sizer.chunks(iter(iterable))
-        submit = lambda chunk: self._send(tasklib.pack_chunk, fn, chunk, self.codec, init=self._init)  # noqa: E731
-        return mapping.unordered(submit, chunks, sizer, mapping.window(buffersize), timeout, self._feeds)
-
-    def map_reduce(
-        self,
-        map_fn: Callable[[Any], Any],
-        reduce_fn: Callable[[Any, Any], Any],
-        iterable: Iterable[Any],
-        initializer: Any = tasklib.NO_INITIAL,
-        chunksize: int | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """Map in parallel and fold the results with ``reduce_fn`` (SCOOP's ``mapReduce``).
-
-        Each worker folds its own chunk, and the caller folds the partial results in input
-        order, so ``reduce_fn`` need only be associative (not commutative).
-
-        Raises:
-            TypeError: the iterable is empty and there is no ``initializer``.
-        """
-        self._check_open()
-        sizer = mapping.ChunkSizer(chunksize, mapping.length_of(iterable), self._slots())
-        chunks = sizer.chunks(iter(iterable))
-        submit = lambda chunk: self._send(  # noqa: E731
-            tasklib.pack_reduce, map_fn, reduce_fn, chunk, tasklib.NO_INITIAL, self.codec, self._init
-        )
-        partials = mapping.ordered(
-            lambda c: mapping.as_listing(submit(c)),
-            chunks,
-            sizer,
-            mapping.DEFAULT_WINDOW,
-            timeout,
-            self._feeds,
-        )
-        acc = initializer
-        for partial in partials:
-            acc = partial if acc is tasklib.NO_INITIAL else reduce_fn(acc, partial)
-        if acc is tasklib.NO_INITIAL:
-            raise TypeError("map_reduce() of an empty iterable with no initializer")
-        return acc
-
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks; let the pending ones finish; then stop the embedded workers
         and coordinator -- before returning with ``wait``, on a thread of its own without.
@@ -377,30 +261,9 @@ class Pool(concurrent.futures.Executor):
         finally:
             self._closed.set()
 
-    # -- Celery-style tasks and introspection ------------------------------------------------
-
-    def task(
-        self,
-        fn: Callable[..., Any] | None = None,
-        *,
-        retries: int = 0,
-        retry_backoff: float = 0.0,
-        timeout: float | None = None,
-        priority: int = 0,
-    ) -> Any:
-        """Decorate a function as a task with ``.delay()`` and ``.apply_async()`` (Celery's
-        ``@app.task``). Usable bare (``@pool.task``) or with options."""
-
-        def wrap(f: Callable[..., Any]) -> TaskFunction:
-            return TaskFunction(
-                self, f, retries=retries, retry_backoff=retry_backoff, timeout=timeout, priority=priority
-            )
-
-        return wrap(fn) if fn is not None else wrap
-
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The coordinator's report: ``workers`` (a list), ``queued``, ``running``, ``done``, ..."""
-        report = self._client.status(timeout)
+        report = super().status(timeout)
         if self._supervisor is not None:
             report["local_processes"] = self._supervisor.pids
             report["restarts"] = self._supervisor.restarts
@@ -420,39 +283,6 @@ class Pool(concurrent.futures.Executor):
         self._schedules.append(schedule)
         return schedule
 
-    def result(self, task_id: str, timeout: float | None = None) -> Any:
-        """The outcome of the task ``task_id`` (a future's ``task_id``, an ``AsyncResult.id``),
-        asked of the coordinator: it works from another client, and after a reconnect.
-
-        Raises:
-            LookupError: the coordinator does not know the task (never submitted, or forgotten).
-            TimeoutError: not finished within ``timeout``.
-        """
-        return self._client.fetch(task_id, timeout)
-
-    def lookup(self, service: str) -> list[dict[str, Any]]:
-        """The live registry entries offering ``service`` (workers and registered services)."""
-        return self._client.lookup(service)
-
-    def register(
-        self,
-        key: str,
-        *,
-        address: str,
-        services: list[str],
-        ttl: float,
-        slots: int = 0,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        """Add or renew an entry in the coordinator's service registry; it expires after ``ttl``
-        seconds unless registered again."""
-        self._client.register(key, address=address, services=services, ttl=ttl, slots=slots, meta=meta)
-
-    def deregister(self, key: str) -> None:
-        """Remove an entry from the coordinator's service registry at once (a service that is
-        stopping), instead of leaving it listed until its ``ttl`` runs out."""
-        self._client.deregister(key)
-
     def wait_for_workers(self, count: int | None = None, timeout: float = 30.0) -> None:
         """Block until ``count`` workers (default: the embedded ones) have connected.
 
@@ -465,42 +295,6 @@ class Pool(concurrent.futures.Executor):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fewer than {want} workers connected within {timeout}s")
             time.sleep(0.02)
-
-    def _send(
-        self,
-        pack: Callable[..., tuple[bytes, str, dict[str, Any] | None]],
-        *args: Any,
-        headers: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> concurrent.futures.Future:
-        """Pack a task with ``pack(*args, **options)`` and send it.
-
-        A call that cannot be pickled fails *its future* with the pickling error, which
-        ``submit`` returns as usual: ``ProcessPoolExecutor`` does the same (it pickles in a
-        feeder thread), and a ``map`` then raises it at that item, like any task's error.
-        """
-        try:
-            body, codec, needs = pack(*args, **options)
-        except Exception as exc:  # noqa: BLE001 - whatever pickling raised is the task's error
-            return self._client.failed(exc)
-        needs = needs or self._init_needs
-        if needs:  # the interpreter a by-value function needs (see task.BY_VALUE)
-            headers = {**needs, **headers} if headers else needs
-        return self._client.submit(body, codec, headers)
-
-    def _slots(self) -> int:
-        if self._local_slots:
-            return self._local_slots
-        now = time.monotonic()
-        if self._slots_cache is None or now - self._slots_cache[0] > 5.0:
-            self._slots_cache = (now, max(1, self.status().get("slots", 1)))
-        return self._slots_cache[1]
-
-    def _check_open(self) -> None:
-        if _exiting:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
 
 
 def _check_counts(**counts: int | float | None) -> None:

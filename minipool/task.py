@@ -54,6 +54,7 @@ __all__ = [
     "pack_reduce",
     "pack_initializer",
     "initializer_id",
+    "current_initializer",
     "execute",
     "load_function",
     "pack_outcome",
@@ -278,6 +279,13 @@ def initializer_id(init: bytes) -> str:
 #: would run its initializer twice in this process; an entry costs about its packed bytes.
 _initialized: dict[bytes, BaseException | None] = {}
 _initializing = threading.Lock()
+#: The packed initializer of the task each thread is running: its children carry it too.
+_running = threading.local()
+
+
+def current_initializer() -> bytes | None:
+    """The packed initializer of the pool whose task this thread is running, if it has one."""
+    return getattr(_running, "init", None)
 
 
 def _initialize(init: bytes) -> None:
@@ -340,6 +348,7 @@ def execute(body: bytes, codec: str = "none", max_size: int = DEFAULT_MAX_SIZE) 
     if codec != "none":
         body = get_codec(codec).decompress(body, max_size)
     call = pickle.loads(body)
+    _running.init = call[3] if len(call) > 3 else None
     if len(call) > 3:  # the pool has an initializer
         _initialize(call[3])
         call = call[:3]

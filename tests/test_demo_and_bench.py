@@ -33,6 +33,9 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
     assert {"submit with", "submit without", "round trip with", "round trip without"} == set(
         results["dashboard"]
     )
+    nested = results["nested"]  # a submit from inside a task; ProcessPoolExecutor deadlocks
+    assert nested["inside_rate"] > 0 and nested["fib_pool_s"] > 0 and nested["waiting_peak"] >= 2
+    assert nested["ppe"]["outcome"].startswith("deadlocked") and nested["ppe"]["processes_left"] == 0
 
 
 def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path):

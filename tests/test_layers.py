@@ -35,12 +35,18 @@ ALLOWED_BELOW = {
     "minipool.cluster.registry": (),
     "minipool.cluster.state": ("minipool.errors", "minipool.wire", "minipool.cluster.balance"),
     "minipool.cluster.effects": ("minipool.cluster.state",),
+    "minipool.cluster.queueing": (
+        "minipool.cluster.balance",
+        "minipool.cluster.state",
+        "minipool.cluster.effects",
+    ),
     "minipool.cluster.scheduler": (
         "minipool.errors",
         "minipool.wire",
         "minipool.cluster.balance",
         "minipool.cluster.state",
         "minipool.cluster.effects",
+        "minipool.cluster.queueing",
     ),
     # The sessions: below the coordinator, the worker and the client that use them.
     "minipool.cluster.outbox": ("minipool.errors", "minipool.transports"),

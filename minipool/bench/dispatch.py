@@ -14,7 +14,9 @@ Measured in one run, each pool with the same number of local worker processes:
 * ``dashboard``: the submit and round-trip tests with the embedded coordinator's dashboard open
   and a WebSocket client reading its live feed, beside the same pool without one;
 * ``memory``: ``Pool.map`` over an endless-style generator of ``--stream`` items: peak RSS growth
-  and the time to the first result.
+  and the time to the first result;
+* ``nested``: a submit from inside a task vs from the client, and recursive Fibonacci on the
+  pool vs serial vs ``ProcessPoolExecutor`` (which deadlocks): see :mod:`minipool.bench.nested`.
 
 Every figure is a median of ``--repeat`` runs; the ratio column compares with the named peer.
 All the pools are started first and then take turns, round after round, test by test: on a
@@ -32,6 +34,7 @@ import resource
 import time
 from typing import Any
 
+from . import nested
 from .common import format_table, median_times, print_table, progress
 
 
@@ -50,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median reported)")
     parser.add_argument(
         "--journal-tasks", type=int, default=10_000, help="tasks in the journal test (0 to skip)"
+    )
+    parser.add_argument("--nested-submits", type=int, default=5000, help="submits from inside a task")
+    parser.add_argument(
+        "--fib", default="27,18", help="recursive Fibonacci's n and serial cutoff (default 27,18)"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
@@ -219,6 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.tasks, args.trips, args.map_items, args.stream, args.repeat = 2000, 100, 100_000, 200_000, 1
         args.journal_tasks = min(args.journal_tasks, 1000)
+        args.nested_submits, args.fib = 500, "20,14"
     w, n, trips, m, rep = args.workers, args.tasks, args.trips, args.map_items, args.repeat
     spawn = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
@@ -266,6 +274,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         rates.update({name: m / t for name, t in times.items()})
         mp.terminate()
+        progress("nested: submits from a task, recursive Fibonacci, ProcessPoolExecutor's deadlock")
+        fib_n, fib_cutoff = (int(x) for x in args.fib.split(","))
+        recursion = nested.measure(
+            pool, w, args.nested_submits, fib_n, fib_cutoff, rep, 1.0 if args.quick else 3.0
+        )
 
     memory = None
     if args.stream:
@@ -314,6 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rates["ppe map"],
             rates["minipool map"] / rates["ppe map"],
         ],
+        *nested.rows(recursion),
     ]
     print_table(
         f"Dispatch with {w} local worker processes (tasks/s unless noted; median of {rep};"
@@ -356,5 +370,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dashboard": dashboard,
         "stream": memory,
         "journal": journal,
+        "nested": recursion,
         "table": format_table(["test", "minipool", "peer", "peer figure", "speed-up"], rows),
     }

@@ -29,7 +29,7 @@ from .outbox import Batch
 from .registry import Registry
 from .scheduler import Effects, Scheduler
 from .session import HEARTBEAT, LIVENESS
-from .state import ClientState, LocalClientState, TaskState, WorkerState
+from .state import ClientState, LocalClientState, TaskClientState, TaskState, WorkerState
 
 __all__ = ["Broker"]
 
@@ -37,6 +37,8 @@ log = logging.getLogger("minipool.coordinator")
 
 _TASK = Kind.TASK
 _HEARTBEAT = encode(Message(Kind.HEARTBEAT))  # the same bytes every time
+#: What a worker's tasks may ask as a client does, on the worker's own connection.
+_TASK_REQUESTS = frozenset((Kind.SUBMIT, Kind.CANCEL, Kind.LEASES, Kind.STATUS, Kind.FETCH, Kind.LOOKUP))
 #: Seconds a reader waits, when a local worker's connection closes, for its process's exit
 #: status (a dead process's socket closes a moment before the process can be reaped).
 EXIT_WAIT = 0.5
@@ -113,6 +115,7 @@ class Broker:
                 "clients": sum(not c.monitor for c in scheduler.clients.values()),
                 "queued": sum(1 for t in scheduler.tasks.values() if t.state is TaskState.QUEUED),
                 "running": sum(len(w.leases) for w in scheduler.workers.values()),
+                "waiting": sum(len(w.waiting) for w in scheduler.workers.values()),
                 "balance": scheduler.policy.name,
                 **scheduler.counts,
                 "registry": self.registry.to_json(),
@@ -237,6 +240,8 @@ class Broker:
                             "%s lost with %d task(s) in flight; requeued", peer.describe(), len(peer.leases)
                         )
                 self.scheduler.worker_lost(peer, fx, reason)
+                if peer.tasks_client is not None:  # its tasks' queued children: cancelled
+                    self.scheduler.client_left(peer.tasks_client, fx)
             else:
                 self.scheduler.client_left(peer, fx)
         if not isinstance(peer, WorkerState):
@@ -317,26 +322,47 @@ class Broker:
         return Message(Kind.DASHBOARD_REPLY, msg.id, body, fmt=Format.JSON)
 
     def on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
-        """A worker's messages, handled together: its results complete under one lock."""
-        outcomes, registers, wrong = [], [], None
+        """A worker's messages, handled together: its results complete under one lock. Its
+        tasks' own requests (a SUBMIT from a running task) are a client's, from its
+        :class:`TaskClientState`; WAITING and RESUMED move a task's slot (Dask's secede)."""
+        outcomes, registers, turns, wrong = [], [], [], None
         for msg in burst:
             kind = msg.kind
             if kind is Kind.RESULT or kind is Kind.FAILURE:
                 outcomes.append((msg.id, msg))  # a RESULT has an Outcome's four fields
             elif kind is Kind.REGISTER:
                 registers.append(msg.headers)
+            elif kind in _TASK_REQUESTS:
+                self.handle_client_message(self.tasks_client(worker), msg, batch)
+            elif kind is Kind.WAITING or kind is Kind.RESUMED:
+                turns.append(msg)
             elif kind is not Kind.HEARTBEAT:
                 wrong = kind
                 break
-        if outcomes:
+        if outcomes or turns:
             fx = Effects()
             with self.lock:
-                self.scheduler.complete(worker, outcomes, fx)
+                for msg in turns:
+                    if msg.kind is Kind.WAITING:
+                        self.scheduler.waiting(worker, msg.id, fx)
+                    else:
+                        self.scheduler.resumed(worker, msg.id)
+                if outcomes:
+                    self.scheduler.complete(worker, outcomes, fx)
             self.apply(fx, batch)
         for entry in registers:
             self.register_entry(entry)
         if wrong is not None:  # the results before it still count
             raise ProtocolError(f"a worker may not send {wrong.name}")
+
+    def tasks_client(self, worker: WorkerState) -> ClientState:
+        """The client session of ``worker``'s tasks, made on their first request."""
+        client = worker.tasks_client
+        if client is None:
+            client = worker.tasks_client = TaskClientState(worker)
+            with self.lock:
+                self.scheduler.client_joined(client)  # a reconnect replaces the old session
+        return client
 
     def submit_message(self, client: ClientState, msg: Message, batch: Batch | None = None) -> None:
         """Accept a SUBMIT from ``client``."""

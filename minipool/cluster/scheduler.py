@@ -32,14 +32,12 @@ The rules:
 from __future__ import annotations
 
 import collections
-import heapq
-import itertools
 import time
 from typing import Any
 
 from ..wire import Format, Kind
-from .balance import Policy, get_policy
 from .effects import Effects
+from .queueing import TaskQueue
 from .state import (
     ClientState,
     Outcome,
@@ -63,7 +61,7 @@ _LIVE = (TaskState.RUNNING, TaskState.QUEUED)
 LEFT_BEHIND_MAX = 1024
 
 
-class Scheduler:
+class Scheduler(TaskQueue):
     """Queue, leases and results. Not thread-safe: the coordinator serializes calls.
 
     Args:
@@ -75,21 +73,13 @@ class Scheduler:
     def __init__(
         self, *, max_losses: int = 3, balance: str = "least-loaded", journaling: bool = False
     ) -> None:
+        super().__init__(balance)
         self.max_losses = max_losses
-        self.policy: Policy = get_policy(balance)
         self.journaling = journaling
-        self.queue: list[tuple[int, int, int]] = []  # heap of (-priority, order, task number)
-        # By-value tasks, by the interpreter they need: heaps like `queue`, read only by the
-        # workers running that interpreter. Empty heaps are removed, so it is falsy when idle.
-        self.pinned: dict[str, list[tuple[int, int, int]]] = {}
-        self._order = itertools.count()
-        self._front = itertools.count(-1, -1)  # requeued tasks jump the line
         self.next_number = 1
-        self.tasks: dict[int, Task] = {}  # live tasks by number
         self.by_key: dict[tuple[str, int], Task] = {}
         self.results: collections.OrderedDict[tuple[str, int], Outcome] = collections.OrderedDict()
         self.results_bytes = 0
-        self.workers: dict[str, WorkerState] = {}
         self.clients: dict[str, ClientState] = {}
         self.watchers: dict[tuple[str, int], list[tuple[ClientState, int]]] = {}
         self.counts = {
@@ -103,6 +93,7 @@ class Scheduler:
             "timed_out": 0,
             "losses_forgiven": 0,
             "leases_resumed": 0,
+            "waiting_peak": 0,
         }
         # Tasks a worker process left behind when its connection was cut, by the process's
         # incarnation, until it comes back (see worker_joined). Bounded: a process that never
@@ -167,15 +158,15 @@ class Scheduler:
             return
         queue = self.queue
         if not queue:  # nothing waits ahead of it: lease it straight away if we can
-            worker = self._choose()
+            worker = self.choose()
             if worker is not None:
-                self._lease(worker, task, fx)
+                self.lease(worker, task, fx)
                 return
         # Otherwise it waits. No dispatch is needed: one that leaves tasks queued leaves no
         # worker the policy would take, and every change that frees a lease dispatches again.
         # (A policy that holds tasks back may change its mind as it ages what it remembers,
         # so it is asked again.)
-        heapq.heappush(queue, (-task.priority, next(self._order), number))
+        self.push(task, queue)
         if self.policy.holds_back:
             self.dispatch(fx)
 
@@ -184,10 +175,7 @@ class Scheduler:
         if self.workers and not self._can_run(task.needs):
             self._fail_incompatible(task, fx)
             return
-        heapq.heappush(
-            self.pinned.setdefault(task.needs, []),  # type: ignore[arg-type]
-            (-task.priority, next(self._order), task.number),
-        )
+        self.push(task, self.pinned.setdefault(task.needs, []))  # type: ignore[arg-type]
         self.dispatch(fx)
 
     def _can_run(self, interpreter: str | None) -> bool:
@@ -204,11 +192,6 @@ class Scheduler:
                 task = self.tasks.get(number)
                 if task is not None and task.state is TaskState.QUEUED:
                     self._fail_incompatible(task, fx)
-
-    def _requeue(self, task: Task) -> None:
-        """Put a task that lost its worker back at the front of its queue."""
-        entry = (-task.priority, next(self._front), task.number)
-        heapq.heappush(self.queue if task.needs is None else self.pinned.setdefault(task.needs, []), entry)
 
     def cancel(self, client_id: str, client_task: int, fx: Effects) -> bool:
         """Drop a task no worker has ever held; one that has started runs on.
@@ -343,53 +326,6 @@ class Scheduler:
                 failure_outcome("KeyError", f"no task {task_key[0]}-{task_key[1]} is known here"),
             )
 
-    # -- dispatch ----------------------------------------------------------------------------
-
-    def dispatch(self, fx: Effects) -> None:
-        """Lease queued tasks to workers with a free lease, as the policy chooses.
-
-        A task that can start at once (the worker has an idle slot) is sent *urgently*; one that
-        will wait in the worker's prefetch queue may be held back a little and leave with the
-        next batch (see :meth:`Outbox.put`): the worker is busy, so nothing is lost by waiting,
-        and a burst of submissions costs a few writes instead of one each.
-        """
-        queue, pinned = self.queue, self.pinned
-        if not queue and not pinned:
-            return
-        choose = self.policy.choose
-        free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
-        while free and (queue or pinned):
-            worker = choose(free)
-            if worker is None:
-                return  # the policy would rather wait for a faster worker
-            heap = queue
-            if pinned:  # the worker takes the first task in line that it can load
-                own = pinned.get(worker.interpreter)  # type: ignore[arg-type]
-                if own and (not queue or own[0] < queue[0]):
-                    heap = own
-                elif not queue:
-                    free.remove(worker)  # nothing waits that this worker can load
-                    continue
-            _, _, number = heapq.heappop(heap)
-            if not heap and heap is not queue:
-                del pinned[worker.interpreter]  # type: ignore[arg-type]
-            task = self.tasks.get(number)
-            if task is None or task.state is not TaskState.QUEUED:
-                continue  # cancelled or finished while queued
-            self._lease(worker, task, fx)
-            if len(worker.leases) >= worker.capacity:
-                free.remove(worker)
-
-    def _choose(self) -> WorkerState | None:
-        free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
-        return self.policy.choose(free) if free else None
-
-    def _lease(self, worker: WorkerState, task: Task, fx: Effects) -> None:
-        task.state = TaskState.RUNNING
-        task.worker = worker
-        worker.lease(task)
-        fx.send(worker, task, len(worker.leases) <= worker.slots)
-
     # -- peers -------------------------------------------------------------------------------
 
     def worker_joined(self, worker: WorkerState, fx: Effects) -> None:
@@ -439,7 +375,7 @@ class Scheduler:
         cut = worker.blame is None and bool(worker.incarnation)
         back = cut and any(w.incarnation == worker.incarnation for w in self.workers.values())
         left: list[int] = []
-        for task in list(worker.leases.values()):
+        for task in worker.held():
             if task.state is not TaskState.RUNNING or task.worker is not worker:
                 continue
             task.worker = None
@@ -455,14 +391,29 @@ class Scheduler:
                     continue
             task.state = TaskState.QUEUED
             self.counts["requeued"] += 1
-            self._requeue(task)
+            self.requeue(task)
         worker.leases.clear()
+        worker.waiting.clear()
         if left:
             self._left_behind.setdefault(worker.incarnation, []).extend(left)
             self._left_behind.move_to_end(worker.incarnation)
             while len(self._left_behind) > LEFT_BEHIND_MAX:
                 self._left_behind.popitem(last=False)
         self.dispatch(fx)
+
+    def waiting(self, worker: WorkerState, number: int, fx: Effects) -> None:
+        """``worker``'s task ``number`` waits on tasks it submitted: its slot is given back
+        (Dask's ``secede``) and another task may be leased in its place, so that parents
+        waiting on children never hold every slot. Its lease stays: lost with the worker."""
+        if worker.secede(number):
+            waiting = sum(len(w.waiting) for w in self.workers.values())
+            self.counts["waiting_peak"] = max(self.counts["waiting_peak"], waiting)
+            self.dispatch(fx)
+
+    def resumed(self, worker: WorkerState, number: int) -> None:
+        """The task runs again (Dask's ``rejoin``): it takes a slot back at once, and the
+        worker may run over its slots until a task ends (nothing is taken away mid-run)."""
+        worker.rejoin(number)
 
     def client_joined(self, client: ClientState) -> ClientState | None:
         """Register ``client``; return the stale session it replaces (a reconnect), if any."""
@@ -485,7 +436,7 @@ class Scheduler:
         worker cannot interrupt a thread, so the task's lease is released here and the thread
         runs on; the worker's executor queues what it is sent meanwhile."""
         for worker in self.workers.values():
-            for task in list(worker.leases.values()):
+            for task in worker.held():
                 if task.timeout is not None and now - task.leased_at > task.timeout + grace:
                     worker.finish(task.number, now)
                     self.counts["timed_out"] += 1

@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from ..errors import ConnectionClosed, MinipoolError, ProtocolError
@@ -186,6 +187,7 @@ def read_until_lost(
     *,
     beats: bool,
     poll_held: bool = False,
+    guard: AbstractContextManager[Any] | None = None,
 ) -> MinipoolError:
     """Hand every message from the coordinator on ``conn`` to ``handle``, until the connection
     is lost; return why (a :class:`Lost`, or the error that a message or ``handle`` raised).
@@ -196,14 +198,17 @@ def read_until_lost(
     sent nothing for an interval (from this thread: so the reader must never be busy for long).
     ``poll_held``: while the outbox holds messages back, only poll, and flush them once nothing
     more is waiting (a worker's results, batched while its tasks run in this very thread).
+    ``guard``: held around each read (a worker's, so that another thread may read in turn).
     """
+    guard = guard or nullcontext()
     silence = peer.heartbeat * peer.liveness
     last_recv = time.monotonic()
     try:
         while True:
             polling = poll_held and outbox.has_pending
             try:
-                data = conn.recv(timeout=0.0 if polling else peer.heartbeat if beats else silence)
+                with guard:
+                    data = conn.recv(timeout=0.0 if polling else peer.heartbeat if beats else silence)
             except TimeoutError:
                 if polling:
                     outbox.flush()

@@ -30,6 +30,7 @@ __all__ = [
     "WorkerState",
     "ClientState",
     "LocalClientState",
+    "TaskClientState",
     "Link",
     "Outcome",
     "failure_outcome",
@@ -229,6 +230,10 @@ class WorkerState(Peer):
         # None while the connection stands, or when it simply went (a cut, or a dead process).
         self.blame: str | None = None
         self.leases: dict[int, Task] = {}
+        self.tasks_client: ClientState | None = None  # its tasks' own client session, if used
+        # Leased tasks waiting on tasks they submitted: still this worker's (lost with it), but
+        # holding no slot, so other tasks may be leased in their place (see secede).
+        self.waiting: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
         # EWMA of seconds from a lease until the task can start there: 0 for a task leased to a
@@ -283,9 +288,29 @@ class WorkerState(Peer):
         self.leases[task.number] = task
         self.idle_since = None
 
+    def secede(self, number: int) -> bool:
+        """Task ``number`` waits on its children: its lease stays, its slot is free (Dask's
+        ``secede``). False if this worker holds no such running lease."""
+        task = self.leases.pop(number, None)
+        if task is not None:
+            self.waiting[number] = task
+        return task is not None
+
+    def rejoin(self, number: int) -> None:
+        """Task ``number`` runs again and takes a slot, even past ``capacity`` for a while."""
+        task = self.waiting.pop(number, None)
+        if task is not None:
+            self.leases[number] = task
+
+    def held(self) -> list[Task]:
+        """Every task this worker holds, running or waiting on its children."""
+        return [*self.leases.values(), *self.waiting.values()] if self.waiting else list(self.leases.values())
+
     def finish(self, number: int, now: float) -> None:
         """Release the lease on task ``number`` and update the run-time estimate."""
         task = self.leases.pop(number, None)
+        if task is None and self.waiting:
+            task = self.waiting.pop(number, None)
         if not self.leases:
             self.idle_since = now
         if task is None:
@@ -318,6 +343,7 @@ class WorkerState(Peer):
             "address": self.address,
             "slots": self.slots,
             "inflight": len(self.leases),
+            "waiting": len(self.waiting),
             "capacity": self.capacity,
             "done": self.done,
             "avg_run": avg,
@@ -362,3 +388,20 @@ class LocalClientState(ClientState):
         super().__init__(None, client_id)
         self.on_message = on_message
         self.resolve = resolve
+
+
+class TaskClientState(ClientState):
+    """The client session of a worker's own tasks (tasks that submit tasks): their SUBMITs
+    and the outcomes for them travel on the worker's connection. Its liveness is the
+    worker's, so the ticker skips it; it is no client of the pool's, so status leaves it out;
+    and closing it closes nothing: the connection is the worker's. Its id is the worker
+    process's incarnation, so a worker that reconnects resubmits under the same keys."""
+
+    local = True  # no connection of its own to watch or to beat on
+
+    def __init__(self, worker: WorkerState) -> None:
+        super().__init__(worker.link, worker.incarnation or worker.id, monitor=True)
+
+    def close(self, reason: str | None = None) -> None:
+        if reason is not None and self.lost_reason is None:
+            self.lost_reason = reason

@@ -6,8 +6,8 @@ Around that loop:
 
 * **slots.** ``kind="process"`` with one slot runs tasks in the worker's own main thread: the
   process *is* the executor, so there is no extra hop (this is what ``Pool`` starts, one per
-  core). ``kind="thread"`` runs up to ``slots`` tasks at once in a
-  :class:`~concurrent.futures.ThreadPoolExecutor`, for I/O-bound work. Several process slots
+  core). ``kind="thread"`` runs up to ``slots`` tasks at once on task threads fed by a queue
+  (:class:`~minipool.cluster.nesting.Nest`), for I/O-bound work. Several process slots
   are several single-slot worker processes (see :mod:`minipool.cluster.supervisor`), so a task
   that crashes its process takes down one slot, not all of them.
 * **heartbeats.** A thread sends HEARTBEAT whenever the worker has been quiet for one interval,
@@ -30,7 +30,6 @@ Around that loop:
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import logging
 import os
 import platform
@@ -52,8 +51,10 @@ from ..errors import (
 )
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
 from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
+from .nesting import FOR_TASKS, Nest, RunningTask, TasksClient
 from .outbox import Outbox
-from .session import HEARTBEAT, LIVENESS, Backoff, Lost, open_connection, read_until_lost
+from .session import HEARTBEAT, LIVENESS, Backoff, Lost, adopt_heartbeat, open_connection, read_until_lost
+from .timelimit import execute_within
 
 __all__ = ["Worker"]
 
@@ -68,6 +69,8 @@ STOP_GRACE = 2.0
 #: (the last RECENT_MAX, each of at most RECENT_ITEM bytes: 4 MiB in all at most).
 RECENT_MAX = 128
 RECENT_ITEM = 32 * 1024
+#: What the coordinator sends a worker for its tasks' own requests (see minipool.nested).
+_FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY))
 
 
 class Worker:
@@ -122,12 +125,7 @@ class Worker:
         self._conn: Connection | None = None
         self.services = tuple(services) or ("default",)
         self.slowdown = slowdown
-        self._executor = (
-            concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="minipool-task")
-            if kind == "thread"
-            else None
-        )
-        self._timing_out = False  # an inline task with a timeout is running (SIGALRM armed)
+        self._threaded = kind == "thread"  # tasks run on task threads (see Nest), not inline
         self._inline_task = False  # the main thread is inside a task (a signal may interrupt it)
         self._owns_process = False  # handle_signals was called: stopping may end the process
         self.tasks_done = 0
@@ -147,6 +145,12 @@ class Worker:
         # are sent again on the next (the coordinator drops the copies it already has).
         self._recent: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=RECENT_MAX)
         self._held = threading.Lock()
+        # Tasks that submit tasks (see minipool.cluster.nesting): the client they submit
+        # through (made by minipool.nested on first use), who may read the connection, and
+        # the threads standing in for tasks that wait on their children.
+        self.tasks_client: TasksClient | None = None
+        self.reading = threading.Lock()
+        self.nest = Nest(self)
 
     def hello(self) -> dict[str, Any]:
         hello = {
@@ -221,8 +225,8 @@ class Worker:
         except tasklib.Interrupted:
             return  # told to stop in the middle of a task: its lease goes back to the queue
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._threaded:
+                self.nest.close()  # tasks not started are dropped: their leases go back
                 if self._owns_process:  # its threads' results can reach no one: do not wait long
                     self._arm_backstop(0)
 
@@ -270,26 +274,53 @@ class Worker:
         )
         beating.start()
 
-        def handle(msg: Message) -> None:
+        def on_message(msg: Message) -> None:
             if self._stop.is_set() or (outbox.failed and not self.reconnect):
                 # Stopping, or tasks still buffered here have no one to send their results to.
                 raise Lost("stopped", closed=True)
-            if msg.kind is Kind.TASK:
-                self._running.add(msg.id)
-                self._start(msg, self._coordinator)
-            elif msg.kind is Kind.HEARTBEAT and msg.headers:  # adopted by the loop already
-                self._resume(outbox, msg.headers.get("coordinator"), msg.headers.get("wanted"))
-            elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
-                raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
+            self.handle(msg, outbox)
 
         try:
             # Heartbeats come from the thread above: this one may be running a task for minutes.
-            lost = read_until_lost(self, conn, outbox, handle, beats=False, poll_held=True)
+            # It reads under ``reading``: while its task waits on children, a stand-in reads.
+            lost = read_until_lost(
+                self, conn, outbox, on_message, beats=False, poll_held=True, guard=self.reading
+            )
             if not (isinstance(lost, Lost) and lost.closed):
                 log.warning("dropping the connection to %s: %s", self.url, lost)
         finally:
             conn.close()
             self._suspend(outbox)
+
+    def handle(self, msg: Message, outbox: Outbox) -> bool:
+        """Act on one message from the coordinator; False if it closed the connection."""
+        if msg.kind is Kind.TASK:
+            self._running.add(msg.id)
+            self._start(msg, self._coordinator)
+        elif msg.kind is Kind.HEARTBEAT and msg.headers:
+            adopt_heartbeat(self, msg.headers)
+            self._resume(outbox, msg.headers.get("coordinator"), msg.headers.get("wanted"))
+        elif msg.kind is Kind.ERROR:
+            log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
+            return False
+        elif msg.kind in FOR_TASKS and self.tasks_client is not None:
+            self.tasks_client.on_message(msg)
+        elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
+            raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
+        return True
+
+    def current_outbox(self) -> Outbox | None:
+        """Where messages go now: None between connections."""
+        with self._held:
+            return self._outbox
+
+    def current_connection(self) -> tuple[Connection | None, Outbox | None]:
+        with self._held:
+            return self._conn, self._outbox
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def _resume(self, outbox: Outbox, coordinator: Any, wanted: Any) -> None:
         """The coordinator has announced itself on a new connection: outcomes go to ``outbox``
@@ -308,6 +339,8 @@ class Worker:
         if kept:
             log.info("sending %d result(s) finished while disconnected", len(kept))
             outbox.put_many(kept)
+        if self.tasks_client is not None:
+            self.tasks_client.resume()
 
     def _suspend(self, outbox: Outbox) -> None:
         """The connection is gone: keep the outcomes it never sent, for the next one."""
@@ -335,8 +368,12 @@ class Worker:
             if len(data) <= RECENT_ITEM:
                 self._recent.append((number, data))
         # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
-        # on executor threads send at once, coalescing through the outbox under contention.
-        outbox.put(data, flush=self._executor is not None or outbox.pending_bytes > FLUSH_BYTES)
+        # on executor threads send at once, coalescing through the outbox under contention, and
+        # so does a task whose thread cannot read next (another, standing in, is reading).
+        outbox.put(
+            data,
+            flush=self._threaded or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
+        )
 
     def _beat(self, outbox: Outbox) -> None:
         """Heartbeats, and a backstop flush: a result held back for a batch is never delayed
@@ -354,19 +391,22 @@ class Worker:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
 
     def _start(self, msg: Message, origin: str | None) -> None:
-        if self._executor is None:
-            self._run(msg, origin)
+        if self._threaded:
+            self.nest.queue(msg, origin)
         else:
-            self._executor.submit(self._run, msg, origin)
+            self.run_task(msg, origin)
 
-    def _run(self, msg: Message, origin: str | None) -> None:
+    def run_task(self, msg: Message, origin: str | None) -> None:
+        """Run one task and deliver its outcome (inline, or on a task thread)."""
         timeout = msg.headers.get("timeout")
         started = time.perf_counter()
-        inline = self._executor is None
+        inline = not self._threaded
+        running = RunningTask(self.nest, msg.id, msg.codec)
+        self.nest.enter(running)
         try:
             self._inline_task = inline
             if timeout is not None and inline:
-                value = self._run_with_alarm(msg, float(timeout))
+                value = execute_within(msg.body, msg.codec, float(timeout))
             else:
                 value = tasklib.execute(msg.body, msg.codec)
             ok = True
@@ -376,6 +416,7 @@ class Worker:
             ok, value = False, exc
         finally:
             self._inline_task = False
+            self.nest.leave(running)
         if self.slowdown > 1.0:  # an artificially slow machine, for the balancing benchmark
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - started))
         ok, body, codec = tasklib.pack_outcome(ok, value, msg.codec)
@@ -395,25 +436,3 @@ class Worker:
             encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body, Format.PICKLE, codec, None),
             origin,
         )
-
-    def _run_with_alarm(self, msg: Message, timeout: float) -> Any:
-        """Run an inline task under SIGALRM: past ``timeout`` it raises TimeoutError inside the
-        task, and this process's slot is free again at once. (Tasks on threads cannot be
-        interrupted; for them the coordinator fails the task and the thread runs on.)"""
-        if threading.current_thread() is not threading.main_thread():
-            return tasklib.execute(msg.body, msg.codec)
-
-        def expire(signum: int, frame: Any) -> None:
-            if self._timing_out:
-                self._timing_out = False
-                raise TimeoutError(f"task ran longer than its timeout of {timeout}s")
-
-        previous = signal.signal(signal.SIGALRM, expire)
-        self._timing_out = True
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            return tasklib.execute(msg.body, msg.codec)
-        finally:
-            self._timing_out = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)

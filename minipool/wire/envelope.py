@@ -83,6 +83,9 @@ class Kind(enum.IntEnum):
     LOOKUP_REPLY = 26  # coordinator -> client: JSON body, the live entries offering it
     LEASES_REPLY = 27  # coordinator -> client: JSON body {"started": [ids], "cancelled": [ids]}
     ERROR = 30  # either way, just before closing: JSON headers {"reason": ...}
+    # Tasks that submit tasks (a worker's connection also carries its tasks' own submissions).
+    WAITING = 40  # worker -> coordinator: task id waits on its children; its slot is free
+    RESUMED = 41  # worker -> coordinator: task id runs again (it may briefly exceed the slots)
     # Topics (minipool.topics): 50-69. Requests carry JSON headers; see docs/topics.md.
     TOPIC_PRODUCE = 50  # client -> coordinator: headers {"topic"}, body = a batch of entries
     TOPIC_ACKS = 51  # coordinator -> client: JSON body {"partitions": [...], "offsets": [...]}

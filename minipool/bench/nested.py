@@ -1,0 +1,232 @@
+"""Tasks that submit tasks: what a submit from inside a task costs, and recursion that pays.
+
+Three measurements, beside the dispatch table (``python -m minipool.bench dispatch``):
+
+* ``nested submit``: N no-op tasks submitted by a task and all awaited there, timed inside the
+  task, vs the same N submitted by the client (an embedded pool's, in-process);
+* ``recursive Fibonacci``: ``fib(n)`` whose calls above a cutoff are two child tasks, on a pool
+  of two workers, vs the plain recursion in one process;
+* the same recursive program on ``ProcessPoolExecutor(2)``, whose workers reach it through a
+  small server in the bench's process (a ``multiprocessing`` manager): two parents waiting on
+  their children hold both workers, and nothing runs again. Shown with a timeout; then its
+  processes are ended, and the bench checks that none is left.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import secrets
+import threading
+import time
+from multiprocessing.managers import BaseManager
+from typing import Any
+
+from ..nested import current_pool
+
+__all__ = ["fib", "fib_serial", "measure"]
+
+#: How long the ProcessPoolExecutor run is given before it is declared deadlocked.
+DEADLOCK_TIMEOUT = 3.0
+
+_proxy: Any = None  # in a ProcessPoolExecutor worker: the pool, through the bench's server
+
+
+def fib_serial(n: int) -> int:
+    return n if n < 2 else fib_serial(n - 1) + fib_serial(n - 2)
+
+
+def fib(n: int, cutoff: int) -> int:
+    """Recursive Fibonacci: at or below ``cutoff`` in this task, above it as two children."""
+    if n <= cutoff:
+        return fib_serial(n)
+    pool = current_pool() if _proxy is None else _proxy
+    a = pool.submit(fib, n - 1, cutoff)
+    b = pool.submit(fib, n - 2, cutoff)
+    return a.result() + b.result()
+
+
+def noop(x: Any = None) -> Any:
+    return x
+
+
+def submit_inside(n: int) -> float:
+    """Submit ``n`` no-op children and wait for them all; the seconds it took, from here."""
+    pool = current_pool()
+    started = time.perf_counter()
+    futures = [pool.submit(noop, i) for i in range(n)]
+    for future in futures:
+        future.result()
+    return time.perf_counter() - started
+
+
+def submit_outside(pool: concurrent.futures.Executor, n: int) -> float:
+    started = time.perf_counter()
+    futures = [pool.submit(noop, i) for i in range(n)]
+    for future in futures:
+        future.result()
+    return time.perf_counter() - started
+
+
+# -- the same program on ProcessPoolExecutor ----------------------------------------------------
+
+
+class _Manager(BaseManager):
+    pass
+
+
+class _Submitted:
+    """What a ProcessPoolExecutor worker holds for a task it submitted: a token to wait on."""
+
+    def __init__(self, server: Any, token: int) -> None:
+        self.server, self.token = server, token
+
+    def result(self) -> Any:
+        return self.server.result(self.token)
+
+
+class _ProxyPool:
+    """``submit`` for a ProcessPoolExecutor worker: the bench's server submits to the pool."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def submit(self, fn: Any, *args: Any) -> _Submitted:
+        return _Submitted(self.server, self.server.submit(fn, *args))
+
+
+class _Submissions:
+    """Runs in the bench's process, one thread per connected worker."""
+
+    def __init__(self) -> None:
+        self.executor: concurrent.futures.Executor | None = None
+        self.futures: dict[int, concurrent.futures.Future] = {}
+        self.tokens = iter(range(1, 1 << 62))
+        self.lock = threading.Lock()
+
+    def submit(self, fn: Any, *args: Any) -> int:
+        assert self.executor is not None
+        with self.lock:
+            token = next(self.tokens)
+            self.futures[token] = self.executor.submit(fn, *args)
+        return token
+
+    def result(self, token: int) -> Any:
+        with self.lock:
+            future = self.futures.pop(token)
+        return future.result()
+
+
+def _connect(address: Any, authkey: bytes) -> None:
+    """A ProcessPoolExecutor worker's initializer: reach the pool through the bench's server."""
+    global _proxy
+    _Manager.register("submissions")
+    manager = _Manager(address=address, authkey=authkey)
+    manager.connect()
+    _proxy = _ProxyPool(manager.submissions())  # type: ignore[attr-defined]
+
+
+def ppe_fib(n: int, cutoff: int, workers: int, timeout: float = DEADLOCK_TIMEOUT) -> dict[str, Any]:
+    """Run the recursive ``fib`` on ProcessPoolExecutor(workers) for at most ``timeout``
+    seconds; end its processes; say whether it finished and whether any process is left."""
+    submissions = _Submissions()
+    authkey = secrets.token_bytes(16)
+    _Manager.register("submissions", callable=lambda: submissions)
+    server = _Manager(address=("127.0.0.1", 0), authkey=authkey).get_server()
+    threading.Thread(target=server.serve_forever, daemon=True, name="bench-ppe-submissions").start()
+    spawn = multiprocessing.get_context("spawn")
+    ppe = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=spawn, initializer=_connect, initargs=(server.address, authkey)
+    )
+    submissions.executor = ppe
+    started = time.perf_counter()
+    future = ppe.submit(fib, n, cutoff)
+    try:
+        value: Any = future.result(timeout)
+        outcome = "finished"
+    except concurrent.futures.TimeoutError:
+        value, outcome = None, f"deadlocked: no result in {timeout:.0f} s"
+    seconds = time.perf_counter() - started
+    # Every worker waits on a child that no worker is free to run: shutdown would wait forever,
+    # so the processes are ended (ProcessPoolExecutor has no public way before Python 3.14).
+    processes = list(getattr(ppe, "_processes", {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)
+    ppe.shutdown(wait=True, cancel_futures=True)
+    server.stop_event.set()  # type: ignore[attr-defined]
+    server.listener.close()  # type: ignore[attr-defined]
+    return {
+        "outcome": outcome,
+        "value": value,
+        "seconds": seconds,
+        "processes_left": sum(p.is_alive() for p in processes),
+    }
+
+
+# -- the measurements ----------------------------------------------------------------------------
+
+
+def measure(
+    pool: Any,
+    workers: int,
+    submits: int,
+    n: int,
+    cutoff: int,
+    repeat: int,
+    deadlock_timeout: float = DEADLOCK_TIMEOUT,
+) -> dict[str, Any]:
+    """The nested rows: submit cost inside vs outside a task, and recursion vs serial."""
+    pool.submit(submit_inside, 100).result()  # warm up the workers' own client
+    inside, outside, recursive, serial = [], [], [], []
+    for _ in range(repeat):
+        inside.append(pool.submit(submit_inside, submits).result())
+        outside.append(submit_outside(pool, submits))
+        started = time.perf_counter()
+        assert pool.submit(fib, n, cutoff).result() == fib_serial(n)
+        recursive.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        fib_serial(n)
+        serial.append(time.perf_counter() - started)
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    status = pool.status()
+    return {
+        "submits": submits,
+        "inside_rate": submits / med(inside),
+        "outside_rate": submits / med(outside),
+        "fib": {"n": n, "cutoff": cutoff, "workers": workers},
+        "fib_pool_s": med(recursive),
+        "fib_serial_s": med(serial),
+        "waiting_peak": status.get("waiting_peak", 0),
+        "ppe": ppe_fib(n, cutoff, workers, deadlock_timeout),
+    }
+
+
+def rows(figures: dict[str, Any]) -> list[list[Any]]:
+    """The dispatch table's rows for ``figures`` (see :func:`measure`)."""
+    fib_label = f"fib({figures['fib']['n']}) cutoff {figures['fib']['cutoff']} (s)"
+    ppe = figures["ppe"]
+    return [
+        [
+            "nested submit (from a task)",
+            figures["inside_rate"],
+            "Pool.submit from the client",
+            figures["outside_rate"],
+            figures["inside_rate"] / figures["outside_rate"],
+        ],
+        [
+            fib_label,
+            figures["fib_pool_s"],
+            "the same recursion, serial",
+            figures["fib_serial_s"],
+            figures["fib_serial_s"] / figures["fib_pool_s"],
+        ],
+        [
+            fib_label,
+            figures["fib_pool_s"],
+            f"ProcessPoolExecutor: {ppe['outcome']}, {ppe['processes_left']} processes left",
+            ppe["seconds"],
+            "-",
+        ],
+    ]

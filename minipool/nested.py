@@ -1,0 +1,260 @@
+"""Tasks that submit tasks: :func:`current_pool`, SCOOP's futures created on the workers.
+
+Technique: *recursive parallelism without deadlock*. In SCOOP any worker can create futures,
+through the same channel the centre uses, so a computation can unfold recursively (divide and
+conquer, tree search, nested maps); Dask (``get_client()``, ``secede``/``rejoin``) and Ray (a
+task calling ``.remote()``) allow the same. Here a running task calls :func:`current_pool` and
+gets an Executor bound to the coordinator that runs it: same key, same transport, no new
+connection. Its SUBMITs travel on the worker's own connection, and the coordinator answers on
+it, as if the worker's tasks were one more client (:class:`TaskClient`; at the coordinator a
+:class:`~minipool.cluster.state.TaskClientState`).
+
+Two things make it safe:
+
+* **waiting gives the slot back.** A task that blocks on a child's future -- ``result()``,
+  ``exception()``, ``concurrent.futures.wait`` or ``as_completed``, and so ``map``,
+  ``map_unordered`` and ``map_reduce`` -- *secedes* first: the coordinator may lease its slot
+  to another task, and a thread of the worker takes its place; when the wait ends it
+  *rejoins* (:mod:`minipool.cluster.nesting`). So a recursion deeper than the number of slots
+  still completes, where ``ProcessPoolExecutor`` deadlocks once every worker waits.
+* **a parent's children end with it.** The children are the worker's tasks' client's, so when
+  the worker is lost, the coordinator cancels those still queued (a client gone: nobody would
+  read their outcomes) and lets those running finish; the parent runs again elsewhere and
+  submits its children afresh (docs/failures.md).
+
+How the waits are seen: a child's future (:class:`ChildFuture`) remembers the task that
+submitted it. ``result()`` and ``exception()`` announce the wait themselves; ``wait`` and
+``as_completed`` install a *waiter* on every future they watch and remove it when they return,
+so the future's list of waiters announces the wait when one is added and its end when it is
+removed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copyreg
+import threading
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
+from typing import Any
+
+from . import mapping, shipping
+from . import task as tasklib
+from .asyncresult import TaskFunction
+from .cluster.nesting import Nest, RunningTask, current_task
+from .errors import ConnectionClosed
+from .executor import ClientExecutor
+from .futures import TaskFuture
+from .futuretable import Client
+from .wire import Kind, Message, encode
+
+__all__ = ["current_pool", "TaskPool", "TaskClient", "ChildFuture", "OutcomeFuture"]
+
+_SETTLED = (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
+_made = threading.Lock()  # one TaskClient per worker, however many tasks ask at once
+
+
+def current_pool() -> TaskPool:
+    """The pool the calling task runs in: an Executor bound to its coordinator.
+
+    Raises:
+        RuntimeError: not called from a task running on a minipool worker.
+    """
+    task = current_task()
+    if task is None:
+        raise RuntimeError(
+            "minipool.current_pool() works only inside a task running on a minipool worker "
+            "(and in the task's own thread); outside one, use the Pool you created"
+        )
+    return TaskPool(_client_of(task.nest), task.codec)
+
+
+def _client_of(nest: Nest) -> TaskClient:
+    worker = nest.worker
+    with _made:
+        if worker.tasks_client is None:
+            worker.tasks_client = TaskClient(nest)
+        return worker.tasks_client
+
+
+class _Waiters(list):
+    """A child future's waiters: adding one means a thread of its parent is about to block on
+    it (``wait``, ``as_completed``); removing it, that the wait is over."""
+
+    __slots__ = ("parent",)
+
+    def __init__(self, parent: RunningTask) -> None:
+        super().__init__()
+        self.parent = parent
+
+    def append(self, waiter: Any) -> None:
+        super().append(waiter)
+        self.parent.begin_wait()
+
+    def remove(self, waiter: Any) -> None:
+        super().remove(waiter)
+        self.parent.end_wait()
+
+
+class _Seceding:
+    """Waits that give the waiting task's slot back, for any future: ``parent`` is the task
+    that made it (None outside a task: then it is an ordinary future)."""
+
+    parent: RunningTask | None
+    _state: str
+
+    def hook_waits(self) -> None:
+        self.parent = current_task()
+        if self.parent is not None:
+            self._waiters = _Waiters(self.parent)
+
+    def result(self, timeout: float | None = None) -> Any:
+        parent = self.parent
+        if parent is None or self._state in _SETTLED:
+            return super().result(timeout)  # type: ignore[misc]
+        parent.begin_wait()
+        try:
+            return super().result(timeout)  # type: ignore[misc]
+        finally:
+            parent.end_wait()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        parent = self.parent
+        if parent is None or self._state in _SETTLED:
+            return super().exception(timeout)  # type: ignore[misc]
+        parent.begin_wait()
+        try:
+            return super().exception(timeout)  # type: ignore[misc]
+        finally:
+            parent.end_wait()
+
+
+class ChildFuture(_Seceding, TaskFuture):  # type: ignore[misc]  # _waiters: a list, hooked
+    """The future of a task submitted from inside a task: waiting on it gives the parent's
+    slot back while it is pending."""
+
+    def __init__(self, client: Any, number: int) -> None:
+        TaskFuture.__init__(self, client, number)
+        self.hook_waits()
+
+
+class OutcomeFuture(_Seceding, concurrent.futures.Future):  # type: ignore[misc]  # the same
+    """A future made of child futures (a Celery-style task's, across its retries)."""
+
+    def __init__(self) -> None:
+        concurrent.futures.Future.__init__(self)
+        self.hook_waits()
+
+
+class TaskClient(Client):
+    """The client of a worker's tasks, on the worker's connection (one per worker process).
+
+    Its id is the worker process's incarnation, so after a reconnect it resubmits what is
+    unanswered under the same keys, and the coordinator runs none of it twice.
+    """
+
+    future_type = ChildFuture
+
+    def __init__(self, nest: Nest) -> None:
+        super().__init__()
+        self._nest = nest
+        self.client_id = nest.worker.incarnation
+        self.max_message = nest.worker.max_message
+        self._unanswered: dict[int, Message] = {}
+
+    def _remember(self, number: int, message: Message) -> None:
+        self._unanswered[number] = message
+
+    def _take(self, number: int) -> Any:
+        with self._lock:
+            self._unanswered.pop(number, None)
+            return self._pending.pop(number, None)
+
+    def _send(self, message: Message) -> None:
+        submit = message.kind is Kind.SUBMIT
+        if not self._nest.send(encode(message), flush=not submit) and not submit:
+            raise ConnectionClosed("the worker has no connection to its coordinator now")
+
+    def request(
+        self,
+        kind: Kind,
+        headers: dict[str, Any] | None = None,
+        timeout: float | None = 10.0,
+        body: bytes = b"",
+    ) -> Any:
+        # The answer comes on the connection this task's thread may be the reader of.
+        task = current_task()
+        if task is None:
+            return super().request(kind, headers, timeout, body)
+        task.begin_wait()
+        try:
+            return super().request(kind, headers, timeout, body)
+        finally:
+            task.end_wait()
+
+    def _ask_started(self, futures: list[TaskFuture], cancel: bool) -> tuple[set[int], set[int]] | None:
+        return self.ask_leases(futures, cancel, 10.0)
+
+    def resume(self) -> None:
+        """A new connection: send again every request not answered yet."""
+        with self._lock:
+            again = [encode(m) for _, m in sorted(self._unanswered.items())]
+        for data in again:
+            self._nest.send(data)
+
+    def lost(self, exc: BaseException) -> None:
+        """The connection is gone while a task waits in the thread that would reconnect: fail
+        the children's futures, so that it stops waiting (it raises ``exc``)."""
+        self.fail_all(exc)
+
+
+class TaskPool(ClientExecutor):
+    """The pool a task runs in, as that task sees it (:func:`current_pool`).
+
+    Everything an Executor does works; its tasks use the running task's codec. It does not own
+    the pool: ``shutdown`` stops this object taking tasks (and, with ``cancel_futures``,
+    cancels the calling worker's children not started), and nothing else.
+    """
+
+    def __init__(self, client: TaskClient, codec: str) -> None:
+        self._client = client
+        self.codec = codec
+        # The running task's pool initializer travels in its children too; pinned, in case it
+        # was shipped by value, to workers of this interpreter.
+        self._init = tasklib.current_initializer()
+        self._init_needs = None if self._init is None else {"interpreter": shipping.INTERPRETER}
+        self._shutdown = False
+        self._feeds = mapping.Feeds()
+        self._local_slots = 0
+
+    def future(self) -> concurrent.futures.Future:
+        return OutcomeFuture()
+
+    @staticmethod
+    def wait_any(futures: set[concurrent.futures.Future], timeout: float | None) -> Any:
+        """``map_unordered`` waits on its futures, so that the wait gives the slot back."""
+        return concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+        if cancel_futures:
+            self._client.cancel(self._client.task_futures())
+
+
+def _bound_here(fn: Any, options: dict[str, Any]) -> TaskFunction:
+    """A Celery-style task function unpickled in a task: bound to that task's pool."""
+    return TaskFunction(current_pool(), fn, **options)
+
+
+def _reduce_task_function(task: TaskFunction) -> tuple[Any, ...]:
+    options = {
+        "retries": task.retries,
+        "retry_backoff": task.retry_backoff,
+        "timeout": task.timeout,
+        "priority": task.priority,
+    }
+    return _bound_here, (task.fn, options)
+
+
+# A @pool.task function that travels into a task (an argument, a closure's cell) arrives bound
+# to the pool that task runs in, so its .delay() works there.
+copyreg.pickle(TaskFunction, _reduce_task_function)

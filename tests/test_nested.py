@@ -1,0 +1,172 @@
+"""Tasks that submit tasks: current_pool(), waiting without deadlock, faults, the scheduler's rule."""
+
+import time
+
+import pytest
+
+import nested_jobs as nj
+from minipool import Pool, current_pool
+from minipool.cluster.scheduler import Effects, Scheduler
+from minipool.cluster.state import TaskClientState, WorkerState
+from minipool.wire import Format
+
+
+@pytest.fixture(scope="module")
+def pool2():
+    with Pool(2) as p:
+        p.wait_for_workers()
+        yield p
+
+
+def test_current_pool_outside_a_task_raises_a_clear_error():
+    with pytest.raises(RuntimeError, match="only inside a task"):
+        current_pool()
+
+
+def test_a_recursion_deeper_than_the_slots_completes_on_two_workers(pool2):
+    """fib(20) with cutoff 12 has parents six levels deep waiting on their children; with two
+    slots it completes only because a waiting parent gives its slot back."""
+    assert pool2.submit(nj.fib, 20, 12).result(60) == nj.fib_serial(20)
+    assert pool2.status()["waiting_peak"] > 2  # more parents waited at once than there are slots
+
+
+def test_a_parallel_quicksort_on_two_workers(pool2):
+    data = [(i * 7919) % 503 for i in range(400)]
+    assert pool2.submit(nj.quicksort, data, 16).result(60) == sorted(data)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("map", [nj.fib_serial(i) for i in range(12)]),
+        ("map_reduce", sum(nj.fib_serial(i) for i in range(12))),
+        ("as_completed", sorted(nj.fib_serial(i) for i in range(12))),
+        ("map_unordered", sorted(nj.fib_serial(i) for i in range(12))),
+    ],
+)
+def test_map_map_reduce_and_as_completed_work_inside_a_task(pool2, kind, expected):
+    assert pool2.submit(nj.squares_via, kind, 12).result(60) == expected
+
+
+def test_a_failing_child_raises_in_its_parent(pool2):
+    assert pool2.submit(nj.child_fails).result(30) == "caught child broke"
+
+
+def test_current_pool_in_a_task_is_an_executor_with_the_tasks_codec(pool2):
+    assert pool2.submit(nj.outside).exception(30) is not None  # an Executor does not pickle back
+    assert pool2.submit(lambda: type(current_pool()).__mro__[-2].__name__).result(30) == "Executor"
+
+
+def test_a_celery_style_task_delays_from_inside_a_task(pool2):
+    fib_task = pool2.task(nj.fib_serial)
+    assert pool2.submit(nj.delay_inside, fib_task, 10).result(30) == 2 * nj.fib_serial(10)
+
+
+@pytest.mark.parametrize("options", [{"kind": "thread"}, {"transport": "ws"}])
+def test_nesting_on_thread_workers_and_over_another_transport(options):
+    """A thread worker's tasks queued behind two waiting parents are taken by the threads that
+    stand in for them (on a ThreadPoolExecutor they would wait behind the parents forever)."""
+    with Pool(2, **options) as pool:
+        for n, cutoff in ((18, 12), (20, 14), (24, 18)):
+            assert pool.submit(nj.fib, n, cutoff).result(60) == nj.fib_serial(n)
+
+
+def test_a_dead_parents_queued_children_are_cancelled_and_the_rerun_submits_its_own(tmp_path):
+    """The parent submits 8 children and its worker dies: the children still queued are
+    cancelled (nobody would read them), those running finish, and the parent, run again
+    elsewhere, submits 8 children of its own and gets all their results."""
+    with Pool(2) as pool:
+        pool.wait_for_workers()
+        assert pool.submit(nj.parent_dies_once, str(tmp_path), 8).result(60) == 8
+        deadline = time.monotonic() + 10
+        while (status := pool.status())["queued"] or status["running"]:
+            assert time.monotonic() < deadline, status  # no child runs on for a dead parent
+            time.sleep(0.02)
+        runs = (tmp_path / "children").read_text().count("run")
+        assert status["cancelled"] >= 1 and 8 <= runs < 16
+
+
+def test_the_scheduler_leases_a_waiting_tasks_slot_and_cancels_a_lost_workers_children():
+    s = Scheduler()
+    worker = WorkerState(None, "w", 1, 0, {"incarnation": "abc"})
+    s.worker_joined(worker, Effects())
+    s.submit("c", 1, b"parent", Format.PICKLE, "none", None, Effects())
+    (parent,) = worker.leases
+    children = TaskClientState(worker)
+    s.client_joined(children)
+    for number in (1, 2):
+        s.submit("abc", number, b"child", Format.PICKLE, "none", None, Effects())
+    assert len(s.queue) == 2  # the parent holds the only slot
+    fx = Effects()
+    s.waiting(worker, parent, fx)
+    assert [task.client_number for _, task, _ in fx.sends] == [1]  # leased in the parent's place
+    assert list(worker.waiting) == [parent] and s.counts["waiting_peak"] == 1
+    s.resumed(worker, parent)
+    assert parent in worker.leases and len(worker.leases) == 2  # briefly over its one slot
+    s.waiting(worker, parent, Effects())
+    s.worker_lost(worker, Effects())
+    s.client_left(children, Effects())
+    assert s.tasks[parent].state.value == "queued"  # the parent runs again
+    # Both children are cancelled: the one still queued, and the one that was leased to the
+    # same worker and requeued with its parent. Nobody will read their outcomes.
+    assert s.counts["cancelled"] == 2
+
+
+def test_the_nested_futures_example_prints_the_tree_and_returns_its_figures():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "nested_futures.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "a tree of 15 futures" in out.stdout and "level 3:    8 futures" in out.stdout
+    assert "peak parents waiting at once:" in out.stdout and "matches the serial tree: yes" in out.stdout
+    sys.path.insert(0, str(root / "examples"))  # the workers import it by name, as the tour's
+    try:
+        import nested_futures
+
+        figures = nested_futures.run(quick=True)
+    finally:
+        sys.path.remove(str(root / "examples"))
+    assert figures["futures_per_level"] == [1, 2, 4, 8] and figures["matches_serial"]
+    assert figures["waiting_peak"] >= 3 and figures["speedup"] > 0  # 7 parents wait on 2 slots
+
+
+def test_children_carry_their_pools_initializer():
+    with Pool(2, initializer=nj.set_greeting, initargs=("hello",)) as pool:
+        assert pool.submit(nj.greet_from_children, 6).result(30) == ["hello"] * 6
+
+
+def test_a_child_queued_behind_its_waiting_parents_on_a_thread_worker_runs():
+    """Two parents fill a thread worker's two slots; each child is leased to the same worker
+    while its parent is busy, so it waits in that worker's queue; then both parents wait. The
+    threads standing in for them take the children from the queue."""
+    with Pool(2, kind="thread") as pool:
+        futures = [pool.submit(nj.parent_after_nap, 0.3) for _ in range(2)]
+        assert [f.result(20) for f in futures] == [55, 55]
+
+
+def test_tasks_of_a_remote_pool_submit_tasks_over_http():
+    """A coordinator of its own, two worker processes and a client, all over http://: the
+    tasks' children use the worker's connection, whatever its transport."""
+    from minipool.cluster.coordinator import Coordinator
+    from minipool.cluster.supervisor import Supervisor
+
+    key = b"nested-remote-key-0123456789"
+    with Coordinator(key) as coordinator:
+        url = coordinator.serve("http://127.0.0.1:0")
+        supervisor = Supervisor(url, key, 2, name="remote")
+        try:
+            with Pool(address=url, authkey=key) as pool:
+                pool.wait_for_workers(2)
+                assert pool.submit(nj.fib, 18, 12).result(60) == nj.fib_serial(18)
+                assert pool.status()["waiting_peak"] >= 2
+        finally:
+            supervisor.close()
