@@ -31,7 +31,7 @@ from ..errors import MinipoolError, TopicError
 from ..journal import Journal
 from ..wire import HEADROOM, Format, Kind, Message
 from .groups import Group
-from .records import FRAME_HEAD, check_topic_name, pack_chunk, unpack_entries
+from .records import FRAME_HEAD, Buffer, check_topic_name, pack_chunk, unpack_entries
 from .topic import Topic, TopicConfig
 
 __all__ = ["TopicService", "MAX_FETCH_RECORDS"]
@@ -140,7 +140,7 @@ class TopicService:
                 raise TopicError(f"topic {name!r} exists with other settings: {topic.describe()['config']}")
             return topic
 
-    def produce(self, name: Any, entries: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+    def produce(self, name: Any, entries: list[tuple[Buffer | None, Buffer]]) -> list[tuple[int, int]]:
         """Append records; return each one's ``(partition, offset)`` once it is appended (and
         on disk, with ``fsync="always"``)."""
         limit = self.max_message - HEADROOM - FRAME_HEAD.size - 8
