@@ -34,6 +34,8 @@ class Consumer:
         pool: a :class:`~minipool.Pool` whose embedded coordinator to use instead.
         group: a consumer group: each record goes to one member, positions are kept by the
             coordinator. ``None``: read alone, from a position of your own.
+        bootstrap_servers: ``kafka-python``'s name for ``address`` (``"host:port"`` means
+            ``tcp://host:port``), so Kafka code runs with its import and address changed.
         auto_offset_reset: where a new group (or a consumer without one) starts: ``"earliest"``
             (the oldest record held) or ``"latest"`` (only records appended from now on).
         auto_commit: acknowledge records when the next ones are fetched (else call
@@ -49,6 +51,7 @@ class Consumer:
         *,
         address: str | None = None,
         pool: Any = None,
+        bootstrap_servers: str | None = None,
         authkey: bytes | str | None = None,
         group: str | None = None,
         auto_offset_reset: str = "latest",
@@ -74,7 +77,9 @@ class Consumer:
         self.wait = wait
         self.reconnect_timeout = reconnect_timeout
         self.closed = False
-        self.client = connect(address, pool, authkey, reconnect_timeout, transport_options)
+        self.client = connect(
+            address or bootstrap_servers, pool, authkey, reconnect_timeout, transport_options
+        )
         self._buffer: deque[Record] = deque()
         self._unacked: list[list[int]] = []  # [partition, first, end]: handed out, unacknowledged
         self._positions: list[int] = []

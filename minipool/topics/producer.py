@@ -50,6 +50,7 @@ class Producer:
     Args:
         address: the coordinator's URL (any transport; ``authkey=`` or ``MINIPOOL_AUTHKEY``).
         pool: a :class:`~minipool.Pool` whose embedded coordinator to use instead.
+        bootstrap_servers: ``kafka-python``'s name for ``address`` (``"host:port"``: tcp).
         linger: seconds the sender waits for more records before it sends a batch.
         batch_bytes: the most a batch may hold (less if the coordinator's max_message is small).
         in_flight: batches sent before the first is acknowledged.
@@ -62,6 +63,7 @@ class Producer:
         address: str | None = None,
         *,
         pool: Any = None,
+        bootstrap_servers: str | None = None,
         authkey: bytes | str | None = None,
         linger: float = 0.0,
         batch_bytes: int = 1 << 20,
@@ -69,7 +71,9 @@ class Producer:
         reconnect_timeout: float = 60.0,
         **transport_options: Any,
     ) -> None:
-        self.client = connect(address, pool, authkey, reconnect_timeout, transport_options)
+        self.client = connect(
+            address or bootstrap_servers, pool, authkey, reconnect_timeout, transport_options
+        )
         self.linger = linger
         self.batch_bytes = max(1, min(batch_bytes, self.client.max_message // 4))
         self.in_flight = max(1, in_flight)
