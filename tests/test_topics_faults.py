@@ -160,3 +160,35 @@ def test_a_coordinator_killed_with_its_journal_keeps_records_and_positions(tmp_p
     finally:
         coordinator.kill()
         coordinator.wait()
+
+
+def test_a_frozen_member_is_dropped_after_three_silent_heartbeats_and_its_records_move():
+    with Coordinator(KEY.encode(), heartbeat=HEARTBEAT) as coordinator:
+        url = coordinator.serve("tcp://127.0.0.1:0")
+        coordinator.topics.admin("x", None, {"op": "create", "topic": "jobs", "config": {"partitions": 2}})
+        frozen = subprocess.Popen(
+            [sys.executable, "-c", MEMBER, url], env=env(), stdout=subprocess.PIPE, text=True
+        )
+        survivor = Consumer("jobs", address=url, authkey=KEY, group="workers", auto_offset_reset="earliest")
+        try:
+            wait_for(lambda: len(coordinator.topics.describe("jobs")[0]["groups"][0]["members"]) == 2)
+            with Producer(url, authkey=KEY) as producer:
+                for i in range(100):
+                    producer.send("jobs", b"%d" % i, key=b"k%d" % i)
+            frozen.stdout.readline()  # it holds records now
+            frozen.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            mine: set[bytes] = set()
+            while len(mine) < 100:
+                batch = survivor.poll(10)
+                assert batch, f"{len(mine)} of 100"
+                mine |= {r.value for r in batch}
+            took = time.monotonic() - stopped
+            # Three silent heartbeats, noticed on the coordinator's next half-heartbeat tick.
+            assert 2.5 * HEARTBEAT <= took <= 4.5 * HEARTBEAT, took
+            (group,) = coordinator.topics.describe("jobs")[0]["groups"]
+            assert [m["member"] for m in group["members"]] == [survivor.client.client_id]
+        finally:
+            frozen.kill()
+            frozen.wait()
+            survivor.close()
