@@ -187,3 +187,14 @@ def test_futures_are_concurrent_futures(coordinator_url):
         futures = [producer.send("f", b"%d" % i) for i in range(10)]
         done, _ = concurrent.futures.wait(futures, timeout=10)
         assert len(done) == 10
+
+
+def test_a_producer_faster_than_the_coordinator_blocks_instead_of_queueing_without_bound(coordinator_url):
+    _, url = coordinator_url
+    with Producer(url, authkey=KEY, max_queued=100) as producer:
+        longest = 0
+        for i in range(3000):
+            producer.send("fast", b"%d" % i)
+            longest = max(longest, producer.queued)
+        producer.flush()
+    assert longest <= 100

@@ -54,6 +54,9 @@ class Producer:
         linger: seconds the sender waits for more records before it sends a batch.
         batch_bytes: the most a batch may hold (less if the coordinator's max_message is small).
         in_flight: batches sent before the first is acknowledged.
+        max_queued: records waiting to be sent before ``send`` blocks (Kafka's
+            ``buffer.memory``): a producer faster than the coordinator is slowed down to its
+            pace instead of filling its own memory.
         reconnect_timeout: how long to keep trying after the coordinator goes away.
         transport_options: TLS contexts, ``max_message``... as for ``Pool(address=...)``.
     """
@@ -68,6 +71,7 @@ class Producer:
         linger: float = 0.0,
         batch_bytes: int = 1 << 20,
         in_flight: int = 4,
+        max_queued: int = 50_000,
         reconnect_timeout: float = 60.0,
         **transport_options: Any,
     ) -> None:
@@ -84,6 +88,8 @@ class Producer:
         # barrier, which the sender settles once every batch before it is settled.
         self._queue: deque[Entry] = deque()
         self._work = threading.Event()
+        self.max_queued = max(1, max_queued)
+        self._room = threading.Condition()  # send() waits on it while the queue is full
         self._names: set[str] = set()
         self._sender = threading.Thread(target=self._run, daemon=True, name="minipool-producer")
         self._sender.start()
@@ -109,10 +115,19 @@ class Producer:
             return future
         if self.closed:
             raise RuntimeError("cannot send: the producer is closed")
+        if len(self._queue) >= self.max_queued:
+            with self._room:
+                while len(self._queue) >= self.max_queued and not self.closed:
+                    self._room.wait(0.1)
         self._queue.append((topic, key_bytes, data, future))
         if not self._work.is_set():
             self._work.set()
         return future
+
+    @property
+    def queued(self) -> int:
+        """Records waiting to be sent (at most ``max_queued``)."""
+        return len(self._queue)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record sent so far is acknowledged (or has failed).
@@ -155,6 +170,8 @@ class Producer:
                 size += len(entry[2]) + 16
                 batch.append(entry)
             batches.append((topic, batch))
+        with self._room:
+            self._room.notify_all()
         return batches, barriers
 
     def _run(self) -> None:
