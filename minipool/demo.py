@@ -8,7 +8,9 @@ runs the articles' own examples through it, each beside its serial version:
 3. SCOOP's ``mapReduce`` with a simulated 10 ms workload (seed 002);
 4. Celery's ``@app.task`` / ``.delay()`` / ``AsyncResult`` (seed 002);
 5. fault recovery (seed 000 §2.1): a worker process is killed mid-run, its tasks run again
-   elsewhere, the supervisor starts a replacement, and no result is lost or duplicated.
+   elsewhere, the supervisor starts a replacement, and no result is lost or duplicated;
+6. a consumer group on a topic (seed 004's message queue): a member process is killed
+   mid-stream and the records it held are redelivered to the other member (docs/topics.md).
 
 Every table shows workers, tasks, seconds and the speed-up over serial, measured in this run.
 """
@@ -21,7 +23,9 @@ import math
 import operator
 import os
 import random
+import secrets
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -140,6 +144,57 @@ def fault_recovery(pool: Any, workers: int, quick: bool) -> list[Any]:
     return _row("a worker SIGKILLed mid-run", workers, count, serial, parallel)
 
 
+#: A group member as a program of its own: it processes records (5 ms each) until killed.
+MEMBER = """
+import sys, time
+from minipool.topics import Consumer
+with Consumer("demo-jobs", address=sys.argv[1], group="workers", max_records=10) as consumer:
+    for record in consumer:
+        time.sleep(0.005)
+        print(record.value.decode(), flush=True)
+"""
+
+
+def consumer_group(pool: Any, workers: int, quick: bool, key: str) -> list[Any]:
+    from .topics import Consumer, Producer, TopicConfig
+
+    count = 200
+    pool.coordinator.topics.topic("demo-jobs", TopicConfig(partitions=2))
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "MINIPOOL_AUTHKEY": key, "PYTHONPATH": package_root}
+    member = subprocess.Popen(
+        [sys.executable, "-c", MEMBER, pool.address], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert member.stdout is not None
+    local = Consumer("demo-jobs", pool=pool, group="workers", max_records=10)
+    deadline = time.monotonic() + 30
+    while len(pool.coordinator.topics.describe("demo-jobs")[0]["groups"][0]["members"]) < 2:
+        assert time.monotonic() < deadline, "the member process did not join"
+        time.sleep(0.02)
+    start = time.perf_counter()
+    with Producer(pool=pool) as producer:
+        for i in range(count):
+            producer.send("demo-jobs", b"%d" % i, key=b"%d" % i)
+    theirs = [member.stdout.readline().strip() for _ in range(5)]
+    member.send_signal(signal.SIGKILL)
+    member.wait()
+    mine: list[str] = []
+    while len(set(mine) | set(theirs)) < count:
+        for record in local.poll(10):
+            time.sleep(0.005)
+            mine.append(record.value.decode())
+    parallel = time.perf_counter() - start
+    (group,) = pool.coordinator.topics.describe("demo-jobs")[0]["groups"]
+    local.close()
+    twice = len(mine) + len(theirs) - count
+    print(
+        f"  killed group member process {member.pid} after it processed {len(theirs)} record(s); "
+        f"{group['redelivered']} it held were redelivered to the other member; all {count} "
+        f"processed, {twice} of them twice (at-least-once: the ones it held unacknowledged)"
+    )
+    return _row("a group member SIGKILLed mid-stream", 2, count, count * 0.005, parallel)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m minipool.demo",
@@ -160,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         f"minipool demo: starting a coordinator and {args.workers} worker processes "
         f"({args.transport}:// on 127.0.0.1)"
     )
-    with Pool(args.workers, transport=args.transport) as pool:
+    # A key of our own: the consumer-group step starts a group member as a program of its own.
+    key = secrets.token_hex(16)
+    with Pool(args.workers, transport=args.transport, authkey=key) as pool:
         pool.wait_for_workers()
         status = pool.status()
         print(
@@ -171,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         for step in (monte_carlo_pi, distributed_sum, map_reduce, celery_tasks, fault_recovery):
             print(f"\n{step.__name__.replace('_', ' ')}:")
             rows.append(step(pool, args.workers, args.quick))
+        print("\nconsumer group:")
+        rows.append(consumer_group(pool, args.workers, args.quick, key))
         final = pool.status()
     print_table(
         f"Results on {os.cpu_count()} CPU(s), single runs (`python -m minipool.bench` "

@@ -14,7 +14,14 @@ def run(*args, timeout=120):
 
 def test_demo_quick_prints_its_table():
     out = run("minipool.demo", "--quick", "--workers", "2")
-    for example in ("Monte Carlo pi", "distributed sum", "mapReduce", "Celery-style", "SIGKILLed"):
+    for example in (
+        "Monte Carlo pi",
+        "distributed sum",
+        "mapReduce",
+        "Celery-style",
+        "SIGKILLed",
+        "mid-stream",
+    ):
         assert example in out
     assert "0 failed" in out
 
