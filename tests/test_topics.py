@@ -198,3 +198,27 @@ def test_a_producer_faster_than_the_coordinator_blocks_instead_of_queueing_witho
             longest = max(longest, producer.queued)
         producer.flush()
     assert longest <= 100
+
+
+def test_admin_lists_creates_and_describes(coordinator_url):
+    from minipool.topics import Admin
+
+    _, url = coordinator_url
+    with Admin(url, authkey=KEY) as admin:
+        with pytest.raises(TopicError, match="in memory needs a retention_bytes"):
+            admin.create("kept", 2, retention_bytes=None)  # keep everything: only on disk
+        entry = admin.create("kept", 2, retention_bytes=1 << 24)
+        assert entry["config"]["partitions"] == 2 and entry["config"]["retention_bytes"] == 1 << 24
+        assert admin.create("kept", 2, retention_bytes=1 << 24)["name"] == "kept"  # the same again: fine
+        with pytest.raises(TopicError, match="other settings"):
+            admin.create("kept", 3)
+        assert "kept" in admin.topics()
+        assert admin.describe("kept")[0]["partitions"][1] == {
+            "partition": 1,
+            "start": 0,
+            "end": 0,
+            "bytes": 0,
+            "segments": 1,
+        }
+        with pytest.raises(TopicError, match="no group 'nobody'"):
+            admin.describe("kept", "nobody")

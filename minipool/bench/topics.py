@@ -243,13 +243,15 @@ def _percentiles(delays: list[float]) -> tuple[float, float]:
 
 
 def large_topic(records: int) -> dict[str, Any]:
-    from ..topics import Consumer, Producer
+    from ..topics import Admin, Consumer, Producer
 
     with tempfile.TemporaryDirectory(prefix="minipool-topics-") as journal:
         server, url = coordinator(journal)
         try:
             time.sleep(0.5)
             before = server.rss_mb()
+            with Admin(url, authkey=_KEY) as admin:  # all of it kept: no retention by size
+                admin.create("large", retention_bytes=None, segment_bytes=64 * 1024 * 1024)
             value = b"r" * 100
             start = time.perf_counter()
             with Producer(url, authkey=_KEY) as producer:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -272,8 +273,8 @@ class TopicService:
         if op == "list":
             with self.cond:
                 return sorted(self.topics)
-        if op == "create":
-            config = TopicConfig.from_json(request.get("config") or {})
+        if op == "create":  # what the request leaves out is the coordinator's default
+            config = TopicConfig.from_json({**asdict(self.defaults), **(request.get("config") or {})})
             return self.topic(request.get("topic"), config).describe()
         if op == "describe":
             return self.describe(request.get("topic"), request.get("group"))
