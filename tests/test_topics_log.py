@@ -305,3 +305,22 @@ def test_with_fsync_always_a_record_is_on_disk_before_it_is_acknowledged(tmp_pat
     lazy.produce("t", [(None, b"x")])
     assert not synced  # written to the OS, which writes it to disk when it likes
     lazy.close()
+
+
+def test_a_backlog_in_one_partition_starves_no_other():
+    service = TopicService(None, defaults=TopicConfig(partitions=2))
+    service.produce("t", [(b"busy", b"x")] * 500 + [(b"a", b"y")])
+    busy, calm = partition_for(b"busy", 2), partition_for(b"a", 2)
+    assert busy != calm
+    positions = [0, 0]
+    seen = set()
+    for _ in range(2):  # without a group
+        for record in fetch(service, topic="t", positions=positions, max=100):
+            positions[record.partition] = record.offset + 1
+            seen.add(record.partition)
+    assert seen == {busy, calm}
+    grouped = set()
+    for _ in range(2):  # one member owning both partitions
+        grouped |= {r.partition for r in fetch(service, topic="t", group="g", reset="earliest", max=100)}
+    assert grouped == {busy, calm}
+    service.close()

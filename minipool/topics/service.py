@@ -76,6 +76,7 @@ class TopicService:
         self.cond = threading.Condition()
         self.journal: Journal | None = None
         self._since_snapshot = 0
+        self.turn = 0
         if self.root is not None:
             logs = self.root / "log"
             logs.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,10 @@ class TopicService:
         if not isinstance(positions, list) or len(positions) != len(topic.partitions):
             raise TopicError(f"a fetch from {topic.name!r} needs one position per partition")
         chunks = []
-        for partition, offset in enumerate(positions):
+        count = len(positions)
+        self.turn += 1  # start at another partition each time: a backlog in one starves none
+        for partition in [(self.turn + i) % count for i in range(count)]:
+            offset = positions[partition]
             if limit <= 0 or budget <= 0:
                 break
             data, _, count = topic.read(partition, _count(offset, "offset", 0, 1 << 62), budget, limit)
