@@ -222,3 +222,18 @@ def test_admin_lists_creates_and_describes(coordinator_url):
         }
         with pytest.raises(TopicError, match="no group 'nobody'"):
             admin.describe("kept", "nobody")
+
+
+def test_commit_of_explicit_offsets_acknowledges_everything_below_them(coordinator_url):
+    _, url = coordinator_url
+    with Producer(url, authkey=KEY) as producer:
+        for i in range(30):
+            producer.send("x", b"%d" % i)
+    consumer = Consumer(
+        "x", address=url, authkey=KEY, group="g", auto_offset_reset="earliest", auto_commit=False
+    )
+    assert len(consumer.poll(5)) == 30
+    assert consumer.commit({0: 10}) == [10]  # a checkpoint that covers the first ten
+    assert consumer.commit() == [30]  # the rest of what was handed out
+    assert consumer.commit({0: 5}) == [30]  # a position never goes back by a commit (seek does that)
+    consumer.close()

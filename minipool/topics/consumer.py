@@ -159,18 +159,28 @@ class Consumer:
 
     # -- positions -----------------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Acknowledge every record handed out so far; returns once the coordinator has
-        recorded the group's new position.
+    def commit(self, offsets: dict[int, int] | None = None) -> list[int]:
+        """Acknowledge every record handed out so far -- or, with ``offsets``
+        (``{partition: next offset}``, Kafka's ``commit(offsets=...)``), every record below
+        those offsets -- and return the group's committed offset in each partition once the
+        coordinator has recorded it. A pipeline that checkpoints its own state commits the
+        offsets its checkpoint covers.
 
         Raises:
             TopicError: the consumer has no group (its position is its own: see :meth:`seek`).
         """
         if self.group is None:
             raise TopicError("commit() needs a group: a consumer without one keeps its own position")
-        acks, self._unacked = self._unacked, []
-        if acks:
-            self._admin({"op": "commit", "topic": self.topic, "group": self.group, "acks": acks})
+        if offsets is None:
+            acks, self._unacked = self._unacked, []
+        else:
+            acks = [[partition, 0, offset] for partition, offset in offsets.items()]
+            self._unacked = [
+                [p, max(first, offsets.get(p, first)), end]
+                for p, first, end in self._unacked
+                if end > offsets.get(p, first)
+            ]
+        return list(self._admin({"op": "commit", "topic": self.topic, "group": self.group, "acks": acks}))
 
     def seek(self, offset: int, partition: int = 0) -> None:
         """Read ``partition`` from ``offset`` next (replay). An offset before the oldest record
