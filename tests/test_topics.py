@@ -187,3 +187,53 @@ def test_futures_are_concurrent_futures(coordinator_url):
         futures = [producer.send("f", b"%d" % i) for i in range(10)]
         done, _ = concurrent.futures.wait(futures, timeout=10)
         assert len(done) == 10
+
+
+def test_a_producer_faster_than_the_coordinator_blocks_instead_of_queueing_without_bound(coordinator_url):
+    _, url = coordinator_url
+    with Producer(url, authkey=KEY, max_queued=100) as producer:
+        longest = 0
+        for i in range(3000):
+            producer.send("fast", b"%d" % i)
+            longest = max(longest, producer.queued)
+        producer.flush()
+    assert longest <= 100
+
+
+def test_admin_lists_creates_and_describes(coordinator_url):
+    from minipool.topics import Admin
+
+    _, url = coordinator_url
+    with Admin(url, authkey=KEY) as admin:
+        with pytest.raises(TopicError, match="in memory needs a retention_bytes"):
+            admin.create("kept", 2, retention_bytes=None)  # keep everything: only on disk
+        entry = admin.create("kept", 2, retention_bytes=1 << 24)
+        assert entry["config"]["partitions"] == 2 and entry["config"]["retention_bytes"] == 1 << 24
+        assert admin.create("kept", 2, retention_bytes=1 << 24)["name"] == "kept"  # the same again: fine
+        with pytest.raises(TopicError, match="other settings"):
+            admin.create("kept", 3)
+        assert "kept" in admin.topics()
+        assert admin.describe("kept")[0]["partitions"][1] == {
+            "partition": 1,
+            "start": 0,
+            "end": 0,
+            "bytes": 0,
+            "segments": 1,
+        }
+        with pytest.raises(TopicError, match="no group 'nobody'"):
+            admin.describe("kept", "nobody")
+
+
+def test_commit_of_explicit_offsets_acknowledges_everything_below_them(coordinator_url):
+    _, url = coordinator_url
+    with Producer(url, authkey=KEY) as producer:
+        for i in range(30):
+            producer.send("x", b"%d" % i)
+    consumer = Consumer(
+        "x", address=url, authkey=KEY, group="g", auto_offset_reset="earliest", auto_commit=False
+    )
+    assert len(consumer.poll(5)) == 30
+    assert consumer.commit({0: 10}) == [10]  # a checkpoint that covers the first ten
+    assert consumer.commit() == [30]  # the rest of what was handed out
+    assert consumer.commit({0: 5}) == [30]  # a position never goes back by a commit (seek does that)
+    consumer.close()

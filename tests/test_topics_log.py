@@ -269,3 +269,58 @@ def test_a_fetch_waits_for_a_record_and_returns_as_soon_as_one_is_appended():
     assert fetch(service, topic="t", positions=[1], wait=0.2) == []
     assert 0.15 < time.monotonic() - start < 2.0
     service.close()
+
+
+def test_a_group_behind_a_dropped_segment_skips_to_the_start_and_counts_what_it_lost():
+    service = TopicService(None, defaults=TopicConfig(segment_bytes=1024, retention_bytes=2048))
+    service.produce("t", [])
+    fetch(service, topic="t", group="slow", reset="earliest", max=1)  # joins at offset 0
+    for _ in range(40):
+        service.produce("t", [(None, b"v" * 100)])
+    (entry,) = service.describe("t")
+    start = entry["partitions"][0]["start"]
+    assert start > 0
+    records = fetch(service, topic="t", group="slow", max=5)
+    assert records[0].offset == start
+    (group,) = service.describe("t")[0]["groups"]
+    assert group["lost"] == start and group["partitions"][0]["committed"] == start
+    replay = fetch(service, topic="t", positions=[0], max=1)  # without a group: from the start too
+    assert replay[0].offset == start
+    service.close()
+
+
+def test_with_fsync_always_a_record_is_on_disk_before_it_is_acknowledged(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    always = TopicService(tmp_path / "a", fsync="always")
+    always.produce("t", [])  # created
+    synced.clear()
+    always.produce("t", [(None, b"x")])
+    assert synced
+    always.close()
+    lazy = TopicService(tmp_path / "b", fsync="no")
+    lazy.produce("t", [])
+    synced.clear()
+    lazy.produce("t", [(None, b"x")])
+    assert not synced  # written to the OS, which writes it to disk when it likes
+    lazy.close()
+
+
+def test_a_backlog_in_one_partition_starves_no_other():
+    service = TopicService(None, defaults=TopicConfig(partitions=2))
+    service.produce("t", [(b"busy", b"x")] * 500 + [(b"a", b"y")])
+    busy, calm = partition_for(b"busy", 2), partition_for(b"a", 2)
+    assert busy != calm
+    positions = [0, 0]
+    seen = set()
+    for _ in range(2):  # without a group
+        for record in fetch(service, topic="t", positions=positions, max=100):
+            positions[record.partition] = record.offset + 1
+            seen.add(record.partition)
+    assert seen == {busy, calm}
+    grouped = set()
+    for _ in range(2):  # one member owning both partitions
+        grouped |= {r.partition for r in fetch(service, topic="t", group="g", reset="earliest", max=100)}
+    assert grouped == {busy, calm}
+    service.close()

@@ -5,9 +5,10 @@ every record at an offset until retention drops it, so a consumer can replay it 
 offset; a consumer group shares the records among its members and remembers how far it got.
 docs/topics.md teaches the ideas and lists the guarantees.
 
-``from minipool.topics import Producer, Consumer``. The two are imported on first use (PEP 562):
-the coordinator imports this package's server half (:mod:`.service`), and the client half
-imports the coordinator's client, so importing both here would tie the two into a circle.
+``from minipool.topics import Producer, Consumer`` (and ``Admin``). The three are imported on
+first use (PEP 562): the coordinator imports this package's server half (:mod:`.service`), and
+the client half imports the coordinator's client, so importing them here would tie the two
+into a circle.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from .records import Record, RecordMetadata
 from .topic import TopicConfig
 
 if TYPE_CHECKING:
+    from .admin import Admin
     from .consumer import Consumer
     from .producer import Producer
 
-__all__ = ["Producer", "Consumer", "Record", "RecordMetadata", "TopicConfig"]
+__all__ = ["Producer", "Consumer", "Admin", "Record", "RecordMetadata", "TopicConfig"]
 
 
 def __getattr__(name: str) -> Any:
@@ -33,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from .consumer import Consumer
 
         return Consumer
+    if name == "Admin":
+        from .admin import Admin
+
+        return Admin
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,8 +19,6 @@ from typing import Any
 
 from ..commandline import DEFAULT_BIND, EXIT_AUTH, CommandError, authkey, tls_options, transport_url, why
 from ..errors import AuthenticationError, MinipoolError, TopicError
-from ..wire import Kind
-from .connection import TopicClient, connect, request
 
 __all__ = ["register", "render_topics"]
 
@@ -81,40 +79,37 @@ def _connected(args: argparse.Namespace, make: Callable[[str, dict[str, Any]], A
         raise CommandError(f"no minipool coordinator answered at {url}: {why(exc)}") from None
 
 
-def _ask(client: TopicClient, args: argparse.Namespace, headers: dict[str, Any]) -> Any:
+def cmd_topics(args: argparse.Namespace) -> int:
+    from .admin import Admin
+
+    if args.action == "create" and not args.topic:
+        raise CommandError("topics create needs a topic name", 2)
+
+    def make(url: str, options: dict[str, Any]) -> Admin:
+        return Admin(url, reconnect_timeout=0, **options)
+
+    admin = _connected(args, make)
     try:
-        return request(client, Kind.TOPIC_ADMIN, headers, args.timeout)
+        if args.action == "list":
+            names = admin.topics()
+            print(json.dumps(names) if args.json else "\n".join(names))
+        elif args.action == "create":
+            settings = {
+                field: getattr(args, field)
+                for field in ("segment_bytes", "retention_bytes", "retention_seconds")
+                if getattr(args, field) is not None
+            }
+            entry = admin.create(args.topic, args.partitions, **settings)
+            print(json.dumps(entry, indent=2) if args.json else render_topics([{**entry, "groups": []}]))
+        else:
+            report = admin.describe(args.topic, args.group)
+            print(json.dumps(report, indent=2) if args.json else render_topics(report))
     except TopicError as exc:
         raise CommandError(str(exc)) from None
     except (MinipoolError, OSError, concurrent.futures.TimeoutError) as exc:
         raise CommandError(f"the coordinator at {args.url} did not answer: {why(exc)}") from None
-
-
-def cmd_topics(args: argparse.Namespace) -> int:
-    if args.action == "create" and not args.topic:
-        raise CommandError("topics create needs a topic name", 2)
-
-    def make(url: str, options: dict[str, Any]) -> TopicClient:
-        key = options.pop("authkey")
-        return connect(url, None, key, 0, options)
-
-    client = _connected(args, make)
-    try:
-        if args.action == "list":
-            names = _ask(client, args, {"op": "list"})
-            print(json.dumps(names) if args.json else "\n".join(names))
-        elif args.action == "create":
-            config = {"partitions": args.partitions}
-            for field in ("segment_bytes", "retention_bytes", "retention_seconds"):
-                if getattr(args, field) is not None:
-                    config[field] = getattr(args, field)
-            entry = _ask(client, args, {"op": "create", "topic": args.topic, "config": config})
-            print(json.dumps(entry, indent=2) if args.json else render_topics([{**entry, "groups": []}]))
-        else:
-            report = _ask(client, args, {"op": "describe", "topic": args.topic, "group": args.group})
-            print(json.dumps(report, indent=2) if args.json else render_topics(report))
     finally:
-        client.close()
+        admin.close()
     return 0
 
 

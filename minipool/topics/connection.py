@@ -88,6 +88,8 @@ def connect(
         address = pool.address
     if address is None:
         raise ValueError("give address= (a coordinator's URL) or pool= (a Pool)")
+    if "://" not in address:  # Kafka's "host:port"
+        address = f"tcp://{address}"
     key = shared_key(authkey)
     if not key:
         raise ValueError(f"connecting to {address} needs authkey= or MINIPOOL_AUTHKEY")

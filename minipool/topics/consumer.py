@@ -34,6 +34,8 @@ class Consumer:
         pool: a :class:`~minipool.Pool` whose embedded coordinator to use instead.
         group: a consumer group: each record goes to one member, positions are kept by the
             coordinator. ``None``: read alone, from a position of your own.
+        bootstrap_servers: ``kafka-python``'s name for ``address`` (``"host:port"`` means
+            ``tcp://host:port``), so Kafka code runs with its import and address changed.
         auto_offset_reset: where a new group (or a consumer without one) starts: ``"earliest"``
             (the oldest record held) or ``"latest"`` (only records appended from now on).
         auto_commit: acknowledge records when the next ones are fetched (else call
@@ -49,6 +51,7 @@ class Consumer:
         *,
         address: str | None = None,
         pool: Any = None,
+        bootstrap_servers: str | None = None,
         authkey: bytes | str | None = None,
         group: str | None = None,
         auto_offset_reset: str = "latest",
@@ -74,7 +77,9 @@ class Consumer:
         self.wait = wait
         self.reconnect_timeout = reconnect_timeout
         self.closed = False
-        self.client = connect(address, pool, authkey, reconnect_timeout, transport_options)
+        self.client = connect(
+            address or bootstrap_servers, pool, authkey, reconnect_timeout, transport_options
+        )
         self._buffer: deque[Record] = deque()
         self._unacked: list[list[int]] = []  # [partition, first, end]: handed out, unacknowledged
         self._positions: list[int] = []
@@ -154,18 +159,28 @@ class Consumer:
 
     # -- positions -----------------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Acknowledge every record handed out so far; returns once the coordinator has
-        recorded the group's new position.
+    def commit(self, offsets: dict[int, int] | None = None) -> list[int]:
+        """Acknowledge every record handed out so far -- or, with ``offsets``
+        (``{partition: next offset}``, Kafka's ``commit(offsets=...)``), every record below
+        those offsets -- and return the group's committed offset in each partition once the
+        coordinator has recorded it. A pipeline that checkpoints its own state commits the
+        offsets its checkpoint covers.
 
         Raises:
             TopicError: the consumer has no group (its position is its own: see :meth:`seek`).
         """
         if self.group is None:
             raise TopicError("commit() needs a group: a consumer without one keeps its own position")
-        acks, self._unacked = self._unacked, []
-        if acks:
-            self._admin({"op": "commit", "topic": self.topic, "group": self.group, "acks": acks})
+        if offsets is None:
+            acks, self._unacked = self._unacked, []
+        else:
+            acks = [[partition, 0, offset] for partition, offset in offsets.items()]
+            self._unacked = [
+                [p, max(first, offsets.get(p, first)), end]
+                for p, first, end in self._unacked
+                if end > offsets.get(p, first)
+            ]
+        return list(self._admin({"op": "commit", "topic": self.topic, "group": self.group, "acks": acks}))
 
     def seek(self, offset: int, partition: int = 0) -> None:
         """Read ``partition`` from ``offset`` next (replay). An offset before the oldest record

@@ -91,6 +91,7 @@ class Group:
         self.max_pending = max_pending
         self.lost = 0  # records deleted by retention before the group acknowledged them
         self.redelivered = 0
+        self.turn = 0
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -138,7 +139,9 @@ class Group:
         """What ``member`` should be sent next, at most ``limit`` records: a list of
         ``(partition, offsets to redeliver or None, first new offset, how many new)``."""
         plan = []
-        for partition in self.members.get(member, ()):
+        owned = self.members.get(member, [])
+        self.turn += 1  # start at another partition each time: a backlog in one starves none
+        for partition in owned[self.turn % len(owned) :] + owned[: self.turn % len(owned)] if owned else ():
             if limit <= 0:
                 break
             cursor = self.cursors[partition]

@@ -1,21 +1,29 @@
 """The producer: records in, acknowledgements out, batched on the wire.
 
-Technique: *batching with a linger*, as Kafka's producer. ``send`` only queues a record and
-returns a future; one sender thread takes what has queued (waiting up to ``linger`` seconds for
-more), packs each topic's records into one TOPIC_PRODUCE message, keeps a few such batches in
-flight, and resolves every record's future from the one TOPIC_ACKS that answers its batch. A
-thousand small records cost one round trip, not a thousand.
+Technique: *batching by the round trip*, as TCP's Nagle algorithm and Kafka's producer do.
+``send`` queues a record, returns a future, and sends at once if fewer than ``in_flight``
+batches await their acknowledgement; otherwise the record waits, and when an acknowledgement
+comes back everything that queued meanwhile leaves as one TOPIC_PRODUCE message. A lone record
+goes out immediately (low latency); under load batches grow to what one round trip lets
+accumulate (high throughput), with no timer to tune. There is no sender thread: the thread
+that calls ``send`` sends, and the client's reader, which settles each record's future from the
+one TOPIC_ACKS that answers its batch, sends the next batch. Fewer threads handing work to each
+other means fewer waits for Python's GIL, which is what a dedicated sender thread cost.
 
-When the connection drops, the batches in flight are sent again, in order, once the client has
-reconnected: a batch the coordinator appended just before it died is then appended twice
-(at-least-once, like Kafka without idempotence); one it never got is not lost.
+``send`` blocks while ``max_queued`` records wait (Kafka's ``buffer.memory``): a producer
+faster than the coordinator is slowed to its pace instead of filling its own memory.
+
+When the connection drops, the batches in flight are sent again, in order, by a thread that
+waits for the client to reconnect; new batches wait behind them. A batch the coordinator
+appended just before it died is then appended twice (at-least-once, like Kafka without
+idempotence); one it never got is not lost.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -33,6 +41,7 @@ BARRIER = ""
 #: What a record adds to its key and value in a message: its frame and the envelope's room.
 RECORD_OVERHEAD = FRAME_HEAD.size + 8 + HEADROOM
 Entry = tuple[str, bytes | None, bytes, concurrent.futures.Future]
+Batch = tuple[int, str, list[Entry], bytes]  # sequence number, topic, records, message body
 
 
 def as_bytes(value: Any, what: str) -> bytes:
@@ -50,9 +59,10 @@ class Producer:
     Args:
         address: the coordinator's URL (any transport; ``authkey=`` or ``MINIPOOL_AUTHKEY``).
         pool: a :class:`~minipool.Pool` whose embedded coordinator to use instead.
-        linger: seconds the sender waits for more records before it sends a batch.
+        bootstrap_servers: ``kafka-python``'s name for ``address`` (``"host:port"``: tcp).
         batch_bytes: the most a batch may hold (less if the coordinator's max_message is small).
         in_flight: batches sent before the first is acknowledged.
+        max_queued: records waiting to be sent before ``send`` blocks.
         reconnect_timeout: how long to keep trying after the coordinator goes away.
         transport_options: TLS contexts, ``max_message``... as for ``Pool(address=...)``.
     """
@@ -62,27 +72,34 @@ class Producer:
         address: str | None = None,
         *,
         pool: Any = None,
+        bootstrap_servers: str | None = None,
         authkey: bytes | str | None = None,
-        linger: float = 0.0,
         batch_bytes: int = 1 << 20,
         in_flight: int = 4,
+        max_queued: int = 50_000,
         reconnect_timeout: float = 60.0,
         **transport_options: Any,
     ) -> None:
-        self.client = connect(address, pool, authkey, reconnect_timeout, transport_options)
-        self.linger = linger
+        self.client = connect(
+            address or bootstrap_servers, pool, authkey, reconnect_timeout, transport_options
+        )
         self.batch_bytes = max(1, min(batch_bytes, self.client.max_message // 4))
         self.in_flight = max(1, in_flight)
+        self.max_queued = max(1, max_queued)
         self.reconnect_timeout = reconnect_timeout
         self.closed = False
-        # send() only appends (a deque is safe without a lock, and a lock per record costs as
-        # much as the rest of send); the sender thread wakes on an Event. flush() queues a
-        # barrier, which the sender settles once every batch before it is settled.
+        # send() appends without a lock (a deque is safe, and a lock per record costs as much
+        # as the rest of send), then looks at _sending: the order (append, then look; settle,
+        # then look at the queue) means a record is never left behind with nothing in flight.
         self._queue: deque[Entry] = deque()
-        self._work = threading.Event()
+        self._sending = 0  # batches sent and not yet settled
+        self._sequence = 0
+        self._lock = threading.Lock()  # guards the counters, _pumping and _resend
+        self._pumping = False
+        self._again = False
+        self._resend: list[Batch] = []  # lost with a connection, to send again in order
+        self._room = threading.Condition()  # send() waits on it while the queue is full
         self._names: set[str] = set()
-        self._sender = threading.Thread(target=self._run, daemon=True, name="minipool-producer")
-        self._sender.start()
 
     def send(
         self, topic: str, value: bytes | str, key: bytes | str | None = None
@@ -105,10 +122,19 @@ class Producer:
             return future
         if self.closed:
             raise RuntimeError("cannot send: the producer is closed")
+        if len(self._queue) >= self.max_queued:
+            with self._room:
+                while len(self._queue) >= self.max_queued and not self.client.closed:
+                    self._room.wait(0.1)
         self._queue.append((topic, key_bytes, data, future))
-        if not self._work.is_set():
-            self._work.set()
+        if self._sending < self.in_flight:
+            self._pump()
         return future
+
+    @property
+    def queued(self) -> int:
+        """Records waiting to be sent (at most ``max_queued``)."""
+        return len(self._queue)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record sent so far is acknowledged (or has failed).
@@ -118,96 +144,130 @@ class Producer:
         """
         barrier: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
         self._queue.append((BARRIER, None, b"", barrier))
-        self._work.set()
+        self._pump()
         try:
             barrier.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"records still unacknowledged after {timeout}s") from None
 
-    # -- the sender thread ---------------------------------------------------------------------
+    # -- sending: whoever finds room sends; one thread at a time --------------------------------
 
-    def _take_batches(self) -> tuple[list[tuple[str, list[Entry]]], list[Entry]]:
-        """Up to ``in_flight`` batches, and the flush barriers right after them."""
-        while not self._queue:
-            if self.closed:
-                return [], []
-            self._work.wait()
-            self._work.clear()  # a record sent from here on sets it again
-        if self.linger > 0 and len(self._queue) < 64:
-            time.sleep(self.linger)  # more records may come: send them together
-        batches: list[tuple[str, list[Entry]]] = []
-        barriers: list[Entry] = []
-        queue = self._queue
-        while queue and len(batches) < self.in_flight:
-            topic = queue[0][0]
-            if topic is BARRIER:
-                while queue and queue[0][0] is BARRIER:
-                    barriers.append(queue.popleft())
-                break
-            batch: list[Entry] = []
-            size = 0
-            while queue and queue[0][0] == topic and (not batch or size < self.batch_bytes):
-                entry = queue.popleft()
-                size += len(entry[2]) + 16
-                batch.append(entry)
-            batches.append((topic, batch))
-        return batches, barriers
-
-    def _run(self) -> None:
-        while True:
-            batches, barriers = self._take_batches()
-            if not batches and not barriers:
+    def _pump(self) -> None:
+        """Send batches while fewer than ``in_flight`` are unacknowledged. A call made while
+        another thread pumps (or this one, from an acknowledgement that came back at once, as
+        an embedded coordinator's does) only asks it to look again."""
+        with self._lock:
+            if self._pumping:
+                self._again = True
                 return
-            sent = []
-            for topic, batch in batches:
-                body = pack_entries([(key, value) for _, key, value, _ in batch])
-                try:
-                    asked = self.client.ask(Kind.TOPIC_PRODUCE, {"topic": topic}, body)
-                except (MinipoolError, OSError):
-                    asked = None  # cut off: sent again below, once reconnected
-                sent.append((topic, batch, body, asked))
-            for topic, batch, body, asked in sent:
-                try:
-                    reply = self._acknowledged(topic, body, asked)
-                except Exception as exc:  # noqa: BLE001 - refused, or the coordinator is gone
-                    for _, _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, _, _, future), partition, offset in zip(
-                    batch, reply["partitions"], reply["offsets"], strict=True
-                ):
-                    try:
-                        future.set_result(RecordMetadata(topic, partition, offset))
-                    except concurrent.futures.InvalidStateError:
-                        pass  # cancelled by its caller: appended all the same
-            for _, _, _, barrier in barriers:
-                barrier.set_result(RecordMetadata(BARRIER, -1, -1))
+            self._pumping = True
+        try:
+            while True:
+                with self._lock:
+                    self._again = False
+                    batch = self._take() if not self._resend else None
+                    if batch is None and not self._again:
+                        self._pumping = False
+                        return
+                if batch is not None:
+                    self._send(batch)
+        except BaseException:
+            with self._lock:
+                self._pumping = False
+            raise
 
-    def _acknowledged(
-        self, topic: str, body: bytes, asked: tuple[int, concurrent.futures.Future] | None
-    ) -> dict[str, Any]:
-        """The coordinator's acknowledgement of a batch: its answer to ``asked``, or to the
-        batch sent again if the connection was lost first.
+    def _take(self) -> Batch | None:
+        """The next batch to send, if there is room for one (under ``_lock``). Settles the
+        flush barriers it finds once nothing before them is unsettled."""
+        queue = self._queue
+        while queue and queue[0][0] is BARRIER:
+            if self._sending:
+                return None  # the barrier waits for what is in flight
+            queue.popleft()[3].set_result(RecordMetadata(BARRIER, -1, -1))
+        if not queue or self._sending >= self.in_flight:
+            return None
+        topic = queue[0][0]
+        entries: list[Entry] = []
+        size = 0
+        while queue and queue[0][0] == topic and (not entries or size < self.batch_bytes):
+            entry = queue.popleft()
+            size += len(entry[2]) + 16
+            entries.append(entry)
+        with self._room:
+            self._room.notify_all()
+        self._sending += 1
+        self._sequence += 1
+        return self._sequence, topic, entries, pack_entries([(key, value) for _, key, value, _ in entries])
 
-        Raises:
-            TopicError: the coordinator refused the batch. ConnectionClosed: it did not come back.
-        """
-        if asked is not None:
-            number, future = asked
+    def _send(self, batch: Batch) -> None:
+        try:
+            number, future = self.client.ask(Kind.TOPIC_PRODUCE, {"topic": batch[1]}, batch[3])
+        except (MinipoolError, OSError) as exc:
+            self._settle(batch, None, exc)
+            return
+        future.add_done_callback(lambda done: self._acknowledged(batch, number, done))
+
+    def _acknowledged(self, batch: Batch, number: int, done: concurrent.futures.Future) -> None:
+        self.client.forget(number)
+        exc = done.exception()
+        self._settle(batch, None if exc is not None else done.result(), exc)
+
+    def _settle(self, batch: Batch, reply: dict[str, Any] | None, exc: BaseException | None) -> None:
+        """A batch's answer: resolve its records' futures, or keep it to send again if the
+        connection was lost; then send what queued meanwhile."""
+        if reply is not None or isinstance(exc, TopicError) or self.client.closed:
+            self._resolve(batch, reply, exc)
+        else:
+            with self._lock:
+                self._resend.append(batch)
+                first = len(self._resend) == 1
+            if first:
+                threading.Thread(
+                    target=self._send_again, daemon=True, name="minipool-producer-resend"
+                ).start()
+            return
+        with self._lock:
+            self._sending -= 1
+        self._pump()
+
+    def _resolve(self, batch: Batch, reply: dict[str, Any] | None, exc: BaseException | None) -> None:
+        _, topic, entries, _ = batch
+        if reply is None:
+            for _, _, _, future in entries:
+                if not future.done():
+                    future.set_exception(exc or ConnectionError("no acknowledgement"))
+            return
+        for (_, _, _, future), partition, offset in zip(
+            entries, reply["partitions"], reply["offsets"], strict=True
+        ):
             try:
-                return future.result(REPLY_TIMEOUT)
-            except TopicError:
-                raise
-            except (MinipoolError, OSError, concurrent.futures.TimeoutError):
-                pass  # lost with the connection: send it again
-            finally:
-                self.client.forget(number)
-        return retrying(
-            self.client,
-            self.reconnect_timeout,
-            lambda: request(self.client, Kind.TOPIC_PRODUCE, {"topic": topic}, REPLY_TIMEOUT, body),
-        )
+                future.set_result(RecordMetadata(topic, partition, offset))
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled by its caller: appended all the same
+
+    def _send_again(self) -> None:
+        """Send the batches lost with a connection, oldest first, once reconnected."""
+        while True:
+            with self._lock:
+                if not self._resend:
+                    break
+                batch = min(self._resend)
+            try:
+                topic, body = batch[1], batch[3]
+                reply = retrying(
+                    self.client,
+                    self.reconnect_timeout,
+                    functools.partial(
+                        request, self.client, Kind.TOPIC_PRODUCE, {"topic": topic}, REPLY_TIMEOUT, body
+                    ),
+                )
+                self._resolve(batch, reply, None)
+            except Exception as exc:  # noqa: BLE001 - refused, or the coordinator is gone for good
+                self._resolve(batch, None, exc)
+            with self._lock:
+                self._resend.remove(batch)
+                self._sending -= 1
+        self._pump()
 
     def close(self, timeout: float | None = None) -> None:
         """Send what is queued, wait for its acknowledgements, and disconnect."""
@@ -217,8 +277,6 @@ class Producer:
             self.flush(timeout)
         finally:
             self.closed = True
-            self._work.set()
-            self._sender.join(timeout=5)
             self.client.close()
 
     def __enter__(self) -> Producer:

@@ -31,6 +31,8 @@ __all__ = [
     "RecordMetadata",
     "FRAME_HEAD",
     "frame",
+    "frame_parts",
+    "Buffer",
     "frames",
     "span",
     "pack_entries",
@@ -43,9 +45,11 @@ __all__ = [
 
 FRAME_HEAD = struct.Struct(">IIQdi")  # length, crc32, offset, timestamp, key length
 _COVERED = struct.Struct(">Qdi")  # what length counts, before the key
+_PREFIX = struct.Struct(">II")  # length, crc32
 _ENTRY = struct.Struct(">iI")
 _LENGTH_OFFSET = struct.Struct(">I4xQ")  # a frame's length and offset, skipping its CRC
 _CHUNK = struct.Struct(">II")
+Buffer = bytes | memoryview
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
@@ -70,9 +74,17 @@ class RecordMetadata(NamedTuple):
 
 def frame(offset: int, timestamp: float, key: bytes | None, value: bytes) -> bytes:
     """The bytes of one record as stored and sent."""
-    key_bytes = b"" if key is None else key
-    covered = _COVERED.pack(offset, timestamp, -1 if key is None else len(key_bytes)) + key_bytes + value
-    return struct.pack(">II", len(covered), zlib.crc32(covered)) + covered
+    return b"".join(frame_parts(offset, timestamp, key, value))
+
+
+def frame_parts(offset: int, timestamp: float, key: Buffer | None, value: Buffer) -> tuple[Buffer, ...]:
+    """:func:`frame` as buffers to join: a batch of records is copied once, by its join,
+    and its values may be views into the message they came in."""
+    key_length = -1 if key is None else len(key)
+    covered = _COVERED.pack(offset, timestamp, key_length)
+    crc = zlib.crc32(value, zlib.crc32(key, zlib.crc32(covered)) if key else zlib.crc32(covered))
+    head = _PREFIX.pack(_COVERED.size + max(key_length, 0) + len(value), crc)
+    return (head, covered, key, value) if key else (head, covered, value)
 
 
 def frames(
@@ -134,14 +146,14 @@ def pack_entries(entries: list[tuple[bytes | None, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def unpack_entries(body: bytes | memoryview) -> list[tuple[bytes | None, bytes]]:
-    """The ``(key, value)`` pairs of a producer's batch.
+def unpack_entries(body: bytes | memoryview) -> list[tuple[Buffer | None, Buffer]]:
+    """The ``(key, value)`` pairs of a producer's batch, as views into ``body``.
 
     Raises:
         TopicError: the body is not a sequence of whole entries.
     """
     view = memoryview(body)
-    entries = []
+    entries: list[tuple[Buffer | None, Buffer]] = []
     position, size = 0, len(view)
     while position < size:
         if position + _ENTRY.size > size:
@@ -152,8 +164,8 @@ def unpack_entries(body: bytes | memoryview) -> list[tuple[bytes | None, bytes]]
         end = key_end + value_length
         if key_length < -1 or end > size:
             raise TopicError("a produce batch has an entry longer than the batch")
-        key = None if key_length < 0 else bytes(view[position:key_end])
-        entries.append((key, bytes(view[key_end:end])))
+        key = None if key_length < 0 else view[position:key_end]
+        entries.append((key, view[key_end:end]))
         position = end
     return entries
 
@@ -164,26 +176,38 @@ def pack_chunk(partition: int, data: bytes) -> bytes:
 
 
 def unpack_chunks(topic: str, body: bytes | memoryview) -> list[Record]:
-    """The records of a fetch reply, in the order sent.
+    """The records of a fetch reply, in the order sent, each checked against its CRC.
 
     Raises:
         TopicError: a chunk is cut short or a frame in it is damaged.
     """
-    view = memoryview(body)
-    records = []
-    position, size = 0, len(view)
+    data = body if type(body) is bytes else bytes(body)
+    view = memoryview(data)
+    records: list[Record] = []
+    append, make, unpack, crc32 = records.append, tuple.__new__, FRAME_HEAD.unpack_from, zlib.crc32
+    head, covered = FRAME_HEAD.size, _COVERED.size
+    position, size = 0, len(data)
     while position < size:
         if position + _CHUNK.size > size:
             raise TopicError("a fetch reply ends in the middle of a chunk head")
-        partition, length = _CHUNK.unpack_from(view, position)
-        start, end = position + _CHUNK.size, position + _CHUNK.size + length
+        partition, length = _CHUNK.unpack_from(data, position)
+        at, end = position + _CHUNK.size, position + _CHUNK.size + length
         if end > size:
             raise TopicError("a fetch reply has a chunk longer than the reply")
-        last = start
-        for _, stop, offset, timestamp, key, value in frames(view[:end], start):
-            records.append(Record(topic, partition, offset, timestamp, key, value))
-            last = stop
-        if last != end:
+        while at < end:  # frames(), inlined: this loop runs once per record a consumer gets
+            if at + head > end:
+                break
+            length, crc, offset, timestamp, key_length = unpack(data, at)
+            stop = at + 8 + length
+            if stop > end or key_length < -1 or length < covered + max(key_length, 0):
+                break
+            if crc32(view[at + 8 : stop]) != crc:
+                break
+            key_end = at + head + max(key_length, 0)
+            key = None if key_length < 0 else data[at + head : key_end]
+            append(make(Record, (topic, partition, offset, timestamp, key, data[key_end:stop])))
+            at = stop
+        if at != end:
             raise TopicError(
                 f"a damaged record in partition {partition} of {topic!r} after offset"
                 f" {records[-1].offset if records else '?'}"
@@ -203,7 +227,7 @@ def check_topic_name(name: object) -> str:
     return name
 
 
-def partition_for(key: bytes, partitions: int) -> int:
+def partition_for(key: Buffer, partitions: int) -> int:
     """The partition of a keyed record: the same in every process and every run (``hash()``
     of bytes is salted per process, CRC-32 is not), so a key's records stay in one order."""
     return zlib.crc32(key) % partitions

@@ -27,7 +27,7 @@ import struct
 from array import array
 from pathlib import Path
 
-from .records import frame, frames, span
+from .records import Buffer, frame_parts, frames, span
 
 __all__ = ["INDEX_INTERVAL", "Segment", "PartitionLog"]
 
@@ -183,7 +183,7 @@ class PartitionLog:
     def size(self) -> int:
         return sum(s.size for s in self.segments)
 
-    def append(self, records: list[tuple[float, bytes | None, bytes]]) -> int:
+    def append(self, records: list[tuple[float, Buffer | None, Buffer]]) -> int:
         """Append ``(timestamp, key, value)`` records; return the first one's offset."""
         active = self.segments[-1]
         if active.size >= self.segment_bytes:
@@ -191,7 +191,10 @@ class PartitionLog:
             self.segments.append(active)
             self.bases.append(active.base)
         first = active.next
-        data = b"".join(frame(first + i, t, k, v) for i, (t, k, v) in enumerate(records))
+        parts: list[Buffer] = []
+        for i, (timestamp, key, value) in enumerate(records):
+            parts += frame_parts(first + i, timestamp, key, value)
+        data = b"".join(parts)
         active.append(data, first, len(records), records[-1][0])
         self.dirty = True
         return first

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from ..errors import MinipoolError, TopicError
 from ..journal import Journal
 from ..wire import HEADROOM, Format, Kind, Message
 from .groups import Group
-from .records import FRAME_HEAD, check_topic_name, pack_chunk, unpack_entries
+from .records import FRAME_HEAD, Buffer, check_topic_name, pack_chunk, unpack_entries
 from .topic import Topic, TopicConfig
 
 __all__ = ["TopicService", "MAX_FETCH_RECORDS"]
@@ -75,6 +76,7 @@ class TopicService:
         self.cond = threading.Condition()
         self.journal: Journal | None = None
         self._since_snapshot = 0
+        self.turn = 0
         if self.root is not None:
             logs = self.root / "log"
             logs.mkdir(parents=True, exist_ok=True)
@@ -140,7 +142,7 @@ class TopicService:
                 raise TopicError(f"topic {name!r} exists with other settings: {topic.describe()['config']}")
             return topic
 
-    def produce(self, name: Any, entries: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+    def produce(self, name: Any, entries: list[tuple[Buffer | None, Buffer]]) -> list[tuple[int, int]]:
         """Append records; return each one's ``(partition, offset)`` once it is appended (and
         on disk, with ``fsync="always"``)."""
         limit = self.max_message - HEADROOM - FRAME_HEAD.size - 8
@@ -187,7 +189,10 @@ class TopicService:
         if not isinstance(positions, list) or len(positions) != len(topic.partitions):
             raise TopicError(f"a fetch from {topic.name!r} needs one position per partition")
         chunks = []
-        for partition, offset in enumerate(positions):
+        count = len(positions)
+        self.turn += 1  # start at another partition each time: a backlog in one starves none
+        for partition in [(self.turn + i) % count for i in range(count)]:
+            offset = positions[partition]
             if limit <= 0 or budget <= 0:
                 break
             data, _, count = topic.read(partition, _count(offset, "offset", 0, 1 << 62), budget, limit)
@@ -272,8 +277,8 @@ class TopicService:
         if op == "list":
             with self.cond:
                 return sorted(self.topics)
-        if op == "create":
-            config = TopicConfig.from_json(request.get("config") or {})
+        if op == "create":  # what the request leaves out is the coordinator's default
+            config = TopicConfig.from_json({**asdict(self.defaults), **(request.get("config") or {})})
             return self.topic(request.get("topic"), config).describe()
         if op == "describe":
             return self.describe(request.get("topic"), request.get("group"))

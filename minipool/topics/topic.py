@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TopicError
-from .records import check_topic_name, partition_for
+from .records import Buffer, check_topic_name, partition_for
 from .segments import PartitionLog
 
 __all__ = ["TopicConfig", "Topic"]
@@ -99,7 +99,7 @@ class Topic:
         config = TopicConfig.from_json(json.loads((directory / "topic.json").read_text()))
         return cls(directory.name, config, directory)
 
-    def append(self, entries: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+    def append(self, entries: list[tuple[Buffer | None, Buffer]]) -> list[tuple[int, int]]:
         """Append ``(key, value)`` records; return each one's ``(partition, offset)``."""
         now = time.time()
         count = len(self.partitions)
