@@ -15,6 +15,7 @@ Read ``docs/pipeline.md`` for the tour; the modules, in reading order:
 * :mod:`.operators` -- map, filter, batch, reduce, ...;
 * :mod:`.routing` -- merge (fan-in) and shard (split–process–combine);
 * :mod:`.windows` -- tumbling/sliding windows by count or time, rolling aggregates;
+* :mod:`.eventtime` -- time windows with a watermark, allowed lateness and a late side output;
 * :mod:`.services` -- named services with weighted dynamic balancing;
 * :mod:`.stats`, :mod:`.errors` -- observability and the failures a caller can act on.
 
@@ -25,6 +26,7 @@ windows, services; routing. ``tests/test_layers.py`` keeps it so.
 
 from .core import Fold, Pipeline, SimpleStage, Stage, Terminal, stage
 from .errors import PipelineError, StageDefinitionError, StageFailed
+from .eventtime import EventTimeWindows
 from .execution import Execution
 from .operators import (
     batch,
@@ -36,6 +38,7 @@ from .operators import (
     flat_map,
     key_by,
     map,
+    micro_batch,
     reduce,
     reduce_by_key,
     sink,
@@ -73,6 +76,7 @@ __all__ = [
     "key_by",
     "tap",
     "batch",
+    "micro_batch",
     "take",
     "distinct",
     "reduce_by_key",
@@ -88,6 +92,7 @@ __all__ = [
     "window",
     "rolling",
     "Window",
+    "EventTimeWindows",
     "DeadLetter",
     "ErrorPolicy",
     "StageKind",

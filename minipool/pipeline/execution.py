@@ -56,6 +56,7 @@ class Execution:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.dead_letters: list[DeadLetter] = []
+        self.side_outputs: dict[str, list[Any]] = {}  # name -> records a stage set aside
         self.services: dict[str, list[Any]] = {}  # service name -> its InstanceStats
         self.journal_damage: str | None = None
         self._lock = threading.Lock()
@@ -250,6 +251,12 @@ class Execution:
         else:
             with self._lock:
                 self.dead_letters.extend(DeadLetter(stage, r, e) for r, e in failures)
+
+    def side_output(self, name: str) -> list[Any]:
+        """The records stages of this run sent to the side output ``name`` (e.g. a window's
+        too-late records), in the order they were set aside; an empty list if none were."""
+        with self._lock:
+            return self.side_outputs.setdefault(name, [])
 
     def __iter__(self) -> Iterator[Any]:
         try:
