@@ -48,9 +48,14 @@ END: Any = _End()
 
 @dataclass(frozen=True)
 class Marker:
-    """In-band progress note: every record before source position ``seq`` is fully upstream."""
+    """In-band progress note: every record before source position ``seq`` is fully upstream.
+
+    ``position`` is where a source that knows its place (a topic read by a consumer group)
+    is after those records: a partition -> next offset mapping, ``None`` for plain iterables.
+    """
 
     seq: int
+    position: Any = None
 
 
 class Abandoned(Exception):
@@ -152,7 +157,10 @@ class DurableChannel:
         fsync: the journal's durability policy (``"always"``, ``"everysec"``, ``"no"``).
         snapshot_every: markers between snapshots of the terminal's state.
 
-    Journal records are pickles of ``(seq, records)``; snapshots of ``(seq, state)``.
+    Journal records are pickles of ``(seq, position, records)``; snapshots of
+    ``(seq, position, state)``: the source position travels in the same atomic append as the
+    records it completes, which is what lets a topic's consumer-group position and the
+    pipeline's state move together.
     """
 
     def __init__(self, directory: str, *, fsync: str = "everysec", snapshot_every: int = 200) -> None:
@@ -160,34 +168,38 @@ class DurableChannel:
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
         self.damage: str | None = None
+        self.fresh = True  # nothing was journaled before this run
 
-    def restore(self, apply: Any) -> tuple[int, Any]:
-        """Replay the journal: ``(seq, state)`` from the newest snapshot, then ``apply(state, records)``.
+    def restore(self, replay: Any) -> tuple[int, Any, Any]:
+        """Replay the journal: ``(seq, position, state)`` from the newest snapshot, then
+        ``state = replay(state, records)`` for every record logged after it.
 
-        Returns ``(0, None)`` for an empty journal. Damage is logged and kept in ``self.damage``.
+        Returns ``(0, None, None)`` for an empty journal. Damage is logged and kept in ``self.damage``.
         """
-        replay = self._journal.replay()
-        self.damage = replay.damage
-        if replay.damage:
-            log.warning("pipeline journal damaged, replaying the valid prefix: %s", replay.damage)
-        seq, state = (0, None) if replay.snapshot is None else pickle.loads(replay.snapshot)
-        for raw in replay.records:
-            seq, records = pickle.loads(raw)
-            state = apply(state, records)
-        return seq, state
+        journal = self._journal.replay()
+        self.damage = journal.damage
+        if journal.damage:
+            log.warning("pipeline journal damaged, replaying the valid prefix: %s", journal.damage)
+        self.fresh = journal.snapshot is None and not journal.records
+        seq, position, state = (0, None, None) if journal.snapshot is None else pickle.loads(journal.snapshot)
+        for raw in journal.records:
+            seq, position, records = pickle.loads(raw)
+            state = replay(state, records)
+        return seq, position, state
 
-    def commit(self, seq: int, records: list[Any]) -> None:
-        """Write ``records`` (completing source positions before ``seq``) ahead of applying them."""
-        self._journal.append(pickle.dumps((seq, records), pickle.HIGHEST_PROTOCOL))
+    def commit(self, seq: int, records: list[Any], position: Any = None) -> None:
+        """Write ``records`` (completing source positions before ``seq``, and the source's
+        ``position`` after them) ahead of applying them: one journal record, one atomic append."""
+        self._journal.append(pickle.dumps((seq, position, records), pickle.HIGHEST_PROTOCOL))
         self._since_snapshot += 1
 
-    def maybe_snapshot(self, seq: int, state: Any) -> None:
-        """Snapshot the (already applied) state if enough markers passed since the last one.
-
-        The snapshot starts a fresh log, so the journal stays as long as one snapshot interval.
+    def maybe_snapshot(self, seq: int, state: Any, position: Any = None, *, force: bool = False) -> None:
+        """Snapshot the (already applied) state if enough markers passed since the last one
+        (or ``force``). The snapshot starts a fresh log, so the journal stays as long as one
+        snapshot interval.
         """
-        if self._since_snapshot >= self._snapshot_every:
-            self._journal.snapshot(pickle.dumps((seq, state), pickle.HIGHEST_PROTOCOL))
+        if force or self._since_snapshot >= self._snapshot_every:
+            self._journal.snapshot(pickle.dumps((seq, position, state), pickle.HIGHEST_PROTOCOL))
             self._since_snapshot = 0
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from .channels import END, Abandoned, Cancelled, Channel, DurableChannel, Marker
 from .errors import PipelineError, StageFailed
 from .runners import DeadLetter, ErrorPolicy
 from .runtime import StageDone, TerminalRuntime
-from .sources import Merge, Source, run_source
+from .sources import Merge, Reader, Source, run_source
 from .stats import StageStats, format_summary
 
 __all__ = ["Execution", "Plan"]
@@ -67,6 +67,9 @@ class Execution:
         self._runtimes: list[Any] = []
         self._stats: list[StageStats] = []
         self.resume_from = 0  # source records already done (a durable rerun skips them)
+        self.resume_position: Any = None  # where a positioned source restarts (a durable rerun)
+        self.position: Any = None  # the positioned source's place after the last chunk sent
+        self.reader: Reader | None = None  # the head's positioned reader (a topic), opened per run
         self._durable = journal is not None
         self._terminal: TerminalRuntime | None = None
         self.output = Channel(self.stop, buffer)
@@ -75,8 +78,15 @@ class Execution:
             last = self._runtimes[-1] if pipeline.stages else None
             if isinstance(last, TerminalRuntime):
                 self._terminal = last
+                durable = None
                 if journal is not None:
-                    self._open_journal(pipeline, last, journal, fsync, snapshot_every)
+                    durable = self._open_journal(pipeline, last, journal, fsync, snapshot_every)
+                restored, last.state = last.state, last.spec.resume(last.state)
+                if durable is not None and durable.fresh and last.state is not restored:
+                    # what resume() found (a sink's starting point) is on disk before any record
+                    durable.maybe_snapshot(0, last.state, None, force=True)
+                if self.reader is not None:
+                    last.checkpoint = self.checkpoint
             elif journal is not None:
                 raise PipelineError(
                     "journal= needs a terminal stage to make durable (collect, "
@@ -92,7 +102,7 @@ class Execution:
 
     def _open_journal(
         self, pipeline: Plan, terminal: TerminalRuntime, directory: str, fsync: str, snapshot_every: int
-    ) -> None:
+    ) -> DurableChannel:
         if fsync not in FSYNC_POLICIES:
             raise PipelineError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
         if not isinstance(pipeline.head, Source) or any(s.reorders for s in pipeline.stages):
@@ -104,14 +114,16 @@ class Execution:
         durable = DurableChannel(directory, fsync=fsync, snapshot_every=snapshot_every)
         spec = terminal.spec
 
-        def replay_apply(state: Any, records: list[Any]) -> Any:
-            return spec.apply(spec.initial() if state is None else state, records)
+        def replay(state: Any, records: list[Any]) -> Any:
+            return spec.replay(spec.initial() if state is None else state, records)
 
-        seq, state = durable.restore(replay_apply)
+        seq, position, state = durable.restore(replay)
         self.journal_damage = durable.damage
         terminal.durable, terminal.seq, self.resume_from = durable, seq, seq
+        terminal.position = self.resume_position = self.position = position
         if state is not None:
             terminal.state = state
+        return durable
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -121,6 +133,10 @@ class Execution:
         first = out if not stages else Channel(self.stop, self.buffer)
         head = pipeline.head
         if isinstance(head, Source):
+            if head.reader is not None:
+                if prefix:
+                    raise PipelineError(f"source {head.name!r} knows its position and cannot be merged")
+                self.reader = head.reader()
             first.add_producer()
             stats = self._new_stats(prefix + head.name, "source")
             self._spawn(prefix + head.name, run_source, self, head, first, stats)
@@ -165,9 +181,17 @@ class Execution:
         stats.records_out += len(chunk)
         out.put(chunk)
         seq += len(chunk)
-        if self._durable:
+        if self.reader is not None:
+            self.position = self.reader.advance(self.position, chunk)
+            out.put(Marker(seq, self.position))
+        elif self._durable:
             out.put(Marker(seq))
         return seq
+
+    def checkpoint(self, position: Any) -> None:
+        """Every record's effect up to the source's ``position`` is applied (and journaled)."""
+        if self.reader is not None:
+            self.reader.checkpoint(position)
 
     def _stage_loop(
         self, runtime: Any, inbound: Channel, outbound: Channel, stats: StageStats, stateful: bool
@@ -269,6 +293,8 @@ class Execution:
                     break
                 if type(message) is list:
                     yield from message
+                elif isinstance(message, Marker):  # the records before it were handed out
+                    self.checkpoint(message.position)
         finally:
             self.close()
         if self.error is not None:
@@ -303,6 +329,8 @@ class Execution:
                 if thread in self._source_threads and waited >= SOURCE_GRACE:
                     log.warning("source thread %s is still blocked in its iterator; not waiting", thread.name)
                     break
+        if self.reader is not None:  # commits the last checkpoint, then disconnects
+            self.reader.close()
 
     def cancel(self) -> None:
         self.stop.set()

@@ -64,7 +64,13 @@ class Runtime:
 
 
 class Fold(Protocol):
-    """What a terminal stage folds the stream with (:class:`~.core.Terminal` has these)."""
+    """What a terminal stage folds the stream with (:class:`~.core.Terminal` has these).
+
+    ``replay`` rebuilds the state from journaled records on a durable rerun (a fold that has
+    side effects, such as writing to a topic, does not repeat them there); ``resume`` runs once
+    the state is restored, before any record (a fresh run's state included), and returns a new
+    object when it changed it (a fresh durable run then snapshots it at once); ``close`` last.
+    """
 
     def initial(self) -> Any: ...
 
@@ -72,13 +78,21 @@ class Fold(Protocol):
 
     def result(self, state: Any) -> Any: ...
 
+    def replay(self, state: Any, records: list[Any]) -> Any: ...
+
+    def resume(self, state: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
 
 class TerminalRuntime(Runtime):
     """The running fold of a terminal stage; in a durable run, journaled before it applies.
 
     The execution gives it a :class:`~.channels.DurableChannel` (``durable``) and the position
-    the journal restored (``seq``); records then wait for the marker that completes them, are
-    journaled with it, and only then applied.
+    the journal restored (``seq``, ``position``); records then wait for the marker that
+    completes them, are journaled with it, and only then applied. After each marker (journaled
+    or not) ``checkpoint(position)`` tells the source that every effect before it is applied:
+    a topic source then commits its consumer group's position.
     """
 
     def __init__(self, spec: Fold) -> None:
@@ -86,6 +100,8 @@ class TerminalRuntime(Runtime):
         self.state = spec.initial()
         self.durable: DurableChannel | None = None
         self.seq = 0
+        self.position: Any = None
+        self.checkpoint: Callable[[Any], None] | None = None
         self._pending: list[Any] = []
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
@@ -96,20 +112,25 @@ class TerminalRuntime(Runtime):
 
     def mark(self, marker: Marker, emit: Callable[[Any], None]) -> None:
         if self.durable is not None:
-            self._commit(marker.seq)
+            self._commit(marker.seq, marker.position)
+        if self.checkpoint is not None:
+            self.checkpoint(marker.position)
 
-    def _commit(self, seq: int) -> None:
+    def _commit(self, seq: int, position: Any) -> None:
         assert self.durable is not None
-        self.durable.commit(seq, self._pending)
+        self.durable.commit(seq, self._pending, position)
         self.state = self.spec.apply(self.state, self._pending)
-        self._pending, self.seq = [], seq
-        self.durable.maybe_snapshot(seq, self.state)
+        self._pending, self.seq, self.position = [], seq, position
+        self.durable.maybe_snapshot(seq, self.state, position)
 
     def finish(self, emit: Callable[[Any], None]) -> None:
         if self.durable is not None and self._pending:
-            self._commit(self.seq)
+            self._commit(self.seq, self.position)
         emit([self.spec.result(self.state)])
 
     def close(self) -> None:
-        if self.durable is not None:
-            self.durable.close()
+        try:
+            self.spec.close()
+        finally:
+            if self.durable is not None:
+                self.durable.close()

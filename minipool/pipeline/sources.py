@@ -23,7 +23,7 @@ from .channels import Abandoned, Cancelled, Channel
 from .errors import StageFailed
 from .stats import StageStats
 
-__all__ = ["Source", "Merge", "SourceRun", "run_source", "SOURCE_CHUNK", "SOURCE_LINGER"]
+__all__ = ["Source", "Reader", "Merge", "SourceRun", "run_source", "SOURCE_CHUNK", "SOURCE_LINGER"]
 
 log = logging.getLogger("minipool.pipeline")
 
@@ -31,15 +31,48 @@ SOURCE_CHUNK = 256  # records per chunk leaving a source: amortises one queue ha
 SOURCE_LINGER = 0.005  # ...but a chunk waits at most this long for more records
 
 
+class Reader(Protocol):
+    """A source that knows its position, e.g. a topic read through a consumer group.
+
+    A plain iterable is resumed by skipping the records a journal counts as done; a reader is
+    resumed *at a position* instead, and is told when every effect up to a position is safe
+    (so it can commit it where its records come from). One reader is opened per run.
+    """
+
+    def records(self, position: Any) -> Iterable[Any]:
+        """The records after ``position`` (``None``: wherever the reader starts by itself)."""
+        ...
+
+    def advance(self, position: Any, chunk: list[Any]) -> Any:
+        """The position after ``chunk``, a run of records :meth:`records` yielded."""
+        ...
+
+    def checkpoint(self, position: Any) -> None:
+        """Every record before ``position`` has had its effect (called from other threads)."""
+        ...
+
+    def close(self) -> None:
+        """The run is over: settle the last checkpoint and let go of the connection."""
+        ...
+
+
 class Source:
     """The head of a pipeline: an iterable, or a zero-argument callable returning one.
 
     A callable is called afresh for every run, so a generator function makes a re-runnable source.
+    ``reader`` instead makes a :class:`Reader` for each run (a topic source).
     """
 
-    def __init__(self, iterable: Iterable[Any] | Callable[[], Iterable[Any]], name: str | None) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[Any] | Callable[[], Iterable[Any]],
+        name: str | None,
+        *,
+        reader: Callable[[], Reader] | None = None,
+    ) -> None:
         self.iterable = iterable
         self.name = name or "source"
+        self.reader = reader
 
 
 class Merge:
@@ -57,6 +90,8 @@ class SourceRun(Protocol):
 
     stop: threading.Event
     resume_from: int
+    resume_position: Any
+    reader: Reader | None
 
     def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int: ...
 
@@ -70,9 +105,12 @@ def run_source(execution: SourceRun, head: Source, out: Channel, stats: StageSta
     flusher = threading.Thread(target=buffer.flush_when_idle, name=f"pl-{head.name}-flush", daemon=True)
     try:
         try:
-            source = head.iterable() if callable(head.iterable) else head.iterable
+            if execution.reader is not None:
+                source = execution.reader.records(execution.resume_position)
+            else:
+                source = head.iterable() if callable(head.iterable) else head.iterable
             iterator = _drive(source) if hasattr(source, "__aiter__") else iter(source)
-            if execution.resume_from:  # a durable rerun: these are in the journal already
+            if execution.resume_from and execution.reader is None:  # a durable rerun: journaled
                 for _ in itertools.islice(iterator, execution.resume_from):
                     pass
         except Exception as exc:
