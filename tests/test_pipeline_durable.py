@@ -86,6 +86,61 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_pat
     assert again["result"] == expected and again["processed"] == 0
 
 
+WINDOWED = textwrap.dedent("""
+    import json, sys, time
+    from minipool import pipeline as pl
+
+    processed = 0
+
+    def work(x):
+        global processed
+        processed += 1
+        time.sleep(0.0005)
+        return x
+
+    if __name__ == "__main__":
+        journal = sys.argv[1] if len(sys.argv) > 1 else None
+        # keyed 1-second windows of event time that always hold records: only a barrier that
+        # carries their state lets a checkpoint pass them
+        p = (pl.source(range(3000)) | pl.map(work)
+             | pl.window(seconds=1, key=lambda x: x % 3, timestamp=lambda x: x / 400, lateness=0.5)
+             | pl.map(lambda kw: (kw[0], kw[1].start, kw[1].update, sum(kw[1].records)))
+             | pl.collect())
+        result = p.run(journal=journal, snapshot_every=3)
+        print(json.dumps({"result": result, "processed": processed}))
+""")
+
+
+def test_sigkill_with_stages_that_always_hold_records_resumes_from_their_checkpointed_state(tmp_path):
+    script = tmp_path / "windowed.py"
+    script.write_text(WINDOWED)
+    expected = _run(script)["result"]
+    assert len(expected) == 24  # 8 seconds of event time, 3 keys
+    journal = tmp_path / "journal"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(journal)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        # wait for a commit that carries the window's state (a barrier), then kill
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(f.stat().st_size > 2000 for f in journal.glob("pipeline.*.log")):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the pipeline finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+        proc.stderr.close()
+    resumed = _run(script, str(journal))
+    assert resumed["result"] == expected
+    assert 0 < resumed["processed"] < 3000  # restored the windows' state instead of starting over
+
+
 def test_rerun_with_finished_journal_skips_everything(tmp_path):
     pulled = []
 

@@ -52,10 +52,15 @@ class Marker:
 
     ``position`` is where a source that knows its place (a topic read by a consumer group)
     is after those records: a partition -> next offset mapping, ``None`` for plain iterables.
+    A ``barrier`` (a durable run sends one every ``CHECKPOINT_INTERVAL``) may pass a stage that
+    holds records: the stage adds its pickled state to ``states`` (Flink's aligned checkpoint
+    barrier, which a linear pipeline gets for free since records never overtake markers).
     """
 
     seq: int
     position: Any = None
+    barrier: bool = False
+    states: tuple[tuple[str, bytes], ...] = ()
 
 
 class Abandoned(Exception):
@@ -157,10 +162,10 @@ class DurableChannel:
         fsync: the journal's durability policy (``"always"``, ``"everysec"``, ``"no"``).
         snapshot_every: markers between snapshots of the terminal's state.
 
-    Journal records are pickles of ``(seq, position, records)``; snapshots of
-    ``(seq, position, state)``: the source position travels in the same atomic append as the
-    records it completes, which is what lets a topic's consumer-group position and the
-    pipeline's state move together.
+    Journal records are pickles of ``(seq, position, states, records)``; snapshots of
+    ``(seq, position, states, state)``, ``states`` being the stages' pickled states at that
+    marker: the source position travels in the same atomic append as the records it completes,
+    which is what lets a topic's consumer-group position and the pipeline's state move together.
     """
 
     def __init__(self, directory: str, *, fsync: str = "everysec", snapshot_every: int = 200) -> None:
@@ -170,36 +175,39 @@ class DurableChannel:
         self.damage: str | None = None
         self.fresh = True  # nothing was journaled before this run
 
-    def restore(self, replay: Any) -> tuple[int, Any, Any]:
-        """Replay the journal: ``(seq, position, state)`` from the newest snapshot, then
+    def restore(self, replay: Any) -> tuple[int, Any, Any, Any]:
+        """Replay the journal: ``(seq, position, states, state)`` from the newest snapshot, then
         ``state = replay(state, records)`` for every record logged after it.
 
-        Returns ``(0, None, None)`` for an empty journal. Damage is logged and kept in ``self.damage``.
+        Returns ``(0, None, (), None)`` for an empty journal. Damage is logged and kept in ``self.damage``.
         """
         journal = self._journal.replay()
         self.damage = journal.damage
         if journal.damage:
             log.warning("pipeline journal damaged, replaying the valid prefix: %s", journal.damage)
         self.fresh = journal.snapshot is None and not journal.records
-        seq, position, state = (0, None, None) if journal.snapshot is None else pickle.loads(journal.snapshot)
+        empty: tuple[int, Any, Any, Any] = (0, None, (), None)
+        seq, position, states, state = empty if journal.snapshot is None else pickle.loads(journal.snapshot)
         for raw in journal.records:
-            seq, position, records = pickle.loads(raw)
+            seq, position, states, records = pickle.loads(raw)
             state = replay(state, records)
-        return seq, position, state
+        return seq, position, states, state
 
-    def commit(self, seq: int, records: list[Any], position: Any = None) -> None:
-        """Write ``records`` (completing source positions before ``seq``, and the source's
-        ``position`` after them) ahead of applying them: one journal record, one atomic append."""
-        self._journal.append(pickle.dumps((seq, position, records), pickle.HIGHEST_PROTOCOL))
+    def commit(self, marker: Marker, records: list[Any]) -> None:
+        """Write ``records`` (completing source positions before ``marker.seq``), the source's
+        position and the stages' states ahead of applying them: one atomic journal append."""
+        entry = (marker.seq, marker.position, marker.states, records)
+        self._journal.append(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
         self._since_snapshot += 1
 
-    def maybe_snapshot(self, seq: int, state: Any, position: Any = None, *, force: bool = False) -> None:
+    def maybe_snapshot(self, marker: Marker, state: Any, *, force: bool = False) -> None:
         """Snapshot the (already applied) state if enough markers passed since the last one
         (or ``force``). The snapshot starts a fresh log, so the journal stays as long as one
         snapshot interval.
         """
         if force or self._since_snapshot >= self._snapshot_every:
-            self._journal.snapshot(pickle.dumps((seq, position, state), pickle.HIGHEST_PROTOCOL))
+            entry = (marker.seq, marker.position, marker.states, state)
+            self._journal.snapshot(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
             self._since_snapshot = 0
 
     def close(self) -> None:

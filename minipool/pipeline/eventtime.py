@@ -64,6 +64,8 @@ class EventTimeWindows(Runtime):
         stats: the stage's statistics, whose ``late`` counts too-late records.
     """
 
+    state_fields = ("panes", "updates", "due", "expiring", "order", "max_time")
+
     def __init__(
         self,
         seconds: float,

@@ -12,6 +12,7 @@ The first failure anywhere is recorded, the stop event is set, every thread noti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ __all__ = ["Execution", "Plan"]
 log = logging.getLogger("minipool.pipeline")
 
 SOURCE_GRACE = 1.0  # seconds close() waits for a source stuck in its iterator
+CHECKPOINT_INTERVAL = 0.2  # seconds between barriers in a durable run (Flink's checkpoint interval)
 
 
 class Plan(Protocol):
@@ -65,6 +67,8 @@ class Execution:
         self._source_threads: set[threading.Thread] = set()
         self._closed = False
         self._runtimes: list[Any] = []
+        self._runtime_named: dict[str, Any] = {}
+        self._last_barrier = time.monotonic()
         self._stats: list[StageStats] = []
         self.resume_from = 0  # source records already done (a durable rerun skips them)
         self.resume_position: Any = None  # where a positioned source restarts (a durable rerun)
@@ -84,7 +88,7 @@ class Execution:
                 restored, last.state = last.state, last.spec.resume(last.state)
                 if durable is not None and durable.fresh and last.state is not restored:
                     # what resume() found (a sink's starting point) is on disk before any record
-                    durable.maybe_snapshot(0, last.state, None, force=True)
+                    durable.maybe_snapshot(Marker(0), last.state, force=True)
                 if self.reader is not None:
                     last.checkpoint = self.checkpoint
             elif journal is not None:
@@ -117,12 +121,19 @@ class Execution:
         def replay(state: Any, records: list[Any]) -> Any:
             return spec.replay(spec.initial() if state is None else state, records)
 
-        seq, position, state = durable.restore(replay)
+        seq, position, states, state = durable.restore(replay)
         self.journal_damage = durable.damage
-        terminal.durable, terminal.seq, self.resume_from = durable, seq, seq
-        terminal.position = self.resume_position = self.position = position
+        terminal.durable, terminal.last = durable, Marker(seq, position, states=states)
+        self.resume_from, self.resume_position = seq, position
+        self.position = position
         if state is not None:
             terminal.state = state
+        for name, snapshot in states:  # the stages that held records at the last barrier
+            if name not in self._runtime_named:
+                raise PipelineError(
+                    f"the journal holds the state of stage {name!r}, which this pipeline lacks"
+                )
+            self._runtime_named[name].restore(snapshot)
         return durable
 
     # -- wiring --------------------------------------------------------------------------
@@ -163,6 +174,7 @@ class Execution:
         stats = self._new_stats(name, stage.kind_name)
         runtime = stage.open(name, self, stats)
         self._runtimes.append(runtime)
+        self._runtime_named[name] = runtime
         outbound.add_producer()
         self._spawn(name, self._stage_loop, runtime, inbound, outbound, stats, stage.stateful)
 
@@ -181,11 +193,14 @@ class Execution:
         stats.records_out += len(chunk)
         out.put(chunk)
         seq += len(chunk)
+        barrier = False
+        if self._durable and time.monotonic() - self._last_barrier >= CHECKPOINT_INTERVAL:
+            barrier, self._last_barrier = True, time.monotonic()
         if self.reader is not None:
             self.position = self.reader.advance(self.position, chunk)
-            out.put(Marker(seq, self.position))
+            out.put(Marker(seq, self.position, barrier))
         elif self._durable:
-            out.put(Marker(seq))
+            out.put(Marker(seq, None, barrier))
         return seq
 
     def checkpoint(self, position: Any) -> None:
@@ -196,6 +211,8 @@ class Execution:
     def _stage_loop(
         self, runtime: Any, inbound: Channel, outbound: Channel, stats: StageStats, stateful: bool
     ) -> None:
+        checkpointable = bool(runtime.state_fields)
+
         def emit(message: Any) -> None:
             if type(message) is list:
                 stats.records_out += len(message)
@@ -221,7 +238,12 @@ class Execution:
                             runtime.feed(message, emit)
                             stats.busy_seconds += clock() - start
                     elif stateful and runtime.holding():
-                        held_marker = message  # passes once the state it covers is emitted
+                        if message.barrier and checkpointable:  # passes with the state it covers
+                            held_marker = None
+                            state = (stats.name, runtime.snapshot())
+                            runtime.mark(dataclasses.replace(message, states=(*message.states, state)), emit)
+                        else:
+                            held_marker = message  # passes once the state it covers is emitted
                     else:
                         held_marker = None
                         runtime.mark(message, emit)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -161,6 +160,8 @@ def tap(fn: Callable[[Any], Any], **options: Any) -> MapStage:
 class _MicroBatch(Runtime):
     """Lists of up to ``size`` records, cut also at every ``seconds`` boundary of the clock."""
 
+    state_fields = ("buffer",)
+
     def __init__(self, size: int | None, seconds: float | None) -> None:
         self.size, self.seconds = size, seconds
         self.buffer: list[Any] = []
@@ -179,6 +180,11 @@ class _MicroBatch(Runtime):
             cut = len(self.buffer) - len(self.buffer) % size
             emit([self.buffer[i : i + size] for i in range(0, cut, size)])
             del self.buffer[:cut]
+
+    def restore(self, snapshot: bytes) -> None:
+        super().restore(snapshot)
+        if self.buffer and self.seconds is not None:  # the interval they arrived in is over
+            self.deadline = time.monotonic()
 
     def wait_hint(self) -> float | None:
         if not self.buffer or self.seconds is None:
@@ -248,6 +254,8 @@ def take(n: int, *, name: str | None = None) -> Stage:
 
 
 class _Distinct(Runtime):
+    state_fields = ("seen",)
+
     def __init__(self, key: Callable[[Any], Any] | None) -> None:
         self.key = key
         self.seen: set[Any] = set()
@@ -272,6 +280,8 @@ def distinct(key: Callable[[Any], Any] | None = None, *, name: str | None = None
 
 
 class _ReduceByKey(Runtime):
+    state_fields = ("acc",)
+
     def __init__(self, fn: Callable[[Any, Any], Any], key: Callable[[Any], Any] | None) -> None:
         self.fn, self.key = fn, key
         self.acc: dict[Any, Any] = {}
@@ -319,16 +329,19 @@ class _CountBy(_ReduceByKey):
 
 
 class _Top(Runtime):
+    state_fields = ("heap", "arrivals")
+
     def __init__(self, k: int, key: Callable[[Any], Any] | None) -> None:
         self.k, self.key = k, key
         self.heap: list[tuple[Any, int, Any]] = []  # (key, -arrival, record)
-        self.counter = itertools.count()
+        self.arrivals = 0
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         heap = self.heap
         for record in chunk:
             # the counter breaks ties by arrival, so records themselves are never compared
-            item = (record if self.key is None else self.key(record), -next(self.counter), record)
+            self.arrivals += 1
+            item = (record if self.key is None else self.key(record), -self.arrivals, record)
             if len(heap) < self.k:
                 heapq.heappush(heap, item)
             elif item[:2] > heap[0][:2]:

@@ -28,6 +28,8 @@ __all__ = ["Window", "window", "rolling"]
 
 
 class _CountWindows(Runtime):
+    state_fields = ("buffers", "skip", "fresh")
+
     def __init__(self, size: int, step: int, key: Callable[[Any], Any] | None) -> None:
         self.size, self.step, self.key = size, step, key
         self.buffers: dict[Any, list[Any]] = {}
@@ -116,6 +118,8 @@ def window(
 
 
 class _Rolling(Runtime):
+    state_fields = ("history",)
+
     def __init__(
         self,
         agg: Callable[[list[Any]], Any],
