@@ -50,13 +50,8 @@ def _run(script: Path, *args: str, timeout: float = 60) -> dict:
     return json.loads(out.stdout)
 
 
-def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path):
-    script = tmp_path / "durable.py"
-    script.write_text(SCRIPT)
-    expected = _run(script)["result"]
-    assert len(expected) == 2000
-
-    journal = tmp_path / "journal"
+def _kill_when(script: Path, journal: Path, ready) -> None:
+    """Run ``script`` with ``journal`` and SIGKILL it once ``ready(journal)`` is true."""
     proc = subprocess.Popen(
         [sys.executable, str(script), str(journal)],
         stdout=subprocess.DEVNULL,
@@ -66,12 +61,7 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_pat
     )
     try:
         deadline = time.monotonic() + 30
-        # wait until at least one snapshot was taken and more records were logged after it
-        while time.monotonic() < deadline and proc.poll() is None:
-            snaps = list(journal.glob("pipeline.*.snap"))
-            logs = sorted(journal.glob("pipeline.*.log"))
-            if snaps and logs and logs[-1].stat().st_size > 200:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not ready(journal):
             time.sleep(0.01)
         assert proc.poll() is None, "the pipeline finished before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
@@ -79,6 +69,20 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_pat
         proc.wait(10)
         proc.stderr.close()
 
+
+def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path):
+    script = tmp_path / "durable.py"
+    script.write_text(SCRIPT)
+    expected = _run(script)["result"]
+    assert len(expected) == 2000
+
+    journal = tmp_path / "journal"
+
+    def snapshot_and_more(journal: Path) -> bool:  # a snapshot, and records logged after it
+        logs = sorted(journal.glob("pipeline.*.log"))
+        return bool(list(journal.glob("pipeline.*.snap"))) and bool(logs) and logs[-1].stat().st_size > 200
+
+    _kill_when(script, journal, snapshot_and_more)
     resumed = _run(script, str(journal))
     assert resumed["result"] == expected  # none lost, none duplicated, same order
     assert 0 < resumed["processed"] < 3000  # it resumed rather than starting over
@@ -117,25 +121,8 @@ def test_sigkill_with_stages_that_always_hold_records_resumes_from_their_checkpo
     expected = _run(script)["result"]
     assert len(expected) == 24  # 8 seconds of event time, 3 keys
     journal = tmp_path / "journal"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(journal)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        # wait for a commit that carries the window's state (a barrier), then kill
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(f.stat().st_size > 2000 for f in journal.glob("pipeline.*.log")):
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, "the pipeline finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(10)
-        proc.stderr.close()
+    # a commit that carries the windows' state (a barrier) is in the log: kill then
+    _kill_when(script, journal, lambda j: any(f.stat().st_size > 2000 for f in j.glob("pipeline.*.log")))
     resumed = _run(script, str(journal))
     assert resumed["result"] == expected
     assert 0 < resumed["processed"] < 3000  # restored the windows' state instead of starting over
