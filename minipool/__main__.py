@@ -1,4 +1,4 @@
-"""The command line: ``python -m minipool {coordinator,worker,status,chaos} ...``.
+"""The command line: ``python -m minipool {coordinator,worker,status,topics,produce,consume,chaos} ...``.
 
 Technique: *running the same pool across machines*. The coordinator and the workers that
 ``Pool()`` embeds are also programs of their own: start a coordinator on one machine, workers on
@@ -446,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, server=False)
     p.set_defaults(func=cmd_status)
+
+    from .topics.commands import add_commands  # topics, produce, consume
+
+    add_commands(command)
 
     p = command(
         "chaos",

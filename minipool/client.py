@@ -109,15 +109,34 @@ class Client:
 
     def request(self, kind: Kind, headers: dict[str, Any] | None = None, timeout: float | None = 10.0) -> Any:
         """Send a STATUS, FETCH or LOOKUP and wait for its answer."""
+        number, future = self.ask(kind, headers)
+        try:
+            return future.result(timeout)
+        finally:
+            self._take(number)
+
+    def ask(
+        self, kind: Kind, headers: dict[str, Any] | None = None, body: bytes = b""
+    ) -> tuple[int, concurrent.futures.Future]:
+        """Send a request and return its number and the future its answer will settle, without
+        waiting (a producer keeps several batches in flight). :meth:`forget` a number whose
+        answer is no longer wanted."""
         number = next(self._numbers)
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._pending[number] = future
         try:
-            self._send(Message(kind, number, headers=headers))
-            return future.result(timeout)
-        finally:
+            self._send(Message(kind, number, body, headers=headers))
+        except BaseException:
             self._take(number)
+            raise
+        return number, future
+
+    def forget(self, number: int) -> concurrent.futures.Future | None:
+        """Drop request ``number`` and return its future (None if it was not waiting): an
+        answer that comes after all is ignored. A subclass that settles replies of its own
+        kinds takes their futures with it."""
+        return self._take(number)
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The coordinator's status report."""

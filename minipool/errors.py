@@ -28,6 +28,7 @@ __all__ = [
     "IncompatibleInterpreter",
     "RemoteError",
     "BrokenPool",
+    "TopicError",
 ]
 
 
@@ -197,3 +198,8 @@ def __getattr__(name: str) -> type:
                 globals()["BrokenPool"] = _broken_pool_class()
         return globals()["BrokenPool"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class TopicError(MinipoolError, ValueError):
+    """A topic request the coordinator refused: a name that is not a name, an unknown topic or
+    group, an offset beyond the end, a record too large. Only that request fails."""

@@ -203,6 +203,12 @@ class Pool(concurrent.futures.Executor):
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
 
+    @property
+    def coordinator(self) -> Coordinator | None:
+        """The embedded coordinator (``None`` for a client of a remote one): what
+        ``Producer(pool=...)`` and ``Consumer(pool=...)`` talk to, and its ``topics``."""
+        return self._coordinator
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Schedule ``fn(*args, **kwargs)`` on a worker; return its future."""
         if self._shutdown or _exiting:

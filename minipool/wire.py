@@ -120,6 +120,16 @@ class Kind(enum.IntEnum):
     LOOKUP_REPLY = 26  # coordinator -> client: JSON body, the live entries offering it
     LEASES_REPLY = 27  # coordinator -> client: JSON body {"started": [ids], "cancelled": [ids]}
     ERROR = 30  # either way, just before closing: JSON headers {"reason": ...}
+    # Topics (minipool.topics): 50-69. Requests carry JSON headers; see docs/topics.md.
+    TOPIC_PRODUCE = 50  # client -> coordinator: headers {"topic"}, body = a batch of entries
+    TOPIC_ACKS = 51  # coordinator -> client: JSON body {"partitions": [...], "offsets": [...]}
+    TOPIC_FETCH = 52  # client -> coordinator: headers {"topic", "group" or "positions", ...}
+    TOPIC_RECORDS = 53  # coordinator -> client: body = chunks of record frames
+    TOPIC_ADMIN = (
+        54  # client -> coordinator: headers {"op": create|list|describe|bounds|join|seek|commit|leave}
+    )
+    TOPIC_REPLY = 55  # coordinator -> client: JSON body, the answer to a TOPIC_ADMIN
+    TOPIC_ERROR = 56  # coordinator -> client: headers {"reason"}: that one request was refused
 
 
 class Format(enum.IntEnum):

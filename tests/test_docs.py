@@ -1,4 +1,4 @@
-"""Every ```python block in README.md, docs/*.md and examples/README.md runs as written.
+"""Every ```python block in README.md, docs/**/*.md and examples/README.md runs as written.
 
 A block that cannot run alone (it needs a second machine, a server, or names defined in the
 prose around it) says so on the line before it, with a reason::
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples" / "README.md"]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "examples" / "README.md"]
 FRAGMENT = re.compile(r"<!--\s*fragment:\s*(?P<reason>\S.*?)\s*-->")
 DEADLINE = 45.0  # seconds for one block (the slowest start worker processes and sleep)
 PARALLEL = 3

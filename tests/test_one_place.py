@@ -102,3 +102,52 @@ def test_the_scheduler_decides_and_the_broker_encodes():
         {"timeout": 2.0},
     )
     assert resolved == [(7, Kind.RESULT, Format.PICKLE, "none", b"value")]  # the fast path: no message
+
+
+def test_a_held_back_task_goes_at_once_if_its_worker_went_idle_before_it_was_sent():
+    # A TASK leased to a busy worker is held back for the worker's reader to flush before it
+    # blocks. If that worker's last result is handled between the lease and the send, the reader
+    # may already be blocked, with the worker idle: the task must leave anyway (it used to wait
+    # for the next heartbeat, a second later).
+    from minipool.cluster.broker import Broker
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.cluster.state import Outcome
+    from minipool.wire import Format, Kind
+
+    class Outbox:
+        def __init__(self):
+            self.held, self.sent = [], []
+
+        def put(self, data, flush=True):
+            self.held.append(data)
+            if flush:
+                self.flush()
+
+        def flush(self):
+            self.sent += self.held
+            self.held = []
+
+    class Link:
+        peer = "test"
+
+        def __init__(self):
+            self.outbox = Outbox()
+
+        def close(self):
+            pass
+
+    scheduler = Scheduler()
+    worker = WorkerState(Link(), "w", 1, 1, {})  # one slot, one task of prefetch
+    scheduler.worker_joined(worker, Effects())
+    first = Effects()
+    scheduler.submit("c", 1, b"one", Format.PICKLE, "none", None, first)
+    Broker().apply(first)
+    second = Effects()
+    scheduler.submit("c", 2, b"two", Format.PICKLE, "none", None, second)
+    [(_, task, urgent)] = second.sends
+    assert not urgent  # the worker is busy with the first: the second would wait there
+    # The worker's result for the first task is handled before the second is sent.
+    [number] = [n for n in worker.leases if n != task.number]
+    scheduler.complete(worker, [(number, Outcome(Kind.RESULT, Format.PICKLE, "none", b"1"))], Effects())
+    Broker().apply(second)
+    assert len(worker.link.outbox.sent) == 2 and not worker.link.outbox.held

@@ -137,6 +137,19 @@ def test_minipool_pool_as_executor():
         assert p.run() == 3 * sum(range(20))
 
 
+def test_a_stage_runs_on_dask_worker_processes():
+    pytest.importorskip("distributed", reason="dask[distributed] is in the test extra; not installed here")
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            executor = client.get_executor()  # Dask's concurrent.futures.Executor
+            p = pl.source(range(60)) | pl.map(lambda x: (x * 3, os.getpid()), executor=executor, workers=2)
+            out = p.run()
+    assert [value for value, _ in out] == [x * 3 for x in range(60)]  # in order, every record
+    assert os.getpid() not in {pid for _, pid in out}  # ran in Dask's worker processes
+
+
 class _InlineExecutor(cf.Executor):
     """Runs each call at once in the caller's thread: what a foreign executor's worker does."""
 

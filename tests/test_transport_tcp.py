@@ -207,3 +207,32 @@ def test_a_view_into_a_received_large_message_never_sees_later_bytes(pair):
     assert all(isinstance(m.body, memoryview) for m in views)
     assert [pickle.loads(m.body) for m in views] == [pickle.loads(b) for b in bodies]
     assert views == [Message(Kind.RESULT, n, b, fmt=Format.PICKLE) for n, b in enumerate(bodies)]
+
+
+def test_a_frame_that_arrives_alone_or_in_pieces_or_with_others_reads_the_same():
+    # A frame received alone is cut straight out of the received bytes; the same bytes in
+    # pieces, or several frames in one receive, go through the buffer. Both roads agree.
+    from minipool.transports.stream import SocketStream
+
+    prefix = struct.Struct("!I")
+    a, b = socket.socketpair()
+    stream = SocketStream(b)
+
+    def framed(body):
+        return prefix.pack(len(body)) + body
+
+    a.sendall(framed(b"alone"))
+    assert stream.read_prefixed(prefix, 1 << 20) == b"alone"
+    whole = framed(b"split" * 100)
+    a.sendall(whole[:3])
+    with pytest.raises(TimeoutError):  # nothing whole yet: waiting consumes nothing
+        stream.read_prefixed(prefix, 1 << 20, deadline=0)
+    a.sendall(whole[3:])
+    assert stream.read_prefixed(prefix, 1 << 20) == b"split" * 100
+    a.sendall(framed(b"one") + framed(b"two") + framed(b"thr"))
+    assert [stream.read_prefixed(prefix, 1 << 20) for _ in range(3)] == [b"one", b"two", b"thr"]
+    a.sendall(framed(b"too long"))
+    with pytest.raises(FrameTooLarge):
+        stream.read_prefixed(prefix, 4)
+    a.close()
+    stream.close()

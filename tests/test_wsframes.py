@@ -14,17 +14,18 @@ from minipool.transports.wsframes import (
     Frame,
     FrameParser,
     Message,
-    MessageAssembler,
     MessageTooBig,
     Opcode,
     WebSocketProtocolError,
     apply_mask,
+    binary_frame_cutter,
     frame_header,
     parse_close,
     parse_frame,
     serialize,
     serialize_close,
 )
+from minipool.transports.wsmessages import MessageAssembler
 
 KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # the masking key of RFC 6455 §5.7's examples
 
@@ -299,3 +300,51 @@ def test_valid_frames_survive_any_chunking(frames, masked, chunk):
     frames = [f if f.opcode < 8 else Frame(f.opcode, f.payload[:125]) for f in frames]
     wire = b"".join(serialize(f, masked) for f in frames)
     assert feed_safely(wire, masked, None, chunk) == frames
+
+
+# -- the fast path for a whole BINARY frame ------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    opcode=st.sampled_from([Opcode.BINARY, Opcode.TEXT, Opcode.CONT, Opcode.PING]),
+    payload=st.binary(max_size=300),
+    fin=st.booleans(),
+    rsv1=st.booleans(),
+    masked=st.booleans(),
+    key_masked=st.booleans(),
+    max_size=st.integers(0, 400),
+    before=st.binary(max_size=3),
+    after=st.binary(max_size=3),
+)
+def test_the_cutter_agrees_with_parse_frame_or_leaves_the_frame_to_it(
+    opcode, payload, fin, rsv1, masked, key_masked, max_size, before, after
+):
+    if opcode >= 8:
+        payload, fin = payload[:125], True
+    wire = serialize(Frame(opcode, payload, fin=fin, rsv1=rsv1), KEY if key_masked else False)
+    cut = binary_frame_cutter(masked=masked, max_size=max_size)
+    data = before + wire + after
+    found = cut(data, len(before))
+    if found is None:
+        return
+    # Only what parse_frame accepts as one whole BINARY message, with the same payload...
+    end, got = found
+    assert end == len(before) + len(wire)
+    assert parse_all(wire, masked=masked, max_size=max_size) == [Frame(Opcode.BINARY, payload)]
+    assert got == payload
+    # ...and never a frame that has not wholly arrived.
+    for short in range(len(before), end):
+        assert cut(memoryview(data[:short]), len(before)) is None
+
+
+def test_the_cutter_takes_the_common_frames():
+    for size in (0, 1, 125, 126, 1024, 65535):
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        masked_wire = serialize(Frame(Opcode.BINARY, payload), KEY)
+        assert binary_frame_cutter(masked=True, max_size=size)(masked_wire, 0) == (len(masked_wire), payload)
+        plain_wire = serialize(Frame(Opcode.BINARY, payload))
+        cut = binary_frame_cutter(masked=False, max_size=1 << 20)
+        assert cut(bytearray(b"xy" + plain_wire), 2) == (len(plain_wire) + 2, payload)
+    over = serialize(Frame(Opcode.BINARY, b"12345"), KEY)
+    assert binary_frame_cutter(masked=True, max_size=4)(over, 0) is None  # parse_frame says 1009

@@ -1,4 +1,4 @@
-"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,streaming,balance,rpc} [--json PATH]``."""
+"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,streaming,balance,rpc,topics} [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "streaming": "a per-key tumbling event-time window count: minipool vs Bytewax vs a plain loop",
     "balance": "balancing policies with one slowed worker among fast ones",
     "rpc": "remote method calls: minipool.rpc vs multiprocessing.managers and xmlrpc",
+    "topics": "a consumer group vs Redis Streams: throughput, fsync's cost, latency, a large topic",
 }
 
 

@@ -1,6 +1,6 @@
 """Load-balancing policies: which worker gets the next task.
 
-Technique (seed 001's weighted dynamic load balancing; seed 002's Consul resolver picks at
+Technique (seed 001's weighted dynamic load balancing; the Consul resolver that seed 001 prints picks at
 random): the coordinator keeps, for every worker, how many slots it advertised, how many tasks
 it holds, and a moving average it measures itself: how long a task runs there, from the lease
 (so the network and the worker's queue are inside it). A policy may also read how long the

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProtocolError
+from ..topics.service import TopicService
 from ..wire import Format, Kind, Message, encode, encode_parts
 from .registry import Registry
 from .scheduler import Effects, Scheduler
@@ -83,6 +84,8 @@ class Broker:
 
             self.journal = TaskJournal(journal, fsync)
             self.journal.restore(self.scheduler)
+        #: The message log: topics and consumer groups (docs/topics.md), on disk beside the journal.
+        self.topics = TopicService(None if journal is None else f"{journal}/topics", fsync=fsync)
         self.closing = threading.Event()
         #: ``process_exit(pid, wait)``: how a worker process of this host ended ("was killed by
         #: SIGKILL"), or None; set by whoever supervises the local workers (the embedded Pool).
@@ -104,6 +107,7 @@ class Broker:
                 "registry": self.registry.to_json(),
             }
         report["journal"] = self.journal.describe() if self.journal is not None else None
+        report["topics"] = self.topics.describe()
         return report
 
     def apply(self, fx: Effects, batch: Batch | None = None) -> None:
@@ -128,7 +132,13 @@ class Broker:
                 task.body_crc,
             )
             if batch is None:
-                worker.link.outbox.put(data, flush=urgent)
+                outbox = worker.link.outbox
+                outbox.put(data, flush=urgent)
+                # Held back, it relies on the worker's reader to flush before it blocks. But the
+                # worker may have finished everything since the lease was decided, and its
+                # reader may be blocked already, with the worker idle: then it goes now.
+                if not urgent and len(worker.leases) <= worker.slots:
+                    outbox.flush()
             else:
                 batch.add(worker.link.outbox, data)
         for client, number, outcome in fx.deliveries:
@@ -199,6 +209,8 @@ class Broker:
                 self.scheduler.worker_lost(peer, fx, reason)
             else:
                 self.scheduler.client_left(peer, fx)
+        if not isinstance(peer, WorkerState):
+            self.topics.member_left(peer.id, peer)  # its unacknowledged records go to the others
         self.apply(fx)
 
     def why_lost(self, worker: WorkerState) -> str:
@@ -256,6 +268,8 @@ class Broker:
                 Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(), fmt=Format.JSON),
                 batch,
             )
+        elif 50 <= kind < 70:  # a topic's: produce, fetch, administration
+            self.reply(client, self.topics.handle(client.id, client, msg), batch)
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
 

@@ -97,6 +97,7 @@ class Coordinator(Broker):
         self.max_backlog = max_backlog
         self._transport_options = transport_options
         self.max_message = int(transport_options.get("max_message", DEFAULT_MAX_MESSAGE))
+        self.topics.max_message = self.max_message  # a record must fit in one message
         # Who this coordinator is, announced to every peer: a worker that comes back names the
         # tasks it still holds only to the coordinator whose task numbers they are.
         self.instance = os.urandom(8).hex()
@@ -142,6 +143,7 @@ class Coordinator(Broker):
         self.stop_leasing()
         for peer in peers:
             peer.close("was closed with the coordinator")
+        self.topics.close()
         if self.journal is not None:
             self.journal.close()
 

@@ -37,7 +37,8 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from ..errors import ConnectionClosed, FrameTooLarge
 
@@ -51,6 +52,7 @@ RESUMABLE_READ = _CHUNK
 _FILL = 64 * 1024  # the most one buffered read asks for: below malloc's mmap threshold
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 Buffer = bytes | bytearray | memoryview
+T = TypeVar("T")
 
 
 def configure_socket(sock: socket.socket, *, nodelay: bool = True) -> None:
@@ -106,16 +108,10 @@ class SocketStream:
         if not ready:
             raise TimeoutError("timed out waiting for data")
 
-    def _fill(self, deadline: float | None, most: int = _FILL) -> None:
-        """Receive at least one more byte (and at most ``most``) into the buffer."""
+    def _receive(self, deadline: float | None, most: int) -> bytes:
+        """At least one more byte (and at most ``most``) from the socket."""
         if self._closed:
             raise ConnectionClosed("connection closed")
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos > _CHUNK:
-            del self._buf[: self._pos]
-            self._pos = 0
         self._wait_readable(deadline)
         try:
             data = self.sock.recv(most)
@@ -123,7 +119,47 @@ class SocketStream:
             raise ConnectionClosed(f"connection lost: {exc}") from exc
         if not data:
             raise ConnectionClosed("connection closed by peer")
-        self._buf += data
+        return data
+
+    def _fill(self, deadline: float | None, most: int = _FILL) -> None:
+        """Receive at least one more byte (and at most ``most``) into the buffer."""
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > _CHUNK:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += self._receive(deadline, most)
+
+    def read_whole(
+        self, cut: Callable[[Buffer, int], tuple[int, T] | None], deadline: float | None
+    ) -> T | None:
+        """One unit (a frame) cut whole out of the bytes at hand, or None.
+
+        ``cut(data, start)`` looks at ``data[start:]`` and returns ``(end, value)`` if it
+        begins with a whole unit, else None. With nothing buffered, this receives once first
+        (waiting until ``deadline``), and a unit that arrived whole is cut straight out of the
+        received bytes, never copied through the buffer: the usual case between a request and
+        its reply. None means no whole unit is at hand (every byte is kept): read the slow way.
+
+        Raises:
+            ConnectionClosed, TimeoutError: as :meth:`read_exact` (a timeout consumes nothing).
+        """
+        if self._pos == len(self._buf):
+            data = self._receive(deadline, _FILL)
+            found = cut(data, 0)
+            if found is not None and found[0] == len(data):
+                return found[1]
+            self._buf.clear()
+            self._buf += data
+            self._pos = 0 if found is None else found[0]
+            return None if found is None else found[1]
+        with memoryview(self._buf) as view:
+            found = cut(view, self._pos)
+        if found is None:
+            return None
+        self._pos = found[0]
+        return found[1]
 
     def read_exact(self, n: int, deadline: float | None = None) -> bytes:
         """Return exactly ``n`` bytes (perhaps a ``bytearray`` when ``n`` is large: see
@@ -188,13 +224,26 @@ class SocketStream:
         """Read one length-prefixed frame: a ``prefix``-packed length, then that many bytes.
 
         The fast path -- the whole frame already buffered, as it is for every frame but the
-        first of a burst -- costs one slice and no syscall.
+        first of a burst -- costs one slice and no syscall. A frame that arrives alone in one
+        receive, as a request or a reply does, is cut straight out of the received bytes and
+        never copied through the buffer.
 
         Raises:
             FrameTooLarge: the announced length exceeds ``limit`` (nothing is allocated for it).
             ConnectionClosed, TimeoutError: as :meth:`read_exact`.
         """
         head = prefix.size
+        if self._pos == len(self._buf) and not self._large_run:
+            # Nothing buffered, as between a request and its reply: a receive that brings
+            # exactly one whole frame is returned as it came, one copy instead of three.
+            data = self._receive(deadline, _FILL)
+            if len(data) > head:
+                (size,) = prefix.unpack_from(data)
+                if size == len(data) - head and size <= limit:
+                    return data[head:]
+            self._buf.clear()
+            self._pos = 0
+            self._buf += data
         while self.buffered < head:
             # Right after a large frame, read the next prefix alone: if that frame is large
             # too, none of it is in our buffer and _read_large can receive it into a bytes

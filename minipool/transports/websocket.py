@@ -53,10 +53,9 @@ from .wsframes import (
     CloseCode,
     Frame,
     Message,
-    MessageAssembler,
     Opcode,
     WebSocketProtocolError,
-    apply_mask,
+    binary_frame_cutter,
     frame_header,
     parse_close,
     parse_frame,
@@ -70,6 +69,8 @@ from .wshandshake import (
     new_key,
     upgrade_request,
 )
+from .wsmask import apply_mask
+from .wsmessages import MessageAssembler
 
 __all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen"]
 
@@ -96,6 +97,8 @@ class WebSocketConnection(TcpConnection):
         super().__init__(sock, options, server_tls=server_tls)
         self._client = client
         self._assembler = MessageAssembler(options.max_message)
+        # The common frame (whole, BINARY) is cut out in one pass; parse_frame does the rest.
+        self._cut = binary_frame_cutter(masked=not client, max_size=options.max_message)
         self._pending: tuple[object, int] | None = None  # a frame half-read when recv timed out
         self._close_lock = threading.Lock()
         self._close_sent = False
@@ -242,7 +245,7 @@ class WebSocketConnection(TcpConnection):
             ConnectionClosed: the peer closed (``close_code`` tells why) or the socket broke.
             WebSocketProtocolError: the peer broke the protocol; the close code was sent.
         """
-        return self.recv_message(timeout).data
+        return self._next_message(timeout)[1]
 
     # WebSocket frames, not tcp://'s length prefixes: the generic polling loop, not tcp's.
     recv_ready = Connection.recv_ready
@@ -250,16 +253,23 @@ class WebSocketConnection(TcpConnection):
     def recv_message(self, timeout: float | None = None) -> Message:
         """The next data message with its type (TEXT or BINARY). Pings are answered on the
         way, pongs dropped. Raises as :meth:`recv`."""
+        return Message(*self._next_message(timeout))
+
+    def _next_message(self, timeout: float | None) -> tuple[Opcode, bytes]:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._reader = threading.get_ident()
         try:
+            if self._pending is None and self._assembler.idle:
+                payload = self._stream.read_whole(self._cut, deadline)
+                if payload is not None:
+                    return Opcode.BINARY, payload
             while True:
                 frame = self._read_frame(deadline)
                 opcode = frame.opcode
                 if opcode < 8:
                     message = self._assembler.feed(frame)
                     if message is not None:
-                        return message
+                        return message.opcode, message.data
                 elif opcode is Opcode.PING:
                     self._stream.write(self._frame_parts(Opcode.PONG, frame.payload))
                 elif opcode is Opcode.CLOSE:

@@ -31,26 +31,21 @@ blocking socket (:mod:`~minipool.transports.websocket`), an event loop, or a tes
 *before* asking for the payload: a frame that announces 2 GB costs 10 bytes of reading and a
 1009 close, never a 2 GB allocation.
 
-Masking (§5.3) XORs the payload with a 4-byte key repeated. A per-byte Python loop does that at
-13-17 MB/s (60-78 ms for 1 MB). :func:`apply_mask` lets C do it: the payload becomes an integer,
-XORed with the key repeated (itself made by one small multiplication), in 8 KiB blocks for long
-payloads. 1 MB takes 1.4-2.8 ms (370-740 MB/s, depending on the shared machine's load), up to
-twice as fast as one huge integer for the whole payload (3.2-3.4 ms) and on par with four
-strided ``bytes.translate`` passes (1.7 ms); 1 KB takes about 2.5 us. ``timeit``, best of 5-7;
-see docs/websocket.md.
+Masking (§5.3) lives in :mod:`~minipool.transports.wsmask`.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import enum
-import functools
 import os
 import struct
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 from ..errors import FrameTooLarge, ProtocolError
+from .wsmask import apply_mask
+
+Buffer = bytes | bytearray | memoryview
 
 __all__ = [
     "Opcode",
@@ -63,8 +58,8 @@ __all__ = [
     "frame_header",
     "serialize",
     "parse_frame",
+    "binary_frame_cutter",
     "FrameParser",
-    "MessageAssembler",
     "parse_close",
     "serialize_close",
 ]
@@ -159,47 +154,6 @@ class Message:
 
     opcode: Opcode  # TEXT or BINARY
     data: bytes
-
-
-# -- masking -------------------------------------------------------------------------------------
-
-_BLOCK = 8192  # masking block; 8 KiB keeps the int <-> bytes conversions in cache
-
-
-@functools.lru_cache(maxsize=512)
-def _ones(n4: int) -> int:
-    """The integer whose little-endian bytes are 01 00 00 00 repeated over ``n4`` bytes."""
-    return int.from_bytes(b"\x01\x00\x00\x00" * (n4 >> 2), "little")
-
-
-def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte ``key`` repeated (§5.3); masking and unmasking are the same.
-
-    Args:
-        data: the payload.
-        key: 4 bytes.
-    """
-    n = len(data)
-    if n <= _BLOCK:
-        if not n:
-            return b""
-        # key * 0x...00000001_00000001 repeats the key across n4 bytes in one small multiply.
-        n4 = (n + 3) & ~3
-        masked = int.from_bytes(data, "little") ^ int.from_bytes(key, "little") * _ones(n4)
-        return masked.to_bytes(n4, "little")[:n] if n != n4 else masked.to_bytes(n, "little")
-    # Long payloads: block by block. _BLOCK is a multiple of 4, so every block starts on the
-    # key's first byte and one integer mask serves them all.
-    block_mask = int.from_bytes(key * (_BLOCK >> 2), "little")
-    from_bytes = int.from_bytes
-    view = memoryview(data).cast("B")
-    out = bytearray(n)
-    end = n - n % _BLOCK
-    for i in range(0, end, _BLOCK):
-        j = i + _BLOCK
-        out[i:j] = (from_bytes(view[i:j], "little") ^ block_mask).to_bytes(_BLOCK, "little")
-    if end < n:
-        out[end:] = apply_mask(view[end:], key)
-    return bytes(out)
 
 
 # -- serializing ---------------------------------------------------------------------------------
@@ -333,6 +287,54 @@ def parse_frame(*, masked: bool, max_size: int | None = None) -> Generator[int, 
     return Frame(opcode, payload, fin)
 
 
+_WHOLE_BINARY = 0x80 | Opcode.BINARY  # FIN, no RSV bit, BINARY: one frame, one message
+
+
+def binary_frame_cutter(*, masked: bool, max_size: int) -> Callable[[Buffer, int], tuple[int, bytes] | None]:
+    """A fast path for :func:`parse_frame`'s commonest case, over bytes already received.
+
+    The function returned, given ``(data, start)``, returns ``(end, payload)`` -- where the
+    frame ends in ``data`` and its payload, unmasked -- if ``data[start:]`` begins with a whole,
+    unfragmented BINARY frame with a 7- or 16-bit length within ``max_size``, masked as
+    ``masked`` says. Anything else -- a control frame, a fragment, TEXT (its UTF-8 must be
+    checked), a 64-bit length, a frame not yet whole, a frame that breaks the protocol --
+    gives None, and :func:`parse_frame` handles it (raising what it must). Every frame the
+    cutter accepts, :func:`parse_frame` accepts the same.
+    """
+    whole_binary = 0x80 | Opcode.BINARY  # FIN, no RSV bit, BINARY: one frame, one message
+    unpack16 = _U16.unpack_from
+
+    def cut(data: Buffer, start: int) -> tuple[int, bytes] | None:
+        size = len(data)
+        if size - start < 2 or data[start] != whole_binary:
+            return None
+        b1 = data[start + 1]
+        if (b1 >= 0x80) != masked:
+            return None
+        length = b1 & 0x7F
+        pos = start + 2
+        if length == 127:
+            return None
+        if length == 126:
+            if size < pos + 2:
+                return None
+            (length,) = unpack16(data, pos)
+            pos += 2
+        if length > max_size:
+            return None
+        if masked:
+            end = pos + 4 + length
+            if end > size:
+                return None
+            return end, apply_mask(data[pos + 4 : end], bytes(data[pos : pos + 4]))
+        end = pos + length
+        if end > size:
+            return None
+        return end, bytes(data[pos:end])
+
+    return cut
+
+
 class FrameParser:
     """Incremental parser: :meth:`feed` bytes as they arrive, get the frames they complete.
 
@@ -372,78 +374,3 @@ class FrameParser:
     def pending(self) -> int:
         """Bytes received that do not yet make a whole frame."""
         return len(self._buf)
-
-
-class MessageAssembler:
-    """Reassembles data frames into messages (§5.4), enforcing the size limit and UTF-8.
-
-    Feed it every TEXT, BINARY and CONT frame in order (control frames go elsewhere: they may
-    arrive between fragments). Text is checked with an incremental UTF-8 decoder, so a bad
-    byte fails the message at once (1007) instead of after the last fragment.
-
-    Args:
-        max_size: the largest message, in bytes, summed over its fragments.
-    """
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._opcode: Opcode | None = None
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._decoder: codecs.IncrementalDecoder | None = None
-
-    @property
-    def budget(self) -> int:
-        """How many more payload bytes the message in progress may have: the frame limit to
-        give :func:`parse_frame`, so an oversized fragment is refused before it is read."""
-        return self.max_size - self._size
-
-    def feed(self, frame: Frame) -> Message | None:
-        """Add one data frame; return the message it completes, or ``None``.
-
-        Raises:
-            WebSocketProtocolError: 1002 for a continuation with no message to continue or a
-                new message inside another, 1007 for invalid UTF-8 in text, 1009 (as
-                :class:`MessageTooBig`) past ``max_size``.
-        """
-        opcode, payload = frame.opcode, frame.payload
-        if opcode is Opcode.CONT:
-            if self._opcode is None:
-                raise WebSocketProtocolError(
-                    CloseCode.PROTOCOL_ERROR, "continuation frame with no message to continue"
-                )
-        else:
-            if self._opcode is not None:
-                raise WebSocketProtocolError(
-                    CloseCode.PROTOCOL_ERROR, "new message before the last one was finished"
-                )
-            if frame.fin:  # the common case: a whole message in one frame
-                if len(payload) > self.max_size:
-                    raise MessageTooBig(len(payload), self.max_size)
-                if opcode is Opcode.TEXT:
-                    _check_utf8(payload)
-                return Message(opcode, payload)
-            self._opcode = opcode
-            if opcode is Opcode.TEXT:
-                self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._size += len(payload)
-        if self._size > self.max_size:
-            raise MessageTooBig(self._size, self.max_size)
-        if self._decoder is not None:
-            try:
-                self._decoder.decode(payload, frame.fin)
-            except UnicodeDecodeError:
-                raise WebSocketProtocolError(CloseCode.INVALID_DATA, "text is not UTF-8") from None
-        self._parts.append(payload)
-        if not frame.fin:
-            return None
-        message = Message(self._opcode, b"".join(self._parts))
-        self._opcode, self._parts, self._size, self._decoder = None, [], 0, None
-        return message
-
-
-def _check_utf8(payload: bytes) -> None:
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WebSocketProtocolError(CloseCode.INVALID_DATA, "text is not UTF-8") from None

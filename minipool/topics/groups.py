@@ -1,0 +1,247 @@
+"""Consumer groups as data: who is in a group, which partitions each member owns, which
+records each member holds unacknowledged, and how far the group has committed. Sans-I/O.
+
+Technique: *Kafka's partition assignment with Redis Streams' pending entries list*. Each
+partition of the topic is owned by one member (assigned round-robin over the members in the
+order they joined, re-assigned whenever one joins or leaves), so the records of one key reach
+one member in order. Within a partition the group keeps, like ``XREADGROUP``/``XACK``/
+``XPENDING``:
+
+* ``committed``: every record below it is acknowledged (what survives a coordinator restart);
+* ``next``: the first record never delivered;
+* ``pending``: delivered but not yet acknowledged, offset -> member;
+* ``acked``: acknowledged out of order, above ``committed``;
+* ``redeliver``: pending records whose member died or left, for the partition's next owner.
+
+A member holds at most ``max_pending`` records per partition, so a group that falls behind,
+or a member that never acknowledges, costs the coordinator a bounded amount of memory: the
+records wait on disk, not in the group. Nothing here reads a record or a clock; the caller
+reads what :meth:`Group.plan` asks for and reports it back with :meth:`Group.delivered`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+__all__ = ["Cursor", "Group", "MAX_PENDING"]
+
+#: Records a member may hold unacknowledged per partition before it is sent no more.
+MAX_PENDING = 10_000
+
+
+class Cursor:
+    """A group's position in one partition."""
+
+    __slots__ = ("committed", "next", "pending", "acked", "redeliver")
+
+    def __init__(self, offset: int) -> None:
+        self.committed = offset
+        self.next = offset
+        self.pending: dict[int, str] = {}
+        self.acked: set[int] = set()
+        self.redeliver: list[int] = []  # sorted
+
+    def move_to(self, offset: int) -> None:
+        self.committed = self.next = offset
+        self.pending.clear()
+        self.acked.clear()
+        self.redeliver.clear()
+
+    def advance(self) -> bool:
+        """Move ``committed`` over acknowledged records; True if it moved."""
+        start = self.committed
+        while self.committed in self.acked:
+            self.acked.discard(self.committed)
+            self.committed += 1
+        if self.committed == self.next and self.acked:  # acks from before a seek
+            self.acked.clear()
+        return self.committed != start
+
+    def skip_to(self, start: int) -> int:
+        """Forget records below ``start`` (deleted by retention); how many were undelivered
+        or unacknowledged."""
+        if self.committed >= start:
+            return 0
+        lost = max(0, start - self.next) + sum(1 for o in self.pending if o < start)
+        lost += sum(1 for o in self.redeliver if o < start)
+        for offset in [o for o in self.pending if o < start]:
+            del self.pending[offset]
+        self.acked = {o for o in self.acked if o >= start}
+        self.redeliver = [o for o in self.redeliver if o >= start]
+        self.committed = start
+        self.next = max(self.next, start)
+        self.advance()
+        return lost
+
+
+class Group:
+    """One consumer group of one topic.
+
+    Args:
+        name: the group's name.
+        positions: the committed offset of each partition.
+        max_pending: see :data:`MAX_PENDING`.
+    """
+
+    def __init__(self, name: str, positions: list[int], max_pending: int = MAX_PENDING) -> None:
+        self.name = name
+        self.cursors = [Cursor(offset) for offset in positions]
+        self.members: dict[str, list[int]] = {}  # member -> its partitions, in join order
+        self.max_pending = max_pending
+        self.lost = 0  # records deleted by retention before the group acknowledged them
+        self.redelivered = 0
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def join(self, member: str) -> bool:
+        """Add ``member`` (True if it is new) and re-assign the partitions."""
+        if member in self.members:
+            return False
+        self.members[member] = []
+        self._assign()
+        return True
+
+    def leave(self, member: str) -> int:
+        """Remove ``member``: its pending records go to the partitions' next owners. Returns
+        how many it held."""
+        if self.members.pop(member, None) is None:
+            return 0
+        held = 0
+        for cursor in self.cursors:
+            mine = [o for o, m in cursor.pending.items() if m == member]
+            for offset in mine:
+                del cursor.pending[offset]
+                bisect.insort(cursor.redeliver, offset)
+            held += len(mine)
+        self.redelivered += held
+        self._assign()
+        return held
+
+    def _assign(self) -> None:
+        names = list(self.members)
+        for owned in self.members.values():
+            owned.clear()
+        if names:
+            for partition in range(len(self.cursors)):
+                self.members[names[partition % len(names)]].append(partition)
+
+    def owner(self, partition: int) -> str | None:
+        for member, owned in self.members.items():
+            if partition in owned:
+                return member
+        return None
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def plan(self, member: str, ends: list[int], limit: int) -> list[tuple[int, list[int] | None, int, int]]:
+        """What ``member`` should be sent next, at most ``limit`` records: a list of
+        ``(partition, offsets to redeliver or None, first new offset, how many new)``."""
+        plan = []
+        for partition in self.members.get(member, ()):
+            if limit <= 0:
+                break
+            cursor = self.cursors[partition]
+            held = 0
+            if len(cursor.pending) + limit > self.max_pending:  # else no need to count
+                held = sum(1 for m in cursor.pending.values() if m == member)
+            room = min(limit, self.max_pending - held)
+            if room <= 0:
+                continue
+            again = cursor.redeliver[:room] or None
+            room -= len(again or ())
+            new = max(0, min(room, ends[partition] - cursor.next))
+            if again or new:
+                plan.append((partition, again, cursor.next, new))
+                limit -= len(again or ()) + new
+        return plan
+
+    def delivered(self, member: str, partition: int, offsets: list[int], gone: list[int]) -> None:
+        """``offsets`` of ``partition`` were sent to ``member``; ``gone`` were planned but had
+        been deleted by retention."""
+        cursor = self.cursors[partition]
+        if not cursor.redeliver and offsets and offsets[0] == cursor.next:  # new records only
+            cursor.pending.update(dict.fromkeys(offsets, member))
+            cursor.next = offsets[-1] + 1
+            offsets = []
+        for offset in offsets:
+            cursor.pending[offset] = member
+            if cursor.redeliver and cursor.redeliver[0] <= offset:
+                at = bisect.bisect_left(cursor.redeliver, offset)
+                if at < len(cursor.redeliver) and cursor.redeliver[at] == offset:
+                    del cursor.redeliver[at]
+            if offset >= cursor.next:
+                cursor.next = offset + 1
+        for offset in gone:
+            at = bisect.bisect_left(cursor.redeliver, offset)
+            if at < len(cursor.redeliver) and cursor.redeliver[at] == offset:
+                del cursor.redeliver[at]
+            cursor.acked.add(offset)
+            self.lost += 1
+        cursor.advance()
+
+    def ack(self, acks: list[tuple[int, int, int]]) -> set[int]:
+        """Acknowledge ``(partition, first, end)`` ranges of offsets (from any member: a record
+        is done once); return the partitions whose committed offset moved."""
+        moved = set()
+        for partition, first, end in acks:
+            if not 0 <= partition < len(self.cursors):
+                continue
+            cursor = self.cursors[partition]
+            first, end = max(first, cursor.committed), min(end, cursor.next)  # the rest: done
+            if first >= end:  # already, or from before a seek
+                continue
+            pending, before = cursor.pending, cursor.committed
+            if (
+                first == before
+                and end == cursor.next
+                and not cursor.redeliver
+                and len(pending) == end - first
+            ):
+                pending.clear()  # the common case: everything out is back, in order
+                cursor.acked.clear()
+                cursor.committed = end
+            else:
+                for offset in range(first, end):
+                    pending.pop(offset, None)
+                if cursor.redeliver:
+                    cursor.redeliver = [o for o in cursor.redeliver if not first <= o < end]
+                cursor.acked.update(range(first, end))
+                cursor.advance()
+            if cursor.committed != before:
+                moved.add(partition)
+        return moved
+
+    def skip_dropped(self, starts: list[int]) -> None:
+        """Move past records that retention deleted before the group got to them."""
+        for cursor, start in zip(self.cursors, starts, strict=True):
+            self.lost += cursor.skip_to(start)
+
+    def describe(self, ends: list[int]) -> dict[str, Any]:
+        partitions = [
+            {
+                "partition": p,
+                "committed": c.committed,
+                "next": c.next,
+                "pending": len(c.pending) + len(c.redeliver),
+                "lag": ends[p] - c.committed,
+                "owner": self.owner(p),
+            }
+            for p, c in enumerate(self.cursors)
+        ]
+        members = [
+            {
+                "member": m,
+                "partitions": list(owned),
+                "pending": sum(1 for c in self.cursors for holder in c.pending.values() if holder == m),
+            }
+            for m, owned in self.members.items()
+        ]
+        return {
+            "name": self.name,
+            "members": members,
+            "partitions": partitions,
+            "lag": sum(p["lag"] for p in partitions),
+            "lost": self.lost,
+            "redelivered": self.redelivered,
+        }
