@@ -1,4 +1,5 @@
-"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,streaming,balance,rpc,topics} [--json PATH]``."""
+"""``python -m minipool.bench NAME [--json PATH]``, NAME one of: dispatch, codecs, transports,
+pipeline, streaming, balance, rpc, topics."""
 
 from __future__ import annotations
 

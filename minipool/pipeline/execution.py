@@ -74,11 +74,14 @@ class Execution:
         self.resume_position: Any = None  # where a positioned source restarts (a durable rerun)
         self.position: Any = None  # the positioned source's place after the last chunk sent
         self.reader: Reader | None = None  # the head's positioned reader (a topic), opened per run
-        self._durable = journal is not None
+        self.durable = journal is not None
         self._terminal: TerminalRuntime | None = None
         self.output = Channel(self.stop, buffer)
         try:
             self._build(pipeline, self.output, "")
+            self._tracked = not any(s.reorders for s in pipeline.stages)  # markers keep order
+            if self.reader is not None and not self._tracked:
+                self.reader.commit_as_read()
             last = self._runtimes[-1] if pipeline.stages else None
             if isinstance(last, TerminalRuntime):
                 self._terminal = last
@@ -134,6 +137,13 @@ class Execution:
                     f"the journal holds the state of stage {name!r}, which this pipeline lacks"
                 )
             self._runtime_named[name].restore(snapshot)
+        if not durable.fresh:
+            log.info(
+                "resuming from the journal: %d source records done%s; restored the state of %s",
+                seq,
+                "" if position is None else f", at position {position}",
+                ", ".join(name for name, _ in states) or "no stage holding records",
+            )
         return durable
 
     # -- wiring --------------------------------------------------------------------------
@@ -188,18 +198,22 @@ class Execution:
 
     # -- the two loops every thread runs -------------------------------------------------
 
-    def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int:
-        """Send one source chunk (and, in a durable run, the marker after it); the new position."""
-        stats.records_out += len(chunk)
-        out.put(chunk)
-        seq += len(chunk)
-        barrier = False
-        if self._durable and time.monotonic() - self._last_barrier >= CHECKPOINT_INTERVAL:
-            barrier, self._last_barrier = True, time.monotonic()
-        if self.reader is not None:
+    def send(
+        self, out: Channel, chunk: list[Any], seq: int, stats: StageStats, *, barrier: bool = False
+    ) -> int:
+        """Send one source chunk (and, in a durable run or from a reader, the marker after it);
+        the new position. ``barrier`` asks for a barrier now (a reader waiting for a checkpoint)."""
+        if chunk:
+            stats.records_out += len(chunk)
+            out.put(chunk)
+            seq += len(chunk)
+        barrier = self.durable and (barrier or time.monotonic() - self._last_barrier >= CHECKPOINT_INTERVAL)
+        if barrier:
+            self._last_barrier = time.monotonic()
+        if self.reader is not None and self._tracked:
             self.position = self.reader.advance(self.position, chunk)
             out.put(Marker(seq, self.position, barrier))
-        elif self._durable:
+        elif self.durable:
             out.put(Marker(seq, None, barrier))
         return seq
 

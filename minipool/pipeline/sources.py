@@ -23,12 +23,32 @@ from .channels import Abandoned, Cancelled, Channel
 from .errors import StageFailed
 from .stats import StageStats
 
-__all__ = ["Source", "Reader", "Merge", "SourceRun", "run_source", "SOURCE_CHUNK", "SOURCE_LINGER"]
+__all__ = [
+    "Source",
+    "Reader",
+    "CHECKPOINT_NOW",
+    "Merge",
+    "SourceRun",
+    "run_source",
+    "SOURCE_CHUNK",
+    "SOURCE_LINGER",
+]
 
 log = logging.getLogger("minipool.pipeline")
 
 SOURCE_CHUNK = 256  # records per chunk leaving a source: amortises one queue handoff
 SOURCE_LINGER = 0.005  # ...but a chunk waits at most this long for more records
+
+
+class _CheckpointNow:
+    def __repr__(self) -> str:
+        return "CHECKPOINT_NOW"
+
+
+#: What a :class:`Reader`'s records may yield (it is no record) to have the chunk so far sent
+#: at once with a marker after it: a barrier in a durable run, so the reader soon sees a
+#: checkpoint covering everything it handed out.
+CHECKPOINT_NOW: Any = _CheckpointNow()
 
 
 class Reader(Protocol):
@@ -39,8 +59,9 @@ class Reader(Protocol):
     (so it can commit it where its records come from). One reader is opened per run.
     """
 
-    def records(self, position: Any) -> Iterable[Any]:
-        """The records after ``position`` (``None``: wherever the reader starts by itself)."""
+    def records(self, position: Any, stop: threading.Event, durable: bool) -> Iterable[Any]:
+        """The records after ``position`` (``None``: wherever the reader starts by itself);
+        ``stop`` is the run's stop event; ``durable``: the run has a journal."""
         ...
 
     def advance(self, position: Any, chunk: list[Any]) -> Any:
@@ -49,6 +70,11 @@ class Reader(Protocol):
 
     def checkpoint(self, position: Any) -> None:
         """Every record before ``position`` has had its effect (called from other threads)."""
+        ...
+
+    def commit_as_read(self) -> None:
+        """The run cannot track positions (its stages reorder records): there will be no
+        checkpoints, so settle records as they are read."""
         ...
 
     def close(self) -> None:
@@ -92,8 +118,11 @@ class SourceRun(Protocol):
     resume_from: int
     resume_position: Any
     reader: Reader | None
+    durable: bool
 
-    def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int: ...
+    def send(
+        self, out: Channel, chunk: list[Any], seq: int, stats: StageStats, *, barrier: bool = False
+    ) -> int: ...
 
     def fail(self, exc: BaseException) -> None: ...
 
@@ -106,7 +135,9 @@ def run_source(execution: SourceRun, head: Source, out: Channel, stats: StageSta
     try:
         try:
             if execution.reader is not None:
-                source = execution.reader.records(execution.resume_position)
+                source = execution.reader.records(
+                    execution.resume_position, execution.stop, execution.durable
+                )
             else:
                 source = head.iterable() if callable(head.iterable) else head.iterable
             iterator = _drive(source) if hasattr(source, "__aiter__") else iter(source)
@@ -126,7 +157,10 @@ def run_source(execution: SourceRun, head: Source, out: Channel, stats: StageSta
             except Exception as exc:
                 raise StageFailed(head.name, exc) from exc
             stats.busy_seconds += clock() - before
-            add(item)
+            if item is CHECKPOINT_NOW:
+                buffer.flush(barrier=True)
+            else:
+                add(item)
         buffer.flush()
         out.close()
     except (Abandoned, Cancelled):
@@ -173,14 +207,14 @@ class _SourceBuffer:
             if len(self.chunk) >= SOURCE_CHUNK:
                 self._send()
 
-    def flush(self) -> None:
+    def flush(self, *, barrier: bool = False) -> None:
         with self.lock:
-            if self.chunk:
-                self._send()
+            if self.chunk or barrier:
+                self._send(barrier)
 
-    def _send(self) -> None:
+    def _send(self, barrier: bool = False) -> None:
         chunk, self.chunk = self.chunk, []
-        self.seq = self.execution.send(self.out, chunk, self.seq, self.stats)
+        self.seq = self.execution.send(self.out, chunk, self.seq, self.stats, barrier=barrier)
 
     def flush_when_idle(self) -> None:
         try:
