@@ -2,11 +2,12 @@
 
 Seed 004 wants "the three users with the most page views" from lines ``name views``. Its Java
 mapper writes ``context.write(new LongWritable(count), one)``: the key is the *view count*,
-not the user. The reducers then group by count, so the job answers another question, "which
-view counts occur most (and how often)": the user's name never reaches the reducer, a user
-with several lines is never summed, and its output labels a count "Total Count" and the
-number of lines that had it "Unique Visits". Keyed by user, the map emits ``(user, views)``,
-the reduce sums each user's views and the top 3 of those sums is the answer.
+not the user (``words[0]``, the name, is thrown away). The reducer then counts the lines of
+each view count, sorts by the count and prints the three largest counts, each labelled
+"Total Count", with the number of lines that had it as "Unique Visits": no user appears, a
+user with several lines is never summed, and users with equal counts become one row. Keyed
+by user, the map emits ``(user, views)``, the reduce sums each user's views, and the top 3 of
+those sums is the answer.
 
 Here the lines arrive as records of a topic hosted by a coordinator (``Pool()``'s own), keyed
 by user so each user's records keep their order in one partition. Two consumer groups read
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nthe seed's Java, keyed by the view count instead:")
         for i, (count, lines_with_it) in enumerate(by_count, 1):
             print(f"  User #{i}: Total Count={count}, Unique Visits={lines_with_it}")
-        print("  (no user names: the 'users' are view counts, and nobody's views were summed)")
+        print("  (no user names: the three largest view counts of any line, and how many lines had each)")
 
     totals: Counter[str] = Counter()
     for line in lines:
