@@ -7,9 +7,9 @@ window result to the topic ``counts``, with a journal (``run(journal=DIR)``). Th
 1. hosts the topics on a coordinator (``Pool()``'s own) and produces the log records;
 2. runs the pipeline once, uninterrupted, into ``counts-reference`` (a group of its own);
 3. starts it again into ``counts``, and SIGKILLs it half-way (no cleanup of any kind runs);
-4. starts it a third time with the same journal and group: it prints what it recovered (the
-   journal's position in the topic, the windows' restored state, the redelivered records it
-   dropped, the window results it wrote again) and carries on;
+4. starts it a third time with the same journal and group: it prints what it recovered (how
+   many records the journal had done, its position in the topic, whose state it restored, and,
+   when the kill cut a write short, the window results it wrote again) and carries on;
 5. compares ``counts`` with ``counts-reference`` record by record.
 
     python examples/topic_kill_and_resume.py

@@ -127,6 +127,12 @@ def test_topic_source_and_sink_arguments():
         pl.from_topic("logs", group="g")
     with pytest.raises(pl.PipelineError, match="address"):
         pl.to_topic("counts")
+    with pytest.raises(pl.PipelineError, match="not a topic name"):
+        pl.from_topic("no/such", group="g", address="tcp://127.0.0.1:1")
+    with pytest.raises(pl.PipelineError, match="not a topic name"):
+        pl.to_topic("", address="tcp://127.0.0.1:1")
+    with pytest.raises(pl.PipelineError, match="auto_offset_reset"):
+        pl.from_topic("logs", group="g", address="tcp://127.0.0.1:1", auto_offset_reset="middle")
     with pytest.raises(pl.PipelineError, match="idle_timeout"):
         pl.from_topic("logs", group="g", address="tcp://127.0.0.1:1", idle_timeout=0)
     log = Log()

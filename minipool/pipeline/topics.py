@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from ..errors import TopicError
+from ..topics.records import check_topic_name
 from .core import Pipeline
 from .errors import PipelineError
 from .sources import CHECKPOINT_NOW, Source
 
-__all__ = ["GroupConsumer", "TopicReader", "from_topic"]
+__all__ = ["GroupConsumer", "TopicReader", "from_topic", "topic_name"]
 
 log = logging.getLogger("minipool.pipeline")
 
@@ -170,6 +172,14 @@ class TopicReader:
                 consumer.close()
 
 
+def topic_name(topic: Any) -> str:
+    """``topic`` if it can name a topic, else a PipelineError saying why (before any run)."""
+    try:
+        return check_topic_name(topic)
+    except TopicError as exc:
+        raise PipelineError(str(exc)) from None
+
+
 def from_topic(
     topic: str,
     *,
@@ -197,8 +207,10 @@ def from_topic(
         consumer: makes the consumer instead (any :class:`GroupConsumer`).
 
     Raises:
-        PipelineError: none of ``address``, ``pool``, ``consumer``; a bad ``idle_timeout``.
+        PipelineError: none of ``address``, ``pool``, ``consumer``; a bad ``idle_timeout`` or
+            ``auto_offset_reset``; a topic name that is not a name.
     """
+    topic_name(topic)
     if idle_timeout is not None and (
         isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) or not idle_timeout > 0
     ):

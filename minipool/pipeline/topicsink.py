@@ -24,6 +24,7 @@ from .core import Terminal
 from .errors import PipelineError
 from .runtime import Runtime, TerminalRuntime
 from .stats import StageStats
+from .topics import topic_name
 
 __all__ = ["TopicProducer", "ProducerLink", "SinkState", "to_topic"]
 
@@ -206,8 +207,10 @@ def to_topic(
     ``producer=`` makes the producer instead (any :class:`TopicProducer`).
 
     Raises:
-        PipelineError: none of ``address``, ``pool``, ``producer``.
+        PipelineError: none of ``address``, ``pool``, ``producer``; a topic name that is not
+            a name.
     """
+    topic_name(topic)
     if producer is None:
         if address is None and pool is None:
             raise PipelineError("to_topic() needs address= or pool= (the coordinator hosting the topic)")
