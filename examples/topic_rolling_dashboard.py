@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         producer.start()
         print(f"hits in the last {args.seconds:g} s of event time, per page:")
         batches = (
-            pl.from_topic("hits", group="dashboard", pool=pool, idle_timeout=1.0)
+            pl.from_topic("hits", group="dashboard", pool=pool, idle_timeout=2.0)
             | pl.map(lambda r: json.loads(r.value))
             | pl.rolling(len, seconds=args.seconds, key=lambda h: h["page"], timestamp=lambda h: h["ts"])
             | pl.micro_batch(seconds=0.25)
