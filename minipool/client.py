@@ -34,7 +34,8 @@ from typing import Any
 
 from . import task as tasklib
 from .cluster.coordinator import Coordinator
-from .cluster.session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
+from .cluster.outbox import Outbox
+from .cluster.session import HEARTBEAT, LIVENESS, Backoff, adopt_heartbeat, open_connection, read_until_lost
 from .cluster.state import LocalClientState
 from .errors import AuthenticationError, ConnectionClosed, MessageTooLarge, MinipoolError, ProtocolError
 from .futures import TaskFuture
@@ -107,9 +108,15 @@ class Client:
         )
         return True
 
-    def request(self, kind: Kind, headers: dict[str, Any] | None = None, timeout: float | None = 10.0) -> Any:
-        """Send a STATUS, FETCH or LOOKUP and wait for its answer."""
-        number, future = self.ask(kind, headers)
+    def request(
+        self,
+        kind: Kind,
+        headers: dict[str, Any] | None = None,
+        timeout: float | None = 10.0,
+        body: bytes = b"",
+    ) -> Any:
+        """Send a STATUS, FETCH, LOOKUP or DASHBOARD and wait for its answer."""
+        number, future = self.ask(kind, headers, body)
         try:
             return future.result(timeout)
         finally:
@@ -179,6 +186,10 @@ class Client:
             )
         )
 
+    def deregister(self, key: str) -> None:
+        """Remove a registry entry now, rather than letting its ``ttl`` run out."""
+        self._send(Message(Kind.REGISTER, headers={"key": key, "deregister": True}))
+
     def _remember(self, number: int, message: Message) -> None:
         """Hook: keep a SUBMIT for resubmission (remote clients)."""
 
@@ -242,7 +253,7 @@ class Client:
                     ok, value = False, tasklib.failure_from_json(json.loads(body))
                 else:
                     ok, value = tasklib.unpack_outcome(False, body, codec)
-            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY):
+            elif kind in (Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY, Kind.DASHBOARD_REPLY):
                 ok, value = True, json.loads(body)
             else:
                 ok, value = False, MinipoolError(f"unexpected {kind.name} from the coordinator")
@@ -426,33 +437,9 @@ class RemoteClient(Client):
                 return
 
     def _read_until_lost(self) -> BaseException:
-        beat = encode(Message(Kind.HEARTBEAT))
-        silence = self.heartbeat * self.liveness
-        conn, outbox = self._conn, self._outbox
-        last_recv = time.monotonic()
+        conn = self._conn
         try:
-            while True:
-                try:
-                    data = conn.recv(timeout=self.heartbeat)
-                except TimeoutError:
-                    if time.monotonic() - last_recv > silence:
-                        return ConnectionClosed(f"coordinator at {self.url} stopped answering")
-                    outbox.put(beat)
-                    continue
-                last_recv = time.monotonic()
-                if last_recv - outbox.last_send >= self.heartbeat:
-                    outbox.put(beat)
-                msg = decode(data)
-                if msg.kind is Kind.ERROR:
-                    return ConnectionClosed(f"coordinator closed the connection: {msg.headers.get('reason')}")
-                if msg.kind is Kind.HEARTBEAT and msg.headers:
-                    adopt_heartbeat(self, msg.headers)
-                    silence = self.heartbeat * self.liveness
-                self.on_message(msg)
-        except ConnectionClosed:
-            return ConnectionClosed(f"lost the connection to {self.url}")
-        except MinipoolError as exc:
-            return exc
+            return read_until_lost(self, conn, self._outbox, self.on_message, beats=True)
         finally:
             conn.close()
 

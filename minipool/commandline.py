@@ -13,6 +13,9 @@ import argparse
 import concurrent.futures
 import ipaddress
 import re
+import signal
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from .cluster.session import shared_key
@@ -20,6 +23,7 @@ from .errors import MinipoolError
 from .transports.base import available_transports, parse_url
 
 __all__ = [
+    "AddCommand",
     "EXIT_AUTH",
     "EXIT_CODES",
     "EXIT_FAILED",
@@ -27,14 +31,19 @@ __all__ = [
     "CommandError",
     "HelpFormatter",
     "authkey",
+    "common_options",
     "minipool_version",
     "plain",
     "short_key_warning",
     "tls_options",
     "transport_url",
+    "wait_for_signal",
     "why",
 ]
 
+#: What a module of :mod:`minipool.cli` is given to add its subcommands: called with a name and
+#: ``argparse``'s ``add_parser`` options, it returns the subcommand's parser.
+AddCommand = Callable[..., argparse.ArgumentParser]
 
 EXIT_FAILED = 1  # the command could not do its job: nothing to listen on, no coordinator there
 EXIT_USAGE = 2  # the command line is wrong (argparse's own code): fixing it is the user's move
@@ -66,6 +75,36 @@ def why(exc: BaseException) -> str:
     if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)) and not str(exc):
         return "no answer in time"
     return str(exc) or type(exc).__name__
+
+
+def common_options(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    """The options every command that joins a pool takes: the key, logging, and TLS (a server's
+    certificate, or how a client verifies one)."""
+    parser.add_argument(
+        "--authkey-file", metavar="FILE", help="file holding the shared key (default: $MINIPOOL_AUTHKEY)"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    if server:
+        parser.add_argument("--certfile", help="TLS certificate (for tls://, https://, wss://)")
+        parser.add_argument("--keyfile", help="TLS private key")
+    else:
+        parser.add_argument(
+            "--cafile", help="CA bundle to verify a TLS coordinator with (default: the system's CAs)"
+        )
+        parser.add_argument(
+            "--insecure", action="store_true", help="TLS without verifying the coordinator's certificate"
+        )
+
+
+def wait_for_signal(
+    stop: threading.Event, until: Callable[[], bool] | None = None, interval: float = 0.5
+) -> None:
+    """Block until SIGINT or SIGTERM (or until ``until()`` is true, checked every ``interval``)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(interval):
+        if until is not None and until():
+            return
 
 
 def authkey(args: argparse.Namespace) -> bytes:

@@ -160,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         f"minipool demo: starting a coordinator and {args.workers} worker processes "
         f"({args.transport}:// on 127.0.0.1)"
     )
-    with Pool(args.workers, transport=args.transport) as pool:
+    with Pool(args.workers, transport=args.transport, dashboard="127.0.0.1:0") as pool:
         pool.wait_for_workers()
         status = pool.status()
         print(
             f"  coordinator at {status['urls'][0]}, workers: "
             + ", ".join(f"{w['name']} (pid {w['pid']})" for w in status["workers"])
         )
+        print(f"  live dashboard while the tour runs: {pool.dashboard.server.private_url}")
         rows = []
         for step in (monte_carlo_pi, distributed_sum, map_reduce, celery_tasks, fault_recovery):
             print(f"\n{step.__name__.replace('_', ' ')}:")

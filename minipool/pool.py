@@ -90,6 +90,9 @@ class Pool(concurrent.futures.Executor):
         min_workers, max_workers: autoscaling (embedded mode): start ``min_workers`` and add
             processes while tasks wait, up to ``max_workers``; idle ones are retired.
         autoscale: the autoscaler's timings: ``scale_up_after``, ``idle_timeout``, ``cooldown``.
+        dashboard: ``"HOST:PORT"`` to serve the embedded coordinator's live dashboard there
+            (``pool.dashboard.server.private_url`` is the page with its token); see
+            docs/dashboard.md.
         journal, fsync: a directory for the embedded coordinator's write-ahead journal, and its
             fsync policy (``always``, ``everysec``, ``no``).
         certfile, keyfile, cafile: TLS for ``tls``, ``https`` and ``wss``: the embedded
@@ -120,6 +123,7 @@ class Pool(concurrent.futures.Executor):
         min_workers: int | None = None,
         max_workers: int | None = None,
         autoscale: dict[str, Any] | None = None,
+        dashboard: str | None = None,
         journal: str | None = None,
         fsync: str = "everysec",
         certfile: str | None = None,
@@ -148,6 +152,7 @@ class Pool(concurrent.futures.Executor):
         self._coordinator: Coordinator | None = None
         self._supervisor: Supervisor | None = None
         self._elastic: Elastic | None = None
+        self.dashboard: Any = None  # a minipool.dashboard.Dashboard, with dashboard=
         self._schedules: list[Schedule] = []
         self._slots_cache: tuple[float, int] | None = None
         if address is None:
@@ -182,6 +187,14 @@ class Pool(concurrent.futures.Executor):
             if elastic:
                 self._elastic = Elastic(self._coordinator, self._supervisor, autoscaler)
             self._local_slots = 0 if elastic else count
+            if dashboard is not None:
+                from .dashboard import Dashboard, dashboard_token
+
+                self.dashboard = Dashboard(
+                    self._coordinator, supervisor=self._supervisor, elastic=self._elastic
+                )
+                self.dashboard.serve(dashboard_token(key), dashboard)
+                weakref.finalize(self, self.dashboard.close)
             self._client: Client = LocalClient(self._coordinator)
         else:
             key = shared_key(authkey)
@@ -189,6 +202,8 @@ class Pool(concurrent.futures.Executor):
                 raise ValueError("Pool(address=...) needs authkey= or MINIPOOL_AUTHKEY")
             self.address = address
             self._local_slots = 0
+            if dashboard is not None:
+                raise ValueError("dashboard= serves an embedded coordinator: use --dashboard on a remote one")
             if cafile:
                 transport_options.setdefault("ssl_context", client_context(cafile))
             self._client = RemoteClient(address, key, heartbeat=heartbeat, **transport_options)
@@ -356,6 +371,8 @@ class Pool(concurrent.futures.Executor):
                 feed.finish()
             while self._client.pending:
                 time.sleep(0.005)
+            if self.dashboard is not None:
+                self.dashboard.close()
             self._finalizer()
         finally:
             self._closed.set()
@@ -430,6 +447,11 @@ class Pool(concurrent.futures.Executor):
         """Add or renew an entry in the coordinator's service registry; it expires after ``ttl``
         seconds unless registered again."""
         self._client.register(key, address=address, services=services, ttl=ttl, slots=slots, meta=meta)
+
+    def deregister(self, key: str) -> None:
+        """Remove an entry from the coordinator's service registry at once (a service that is
+        stopping), instead of leaving it listed until its ``ttl`` runs out."""
+        self._client.deregister(key)
 
     def wait_for_workers(self, count: int | None = None, timeout: float = 30.0) -> None:
         """Block until ``count`` workers (default: the embedded ones) have connected.

@@ -196,3 +196,32 @@ def test_every_policy_forgets_and_says_whether_it_holds_back():
         policy = get_policy(name)
         policy.forget("nobody")  # never an error
         assert policy.holds_back is (name == "latency")
+
+
+def test_the_coordinator_measures_the_pull_time_that_latency_weighs():
+    from minipool.cluster.balance import Ewma
+    from minipool.cluster.state import EWMA_WEIGHT, Task, WorkerState
+
+    def lease(worker, number, at):
+        task = Task(number, "c", number, b"", 0, "none")
+        worker.lease(task)
+        task.leased_at = at
+
+    # Two one-slot workers each run two 1 s tasks: "queued" is leased both at once, so the
+    # second waits 1 s for the slot; "fresh" is leased the second as the first finishes.
+    queued, fresh = WorkerState(None, "queued", 1, None, {}), WorkerState(None, "fresh", 1, None, {})
+    lease(queued, 1, 0.0)
+    lease(queued, 2, 0.0)
+    queued.finish(1, 1.0)
+    queued.finish(2, 2.0)
+    lease(fresh, 1, 0.0)
+    fresh.finish(1, 1.0)
+    lease(fresh, 2, 1.0)
+    fresh.finish(2, 2.0)
+    pulls = Ewma(alpha=EWMA_WEIGHT)
+    pulls.update(0.0)  # the first task found the slot free
+    assert queued.avg_pull == pytest.approx(pulls.update(1.0))  # the second waited 1 s for it
+    assert fresh.avg_pull == 0.0  # each task found the slot free
+    assert queued.avg_run == pytest.approx(fresh.avg_run) == pytest.approx(1.0)
+    # Alike in every other way, the worker whose tasks wait before they start is the later finish.
+    assert get_policy("latency").choose([queued, fresh]) is fresh

@@ -62,6 +62,19 @@ def test_a_registered_service_expires_unless_renewed(coordinator):
         eventually(lambda: client.lookup("tokenizer") == [], timeout=5)
 
 
+def test_a_deregistered_service_is_gone_at_once(coordinator):
+    coord, url = coordinator
+    with Pool(address=url, authkey=KEY, heartbeat=0.2) as client:
+        client.register("stage-1", address="tcp://10.0.0.9:9000", services=["tokenizer"], ttl=60)
+        client.register("stage-2", address="tcp://10.0.0.9:9001", services=["tokenizer"], ttl=60)
+        client.deregister("stage-1")
+        # The lookup is answered after the deregistration: one connection's messages are
+        # handled in order.
+        assert [e["key"] for e in client.lookup("tokenizer")] == ["stage-2"]
+        client.deregister("never-registered")  # nothing to remove: nothing happens
+        assert [e["key"] for e in client.lookup("tokenizer")] == ["stage-2"]
+
+
 def test_a_frozen_worker_expires_from_the_registry():
     with Pool(2, heartbeat=0.2) as pool:
         pool.wait_for_workers()

@@ -17,6 +17,7 @@ def test_demo_quick_prints_its_table():
     for example in ("Monte Carlo pi", "distributed sum", "mapReduce", "Celery-style", "SIGKILLed"):
         assert example in out
     assert "0 failed" in out
+    assert "live dashboard while the tour runs: http://127.0.0.1:" in out
 
 
 def test_bench_dispatch_quick_measures_every_peer(tmp_path):
@@ -37,6 +38,9 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
         assert rates[name] > 0
     assert set(results["journal"]) == {"none", "everysec", "always"}
     assert results["stream"]["items"] > 0
+    assert {"submit with", "submit without", "round trip with", "round trip without"} == set(
+        results["dashboard"]
+    )
 
 
 def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path):

@@ -42,6 +42,14 @@ ALLOWED_BELOW = {
         "minipool.cluster.state",
         "minipool.cluster.effects",
     ),
+    # The sessions: below the coordinator, the worker and the client that use them.
+    "minipool.cluster.outbox": ("minipool.errors", "minipool.transports"),
+    "minipool.cluster.session": (
+        "minipool.errors",
+        "minipool.transports",
+        "minipool.wire",
+        "minipool.cluster.outbox",
+    ),
 }
 
 

@@ -14,6 +14,7 @@ import pytest
 from minipool import rpc
 from minipool.cluster.coordinator import Coordinator
 from minipool.errors import AuthenticationError, ConnectionClosed, ProtocolError, RemoteError
+from minipool.rpc import calls
 from minipool.task import RemoteTraceback
 from minipool.transports import connect, listen
 from minipool.wire import Kind, Message, decode, encode
@@ -468,6 +469,8 @@ def test_calls_from_an_unauthenticated_peer_are_never_unpickled(daemon):
 
 
 def test_an_unreachable_name_server_fails_the_daemon_and_closes_its_listener(monkeypatch):
+    from minipool.rpc import daemon as serving
+
     listeners = []
 
     def recording_listen(url, **options):
@@ -475,7 +478,7 @@ def test_an_unreachable_name_server_fails_the_daemon_and_closes_its_listener(mon
         listeners.append(listener)
         return listener
 
-    monkeypatch.setattr(rpc, "listen", recording_listen)
+    monkeypatch.setattr(serving, "listen", recording_listen)
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))  # bound, not listening: connecting is refused
     try:
@@ -490,22 +493,22 @@ class _PicklesWhilePickled:
     """Its pickling pickles something else on the same thread."""
 
     def __reduce__(self):
-        inner = rpc._gathered(("inner", b"y" * 100_000))
+        inner = calls.gathered(("inner", b"y" * 100_000))
         return (bytes, (b"".join(inner),))
 
 
 def test_a_large_bytes_argument_or_result_is_sent_as_itself_not_copied_into_the_pickle(daemon):
     blob = bytes(range(256)) * 4096  # 1 MiB
-    parts = rpc._gathered(("counter", "apply", (bytes, blob), {}))
+    parts = calls.gathered(("counter", "apply", (bytes, blob), {}))
     assert any(part is blob for part in parts)
     assert pickle.loads(b"".join(parts)) == ("counter", "apply", (bytes, blob), {})
     mutable = bytearray(blob)  # copied: another thread changing it cannot tear a message
-    parts = rpc._gathered(mutable)
+    parts = calls.gathered(mutable)
     assert not any(part is mutable for part in parts) and pickle.loads(b"".join(parts)) == mutable
-    assert b"".join(rpc._gathered(("small", 1))) == pickle.dumps(("small", 1), pickle.HIGHEST_PROTOCOL)
-    assert rpc._gathered(lambda: 1) is None  # the caller falls back to the shipping pickler
-    nested = rpc._gathered([_PicklesWhilePickled(), blob])
-    assert pickle.loads(b"".join(nested)) == [b"".join(rpc._gathered(("inner", b"y" * 100_000))), blob]
+    assert b"".join(calls.gathered(("small", 1))) == pickle.dumps(("small", 1), pickle.HIGHEST_PROTOCOL)
+    assert calls.gathered(lambda: 1) is None  # the caller falls back to the shipping pickler
+    nested = calls.gathered([_PicklesWhilePickled(), blob])
+    assert pickle.loads(b"".join(nested)) == [b"".join(calls.gathered(("inner", b"y" * 100_000))), blob]
     # End to end, both ways, and the same connection then carries small calls as before.
     with rpc.Proxy(daemon.register(Counter()), authkey=KEY) as proxy:
         assert proxy.apply(bytes, blob) == blob

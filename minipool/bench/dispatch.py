@@ -7,10 +7,12 @@ Measured in one run, each pool with the same number of local worker processes:
   ``multiprocessing.Pool.imap_unordered(chunksize=1)``;
 * ``round trip``: one task at a time, submit to result -- ``Pool.submit(...).result()`` vs
   ``multiprocessing.Pool.apply`` vs ``ProcessPoolExecutor.submit(...).result()``;
-* ``map``: ``map(noop, range(M))`` with automatic chunking vs ``multiprocessing.Pool.map``
-  (which chunks by length) and ``ProcessPoolExecutor.map(chunksize=M/(4*workers))``;
+* ``map``: ``list(map(noop, range(M)))`` with automatic chunking vs ``multiprocessing.Pool.map``
+  (which chunks by length and returns the list) and ``ProcessPoolExecutor.map(chunksize=M/(4*workers))``;
 * ``journal``: the submit test again with the coordinator's write-ahead journal at each fsync
   policy (``everysec``, ``always``), beside the same pool without one;
+* ``dashboard``: the submit and round-trip tests with the embedded coordinator's dashboard open
+  and a WebSocket client reading its live feed, beside the same pool without one;
 * ``memory``: ``Pool.map`` over an endless-style generator of ``--stream`` items: peak RSS growth
   and the time to the first result.
 
@@ -50,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--journal-tasks", type=int, default=10_000, help="tasks in the journal test (0 to skip)"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument(
+        "--no-dashboard", dest="dashboard", action="store_false", help="skip the dashboard's cost"
+    )
 
 
 def _submit_all(executor: concurrent.futures.Executor, n: int) -> None:
@@ -137,6 +142,77 @@ def _journal_rates(workers: int, n: int, repeat: int) -> dict[str, float]:
     return {name: n / t for name, t in times.items()}
 
 
+def _read_feed(conn: Any) -> None:
+    """A browser's part: read every update the dashboard's feed sends, until it closes."""
+    from ..errors import MinipoolError
+
+    try:
+        while True:
+            conn.recv()
+    except (MinipoolError, OSError):
+        pass
+
+
+class _Watched:
+    """A dashboard opened on a running pool's coordinator, with a WebSocket client reading its
+    live feed in this process (a browser's part), until closed."""
+
+    def __init__(self, pool: Any) -> None:
+        import threading
+        from urllib.parse import urlsplit
+
+        from ..dashboard import Dashboard
+        from ..transports.base import Options
+        from ..transports.websocket import connect
+
+        self.dashboard = Dashboard(pool._coordinator, supervisor=pool._supervisor)
+        url = self.dashboard.serve("bench")
+        self.feed = connect(urlsplit(url.replace("http", "ws", 1) + "/ws"), Options(), origin=url)
+        threading.Thread(
+            target=_read_feed, args=(self.feed,), daemon=True, name="minipool-bench-feed"
+        ).start()
+
+    def close(self) -> None:
+        self.feed.close()
+        self.dashboard.close()
+
+
+def _dashboard_rates(workers: int, n: int, trips: int, repeat: int) -> dict[str, float]:
+    """The same pool measured with and without a dashboard, in turns: one pool, so that no
+    difference between two pools' processes is taken for the dashboard's cost; the order of
+    the two flips every round."""
+    import statistics
+
+    from ..pool import Pool
+
+    progress("dashboard: one pool, with and without a dashboard and a live feed, taking turns")
+    times: dict[str, list[float]] = {}
+    tests = {
+        "submit": lambda pool: _submit_all(pool, n),
+        "round trip": lambda pool: _trips(lambda i: pool.submit(noop, i).result(), trips),
+    }
+    with Pool(workers) as pool:
+        pool.wait_for_workers()
+        _submit_all(pool, 200)
+        for round_ in range(repeat):
+            for watched in (True, False) if round_ % 2 else (False, True):
+                watcher = _Watched(pool) if watched else None
+                try:
+                    for test, fn in tests.items():
+                        start = time.perf_counter()
+                        fn(pool)
+                        times.setdefault(f"{test} {'with' if watched else 'without'}", []).append(
+                            time.perf_counter() - start
+                        )
+                finally:
+                    if watcher is not None:
+                        watcher.close()
+    return {
+        name: (n if name.startswith("submit") else trips) / statistics.median(values)
+        for name, values in times.items()
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..pool import Pool
 
@@ -178,11 +254,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rates.update({name: trips / t for name, t in times.items()})
         progress("map")
         chunk = max(1, m // (4 * w))
+        # Each ends with the list of results, as multiprocessing.Pool.map returns it: the
+        # executors' iterators are drained by list(), not by a Python loop per item.
         times = median_times(
             {
-                "minipool map": lambda: sum(1 for _ in pool.map(noop, range(m), chunksize=None)),
+                "minipool map": lambda: list(pool.map(noop, range(m), chunksize=None)),
                 "mp map": lambda: mp.map(noop, range(m)),
-                "ppe map": lambda: sum(1 for _ in ppe.map(noop, range(m), chunksize=chunk)),
+                "ppe map": lambda: list(ppe.map(noop, range(m), chunksize=chunk)),
             },
             rep,
         )
@@ -257,9 +335,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ["journal", "tasks/s", "vs no journal"],
             [[name, rate, rate / journal["none"]] for name, rate in journal.items()],
         )
+    dashboard = _dashboard_rates(w, n, trips, rep) if args.dashboard else {}
+    if dashboard:
+        print_table(
+            f"A dashboard open with a live WebSocket client (tasks/s, median of {rep})",
+            ["test", "without", "with", "with / without"],
+            [
+                [
+                    test,
+                    dashboard[f"{test} without"],
+                    dashboard[f"{test} with"],
+                    dashboard[f"{test} with"] / dashboard[f"{test} without"],
+                ]
+                for test in ("submit", "round trip")
+            ],
+        )
     return {
         "workers": w,
         "rates": rates,
+        "dashboard": dashboard,
         "stream": memory,
         "journal": journal,
         "table": format_table(["test", "minipool", "peer", "peer figure", "speed-up"], rows),

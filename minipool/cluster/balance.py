@@ -2,12 +2,12 @@
 
 Technique (seed 001's weighted dynamic load balancing; the Consul resolver that seed 001 prints picks at
 random): the coordinator keeps, for every worker, how many slots it advertised, how many tasks
-it holds, and a moving average it measures itself: how long a task runs there, from the lease
-(so the network and the worker's queue are inside it). A policy may also read how long the
-worker takes to *pull* a dispatched task (start it); the coordinator cannot see that apart from
-the run time and leaves it unknown (``None``, counted as 0), while the simulator
-(:mod:`minipool.cluster.simulate`) measures it. A policy is a small object that looks
-at the workers with a free slot and picks one. Four are provided, each the textbook answer to
+it holds, and two moving averages it measures itself: how long a task runs there (from the
+lease, or from the result before it when the worker was busy, so the network is inside it), and
+how long a dispatched task waits there before it can start (its *pull* time: 0 for a task sent
+to a free slot, the wait for a slot for a prefetched one). The simulator
+(:mod:`minipool.cluster.simulate`) measures both the same way. A policy is a small object that
+looks at the workers with a free slot and picks one. Four are provided, each the textbook answer to
 a different question:
 
 * ``"round-robin"``: take turns. Fair, oblivious: a slow worker gets as many tasks as a fast one.

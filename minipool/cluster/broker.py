@@ -22,12 +22,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import MinipoolError, ProtocolError
 from ..topics.service import TopicService
-from ..wire import Format, Kind, Message, encode, encode_parts
+from ..wire import Format, Kind, Message, encode, encode_parts, refusal
+from .outbox import Batch
 from .registry import Registry
 from .scheduler import Effects, Scheduler
-from .session import HEARTBEAT, LIVENESS, Batch
+from .session import HEARTBEAT, LIVENESS
 from .state import ClientState, LocalClientState, TaskState, WorkerState
 
 __all__ = ["Broker"]
@@ -35,6 +36,7 @@ __all__ = ["Broker"]
 log = logging.getLogger("minipool.coordinator")
 
 _TASK = Kind.TASK
+_HEARTBEAT = encode(Message(Kind.HEARTBEAT))  # the same bytes every time
 #: Seconds a reader waits, when a local worker's connection closes, for its process's exit
 #: status (a dead process's socket closes a moment before the process can be reaped).
 EXIT_WAIT = 0.5
@@ -90,6 +92,15 @@ class Broker:
         #: ``process_exit(pid, wait)``: how a worker process of this host ended ("was killed by
         #: SIGKILL"), or None; set by whoever supervises the local workers (the embedded Pool).
         self.process_exit: Callable[[int, float], str | None] | None = None
+        #: Called with every Effects that :meth:`apply` carries out, before it does (a
+        #: monitor's history: it must only queue it, for it runs on the hot path).
+        self.observer: Callable[[Effects], None] | None = None
+        #: Named providers of JSON-able state a monitor shows beside the tasks, e.g.
+        #: ``sections["topics"] = topics.describe`` (see docs/dashboard.md).
+        self.sections: dict[str, Callable[[], Any]] = {"topics": self.topics.describe}
+        #: Answers a DASHBOARD request, ``(method, target, body) -> (status, value)``: set by
+        #: a dashboard watching this coordinator, for a dashboard in another process.
+        self.dashboard_api: Callable[[str, str, bytes], tuple[int, Any]] | None = None
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot: workers, queue depth, counts, registry entries, the journal."""
@@ -112,13 +123,16 @@ class Broker:
 
     def apply(self, fx: Effects, batch: Batch | None = None) -> None:
         """Carry out a scheduler call's effects, outside the lock: journal, then TASKs, then
-        outcomes, then replies. Every message the coordinator sends a peer is encoded and sent
-        here (heartbeats aside, which only the ticker sends). ``batch``: collect the writes
-        for the end of a reader's burst instead of sending each now.
+        outcomes, then replies, then heartbeats, then refusals. Every message the coordinator
+        sends a peer is encoded and sent here. ``batch``: collect the writes for the end of a
+        reader's burst instead of sending each now (heartbeats and refusals never wait).
 
         An in-process client gets no bytes: its outcomes are handed to its ``resolve``
         (fields, no Message), its replies to its ``on_message``.
         """
+        observer = self.observer
+        if observer is not None:
+            observer(fx)
         if fx.records and self.journal is not None:
             self.journal.write(fx.records)
         for worker, task, urgent in fx.sends:
@@ -165,11 +179,27 @@ class Broker:
                 peer.link.outbox.put(encode(message))
             else:
                 batch.add(peer.link.outbox, encode(message))
+        if fx.heartbeats:  # (tested first: the path of a task has none, and no loop is cheaper)
+            for peer in fx.heartbeats:
+                peer.link.outbox.try_put(_HEARTBEAT)
+        if fx.refusals:
+            for conn, reason, authentication in fx.refusals:
+                try:
+                    conn.send(refusal(reason, authentication=authentication))
+                except (MinipoolError, OSError):
+                    pass  # it may be gone already: closing it is all that is left
+                conn.close()
 
     def reply(self, client: ClientState, message: Message, batch: Batch | None) -> None:
         fx = Effects()
         fx.reply(client, message)
         self.apply(fx, batch)
+
+    def refuse(self, conn: Any, reason: str, *, authentication: bool = False) -> None:
+        """Send the peer on ``conn`` an ERROR saying why, and close the connection."""
+        fx = Effects()
+        fx.refuse(conn, reason, authentication=authentication)
+        self.apply(fx)
 
     def attach(self, peer: WorkerState | ClientState) -> None:
         fx = Effects()
@@ -270,8 +300,21 @@ class Broker:
             )
         elif 50 <= kind < 70:  # a topic's: produce, fetch, administration
             self.reply(client, self.topics.handle(client.id, client, msg), batch)
+        elif kind is Kind.DASHBOARD:
+            self.reply(client, self.dashboard_reply(msg), batch)
         elif kind is not Kind.HEARTBEAT:
             raise ProtocolError(f"a client may not send {kind.name}")
+
+    def dashboard_reply(self, msg: Message) -> Message:
+        """The answer to a DASHBOARD request (a 404 when no dashboard watches this coordinator)."""
+        answer = self.dashboard_api
+        method, target = str(msg.headers.get("method", "GET")), str(msg.headers.get("target", ""))
+        if answer is None:
+            status, value = 404, {"error": "this coordinator keeps no history: start it with --dashboard"}
+        else:
+            status, value = answer(method, target, bytes(msg.body))
+        body = json.dumps({"status": status, "value": value}, default=str).encode()
+        return Message(Kind.DASHBOARD_REPLY, msg.id, body, fmt=Format.JSON)
 
     def on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
         """A worker's messages, handled together: its results complete under one lock."""
@@ -327,6 +370,9 @@ class Broker:
     def register_entry(self, entry: dict[str, Any]) -> None:
         try:
             with self.lock:
+                if entry.get("deregister"):
+                    self.registry.deregister(str(entry["key"]))
+                    return
                 self.registry.register(
                     str(entry["key"]),
                     address=str(entry.get("address", "")),

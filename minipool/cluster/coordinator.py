@@ -31,10 +31,12 @@ from typing import Any
 from ..errors import AuthenticationError, ConnectionClosed, FrameTooLarge, MinipoolError
 from ..transports.admission import Admission
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection, Listener, listen
-from ..wire import Kind, Message, decode, encode, refusal
+from ..transports.serving import serve_each
+from ..wire import Kind, Message, decode
 from .broker import Broker
+from .outbox import OUTBOX_LIMIT, Batch, Link, Outbox
 from .scheduler import Effects
-from .session import HEARTBEAT, LIVENESS, OUTBOX_LIMIT, Batch, Link, Outbox, server_handshake
+from .session import HEARTBEAT, LIVENESS, server_handshake
 from .state import ClientState, TaskState, WorkerState
 
 __all__ = ["Coordinator"]
@@ -104,7 +106,7 @@ class Coordinator(Broker):
         self._listeners: list[Listener] = []
         self._admission = Admission(server="coordinator")
         self._started = time.time()
-        self._beats: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._beats: queue.SimpleQueue[Effects | None] = queue.SimpleQueue()
         for target, name in ((self._tick, "minipool-ticker"), (self._beat, "minipool-heartbeats")):
             threading.Thread(target=target, daemon=True, name=name).start()
 
@@ -163,25 +165,20 @@ class Coordinator(Broker):
     # -- connections -----------------------------------------------------------------------
 
     def _accept_loop(self, listener: Listener) -> None:
-        while not self.closing.is_set():
-            try:
-                conn = listener.accept()
-            except ConnectionClosed:
-                return
-            except OSError as exc:  # e.g. EMFILE: back off rather than spin
-                log.warning("accept failed on %s: %s", listener.url, exc)
-                time.sleep(0.1)
-                continue
-            self._admission.admit(conn)  # may close the connection that has waited longest
-            try:
-                threading.Thread(
-                    target=self._serve, args=(conn,), daemon=True, name=f"minipool-peer {conn.peer}"
-                ).start()
-            except RuntimeError:
-                # The interpreter is exiting (3.12 refuses new threads then) while a pool waits
-                # for its pending tasks: serve this connection, a worker coming up to run them,
-                # in this thread, which exists already.
-                self._serve(conn)
+        # With no thread to be had (3.12 refuses new ones while the interpreter exits, as a
+        # pool waits for its pending tasks), a connection -- a worker coming up to run them --
+        # is served on the accept thread, which exists already.
+        serve_each(
+            listener.accept,
+            self._admit,
+            self._serve,
+            stopping=self.closing.is_set,
+            thread_name=lambda conn: f"minipool-peer {conn.peer}",
+        )
+
+    def _admit(self, conn: Connection) -> Connection:
+        self._admission.admit(conn)  # may close the connection that has waited longest
+        return conn
 
     def _serve(self, conn: Connection) -> None:
         try:
@@ -193,7 +190,7 @@ class Coordinator(Broker):
                 conn.peer,
                 exc,
             )
-            self._refuse(conn, str(exc), authentication=isinstance(exc, AuthenticationError))
+            self.refuse(conn, str(exc), authentication=isinstance(exc, AuthenticationError))
             return
         finally:
             self._admission.opened(conn)
@@ -209,7 +206,7 @@ class Coordinator(Broker):
                 raise ValueError(f"unknown role {role!r}")
         except (TypeError, ValueError) as exc:  # an authenticated peer can still be buggy
             log.warning("dropped %s: malformed HELLO: %s", conn.peer, exc)
-            self._refuse(conn, f"malformed HELLO: {exc}")
+            self.refuse(conn, f"malformed HELLO: {exc}")
             return
         # Tell the peer our heartbeat, so both sides time each other out alike, and the largest
         # message we accept, so it fails an oversized task itself (see adopt_heartbeat).
@@ -232,14 +229,6 @@ class Coordinator(Broker):
             self._read_loop(peer)
         finally:
             self.detach(peer)
-
-    @staticmethod
-    def _refuse(conn: Connection, reason: str, *, authentication: bool = False) -> None:
-        try:
-            conn.send(refusal(reason, authentication=authentication))
-        except (MinipoolError, OSError):
-            pass
-        conn.close()
 
     def _read_loop(self, peer: WorkerState | ClientState) -> None:
         conn, outbox = peer.link.conn, peer.link.outbox
@@ -265,7 +254,7 @@ class Coordinator(Broker):
                 if worker is not None and isinstance(exc, FrameTooLarge):
                     worker.blame = str(exc)  # a task's result, perhaps: it would do it again
                 peer.close(f"was dropped for a message that broke the protocol: {exc}")
-                self._refuse(conn, str(exc))
+                self.refuse(conn, str(exc))
                 return
             peer.last_recv = time.monotonic()
             try:
@@ -283,7 +272,7 @@ class Coordinator(Broker):
                 batch.flush()
                 log.warning("closing %s: %s", peer.describe(), exc)
                 peer.close(f"was dropped for a malformed message: {exc}")
-                self._refuse(conn, str(exc))
+                self.refuse(conn, str(exc))
                 return
             if batch.count >= BATCH_LIMIT:
                 batch.flush()
@@ -304,14 +293,13 @@ class Coordinator(Broker):
     # -- the clock: heartbeats, registry expiry, timeouts --------------------------------------
 
     def _beat(self) -> None:
-        """Send the heartbeats the ticker asks for. A separate thread: a send to a peer that has
-        stopped reading may block, and the ticker must stay free to notice and close it."""
-        beat = encode(Message(Kind.HEARTBEAT))
+        """Send the heartbeats the ticker found due. A separate thread: a send to a peer that
+        has stopped reading may block, and the ticker must stay free to notice and close it."""
         while True:
-            outbox = self._beats.get()
-            if outbox is None:
+            beats = self._beats.get()
+            if beats is None:
                 return
-            outbox.try_put(beat)
+            self.apply(beats)
 
     def _tick(self) -> None:
         while not self.closing.wait(self.heartbeat / 2):
@@ -328,6 +316,7 @@ class Coordinator(Broker):
                 self.scheduler.expire_timeouts(now, self.heartbeat, fx)
             self.apply(fx)
             peers: list[WorkerState | ClientState] = [*workers, *clients]
+            beats = Effects()
             for peer in peers:
                 if peer.local:
                     continue
@@ -338,7 +327,9 @@ class Coordinator(Broker):
                 elif peer.link.outbox.stalled(now, deadline):
                     self._drop(peer, f"stopped reading for {deadline:.1f}s")
                 elif now - peer.link.outbox.last_send >= self.heartbeat:
-                    self._beats.put(peer.link.outbox)
+                    beats.heartbeat(peer)
+            if beats:
+                self._beats.put(beats)
             if self.journal is not None:
                 self.journal.maybe_snapshot(self.lock, self.scheduler)
 

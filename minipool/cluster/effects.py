@@ -1,10 +1,12 @@
-"""Effects: what a scheduler call decided, for the coordinator to carry out.
+"""Effects: what a scheduler call (or the coordinator's clock or door) decided, to carry out.
 
 Technique: *a sans-I/O core returns its effects*. The scheduler changes plain data and appends
 here what should happen outside it -- journal records to write, tasks to send to workers,
 outcomes to hand to clients, replies -- and the coordinator performs them after releasing its
-lock, in one function (:meth:`minipool.cluster.broker.Broker.apply`). Nothing here is bytes:
-the coordinator alone encodes messages.
+lock, in one function (:meth:`minipool.cluster.broker.Broker.apply`). The coordinator's clock
+adds the heartbeats that are due, and its door the refusals of connections it will not serve,
+so that every message the coordinator sends is encoded in that one function. Nothing here is
+bytes.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ class Effects:
     task's path makes two of these objects, so empty ones should cost nothing.
     """
 
-    __slots__ = ("records", "sends", "deliveries", "replies")
+    __slots__ = ("records", "sends", "deliveries", "replies", "heartbeats", "refusals")
 
     def __init__(self) -> None:
         self.records: list[tuple[Any, ...]] | tuple = ()
         self.sends: list[tuple[WorkerState, Task, bool]] | tuple = ()  # (worker, task, urgent)
         self.deliveries: list[tuple[ClientState, int, Outcome]] | tuple = ()  # (client, its number, ...)
         self.replies: list[tuple[Peer, Any]] | tuple = ()  # (peer, wire.Message)
+        self.heartbeats: list[Peer] | tuple = ()
+        self.refusals: list[tuple[Any, str, bool]] | tuple = ()  # (connection, reason, authentication)
 
     def record(
         self, kind: str, task: Task, body: bytes, result: int = 0, fmt: Any = None, codec: str | None = None
@@ -74,5 +78,20 @@ class Effects:
             self.replies = []
         self.replies.append((peer, message))  # type: ignore[union-attr]
 
+    def heartbeat(self, peer: Peer) -> None:
+        """Send ``peer`` a HEARTBEAT, unless that could block (a peer that is not reading)."""
+        if not self.heartbeats:
+            self.heartbeats = []
+        self.heartbeats.append(peer)  # type: ignore[union-attr]
+
+    def refuse(self, connection: Any, reason: str, *, authentication: bool = False) -> None:
+        """Tell the peer on ``connection`` (a transport's, opaque here) why it is being closed,
+        then close it; ``authentication``: its key was wrong, and retrying will not help."""
+        if not self.refusals:
+            self.refusals = []
+        self.refusals.append((connection, reason, authentication))  # type: ignore[union-attr]
+
     def __bool__(self) -> bool:
-        return bool(self.records or self.sends or self.deliveries or self.replies)
+        return bool(
+            self.records or self.sends or self.deliveries or self.replies or self.heartbeats or self.refusals
+        )

@@ -222,6 +222,23 @@ class Scheduler:
         self._forget(task, TaskState.CANCELLED, fx)
         return True
 
+    def revoke(self, key: tuple[str, int], message: str, fx: Effects) -> TaskState | None:
+        """End a queued or running task at an operator's word (Flower's revoke): it fails with
+        a ``Revoked`` failure its client can read without a pickle, and a worker's later
+        result for it counts as a duplicate. Returns the state it was in, or None if unknown.
+        (The worker runs on; the dashboard restarts a supervised one to stop it.)
+        """
+        task = self.by_key.get(key)
+        if task is None or task.state not in _LIVE:
+            return None
+        was = task.state
+        if task.worker is not None:
+            task.worker.leases.pop(task.number, None)
+        self.counts["failed"] += 1  # a queued one's heap entry is skipped by dispatch
+        self._finish(task, failure_outcome("Revoked", message), fx)
+        self.dispatch(fx)
+        return was
+
     def started(
         self, client_id: str, client_tasks: list[int], cancel: bool, fx: Effects
     ) -> tuple[list[int], list[int]]:

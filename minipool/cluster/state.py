@@ -11,6 +11,7 @@ coordinator sends it (:meth:`minipool.cluster.broker.Broker.apply`).
 
 from __future__ import annotations
 
+import collections
 import enum
 import itertools
 import json
@@ -164,7 +165,7 @@ def lost_outcome(task: Task, worker: WorkerState, reason: str | None) -> Outcome
 
 class Link(Protocol):
     """What the state knows of a remote peer's connection: its address, and how to close it.
-    The coordinator's link (:class:`minipool.cluster.session.Link`) also holds the outbox."""
+    The coordinator's link (:class:`minipool.cluster.outbox.Link`) also holds the outbox."""
 
     @property
     def peer(self) -> str: ...
@@ -230,10 +231,11 @@ class WorkerState(Peer):
         self.leases: dict[int, Task] = {}
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
-        # Not measured here: a worker does not say when a task started, and the coordinator's
-        # run-time clock starts at the lease, so the pull time is inside avg_run already. The
-        # latency policy counts it as 0 (the simulator, which knows it, feeds it).
+        # EWMA of seconds from a lease until the task can start there: 0 for a task leased to a
+        # free slot, and for a prefetched one the wait until a result freed a slot for it (a
+        # worker starts its tasks in the order they were leased). Read by the latency policy.
         self.avg_pull: float | None = None
+        self._prefetched: collections.deque[Task] = collections.deque()  # leased to busy slots
         self.idle_since: float | None = time.monotonic()
         self._last_result = 0.0
 
@@ -274,6 +276,10 @@ class WorkerState(Peer):
 
     def lease(self, task: Task) -> None:
         task.leased_at = time.monotonic()
+        if len(self.leases) < self.slots:  # a free slot: it starts as it arrives
+            self.avg_pull = ewma_step(self.avg_pull, 0.0, EWMA_WEIGHT)
+        else:
+            self._prefetched.append(task)
         self.leases[task.number] = task
         self.idle_since = None
 
@@ -290,6 +296,12 @@ class WorkerState(Peer):
         sample = now - max(task.leased_at, self._last_result)
         self._last_result = now
         self.avg_run = ewma_step(self.avg_run, sample, EWMA_WEIGHT)
+        prefetched = self._prefetched
+        while prefetched:  # the slot this result freed goes to the oldest prefetched task
+            waiting = prefetched.popleft()
+            if self.leases.get(waiting.number) is waiting:  # (not one that has left since)
+                self.avg_pull = ewma_step(self.avg_pull, now - waiting.leased_at, EWMA_WEIGHT)
+                break
         if self.fixed_prefetch is None:
             # Adaptive prefetch: queue about PREFETCH_SECONDS of work at the worker. Tiny tasks
             # get a deep queue (no idle gaps between them); long ones get one spare, so a task

@@ -44,7 +44,6 @@ from .. import shipping
 from .. import task as tasklib
 from ..errors import (
     AuthenticationError,
-    ConnectionClosed,
     MessageTooLarge,
     MinipoolError,
     MissingExtra,
@@ -53,7 +52,8 @@ from ..errors import (
 )
 from ..transports.base import DEFAULT_MAX_MESSAGE, Connection
 from ..wire import HEADROOM, Format, Kind, Message, decode, encode, encode_parts, envelope_size
-from .session import HEARTBEAT, LIVENESS, Backoff, Outbox, adopt_heartbeat, open_connection
+from .outbox import Outbox
+from .session import HEARTBEAT, LIVENESS, Backoff, Lost, open_connection, read_until_lost
 
 __all__ = ["Worker"]
 
@@ -269,39 +269,24 @@ class Worker:
             target=self._beat, args=(outbox,), daemon=True, name="minipool-worker-heartbeat"
         )
         beating.start()
-        silence = self.heartbeat * self.liveness
+
+        def handle(msg: Message) -> None:
+            if self._stop.is_set() or (outbox.failed and not self.reconnect):
+                # Stopping, or tasks still buffered here have no one to send their results to.
+                raise Lost("stopped", closed=True)
+            if msg.kind is Kind.TASK:
+                self._running.add(msg.id)
+                self._start(msg, self._coordinator)
+            elif msg.kind is Kind.HEARTBEAT and msg.headers:  # adopted by the loop already
+                self._resume(outbox, msg.headers.get("coordinator"), msg.headers.get("wanted"))
+            elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
+                raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
+
         try:
-            while not self._stop.is_set():
-                if outbox.failed and not self.reconnect:
-                    return  # tasks still buffered here have no one to send their results to
-                polling = outbox.has_pending
-                try:
-                    # With results waiting, only poll: run every task already here, then send
-                    # all their results in one write.
-                    data = conn.recv(timeout=0.0 if polling else silence)
-                except TimeoutError:
-                    if polling:
-                        outbox.flush()
-                        continue
-                    log.warning("coordinator silent for %.1fs; reconnecting", silence)
-                    return
-                except ConnectionClosed:
-                    return
-                msg = decode(data)
-                if msg.kind is Kind.TASK:
-                    self._running.add(msg.id)
-                    self._start(msg, self._coordinator)
-                elif msg.kind is Kind.HEARTBEAT and msg.headers:
-                    adopt_heartbeat(self, msg.headers)
-                    silence = self.heartbeat * self.liveness
-                    self._resume(outbox, msg.headers.get("coordinator"), msg.headers.get("wanted"))
-                elif msg.kind is Kind.ERROR:
-                    log.warning("coordinator closed the connection: %s", msg.headers.get("reason"))
-                    return
-                elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
-                    raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
-        except MinipoolError as exc:
-            log.warning("dropping the connection to %s: %s", self.url, exc)
+            # Heartbeats come from the thread above: this one may be running a task for minutes.
+            lost = read_until_lost(self, conn, outbox, handle, beats=False, poll_held=True)
+            if not (isinstance(lost, Lost) and lost.closed):
+                log.warning("dropping the connection to %s: %s", self.url, lost)
         finally:
             conn.close()
             self._suspend(outbox)

@@ -22,7 +22,7 @@ from ..errors import AuthenticationError, MinipoolError, TopicError
 from ..wire import Kind
 from .connection import TopicClient, connect, request
 
-__all__ = ["add_commands", "render_topics"]
+__all__ = ["register", "render_topics"]
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
-def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``topics``, ``produce`` and ``consume`` with ``command(name, help=...)``, the way
     ``python -m minipool`` makes each of its subcommands."""
     p = command("topics", help="list, create or describe a coordinator's topics")

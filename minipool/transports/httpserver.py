@@ -45,6 +45,7 @@ from .httpsession import (
     DuplexConnection,
     read_head,
 )
+from .serving import serve_each
 from .stream import RESUMABLE_READ, SocketStream
 from .tcp import TcpConnection, TcpListener
 
@@ -188,7 +189,8 @@ class HttpListener(Listener):
         self._ready: queue.Queue[HttpServerConnection | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
-        self._opening: dict[threading.Thread, TcpConnection] = {}
+        # Accepted, first request not yet served: each connection and the thread serving it.
+        self._opening: dict[TcpConnection, threading.Thread | None] = {}
         self._admission = Admission(_MAX_OPENINGS, server=f"http listener {self.url}")
         self._closed = False
         self._served = 0
@@ -198,24 +200,28 @@ class HttpListener(Listener):
         self._accepter.start()
 
     def _accept_loop(self) -> None:
-        while True:
-            try:
-                conn = self._tcp.accept()
-            except ConnectionClosed:
-                return
-            self._admission.admit(conn)  # may close the connection that has waited longest
-            thread = threading.Thread(
-                target=self._open, args=(conn,), daemon=True, name=f"minipool-http-open {conn.peer}"
-            )
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self._opening[thread] = conn
-            thread.start()
+        serve_each(
+            self._tcp.accept,
+            self._admit,
+            self._open,
+            stopping=lambda: self._closed,
+            thread_name=lambda conn: f"minipool-http-open {conn.peer}",
+        )
+
+    def _admit(self, conn: TcpConnection) -> TcpConnection | None:
+        self._admission.admit(conn)  # may close the connection that has waited longest
+        with self._lock:
+            if self._closed:
+                conn.close()
+                return None
+            self._opening[conn] = None  # its thread is about to start
+        return conn
 
     def _open(self, conn: TcpConnection) -> None:
         """Serve one socket's first request: a health check, a down half or an up half."""
+        with self._lock:
+            if conn in self._opening:
+                self._opening[conn] = threading.current_thread()  # close() waits for it
         timeout = self._options.handshake_timeout
         deadline = time.monotonic() + timeout
         try:
@@ -233,7 +239,7 @@ class HttpListener(Listener):
             conn.close()
         finally:
             with self._lock:
-                self._opening.pop(threading.current_thread(), None)
+                self._opening.pop(conn, None)
             self._admission.opened(conn)
 
     def _route(self, stream: SocketStream, request: Request, deadline: float) -> None:
@@ -321,13 +327,14 @@ class HttpListener(Listener):
             self._pending.clear()
         self._tcp.close()
         self._accepter.join(5)
-        for conn in opening.values():
+        for conn in opening:
             conn.close()
         for item in pending:
             item.down.close()
             item.paired.set()
-        for thread in opening:
-            thread.join(5)
+        for thread in opening.values():
+            if thread is not None:
+                thread.join(5)
         while True:  # connections paired but never accepted
             try:
                 ready = self._ready.get_nowait()

@@ -41,6 +41,7 @@ from .http11 import (
     REASONS,
     Headers,
     HttpError,
+    Request,
     error_response,
     format_response,
     health_response,
@@ -72,11 +73,20 @@ from .wshandshake import (
 from .wsmask import apply_mask
 from .wsmessages import MessageAssembler
 
-__all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen"]
+__all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen", "refusal_headers"]
 
 _LINGER = 1.0  # seconds to wait for the peer's half of the closing handshake
 _LINGER_BYTES = 1 << 20  # ...and at most this much unread data to drain meanwhile
 _JOIN_BELOW = 16 * 1024  # frames up to this size are copied into one buffer, not gathered
+
+
+def refusal_headers(status: int) -> list[tuple[str, str]]:
+    """The headers RFC 6455 and RFC 9110 ask for beside a refused upgrade's ``status``."""
+    if status == 426:
+        return [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+    if status == 405:
+        return [("Allow", "GET")]
+    return []
 
 
 class WebSocketConnection(TcpConnection):
@@ -124,33 +134,51 @@ class WebSocketConnection(TcpConnection):
         deadline = None if timeout is None else time.monotonic() + timeout
         super().handshake(timeout)  # TLS for wss://; nothing for ws://
         try:
-            head = self._stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline)
-            request = parse_request(head)
+            request = self.read_request(deadline)
             if (
                 request.method == "GET"
                 and request.target.split("?")[0] == "/health"
                 and (not is_upgrade(request.headers))
             ):
-                self._answer(health_response("websocket"))
+                self.answer(health_response("websocket"))
                 raise ConnectionClosed("health check answered")
-            key = check_request(request)
+            self.upgrade(request)
         except TimeoutError:
-            self._answer(error_response(408, "request head not received in time"))
+            self.answer(error_response(408, "request head not received in time"))
             raise
-        except FrameTooLarge as exc:
-            self._answer(error_response(431, "request head too large"))
-            raise HttpError(431, "request head too large") from exc
         except HttpError as exc:
-            extra = []
-            if exc.status == 426:
-                extra = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
-            elif exc.status == 405:
-                extra = [("Allow", "GET")]
-            self._answer(error_response(exc.status, exc.detail, extra))
+            self.answer(error_response(exc.status, exc.detail, refusal_headers(exc.status)))
             raise
         except BaseException:
             self._stream.close()
             raise
+
+    def read_request(self, deadline: float | None = None) -> Request:
+        """Server side: read and parse one request head. A server that answers plain HTTP and
+        WebSocket on one port (the dashboard) routes on it, then calls :meth:`upgrade` or
+        :meth:`answer`.
+
+        Raises:
+            HttpError: malformed (400), too large (431), unsupported version (505).
+            TimeoutError, ConnectionClosed: as the stream's reads.
+        """
+        try:
+            head = self._stream.read_until(b"\r\n\r\n", MAX_HEAD, deadline)
+        except FrameTooLarge as exc:
+            raise HttpError(431, "request head too large") from exc
+        return parse_request(head)
+
+    def read_body(self, size: int, deadline: float | None = None) -> bytes:
+        """Server side: the ``size``-byte body of a plain request :meth:`read_request` read."""
+        return bytes(self._stream.read_exact(size, deadline)) if size else b""
+
+    def upgrade(self, request: Request) -> None:
+        """Server side: accept ``request`` as a WebSocket upgrade and answer 101.
+
+        Raises:
+            HttpError: not a valid upgrade (not answered: the caller decides how).
+        """
+        key = check_request(request)
         self.origin = request.headers.get("Origin")
         self.path = request.target
         self.request_headers = request.headers
@@ -169,8 +197,8 @@ class WebSocketConnection(TcpConnection):
             ]
         )
 
-    def _answer(self, response: bytes) -> None:
-        """Send a final HTTP response and close: the handshake did not become a WebSocket."""
+    def answer(self, response: bytes) -> None:
+        """Send a final HTTP response and close: the request did not become a WebSocket."""
         try:
             self._stream.write([response])
         except ConnectionClosed:

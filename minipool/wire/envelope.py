@@ -1,61 +1,22 @@
-"""The minipool wire protocol: a message envelope and a mutual HMAC handshake, sans-I/O.
+"""The message envelope: a fixed head, a CRC over everything after it, headers and a body.
 
-Technique: *message passing* (seed 000 §2.1) with a *sans-I/O protocol core*. Every function here
-turns bytes into values or values into bytes; none touches a socket. The coordinator, workers and
-clients wrap them in a thin loop over a :class:`~minipool.transports.base.Connection`, and the
-tests (and a hypothesis fuzzer) drive them with plain bytes.
-
-One transport message carries one :class:`Message`, laid out as (``docs/protocol.md`` has the
-byte-by-byte specification)::
-
-    0      2      3           7      8      9      10          14          22
-    +------+------+-----------+------+------+------+-----------+-----------+-------+---------+------+
-    | "MP" | ver  | crc32 u32 | kind | fmt  | clen | hlen u32  | id u64    | codec | headers | body |
-    +------+------+-----------+------+------+------+-----------+-----------+-------+---------+------+
-
-Why it is built this way:
-
-* the fixed 22-byte head is decoded with one precompiled ``struct`` call: the hot path (a task
-  and its result) carries no headers at all;
-* every message carries a CRC-32 of all the bytes after it (the magic and version before it
-  are checked by value), checked before anything else in it is believed. TCP's own 16-bit
-  checksum lets a damaged segment through now and then, and a middlebox or a bad NIC can
-  damage bytes after it was checked; a flipped bit in a pickled function is a wrong answer or
-  a crashed interpreter. ``zlib.crc32`` runs at gigabytes a second and is chained over the
-  parts, so nothing is joined for it. The body comes first in the chain: a receiver has the
-  body's own CRC on the way to checking the message (:attr:`Message.body_crc`), and the
-  coordinator, which forwards bodies unchanged in new envelopes, never reads a body twice;
-* a large body is never copied by the envelope: :func:`encode_buffers` hands the head and the
-  body to the transport as two buffers (``tcp://`` gathers them with one ``sendmsg``), and
-  ``decode(data, view=True)`` cuts a large pickled body out of the received message as a
-  ``memoryview`` (:data:`VIEW_MIN`), since a transport's message is an object of its own that
-  nothing refills. A 1 MB round trip then costs pickling, the kernel and the CRC, not two more copies
-  at each end;
-* the coordinator never decodes task bodies: it reads the head and forwards the body bytes
-  untouched, so it needs no pickle, no codec work and no trust in what tasks contain;
-* bodies say how they are serialized (``fmt``: raw, JSON or pickle) and compressed (``codec``,
-  by name, so any registered codec works). Pickle is refused by :func:`decode_body` unless the
-  caller says the peer is authenticated: nothing is unpickled from a stranger;
-* authentication is a mutual challenge-response on a shared key, as
-  ``multiprocessing.connection`` does, but in both directions: each side proves it holds the
-  key by returning the HMAC-SHA256 of a fresh random nonce chosen by the other, so a recorded
-  exchange cannot be replayed and a fake coordinator cannot harvest tasks.
+See :mod:`minipool.wire` for the layout and why it is built this way; ``docs/protocol.md`` has
+the byte-by-byte specification. Every function here turns bytes into values or values into
+bytes (sans-I/O).
 """
 
 from __future__ import annotations
 
 import enum
-import hmac
 import json
-import os
 import pickle
 import struct
 import zlib
 from collections.abc import Sequence
 from typing import Any, cast
 
-from .codecs import DEFAULT_MAX_SIZE, get_codec
-from .errors import AuthenticationError, DamagedMessage, ProtocolError
+from ..codecs import DEFAULT_MAX_SIZE, get_codec
+from ..errors import DamagedMessage, ProtocolError
 
 __all__ = [
     "VERSION",
@@ -69,11 +30,13 @@ __all__ = [
     "decode",
     "encode_body",
     "decode_body",
-    "ClientAuth",
-    "ServerAuth",
-    "NONCE_SIZE",
-    "refusal",
     "envelope_size",
+    "Buffer",
+    "HEAD_SIZE",
+    "HEADROOM",
+    "MAGIC",
+    "MAX_HEADERS",
+    "VIEW_MIN",
 ]
 
 MAGIC = b"MP"
@@ -130,6 +93,9 @@ class Kind(enum.IntEnum):
     )
     TOPIC_REPLY = 55  # coordinator -> client: JSON body, the answer to a TOPIC_ADMIN
     TOPIC_ERROR = 56  # coordinator -> client: headers {"reason"}: that one request was refused
+    # Monitoring.
+    DASHBOARD = 70  # client -> coordinator: JSON headers {"method", "target"}; body = JSON or empty
+    DASHBOARD_REPLY = 71  # coordinator -> client: JSON body {"status": N, "value": ...}
 
 
 class Format(enum.IntEnum):
@@ -370,102 +336,3 @@ def decode_body(message: Message, *, trusted: bool, max_size: int = DEFAULT_MAX_
     if not trusted:
         raise ProtocolError("refusing to unpickle a body from an unauthenticated peer")
     return pickle.loads(data)
-
-
-# -- the handshake ---------------------------------------------------------------------------
-
-
-def refusal(reason: str, *, authentication: bool = False) -> bytes:
-    """The ERROR a server sends before it closes a connection. ``authentication`` says the
-    peer's key was wrong, which will not get better: a client gives up (AuthenticationError).
-    Any other refusal -- a damaged, late or malformed message -- may not happen again, so a
-    client that reconnects on failure tries again."""
-    headers: dict[str, Any] = {"reason": reason}
-    if authentication:
-        headers["auth"] = True
-    return encode(Message(Kind.ERROR, headers=headers))
-
-
-NONCE_SIZE = 32
-_MAC_SIZE = 32  # SHA-256
-
-
-def _mac(key: bytes, role: bytes, nonce: bytes) -> bytes:
-    # The role is mixed in so that a proof made by a client can never be reflected back as
-    # a server's proof (a reflection attack on a symmetric challenge-response).
-    return hmac.new(key, role + nonce, "sha256").digest()
-
-
-class ServerAuth:
-    """The coordinator's side of the handshake, as a two-step state machine.
-
-    Usage: send ``challenge()``; pass the reply to ``verify(reply)``, which returns the WELCOME
-    message to send back. Until ``verify`` returns, the peer is a stranger.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-        self._nonce = os.urandom(NONCE_SIZE)
-        self.authenticated = False
-
-    def challenge(self) -> bytes:
-        return encode(Message(Kind.CHALLENGE, body=self._nonce))
-
-    def verify(self, reply: bytes) -> bytes:
-        """Check the client's PROOF; return the WELCOME that proves us in turn.
-
-        Raises:
-            AuthenticationError: the proof is wrong (the client holds a different key).
-            ProtocolError: the reply is not a PROOF message.
-        """
-        message = decode(reply)
-        if message.kind is not Kind.PROOF:
-            raise ProtocolError(f"expected a PROOF message, got {message.kind.name}")
-        if len(message.body) != _MAC_SIZE + NONCE_SIZE:
-            raise ProtocolError(f"a PROOF of {len(message.body)} bytes, not {_MAC_SIZE + NONCE_SIZE}")
-        proof, client_nonce = message.body[:_MAC_SIZE], message.body[_MAC_SIZE:]
-        if not hmac.compare_digest(proof, _mac(self._key, b"client", self._nonce)):
-            raise AuthenticationError("client failed authentication: wrong key")
-        self.authenticated = True
-        return encode(Message(Kind.WELCOME, body=_mac(self._key, b"server", client_nonce)))
-
-
-class ClientAuth:
-    """The client's (or worker's) side: answer the challenge, then check the server's proof."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-        self._nonce = os.urandom(NONCE_SIZE)
-        self.authenticated = False
-
-    def answer(self, challenge: bytes) -> bytes:
-        """Return the PROOF for the server's CHALLENGE.
-
-        Raises:
-            ProtocolError: the message is not a CHALLENGE (e.g. not a minipool server).
-        """
-        message = decode(challenge)
-        if message.kind is not Kind.CHALLENGE:
-            raise ProtocolError(f"expected a CHALLENGE message, got {message.kind.name}")
-        if len(message.body) != NONCE_SIZE:
-            raise ProtocolError(f"a CHALLENGE of {len(message.body)} bytes, not {NONCE_SIZE}")
-        proof = _mac(self._key, b"client", message.body)
-        return encode(Message(Kind.PROOF, body=proof + self._nonce))
-
-    def check(self, welcome: bytes) -> None:
-        """Verify the server's WELCOME.
-
-        Raises:
-            AuthenticationError: the server rejected us (ERROR) or proved a different key.
-        """
-        message = decode(welcome)
-        if message.kind is Kind.ERROR:
-            reason = message.headers.get("reason", "rejected by the server")
-            if message.headers.get("auth"):
-                raise AuthenticationError(reason)
-            raise ProtocolError(f"refused by the server: {reason}")
-        if message.kind is not Kind.WELCOME:
-            raise ProtocolError(f"expected a WELCOME message, got {message.kind.name}")
-        if not hmac.compare_digest(message.body, _mac(self._key, b"server", self._nonce)):
-            raise AuthenticationError("server failed authentication: wrong key")
-        self.authenticated = True

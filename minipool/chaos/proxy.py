@@ -1,59 +1,13 @@
-"""``ChaosProxy``: a TCP proxy that injects the faults a real network produces.
+"""The proxy itself: listening, a pump per direction of each connection, and the controls.
 
-Technique: *fault injection* (chaos engineering, as Toxiproxy does it for a network and
-Netflix's Chaos Monkey for machines). ``docs/failures.md`` states what minipool promises when a
-peer dies, freezes or goes silent, and most of its tests provoke the failure from inside a
-process (SIGKILL, SIGSTOP, garbage bytes). A proxy provokes it from *between* the peers, where a
-network fails: put one in front of a coordinator, point the workers at it, and cut, freeze, slow
-down or corrupt their connections while the pool runs::
-
-    worker --tcp--> ChaosProxy --tcp--> coordinator
-                    (listen)            (target)
-
-The faults, all off by default, set at construction and changed while it runs with
-:meth:`ChaosProxy.set` (or from the command line, ``python -m minipool chaos``):
-
-* ``delay`` and ``jitter``: each chunk is held ``delay + uniform(0, jitter)`` seconds, but never
-  overtakes the chunk before it: TCP does not reorder bytes, so neither may the proxy;
-* ``bandwidth``: bytes per second, per connection and direction; a chunk is held for as long as
-  it takes to "cross the link";
-* ``cut_rate`` and ``cut_after``: close both sides of a connection, with a probability per
-  forwarded chunk or once it has carried that many bytes; :meth:`ChaosProxy.cut_all` drops every
-  open connection at once (a partition blip, a restarted NAT box);
-* :meth:`ChaosProxy.stall`: forward nothing but keep every connection open, for a while or until
-  :meth:`ChaosProxy.resume`. No FIN, no RST, only silence: this is what a frozen machine or a
-  silent partition looks like, and only heartbeats notice it;
-* ``refuse``: accept new connections and close them at once: the service is down;
-* ``corrupt_rate``: flip one bit of one byte in a forwarded chunk, with that probability. On a
-  real network TCP's checksum catches almost all such errors before they reach a program; here
-  they all do, which is what it takes to exercise a transport's parser. minipool has no
-  per-message checksum after the handshake, so a flipped bit inside a task's or a result's body
-  can also go unnoticed: ``docs/failures.md`` says what corruption tests can and cannot show.
-
-Why it is built this way:
-
-* **two threads per connection, one per direction** (a *pump*). Each blocks only on its own
-  source and destination, so a peer that stops reading stalls one direction and never the
-  other; one thread sending both ways with blocking sends could deadlock two peers that write
-  at the same time.
-* **held chunks are a queue of due times.** A pump waits in ``poll`` on its source with a timeout
-  that ends when the oldest held chunk is due, so delays cost no timer thread per chunk, and a
-  chunk's due time is never earlier than its predecessor's, so jitter cannot reorder bytes.
-  Past ``HOLD_LIMIT`` held bytes a pump stops reading: TCP's flow control then slows the sender,
-  as a slow link would.
-* **faults only shut sockets down; the last pump out closes them.** A shut-down socket wakes
-  every thread blocked on it, and its descriptor stays allocated, so no thread can ever poll a
-  descriptor number that was closed and handed to a new connection.
-* **one random generator per pump**, seeded with ``(seed, connection number, direction)``: with a
-  ``seed``, each connection draws the same sequence of faults whatever the threads' timing.
-  (Where TCP splits the stream into chunks still depends on timing.)
+See :mod:`minipool.chaos` for the faults and why the proxy is built with pumps, due times and
+shut-down sockets.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import itertools
 import math
 import random
@@ -63,7 +17,10 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["ChaosProxy", "Faults", "parse_address"]
+from ..transports.serving import serve_each
+from .faults import Faults, changed_faults, is_number, parse_address
+
+__all__ = ["ChaosProxy", "Link"]
 
 CHUNK = 64 * 1024  # bytes read at once
 HOLD_LIMIT = 1024 * 1024  # bytes a pump may hold before it stops reading its source
@@ -71,88 +28,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to reach the target for each accepted connectio
 UP, DOWN = "up", "down"  # client -> target, target -> client
 
 
-@dataclasses.dataclass(frozen=True)
-class Faults:
-    """What the proxy does to the traffic. Every field is off by default.
-
-    Args:
-        delay: seconds each chunk is held.
-        jitter: up to this many seconds more, drawn uniformly per chunk.
-        bandwidth: bytes per second per connection and direction (``None``: unlimited).
-        cut_rate: probability that forwarding a chunk closes its connection instead.
-        cut_after: bytes (both directions together) after which a connection is closed.
-        corrupt_rate: probability that a chunk has one bit of one byte flipped.
-        refuse: close new connections as soon as they are accepted.
-
-    Raises:
-        ValueError: a value out of range (a negative delay, a rate outside [0, 1], ...).
-    """
-
-    delay: float = 0.0
-    jitter: float = 0.0
-    bandwidth: float | None = None
-    cut_rate: float = 0.0
-    cut_after: int | None = None
-    corrupt_rate: float = 0.0
-    refuse: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("delay", "jitter"):
-            if not _number(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, not {getattr(self, name)!r}")
-        for name in ("cut_rate", "corrupt_rate"):
-            if not _number(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be a probability in [0, 1], not {getattr(self, name)!r}")
-        if self.bandwidth is not None and (not _number(self.bandwidth) or self.bandwidth <= 0):
-            raise ValueError(f"bandwidth must be bytes per second > 0 (or None), not {self.bandwidth!r}")
-        if self.cut_after is not None and (
-            isinstance(self.cut_after, bool) or not isinstance(self.cut_after, int) or self.cut_after < 0
-        ):
-            raise ValueError(f"cut_after must be a number of bytes >= 0 (or None), not {self.cut_after!r}")
-        if not isinstance(self.refuse, bool):
-            raise ValueError(f"refuse must be True or False, not {self.refuse!r}")
-
-    def __str__(self) -> str:
-        """Only the faults that are on: ``delay=0.05 cut_rate=0.01``, or ``no faults``."""
-        on = [
-            f"{f.name}={getattr(self, f.name)}"
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) != f.default
-        ]
-        return " ".join(on) or "no faults"
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def parse_address(address: str | tuple[str, int], *, any_port: bool = False) -> tuple[str, int]:
-    """``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6) or a ``(host, port)`` pair, checked.
-
-    Args:
-        any_port: allow port 0 (a listening address: the OS picks a free port).
-
-    Raises:
-        ValueError: not of that form, or the port is out of range.
-    """
-    port_value: int | str
-    if isinstance(address, tuple):
-        host, port_value = address
-    else:
-        host, sep, port_value = str(address).rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"expected HOST:PORT, not {address!r}")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        port = int(port_value)
-    except ValueError:
-        raise ValueError(f"port must be a number in {address!r}") from None
-    if not (0 if any_port else 1) <= port <= 65535:
-        raise ValueError(f"port {port} out of range in {address!r}")
-    return host, port
-
-
-class _Link:
+class Link:
     """One proxied connection: the client's socket, the target's, and what both pumps share."""
 
     def __init__(self, number: int, client: socket.socket) -> None:
@@ -210,7 +86,7 @@ class ChaosProxy:
         **faults: Any,
     ) -> None:
         self.target = parse_address(target)
-        self.faults = _make_faults(Faults(), faults)
+        self.faults = changed_faults(Faults(), faults)
         self.seed = seed
         host, port = parse_address(listen, any_port=True)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -226,7 +102,7 @@ class ChaosProxy:
         self._lock = threading.Lock()
         self._stall = threading.Condition(self._lock)
         self._stalled_until = 0.0  # monotonic time; math.inf: until resume()
-        self._links: set[_Link] = set()
+        self._links: set[Link] = set()
         self._numbers = itertools.count(1)
         self._threads: set[threading.Thread] = set()
         self._counts = dict.fromkeys(
@@ -262,7 +138,7 @@ class ChaosProxy:
         Raises:
             ValueError: a value out of range. TypeError: an unknown fault name.
         """
-        self.faults = _make_faults(self.faults, changes)
+        self.faults = changed_faults(self.faults, changes)
         return self.faults
 
     def cut_all(self) -> int:
@@ -284,7 +160,7 @@ class ChaosProxy:
         Raises:
             ValueError: ``seconds`` is negative or not a number.
         """
-        if seconds is not None and (not _number(seconds) or seconds < 0):
+        if seconds is not None and (not is_number(seconds) or seconds < 0):
             raise ValueError(f"seconds must be >= 0 (or None), not {seconds!r}")
         with self._lock:
             self._stalled_until = math.inf if seconds is None else time.monotonic() + seconds
@@ -350,39 +226,46 @@ class ChaosProxy:
     # -- accepting ---------------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # close() shut the listener
-            with self._lock:
-                if self._closed:
-                    client.close()
-                    return
-                self._counts["connections"] += 1
-                if self.faults.refuse:
-                    self._counts["refused"] += 1
-                    client.close()
-                    continue
-                link = _Link(next(self._numbers), client)
-                self._links.add(link)
-                self._counts["open"] += 1
-            self._start(self._open, link)
+        serve_each(
+            lambda: self._listener.accept()[0],
+            self._admit,
+            lambda link: self._tracked(self._open, link),
+            stopping=lambda: self._closed,
+            thread_name=lambda link: f"minipool-chaos-link {link.number}",
+        )
+
+    def _admit(self, client: socket.socket) -> Link | None:
+        with self._lock:
+            if self._closed:
+                client.close()
+                return None
+            self._counts["connections"] += 1
+            if self.faults.refuse:
+                self._counts["refused"] += 1
+                client.close()
+                return None
+            link = Link(next(self._numbers), client)
+            self._links.add(link)
+            self._counts["open"] += 1
+            return link
 
     def _start(self, target: Any, *args: Any) -> None:
-        def run() -> None:
-            try:
-                target(*args)
-            finally:
-                with self._lock:
-                    self._threads.discard(thread)
+        threading.Thread(
+            target=self._tracked, args=(target, *args), daemon=True, name="minipool-chaos-pump"
+        ).start()
 
-        thread = threading.Thread(target=run, daemon=True, name="minipool-chaos-pump")
+    def _tracked(self, target: Any, *args: Any) -> None:
+        """Run ``target`` as one of the threads :meth:`close` waits for."""
+        me = threading.current_thread()
         with self._lock:
-            self._threads.add(thread)
-        thread.start()
+            self._threads.add(me)
+        try:
+            target(*args)
+        finally:
+            with self._lock:
+                self._threads.discard(me)
 
-    def _open(self, link: _Link) -> None:
+    def _open(self, link: Link) -> None:
         """Reach the target, then pump client -> target in this thread (a second one pumps back)."""
         try:
             target = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT)
@@ -402,7 +285,7 @@ class ChaosProxy:
         self._start(self._pump, link, target, link.client, DOWN)
         self._pump(link, link.client, target, UP)
 
-    def _finish(self, link: _Link) -> None:
+    def _finish(self, link: Link) -> None:
         with self._lock:
             link.pumps -= 1
             if link.pumps:
@@ -413,7 +296,7 @@ class ChaosProxy:
 
     # -- forwarding --------------------------------------------------------------------------
 
-    def _pump(self, link: _Link, source: socket.socket, dest: socket.socket, direction: str) -> None:
+    def _pump(self, link: Link, source: socket.socket, dest: socket.socket, direction: str) -> None:
         """Forward ``source`` to ``dest`` until either side closes or a fault cuts the link."""
         rng = random.Random(None if self.seed is None else f"{self.seed}:{link.number}:{direction}")
         held: collections.deque[tuple[float, bytearray]] = collections.deque()  # (due, chunk)
@@ -461,7 +344,7 @@ class ChaosProxy:
         finally:
             self._finish(link)
 
-    def _wait_while_stalled(self, link: _Link) -> None:
+    def _wait_while_stalled(self, link: Link) -> None:
         with self._lock:
             while not link.down.is_set() and not self._closed:
                 left = self._stalled_until - time.monotonic()
@@ -470,7 +353,7 @@ class ChaosProxy:
                 self._stall.wait(min(left, 1.0))
 
     def _forward(
-        self, link: _Link, chunk: bytearray, dest: socket.socket, direction: str, rng: random.Random
+        self, link: Link, chunk: bytearray, dest: socket.socket, direction: str, rng: random.Random
     ) -> None:
         faults = self.faults
         if faults.cut_rate and rng.random() < faults.cut_rate:
@@ -493,18 +376,10 @@ class ChaosProxy:
         if cut_now:
             self._cut(link)
 
-    def _cut(self, link: _Link) -> None:
+    def _cut(self, link: Link) -> None:
         with self._lock:
             if link.down.is_set():
                 return
             link.down.set()
             self._counts["cut"] += 1
         link.shut()
-
-
-def _make_faults(current: Faults, changes: dict[str, Any]) -> Faults:
-    names = {f.name for f in dataclasses.fields(Faults)}
-    unknown = sorted(set(changes) - names)
-    if unknown:
-        raise TypeError(f"unknown fault {unknown[0]!r}; the faults are {', '.join(sorted(names))}")
-    return dataclasses.replace(current, **changes)
