@@ -172,6 +172,17 @@ def test_garbage_journal_is_reported_not_invented(tmp_path):
     assert run.journal_damage
 
 
+def test_a_journal_in_the_older_format_is_refused_with_a_clear_error(tmp_path):
+    import pickle
+
+    from minipool.journal import Journal
+
+    with Journal(str(tmp_path), name="pipeline") as journal:
+        journal.append(pickle.dumps((3, [1, 2, 3])))  # (seq, records): no position, no states
+    with pytest.raises(pl.PipelineError, match="older minipool"):
+        (pl.source(range(10)) | pl.count()).run(journal=str(tmp_path))
+
+
 def test_journal_rejects_pipelines_it_cannot_make_durable(tmp_path):
     with pytest.raises(pl.PipelineError, match="linear"):
         (pl.merge(pl.source([1]), pl.source([2])) | pl.count()).run(journal=str(tmp_path))

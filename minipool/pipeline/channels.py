@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..journal import Journal
+from .errors import PipelineError
 
 __all__ = ["Channel", "Marker", "END", "Abandoned", "Cancelled", "DurableChannel"]
 
@@ -154,6 +155,16 @@ class Channel:
                 return
 
 
+def _entry(raw: bytes) -> tuple[Any, Any, Any, Any]:
+    entry = pickle.loads(raw)
+    if not (isinstance(entry, tuple) and len(entry) == 4):
+        raise PipelineError(
+            "the pipeline journal was written by an older minipool (entries without a source "
+            "position); finish that run with it, or start this one with a fresh journal directory"
+        )
+    return entry
+
+
 class DurableChannel:
     """The journaled channel in front of a terminal stage.
 
@@ -187,9 +198,9 @@ class DurableChannel:
             log.warning("pipeline journal damaged, replaying the valid prefix: %s", journal.damage)
         self.fresh = journal.snapshot is None and not journal.records
         empty: tuple[int, Any, Any, Any] = (0, None, (), None)
-        seq, position, states, state = empty if journal.snapshot is None else pickle.loads(journal.snapshot)
+        seq, position, states, state = empty if journal.snapshot is None else _entry(journal.snapshot)
         for raw in journal.records:
-            seq, position, states, records = pickle.loads(raw)
+            seq, position, states, records = _entry(raw)
             state = replay(state, records)
         return seq, position, states, state
 
