@@ -1,5 +1,5 @@
-"""The dispatch, balance, codecs, pipeline and rpc benchmarks run end to end (tiny settings);
-the guided tour has tests/test_demo.py."""
+"""The dispatch, balance, codecs, pipeline, streaming and rpc benchmarks run end to end (tiny
+settings); the guided tour has tests/test_demo.py."""
 
 import json
 import subprocess
@@ -113,3 +113,12 @@ def test_bench_rpc_small_measures_every_implementation(tmp_path):
     for r in rows:
         assert r["rtt_us"] > 0 and r["rtt_vs_minipool"] > 0
     assert "Remote method calls over loopback" in out
+
+
+def test_bench_streaming_small_every_engine_gives_the_same_counts(tmp_path):
+    path = tmp_path / "streaming.json"
+    out = run("minipool.bench", "streaming", "--records", "5000", "--repeat", "1", "--json", str(path))
+    results = json.loads(path.read_text())["results"]
+    assert results["same_answer"] and all(results["same_answer"].values())
+    assert {"floor", "minipool"} <= set(results["seconds"])
+    assert "bytewax" in out  # measured, or the reason it could not be

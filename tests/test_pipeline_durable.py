@@ -50,13 +50,8 @@ def _run(script: Path, *args: str, timeout: float = 60) -> dict:
     return json.loads(out.stdout)
 
 
-def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path):
-    script = tmp_path / "durable.py"
-    script.write_text(SCRIPT)
-    expected = _run(script)["result"]
-    assert len(expected) == 2000
-
-    journal = tmp_path / "journal"
+def _kill_when(script: Path, journal: Path, ready) -> None:
+    """Run ``script`` with ``journal`` and SIGKILL it once ``ready(journal)`` is true."""
     proc = subprocess.Popen(
         [sys.executable, str(script), str(journal)],
         stdout=subprocess.DEVNULL,
@@ -66,12 +61,7 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_pat
     )
     try:
         deadline = time.monotonic() + 30
-        # wait until at least one snapshot was taken and more records were logged after it
-        while time.monotonic() < deadline and proc.poll() is None:
-            snaps = list(journal.glob("pipeline.*.snap"))
-            logs = sorted(journal.glob("pipeline.*.log"))
-            if snaps and logs and logs[-1].stat().st_size > 200:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not ready(journal):
             time.sleep(0.01)
         assert proc.poll() is None, "the pipeline finished before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
@@ -79,11 +69,63 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_pat
         proc.wait(10)
         proc.stderr.close()
 
+
+def test_sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path):
+    script = tmp_path / "durable.py"
+    script.write_text(SCRIPT)
+    expected = _run(script)["result"]
+    assert len(expected) == 2000
+
+    journal = tmp_path / "journal"
+
+    def snapshot_and_more(journal: Path) -> bool:  # a snapshot, and records logged after it
+        logs = sorted(journal.glob("pipeline.*.log"))
+        return bool(list(journal.glob("pipeline.*.snap"))) and bool(logs) and logs[-1].stat().st_size > 200
+
+    _kill_when(script, journal, snapshot_and_more)
     resumed = _run(script, str(journal))
     assert resumed["result"] == expected  # none lost, none duplicated, same order
     assert 0 < resumed["processed"] < 3000  # it resumed rather than starting over
     again = _run(script, str(journal))  # a finished journal gives the same answer again
     assert again["result"] == expected and again["processed"] == 0
+
+
+WINDOWED = textwrap.dedent("""
+    import json, sys, time
+    from minipool import pipeline as pl
+
+    processed = 0
+
+    def work(x):
+        global processed
+        processed += 1
+        time.sleep(0.0005)
+        return x
+
+    if __name__ == "__main__":
+        journal = sys.argv[1] if len(sys.argv) > 1 else None
+        # keyed 1-second windows of event time that always hold records: only a barrier that
+        # carries their state lets a checkpoint pass them
+        p = (pl.source(range(3000)) | pl.map(work)
+             | pl.window(seconds=1, key=lambda x: x % 3, timestamp=lambda x: x / 400, lateness=0.5)
+             | pl.map(lambda kw: (kw[0], kw[1].start, kw[1].update, sum(kw[1].records)))
+             | pl.collect())
+        result = p.run(journal=journal, snapshot_every=3)
+        print(json.dumps({"result": result, "processed": processed}))
+""")
+
+
+def test_sigkill_with_stages_that_always_hold_records_resumes_from_their_checkpointed_state(tmp_path):
+    script = tmp_path / "windowed.py"
+    script.write_text(WINDOWED)
+    expected = _run(script)["result"]
+    assert len(expected) == 24  # 8 seconds of event time, 3 keys
+    journal = tmp_path / "journal"
+    # a commit that carries the windows' state (a barrier) is in the log: kill then
+    _kill_when(script, journal, lambda j: any(f.stat().st_size > 2000 for f in j.glob("pipeline.*.log")))
+    resumed = _run(script, str(journal))
+    assert resumed["result"] == expected
+    assert 0 < resumed["processed"] < 3000  # restored the windows' state instead of starting over
 
 
 def test_rerun_with_finished_journal_skips_everything(tmp_path):
@@ -128,6 +170,17 @@ def test_garbage_journal_is_reported_not_invented(tmp_path):
     with p.start(journal=str(tmp_path)) as run:
         assert run.result() == 300
     assert run.journal_damage
+
+
+def test_a_journal_in_the_older_format_is_refused_with_a_clear_error(tmp_path):
+    import pickle
+
+    from minipool.journal import Journal
+
+    with Journal(str(tmp_path), name="pipeline") as journal:
+        journal.append(pickle.dumps((3, [1, 2, 3])))  # (seq, records): no position, no states
+    with pytest.raises(pl.PipelineError, match="older minipool"):
+        (pl.source(range(10)) | pl.count()).run(journal=str(tmp_path))
 
 
 def test_journal_rejects_pipelines_it_cannot_make_durable(tmp_path):

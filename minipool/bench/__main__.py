@@ -1,4 +1,5 @@
-"""``python -m minipool.bench {dispatch,codecs,transports,pipeline,balance,rpc,topics} [--json PATH]``."""
+"""``python -m minipool.bench NAME [--json PATH]``, NAME one of: dispatch, codecs, transports,
+pipeline, streaming, balance, rpc, topics."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ BENCHMARKS = {
     "codecs": "compression ratio and MB/s of each codec on text, JSON logs and random bytes",
     "transports": "round trip and throughput of every transport beside a raw socket",
     "pipeline": "records/s and memory of the annual-report pipeline by stage and channel kind",
+    "streaming": "a per-key tumbling event-time window count: minipool vs Bytewax vs a plain loop",
     "balance": "balancing policies with one slowed worker among fast ones",
     "rpc": "remote method calls: minipool.rpc vs multiprocessing.managers and xmlrpc",
     "topics": "a consumer group vs Redis Streams: throughput, fsync's cost, latency, a large topic",

@@ -15,16 +15,19 @@ Read ``docs/pipeline.md`` for the tour; the modules, in reading order:
 * :mod:`.operators` -- map, filter, batch, reduce, ...;
 * :mod:`.routing` -- merge (fan-in) and shard (split–process–combine);
 * :mod:`.windows` -- tumbling/sliding windows by count or time, rolling aggregates;
+* :mod:`.eventtime` -- time windows with a watermark, allowed lateness and a late side output;
+* :mod:`.topics`, :mod:`.topicsink` -- a topic as a source and as a sink, exactly once with a journal;
 * :mod:`.services` -- named services with weighted dynamic balancing;
 * :mod:`.stats`, :mod:`.errors` -- observability and the failures a caller can act on.
 
 The modules form layers, each importing only the ones before it: errors, stats; channels
 (over :mod:`minipool.journal`); runtime; runners; sources; execution; core; operators,
-windows, services; routing. ``tests/test_layers.py`` keeps it so.
+windows, topics, topicsink, services; routing. ``tests/test_layers.py`` keeps it so.
 """
 
 from .core import Fold, Pipeline, SimpleStage, Stage, Terminal, stage
 from .errors import PipelineError, StageDefinitionError, StageFailed
+from .eventtime import EventTimeWindows
 from .execution import Execution
 from .operators import (
     batch,
@@ -36,6 +39,7 @@ from .operators import (
     flat_map,
     key_by,
     map,
+    micro_batch,
     reduce,
     reduce_by_key,
     sink,
@@ -50,6 +54,8 @@ from .runners import DeadLetter, ErrorPolicy, StageKind
 from .runtime import Runtime, StageDone
 from .services import InstanceStats, service
 from .stats import StageStats
+from .topics import from_topic
+from .topicsink import to_topic
 from .windows import Window, rolling, window
 
 __all__ = [
@@ -66,6 +72,8 @@ __all__ = [
     "StageDefinitionError",
     "StageFailed",
     "source",
+    "from_topic",
+    "to_topic",
     "merge",
     "map",
     "filter",
@@ -73,6 +81,7 @@ __all__ = [
     "key_by",
     "tap",
     "batch",
+    "micro_batch",
     "take",
     "distinct",
     "reduce_by_key",
@@ -88,6 +97,7 @@ __all__ = [
     "window",
     "rolling",
     "Window",
+    "EventTimeWindows",
     "DeadLetter",
     "ErrorPolicy",
     "StageKind",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..journal import Journal
+from .errors import PipelineError
 
 __all__ = ["Channel", "Marker", "END", "Abandoned", "Cancelled", "DurableChannel"]
 
@@ -48,9 +49,19 @@ END: Any = _End()
 
 @dataclass(frozen=True)
 class Marker:
-    """In-band progress note: every record before source position ``seq`` is fully upstream."""
+    """In-band progress note: every record before source position ``seq`` is fully upstream.
+
+    ``position`` is where a source that knows its place (a topic read by a consumer group)
+    is after those records: a partition -> next offset mapping, ``None`` for plain iterables.
+    A ``barrier`` (a durable run sends one every ``CHECKPOINT_INTERVAL``) may pass a stage that
+    holds records: the stage adds its pickled state to ``states`` (Flink's aligned checkpoint
+    barrier, which a linear pipeline gets for free since records never overtake markers).
+    """
 
     seq: int
+    position: Any = None
+    barrier: bool = False
+    states: tuple[tuple[str, bytes], ...] = ()
 
 
 class Abandoned(Exception):
@@ -144,6 +155,16 @@ class Channel:
                 return
 
 
+def _entry(raw: bytes) -> tuple[Any, Any, Any, Any]:
+    entry = pickle.loads(raw)
+    if not (isinstance(entry, tuple) and len(entry) == 4):
+        raise PipelineError(
+            "the pipeline journal was written by an older minipool (entries without a source "
+            "position); finish that run with it, or start this one with a fresh journal directory"
+        )
+    return entry
+
+
 class DurableChannel:
     """The journaled channel in front of a terminal stage.
 
@@ -152,7 +173,10 @@ class DurableChannel:
         fsync: the journal's durability policy (``"always"``, ``"everysec"``, ``"no"``).
         snapshot_every: markers between snapshots of the terminal's state.
 
-    Journal records are pickles of ``(seq, records)``; snapshots of ``(seq, state)``.
+    Journal records are pickles of ``(seq, position, states, records)``; snapshots of
+    ``(seq, position, states, state)``, ``states`` being the stages' pickled states at that
+    marker: the source position travels in the same atomic append as the records it completes,
+    which is what lets a topic's consumer-group position and the pipeline's state move together.
     """
 
     def __init__(self, directory: str, *, fsync: str = "everysec", snapshot_every: int = 200) -> None:
@@ -160,34 +184,41 @@ class DurableChannel:
         self._snapshot_every = snapshot_every
         self._since_snapshot = 0
         self.damage: str | None = None
+        self.fresh = True  # nothing was journaled before this run
 
-    def restore(self, apply: Any) -> tuple[int, Any]:
-        """Replay the journal: ``(seq, state)`` from the newest snapshot, then ``apply(state, records)``.
+    def restore(self, replay: Any) -> tuple[int, Any, Any, Any]:
+        """Replay the journal: ``(seq, position, states, state)`` from the newest snapshot, then
+        ``state = replay(state, records)`` for every record logged after it.
 
-        Returns ``(0, None)`` for an empty journal. Damage is logged and kept in ``self.damage``.
+        Returns ``(0, None, (), None)`` for an empty journal. Damage is logged and kept in ``self.damage``.
         """
-        replay = self._journal.replay()
-        self.damage = replay.damage
-        if replay.damage:
-            log.warning("pipeline journal damaged, replaying the valid prefix: %s", replay.damage)
-        seq, state = (0, None) if replay.snapshot is None else pickle.loads(replay.snapshot)
-        for raw in replay.records:
-            seq, records = pickle.loads(raw)
-            state = apply(state, records)
-        return seq, state
+        journal = self._journal.replay()
+        self.damage = journal.damage
+        if journal.damage:
+            log.warning("pipeline journal damaged, replaying the valid prefix: %s", journal.damage)
+        self.fresh = journal.snapshot is None and not journal.records
+        empty: tuple[int, Any, Any, Any] = (0, None, (), None)
+        seq, position, states, state = empty if journal.snapshot is None else _entry(journal.snapshot)
+        for raw in journal.records:
+            seq, position, states, records = _entry(raw)
+            state = replay(state, records)
+        return seq, position, states, state
 
-    def commit(self, seq: int, records: list[Any]) -> None:
-        """Write ``records`` (completing source positions before ``seq``) ahead of applying them."""
-        self._journal.append(pickle.dumps((seq, records), pickle.HIGHEST_PROTOCOL))
+    def commit(self, marker: Marker, records: list[Any]) -> None:
+        """Write ``records`` (completing source positions before ``marker.seq``), the source's
+        position and the stages' states ahead of applying them: one atomic journal append."""
+        entry = (marker.seq, marker.position, marker.states, records)
+        self._journal.append(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
         self._since_snapshot += 1
 
-    def maybe_snapshot(self, seq: int, state: Any) -> None:
-        """Snapshot the (already applied) state if enough markers passed since the last one.
-
-        The snapshot starts a fresh log, so the journal stays as long as one snapshot interval.
+    def maybe_snapshot(self, marker: Marker, state: Any, *, force: bool = False) -> None:
+        """Snapshot the (already applied) state if enough markers passed since the last one
+        (or ``force``). The snapshot starts a fresh log, so the journal stays as long as one
+        snapshot interval.
         """
-        if self._since_snapshot >= self._snapshot_every:
-            self._journal.snapshot(pickle.dumps((seq, state), pickle.HIGHEST_PROTOCOL))
+        if force or self._since_snapshot >= self._snapshot_every:
+            entry = (marker.seq, marker.position, marker.states, state)
+            self._journal.snapshot(pickle.dumps(entry, pickle.HIGHEST_PROTOCOL))
             self._since_snapshot = 0
 
     def close(self) -> None:

@@ -116,6 +116,17 @@ class Terminal(Stage):
     def result(self, state: Any) -> Any:
         return state
 
+    def replay(self, state: Any, records: list[Any]) -> Any:
+        """Rebuild the state from journaled records on a durable rerun (default: ``apply``)."""
+        return self.apply(state, records)
+
+    def resume(self, state: Any) -> Any:
+        """Called once with the restored (or initial) state before any record; returns it."""
+        return state
+
+    def close(self) -> None:
+        """Called last, even after a failure."""
+
     def open(self, name: str, run: Execution, stats: StageStats) -> Runtime:
         return TerminalRuntime(self)
 

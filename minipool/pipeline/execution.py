@@ -12,6 +12,7 @@ The first failure anywhere is recorded, the stop event is set, every thread noti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from .channels import END, Abandoned, Cancelled, Channel, DurableChannel, Marker
 from .errors import PipelineError, StageFailed
 from .runners import DeadLetter, ErrorPolicy
 from .runtime import StageDone, TerminalRuntime
-from .sources import Merge, Source, run_source
+from .sources import Merge, Reader, Source, run_source
 from .stats import StageStats, format_summary
 
 __all__ = ["Execution", "Plan"]
@@ -31,6 +32,7 @@ __all__ = ["Execution", "Plan"]
 log = logging.getLogger("minipool.pipeline")
 
 SOURCE_GRACE = 1.0  # seconds close() waits for a source stuck in its iterator
+CHECKPOINT_INTERVAL = 0.2  # seconds between barriers in a durable run (Flink's checkpoint interval)
 
 
 class Plan(Protocol):
@@ -56,6 +58,7 @@ class Execution:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.dead_letters: list[DeadLetter] = []
+        self.side_outputs: dict[str, list[Any]] = {}  # name -> records a stage set aside
         self.services: dict[str, list[Any]] = {}  # service name -> its InstanceStats
         self.journal_damage: str | None = None
         self._lock = threading.Lock()
@@ -64,18 +67,33 @@ class Execution:
         self._source_threads: set[threading.Thread] = set()
         self._closed = False
         self._runtimes: list[Any] = []
+        self._runtime_named: dict[str, Any] = {}
+        self._last_barrier = time.monotonic()
         self._stats: list[StageStats] = []
         self.resume_from = 0  # source records already done (a durable rerun skips them)
-        self._durable = journal is not None
+        self.resume_position: Any = None  # where a positioned source restarts (a durable rerun)
+        self.position: Any = None  # the positioned source's place after the last chunk sent
+        self.reader: Reader | None = None  # the head's positioned reader (a topic), opened per run
+        self.durable = journal is not None
         self._terminal: TerminalRuntime | None = None
         self.output = Channel(self.stop, buffer)
         try:
             self._build(pipeline, self.output, "")
+            self._tracked = not any(s.reorders for s in pipeline.stages)  # markers keep order
+            if self.reader is not None and not self._tracked:
+                self.reader.commit_as_read()
             last = self._runtimes[-1] if pipeline.stages else None
             if isinstance(last, TerminalRuntime):
                 self._terminal = last
+                durable = None
                 if journal is not None:
-                    self._open_journal(pipeline, last, journal, fsync, snapshot_every)
+                    durable = self._open_journal(pipeline, last, journal, fsync, snapshot_every)
+                restored, last.state = last.state, last.spec.resume(last.state)
+                if durable is not None and durable.fresh and last.state is not restored:
+                    # what resume() found (a sink's starting point) is on disk before any record
+                    durable.maybe_snapshot(Marker(0), last.state, force=True)
+                if self.reader is not None:
+                    last.checkpoint = self.checkpoint
             elif journal is not None:
                 raise PipelineError(
                     "journal= needs a terminal stage to make durable (collect, "
@@ -91,7 +109,7 @@ class Execution:
 
     def _open_journal(
         self, pipeline: Plan, terminal: TerminalRuntime, directory: str, fsync: str, snapshot_every: int
-    ) -> None:
+    ) -> DurableChannel:
         if fsync not in FSYNC_POLICIES:
             raise PipelineError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
         if not isinstance(pipeline.head, Source) or any(s.reorders for s in pipeline.stages):
@@ -103,14 +121,30 @@ class Execution:
         durable = DurableChannel(directory, fsync=fsync, snapshot_every=snapshot_every)
         spec = terminal.spec
 
-        def replay_apply(state: Any, records: list[Any]) -> Any:
-            return spec.apply(spec.initial() if state is None else state, records)
+        def replay(state: Any, records: list[Any]) -> Any:
+            return spec.replay(spec.initial() if state is None else state, records)
 
-        seq, state = durable.restore(replay_apply)
+        seq, position, states, state = durable.restore(replay)
         self.journal_damage = durable.damage
-        terminal.durable, terminal.seq, self.resume_from = durable, seq, seq
+        terminal.durable, terminal.last = durable, Marker(seq, position, states=states)
+        self.resume_from, self.resume_position = seq, position
+        self.position = position
         if state is not None:
             terminal.state = state
+        for name, snapshot in states:  # the stages that held records at the last barrier
+            if name not in self._runtime_named:
+                raise PipelineError(
+                    f"the journal holds the state of stage {name!r}, which this pipeline lacks"
+                )
+            self._runtime_named[name].restore(snapshot)
+        if not durable.fresh:
+            log.info(
+                "resuming from the journal: %d source records done%s; restored the state of %s",
+                seq,
+                "" if position is None else f", at position {position}",
+                ", ".join(name for name, _ in states) or "no stage holding records",
+            )
+        return durable
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -120,6 +154,10 @@ class Execution:
         first = out if not stages else Channel(self.stop, self.buffer)
         head = pipeline.head
         if isinstance(head, Source):
+            if head.reader is not None:
+                if prefix:
+                    raise PipelineError(f"source {head.name!r} knows its position and cannot be merged")
+                self.reader = head.reader()
             first.add_producer()
             stats = self._new_stats(prefix + head.name, "source")
             self._spawn(prefix + head.name, run_source, self, head, first, stats)
@@ -146,6 +184,7 @@ class Execution:
         stats = self._new_stats(name, stage.kind_name)
         runtime = stage.open(name, self, stats)
         self._runtimes.append(runtime)
+        self._runtime_named[name] = runtime
         outbound.add_producer()
         self._spawn(name, self._stage_loop, runtime, inbound, outbound, stats, stage.stateful)
 
@@ -159,18 +198,35 @@ class Execution:
 
     # -- the two loops every thread runs -------------------------------------------------
 
-    def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int:
-        """Send one source chunk (and, in a durable run, the marker after it); the new position."""
-        stats.records_out += len(chunk)
-        out.put(chunk)
-        seq += len(chunk)
-        if self._durable:
-            out.put(Marker(seq))
+    def send(
+        self, out: Channel, chunk: list[Any], seq: int, stats: StageStats, *, barrier: bool = False
+    ) -> int:
+        """Send one source chunk (and, in a durable run or from a reader, the marker after it);
+        the new position. ``barrier`` asks for a barrier now (a reader waiting for a checkpoint)."""
+        if chunk:
+            stats.records_out += len(chunk)
+            out.put(chunk)
+            seq += len(chunk)
+        barrier = self.durable and (barrier or time.monotonic() - self._last_barrier >= CHECKPOINT_INTERVAL)
+        if barrier:
+            self._last_barrier = time.monotonic()
+        if self.reader is not None and self._tracked:
+            self.position = self.reader.advance(self.position, chunk)
+            out.put(Marker(seq, self.position, barrier))
+        elif self.durable:
+            out.put(Marker(seq, None, barrier))
         return seq
+
+    def checkpoint(self, position: Any) -> None:
+        """Every record's effect up to the source's ``position`` is applied (and journaled)."""
+        if self.reader is not None:
+            self.reader.checkpoint(position)
 
     def _stage_loop(
         self, runtime: Any, inbound: Channel, outbound: Channel, stats: StageStats, stateful: bool
     ) -> None:
+        checkpointable = bool(runtime.state_fields)
+
         def emit(message: Any) -> None:
             if type(message) is list:
                 stats.records_out += len(message)
@@ -196,7 +252,12 @@ class Execution:
                             runtime.feed(message, emit)
                             stats.busy_seconds += clock() - start
                     elif stateful and runtime.holding():
-                        held_marker = message  # passes once the state it covers is emitted
+                        if message.barrier and checkpointable:  # passes with the state it covers
+                            held_marker = None
+                            state = (stats.name, runtime.snapshot())
+                            runtime.mark(dataclasses.replace(message, states=(*message.states, state)), emit)
+                        else:
+                            held_marker = message  # passes once the state it covers is emitted
                     else:
                         held_marker = None
                         runtime.mark(message, emit)
@@ -251,6 +312,12 @@ class Execution:
             with self._lock:
                 self.dead_letters.extend(DeadLetter(stage, r, e) for r, e in failures)
 
+    def side_output(self, name: str) -> list[Any]:
+        """The records stages of this run sent to the side output ``name`` (e.g. a window's
+        too-late records), in the order they were set aside; an empty list if none were."""
+        with self._lock:
+            return self.side_outputs.setdefault(name, [])
+
     def __iter__(self) -> Iterator[Any]:
         try:
             while True:
@@ -262,6 +329,8 @@ class Execution:
                     break
                 if type(message) is list:
                     yield from message
+                elif isinstance(message, Marker):  # the records before it were handed out
+                    self.checkpoint(message.position)
         finally:
             self.close()
         if self.error is not None:
@@ -296,6 +365,8 @@ class Execution:
                 if thread in self._source_threads and waited >= SOURCE_GRACE:
                     log.warning("source thread %s is still blocked in its iterator; not waiting", thread.name)
                     break
+        if self.reader is not None:  # commits the last checkpoint, then disconnects
+            self.reader.close()
 
     def cancel(self) -> None:
         self.stop.set()

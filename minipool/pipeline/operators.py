@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import heapq
-import itertools
+import math
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "key_by",
     "tap",
     "batch",
+    "micro_batch",
     "take",
     "distinct",
     "reduce_by_key",
@@ -155,17 +157,44 @@ def tap(fn: Callable[[Any], Any], **options: Any) -> MapStage:
     return MapStage(functools.partial(_tap, fn), Mode.MAP, label="tap", **options)
 
 
-class _Batch(Runtime):
-    def __init__(self, size: int) -> None:
-        self.size = size
+class _MicroBatch(Runtime):
+    """Lists of up to ``size`` records, cut also at every ``seconds`` boundary of the clock."""
+
+    state_fields = ("buffer",)
+
+    def __init__(self, size: int | None, seconds: float | None) -> None:
+        self.size, self.seconds = size, seconds
         self.buffer: list[Any] = []
+        self.epoch = time.monotonic()
+        self.deadline = math.inf  # when the batch being filled closes (time batches)
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
+        if self.seconds is not None:
+            self.poll(emit)  # the interval may have ended while this chunk was on its way
+            if not self.buffer and chunk:
+                now = time.monotonic()
+                self.deadline = now + self.seconds - (now - self.epoch) % self.seconds
         self.buffer.extend(chunk)
-        if len(self.buffer) >= self.size:
-            cut = len(self.buffer) - len(self.buffer) % self.size
-            emit([self.buffer[i : i + self.size] for i in range(0, cut, self.size)])
+        size = self.size
+        if size is not None and len(self.buffer) >= size:
+            cut = len(self.buffer) - len(self.buffer) % size
+            emit([self.buffer[i : i + size] for i in range(0, cut, size)])
             del self.buffer[:cut]
+
+    def restore(self, snapshot: bytes) -> None:
+        super().restore(snapshot)
+        if self.buffer and self.seconds is not None:  # the interval they arrived in is over
+            self.deadline = time.monotonic()
+
+    def wait_hint(self) -> float | None:
+        if not self.buffer or self.seconds is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def poll(self, emit: Callable[[Any], None]) -> None:
+        if self.buffer and time.monotonic() >= self.deadline:
+            batch, self.buffer = self.buffer, []
+            emit([batch])
 
     def holding(self) -> bool:
         return bool(self.buffer)
@@ -175,10 +204,34 @@ class _Batch(Runtime):
             emit([self.buffer])
 
 
+def micro_batch(size: int | None = None, *, seconds: float | None = None, name: str | None = None) -> Stage:
+    """Cut the stream into lists: of ``size`` records, every ``seconds``, or whichever comes first.
+
+    Spark Streaming's model: a time batch holds the records that arrived in one interval of
+    the clock (intervals start when the run does), so a fast stream and a slow one both give a
+    batch per interval; an interval with no records gives no batch. With ``size=`` too, a full
+    batch leaves at once. The last batch may be shorter. This is processing time: for event-time
+    grouping use :func:`~.windows.window` with ``timestamp=``.
+
+    Raises:
+        PipelineError: neither ``size`` nor ``seconds``, or a non-positive one.
+    """
+    if size is None and seconds is None:
+        raise PipelineError("micro_batch() needs size= (records), seconds= (time) or both")
+    if size is not None:
+        positive_int("batch size", size)
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0
+    ):
+        raise PipelineError(f"micro_batch seconds must be a positive number, got {seconds!r}")
+    label = f"micro_batch({size or ''}{',' if size and seconds else ''}{f'{seconds}s' if seconds else ''})"
+    return stage(lambda: _MicroBatch(size, seconds), label=label, stateful=True, name=name)
+
+
 def batch(size: int, *, name: str | None = None) -> Stage:
-    """Group records into lists of ``size`` (the last one may be shorter)."""
+    """Group records into lists of ``size`` (the last one may be shorter): ``micro_batch(size)``."""
     positive_int("batch size", size)
-    return stage(lambda: _Batch(size), label=f"batch({size})", stateful=True, name=name)
+    return stage(lambda: _MicroBatch(size, None), label=f"batch({size})", stateful=True, name=name)
 
 
 class _Take(Runtime):
@@ -201,6 +254,8 @@ def take(n: int, *, name: str | None = None) -> Stage:
 
 
 class _Distinct(Runtime):
+    state_fields = ("seen",)
+
     def __init__(self, key: Callable[[Any], Any] | None) -> None:
         self.key = key
         self.seen: set[Any] = set()
@@ -225,6 +280,8 @@ def distinct(key: Callable[[Any], Any] | None = None, *, name: str | None = None
 
 
 class _ReduceByKey(Runtime):
+    state_fields = ("acc",)
+
     def __init__(self, fn: Callable[[Any, Any], Any], key: Callable[[Any], Any] | None) -> None:
         self.fn, self.key = fn, key
         self.acc: dict[Any, Any] = {}
@@ -272,16 +329,19 @@ class _CountBy(_ReduceByKey):
 
 
 class _Top(Runtime):
+    state_fields = ("heap", "arrivals")
+
     def __init__(self, k: int, key: Callable[[Any], Any] | None) -> None:
         self.k, self.key = k, key
         self.heap: list[tuple[Any, int, Any]] = []  # (key, -arrival, record)
-        self.counter = itertools.count()
+        self.arrivals = 0
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         heap = self.heap
         for record in chunk:
             # the counter breaks ties by arrival, so records themselves are never compared
-            item = (record if self.key is None else self.key(record), -next(self.counter), record)
+            self.arrivals += 1
+            item = (record if self.key is None else self.key(record), -self.arrivals, record)
             if len(heap) < self.k:
                 heapq.heappush(heap, item)
             elif item[:2] > heap[0][:2]:

@@ -12,6 +12,7 @@ the declarations make them, and neither needs the other's module to do it.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -36,10 +37,22 @@ class Runtime:
       (``None``: wait as long as it takes), for runtimes that act on time (time windows);
     * ``finish(emit)`` once the input ended; ``close()`` always, last, even after a failure.
 
-    ``self_timed`` runtimes add their own busy time to the stage's statistics.
+    ``self_timed`` runtimes add their own busy time to the stage's statistics. A stateful
+    runtime that names its state's attributes in ``state_fields`` can be checkpointed while it
+    holds records: a durable run's barrier carries :meth:`snapshot` on, and a rerun hands it back
+    to :meth:`restore` before any record.
     """
 
     self_timed = False
+    state_fields: tuple[str, ...] = ()
+
+    def snapshot(self) -> bytes:
+        """The ``state_fields``, pickled now (the stage goes on changing them afterwards)."""
+        return pickle.dumps({f: getattr(self, f) for f in self.state_fields}, pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, snapshot: bytes) -> None:
+        for f, value in pickle.loads(snapshot).items():
+            setattr(self, f, value)
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
         raise NotImplementedError
@@ -64,7 +77,13 @@ class Runtime:
 
 
 class Fold(Protocol):
-    """What a terminal stage folds the stream with (:class:`~.core.Terminal` has these)."""
+    """What a terminal stage folds the stream with (:class:`~.core.Terminal` has these).
+
+    ``replay`` rebuilds the state from journaled records on a durable rerun (a fold that has
+    side effects, such as writing to a topic, does not repeat them there); ``resume`` runs once
+    the state is restored, before any record (a fresh run's state included), and returns a new
+    object when it changed it (a fresh durable run then snapshots it at once); ``close`` last.
+    """
 
     def initial(self) -> Any: ...
 
@@ -72,20 +91,29 @@ class Fold(Protocol):
 
     def result(self, state: Any) -> Any: ...
 
+    def replay(self, state: Any, records: list[Any]) -> Any: ...
+
+    def resume(self, state: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
 
 class TerminalRuntime(Runtime):
     """The running fold of a terminal stage; in a durable run, journaled before it applies.
 
     The execution gives it a :class:`~.channels.DurableChannel` (``durable``) and the position
-    the journal restored (``seq``); records then wait for the marker that completes them, are
-    journaled with it, and only then applied.
+    the journal restored (``last``); records then wait for the marker that
+    completes them, are journaled with it, and only then applied. After each marker (journaled
+    or not) ``checkpoint(position)`` tells the source that every effect before it is applied:
+    a topic source then commits its consumer group's position.
     """
 
     def __init__(self, spec: Fold) -> None:
         self.spec = spec
         self.state = spec.initial()
         self.durable: DurableChannel | None = None
-        self.seq = 0
+        self.last = Marker(0)  # the marker of the last commit: where a rerun starts
+        self.checkpoint: Callable[[Any], None] | None = None
         self._pending: list[Any] = []
 
     def feed(self, chunk: list[Any], emit: Callable[[Any], None]) -> None:
@@ -96,20 +124,25 @@ class TerminalRuntime(Runtime):
 
     def mark(self, marker: Marker, emit: Callable[[Any], None]) -> None:
         if self.durable is not None:
-            self._commit(marker.seq)
+            self._commit(marker)
+        if self.checkpoint is not None:
+            self.checkpoint(marker.position)
 
-    def _commit(self, seq: int) -> None:
+    def _commit(self, marker: Marker) -> None:
         assert self.durable is not None
-        self.durable.commit(seq, self._pending)
+        self.durable.commit(marker, self._pending)
         self.state = self.spec.apply(self.state, self._pending)
-        self._pending, self.seq = [], seq
-        self.durable.maybe_snapshot(seq, self.state)
+        self._pending, self.last = [], marker
+        self.durable.maybe_snapshot(marker, self.state)
 
     def finish(self, emit: Callable[[Any], None]) -> None:
         if self.durable is not None and self._pending:
-            self._commit(self.seq)
+            self._commit(self.last)
         emit([self.spec.result(self.state)])
 
     def close(self) -> None:
-        if self.durable is not None:
-            self.durable.close()
+        try:
+            self.spec.close()
+        finally:
+            if self.durable is not None:
+                self.durable.close()

@@ -23,7 +23,16 @@ from .channels import Abandoned, Cancelled, Channel
 from .errors import StageFailed
 from .stats import StageStats
 
-__all__ = ["Source", "Merge", "SourceRun", "run_source", "SOURCE_CHUNK", "SOURCE_LINGER"]
+__all__ = [
+    "Source",
+    "Reader",
+    "CHECKPOINT_NOW",
+    "Merge",
+    "SourceRun",
+    "run_source",
+    "SOURCE_CHUNK",
+    "SOURCE_LINGER",
+]
 
 log = logging.getLogger("minipool.pipeline")
 
@@ -31,15 +40,65 @@ SOURCE_CHUNK = 256  # records per chunk leaving a source: amortises one queue ha
 SOURCE_LINGER = 0.005  # ...but a chunk waits at most this long for more records
 
 
+class _CheckpointNow:
+    def __repr__(self) -> str:
+        return "CHECKPOINT_NOW"
+
+
+#: What a :class:`Reader`'s records may yield (it is no record) to have the chunk so far sent
+#: at once with a marker after it: a barrier in a durable run, so the reader soon sees a
+#: checkpoint covering everything it handed out.
+CHECKPOINT_NOW: Any = _CheckpointNow()
+
+
+class Reader(Protocol):
+    """A source that knows its position, e.g. a topic read through a consumer group.
+
+    A plain iterable is resumed by skipping the records a journal counts as done; a reader is
+    resumed *at a position* instead, and is told when every effect up to a position is safe
+    (so it can commit it where its records come from). One reader is opened per run.
+    """
+
+    def records(self, position: Any, stop: threading.Event, durable: bool) -> Iterable[Any]:
+        """The records after ``position`` (``None``: wherever the reader starts by itself);
+        ``stop`` is the run's stop event; ``durable``: the run has a journal."""
+        ...
+
+    def advance(self, position: Any, chunk: list[Any]) -> Any:
+        """The position after ``chunk``, a run of records :meth:`records` yielded."""
+        ...
+
+    def checkpoint(self, position: Any) -> None:
+        """Every record before ``position`` has had its effect (called from other threads)."""
+        ...
+
+    def commit_as_read(self) -> None:
+        """The run cannot track positions (its stages reorder records): there will be no
+        checkpoints, so settle records as they are read."""
+        ...
+
+    def close(self) -> None:
+        """The run is over: settle the last checkpoint and let go of the connection."""
+        ...
+
+
 class Source:
     """The head of a pipeline: an iterable, or a zero-argument callable returning one.
 
     A callable is called afresh for every run, so a generator function makes a re-runnable source.
+    ``reader`` instead makes a :class:`Reader` for each run (a topic source).
     """
 
-    def __init__(self, iterable: Iterable[Any] | Callable[[], Iterable[Any]], name: str | None) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[Any] | Callable[[], Iterable[Any]],
+        name: str | None,
+        *,
+        reader: Callable[[], Reader] | None = None,
+    ) -> None:
         self.iterable = iterable
         self.name = name or "source"
+        self.reader = reader
 
 
 class Merge:
@@ -57,8 +116,13 @@ class SourceRun(Protocol):
 
     stop: threading.Event
     resume_from: int
+    resume_position: Any
+    reader: Reader | None
+    durable: bool
 
-    def send(self, out: Channel, chunk: list[Any], seq: int, stats: StageStats) -> int: ...
+    def send(
+        self, out: Channel, chunk: list[Any], seq: int, stats: StageStats, *, barrier: bool = False
+    ) -> int: ...
 
     def fail(self, exc: BaseException) -> None: ...
 
@@ -70,9 +134,14 @@ def run_source(execution: SourceRun, head: Source, out: Channel, stats: StageSta
     flusher = threading.Thread(target=buffer.flush_when_idle, name=f"pl-{head.name}-flush", daemon=True)
     try:
         try:
-            source = head.iterable() if callable(head.iterable) else head.iterable
+            if execution.reader is not None:
+                source = execution.reader.records(
+                    execution.resume_position, execution.stop, execution.durable
+                )
+            else:
+                source = head.iterable() if callable(head.iterable) else head.iterable
             iterator = _drive(source) if hasattr(source, "__aiter__") else iter(source)
-            if execution.resume_from:  # a durable rerun: these are in the journal already
+            if execution.resume_from and execution.reader is None:  # a durable rerun: journaled
                 for _ in itertools.islice(iterator, execution.resume_from):
                     pass
         except Exception as exc:
@@ -88,7 +157,10 @@ def run_source(execution: SourceRun, head: Source, out: Channel, stats: StageSta
             except Exception as exc:
                 raise StageFailed(head.name, exc) from exc
             stats.busy_seconds += clock() - before
-            add(item)
+            if item is CHECKPOINT_NOW:
+                buffer.flush(barrier=True)
+            else:
+                add(item)
         buffer.flush()
         out.close()
     except (Abandoned, Cancelled):
@@ -135,14 +207,14 @@ class _SourceBuffer:
             if len(self.chunk) >= SOURCE_CHUNK:
                 self._send()
 
-    def flush(self) -> None:
+    def flush(self, *, barrier: bool = False) -> None:
         with self.lock:
-            if self.chunk:
-                self._send()
+            if self.chunk or barrier:
+                self._send(barrier)
 
-    def _send(self) -> None:
+    def _send(self, barrier: bool = False) -> None:
         chunk, self.chunk = self.chunk, []
-        self.seq = self.execution.send(self.out, chunk, self.seq, self.stats)
+        self.seq = self.execution.send(self.out, chunk, self.seq, self.stats, barrier=barrier)
 
     def flush_when_idle(self) -> None:
         try:

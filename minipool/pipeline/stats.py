@@ -23,6 +23,8 @@ class StageStats:
         kind: how its function runs (``thread``, ``process``, ``async``, ``executor``, ``source``...).
         records_in / records_out: records received and emitted.
         errors: records whose function raised (after retries), whatever the policy did with them.
+        late: records an event-time window received after their windows were purged (they
+            went to its side output).
         busy_seconds: time spent inside the stage's own work (waiting on its neighbours excluded).
         queue_depth: records waiting in the stage's inbound channel right now.
     """
@@ -32,6 +34,7 @@ class StageStats:
     records_in: int = 0
     records_out: int = 0
     errors: int = 0
+    late: int = 0
     busy_seconds: float = 0.0
     queue_depth: int = 0
     started: float = field(default_factory=time.perf_counter)
