@@ -32,6 +32,7 @@ NAMES = [
     "mapreduce",
     "sum",
     "tasks",
+    "nested",
     "chunking",
     "rpc",
     "transports",
@@ -203,6 +204,9 @@ def test_each_verdict_agrees_with_its_own_numbers(quick_tour):
         assert ("x the time automatic chunks took" in chunking) == (two / auto >= 1.15)
     assert "coroutine" in section(out, "pipeline")
     assert "reached 100" in section(out, "streaming")
+    recursion = section(out, "nested")  # more parents waited than there are slots, and no deadlock
+    assert "equal to the serial recursion's: yes" in recursion
+    assert ratio(recursion, r"\| child tasks on the pool +\| +2 \| +\d+ \| +[\d.]+ \| +(\d+) \|") > 2
     log = section(out, "topics")  # a member killed mid-stream, and nothing lost
     assert re.search(r"\| the surviving member +\| +1 \| +\d+ \| +[\d.]+ \| +\d+ \| +0 \|", log), log
     autoscaling = section(out, "autoscaling")

@@ -6,7 +6,7 @@ the words ``python -m minipool.demo --only NAME`` takes and the one sentence it 
 
 from __future__ import annotations
 
-from . import cluster, compute, dataflow, faults, messaging, wire
+from . import cluster, compute, dataflow, faults, messaging, recursion, wire
 from .step import Step
 
 __all__ = ["STEPS", "by_name"]
@@ -45,6 +45,13 @@ STEPS: list[Step] = [
         "A task queue decouples asking from doing: the caller gets an id at once, the broker "
         "retries, repeats and orders the work.",
         compute.tasks,
+    ),
+    Step(
+        "nested",
+        "tasks that submit tasks: SCOOP's futures created on the workers, recursion without deadlock",
+        "A task may submit tasks and wait for them: while it waits it gives its slot back, so a "
+        "recursion deeper than the pool has slots still completes.",
+        recursion.nested,
     ),
     Step(
         "chunking",
