@@ -15,6 +15,7 @@ becomes an :class:`Effects` entry, and the coordinator sends the TASK.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 
@@ -42,6 +43,25 @@ class TaskQueue:
         self._front = itertools.count(-1, -1)  # requeued tasks jump the line
         self.tasks: dict[int, Task] = {}  # live tasks by number
         self.workers: dict[str, WorkerState] = {}
+        # How many connected workers run each interpreter: whether a by-value task can run
+        # anywhere is asked at every submission, and must not cost a walk over the workers.
+        self._interpreters: collections.Counter[str | None] = collections.Counter()
+
+    def add_worker(self, worker: WorkerState) -> None:
+        """Count ``worker`` in (in place of a worker of the same id, if one is connected)."""
+        old = self.workers.get(worker.id)
+        if old is not None:
+            self._interpreters[old.interpreter] -= 1
+        self.workers[worker.id] = worker
+        self._interpreters[worker.interpreter] += 1
+
+    def remove_worker(self, worker: WorkerState) -> None:
+        del self.workers[worker.id]
+        self._interpreters[worker.interpreter] -= 1
+
+    def can_run(self, interpreter: str | None) -> bool:
+        """Whether a connected worker runs ``interpreter``."""
+        return self._interpreters[interpreter] > 0
 
     def push(self, task: Task, heap: list[tuple[int, int, int]]) -> None:
         """Put a new task at the back of ``heap`` (among those of its priority)."""

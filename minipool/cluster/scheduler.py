@@ -172,14 +172,11 @@ class Scheduler(TaskQueue):
 
     def _submit_pinned(self, task: Task, fx: Effects) -> None:
         """Queue a by-value task for the workers that can load it, or fail it if none could."""
-        if self.workers and not self._can_run(task.needs):
+        if self.workers and not self.can_run(task.needs):
             self._fail_incompatible(task, fx)
             return
         self.push(task, self.pinned.setdefault(task.needs, []))  # type: ignore[arg-type]
         self.dispatch(fx)
-
-    def _can_run(self, interpreter: str | None) -> bool:
-        return any(w.interpreter == interpreter for w in self.workers.values())
 
     def _fail_incompatible(self, task: Task, fx: Effects) -> None:
         self.counts["failed"] += 1
@@ -187,7 +184,7 @@ class Scheduler(TaskQueue):
 
     def _fail_unrunnable(self, fx: Effects) -> None:
         """Fail the waiting by-value tasks that no connected worker can load."""
-        for interpreter in [i for i in self.pinned if not self._can_run(i)]:
+        for interpreter in [i for i in self.pinned if not self.can_run(i)]:
             for _, _, number in self.pinned.pop(interpreter):
                 task = self.tasks.get(number)
                 if task is not None and task.state is TaskState.QUEUED:
@@ -333,7 +330,7 @@ class Scheduler(TaskQueue):
         cut, that was a cut, not a crash: those losses are taken back. The tasks it says it
         still holds, if they are waiting to run again, are leased back to it, not sent again:
         it is running them, or about to send their outcomes."""
-        self.workers[worker.id] = worker
+        self.add_worker(worker)
         left = self._left_behind.pop(worker.incarnation, None) if worker.incarnation else None
         for number in left or ():
             task = self.tasks.get(number)
@@ -369,7 +366,7 @@ class Scheduler(TaskQueue):
         """
         if self.workers.get(worker.id) is not worker:
             return
-        del self.workers[worker.id]
+        self.remove_worker(worker)
         self.policy.forget(worker.id)
         self.counts["workers_lost"] += 1
         cut = worker.blame is None and bool(worker.incarnation)
