@@ -235,6 +235,9 @@ def render_status(report: dict[str, Any]) -> str:
             f"  slots {w['slots']}  inflight {w['inflight']}  done {w['done']}"
             f"  python {w.get('python', '?')}"
         )
+    from .pipesets.commands import render_pipe_sets
+
+    lines += render_pipe_sets(report.get("registry", []))
     return "\n".join(lines)
 
 
@@ -450,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .topics.commands import add_commands  # topics, produce, consume
 
     add_commands(command)
+
+    from .pipesets.commands import add_commands as add_pipe_set_command
+
+    add_pipe_set_command(command)
 
     p = command(
         "chaos",
