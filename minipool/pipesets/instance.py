@@ -47,7 +47,8 @@ class InstanceStats:
     dead: int = 0  # input records sent to the dead letter channel
     batches: int = 0
     seconds_per_record: float | None = None  # EWMA of this instance's own processing time
-    weight: float | None = None  # the share of the channel the centre gives it (1 = even)
+    weight: float | None = None  # the centre's measure of it: records/s relative to the others
+    partitions: int = 0  # partitions of the channel the centre gives it now
 
     @property
     def records_per_s(self) -> float:
@@ -64,6 +65,9 @@ class Instance:
         slowdown: extra seconds per record (a slower machine, for experiments and tests).
         ttl: seconds the registry entry lives without a renewal.
         max_records: the most records one pull brings (the instance's credit).
+        balance: ask the centre to share the channel by measured pull time (seed 001's
+            dynamic weights; else partitions are dealt round-robin). It applies to the whole
+            group: every instance of a pipe set should say the same.
         transport_options: TLS contexts, ``max_message``... as for a Consumer.
     """
 
@@ -76,6 +80,7 @@ class Instance:
         slowdown: float = 0.0,
         ttl: float = 3.0,
         max_records: int = 100,
+        balance: bool = True,
         reconnect_timeout: float = 60.0,
         **transport_options: Any,
     ) -> None:
@@ -104,6 +109,10 @@ class Instance:
             reconnect_timeout=reconnect_timeout,
             **dict(transport_options),
         )
+        if balance:
+            headers = {"op": "balance", "topic": pipe_set.source, "group": pipe_set.name, "by": "pull-time"}
+            client = self.consumer.client
+            retrying(client, 30.0, lambda: request(client, Kind.TOPIC_ADMIN, headers, 30.0))
         self._renewer = threading.Thread(target=self._renew_loop, daemon=True, name="minipool-pipe-set")
         self._renewer.start()
 
@@ -218,17 +227,15 @@ class Instance:
                 return
 
     def _weight(self) -> float | None:
-        """This instance's share of the channel as the centre sees it: its partitions over an
-        even share."""
+        """This instance's weight as the centre measured it (records per second relative to
+        the other instances), and the partitions of the channel it is given."""
         client = self.consumer.client
         headers = {"op": "describe", "topic": self.pipe_set.source, "group": self.pipe_set.name}
-        report = request(client, Kind.TOPIC_ADMIN, headers, 5.0)
-        group = report[0]["groups"][0]
-        members = group["members"]
-        for member in members:
+        group = request(client, Kind.TOPIC_ADMIN, headers, 5.0)[0]["groups"][0]
+        for member in group["members"]:
             if member["member"] == client.client_id:
-                even = len(group["partitions"]) / max(1, len(members))
-                return round(len(member["partitions"]) / even, 3)
+                self.stats.partitions = len(member["partitions"])
+                return float(member["weight"])
         return None
 
     def stop(self) -> None:

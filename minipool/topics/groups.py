@@ -17,6 +17,14 @@ A member holds at most ``max_pending`` records per partition, so a group that fa
 or a member that never acknowledges, costs the coordinator a bounded amount of memory: the
 records wait on disk, not in the group. Nothing here reads a record or a clock; the caller
 reads what :meth:`Group.plan` asks for and reports it back with :meth:`Group.delivered`.
+
+A group can be *balanced by pull time* (seed 001's dynamic balancing: the exchange channel
+tracks how long each pipe takes to pull again and gives the slow ones smaller weights). The
+caller reports when it hands a member records (:meth:`handed`) and when that member pulls next
+(:meth:`pulled`); the seconds per record between the two, smoothed, make the member's weight
+(records per second, relative to the others), and partitions are shared out in proportion to
+the weights (at least one each, so every member keeps being measured), re-assigned at most once
+per ``REBALANCE_EVERY`` seconds of the caller's clock.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ __all__ = ["Cursor", "Group", "MAX_PENDING"]
 
 #: Records a member may hold unacknowledged per partition before it is sent no more.
 MAX_PENDING = 10_000
+#: Seconds of the caller's clock between two re-assignments of a group balanced by pull time.
+REBALANCE_EVERY = 1.0
+_ALPHA = 0.3  # smoothing of a member's seconds per record: one slow pull does not flip it
 
 
 class Cursor:
@@ -91,6 +102,11 @@ class Group:
         self.max_pending = max_pending
         self.lost = 0  # records deleted by retention before the group acknowledged them
         self.redelivered = 0
+        self.balanced = False  # by pull time (see the module's docstring), else round-robin
+        self.pull_times: dict[str, float] = {}  # member -> seconds per record, smoothed
+        self._handed: dict[str, tuple[float, int]] = {}  # member -> (when, how many records)
+        self._assigned_at = float("-inf")
+        self.rebalanced = 0
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -115,6 +131,8 @@ class Group:
                 bisect.insort(cursor.redeliver, offset)
             held += len(mine)
         self.redelivered += held
+        self.pull_times.pop(member, None)
+        self._handed.pop(member, None)
         self._assign()
         return held
 
@@ -122,9 +140,61 @@ class Group:
         names = list(self.members)
         for owned in self.members.values():
             owned.clear()
-        if names:
+        if not names:
+            return
+        counts = self._shares(names) if self.balanced else None
+        if counts is None:
             for partition in range(len(self.cursors)):
                 self.members[names[partition % len(names)]].append(partition)
+            return
+        partition = 0
+        for name, count in zip(names, counts, strict=True):
+            self.members[name].extend(range(partition, partition + count))
+            partition += count
+
+    def _shares(self, names: list[str]) -> list[int] | None:
+        """Partitions per member in proportion to its weight (largest remainder, at least one
+        each while there are enough); None while the weights are all even."""
+        weights = [self.weight(name) for name in names]
+        total, partitions = sum(weights), len(self.cursors)
+        if partitions < len(names) or max(weights) - min(weights) < 1e-9:
+            return None
+        spare = partitions - len(names)
+        exact = [spare * w / total for w in weights]
+        counts = [1 + int(e) for e in exact]
+        by_remainder = sorted(range(len(names)), key=lambda i: int(exact[i]) - exact[i])
+        for i in by_remainder[: partitions - sum(counts)]:
+            counts[i] += 1
+        return counts
+
+    def weight(self, member: str) -> float:
+        """``member``'s records per second relative to the group's mean (1.0: average, or not
+        yet measured)."""
+        rates = {m: 1.0 / t for m, t in self.pull_times.items() if m in self.members and t > 0}
+        if member not in rates:
+            return 1.0
+        return rates[member] / (sum(rates.values()) / len(rates))
+
+    def handed(self, member: str, count: int, now: float) -> None:
+        """``member`` was handed ``count`` records at ``now`` (a group balanced by pull time)."""
+        if count:
+            self._handed[member] = (now, count)
+
+    def pulled(self, member: str, now: float) -> None:
+        """``member`` pulls again at ``now``: the time since its last records were handed to it,
+        per record, is its pull time; re-assign the partitions if it is time to."""
+        handed = self._handed.pop(member, None)
+        if handed is None:
+            return
+        seconds = (now - handed[0]) / handed[1]
+        before = self.pull_times.get(member)
+        self.pull_times[member] = seconds if before is None else _ALPHA * seconds + (1 - _ALPHA) * before
+        if now - self._assigned_at >= REBALANCE_EVERY:
+            self._assigned_at = now
+            assigned = {m: list(p) for m, p in self.members.items()}
+            self._assign()
+            if assigned != self.members:
+                self.rebalanced += 1
 
     def owner(self, partition: int) -> str | None:
         for member, owned in self.members.items():
@@ -234,6 +304,8 @@ class Group:
                 "member": m,
                 "partitions": list(owned),
                 "pending": sum(1 for c in self.cursors for holder in c.pending.values() if holder == m),
+                "weight": round(self.weight(m), 3),
+                "seconds_per_record": self.pull_times.get(m),
             }
             for m, owned in self.members.items()
         ]
@@ -244,4 +316,6 @@ class Group:
             "lag": sum(p["lag"] for p in partitions),
             "lost": self.lost,
             "redelivered": self.redelivered,
+            "balance": "pull-time" if self.balanced else "round-robin",
+            "rebalanced": self.rebalanced,
         }

@@ -209,9 +209,11 @@ class TopicService:
     ) -> bytes:
         group = self.join(topic, name, member, session, request.get("reset", "latest"))
         self._persist(topic.name, group, group.ack(_acks(request.get("acks", []))))
+        if group.balanced:
+            group.pulled(member, time.monotonic())
         bounds = topic.bounds()
         group.skip_dropped([start for start, _ in bounds])
-        chunks = []
+        chunks, handed = [], 0
         for partition, again, first, new in group.plan(member, [end for _, end in bounds], limit):
             sent, gone = [], []
             for offset in again or ():
@@ -228,6 +230,9 @@ class TopicService:
                     sent.extend(range(got, got + count))
                     budget -= len(data)
             group.delivered(member, partition, sent, gone)
+            handed += len(sent)
+        if group.balanced:
+            group.handed(member, handed, time.monotonic())
         return b"".join(chunks)
 
     def group(self, topic: Topic, name: Any, reset: Any = "latest") -> Group:
@@ -294,6 +299,9 @@ class TopicService:
             if op == "commit":
                 self._persist(topic.name, group, group.ack(_acks(request.get("acks", []))))
                 return [c.committed for c in group.cursors]
+            if op == "balance":  # by pull time (seed 001's dynamic weights) from now on
+                group.balanced = request.get("by") == "pull-time"
+                return group.describe([end for _, end in topic.bounds()])
             if op == "leave":
                 if self.sessions.get(member) is session:
                     self.memberships.get(member, set()).discard((topic.name, group.name))
