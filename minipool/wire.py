@@ -130,6 +130,8 @@ class Kind(enum.IntEnum):
     )
     TOPIC_REPLY = 55  # coordinator -> client: JSON body, the answer to a TOPIC_ADMIN
     TOPIC_ERROR = 56  # coordinator -> client: headers {"reason"}: that one request was refused
+    # Pipe sets (minipool.pipesets): 80-89.
+    TOPIC_TRANSACT = 80  # client -> coordinator: outputs appended + inputs acknowledged, one step
 
 
 class Format(enum.IntEnum):

@@ -2,11 +2,16 @@
 the outputs, acknowledge the batch; and stay registered while alive.
 
 Technique: *a consumer group member that is also a registered service* (seed 001's pipe with a
-service ID, found through the registry). The instances of a pipe set are members of one
+service ID, found through the registry), *and a transactional step* (Kafka's
+"consume-transform-produce" transactions). The instances of a pipe set are members of one
 consumer group named after it, so the coordinator shares the channel's partitions among them
-and hands a dead member's unacknowledged records to the others. An instance acknowledges a
-batch only after the coordinator has acknowledged every output of it (``flush``), so a crash
-between the two repeats the batch rather than losing it: at-least-once across pipe sets.
+and hands a dead member's unacknowledged records to the others. An instance sends a batch's
+outputs and the acknowledgement of its inputs in one TOPIC_TRANSACT message, which the
+coordinator applies as one step: a batch's outputs are appended exactly when its inputs are
+acknowledged. An instance killed before the step leaves its inputs unacknowledged (they are
+redelivered, and their outputs made once, by another instance); one killed after it has nothing
+left to do. If the inputs were redelivered meanwhile and another instance got there first, the
+step is refused, nothing is appended, and the instance drops those inputs and redoes the rest.
 
 The instance renews a registry entry (key ``NAME/HOST:PID``, service ``NAME``, meta kind
 ``pipe-set``) every third of its TTL, carrying its measured rate and the weight the centre gives
@@ -25,7 +30,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import TopicError
-from ..topics.connection import request, retrying
+from ..topics.connection import connect, request, retrying
+from ..topics.records import Record, pack_entries, unpack_chunks
 from ..wire import Kind
 from .fragment import PipeSet, encode_json
 
@@ -45,6 +51,7 @@ class InstanceStats:
     records: int = 0  # input records processed
     outputs: int = 0  # records pushed to channels
     dead: int = 0  # input records sent to the dead letter channel
+    refused: int = 0  # steps refused: inputs another instance had settled first
     batches: int = 0
     seconds_per_record: float | None = None  # EWMA of this instance's own processing time
     weight: float | None = None  # the centre's measure of it: records/s relative to the others
@@ -69,6 +76,7 @@ class Instance:
             dynamic weights; else partitions are dealt round-robin). It applies to the whole
             group: every instance of a pipe set should say the same.
         transport_options: TLS contexts, ``max_message``... as for a Consumer.
+        reconnect_timeout: how long to keep trying after the coordinator goes away.
     """
 
     def __init__(
@@ -84,45 +92,38 @@ class Instance:
         reconnect_timeout: float = 60.0,
         **transport_options: Any,
     ) -> None:
-        from ..topics import Consumer, Producer
-
         self.pipe_set = pipe_set
         self.address = address
         self.slowdown = slowdown
         self.ttl = ttl
+        self.max_records = max_records
+        self.reconnect_timeout = reconnect_timeout
         self.key = f"{pipe_set.name}/{socket.gethostname()}:{os.getpid()}:{id(self) % 10_000}"
         self.stats = InstanceStats()
         self._stop = threading.Event()
-        self.producer = Producer(
-            address, authkey=authkey, reconnect_timeout=reconnect_timeout, **dict(transport_options)
-        )
+        self.client = connect(address, None, authkey, reconnect_timeout, dict(transport_options))
         for channel in {pipe_set.source, *([pipe_set.output] if pipe_set.output else [])}:
             self._create(channel)
-        self.consumer = Consumer(
-            pipe_set.source,
-            address=address,
-            authkey=authkey,
-            group=pipe_set.name,
-            auto_offset_reset="earliest",
-            max_records=max_records,
-            wait=0.2,
-            reconnect_timeout=reconnect_timeout,
-            **dict(transport_options),
-        )
+        self._admin({"op": "join", "reset": "earliest"})
         if balance:
-            headers = {"op": "balance", "topic": pipe_set.source, "group": pipe_set.name, "by": "pull-time"}
-            client = self.consumer.client
-            retrying(client, 30.0, lambda: request(client, Kind.TOPIC_ADMIN, headers, 30.0))
+            self._admin({"op": "balance", "by": "pull-time"})
         self._renewer = threading.Thread(target=self._renew_loop, daemon=True, name="minipool-pipe-set")
         self._renewer.start()
+
+    def _ask(self, kind: Kind, headers: dict[str, Any], body: bytes = b"", timeout: float = 30.0) -> Any:
+        client = self.client
+        return retrying(client, self.reconnect_timeout, lambda: request(client, kind, headers, timeout, body))
+
+    def _admin(self, headers: dict[str, Any]) -> Any:
+        group = {"topic": self.pipe_set.source, "group": self.pipe_set.name}
+        return self._ask(Kind.TOPIC_ADMIN, {**group, **headers})
 
     def _create(self, channel: str) -> None:
         """Create ``channel`` with the pipe set's partitions, unless it already exists (with
         whatever partitions it has: a channel made on first use has one, and one instance)."""
         headers = {"op": "create", "topic": channel, "config": {"partitions": self.pipe_set.partitions}}
-        client = self.producer.client
         try:
-            retrying(client, 30.0, lambda: request(client, Kind.TOPIC_ADMIN, headers, 30.0))
+            self._ask(Kind.TOPIC_ADMIN, headers)
         except TopicError as exc:
             log.info("channel %s: %s", channel, exc)
 
@@ -132,34 +133,55 @@ class Instance:
         """Pull, process and push until :meth:`stop` (or a signal) ends it."""
         try:
             while not self._stop.is_set():
-                records = self.consumer.poll(0.2)
+                records = self.pull(0.2)
                 if records:
-                    self.process([r.value for r in records])
+                    self.process(records)
         finally:
             self.close()
 
-    def process(self, raw: list[bytes]) -> None:
-        """One batch: decode, run the fragment, push every output and wait until the centre has
-        them all. The consumer acknowledges the batch with its next pull."""
+    def pull(self, wait: float) -> list[Record]:
+        """The next records of the channel the group gives this instance (waiting up to
+        ``wait`` seconds for some)."""
+        headers = {
+            "topic": self.pipe_set.source,
+            "group": self.pipe_set.name,
+            "reset": "earliest",
+            "max": self.max_records,
+            "wait": wait,
+        }
+        return unpack_chunks(self.pipe_set.source, self._ask(Kind.TOPIC_FETCH, headers, timeout=wait + 30))
+
+    def process(self, records: list[Record]) -> None:
+        """One batch: run the fragment, then append its outputs and acknowledge its inputs in
+        one step; if some inputs were meanwhile settled by another instance, drop them and
+        redo the rest."""
         started = time.perf_counter()
-        values, undecodable = [], []
-        for data in raw:
-            try:
-                values.append(self.pipe_set.decode(data))
-            except ValueError as exc:
-                undecodable.append((data.decode("utf-8", "replace"), exc))
         if self.slowdown:
-            time.sleep(self.slowdown * len(raw))
-        routed = self._apply(values)
-        for text, error in undecodable:
-            self._dead(text, error)
-        for channel, value in routed:
-            self.producer.send(channel, self.pipe_set.encode(value))
-        self.producer.flush()
-        elapsed = (time.perf_counter() - started) / max(1, len(raw))
+            time.sleep(self.slowdown * len(records))
+        while records:
+            outputs = self._outputs(records)
+            body = pack_entries([(None, data) for _, data in outputs])
+            counts: dict[str, int] = {}
+            for channel, _ in outputs:
+                counts[channel] = counts.get(channel, 0) + 1
+            headers = {
+                "topic": self.pipe_set.source,
+                "group": self.pipe_set.name,
+                "acks": ranges(records),
+                "outputs": [[channel, count] for channel, count in counts.items()],
+            }
+            done = self._ask(Kind.TOPIC_TRANSACT, headers, body)["done"]
+            if not done:
+                break
+            self.stats.refused += 1
+            settled = {(p, o) for p, first, end in done for o in range(first, end)}
+            records = [r for r in records if (r.partition, r.offset) not in settled]
+        else:
+            return
+        elapsed = (time.perf_counter() - started) / len(records)
         s = self.stats
-        s.records += len(raw)
-        s.outputs += len(routed)
+        s.records += len(records)
+        s.outputs += len(outputs)
         s.batches += 1
         s.seconds_per_record = (
             elapsed
@@ -167,9 +189,27 @@ class Instance:
             else _ALPHA * elapsed + (1 - _ALPHA) * s.seconds_per_record
         )
 
-    def _apply(self, values: list[Any]) -> list[tuple[str, Any]]:
+    def _outputs(self, records: list[Record]) -> list[tuple[str, bytes]]:
+        """The encoded outputs of a batch, grouped by channel, dead letters included."""
+        values, letters = [], []
+        for record in records:
+            try:
+                values.append(self.pipe_set.decode(record.value))
+            except ValueError as exc:
+                letters.append(self._dead(record.value.decode("utf-8", "replace"), exc))
+        out = []
+        for channel, value in self._apply(values, letters):
+            try:
+                out.append((channel, self.pipe_set.encode(value)))
+            except (TypeError, ValueError) as exc:
+                letters.append(self._dead(value, exc))
+        out += [(self.pipe_set.dead_letters, encode_json(letter)) for letter in letters]
+        out.sort(key=lambda item: item[0])  # stable: each channel's records keep their order
+        return out
+
+    def _apply(self, values: list[Any], letters: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         """The batch's outputs; if the fragment fails, record by record, so one bad record
-        goes to the dead letter channel and the others go on."""
+        becomes a dead letter and the others go on."""
         try:
             return self.pipe_set.apply(values)
         except Exception:  # noqa: BLE001 - find the record that failed
@@ -179,12 +219,14 @@ class Instance:
             try:
                 routed += self.pipe_set.apply([value])
             except Exception as exc:  # noqa: BLE001 - the record's fault, reported with it
-                self._dead(value, exc)
+                letters.append(self._dead(value, exc))
         return routed
 
-    def _dead(self, value: Any, exc: BaseException) -> None:
+    def _dead(self, value: Any, exc: BaseException) -> dict[str, Any]:
+        """The dead letter of a record that failed, with the error and the pipe set's name
+        (always JSON on the dead letter channel, whatever the codec)."""
         self.stats.dead += 1
-        letter = {
+        return {
             "pipe_set": self.pipe_set.name,
             "instance": self.key,
             "error": f"{type(exc).__name__}: {exc}",
@@ -192,7 +234,6 @@ class Instance:
             if isinstance(value, (str, int, float, bool, list, dict, type(None)))
             else repr(value),
         }
-        self.producer.send(self.pipe_set.dead_letters, encode_json(letter))
 
     # -- the registry --------------------------------------------------------------------------
 
@@ -212,7 +253,7 @@ class Instance:
         }
 
     def _register(self, ttl: float) -> None:
-        self.consumer.client.register(
+        self.client.register(
             self.key, address=self.address, services=[self.pipe_set.name], ttl=ttl, meta=self.meta()
         )
 
@@ -229,7 +270,7 @@ class Instance:
     def _weight(self) -> float | None:
         """This instance's weight as the centre measured it (records per second relative to
         the other instances), and the partitions of the channel it is given."""
-        client = self.consumer.client
+        client = self.client
         headers = {"op": "describe", "topic": self.pipe_set.source, "group": self.pipe_set.name}
         group = request(client, Kind.TOPIC_ADMIN, headers, 5.0)[0]["groups"][0]
         for member in group["members"]:
@@ -242,12 +283,30 @@ class Instance:
         self._stop.set()
 
     def close(self) -> None:
-        """Acknowledge what was processed, leave the group and the registry, disconnect."""
+        """Leave the group (what this instance holds goes to the others at once) and the
+        registry, and disconnect."""
         self._stop.set()
         self._renewer.join(timeout=5)
         try:
             self._register(0.001)  # an entry that expires at once: the instance has left
-        except Exception:  # noqa: BLE001 - the coordinator is gone: the entry expires anyway
+            request(
+                self.client,
+                Kind.TOPIC_ADMIN,
+                {"op": "leave", "topic": self.pipe_set.source, "group": self.pipe_set.name},
+                5.0,
+            )
+        except Exception:  # noqa: BLE001 - the coordinator is gone: leaving is implied
             pass
-        self.consumer.close()
-        self.producer.close(timeout=10)
+        self.client.close()
+
+
+def ranges(records: list[Record]) -> list[list[int]]:
+    """``[partition, first, end]`` ranges covering ``records`` (a batch in a few numbers)."""
+    out: list[list[int]] = []
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        last = out[-1] if out else None
+        if last is not None and last[0] == record.partition and last[2] == record.offset:
+            last[2] += 1
+        else:
+            out.append([record.partition, record.offset, record.offset + 1])
+    return out

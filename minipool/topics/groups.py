@@ -282,6 +282,23 @@ class Group:
                 moved.add(partition)
         return moved
 
+    def settled(self, acks: list[tuple[int, int, int]]) -> list[list[int]]:
+        """The parts of ``(partition, first, end)`` ranges that cannot be acknowledged as a
+        new step: already acknowledged (by this member or another) or never delivered."""
+        done: list[list[int]] = []
+        for partition, first, end in acks:
+            if not 0 <= partition < len(self.cursors):
+                done.append([partition, first, end])
+                continue
+            cursor = self.cursors[partition]
+            for offset in range(first, end):
+                if offset < cursor.committed or offset in cursor.acked or offset >= cursor.next:
+                    if done and done[-1][0] == partition and done[-1][2] == offset:
+                        done[-1][2] += 1
+                    else:
+                        done.append([partition, offset, offset + 1])
+        return done
+
     def skip_dropped(self, starts: list[int]) -> None:
         """Move past records that retention deleted before the group got to them."""
         for cursor, start in zip(self.cursors, starts, strict=True):

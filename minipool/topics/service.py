@@ -352,6 +352,33 @@ class TopicService:
                 report.append(entry)
             return report
 
+    def transact(self, request: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """Append a pipe set's outputs and acknowledge the inputs they came from as one step,
+        under the lock every group change takes: both happen, or (when some input was already
+        acknowledged, by a redelivery's other taker) neither does, and the reply's ``done``
+        names the inputs to drop. ``outputs`` is ``[[topic, count], ...]`` over ``body``."""
+        source = self.topic(request.get("topic"), create=False)
+        acks = _acks(request.get("acks", []))
+        entries = unpack_entries(body)
+        outputs = request.get("outputs", [])
+        if not isinstance(outputs, list) or sum(_count(n, "count", 0, 1 << 30) for _, n in outputs) != len(
+            entries
+        ):
+            raise TopicError("outputs must be [topic, count] pairs that add up to the records sent")
+        with self.cond:
+            group = self.groups.get((source.name, str(request.get("group"))))
+            if group is None:
+                raise TopicError(f"no group {request.get('group')!r} on topic {source.name!r}")
+            done = group.settled(acks)
+            if done:
+                return {"done": done, "appended": 0}
+            at = 0
+            for name, count in outputs:
+                self.produce(name, entries[at : at + count])
+                at += count
+            self._persist(source.name, group, group.ack(acks))
+        return {"done": [], "appended": len(entries)}
+
     # -- the wire --------------------------------------------------------------------------
 
     def handle(self, member: str, session: object, msg: Message) -> Message:
@@ -364,6 +391,9 @@ class TopicService:
                 return Message(Kind.TOPIC_ACKS, msg.id, body.encode(), fmt=Format.JSON)
             if msg.kind is Kind.TOPIC_FETCH:
                 return Message(Kind.TOPIC_RECORDS, msg.id, self.fetch(member, session, msg.headers))
+            if msg.kind is Kind.TOPIC_TRANSACT:
+                body = json.dumps(self.transact(msg.headers, msg.body))
+                return Message(Kind.TOPIC_REPLY, msg.id, body.encode(), fmt=Format.JSON)
             if msg.kind is Kind.TOPIC_ADMIN:
                 body = json.dumps(self.admin(member, session, msg.headers))
                 return Message(Kind.TOPIC_REPLY, msg.id, body.encode(), fmt=Format.JSON)
