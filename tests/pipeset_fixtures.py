@@ -17,3 +17,11 @@ split = PipeSet(
     source="numbers",
     fragment=pl.filter(lambda n: n >= 0) | to_channel(lambda n: "even" if n % 2 == 0 else "odd"),
 )
+
+# A fast pipe between two pipe sets: "halves" pushes straight to the instances of "doubled".
+halves = PipeSet(
+    "halves", source="numbers", fragment=pl.map(lambda n: n / 2), output="halved", fast=("halved",)
+)
+doubled = PipeSet(
+    "doubled", source="halved", fragment=pl.map(lambda x: int(x * 2)), output="whole", fast=("halved",)
+)

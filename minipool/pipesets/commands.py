@@ -31,6 +31,9 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--slowdown", type=float, default=0.0, metavar="S", help="extra seconds per record")
     p.add_argument("--ttl", type=float, default=3.0, metavar="S", help="registry entry lifetime")
     p.add_argument("--max-records", type=int, default=100, metavar="N", help="records per pull")
+    p.add_argument(
+        "--listen", default="tcp://127.0.0.1:0", metavar="URL", help="where a fast pipe's inlet listens"
+    )
     p.add_argument("--authkey-file", metavar="FILE", help="file holding the shared key")
     p.add_argument("--cafile", help="CA bundle to verify a TLS coordinator with")
     p.add_argument("--insecure", action="store_true", help="TLS without verifying the certificate")
@@ -61,6 +64,7 @@ def cmd_pipe_set(args: argparse.Namespace) -> int:
         slowdown=args.slowdown,
         ttl=args.ttl,
         max_records=args.max_records,
+        listen=args.listen,
         **tls_options(args, [url], server=False),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -84,6 +84,9 @@ class PipeSet:
         output: where untagged outputs go (``None``: a fragment must tag every output).
         codec: ``json`` or ``bytes`` (:data:`CODECS`), for its input and its outputs.
         partitions: partitions of the channels it creates (see :data:`DEFAULT_PARTITIONS`).
+        dead_letters: the channel of records that failed (default ``NAME.dead``).
+        fast: the channels, among its source and its outputs, that are fast pipes: pushed from
+            instance to instance, not through the centre, and not durable (:mod:`.fast`).
     """
 
     name: str
@@ -93,6 +96,7 @@ class PipeSet:
     codec: str = "json"
     partitions: int = DEFAULT_PARTITIONS
     dead_letters: str = field(default="")
+    fast: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_topic_name(self.name)
@@ -104,6 +108,9 @@ class PipeSet:
         if not self.dead_letters:
             object.__setattr__(self, "dead_letters", f"{self.name}.dead")
         check_topic_name(self.dead_letters)
+        object.__setattr__(self, "fast", tuple(check_topic_name(c) for c in self.fast))
+        if self.dead_letters in self.fast:
+            raise ValueError("the dead letter channel cannot be a fast pipe: it would not keep them")
 
     def encode(self, value: Any) -> bytes:
         return CODECS[self.codec][0](value)

@@ -33,6 +33,7 @@ from ..errors import TopicError
 from ..topics.connection import connect, request, retrying
 from ..topics.records import Record, pack_entries, unpack_chunks
 from ..wire import Kind
+from .fast import Inlet, Outlet, service_of
 from .fragment import PipeSet, encode_json
 
 __all__ = ["Instance", "InstanceStats", "REGISTRY_KIND"]
@@ -77,6 +78,7 @@ class Instance:
             group: every instance of a pipe set should say the same.
         transport_options: TLS contexts, ``max_message``... as for a Consumer.
         reconnect_timeout: how long to keep trying after the coordinator goes away.
+        listen: where the inlet of a fast pipe source listens (any transport).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Instance:
         ttl: float = 3.0,
         max_records: int = 100,
         balance: bool = True,
+        listen: str = "tcp://127.0.0.1:0",
         reconnect_timeout: float = 60.0,
         **transport_options: Any,
     ) -> None:
@@ -105,6 +108,12 @@ class Instance:
         for channel in {pipe_set.source, *([pipe_set.output] if pipe_set.output else [])}:
             self._create(channel)
         self._admin({"op": "join", "reset": "earliest"})
+        self._authkey = authkey
+        self._options = dict(transport_options)
+        self.inlet = None
+        if pipe_set.source in pipe_set.fast:  # records arrive pushed, not pulled
+            self.inlet = Inlet(listen, authkey, **self._options)
+        self.outlets: dict[str, Outlet] = {}
         if balance:
             self._admin({"op": "balance", "by": "pull-time"})
         self._renewer = threading.Thread(target=self._renew_loop, daemon=True, name="minipool-pipe-set")
@@ -133,11 +142,27 @@ class Instance:
         """Pull, process and push until :meth:`stop` (or a signal) ends it."""
         try:
             while not self._stop.is_set():
-                records = self.pull(0.2)
+                if self.inlet is not None:
+                    values = self.inlet.take(0.2)
+                    records = [
+                        Record(self.pipe_set.source, -1, i, 0.0, None, v) for i, v in enumerate(values)
+                    ]
+                else:
+                    records = self.pull(0.2)
                 if records:
                     self.process(records)
+            if self.inlet is not None:
+                self._drain(self.inlet)
         finally:
             self.close()
+
+    def _drain(self, inlet: Inlet) -> None:
+        """A clean stop on a fast pipe: leave the registry (no new pushes come), stop the
+        inlet, and process what it had already accepted."""
+        self._register(0.001)
+        inlet.close()
+        while values := inlet.take(0):
+            self.process([Record(self.pipe_set.source, -1, i, 0.0, None, v) for i, v in enumerate(values)])
 
     def pull(self, wait: float) -> list[Record]:
         """The next records of the channel the group gives this instance (waiting up to
@@ -160,14 +185,17 @@ class Instance:
             time.sleep(self.slowdown * len(records))
         while records:
             outputs = self._outputs(records)
-            body = pack_entries([(None, data) for _, data in outputs])
+            if not self._push_fast(outputs):
+                return  # stopping, with no inlet to take them: the inputs stay unacknowledged
+            durable = [(channel, data) for channel, data in outputs if channel not in self.pipe_set.fast]
+            body = pack_entries([(None, data) for _, data in durable])
             counts: dict[str, int] = {}
-            for channel, _ in outputs:
+            for channel, _ in durable:
                 counts[channel] = counts.get(channel, 0) + 1
             headers = {
                 "topic": self.pipe_set.source,
                 "group": self.pipe_set.name,
-                "acks": ranges(records),
+                "acks": [] if self.inlet is not None else ranges(records),
                 "outputs": [[channel, count] for channel, count in counts.items()],
             }
             done = self._ask(Kind.TOPIC_TRANSACT, headers, body)["done"]
@@ -188,6 +216,23 @@ class Instance:
             if s.seconds_per_record is None
             else _ALPHA * elapsed + (1 - _ALPHA) * s.seconds_per_record
         )
+
+    def _push_fast(self, outputs: list[tuple[str, bytes]]) -> bool:
+        """Push the outputs bound for fast pipes to their inlets (waiting for one while none is
+        registered); False if the instance stopped first."""
+        by_channel: dict[str, list[bytes]] = {}
+        for channel, data in outputs:
+            if channel in self.pipe_set.fast:
+                by_channel.setdefault(channel, []).append(data)
+        for channel, values in by_channel.items():
+            outlet = self.outlets.get(channel)
+            if outlet is None:
+                lookup = self.client.lookup
+                outlet = Outlet(channel, lookup, self._authkey, self._stop, **self._options)
+                self.outlets[channel] = outlet
+            if not outlet.push(values):
+                return False
+        return True
 
     def _outputs(self, records: list[Record]) -> list[tuple[str, bytes]]:
         """The encoded outputs of a batch, grouped by channel, dead letters included."""
@@ -250,12 +295,18 @@ class Instance:
             "slowdown": self.slowdown,
             **{k: v for k, v in asdict(s).items()},
             "records_per_s": round(s.records_per_s, 1),
+            "fast_pushed": sum(o.pushed for o in list(self.outlets.values())),
+            "fast_resent": sum(o.resent for o in list(self.outlets.values())),
+            "inlet": None if self.inlet is None else self.inlet.uri,
         }
 
     def _register(self, ttl: float) -> None:
         self.client.register(
             self.key, address=self.address, services=[self.pipe_set.name], ttl=ttl, meta=self.meta()
         )
+        if self.inlet is not None:
+            service = service_of(self.pipe_set.source)
+            self.client.register(f"{service}/{self.key}", address=self.inlet.uri, services=[service], ttl=ttl)
 
     def _renew_loop(self) -> None:
         while True:
@@ -297,6 +348,10 @@ class Instance:
             )
         except Exception:  # noqa: BLE001 - the coordinator is gone: leaving is implied
             pass
+        for outlet in self.outlets.values():
+            outlet.close()
+        if self.inlet is not None:
+            self.inlet.close()
         self.client.close()
 
 
