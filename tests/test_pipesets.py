@@ -175,3 +175,20 @@ def test_serve_from_python_starts_instance_processes(coordinator):
         got = sorted(json.loads(v)["square"] for v in collect(url, "squared", 20))
         assert got == [i * i for i in range(20, 40)]
     assert all(p.returncode == 0 for p in served.processes)
+
+
+def test_an_instance_stops_promptly_on_sigterm_when_its_coordinator_is_gone():
+    coordinator = Coordinator(KEY.encode(), heartbeat=0.5)
+    url = coordinator.serve("tcp://127.0.0.1:0")
+    process = start(url)
+    try:
+        wait_for(lambda: instances(coordinator))
+        coordinator.close()
+        time.sleep(0.3)  # the instance is now asking again for a coordinator that is gone
+        process.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        process.wait(15)
+        assert time.monotonic() - asked < 6  # not the minute it keeps trying while it runs
+    finally:
+        stop(process)
+        coordinator.close()

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import TopicError
+from ..errors import ConnectionClosed, TopicError
 from ..topics.connection import connect, request, retrying
 from ..topics.records import Record, pack_entries, unpack_chunks
 from ..wire import Kind
@@ -120,8 +120,20 @@ class Instance:
         self._renewer.start()
 
     def _ask(self, kind: Kind, headers: dict[str, Any], body: bytes = b"", timeout: float = 30.0) -> Any:
+        """One request, asked again after each lost connection for ``reconnect_timeout``
+        seconds, or until the instance is told to stop.
+
+        Raises:
+            ConnectionClosed: the coordinator did not come back in time, or the instance stopped.
+        """
         client = self.client
-        return retrying(client, self.reconnect_timeout, lambda: request(client, kind, headers, timeout, body))
+        give_up = time.monotonic() + self.reconnect_timeout
+        while True:
+            try:
+                return retrying(client, 1.0, lambda: request(client, kind, headers, timeout, body))
+            except ConnectionClosed:
+                if self._stop.is_set() or time.monotonic() >= give_up:
+                    raise
 
     def _admin(self, headers: dict[str, Any]) -> Any:
         group = {"topic": self.pipe_set.source, "group": self.pipe_set.name}
@@ -153,6 +165,9 @@ class Instance:
                     self.process(records)
             if self.inlet is not None:
                 self._drain(self.inlet)
+        except ConnectionClosed:
+            if not self._stop.is_set():
+                raise
         finally:
             self.close()
 
