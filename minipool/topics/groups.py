@@ -22,7 +22,9 @@ A group can be *balanced by pull time* (seed 001's dynamic balancing: the exchan
 tracks how long each pipe takes to pull again and gives the slow ones smaller weights). The
 caller reports when it hands a member records (:meth:`handed`) and when that member pulls next
 (:meth:`pulled`); the seconds per record between the two, smoothed, make the member's weight
-(records per second, relative to the others), and partitions are shared out in proportion to
+(records per second, relative to the others; the caller reports full pulls only, since a
+member handed fewer records than it asked for was waiting for the producer, and its time per
+record would count the round trip many times), and partitions are shared out in proportion to
 the weights (at least one each, so every member keeps being measured), re-assigned at most once
 per ``REBALANCE_EVERY`` seconds of the caller's clock.
 """

@@ -231,7 +231,7 @@ class TopicService:
                     budget -= len(data)
             group.delivered(member, partition, sent, gone)
             handed += len(sent)
-        if group.balanced:
+        if group.balanced and handed >= limit:  # a short pull times the producer, not the member
             group.handed(member, handed, time.monotonic())
         return b"".join(chunks)
 
