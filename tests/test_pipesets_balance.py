@@ -22,15 +22,30 @@ def test_partitions_follow_the_measured_rates():
         group.handed("fast", 10, now)
         group.handed("slow", 10, now)
         group.pulled("fast", now + 0.01)  # 1 ms a record
-        group.pulled("slow", now + 0.03)  # 3 ms a record: a third of the rate
+        group.pulled("slow", now + 0.04)  # 4 ms a record: a quarter of the rate
         now += REBALANCE_EVERY
-    assert round(group.weight("fast"), 9) == 1.5 and round(group.weight("slow"), 9) == 0.5
-    # 1 each, then the 10 spare in proportion 3:1 (7.5 : 2.5, the remainder to the fast one)
+    assert round(group.weight("fast"), 9) == 1.6 and round(group.weight("slow"), 9) == 0.4
+    # 1 each, then the 10 spare in proportion 4:1 (8 : 2)
     assert [len(group.members["fast"]), len(group.members["slow"])] == [9, 3]
     assert sorted(group.members["fast"] + group.members["slow"]) == list(range(12))
     described = group.describe([0] * 12)
-    assert [m["weight"] for m in described["members"]] == [1.5, 0.5]
+    assert [m["weight"] for m in described["members"]] == [1.6, 0.4]
     assert described["balance"] == "pull-time" and described["rebalanced"] >= 1
+
+
+def test_a_small_change_in_the_measured_rates_moves_no_partition():
+    group = Group("g", [0] * 12)
+    group.balanced = True
+    group.join("a"), group.join("b")
+    now = 0.0
+    for a, b in [(0.010, 0.010), (0.010, 0.020)]:  # one slow pull of b's: 7/5 by the weights
+        group.handed("a", 10, now)
+        group.handed("b", 10, now)
+        group.pulled("b", now + b)
+        group.pulled("a", now + a)
+        now += REBALANCE_EVERY
+    assert group._shares(["a", "b"]) == [7, 5]
+    assert [len(group.members["a"]), len(group.members["b"])] == [6, 6] and group.rebalanced == 0
 
 
 def test_a_member_too_slow_to_matter_keeps_one_partition_and_leaving_resets_it():

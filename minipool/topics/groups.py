@@ -43,6 +43,14 @@ REBALANCE_EVERY = 1.0
 _ALPHA = 0.3  # smoothing of a member's seconds per record: one slow pull does not flip it
 
 
+def _moves(held: int, share: int) -> bool:
+    """Whether a member holding ``held`` partitions should be dealt ``share`` instead: by two
+    or more, or by half what it holds. Smaller changes are noise in the measured times, and
+    every move costs the partition its order (the new owner starts while the old one still
+    holds records of it)."""
+    return abs(held - share) >= 2 or abs(held - share) * 2 >= max(1, held)
+
+
 class Cursor:
     """A group's position in one partition."""
 
@@ -193,9 +201,10 @@ class Group:
         self.pull_times[member] = seconds if before is None else _ALPHA * seconds + (1 - _ALPHA) * before
         if now - self._assigned_at >= REBALANCE_EVERY:
             self._assigned_at = now
-            assigned = {m: list(p) for m, p in self.members.items()}
-            self._assign()
-            if assigned != self.members:
+            names = list(self.members)
+            shares = self._shares(names) or [len(self.members[n]) for n in names]
+            if any(_moves(len(self.members[n]), share) for n, share in zip(names, shares, strict=True)):
+                self._assign()
                 self.rebalanced += 1
 
     def owner(self, partition: int) -> str | None:
