@@ -114,6 +114,7 @@ class Instance:
         if pipe_set.source in pipe_set.fast:  # records arrive pushed, not pulled
             self.inlet = Inlet(listen, authkey, **self._options)
         self.outlets: dict[str, Outlet] = {}
+        self.balance = balance
         if balance:
             self._admin({"op": "balance", "by": "pull-time"})
         self._renewer = threading.Thread(target=self._renew_loop, daemon=True, name="minipool-pipe-set")
@@ -339,6 +340,8 @@ class Instance:
         client = self.client
         headers = {"op": "describe", "topic": self.pipe_set.source, "group": self.pipe_set.name}
         group = request(client, Kind.TOPIC_ADMIN, headers, 5.0)[0]["groups"][0]
+        if self.balance and group["balance"] != "pull-time":  # a restarted coordinator forgot it
+            request(client, Kind.TOPIC_ADMIN, {**headers, "op": "balance", "by": "pull-time"}, 5.0)
         for member in group["members"]:
             if member["member"] == client.client_id:
                 self.stats.partitions = len(member["partitions"])
