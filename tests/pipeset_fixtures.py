@@ -25,3 +25,6 @@ halves = PipeSet(
 doubled = PipeSet(
     "doubled", source="halved", fragment=pl.map(lambda x: int(x * 2)), output="whole", fast=("halved",)
 )
+
+# At most 50 of its outputs may wait in "kept" for that channel's slowest consumer group.
+capped = PipeSet("capped", source="numbers", fragment=pl.map(lambda n: n), output="kept", cap=50)

@@ -48,11 +48,11 @@ def test_a_step_appends_and_acknowledges_together_and_a_late_duplicate_is_refuse
     service.member_left("slow", "slow")  # its records go to the next taker
     fast = fetch(service, "fast", 3)
     assert [r.offset for r in fast] == [0, 1, 2]
-    assert transact(service, fast[:2], [b"A", b"B"]) == {"done": [], "appended": 2}
+    assert transact(service, fast[:2], [b"A", b"B"]) == {"done": [], "appended": 2, "full": None}
     # The slow instance finishes the same batch late: refused, nothing appended.
-    assert transact(service, slow, [b"A", b"B", b"C"]) == {"done": [[0, 0, 2]], "appended": 0}
+    assert transact(service, slow, [b"A", b"B", b"C"]) == {"done": [[0, 0, 2]], "appended": 0, "full": None}
     assert out_values(service) == [b"A", b"B"]
-    assert transact(service, slow[2:], [b"C"]) == {"done": [], "appended": 1}  # the rest, redone
+    assert transact(service, slow[2:], [b"C"]) == {"done": [], "appended": 1, "full": None}  # the rest, redone
     assert out_values(service) == [b"A", b"B", b"C"]
     group = service.describe("in", "g")[0]["groups"][0]
     assert group["partitions"][0]["committed"] == 3 and group["lag"] == 0

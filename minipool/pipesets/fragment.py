@@ -87,6 +87,9 @@ class PipeSet:
         dead_letters: the channel of records that failed (default ``NAME.dead``).
         fast: the channels, among its source and its outputs, that are fast pipes: pushed from
             instance to instance, not through the centre, and not durable (:mod:`.fast`).
+        cap: the most records of its outputs that may wait in each output channel for the
+            channel's slowest consumer group: past it, the instances are held back
+            (:mod:`minipool.topics.room`). ``None``: no cap (the topic's retention bounds it).
     """
 
     name: str
@@ -97,6 +100,7 @@ class PipeSet:
     partitions: int = DEFAULT_PARTITIONS
     dead_letters: str = field(default="")
     fast: tuple[str, ...] = ()
+    cap: int | None = None
 
     def __post_init__(self) -> None:
         check_topic_name(self.name)
@@ -109,6 +113,8 @@ class PipeSet:
             object.__setattr__(self, "dead_letters", f"{self.name}.dead")
         check_topic_name(self.dead_letters)
         object.__setattr__(self, "fast", tuple(check_topic_name(c) for c in self.fast))
+        if self.cap is not None and (type(self.cap) is not int or self.cap < 1):
+            raise ValueError(f"cap must be a positive number of records, not {self.cap!r}")
         if self.dead_letters in self.fast:
             raise ValueError("the dead letter channel cannot be a fast pipe: it would not keep them")
 

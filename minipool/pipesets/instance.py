@@ -53,6 +53,7 @@ class InstanceStats:
     outputs: int = 0  # records pushed to channels
     dead: int = 0  # input records sent to the dead letter channel
     refused: int = 0  # steps refused: inputs another instance had settled first
+    held: int = 0  # steps refused for now: an output channel was at the pipe set's cap
     batches: int = 0
     seconds_per_record: float | None = None  # EWMA of this instance's own processing time
     weight: float | None = None  # the centre's measure of it: records/s relative to the others
@@ -199,29 +200,24 @@ class Instance:
         started = time.perf_counter()
         if self.slowdown:
             time.sleep(self.slowdown * len(records))
-        while records:
-            outputs = self._outputs(records)
-            if not self._push_fast(outputs):
-                return  # stopping, with no inlet to take them: the inputs stay unacknowledged
-            durable = [(channel, data) for channel, data in outputs if channel not in self.pipe_set.fast]
-            body = pack_entries([(None, data) for _, data in durable])
-            counts: dict[str, int] = {}
-            for channel, _ in durable:
-                counts[channel] = counts.get(channel, 0) + 1
-            headers = {
-                "topic": self.pipe_set.source,
-                "group": self.pipe_set.name,
-                "acks": [] if self.inlet is not None else ranges(records),
-                "outputs": [[channel, count] for channel, count in counts.items()],
-            }
-            done = self._ask(Kind.TOPIC_TRANSACT, headers, body)["done"]
-            if not done:
+        outputs = self._outputs(records)
+        if not self._push_fast(outputs):
+            return  # stopping, with no inlet to take them: the inputs stay unacknowledged
+        while True:
+            reply = self._step(records, [(c, d) for c, d in outputs if c not in self.pipe_set.fast])
+            if reply.get("full"):  # held at a channel's cap until a consumer makes room
+                self.stats.held += 1
+                if self._stop.is_set():
+                    return
+                continue
+            if not reply["done"]:
                 break
             self.stats.refused += 1
-            settled = {(p, o) for p, first, end in done for o in range(first, end)}
+            settled = {(p, o) for p, first, end in reply["done"] for o in range(first, end)}
             records = [r for r in records if (r.partition, r.offset) not in settled]
-        else:
-            return
+            if not records:
+                return
+            outputs = self._outputs(records)  # the rest, redone (its fast outputs went already)
         elapsed = (time.perf_counter() - started) / len(records)
         s = self.stats
         s.records += len(records)
@@ -232,6 +228,22 @@ class Instance:
             if s.seconds_per_record is None
             else _ALPHA * elapsed + (1 - _ALPHA) * s.seconds_per_record
         )
+
+    def _step(self, records: list[Record], durable: list[tuple[str, bytes]]) -> dict[str, Any]:
+        """Ask the centre to append ``durable`` and acknowledge ``records`` as one step."""
+        counts: dict[str, int] = {}
+        for channel, _ in durable:
+            counts[channel] = counts.get(channel, 0) + 1
+        headers: dict[str, Any] = {
+            "topic": self.pipe_set.source,
+            "group": self.pipe_set.name,
+            "acks": [] if self.inlet is not None else ranges(records),
+            "outputs": [[channel, count] for channel, count in counts.items()],
+        }
+        if self.pipe_set.cap is not None:
+            capped = [c for c in counts if c != self.pipe_set.dead_letters]  # letters are never held
+            headers.update(caps=dict.fromkeys(capped, self.pipe_set.cap), wait=1.0)
+        return self._ask(Kind.TOPIC_TRANSACT, headers, pack_entries([(None, data) for _, data in durable]))
 
     def _push_fast(self, outputs: list[tuple[str, bytes]]) -> bool:
         """Push the outputs bound for fast pipes to their inlets (waiting for one while none is

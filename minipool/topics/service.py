@@ -32,6 +32,7 @@ from ..journal import Journal
 from ..wire import HEADROOM, Format, Kind, Message
 from .groups import Group
 from .records import FRAME_HEAD, check_topic_name, pack_chunk, unpack_entries
+from .room import wait_for_room
 from .topic import Topic, TopicConfig
 
 __all__ = ["TopicService", "MAX_FETCH_RECORDS"]
@@ -208,7 +209,10 @@ class TopicService:
         budget: int,
     ) -> bytes:
         group = self.join(topic, name, member, session, request.get("reset", "latest"))
-        self._persist(topic.name, group, group.ack(_acks(request.get("acks", []))))
+        moved = group.ack(_acks(request.get("acks", [])))
+        if moved:  # room in the topic: a capped step may be waiting for it (room.py)
+            self._persist(topic.name, group, moved)
+            self.cond.notify_all()
         if group.balanced:
             group.pulled(member, time.monotonic())
         bounds = topic.bounds()
@@ -366,18 +370,19 @@ class TopicService:
         ):
             raise TopicError("outputs must be [topic, count] pairs that add up to the records sent")
         with self.cond:
+            full = wait_for_room(self, request, outputs)  # capped channels: room.py
             group = self.groups.get((source.name, str(request.get("group"))))
             if group is None:
                 raise TopicError(f"no group {request.get('group')!r} on topic {source.name!r}")
             done = group.settled(acks)
-            if done:
-                return {"done": done, "appended": 0}
+            if done or full:
+                return {"done": done, "appended": 0, "full": full}
             at = 0
             for name, count in outputs:
                 self.produce(name, entries[at : at + count])
                 at += count
             self._persist(source.name, group, group.ack(acks))
-        return {"done": [], "appended": len(entries)}
+        return {"done": [], "appended": len(entries), "full": None}
 
     # -- the wire --------------------------------------------------------------------------
 
