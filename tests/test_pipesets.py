@@ -192,3 +192,26 @@ def test_an_instance_stops_promptly_on_sigterm_when_its_coordinator_is_gone():
     finally:
         stop(process)
         coordinator.close()
+
+
+def test_the_outflow_hands_results_to_an_iterator_or_a_callback(coordinator):
+    from minipool.pipesets import outflow
+
+    url = coordinator.serve("tcp://127.0.0.1:0")
+    process = start(url)
+    try:
+        with Producer(url, authkey=KEY) as producer:
+            for i in range(20):
+                producer.send("numbers", str(i))
+        results = outflow("squared", address=url, authkey=KEY, timeout=10)
+        squares = sorted(r["square"] for _, r in zip(range(19), results, strict=False))
+        results.close()
+        assert squares == [i * i for i in range(20) if i != 13]  # 13 is a dead letter
+        seen = []
+        calls = outflow("squared", address=url, authkey=KEY, group="again", callback=seen.append, timeout=10)
+        for _ in zip(range(19), calls, strict=False):
+            pass
+        calls.close()
+        assert sorted(r["n"] for r in seen) == [i for i in range(20) if i != 13]
+    finally:
+        stop(process)

@@ -52,7 +52,11 @@ def test_a_step_appends_and_acknowledges_together_and_a_late_duplicate_is_refuse
     # The slow instance finishes the same batch late: refused, nothing appended.
     assert transact(service, slow, [b"A", b"B", b"C"]) == {"done": [[0, 0, 2]], "appended": 0, "full": None}
     assert out_values(service) == [b"A", b"B"]
-    assert transact(service, slow[2:], [b"C"]) == {"done": [], "appended": 1, "full": None}  # the rest, redone
+    assert transact(service, slow[2:], [b"C"]) == {
+        "done": [],
+        "appended": 1,
+        "full": None,
+    }  # the rest, redone
     assert out_values(service) == [b"A", b"B", b"C"]
     group = service.describe("in", "g")[0]["groups"][0]
     assert group["partitions"][0]["committed"] == 3 and group["lag"] == 0
