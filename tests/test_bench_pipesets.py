@@ -28,3 +28,6 @@ def test_bench_pipesets_small(tmp_path):
     }
     for measured in results["configurations"].values():
         assert measured["rate"] > 0 and measured["resend_rate"] == 0
+    # one classify instance SIGKILLed a third of the way: every label once, taken over quickly
+    assert [run["labels"] for run in results["killed"]["runs"]] == [100]
+    assert results["killed"]["recovered_s"] < 10

@@ -87,7 +87,10 @@ def _proc(pid: int) -> tuple[float, float]:
     return peak, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def distributed(docs: list[str], total: int, fast: bool, classifiers: int, work: float) -> dict[str, Any]:
+def distributed(
+    docs: list[str], total: int, fast: bool, classifiers: int, work: float, kill: bool = False
+) -> dict[str, Any]:
+    """One run; with ``kill``, the last classify instance is SIGKILLed a third of the way in."""
     from ..topics import Consumer, Producer
     from ..topics.connection import request
     from ..wire import Kind
@@ -118,13 +121,22 @@ def distributed(docs: list[str], total: int, fast: bool, classifiers: int, work:
         with Producer(url, authkey=KEY) as producer:
             for doc in docs:
                 producer.send("reports", json.dumps(doc))  # the pipe sets' codec is JSON
-        got = 0
+        got, killed_at, recovered = 0, None, None
         while got < total:
             batch = labels.poll(30)
             if not batch:
                 raise RuntimeError(f"only {got} of {total} labels arrived")
             got += len(batch)
+            if kill and killed_at is None and got >= total // 3:
+                sets[-1].kill()
+                killed_at = time.perf_counter()
+            if killed_at is not None and recovered is None:
+                recovered = taken_over(labels.client, classifiers - 1, killed_at)
         elapsed = time.perf_counter() - started
+        if killed_at is not None:
+            got += len(labels.poll(1.0))  # anything more would be a record made twice
+            while recovered is None and time.perf_counter() - killed_at < 10:
+                recovered = taken_over(labels.client, classifiers - 1, killed_at)
         entries = [
             e["meta"] for e in labels.client.status()["registry"] if e["meta"].get("kind") == "pipe-set"
         ]
@@ -141,15 +153,28 @@ def distributed(docs: list[str], total: int, fast: bool, classifiers: int, work:
         for p in sets:
             p.terminate()
         for p in sets:
-            p.wait(15)
+            p.wait(15)  # a killed one has been waited for already
         centre.close()
     return {
         "rate": total / elapsed,
+        "labels": got,  # exactly once: a lost record would stop the run, a duplicate show here
+        "recovered_s": recovered,
         "resent": resent,
         "sent": 2 * total,  # paragraphs and labels
         "rss": [round(u[0], 1) for u in usage],
         "cpu": [round(u[1], 2) for u in usage],
     }
+
+
+def taken_over(client: Any, members: int, killed_at: float) -> float | None:
+    """Seconds from the kill until the centre had handed the dead instance's partitions (and
+    the records it held) to the others; None if not yet."""
+    from ..topics.connection import request
+    from ..wire import Kind
+
+    headers = {"op": "describe", "topic": "paragraphs", "group": "classify"}
+    group = request(client, Kind.TOPIC_ADMIN, headers, 10.0)[0]["groups"][0]
+    return time.perf_counter() - killed_at if len(group["members"]) == members else None
 
 
 def in_process(docs: list[str], total: int) -> float:
@@ -171,13 +196,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("fast pipe", True, 2),
     ]
     runs: dict[str, list[dict[str, Any]]] = {f"{n}, {c} classify": [] for n, _, c in configs}
-    floor = []
+    floor: list[float] = []
+    killed: list[dict[str, Any]] = []
     for round_ in range(args.repeat):
         for name, fast, classifiers in configs:
             progress(f"round {round_ + 1}/{args.repeat}: {name}, {classifiers} classify")
             runs[f"{name}, {classifiers} classify"].append(
                 distributed(docs, total, fast, classifiers, args.work)
             )
+        progress(f"round {round_ + 1}/{args.repeat}: exchange channel, 2 classify, one killed")
+        killed.append(distributed(docs, total, False, 2, args.work, kill=True))
         floor.append(in_process(docs, total))
     rows = []
     results: dict[str, Any] = {"paragraphs": total, "work_us": args.work, "configurations": {}}
@@ -196,6 +224,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
         )
         results["configurations"][label] = {"rate": rate, "resend_rate": resend, "runs": measured}
+    rate = statistics.median(m["rate"] for m in killed)
+    resend = sum(m["resent"] for m in killed) / sum(m["sent"] for m in killed)
+    recovery = statistics.median(m["recovered_s"] or float("nan") for m in killed)
+    rows.append(
+        [
+            f"exchange channel, 2 classify, one SIGKILLed: taken over in {recovery * 1e3:.0f} ms,"
+            f" {sum(m['labels'] - total for m in killed)} made twice"
+        ]
+        + [f"{rate:,.0f}", f"{1e6 / rate:,.0f}", f"{resend:.4f}", "-", "-"]
+    )
+    results["killed"] = {"rate": rate, "resend_rate": resend, "recovered_s": recovery, "runs": killed}
     rate = statistics.median(floor)
     rows.append(
         ["one process (pl.source | flat_map | map)", f"{rate:,.0f}", f"{1e6 / rate:,.0f}", "-", "-", "-"]
