@@ -215,3 +215,22 @@ def test_the_outflow_hands_results_to_an_iterator_or_a_callback(coordinator):
         assert sorted(r["n"] for r in seen) == [i for i in range(20) if i != 13]
     finally:
         stop(process)
+
+
+def test_the_command_fails_in_one_line(tmp_path):
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "minipool", "pipe-set", *args],
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    nobody = run("pipeset_fixtures:squares", "--connect", "tcp://127.0.0.1:1")
+    assert nobody.returncode == 1 and "no minipool coordinator answered" in nobody.stderr
+    assert "Traceback" not in nobody.stderr
+    missing = run("no_such_module:squares", "--connect", "tcp://127.0.0.1:1")
+    assert missing.returncode == 2 and "cannot load no_such_module:squares" in missing.stderr
+    none = run("pipeset_fixtures:squares", "--connect", "tcp://127.0.0.1:1", "--instances", "0")
+    assert none.returncode == 2 and "--instances must be at least 1" in none.stderr

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..commandline import CommandError, authkey, tls_options, transport_url
+from ..commandline import EXIT_AUTH, CommandError, authkey, tls_options, transport_url, why
+from ..errors import AuthenticationError, MinipoolError
 
 __all__ = ["add_commands", "render_pipe_sets"]
 
@@ -57,16 +58,21 @@ def cmd_pipe_set(args: argparse.Namespace) -> int:
     from .instance import Instance
 
     logging.getLogger("minipool.client").setLevel(logging.ERROR if args.verbose < 1 else logging.NOTSET)
-    instance = Instance(
-        pipe_set,
-        url,
-        authkey=key,
-        slowdown=args.slowdown,
-        ttl=args.ttl,
-        max_records=args.max_records,
-        listen=args.listen,
-        **tls_options(args, [url], server=False),
-    )
+    try:
+        instance = Instance(
+            pipe_set,
+            url,
+            authkey=key,
+            slowdown=args.slowdown,
+            ttl=args.ttl,
+            max_records=args.max_records,
+            listen=args.listen,
+            **tls_options(args, [url], server=False),
+        )
+    except AuthenticationError as exc:
+        raise CommandError(f"{url}: {exc}", EXIT_AUTH) from None
+    except (MinipoolError, OSError, TimeoutError) as exc:
+        raise CommandError(f"no minipool coordinator answered at {url}: {why(exc)}") from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: instance.stop())
     print(f"minipool pipe-set: {instance.key} serving {pipe_set.source}", file=sys.stderr, flush=True)
