@@ -60,4 +60,8 @@ def wait_for_room(service: Any, request: dict[str, Any], outputs: list[tuple[str
         left = deadline - time.monotonic()
         if full is None or left <= 0:
             return full
-        service.cond.wait(left)
+        service.waiting_for_room += 1
+        try:
+            service.cond.wait(left)
+        finally:
+            service.waiting_for_room -= 1

@@ -74,6 +74,7 @@ class TopicService:
         self.sessions: dict[str, object] = {}  # member id -> the connection it fetches on
         self.memberships: dict[str, set[tuple[str, str]]] = {}
         self.cond = threading.Condition()
+        self.waiting_for_room = 0  # capped steps waiting (room.py): an acknowledgement wakes them
         self.journal: Journal | None = None
         self._since_snapshot = 0
         if self.root is not None:
@@ -210,9 +211,10 @@ class TopicService:
     ) -> bytes:
         group = self.join(topic, name, member, session, request.get("reset", "latest"))
         moved = group.ack(_acks(request.get("acks", [])))
-        if moved:  # room in the topic: a capped step may be waiting for it (room.py)
+        if moved:
             self._persist(topic.name, group, moved)
-            self.cond.notify_all()
+            if self.waiting_for_room:  # room in the topic for a capped step (room.py)
+                self.cond.notify_all()
         if group.balanced:
             group.pulled(member, time.monotonic())
         bounds = topic.bounds()
@@ -382,6 +384,8 @@ class TopicService:
                 self.produce(name, entries[at : at + count])
                 at += count
             self._persist(source.name, group, group.ack(acks))
+            if self.waiting_for_room:
+                self.cond.notify_all()
         return {"done": [], "appended": len(entries), "full": None}
 
     # -- the wire --------------------------------------------------------------------------
