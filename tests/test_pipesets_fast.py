@@ -66,3 +66,17 @@ def test_with_no_inlet_the_producer_holds_and_a_crash_loses_what_the_inlet_held(
         assert 0 < total - len(counts) <= 8 * 10 + 10  # lost: at most an inlet's worth and one batch
     finally:
         stop(producer_set, *consumers)
+
+
+def test_a_fast_pipe_over_websocket_to_an_instance_of_a_coordinator_over_http(coordinator):  # noqa: F811
+    url = coordinator.serve("http://127.0.0.1:0")
+    producer_set = start(url, "pipeset_fixtures:halves")
+    consumer_set = start(url, "pipeset_fixtures:doubled", "--listen", "ws://127.0.0.1:0")
+    try:
+        wait_for(lambda: [e["address"] for e in inlets(coordinator) if e["address"].startswith("ws://")])
+        with Producer(url, authkey=KEY) as producer:
+            for i in range(50):
+                producer.send("numbers", str(i))
+        assert sorted(json.loads(v) for v in collect(url, "whole", 50)) == list(range(50))
+    finally:
+        stop(producer_set, consumer_set)
