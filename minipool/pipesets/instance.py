@@ -157,10 +157,7 @@ class Instance:
         try:
             while not self._stop.is_set():
                 if self.inlet is not None:
-                    values = self.inlet.take(0.2)
-                    records = [
-                        Record(self.pipe_set.source, -1, i, 0.0, None, v) for i, v in enumerate(values)
-                    ]
+                    records = self._pushed(self.inlet.take(0.2))
                 else:
                     records = self.pull(0.2)
                 if records:
@@ -179,7 +176,12 @@ class Instance:
         self._register(0.001)
         inlet.close()
         while values := inlet.take(0):
-            self.process([Record(self.pipe_set.source, -1, i, 0.0, None, v) for i, v in enumerate(values)])
+            self.process(self._pushed(values))
+
+    def _pushed(self, values: list[bytes]) -> list[Record]:
+        """A batch pushed through a fast pipe, as records (of no partition: nothing to
+        acknowledge)."""
+        return [Record(self.pipe_set.source, -1, i, 0.0, None, v) for i, v in enumerate(values)]
 
     def pull(self, wait: float) -> list[Record]:
         """The next records of the channel the group gives this instance (waiting up to
@@ -222,6 +224,7 @@ class Instance:
         s = self.stats
         s.records += len(records)
         s.outputs += len(outputs)
+        s.dead += sum(1 for channel, _ in outputs if channel == self.pipe_set.dead_letters)
         s.batches += 1
         s.seconds_per_record = (
             elapsed
@@ -298,7 +301,6 @@ class Instance:
     def _dead(self, value: Any, exc: BaseException) -> dict[str, Any]:
         """The dead letter of a record that failed, with the error and the pipe set's name
         (always JSON on the dead letter channel, whatever the codec)."""
-        self.stats.dead += 1
         return {
             "pipe_set": self.pipe_set.name,
             "instance": self.key,
@@ -321,7 +323,7 @@ class Instance:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "slowdown": self.slowdown,
-            **{k: v for k, v in asdict(s).items()},
+            **asdict(s),
             "records_per_s": round(s.records_per_s, 1),
             "fast_pushed": sum(o.pushed for o in list(self.outlets.values())),
             "fast_resent": sum(o.resent for o in list(self.outlets.values())),
