@@ -87,7 +87,7 @@ def _supervise(args: argparse.Namespace, key: bytes) -> int:
     if at >= 0:
         del argv[at : at + 2]
     argv = [a for a in argv if not a.startswith("--instances=")]
-    env: dict[str, Any] = {**os.environ, "MINIPOOL_AUTHKEY": key.decode()}
+    env: dict[str, Any] = {**os.environ, "MINIPOOL_AUTHKEY": os.fsdecode(key)}
     children = [
         subprocess.Popen([sys.executable, "-m", "minipool", *argv], env=env) for _ in range(args.instances)
     ]

@@ -70,7 +70,11 @@ def serve(pipe_set: PipeSet, address: str, *, instances: int = 1, **options: Any
     """Start ``instances`` processes serving ``pipe_set`` (a top-level name of an importable
     module or of the running script) for the coordinator at ``address``. ``options`` are the
     command's: ``slowdown=``, ``ttl=``, ``max_records=``; ``authkey=`` (or
-    ``MINIPOOL_AUTHKEY``) travels in the environment."""
+    ``MINIPOOL_AUTHKEY``) travels in the environment.
+
+    Raises:
+        ValueError: ``pipe_set`` is not a top-level name of a module, or there is no key.
+    """
     return Served(pipe_set, address, instances, options)
 
 
@@ -80,7 +84,9 @@ class Served:
 
     def __init__(self, pipe_set: PipeSet, address: str, instances: int, options: dict[str, Any]) -> None:
         key = shared_key(options.pop("authkey", None))
-        env = {**os.environ, "MINIPOOL_AUTHKEY": key.decode() if isinstance(key, bytes) else str(key or "")}
+        if not key:
+            raise ValueError("serving a pipe set needs authkey= or MINIPOOL_AUTHKEY")
+        env = {**os.environ, "MINIPOOL_AUTHKEY": os.fsdecode(key)}
         env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
         self.command = [sys.executable, "-m", "minipool", "pipe-set", spec_of(pipe_set), "--connect", address]
         for option, value in options.items():
