@@ -1,5 +1,4 @@
-"""``python -m minipool.bench NAME [--json PATH]``, NAME one of: dispatch, codecs, transports,
-pipeline, streaming, balance, rpc, topics."""
+"""``python -m minipool.bench NAME [--json PATH]``: NAME is one of BENCHMARKS below."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ BENCHMARKS = {
     "balance": "balancing policies with one slowed worker among fast ones",
     "rpc": "remote method calls: minipool.rpc vs multiprocessing.managers and xmlrpc",
     "topics": "a consumer group vs Redis Streams: throughput, fsync's cost, latency, a large topic",
+    "pipesets": "seed 001's experiment: pipe sets over exchange channels vs fast pipes vs one process",
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..commandline import EXIT_CODES, CommandError, HelpFormatter, minipool_version, plain
 from ..dashboard import cli as dashboard
+from ..pipesets import commands as pipesets
 from ..topics import commands as topics
 from . import chaos, cluster, status
 
@@ -29,7 +30,7 @@ __all__ = ["EPILOG", "GROUPS", "build_parser", "main"]
 #: function that runs it and returns an exit code (it may also set ``check=``, called with the
 #: parser and the arguments before logging starts). A new group of subcommands is a module in
 #: this package, added here.
-GROUPS = (cluster, status, topics, dashboard, chaos)
+GROUPS = (cluster, status, topics, pipesets, dashboard, chaos)
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
 

@@ -23,6 +23,7 @@ from ..commandline import (
     transport_url,
     why,
 )
+from ..pipesets.commands import render_pipe_sets
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -98,6 +99,7 @@ def render_status(report: dict[str, Any]) -> str:
             f"  slots {w['slots']}  inflight {w['inflight']}  done {w['done']}"
             f"  python {w.get('python', '?')}"
         )
+    lines += render_pipe_sets(report.get("registry", []))
     return "\n".join(lines)
 
 

@@ -303,7 +303,7 @@ class Broker:
                 Message(Kind.LOOKUP_REPLY, msg.id, json.dumps(entries).encode(), fmt=Format.JSON),
                 batch,
             )
-        elif 50 <= kind < 70:  # a topic's: produce, fetch, administration
+        elif 50 <= kind < 70 or kind is Kind.TOPIC_TRANSACT:  # a topic's, or a pipe set's step
             self.reply(client, self.topics.handle(client.id, client, msg), batch)
         elif kind is Kind.DASHBOARD:
             self.reply(client, self.dashboard_reply(msg), batch)

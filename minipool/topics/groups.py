@@ -17,6 +17,16 @@ A member holds at most ``max_pending`` records per partition, so a group that fa
 or a member that never acknowledges, costs the coordinator a bounded amount of memory: the
 records wait on disk, not in the group. Nothing here reads a record or a clock; the caller
 reads what :meth:`Group.plan` asks for and reports it back with :meth:`Group.delivered`.
+
+A group can be *balanced by pull time* (seed 001's dynamic balancing: the exchange channel
+tracks how long each pipe takes to pull again and gives the slow ones smaller weights). The
+caller reports when it hands a member records (:meth:`handed`) and when that member pulls next
+(:meth:`pulled`); the seconds per record between the two, smoothed, make the member's weight
+(records per second, relative to the others; the caller reports full pulls only, since a
+member handed fewer records than it asked for was waiting for the producer, and its time per
+record would count the round trip many times), and partitions are shared out in proportion to
+the weights (at least one each, so every member keeps being measured), re-assigned at most once
+per ``REBALANCE_EVERY`` seconds of the caller's clock.
 """
 
 from __future__ import annotations
@@ -28,6 +38,17 @@ __all__ = ["Cursor", "Group", "MAX_PENDING"]
 
 #: Records a member may hold unacknowledged per partition before it is sent no more.
 MAX_PENDING = 10_000
+#: Seconds of the caller's clock between two re-assignments of a group balanced by pull time.
+REBALANCE_EVERY = 1.0
+_ALPHA = 0.3  # smoothing of a member's seconds per record: one slow pull does not flip it
+
+
+def _moves(held: int, share: int) -> bool:
+    """Whether a member holding ``held`` partitions should be dealt ``share`` instead: by two
+    or more, or by half what it holds. Smaller changes are noise in the measured times, and
+    every move costs the partition its order (the new owner starts while the old one still
+    holds records of it)."""
+    return abs(held - share) >= 2 or abs(held - share) * 2 >= max(1, held)
 
 
 class Cursor:
@@ -92,6 +113,11 @@ class Group:
         self.lost = 0  # records deleted by retention before the group acknowledged them
         self.redelivered = 0
         self.turn = 0
+        self.balanced = False  # by pull time (see the module's docstring), else round-robin
+        self.pull_times: dict[str, float] = {}  # member -> seconds per record, smoothed
+        self._handed: dict[str, tuple[float, int]] = {}  # member -> (when, how many records)
+        self._assigned_at = float("-inf")
+        self.rebalanced = 0
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -116,6 +142,8 @@ class Group:
                 bisect.insort(cursor.redeliver, offset)
             held += len(mine)
         self.redelivered += held
+        self.pull_times.pop(member, None)
+        self._handed.pop(member, None)
         self._assign()
         return held
 
@@ -123,9 +151,62 @@ class Group:
         names = list(self.members)
         for owned in self.members.values():
             owned.clear()
-        if names:
+        if not names:
+            return
+        counts = self._shares(names) if self.balanced else None
+        if counts is None:
             for partition in range(len(self.cursors)):
                 self.members[names[partition % len(names)]].append(partition)
+            return
+        partition = 0
+        for name, count in zip(names, counts, strict=True):
+            self.members[name].extend(range(partition, partition + count))
+            partition += count
+
+    def _shares(self, names: list[str]) -> list[int] | None:
+        """Partitions per member in proportion to its weight (largest remainder, at least one
+        each while there are enough); None while the weights are all even."""
+        weights = [self.weight(name) for name in names]
+        total, partitions = sum(weights), len(self.cursors)
+        if partitions < len(names) or max(weights) - min(weights) < 1e-9:
+            return None
+        spare = partitions - len(names)
+        exact = [spare * w / total for w in weights]
+        counts = [1 + int(e) for e in exact]
+        by_remainder = sorted(range(len(names)), key=lambda i: int(exact[i]) - exact[i])
+        for i in by_remainder[: partitions - sum(counts)]:
+            counts[i] += 1
+        return counts
+
+    def weight(self, member: str) -> float:
+        """``member``'s records per second relative to the group's mean (1.0: average, or not
+        yet measured)."""
+        rates = {m: 1.0 / t for m, t in self.pull_times.items() if m in self.members and t > 0}
+        if member not in rates:
+            return 1.0
+        return rates[member] / (sum(rates.values()) / len(rates))
+
+    def handed(self, member: str, count: int, now: float) -> None:
+        """``member`` was handed ``count`` records at ``now`` (a group balanced by pull time)."""
+        if count:
+            self._handed[member] = (now, count)
+
+    def pulled(self, member: str, now: float) -> None:
+        """``member`` pulls again at ``now``: the time since its last records were handed to it,
+        per record, is its pull time; re-assign the partitions if it is time to."""
+        handed = self._handed.pop(member, None)
+        if handed is None:
+            return
+        seconds = (now - handed[0]) / handed[1]
+        before = self.pull_times.get(member)
+        self.pull_times[member] = seconds if before is None else _ALPHA * seconds + (1 - _ALPHA) * before
+        if now - self._assigned_at >= REBALANCE_EVERY:
+            self._assigned_at = now
+            names = list(self.members)
+            shares = self._shares(names) or [len(self.members[n]) for n in names]
+            if any(_moves(len(self.members[n]), share) for n, share in zip(names, shares, strict=True)):
+                self._assign()
+                self.rebalanced += 1
 
     def owner(self, partition: int) -> str | None:
         for member, owned in self.members.items():
@@ -215,6 +296,23 @@ class Group:
                 moved.add(partition)
         return moved
 
+    def settled(self, acks: list[tuple[int, int, int]]) -> list[list[int]]:
+        """The parts of ``(partition, first, end)`` ranges that cannot be acknowledged as a
+        new step: already acknowledged (by this member or another) or never delivered."""
+        done: list[list[int]] = []
+        for partition, first, end in acks:
+            if not 0 <= partition < len(self.cursors):
+                done.append([partition, first, end])
+                continue
+            cursor = self.cursors[partition]
+            for offset in range(first, end):
+                if offset < cursor.committed or offset in cursor.acked or offset >= cursor.next:
+                    if done and done[-1][0] == partition and done[-1][2] == offset:
+                        done[-1][2] += 1
+                    else:
+                        done.append([partition, offset, offset + 1])
+        return done
+
     def skip_dropped(self, starts: list[int]) -> None:
         """Move past records that retention deleted before the group got to them."""
         for cursor, start in zip(self.cursors, starts, strict=True):
@@ -237,6 +335,8 @@ class Group:
                 "member": m,
                 "partitions": list(owned),
                 "pending": sum(1 for c in self.cursors for holder in c.pending.values() if holder == m),
+                "weight": round(self.weight(m), 3),
+                "seconds_per_record": self.pull_times.get(m),
             }
             for m, owned in self.members.items()
         ]
@@ -247,4 +347,6 @@ class Group:
             "lag": sum(p["lag"] for p in partitions),
             "lost": self.lost,
             "redelivered": self.redelivered,
+            "balance": "pull-time" if self.balanced else "round-robin",
+            "rebalanced": self.rebalanced,
         }

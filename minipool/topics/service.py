@@ -33,6 +33,7 @@ from ..journal import Journal
 from ..wire import HEADROOM, Format, Kind, Message
 from .groups import Group
 from .records import FRAME_HEAD, Buffer, check_topic_name, pack_chunk, unpack_entries
+from .room import wait_for_room
 from .topic import Topic, TopicConfig
 
 __all__ = ["TopicService", "MAX_FETCH_RECORDS"]
@@ -74,6 +75,7 @@ class TopicService:
         self.sessions: dict[str, object] = {}  # member id -> the connection it fetches on
         self.memberships: dict[str, set[tuple[str, str]]] = {}
         self.cond = threading.Condition()
+        self.waiting_for_room = 0  # capped steps waiting (room.py): an acknowledgement wakes them
         self.journal: Journal | None = None
         self._since_snapshot = 0
         self.turn = 0
@@ -213,10 +215,16 @@ class TopicService:
         budget: int,
     ) -> bytes:
         group = self.join(topic, name, member, session, request.get("reset", "latest"))
-        self._persist(topic.name, group, group.ack(_acks(request.get("acks", []))))
+        moved = group.ack(_acks(request.get("acks", [])))
+        if moved:
+            self._persist(topic.name, group, moved)
+            if self.waiting_for_room:  # room in the topic for a capped step (room.py)
+                self.cond.notify_all()
+        if group.balanced:
+            group.pulled(member, time.monotonic())
         bounds = topic.bounds()
         group.skip_dropped([start for start, _ in bounds])
-        chunks = []
+        chunks, handed = [], 0
         for partition, again, first, new in group.plan(member, [end for _, end in bounds], limit):
             sent, gone = [], []
             for offset in again or ():
@@ -233,6 +241,9 @@ class TopicService:
                     sent.extend(range(got, got + count))
                     budget -= len(data)
             group.delivered(member, partition, sent, gone)
+            handed += len(sent)
+        if group.balanced and handed >= limit:  # a short pull times the producer, not the member
+            group.handed(member, handed, time.monotonic())
         return b"".join(chunks)
 
     def group(self, topic: Topic, name: Any, reset: Any = "latest") -> Group:
@@ -299,6 +310,9 @@ class TopicService:
             if op == "commit":
                 self._persist(topic.name, group, group.ack(_acks(request.get("acks", []))))
                 return [c.committed for c in group.cursors]
+            if op == "balance":  # by pull time (seed 001's dynamic weights) from now on
+                group.balanced = request.get("by") == "pull-time"
+                return group.describe([end for _, end in topic.bounds()])
             if op == "leave":
                 if self.sessions.get(member) is session:
                     self.memberships.get(member, set()).discard((topic.name, group.name))
@@ -349,6 +363,36 @@ class TopicService:
                 report.append(entry)
             return report
 
+    def transact(self, request: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """Append a pipe set's outputs and acknowledge the inputs they came from as one step,
+        under the lock every group change takes: both happen, or (when some input was already
+        acknowledged, by a redelivery's other taker) neither does, and the reply's ``done``
+        names the inputs to drop. ``outputs`` is ``[[topic, count], ...]`` over ``body``."""
+        source = self.topic(request.get("topic"), create=False)
+        acks = _acks(request.get("acks", []))
+        entries = unpack_entries(body)
+        outputs = request.get("outputs", [])
+        if not isinstance(outputs, list) or sum(_count(n, "count", 0, 1 << 30) for _, n in outputs) != len(
+            entries
+        ):
+            raise TopicError("outputs must be [topic, count] pairs that add up to the records sent")
+        with self.cond:
+            full = wait_for_room(self, request, outputs)  # capped channels: room.py
+            group = self.groups.get((source.name, str(request.get("group"))))
+            if group is None:
+                raise TopicError(f"no group {request.get('group')!r} on topic {source.name!r}")
+            done = group.settled(acks)
+            if done or full:
+                return {"done": done, "appended": 0, "full": full}
+            at = 0
+            for name, count in outputs:
+                self.produce(name, entries[at : at + count])
+                at += count
+            self._persist(source.name, group, group.ack(acks))
+            if self.waiting_for_room:
+                self.cond.notify_all()
+        return {"done": [], "appended": len(entries), "full": None}
+
     # -- the wire --------------------------------------------------------------------------
 
     def handle(self, member: str, session: object, msg: Message) -> Message:
@@ -361,6 +405,9 @@ class TopicService:
                 return Message(Kind.TOPIC_ACKS, msg.id, body.encode(), fmt=Format.JSON)
             if msg.kind is Kind.TOPIC_FETCH:
                 return Message(Kind.TOPIC_RECORDS, msg.id, self.fetch(member, session, msg.headers))
+            if msg.kind is Kind.TOPIC_TRANSACT:
+                body = json.dumps(self.transact(msg.headers, msg.body))
+                return Message(Kind.TOPIC_REPLY, msg.id, body.encode(), fmt=Format.JSON)
             if msg.kind is Kind.TOPIC_ADMIN:
                 body = json.dumps(self.admin(member, session, msg.headers))
                 return Message(Kind.TOPIC_REPLY, msg.id, body.encode(), fmt=Format.JSON)

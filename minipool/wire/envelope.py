@@ -99,6 +99,8 @@ class Kind(enum.IntEnum):
     # Monitoring.
     DASHBOARD = 70  # client -> coordinator: JSON headers {"method", "target"}; body = JSON or empty
     DASHBOARD_REPLY = 71  # coordinator -> client: JSON body {"status": N, "value": ...}
+    # Pipe sets (minipool.pipesets): 80-89.
+    TOPIC_TRANSACT = 80  # client -> coordinator: outputs appended + inputs acknowledged, one step
 
 
 class Format(enum.IntEnum):

@@ -1,0 +1,22 @@
+"""The distributed annual-report example runs its three pipe sets and matches the serial run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_annual_reports_distributed_matches_the_serial_run():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "annual_reports_distributed.py")]
+        + ["--reports", "10", "--latency", "0", "--classifiers", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "identical statistics to the serial run" in out.stdout
