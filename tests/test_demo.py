@@ -41,6 +41,7 @@ NAMES = [
     "pipeline",
     "streaming",
     "topics",
+    "pipesets",
     "balancing",
     "autoscaling",
     "recovery",
@@ -207,6 +208,10 @@ def test_each_verdict_agrees_with_its_own_numbers(quick_tour):
     recursion = section(out, "nested")  # more parents waited than there are slots, and no deadlock
     assert "equal to the serial recursion's: yes" in recursion
     assert ratio(recursion, r"\| child tasks on the pool +\| +2 \| +\d+ \| +[\d.]+ \| +(\d+) \|") > 2
+    sets = section(out, "pipesets")  # an instance killed: nothing lost, nothing made twice
+    assert re.search(
+        r"\| 2 instances, one SIGKILLed +\| +2 \| +(\d+) \| +[\d.]+ \| +\1 \| +0 \| +0 \|", sets
+    ), sets
     log = section(out, "topics")  # a member killed mid-stream, and nothing lost
     assert re.search(r"\| the surviving member +\| +1 \| +\d+ \| +[\d.]+ \| +\d+ \| +0 \|", log), log
     autoscaling = section(out, "autoscaling")

@@ -6,7 +6,7 @@ the words ``python -m minipool.demo --only NAME`` takes and the one sentence it 
 
 from __future__ import annotations
 
-from . import cluster, compute, dataflow, faults, messaging, recursion, wire
+from . import cluster, compute, dataflow, exchange, faults, messaging, recursion, wire
 from .step import Step
 
 __all__ = ["STEPS", "by_name"]
@@ -104,6 +104,13 @@ STEPS: list[Step] = [
         "A log keeps every record until it is acknowledged: a crashed consumer's records are "
         "redelivered to the rest of its group, at least once, never lost.",
         messaging.topics,
+    ),
+    Step(
+        "pipesets",
+        "seed 001's pipe sets: a fragment served by processes, exchange channels, one SIGKILLed",
+        "A pipe set's instances share an exchange channel in the centre and hand it each batch's "
+        "outputs and acknowledgements as one step: a killed instance loses nothing, doubles nothing.",
+        exchange.pipesets,
     ),
     Step(
         "balancing",
