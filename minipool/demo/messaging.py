@@ -75,7 +75,7 @@ def topics(ctx: Context) -> Outcome:
             ctx.say("one member SIGKILLed mid-stream")
             by_victim += [int(line) for line in victim.stdout.read().split()]
             redelivered_after = None
-            while len(set(mine)) < count and time.perf_counter() - killed < 30:
+            while len(set(mine) | set(by_victim)) < count and time.perf_counter() - killed < 30:
                 batch = [int(r.value) for r in survivor.poll(2)]
                 if redelivered_after is None and set(batch) & set(by_victim):
                     redelivered_after = time.perf_counter() - killed
