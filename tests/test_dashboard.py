@@ -9,6 +9,7 @@ import json
 import operator
 import os
 import pickle
+import signal
 import socket
 import time
 from typing import Any
@@ -327,6 +328,56 @@ def test_pipesets_are_registry_entries_of_their_kind(pool: Any) -> None:
     coordinator.register_entry({"key": "other", "services": ["x"], "meta": {"kind": "rpc"}, "ttl": 30})
     entries = request(pool.dashboard.url, "GET", "/api/pipesets")[1]
     assert [e["key"] for e in entries] == ["ps-1"] and entries[0]["meta"]["instances"] == 3
+
+
+def test_a_chaos_proxy_reports_its_counters_to_the_dashboard(pool: Any) -> None:
+    import subprocess
+    import sys
+
+    target = urlsplit(pool.address)
+    env = {**os.environ, "MINIPOOL_AUTHKEY": KEY if isinstance(KEY, str) else KEY.decode()}
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minipool",
+            "chaos",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            f"{target.hostname}:{target.port}",
+            "--delay",
+            "0.001",
+            "--report-to",
+            pool.address,
+            "--interval",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listening = proxy.stdout.readline()
+        assert "minipool chaos listening on" in listening, proxy.stderr.read()
+        address = listening.split(" on ", 1)[1].split(" ->", 1)[0]
+        proxied = urlsplit(address)
+        with socket.create_connection((proxied.hostname, proxied.port)):
+            pass  # one connection through the proxy, which it counts
+
+        def reported() -> Any:
+            entries = request(pool.dashboard.url, "GET", "/api/chaos")[1]
+            return entries if entries and entries[0]["meta"]["connections"] >= 1 else None
+
+        [entry] = wait_for(reported, 20)
+        assert entry["meta"]["target"] == f"{target.hostname}:{target.port}"
+        assert entry["meta"]["faults"] == "delay=0.001" and entry["address"] == address
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(10)
+    # It leaves the registry as it stops.
+    assert request(pool.dashboard.url, "GET", "/api/chaos")[1] == []
 
 
 def test_a_dashboard_in_another_process_uses_the_authenticated_connection() -> None:

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any
 
-from ..commandline import AddCommand, CommandError, wait_for_signal, why
+from ..commandline import AddCommand, CommandError, authkey, transport_url, wait_for_signal, why
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -58,10 +58,63 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             print(proxy.status_line(), flush=True)
         return False
 
+    stop = threading.Event()
+    reporter = None
+    if args.report_to:
+        reporter = threading.Thread(
+            target=report_to_registry, args=(proxy, args, stop), daemon=True, name="minipool-chaos-report"
+        )
+        reporter.start()
     wait_for_signal(threading.Event(), until=report, interval=args.interval if args.interval > 0 else 0.5)
+    stop.set()
+    if reporter is not None:
+        reporter.join(5)
     proxy.close()
     print(proxy.status_line(), flush=True)
     return 0
+
+
+#: How often a proxy started with ``--report-to`` renews its registry entry (its TTL is 3x).
+REPORT_EVERY = 1.0
+
+
+def report_to_registry(proxy: Any, args: argparse.Namespace, stop: threading.Event) -> None:
+    """Keep an entry in the registry of the coordinator at ``args.report_to`` with the proxy's
+    counters as its metadata (kind ``chaos-proxy``), renewed every second, removed at exit: the
+    dashboard shows it beside the workers whose links it breaks."""
+    from ..client import RemoteClient
+    from ..errors import MinipoolError
+
+    key = authkey(args)
+    entry = f"chaos {proxy.url()}"
+    client: Any = None
+    while not stop.is_set():
+        try:
+            if client is None:
+                client = RemoteClient(transport_url(args.report_to), key, heartbeat=REPORT_EVERY)
+            meta = {
+                "kind": "chaos-proxy",
+                "target": args.target,
+                "faults": str(proxy.faults),
+                **proxy.counters(),
+            }
+            client.register(
+                entry, address=proxy.url(), services=["chaos-proxy"], ttl=3 * REPORT_EVERY, meta=meta
+            )
+        except (MinipoolError, OSError) as exc:
+            print(
+                f"minipool chaos: cannot report to {args.report_to}: {why(exc)}", file=sys.stderr, flush=True
+            )
+            if client is not None:
+                client.close()
+            client = None
+        stop.wait(REPORT_EVERY)
+    if client is not None:
+        try:
+            client.deregister(entry)
+        except (MinipoolError, OSError):
+            pass
+        client.close()
 
 
 def chaos_command(proxy: Any, line: str) -> str:
@@ -177,6 +230,15 @@ def register(command: AddCommand) -> None:
         default=5.0,
         metavar="S",
         help="print the counters every S seconds (0: only at exit)",
+    )
+    p.add_argument(
+        "--report-to",
+        metavar="URL",
+        help="keep the counters in this coordinator's registry (its dashboard shows them); "
+        "the key comes from $MINIPOOL_AUTHKEY or --authkey-file",
+    )
+    p.add_argument(
+        "--authkey-file", metavar="FILE", help="file holding the shared key (default: $MINIPOOL_AUTHKEY)"
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.set_defaults(func=cmd_chaos, check=check_arguments)

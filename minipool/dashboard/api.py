@@ -66,6 +66,7 @@ class Api:
             "/api/series": lambda q: list(self.history.samples),
             "/api/topics": lambda q: self.section("topics"),
             "/api/pipesets": self.pipesets,
+            "/api/chaos": self.chaos,
             "/api/journal": lambda q: self.journal(),
         }
         self._get = get
@@ -165,9 +166,17 @@ class Api:
         return list(provider()) if provider is not None else []
 
     def pipesets(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        return self._registered("pipe-set")
+
+    def chaos(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """Chaos proxies that report their counters here (``chaos --report-to``)."""
+        return self._registered("chaos-proxy")
+
+    def _registered(self, kind: str) -> list[dict[str, Any]]:
+        """The live registry entries whose metadata says they are of ``kind``."""
         with self.coordinator.lock:
             entries = [e.to_json() for e in self.coordinator.registry.entries()]
-        return [e for e in entries if (e.get("meta") or {}).get("kind") == "pipe-set"]
+        return [e for e in entries if (e.get("meta") or {}).get("kind") == kind]
 
     def journal(self) -> dict[str, Any] | None:
         journal = self.coordinator.journal

@@ -45,7 +45,7 @@ button{font-size:11px;padding:1px 6px}svg{background:#fafafa;border:1px solid #e
 <pre id="detail" class="muted">no task selected</pre></section>
 <section><h2>Events</h2><table id="events"><tbody></tbody></table></section>
 <section><h2>Topics and consumer groups</h2><div id="topics"></div></section>
-<section><h2>Pipe sets</h2><div id="pipesets"></div><h2>Journal</h2><div id="journal"></div></section>
+<section><h2>Pipe sets</h2><div id="pipesets"></div><h2>Chaos proxies</h2><div id="chaos"></div><h2>Journal</h2><div id="journal"></div></section>
 </main>
 <script>
 "use strict";
@@ -100,6 +100,9 @@ function render(u) {
   const ps = document.getElementById("pipesets"); ps.replaceChildren();
   if (!(u.pipesets || []).length) ps.appendChild(el("p", "no pipe sets", "muted"));
   for (const p of u.pipesets || []) ps.appendChild(el("pre", p.key + " " + JSON.stringify(p.meta)));
+  const cp = document.getElementById("chaos"); cp.replaceChildren();
+  if (!(u.chaos || []).length) cp.appendChild(el("p", "no chaos proxy reporting", "muted"));
+  for (const c of u.chaos || []) cp.appendChild(el("pre", c.address + " -> " + c.meta.target + "  " + c.meta.faults + "\nconnections " + c.meta.connections + " (open " + c.meta.open + ")  cut " + c.meta.cut + "  refused " + c.meta.refused + "  corrupted " + c.meta.corrupted + "  stalls " + c.meta.stalls + "  bytes up " + c.meta.bytes_up + "  down " + c.meta.bytes_down));
   const j = document.getElementById("journal"); j.replaceChildren(el("p", u.journal ? (u.journal.directory + ": " + u.journal.bytes + " bytes in " + u.journal.files + " files, fsync " + u.journal.fsync + ", last written " + (u.journal.last_write ? new Date(u.journal.last_write * 1000).toLocaleTimeString() : "never") + ", last snapshot " + (u.journal.last_snapshot ? new Date(u.journal.last_snapshot * 1000).toLocaleTimeString() : "none yet")) : "no journal (state in memory only)", "muted"));
 }
 function renderTasks() {

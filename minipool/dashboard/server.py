@@ -239,6 +239,7 @@ def snapshot(call: Callable[..., tuple[int, Any]], since: int) -> tuple[dict[str
         ("series", "/api/series"),
         ("topics", "/api/topics"),
         ("pipesets", "/api/pipesets"),
+        ("chaos", "/api/chaos"),
         ("journal", "/api/journal"),
         ("events", f"/api/events?since={since}&limit=200"),
     ):
