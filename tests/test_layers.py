@@ -215,3 +215,11 @@ def test_a_lower_package_imports_nothing_above_it(imports, package):
         if not any(t == a or t.startswith(a + ".") for a in allowed)
     }
     assert outside == set()
+
+
+def test_no_module_is_over_450_lines():
+    # One idea per module: a file that outgrows this is two ideas (docs/architecture.md).
+    sizes = {
+        str(p.relative_to(PACKAGE_ROOT)): len(p.read_text().splitlines()) for p in PACKAGE_ROOT.rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 450} == {}

@@ -22,11 +22,13 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import TopicError
 
 __all__ = [
+    "check_count",
+    "check_acks",
     "Record",
     "RecordMetadata",
     "FRAME_HEAD",
@@ -231,3 +233,19 @@ def partition_for(key: Buffer, partitions: int) -> int:
     """The partition of a keyed record: the same in every process and every run (``hash()``
     of bytes is salted per process, CRC-32 is not), so a key's records stay in one order."""
     return zlib.crc32(key) % partitions
+
+
+def check_count(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` if it is an integer from ``low`` to ``high`` (a request's field ``what``)."""
+    if type(value) is not int or not low <= value <= high:
+        raise TopicError(f"{what} must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
+def check_acks(value: Any) -> list[tuple[int, int, int]]:
+    """``value`` as acknowledged ranges: ``[partition, first offset, end offset]`` each."""
+    if not isinstance(value, list) or not all(
+        isinstance(a, list) and len(a) == 3 and all(type(x) is int for x in a) for a in value
+    ):
+        raise TopicError("acks must be a list of [partition, first offset, end offset] ranges")
+    return [(p, first, end) for p, first, end in value]

@@ -32,7 +32,7 @@ from ..errors import MinipoolError, TopicError
 from ..journal import Journal
 from ..wire import HEADROOM, Format, Kind, Message
 from .groups import Group
-from .records import FRAME_HEAD, Buffer, check_topic_name, pack_chunk, unpack_entries
+from .records import FRAME_HEAD, Buffer, check_acks, check_count, check_topic_name, pack_chunk, unpack_entries
 from .room import wait_for_room
 from .topic import Topic, TopicConfig
 
@@ -168,9 +168,9 @@ class TopicService:
         """Records for a consumer: from its group (``group``) or from ``positions``; waits
         up to ``wait`` seconds for some."""
         topic = self.topic(request.get("topic"))
-        limit = _count(request.get("max", 500), "max", 1, MAX_FETCH_RECORDS)
+        limit = check_count(request.get("max", 500), "max", 1, MAX_FETCH_RECORDS)
         budget = max(
-            1, min(_count(request.get("bytes", 1 << 20), "bytes", 1, 1 << 40), self.max_message // 2)
+            1, min(check_count(request.get("bytes", 1 << 20), "bytes", 1, 1 << 40), self.max_message // 2)
         )
         wait = min(float(request.get("wait", 0.0)), 5.0)
         deadline = time.monotonic() + max(0.0, wait)
@@ -197,7 +197,7 @@ class TopicService:
             offset = positions[partition]
             if limit <= 0 or budget <= 0:
                 break
-            data, _, count = topic.read(partition, _count(offset, "offset", 0, 1 << 62), budget, limit)
+            data, _, count = topic.read(partition, check_count(offset, "offset", 0, 1 << 62), budget, limit)
             if count:
                 chunks.append(pack_chunk(partition, data))
                 limit -= count
@@ -215,7 +215,7 @@ class TopicService:
         budget: int,
     ) -> bytes:
         group = self.join(topic, name, member, session, request.get("reset", "latest"))
-        moved = group.ack(_acks(request.get("acks", [])))
+        moved = group.ack(check_acks(request.get("acks", [])))
         if moved:
             self._persist(topic.name, group, moved)
             if self.waiting_for_room:  # room in the topic for a capped step (room.py)
@@ -308,7 +308,7 @@ class TopicService:
             if group is None:
                 raise TopicError(f"no group {request.get('group')!r} on topic {topic.name!r}")
             if op == "commit":
-                self._persist(topic.name, group, group.ack(_acks(request.get("acks", []))))
+                self._persist(topic.name, group, group.ack(check_acks(request.get("acks", []))))
                 return [c.committed for c in group.cursors]
             if op == "balance":  # by pull time (seed 001's dynamic weights) from now on
                 group.balanced = request.get("by") == "pull-time"
@@ -322,8 +322,8 @@ class TopicService:
         raise TopicError(f"unknown topic operation {op!r}")
 
     def _seek(self, topic: Topic, request: dict[str, Any]) -> list[int]:
-        partition = _count(request.get("partition", 0), "partition", 0, len(topic.partitions) - 1)
-        offset = _count(request.get("offset"), "offset", 0, 1 << 62)
+        partition = check_count(request.get("partition", 0), "partition", 0, len(topic.partitions) - 1)
+        offset = check_count(request.get("offset"), "offset", 0, 1 << 62)
         start, end = topic.bounds()[partition]
         if offset > end:
             raise TopicError(
@@ -369,12 +369,12 @@ class TopicService:
         acknowledged, by a redelivery's other taker) neither does, and the reply's ``done``
         names the inputs to drop. ``outputs`` is ``[[topic, count], ...]`` over ``body``."""
         source = self.topic(request.get("topic"), create=False)
-        acks = _acks(request.get("acks", []))
+        acks = check_acks(request.get("acks", []))
         entries = unpack_entries(body)
         outputs = request.get("outputs", [])
-        if not isinstance(outputs, list) or sum(_count(n, "count", 0, 1 << 30) for _, n in outputs) != len(
-            entries
-        ):
+        if not isinstance(outputs, list) or sum(
+            check_count(n, "count", 0, 1 << 30) for _, n in outputs
+        ) != len(entries):
             raise TopicError("outputs must be [topic, count] pairs that add up to the records sent")
         with self.cond:
             full = wait_for_room(self, request, outputs)  # capped channels: room.py
@@ -437,17 +437,3 @@ class TopicService:
                 topic.close()
             if self.journal is not None:
                 self.journal.close()
-
-
-def _count(value: Any, what: str, low: int, high: int) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise TopicError(f"{what} must be an integer from {low} to {high}, not {value!r}")
-    return value
-
-
-def _acks(value: Any) -> list[tuple[int, int, int]]:
-    if not isinstance(value, list) or not all(
-        isinstance(a, list) and len(a) == 3 and all(type(x) is int for x in a) for a in value
-    ):
-        raise TopicError("acks must be a list of [partition, first offset, end offset] ranges")
-    return [(p, first, end) for p, first, end in value]
