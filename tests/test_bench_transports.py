@@ -74,3 +74,10 @@ def test_pinning_moves_every_thread_and_puts_them_back():
         common.pin([os.getpid()], everywhere)
     assert seen == [one]  # another thread of the process moved too
     assert os.sched_getaffinity(0) == everywhere
+
+
+def test_an_unknown_size_is_one_clear_line():
+    parser = argparse.ArgumentParser()
+    transports.add_arguments(parser)
+    with pytest.raises(SystemExit, match=r"unknown size 1024 \(choose from 64B, 1KB"):
+        transports.run(parser.parse_args(["--sizes", "1024", "--peers", "", "--transports", "tcp"]))

@@ -172,6 +172,11 @@ def _measure_cell(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..codecs import get_codec
 
+    unknown = [k for k in args.sizes.split(",") if k and k not in SIZES]
+    if unknown:
+        raise SystemExit(
+            f"bench transports: unknown size {', '.join(unknown)} (choose from {', '.join(SIZES)})"
+        )
     sizes = {k: SIZES[k] for k in args.sizes.split(",") if k}
     if args.quick:
         sizes = {k: v for k, v in sizes.items() if k in ("1KB", "1MB")} or sizes
