@@ -36,13 +36,11 @@ import pickle
 import socket
 import threading
 import traceback
-import types
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import errors, shipping
+from .blobs import CACHE_MAX_BLOB, BoundedCache, FunctionBlobs
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
 __all__ = [
@@ -70,69 +68,9 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 COMPRESS_MIN = 1024
 
 
-class _BoundedCache(OrderedDict):
-    """A small LRU map, thread-safe enough for get/put from several threads."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
-        with self._lock:
-            try:
-                self.move_to_end(key)
-                return self[key]
-            except KeyError:
-                pass
-        value = make()
-        with self._lock:
-            self[key] = value
-            if len(self) > self._size:
-                self.popitem(last=False)
-        return value
-
-
-#: Pickled functions larger than this are not cached: what makes them big is data they carry.
-CACHE_MAX_BLOB = 64 * 1024
-#: What the client caches: functions and classes, whose meaning is their identity. A bound
-#: method or a ``functools.partial`` is pickled each time: it carries an object whose state may
-#: have changed since, and caching it would keep that object alive.
-_CACHEABLE = (types.FunctionType, type)
-
-
-class _FunctionBlobs:
-    """function -> its pickled bytes and the SUBMIT headers its tasks need (client side),
-    holding the function only weakly.
-
-    Keyed by ``id(function)`` beside a weak reference: a lookup is a dict probe and an identity
-    check (no hashing of the callable, so an unhashable one is fine), and an entry whose
-    function has died can never match a new object that reuses its id. Dead entries hold only
-    bytes, and leave as the LRU bound pushes them out.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._entries: OrderedDict[int, tuple[weakref.ref, bytes, dict[str, Any] | None]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, fn: Any) -> tuple[bytes, dict[str, Any] | None] | None:
-        entry = self._entries.get(id(fn))
-        return (entry[1], entry[2]) if entry is not None and entry[0]() is fn else None
-
-    def put(self, fn: Any, blob: bytes, needs: dict[str, Any] | None) -> None:
-        if not isinstance(fn, _CACHEABLE) or len(blob) > CACHE_MAX_BLOB:
-            return
-        with self._lock:
-            self._entries[id(fn)] = (weakref.ref(fn), blob, needs)
-            self._entries.move_to_end(id(fn))
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-
-_blobs = _FunctionBlobs(512)
-_blob_entries = _blobs._entries
-_functions = _BoundedCache(512)  # pickled bytes -> function (worker side)
+_blobs = FunctionBlobs(512)
+_blob_entries = _blobs.entries
+_functions = BoundedCache(512)  # pickled bytes -> function (worker side)
 
 #: The SUBMIT header of a task that holds a function by value: only a worker running this
 #: interpreter may load it (the coordinator routes on it; by-reference tasks send no header).
@@ -157,12 +95,30 @@ def _dumps(value: Any) -> bytes:
     return _pack(value)[0]
 
 
-def _pack(value: Any) -> tuple[bytes, dict[str, Any] | None]:
-    """Pickle ``value`` (the fast C pickler when it can) and say what its task needs."""
+def _pack(value: Any, shipped: tuple[bytes | None, ...] | None = None) -> tuple[bytes, dict[str, Any] | None]:
+    """Pickle ``value`` (the fast C pickler when it can) and say what its task needs.
+
+    ``shipped``: for a task, the bytes already shipped by value inside it (its functions, its
+    pool's initializer). The C pickler pickles a function of the script (``__main__``) by
+    reference without complaint, and a worker, whose ``__main__`` is another program, could not
+    load it; so a task whose bytes name ``__main__`` anywhere else is pickled again, shipping
+    its functions by value (as a lambda already is)."""
     try:
-        return pickle.dumps(value, PROTOCOL), None
+        body = pickle.dumps(value, PROTOCOL)
+        if shipped is None or not _names_main(body, shipped):
+            return body, None
     except (pickle.PicklingError, AttributeError, TypeError):
-        return _shipped(value)  # arguments that hold a lambda or a __main__ function
+        pass  # arguments that hold a lambda
+    return _shipped(value)
+
+
+_MAIN = b"__main__"
+
+
+def _names_main(body: bytes, shipped: tuple[bytes | None, ...]) -> bool:
+    """Whether ``body`` names module ``__main__`` more often than the ``shipped`` bytes inside
+    it do (a by-value function names its module too)."""
+    return _MAIN in body and body.count(_MAIN) > sum(b.count(_MAIN) for b in shipped if b)
 
 
 def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
@@ -172,9 +128,9 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
 
 
 def _packed(
-    task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None
+    task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None, shipped: tuple[bytes | None, ...]
 ) -> tuple[bytes, str, dict[str, Any] | None]:
-    body, data_needs = _pack(task)
+    body, data_needs = _pack(task, shipped)
     return (*_compress(body, codec), needs or data_needs)
 
 
@@ -192,10 +148,12 @@ def pack_call(
     call: tuple = (CALL, blob, (args, kwargs)) if init is None else (CALL, blob, (args, kwargs), init)
     if codec == "none":
         try:
-            return pickle.dumps(call, PROTOCOL), "none", needs
+            body = pickle.dumps(call, PROTOCOL)
+            if _MAIN not in body or not _names_main(body, (blob, init)):
+                return body, "none", needs
         except (pickle.PicklingError, AttributeError, TypeError):
             pass  # arguments that hold a lambda or a __main__ function
-    return _packed(call, codec, needs)
+    return _packed(call, codec, needs, (blob, init))
 
 
 def pack_invocation(name: str, method: str, args: tuple, kwargs: dict) -> bytes:
@@ -235,7 +193,7 @@ def pack_chunk(
     or ``fn(*item)`` with ``star`` (several iterables zipped into argument tuples). Returns
     what :func:`pack_call` returns."""
     blob, needs = _blob(fn)
-    return _packed(_with_init((STARCHUNK if star else CHUNK, blob, items), init), codec, needs)
+    return _packed(_with_init((STARCHUNK if star else CHUNK, blob, items), init), codec, needs, (blob, init))
 
 
 def pack_reduce(
@@ -251,7 +209,7 @@ def pack_reduce(
     map_blob, map_needs = _blob(map_fn)
     reduce_blob, reduce_needs = _blob(reduce_fn)
     task = (REDUCE, map_blob, (reduce_blob, list(items), initializer))
-    return _packed(_with_init(task, init), codec, map_needs or reduce_needs)
+    return _packed(_with_init(task, init), codec, map_needs or reduce_needs, (map_blob, reduce_blob, init))
 
 
 def _with_init(call: tuple, init: bytes | None) -> tuple:

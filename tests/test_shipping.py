@@ -1,9 +1,11 @@
 """Functions travel by value when a worker could not import them."""
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from minipool.shipping import dumps, loads, ships_by_value
 
@@ -47,3 +49,34 @@ def test_a_main_module_function_runs_in_a_fresh_interpreter():
     )
     out = subprocess.run([sys.executable, "-c", check], input=blob, capture_output=True, check=True)
     assert out.stdout.split() == [b"11", b"22"]
+
+
+def test_a_script_function_passed_as_an_argument_reaches_the_worker(tmp_path):
+    # The C pickler pickles a __main__ function by reference without complaint; a worker's
+    # __main__ is another program, so it must travel by value, as the task's own function does
+    # (Dask sends it the same way). Before: AttributeError: Can't get attribute 'double'.
+    script = tmp_path / "coursework.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from minipool import Pool
+
+            def double(x):
+                return 2 * x
+
+            def apply(f, x):
+                return f(x)
+
+            if __name__ == "__main__":
+                with Pool(2) as pool:
+                    print(pool.submit(apply, double, 21).result())
+                    print(list(pool.map(apply, [double, double], [1, 2])))
+                    print(pool.map_reduce(lambda f: f(5), lambda a, b: a + b, [double, double]))
+            """
+        )
+    )
+    root = str(Path(__file__).resolve().parent.parent)  # minipool itself, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["42", "[2,", "4]", "20"]
