@@ -95,17 +95,19 @@ def _dumps(value: Any) -> bytes:
     return _pack(value)[0]
 
 
-def _pack(value: Any, shipped: tuple[bytes | None, ...] | None = None) -> tuple[bytes, dict[str, Any] | None]:
+def _pack(
+    value: Any, shipped: tuple[bytes, bytes | None] | None = None
+) -> tuple[bytes, dict[str, Any] | None]:
     """Pickle ``value`` (the fast C pickler when it can) and say what its task needs.
 
-    ``shipped``: for a task, the bytes already shipped by value inside it (its functions, its
-    pool's initializer). The C pickler pickles a function of the script (``__main__``) by
-    reference without complaint, and a worker, whose ``__main__`` is another program, could not
-    load it; so a task whose bytes name ``__main__`` anywhere else is pickled again, shipping
-    its functions by value (as a lambda already is)."""
+    ``shipped``: for a task, the function already shipped by value inside it and its pool's
+    initializer. The C pickler pickles a function of the script (``__main__``) by reference
+    without complaint, and a worker, whose ``__main__`` is another program, could not load it;
+    so a task whose arguments name ``__main__`` is pickled again, shipping its functions by
+    value (as a lambda already is)."""
     try:
         body = pickle.dumps(value, PROTOCOL)
-        if shipped is None or not _names_main(body, shipped):
+        if shipped is None or not _names_main(body, *shipped):
             return body, None
     except (pickle.PicklingError, AttributeError, TypeError):
         pass  # arguments that hold a lambda
@@ -115,10 +117,18 @@ def _pack(value: Any, shipped: tuple[bytes | None, ...] | None = None) -> tuple[
 _MAIN = b"__main__"
 
 
-def _names_main(body: bytes, shipped: tuple[bytes | None, ...]) -> bool:
-    """Whether ``body`` names module ``__main__`` more often than the ``shipped`` bytes inside
-    it do (a by-value function names its module too)."""
-    return _MAIN in body and body.count(_MAIN) > sum(b.count(_MAIN) for b in shipped if b)
+def _names_main(body: bytes, blob: bytes, init: bytes | None) -> bool:
+    """Whether the arguments pickled in ``body`` -- after the function ``blob`` and before the
+    pool's initializer ``init``, which name their module themselves -- name ``__main__``."""
+    if _MAIN not in body:
+        return False
+    # Found by a short piece of each: a long needle costs the search more than the scan.
+    start = body.find(blob[-_PIECE:]) + min(len(blob), _PIECE)
+    end = body.rfind(init[:_PIECE]) if init else len(body)
+    return body.find(_MAIN, start, end) >= 0
+
+
+_PIECE = 24
 
 
 def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
@@ -128,7 +138,7 @@ def _compress(data: bytes, codec: str) -> tuple[bytes, str]:
 
 
 def _packed(
-    task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None, shipped: tuple[bytes | None, ...]
+    task: tuple[Any, ...], codec: str, needs: dict[str, Any] | None, shipped: tuple[bytes, bytes | None]
 ) -> tuple[bytes, str, dict[str, Any] | None]:
     body, data_needs = _pack(task, shipped)
     return (*_compress(body, codec), needs or data_needs)
@@ -149,7 +159,7 @@ def pack_call(
     if codec == "none":
         try:
             body = pickle.dumps(call, PROTOCOL)
-            if _MAIN not in body or not _names_main(body, (blob, init)):
+            if not _names_main(body, blob, init):
                 return body, "none", needs
         except (pickle.PicklingError, AttributeError, TypeError):
             pass  # arguments that hold a lambda or a __main__ function
@@ -209,7 +219,7 @@ def pack_reduce(
     map_blob, map_needs = _blob(map_fn)
     reduce_blob, reduce_needs = _blob(reduce_fn)
     task = (REDUCE, map_blob, (reduce_blob, list(items), initializer))
-    return _packed(_with_init(task, init), codec, map_needs or reduce_needs, (map_blob, reduce_blob, init))
+    return _packed(_with_init(task, init), codec, map_needs or reduce_needs, (reduce_blob, init))
 
 
 def _with_init(call: tuple, init: bytes | None) -> tuple:
