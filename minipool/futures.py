@@ -1,4 +1,4 @@
-"""TaskFuture: a :class:`concurrent.futures.Future` that is cheap to make and to settle.
+"""LightFuture and TaskFuture: futures (``concurrent.futures.Future``) cheap to make and to settle.
 
 Technique: *build the condition only when someone waits*. A stock ``Future`` builds a
 ``threading.Condition`` (a Python object around a lock, with a deque) when it is created, and
@@ -8,7 +8,8 @@ was a measurable share of the whole per-task cost (see ``python -m minipool.benc
 Yet most futures are never waited on while pending: by the time ``result()`` is called, the
 outcome is usually there.
 
-A :class:`TaskFuture` therefore holds just its own reentrant lock (one C object) and builds the
+A :class:`LightFuture` (a task's :class:`TaskFuture`, a topic producer's record's) therefore
+holds just its own reentrant lock (one C object) and builds the
 ``Condition`` around that same lock the first time anything asks for ``_condition`` -- a thread
 about to wait, ``concurrent.futures.wait``, ``add_done_callback``. Settling takes the lock with
 its own C methods, and notifies only if a condition exists and has sleepers.
@@ -40,7 +41,7 @@ from concurrent.futures._base import (
 )
 from typing import Any
 
-__all__ = ["TaskFuture"]
+__all__ = ["LightFuture", "TaskFuture"]
 
 _SETTLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
@@ -50,7 +51,7 @@ class _LazyCondition:
     """The ``_condition`` attribute, built on first access around the future's own lock and
     then stored on the instance (a non-data descriptor: later reads never come back here)."""
 
-    def __get__(self, future: TaskFuture | None, owner: type) -> Any:
+    def __get__(self, future: LightFuture | None, owner: type) -> Any:
         if future is None:
             return self
         with future._lock:  # two threads asking at once must get the same condition
@@ -60,18 +61,14 @@ class _LazyCondition:
         return cond
 
 
-class TaskFuture(concurrent.futures.Future):
-    """The future of one task submitted by ``client``.
-
-    Args:
-        client: the :class:`~minipool.client.Client` that submitted the task (for its id, and
-            to tell the coordinator when the future is cancelled).
-        number: the client's number for the task.
-    """
+class LightFuture(concurrent.futures.Future):
+    """A :class:`concurrent.futures.Future` whose condition is built only when someone waits,
+    and that is settled with its lock's own methods: for futures made by the thousand (a
+    task's, a producer's record's), most of which are never waited on while pending."""
 
     _condition = _LazyCondition()
 
-    def __init__(self, client: Any, number: int) -> None:
+    def __init__(self) -> None:
         # Future.__init__, minus the condition it would build.
         self._lock = _RLock()
         self._state = PENDING
@@ -79,55 +76,6 @@ class TaskFuture(concurrent.futures.Future):
         self._exception = None
         self._waiters: list[Any] = []
         self._done_callbacks: list[Any] = []
-        self._client = client
-        self.number = number
-
-    @property
-    def task_id(self) -> str:
-        """The task's id, for ``Pool.result`` and ``AsyncResult``: ``<client id>-<number>``."""
-        return f"{self._client.client_id}-{self.number}"
-
-    # -- RUNNING and CANCELLED are the coordinator's word -------------------------------------
-    #
-    # The task runs in another process, so this future cannot see it start. ``running()`` and
-    # ``cancel()`` ask the coordinator (a call for an embedded pool, one LEASES message for a
-    # remote one), only while the future is still PENDING: nothing is paid on the hot path, and
-    # a future seen RUNNING stays so.
-
-    def running(self) -> bool:
-        if self._state == PENDING:
-            self._client.refresh_running((self,))
-        return self._state == RUNNING
-
-    def cancel(self) -> bool:
-        """Cancel the task if no worker has held it, and say whether it was cancelled.
-
-        True is a promise: the coordinator has dropped the task, and it never runs.
-        """
-        if self._state == PENDING:
-            self._client.cancel((self,))
-        return self._state in _CANCELLED
-
-    def mark_running(self) -> None:
-        """The coordinator says the task has started (a worker has held it)."""
-        with self._lock:
-            if self._state == PENDING:
-                self._state = RUNNING
-
-    def settle_cancelled(self) -> bool:
-        """The coordinator has dropped the task: ``Future.cancel()`` then
-        ``set_running_or_notify_cancel()`` in one step, so ``wait`` and ``as_completed`` see it."""
-        with self._lock:
-            if self._state != PENDING:
-                return self._state in _CANCELLED
-            self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
-                waiter.add_cancelled(self)
-            cond = self.__dict__.get("_condition")
-            if cond is not None and cond._waiters:
-                cond.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it, typeshed not
-        return True
 
     # -- settling: Future.set_result / set_exception with the lock's own methods ---------------
 
@@ -195,3 +143,65 @@ class TaskFuture(concurrent.futures.Future):
             return self._exception
         finally:
             lock.release()
+
+
+class TaskFuture(LightFuture):
+    """The future of one task submitted by ``client``.
+
+    Args:
+        client: the :class:`~minipool.client.Client` that submitted the task (for its id, and
+            to tell the coordinator when the future is cancelled).
+        number: the client's number for the task.
+    """
+
+    def __init__(self, client: Any, number: int) -> None:
+        super().__init__()
+        self._client = client
+        self.number = number
+
+    @property
+    def task_id(self) -> str:
+        """The task's id, for ``Pool.result`` and ``AsyncResult``: ``<client id>-<number>``."""
+        return f"{self._client.client_id}-{self.number}"
+
+    # -- RUNNING and CANCELLED are the coordinator's word -------------------------------------
+    #
+    # The task runs in another process, so this future cannot see it start. ``running()`` and
+    # ``cancel()`` ask the coordinator (a call for an embedded pool, one LEASES message for a
+    # remote one), only while the future is still PENDING: nothing is paid on the hot path, and
+    # a future seen RUNNING stays so.
+
+    def running(self) -> bool:
+        if self._state == PENDING:
+            self._client.refresh_running((self,))
+        return self._state == RUNNING
+
+    def cancel(self) -> bool:
+        """Cancel the task if no worker has held it, and say whether it was cancelled.
+
+        True is a promise: the coordinator has dropped the task, and it never runs.
+        """
+        if self._state == PENDING:
+            self._client.cancel((self,))
+        return self._state in _CANCELLED
+
+    def mark_running(self) -> None:
+        """The coordinator says the task has started (a worker has held it)."""
+        with self._lock:
+            if self._state == PENDING:
+                self._state = RUNNING
+
+    def settle_cancelled(self) -> bool:
+        """The coordinator has dropped the task: ``Future.cancel()`` then
+        ``set_running_or_notify_cancel()`` in one step, so ``wait`` and ``as_completed`` see it."""
+        with self._lock:
+            if self._state != PENDING:
+                return self._state in _CANCELLED
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            cond = self.__dict__.get("_condition")
+            if cond is not None and cond._waiters:
+                cond.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it, typeshed not
+        return True

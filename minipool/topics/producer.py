@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import MessageTooLarge, MinipoolError, TopicError
+from ..futures import LightFuture
 from ..wire import HEADROOM, Kind
 from .connection import connect, request, retrying
 from .records import FRAME_HEAD, RecordMetadata, check_topic_name, pack_entries
@@ -115,7 +116,7 @@ class Producer:
             self._names.add(check_topic_name(topic))
         data = value if type(value) is bytes else as_bytes(value, "value")
         key_bytes = None if key is None else as_bytes(key, "key")
-        future: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
+        future: concurrent.futures.Future[RecordMetadata] = LightFuture()
         size = len(data) + (0 if key_bytes is None else len(key_bytes)) + RECORD_OVERHEAD
         if size > self.client.max_message:
             future.set_exception(MessageTooLarge("a record", size, self.client.max_message))
