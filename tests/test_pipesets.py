@@ -55,10 +55,11 @@ def members(coordinator, topic="numbers", group="squares"):
 
 
 def collect(url, topic, count, timeout=20.0):
+    """Read ``topic`` until ``count`` distinct values came (an at-least-once duplicate counts once)."""
     seen = []
     with Consumer(topic, address=url, authkey=KEY, group="check", auto_offset_reset="earliest") as c:
         deadline = time.monotonic() + timeout
-        while len(seen) < count and time.monotonic() < deadline:
+        while len(set(seen)) < count and time.monotonic() < deadline:
             seen += [r.value for r in c.poll(1.0)]
     return seen
 
