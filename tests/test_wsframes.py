@@ -94,6 +94,38 @@ def test_mask_long_payload_with_remainder():
     assert apply_mask(memoryview(data), KEY) == naive_mask(data, KEY)
 
 
+def test_a_connections_mask_keys_are_fresh_past_each_batch_and_its_own():
+    from minipool.transports.wsmask import MaskKeys
+
+    one, other = MaskKeys(), MaskKeys()
+    keys = [one() for _ in range(3000)]  # crosses two refills of the batch
+    assert {len(k) for k in keys} == {4}
+    assert len(set(keys)) > 2990  # 32 random bits each: a repeat or two at most, by chance
+    assert keys[:1024] != [other() for _ in range(1024)]
+
+
+def test_threads_sharing_a_connection_draw_distinct_keys():
+    import threading
+
+    from minipool.transports.wsmask import MaskKeys
+
+    keys = MaskKeys()
+    drawn: list[list[bytes]] = [[] for _ in range(4)]
+
+    def draw(mine):
+        for _ in range(2000):
+            mine.append(keys())
+
+    threads = [threading.Thread(target=draw, args=(mine,)) for mine in drawn]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(map(len, drawn)) == 8000
+    handed = [id(k) for mine in drawn for k in mine]  # all alive, so one id per key object
+    assert len(set(handed)) == 8000  # no key was handed to two frames
+
+
 def test_random_mask_keys_differ():
     wires = {serialize(Frame(Opcode.BINARY, b"same"), True) for _ in range(8)}
     assert len(wires) > 1

@@ -25,7 +25,6 @@ From then on both sides exchange frames, encoded and decoded by the sans-I/O
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import ssl
@@ -70,7 +69,7 @@ from .wshandshake import (
     new_key,
     upgrade_request,
 )
-from .wsmask import apply_mask
+from .wsmask import MaskKeys, apply_mask
 from .wsmessages import MessageAssembler
 
 __all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen", "refusal_headers"]
@@ -106,6 +105,7 @@ class WebSocketConnection(TcpConnection):
     ) -> None:
         super().__init__(sock, options, server_tls=server_tls)
         self._client = client
+        self._mask_key = MaskKeys()  # §5.3: a fresh unpredictable key per frame a client sends
         self._assembler = MessageAssembler(options.max_message)
         # The common frame (whole, BINARY) is cut out in one pass; parse_frame does the rest.
         self._cut = binary_frame_cutter(masked=not client, max_size=options.max_message)
@@ -220,7 +220,7 @@ class WebSocketConnection(TcpConnection):
     def _frame_parts(self, opcode: int, payload: Buffer) -> tuple[Buffer, ...]:
         n = payload.nbytes if isinstance(payload, memoryview) else len(payload)
         if self._client:  # §5.3: clients mask, with a fresh unpredictable key per frame
-            key = os.urandom(4)
+            key = self._mask_key()
             head, payload = frame_header(opcode, n, key=key), apply_mask(payload, key)
         else:
             head = frame_header(opcode, n)

@@ -10,9 +10,11 @@ docs/websocket.md has the measurements behind each choice.
 
 from __future__ import annotations
 
+import collections
 import functools
+import os
 
-__all__ = ["apply_mask"]
+__all__ = ["MaskKeys", "apply_mask"]
 
 _BLOCK = 8192  # masking block; 8 KiB keeps the int <-> bytes conversions in cache
 
@@ -21,6 +23,33 @@ _BLOCK = 8192  # masking block; 8 KiB keeps the int <-> bytes conversions in cac
 def _ones(n4: int) -> int:
     """The integer whose little-endian bytes are 01 00 00 00 repeated over ``n4`` bytes."""
     return int.from_bytes(b"\x01\x00\x00\x00" * (n4 >> 2), "little")
+
+
+class MaskKeys:
+    """Fresh masking keys for one client connection, from the operating system's CSPRNG.
+
+    §5.3 asks for a key from a strong source of entropy that a server or proxy cannot predict.
+    ``os.urandom(4)`` per frame is one system call per message; this draws 1,024 keys in one call
+    and hands them out in turn. A deque's ``popleft`` is atomic, so threads sharing a connection
+    never get the same key, and each connection has its own keys, so processes forked from one
+    parent never share a sequence.
+    """
+
+    __slots__ = ("_keys",)
+
+    _BATCH = 1024
+
+    def __init__(self) -> None:
+        self._keys: collections.deque[bytes] = collections.deque()
+
+    def __call__(self) -> bytes:
+        """The next key: 4 unpredictable bytes."""
+        try:
+            return self._keys.popleft()
+        except IndexError:
+            block = os.urandom(4 * self._BATCH)
+            self._keys.extend(block[i : i + 4] for i in range(0, len(block), 4))
+            return self._keys.popleft()
 
 
 def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
