@@ -3,8 +3,10 @@
 Technique: *pure computation kept out of the interpreter loop*. A client masks every byte it
 sends with a fresh 4-byte key and the server unmasks every byte it receives, so masking is on
 the path of every message. A per-byte Python loop does it at tens of MB/s; :func:`apply_mask`
-lets C do it instead: the payload becomes one integer, XORed with the key repeated (made by one
-small multiplication), in 8 KiB blocks for long payloads so the conversions stay in cache.
+lets C do it instead. A short payload becomes one integer, XORed with the key repeated (made by
+one small multiplication). A longer one is cut into four strided slices -- bytes 0, 4, 8, ...;
+1, 5, 9, ... -- each XORed with one key byte by ``bytes.translate`` through a 256-byte table:
+no integer conversions, and about a third less time from half a kilobyte up.
 docs/websocket.md has the measurements behind each choice.
 """
 
@@ -16,7 +18,7 @@ import os
 
 __all__ = ["MaskKeys", "apply_mask"]
 
-_BLOCK = 8192  # masking block; 8 KiB keeps the int <-> bytes conversions in cache
+_TRANSLATE_FROM = 512  # from here on, byte tables beat big-integer XOR (docs/websocket.md)
 
 
 @functools.lru_cache(maxsize=512)
@@ -52,6 +54,17 @@ class MaskKeys:
             return self._keys.popleft()
 
 
+def _xor_table(k: int) -> bytes:
+    """The ``bytes.translate`` table that XORs every byte with ``k`` (made once, on first use)."""
+    table = _XOR_TABLES[k]
+    if not table:
+        table = _XOR_TABLES[k] = bytes(i ^ k for i in range(256))
+    return table
+
+
+_XOR_TABLES = [b""] * 256
+
+
 def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (§5.3); masking and unmasking are the same.
 
@@ -60,23 +73,19 @@ def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
         key: 4 bytes.
     """
     n = len(data)
-    if n <= _BLOCK:
+    if n < _TRANSLATE_FROM:
         if not n:
             return b""
         # key * 0x...00000001_00000001 repeats the key across n4 bytes in one small multiply.
         n4 = (n + 3) & ~3
         masked = int.from_bytes(data, "little") ^ int.from_bytes(key, "little") * _ones(n4)
         return masked.to_bytes(n4, "little")[:n] if n != n4 else masked.to_bytes(n, "little")
-    # Long payloads: block by block. _BLOCK is a multiple of 4, so every block starts on the
-    # key's first byte and one integer mask serves them all.
-    block_mask = int.from_bytes(key * (_BLOCK >> 2), "little")
-    from_bytes = int.from_bytes
-    view = memoryview(data).cast("B")
-    out = bytearray(n)
-    end = n - n % _BLOCK
-    for i in range(0, end, _BLOCK):
-        j = i + _BLOCK
-        out[i:j] = (from_bytes(view[i:j], "little") ^ block_mask).to_bytes(_BLOCK, "little")
-    if end < n:
-        out[end:] = apply_mask(view[end:], key)
+    # Every 4th byte is XORed with the same key byte: four strided slices, each translated
+    # through its key byte's table, all in C.
+    out = bytearray(data)
+    k0, k1, k2, k3 = key
+    out[0::4] = out[0::4].translate(_XOR_TABLES[k0] or _xor_table(k0))
+    out[1::4] = out[1::4].translate(_XOR_TABLES[k1] or _xor_table(k1))
+    out[2::4] = out[2::4].translate(_XOR_TABLES[k2] or _xor_table(k2))
+    out[3::4] = out[3::4].translate(_XOR_TABLES[k3] or _xor_table(k3))
     return bytes(out)
