@@ -251,6 +251,11 @@ class ClientExecutor(concurrent.futures.Executor):
             headers = {**needs, **headers} if headers else needs
         return self._client.submit(body, codec, headers)
 
+    def slots(self) -> int:
+        """How many tasks this pool's workers run at once, as far as it knows now (an embedded
+        pool's own slots without asking; else the coordinator's count, at least 1)."""
+        return self._slots()
+
     def _slots(self) -> int:
         return self._local_slots or self._client.slots()
 

@@ -135,6 +135,21 @@ def test_minipool_pool_as_executor():
     with Pool(2) as pool:  # remote worker processes behind the Executor interface
         p = pl.source(range(20)) | pl.map(lambda x: x * 3, executor=pool) | pl.reduce(operator.add)
         assert p.run() == 3 * sum(range(20))
+        assert pl.map(abs, executor=pool).workers == 2  # as many in flight as the pool runs
+
+
+def test_an_executor_stage_keeps_as_many_calls_in_flight_as_the_executor_runs():
+    # Four calls must run at once to pass the barrier: one call in flight at a time (the old
+    # default) would leave three of the executor's workers idle and break it.
+    barrier = threading.Barrier(4, timeout=10)
+
+    def meet(x):
+        barrier.wait()
+        return x
+
+    with cf.ThreadPoolExecutor(4) as ex:
+        assert (pl.source(range(8)) | pl.map(meet, executor=ex)).run() == list(range(8))
+    assert pl.map(abs, executor=ex, workers=3).workers == 3  # a count given still wins
 
 
 def test_a_stage_runs_on_dask_worker_processes():

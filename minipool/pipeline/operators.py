@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -72,7 +73,7 @@ class MapStage(Stage):
         mode: Mode,
         *,
         kind: str = "thread",
-        workers: int = 1,
+        workers: int | None = None,
         executor: Executor | None = None,
         chunksize: int | None = None,
         retries: int = 0,
@@ -94,6 +95,8 @@ class MapStage(Stage):
             raise PipelineError("kind='executor' needs executor=...")
         self.kind_name = self.kind.value
         self.executor = executor
+        if workers is None:
+            workers = 1 if executor is None else executor_parallelism(executor)
         self.workers = positive_int("workers", workers)
         self.chunksize = None if chunksize is None else positive_int("chunksize", chunksize)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -110,13 +113,27 @@ class MapStage(Stage):
         return MapRuntime(self, name, run, stats)
 
 
+def executor_parallelism(executor: Executor) -> int:
+    """How many calls an ``executor=`` stage keeps in flight unless told: as many as the executor
+    runs at once when it says (a minipool ``Pool``'s ``slots()``; ``ThreadPoolExecutor`` and
+    ``ProcessPoolExecutor`` keep it in ``_max_workers``), else one per CPU here. One call in
+    flight would leave all but one of a pool's workers idle; many more would only queue."""
+    slots = getattr(executor, "slots", None)
+    known = slots() if callable(slots) else getattr(executor, "_max_workers", None)
+    if isinstance(known, int) and not isinstance(known, bool) and known > 0:
+        return known
+    return os.cpu_count() or 1
+
+
 def map(fn: Callable[[Any], Any], **options: Any) -> MapStage:  # noqa: A001 - the domain's word
     """Emit ``fn(record)`` for each record.
 
     Args:
         fn: the function (a coroutine function with ``kind="async"``).
         kind: ``"thread"`` (default), ``"process"``, ``"async"``; or pass ``executor=``.
-        workers: parallel calls in flight (threads, processes, coroutines).
+        workers: parallel calls in flight (threads, processes, coroutines); 1 by default, or
+            with ``executor=``, as many as the executor runs at once
+            (:func:`executor_parallelism`).
         executor: any ``concurrent.futures.Executor``, e.g. a minipool ``Pool``.
         chunksize: records per task sent to a pool (default: adaptive).
         retries: extra attempts for a record whose call raised.

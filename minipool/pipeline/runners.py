@@ -230,7 +230,9 @@ class MapRuntime(Runtime):
         self.kind: StageKind = spec.kind
         self.mode: Mode = spec.mode
         self.fn = spec.fn
-        blob = check_function(name, spec.fn, self.kind)
+        # A ThreadPoolExecutor runs the function in this process: nothing to ship or check.
+        same_process = isinstance(spec.executor, cf.ThreadPoolExecutor)
+        blob = check_function(name, spec.fn, StageKind.THREAD if same_process else self.kind)
         self._inflight: deque[Any] = deque()
         self._pool: Any = None
         self._loop: _LoopThread | None = None
