@@ -108,7 +108,7 @@ def coordinator_process(fd_limit=768):
         "import resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({fd_limit}, {fd_limit}))\n"
         "from minipool.cluster.coordinator import Coordinator\n"
-        f"with Coordinator({KEY!r}) as coord:\n"
+        f"with Coordinator({KEY!r}, handshake_timeout=30) as coord:\n"
         "    print(coord.serve('tcp://127.0.0.1:0'), flush=True)\n"
         "    sys.stdin.read()\n"
     )
@@ -145,7 +145,9 @@ def test_a_thousand_silent_sockets_do_not_keep_a_real_client_from_the_coordinato
                 start = time.monotonic()
                 with Pool(address=url, authkey=KEY) as client:
                     assert client.submit(jobs.square, 12).result(10) == 144
-                assert time.monotonic() - start < 2.5
+                # Silent sockets held to their 30 s deadline would keep the client out for that
+                # long; the bound leaves a loaded machine room without coming near it.
+                assert time.monotonic() - start < 8
         finally:
             worker.stop()
             thread.join(5)
@@ -154,14 +156,14 @@ def test_a_thousand_silent_sockets_do_not_keep_a_real_client_from_the_coordinato
 def test_a_thousand_silent_sockets_do_not_keep_a_real_caller_from_the_rpc_daemon():
     """The same for the rpc daemon, whose connection slots (max_connections, 256) the silent
     sockets used to fill until their deadline: a real Proxy was refused meanwhile."""
-    with rpc.Daemon(authkey=KEY) as daemon:
+    with rpc.Daemon(authkey=KEY, handshake_timeout=30) as daemon:
         daemon.start()
         uri = daemon.register(Echo(), "echo")
         with idle_sockets(daemon.url):
             start = time.monotonic()
-            with rpc.Proxy(uri, authkey=KEY, timeout=5) as echo:
+            with rpc.Proxy(uri, authkey=KEY, timeout=10) as echo:
                 assert echo.say("hello") == "hello"
-            assert time.monotonic() - start < 2.5
+            assert time.monotonic() - start < 8  # not the silent sockets' 30 s deadline
 
 
 @rpc.expose
