@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -202,6 +203,30 @@ def test_a_worker_that_names_no_interpreter_gets_no_by_value_task():
     s.worker_joined(WorkerState(None, "silent", 1, 0, {}), Effects())
     submit(s, 1, shipping.INTERPRETER)
     assert s.results[("c", 1)].kind is Kind.FAILURE
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_a_restored_coordinator_still_sends_a_by_value_task_only_where_it_can_load(tmp_path, snapshot):
+    from minipool.cluster.task_journal import TaskJournal
+
+    durable = TaskJournal(str(tmp_path), fsync="no")
+    first = Scheduler(journaling=True)
+    for number, interpreter in [(1, "cpython-3.13-b"), (2, None)]:
+        durable.write(submit(first, number, interpreter).records)
+    if snapshot:  # the snapshot's records carry the interpreter as the log's do
+        durable.write([("forget", 0, "c", 99, 0, "none", 0, None, 0, b"")] * 2)
+        durable.snapshot_every = 1
+        durable.maybe_snapshot(threading.Lock(), first)
+    durable.close()
+    restored = Scheduler()
+    again = TaskJournal(str(tmp_path), fsync="no")
+    again.restore(restored)
+    again.close()
+    assert {t.client_number: t.needs for t in restored.tasks.values()} == {1: "cpython-3.13-b", 2: None}
+    old, new = worker("old", "cpython-3.11-a"), worker("new", "cpython-3.13-b")
+    restored.worker_joined(new, Effects())
+    restored.worker_joined(old, Effects())
+    assert (leased(new), leased(old)) == ([1], [2])  # the by-value task only where it can load
 
 
 # -- across real interpreters --------------------------------------------------------------------

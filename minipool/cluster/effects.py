@@ -57,6 +57,7 @@ class Effects:
                 task.timeout,
                 result,
                 body,
+                task.needs,
             )
         )
 

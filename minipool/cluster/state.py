@@ -118,6 +118,8 @@ class Task:
         }
         if self.timeout is not None:
             meta["t"] = self.timeout
+        if self.needs is not None:
+            meta["v"] = self.needs
         return meta
 
 

@@ -12,7 +12,9 @@ framing and the snapshot blob are the journal package's. Three kinds of record a
 
 Each record is a fixed ``struct`` head (kind, task number, the client's number for it, body
 format, priority, timeout, outcome kind, two lengths), the client id and codec name, and the
-body. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one
+body. A task whose function travels by value is a ``submit`` of its own kind letter that also
+names the interpreter its code needs, so a restored coordinator sends it only to workers that
+can load it, as the first one did. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one
 already finished, changes nothing. That is what makes snapshots simple: every
 ``snapshot_every`` records (or more, when the state is bigger than that) the coordinator writes
 its whole state (live tasks as ``submit`` records, stored outcomes as ``done`` records) and the
@@ -46,6 +48,10 @@ FLUSH_INTERVAL = 0.01  # seconds a record may wait in the buffer (everysec, no)
 _RECORD = struct.Struct("!cQQBidBHB")
 KINDS = {"submit": b"S", "done": b"D", "forget": b"F"}
 NAMES = {v: k for k, v in KINDS.items()}
+# A submit whose function travels by value: after the codec name, the interpreter its code
+# needs (one length byte, then the name), so a restored coordinator still routes it only to
+# workers that can load it.
+_BY_VALUE = b"V"
 _NAN = float("nan")
 
 
@@ -61,6 +67,7 @@ def encode_task_record(kind: str, meta: dict[str, Any], body: bytes) -> bytes:
         meta.get("t"),
         meta.get("r", 0),
         body,
+        meta.get("v"),
     )
 
 
@@ -75,14 +82,20 @@ def pack_task_record(
     timeout: float | None,
     result: int,
     body: bytes,
+    needs: str | None = None,
 ) -> bytes:
-    """One record, from its fields (the hot path: no dictionary in between)."""
+    """One record, from its fields (the hot path: no dictionary in between). ``needs``: the
+    interpreter a by-value task's code needs (``submit`` records only)."""
     cid = client.encode()
     cname = codec.encode()
+    tag, interpreter = KINDS[kind], b""
+    if needs is not None and kind == "submit":
+        tag, interpreter = _BY_VALUE, needs.encode()
+        interpreter = bytes((len(interpreter),)) + interpreter
     return b"".join(
         (
             _RECORD.pack(
-                KINDS[kind],
+                tag,
                 number,
                 task,
                 fmt,
@@ -94,6 +107,7 @@ def pack_task_record(
             ),
             cid,
             cname,
+            interpreter,
             body,
         )
     )
@@ -107,7 +121,12 @@ def decode_task_record(record: bytes) -> tuple[str, dict[str, Any], bytes]:
     meta = {"n": number, "c": client, "i": task, "f": fmt, "k": codec, "p": priority, "r": result}
     if timeout == timeout:  # not NaN
         meta["t"] = timeout
-    return NAMES[tag], meta, record[start + clen + klen :]
+    end = start + clen + klen
+    if tag == _BY_VALUE:
+        size = record[end]
+        meta["v"] = record[end + 1 : end + 1 + size].decode()
+        return "submit", meta, record[end + 1 + size :]
+    return NAMES[tag], meta, record[end:]
 
 
 class TaskJournal:
@@ -190,6 +209,8 @@ class TaskJournal:
             headers = {"priority": meta.get("p", 0)}
             if meta.get("t") is not None:
                 headers["timeout"] = meta["t"]
+            if meta.get("v") is not None:
+                headers["interpreter"] = meta["v"]
             scheduler.submit(
                 meta["c"], meta["i"], body, Format(meta["f"]), meta["k"], headers, Effects(), number=meta["n"]
             )
