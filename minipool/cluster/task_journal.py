@@ -14,8 +14,8 @@ Each record is a fixed ``struct`` head (kind, task number, the client's number f
 format, priority, timeout, outcome kind, two lengths), the client id and codec name, and the
 body. A task whose function travels by value is a ``submit`` of its own kind letter that also
 names the interpreter its code needs, so a restored coordinator sends it only to workers that
-can load it, as the first one did. Replay is *idempotent*: a ``submit`` for a task already known, or a ``done`` for one
-already finished, changes nothing. That is what makes snapshots simple: every
+can load it, as the first one did. Replay is *idempotent*: a ``submit`` for a task already
+known, or a ``done`` for one already finished, changes nothing. That is what makes snapshots simple: every
 ``snapshot_every`` records (or more, when the state is bigger than that) the coordinator writes
 its whole state (live tasks as ``submit`` records, stored outcomes as ``done`` records) and the
 journal starts a fresh log (see :meth:`TaskJournal.maybe_snapshot`).
