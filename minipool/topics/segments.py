@@ -103,6 +103,28 @@ class Segment:
         self.next = first + count
         self.newest = newest
 
+    def cut(self, offset: int) -> None:
+        """Drop the records from ``offset`` on, and any bytes past the last whole record (a
+        write that failed half done): the outputs of a step that never completed (see
+        :mod:`.positions`), written last, so nothing follows them."""
+        end = self.size
+        if offset < self.next:
+            at = bisect.bisect_right(self.offsets, offset) - 1
+            start = self.positions[at] if at >= 0 else 0
+            for position, _, found, _, _, _ in frames(self._pread(start, self.size - start)):
+                if found >= offset:
+                    end = start + position
+                    break
+            keep = bisect.bisect_left(self.positions, end)
+            del self.offsets[keep:], self.positions[keep:]
+            self.next = offset
+        if self.buffer is not None:
+            del self.buffer[end:]
+        else:
+            os.ftruncate(self.fd, end)
+            os.ftruncate(self.index_fd, len(self.offsets) * _INDEX_ENTRY.size)
+        self.size = end
+
     def read(self, offset: int, max_bytes: int, max_records: int) -> tuple[bytes, int]:
         """Whole frames from ``offset`` on, at most ``max_records`` and about ``max_bytes`` of
         them (at least one), and how many records they hold."""
@@ -210,6 +232,14 @@ class PartitionLog:
             return b"", offset, 0
         data, count = segment.read(offset, max_bytes, max_records)
         return data, offset, count
+
+    def cut(self, offset: int) -> None:
+        """Drop the records from ``offset`` on (at most back to :attr:`start`)."""
+        while len(self.segments) > 1 and self.segments[-1].base >= offset:
+            self.segments.pop().delete()
+            self.bases.pop()
+        self.segments[-1].cut(max(offset, self.start))
+        self.dirty = True
 
     def sync(self) -> None:
         if self.dirty:

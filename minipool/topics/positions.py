@@ -1,0 +1,163 @@
+"""Where every consumer group stands, journaled: commits, atomic steps, recovery, and backups.
+
+Technique: *a write-ahead record for a step that writes two places, checked against the log on
+recovery* (Kafka's transaction markers, reduced to what one centre needs), and *a backup that
+copies under the lock and writes outside it* (Redis forks for its RDB snapshot; copying a few
+lists of integers does the same job here).
+
+The group positions live in a :class:`~minipool.journal.Journal` of their own, as JSON records:
+
+* a commit: ``{"t": topic, "g": group, "p": partition, "o": committed offset}``;
+* a step (a pipe set's TOPIC_TRANSACT, :mod:`.step`): ``{"t": topic, "g": group, "c":
+  [[partition, committed], ...], "out": [[topic, partition, first offset, count], ...]}``.
+
+A step appends outputs to segment files *and* moves a group's positions: two writes, and a
+coordinator killed between them must not leave one without the other. So the step's record is
+written first, naming where its outputs will land; the outputs follow while their topics stay
+locked, so nothing else lands after them. Steps are applied one at a time, so only the journal's
+last record can be a step cut short: on recovery, if the last record is a step whose outputs are
+not all in the segments, the step is *discarded* -- its partial outputs are cut off, its
+positions are not applied, and a snapshot takes the record out of the journal (else, once new
+records filled those offsets, a later recovery would take the step for complete). Its inputs
+are then unacknowledged and are handed out again, so their outputs are made exactly once.
+
+A backup (a snapshot of every group's positions) needs the positions as of one instant and no
+append while the journal starts a new log: :meth:`Positions.begin_backup` copies the positions
+and rotates the log under the service's lock, which takes microseconds; :meth:`Positions.
+finish_backup` encodes and writes the copy, fsyncs and renames, with no lock held, while the
+channels go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..journal import Journal
+from .groups import Group
+from .topic import Topic
+
+__all__ = ["Positions", "SNAPSHOT_EVERY", "Backup"]
+
+log = logging.getLogger("minipool.topics")
+
+#: Journal records between two backups.
+SNAPSHOT_EVERY = 10_000
+
+#: (topic, group) -> the committed offset of each partition.
+State = dict[tuple[str, str], list[int]]
+#: A backup under way: its generation and the positions it copied.
+Backup = tuple[int, list[dict[str, Any]]]
+
+
+def _set(state: State, topic: str, group: str, partition: int, offset: int) -> None:
+    positions = state.setdefault((topic, group), [])
+    positions.extend([0] * (partition + 1 - len(positions)))
+    positions[partition] = offset
+
+
+def _apply(state: State, entry: dict[str, Any]) -> None:
+    for partition, offset in entry["c"] if "c" in entry else [(entry["p"], entry["o"])]:
+        _set(state, entry["t"], entry["g"], partition, offset)
+
+
+def _written(step: dict[str, Any], topics: dict[str, Topic]) -> bool:
+    """Whether every output of ``step`` is in its partition."""
+    for name, partition, first, count in step["out"]:
+        topic = topics.get(name)
+        if (
+            topic is None
+            or partition >= len(topic.partitions)
+            or topic.bounds()[partition][1] < first + count
+        ):
+            return False
+    return True
+
+
+class Positions:
+    """The journal of the group positions in ``directory``, with ``fsync`` as the topics'."""
+
+    def __init__(self, directory: Path, fsync: str) -> None:
+        self.journal = Journal(directory, fsync=fsync, name="groups")
+        self.since_backup = 0
+        self.backing_up = False  # guarded by the service's lock
+        self.backups = 0
+        self.discarded = 0  # steps cut short by a crash and discarded on recovery
+
+    def restore(self, topics: dict[str, Topic]) -> State:
+        """The positions as the journal left them, a step cut short discarded (see above)."""
+        replay = self.journal.replay()
+        state: State = {}
+        if replay.snapshot is not None:
+            for entry in json.loads(replay.snapshot):
+                state[(entry["t"], entry["g"])] = entry["positions"]
+        entries = [json.loads(record) for record in replay.records]
+        last = entries.pop() if entries and "out" in entries[-1] else None
+        for entry in entries:
+            _apply(state, entry)
+        if last is not None and _written(last, topics):
+            _apply(state, last)
+        elif last is not None:
+            for name, partition, first, _ in last["out"]:
+                if name in topics and partition < len(topics[name].partitions):
+                    topics[name].cut(partition, first)
+            log.warning("a step on %s for group %s was cut short: discarded", last["t"], last["g"])
+            self.discarded += 1
+            self.journal.snapshot(_encode(_entries(state)))
+        return state
+
+    def commit(self, topic: str, group: Group, partitions: Iterable[int]) -> None:
+        """Journal the committed offsets of ``partitions`` (under the service's lock)."""
+        records = [
+            json.dumps({"t": topic, "g": group.name, "p": p, "o": group.cursors[p].committed}).encode()
+            for p in partitions
+        ]
+        if records:
+            self.journal.append_many(records)
+            self.since_backup += len(records)
+
+    def step(
+        self, topic: str, group: str, committed: dict[int, int], out: list[tuple[str, int, int, int]]
+    ) -> None:
+        """Journal a step before its outputs are written: the positions it moves the group to,
+        and where each run of its outputs will land (``[topic, partition, first, count]``)."""
+        record = {"t": topic, "g": group, "c": sorted(committed.items()), "out": out}
+        self.journal.append(json.dumps(record).encode())
+        self.since_backup += 1
+
+    @property
+    def due(self) -> bool:
+        return self.since_backup >= SNAPSHOT_EVERY and not self.backing_up
+
+    def begin_backup(self, groups: dict[tuple[str, str], Group]) -> Backup | None:
+        """Under the service's lock: copy the positions and start the journal's next log.
+        None while another backup is under way."""
+        if self.backing_up:
+            return None
+        copy = {key: [c.committed for c in group.cursors] for key, group in groups.items()}
+        generation = self.journal.rotate()
+        self.backing_up = True
+        self.since_backup = 0
+        return generation, _entries(copy)
+
+    def finish_backup(self, backup: Backup) -> None:
+        """With no lock held: write the copy as the snapshot of its generation."""
+        try:
+            self.journal.write_snapshot(backup[0], _encode(backup[1]))
+            self.backups += 1
+        finally:
+            self.backing_up = False
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def _entries(state: State) -> list[dict[str, Any]]:
+    return [{"t": topic, "g": group, "positions": positions} for (topic, group), positions in state.items()]
+
+
+def _encode(entries: list[dict[str, Any]]) -> bytes:
+    return json.dumps(entries).encode()
