@@ -69,6 +69,15 @@ class Cursor:
         self.acked.clear()
         self.redeliver.clear()
 
+    def resume(self, acked: set[int]) -> None:
+        """Start again after a restart with ``acked`` acknowledged above ``committed``: the
+        records between them go out again, those acknowledged never."""
+        above = {o for o in acked if o > self.committed}
+        if above:
+            self.acked = above
+            self.next = max(above) + 1
+            self.redeliver = [o for o in range(self.committed, self.next) if o not in above]
+
     def advance(self) -> bool:
         """Move ``committed`` over acknowledged records; True if it moved."""
         start = self.committed

@@ -7,9 +7,15 @@ lists of integers does the same job here).
 
 The group positions live in a :class:`~minipool.journal.Journal` of their own, as JSON records:
 
-* a commit: ``{"t": topic, "g": group, "p": partition, "o": committed offset}``;
-* a step (a pipe set's TOPIC_TRANSACT, :mod:`.step`): ``{"t": topic, "g": group, "c":
-  [[partition, committed], ...], "out": [[topic, partition, first offset, count], ...]}``.
+* a commit: ``{"t": topic, "g": group, "p": partition, "o": committed offset}`` (with ``"r": 1``
+  when a seek moved it: what was acknowledged above it no longer counts);
+* a step (a pipe set's TOPIC_TRANSACT, :mod:`.step`): ``{"t": topic, "g": group, "a": [[partition,
+  first, end], ...], "c": [[partition, committed], ...], "out": [[topic, partition, first offset,
+  count], ...]}`` -- the inputs it acknowledges, where that moves the group, where its outputs go.
+
+A snapshot holds each group's committed offsets and the offsets acknowledged above them (as
+ranges): inputs acknowledged out of order (a partition moved from a slow instance to another,
+which went on) are not handed out again after a restart, so their outputs are not made twice.
 
 A step appends outputs to segment files *and* moves a group's positions: two writes, and a
 coordinator killed between them must not leave one without the other. So the step's record is
@@ -47,21 +53,26 @@ log = logging.getLogger("minipool.topics")
 #: Journal records between two backups.
 SNAPSHOT_EVERY = 10_000
 
-#: (topic, group) -> the committed offset of each partition.
-State = dict[tuple[str, str], list[int]]
+#: (topic, group) -> per partition: the committed offset, and the offsets acknowledged above it.
+State = dict[tuple[str, str], list[tuple[int, set[int]]]]
 #: A backup under way: its generation and the positions it copied.
-Backup = tuple[int, list[dict[str, Any]]]
+Backup = tuple[int, State]
 
 
-def _set(state: State, topic: str, group: str, partition: int, offset: int) -> None:
+def _partition(state: State, topic: str, group: str, partition: int) -> tuple[int, set[int]]:
     positions = state.setdefault((topic, group), [])
-    positions.extend([0] * (partition + 1 - len(positions)))
-    positions[partition] = offset
+    positions.extend((0, set()) for _ in range(partition + 1 - len(positions)))
+    return positions[partition]
 
 
 def _apply(state: State, entry: dict[str, Any]) -> None:
+    topic, group = entry["t"], entry["g"]
+    for partition, first, end in entry.get("a", ()):
+        _partition(state, topic, group, partition)[1].update(range(first, end))
     for partition, offset in entry["c"] if "c" in entry else [(entry["p"], entry["o"])]:
-        _set(state, entry["t"], entry["g"], partition, offset)
+        _, acked = _partition(state, topic, group, partition)
+        kept = set() if entry.get("r") else {o for o in acked if o > offset}
+        state[(topic, group)][partition] = (offset, kept)
 
 
 def _written(step: dict[str, Any], topics: dict[str, Topic]) -> bool:
@@ -75,6 +86,16 @@ def _written(step: dict[str, Any], topics: dict[str, Topic]) -> bool:
         ):
             return False
     return True
+
+
+def _ranges(offsets: set[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for offset in sorted(offsets):
+        if out and out[-1][1] == offset:
+            out[-1][1] += 1
+        else:
+            out.append([offset, offset + 1])
+    return out
 
 
 class Positions:
@@ -93,7 +114,13 @@ class Positions:
         state: State = {}
         if replay.snapshot is not None:
             for entry in json.loads(replay.snapshot):
-                state[(entry["t"], entry["g"])] = entry["positions"]
+                acked = {
+                    p: {o for first, end in spans for o in range(first, end)}
+                    for p, spans in entry.get("a", ())
+                }
+                state[(entry["t"], entry["g"])] = [
+                    (c, acked.get(p, set())) for p, c in enumerate(entry["positions"])
+                ]
         entries = [json.loads(record) for record in replay.records]
         last = entries.pop() if entries and "out" in entries[-1] else None
         for entry in entries:
@@ -106,13 +133,17 @@ class Positions:
                     topics[name].cut(partition, first)
             log.warning("a step on %s for group %s was cut short: discarded", last["t"], last["g"])
             self.discarded += 1
-            self.journal.snapshot(_encode(_entries(state)))
+            self.journal.snapshot(_encode(state))
         return state
 
-    def commit(self, topic: str, group: Group, partitions: Iterable[int]) -> None:
-        """Journal the committed offsets of ``partitions`` (under the service's lock)."""
+    def commit(self, topic: str, group: Group, partitions: Iterable[int], seek: bool = False) -> None:
+        """Journal the committed offsets of ``partitions`` (under the service's lock); ``seek``:
+        they were moved, and what was acknowledged above them no longer counts."""
+        reset = {"r": 1} if seek else {}
         records = [
-            json.dumps({"t": topic, "g": group.name, "p": p, "o": group.cursors[p].committed}).encode()
+            json.dumps(
+                {"t": topic, "g": group.name, "p": p, "o": group.cursors[p].committed, **reset}
+            ).encode()
             for p in partitions
         ]
         if records:
@@ -120,11 +151,17 @@ class Positions:
             self.since_backup += len(records)
 
     def step(
-        self, topic: str, group: str, committed: dict[int, int], out: list[tuple[str, int, int, int]]
+        self,
+        topic: str,
+        group: Group,
+        acks: list[tuple[int, int, int]],
+        out: list[tuple[str, int, int, int]],
     ) -> None:
-        """Journal a step before its outputs are written: the positions it moves the group to,
-        and where each run of its outputs will land (``[topic, partition, first, count]``)."""
-        record = {"t": topic, "g": group, "c": sorted(committed.items()), "out": out}
+        """Journal a step before its outputs are written: the inputs it acknowledges, the
+        positions that moves the group to, and where each run of its outputs will land
+        (``[topic, partition, first, count]``)."""
+        committed = sorted(group.committed_after(acks).items())
+        record = {"t": topic, "g": group.name, "a": acks, "c": committed, "out": out}
         self.journal.append(json.dumps(record).encode())
         self.since_backup += 1
 
@@ -137,11 +174,11 @@ class Positions:
         None while another backup is under way."""
         if self.backing_up:
             return None
-        copy = {key: [c.committed for c in group.cursors] for key, group in groups.items()}
+        copy = {key: [(c.committed, set(c.acked)) for c in group.cursors] for key, group in groups.items()}
         generation = self.journal.rotate()
         self.backing_up = True
         self.since_backup = 0
-        return generation, _entries(copy)
+        return generation, copy
 
     def finish_backup(self, backup: Backup) -> None:
         """With no lock held: write the copy as the snapshot of its generation."""
@@ -155,9 +192,15 @@ class Positions:
         self.journal.close()
 
 
-def _entries(state: State) -> list[dict[str, Any]]:
-    return [{"t": topic, "g": group, "positions": positions} for (topic, group), positions in state.items()]
-
-
-def _encode(entries: list[dict[str, Any]]) -> bytes:
-    return json.dumps(entries).encode()
+def _encode(state: State) -> bytes:
+    return json.dumps(
+        [
+            {
+                "t": topic,
+                "g": group,
+                "positions": [committed for committed, _ in positions],
+                "a": [[p, _ranges(acked)] for p, (_, acked) in enumerate(positions) if acked],
+            }
+            for (topic, group), positions in state.items()
+        ]
+    ).encode()

@@ -90,17 +90,20 @@ class TopicService:
             for (topic, name), positions in self.positions.restore(self.topics).items():
                 if topic in self.topics:
                     count = len(self.topics[topic].partitions)
-                    self.groups[(topic, name)] = Group(name, (positions + [0] * count)[:count])
+                    positions = (positions + [(0, set())] * count)[:count]
+                    group = self.groups[(topic, name)] = Group(name, [c for c, _ in positions])
+                    for cursor, (_, acked) in zip(group.cursors, positions, strict=True):
+                        cursor.resume(acked)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="minipool-topics")
         self._ticker.start()
 
     # -- persistence of group positions (positions.py) ---------------------------------------
 
-    def _persist(self, topic: str, group: Group, partitions: set[int] | range) -> None:
+    def _persist(self, topic: str, group: Group, partitions: set[int] | range, seek: bool = False) -> None:
         """Journal the committed offsets of ``partitions`` (under ``cond``)."""
         if self.positions is not None:
-            self.positions.commit(topic, group, partitions)
+            self.positions.commit(topic, group, partitions, seek)
 
     def backup(self) -> bool:
         """Snapshot every group's positions, holding the lock only to copy them (traffic goes
@@ -328,7 +331,7 @@ class TopicService:
         if request.get("group") is not None:
             group = self.group(topic, request.get("group"))
             group.cursors[partition].move_to(offset)
-            self._persist(topic.name, group, {partition})
+            self._persist(topic.name, group, {partition}, seek=True)
         return [start, end, offset]
 
     def describe(self, name: Any = None, group: Any = None) -> list[dict[str, Any]]:

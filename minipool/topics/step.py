@@ -89,7 +89,7 @@ def _apply(
             for p, indexes in where.items()
         ]
         if positions is not None:
-            positions.step(source, group.name, group.committed_after(acks), out)
+            positions.step(source, group, acks, out)
         try:
             for name, topic in targets.items():
                 topic.write(batches[name], placed[name])
