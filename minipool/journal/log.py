@@ -319,8 +319,9 @@ class Journal:
 
         This is the part of a snapshot that must see no append (take the lock that guards
         your state, copy the state, call this, let go); it writes a header, and fsyncs only
-        under ``fsync="always"``. Until the snapshot is in place, a replay reads the old base
-        and both logs, so a crash in between loses nothing.
+        under ``fsync="always"`` (else the header is fsynced with the records, in the
+        background). Until the snapshot is in place, a replay reads the old base and both
+        logs, so a crash in between loses nothing.
 
         Raises:
             JournalError: the journal is closed, or writing it failed.
@@ -337,7 +338,7 @@ class Journal:
                 raise JournalError(f"journal rotation failed: {exc}") from exc
             os.close(self._fd)
             self._fd, self._generation = fd, generation
-            self._dirty = False
+            self._dirty = True  # "everysec": its header is fsynced within the second
         return generation
 
     def write_snapshot(self, generation: int, state: bytes) -> None:
@@ -353,11 +354,6 @@ class Journal:
         with self._io_lock:
             self._check_usable()
         try:
-            log_fd = os.open(log_path(self.directory, self.name, generation), os.O_RDONLY)
-            try:
-                os.fsync(log_fd)  # its header, written without an fsync by rotate()
-            finally:
-                os.close(log_fd)
             with open(tmp, "wb") as f:
                 f.write(
                     SNAP_HEADER.pack(SNAP_MAGIC, FORMAT_VERSION, generation, len(state), zlib.crc32(state))
@@ -369,9 +365,7 @@ class Journal:
             _fsync_directory(self.directory)  # from here on the snapshot is the base
         except OSError as exc:
             raise JournalError(f"journal snapshot failed: {exc}") from exc
-        with self._io_lock:
-            if not self._closed:
-                self._remove_older_than(generation)
+        self._remove_older_than(generation)  # files no append touches: no lock needed
 
     def replay(self) -> Replay:
         """The newest valid snapshot and every record after it, as now on disk.

@@ -28,10 +28,13 @@ records filled those offsets, a later recovery would take the step for complete)
 are then unacknowledged and are handed out again, so their outputs are made exactly once.
 
 A backup (a snapshot of every group's positions) needs the positions as of one instant and no
-append while the journal starts a new log: :meth:`Positions.begin_backup` copies the positions
-and rotates the log under the service's lock, which takes microseconds; :meth:`Positions.
-finish_backup` encodes and writes the copy, fsyncs and renames, with no lock held, while the
-channels go on.
+append while the journal starts a new log: :meth:`Positions.begin_backup` rotates the log and
+copies the positions under the service's lock; :meth:`Positions.finish_backup` encodes and
+writes the copy, fsyncs and renames, with no lock held, while the channels go on. The backup
+is *incremental* where it is cheap to be: only the groups journaled since the last backup are
+copied and encoded again (a centre holds many groups, and few of them move at a time), the
+others' encoded entries are reused, so the lock is held for microseconds whatever the number of
+groups.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ SNAPSHOT_EVERY = 10_000
 
 #: (topic, group) -> per partition: the committed offset, and the offsets acknowledged above it.
 State = dict[tuple[str, str], list[tuple[int, set[int]]]]
-#: A backup under way: its generation and the positions it copied.
+#: A backup under way: its generation and the positions of the groups that moved since the last.
 Backup = tuple[int, State]
 
 
@@ -105,6 +108,8 @@ class Positions:
         self.journal = Journal(directory, fsync=fsync, name="groups")
         self.since_backup = 0
         self.backing_up = False  # guarded by the service's lock
+        self.moved: set[tuple[str, str]] | None = None  # journaled since the last backup (None: all)
+        self.encoded: dict[tuple[str, str], bytes] = {}  # each group's entry in the last snapshot
         self.backups = 0
         self.discarded = 0  # steps cut short by a crash and discarded on recovery
 
@@ -149,6 +154,8 @@ class Positions:
         if records:
             self.journal.append_many(records)
             self.since_backup += len(records)
+            if self.moved is not None:
+                self.moved.add((topic, group.name))
 
     def step(
         self,
@@ -164,26 +171,34 @@ class Positions:
         record = {"t": topic, "g": group.name, "a": acks, "c": committed, "out": out}
         self.journal.append(json.dumps(record).encode())
         self.since_backup += 1
+        if self.moved is not None:
+            self.moved.add((topic, group.name))
 
     @property
     def due(self) -> bool:
         return self.since_backup >= SNAPSHOT_EVERY and not self.backing_up
 
     def begin_backup(self, groups: dict[tuple[str, str], Group]) -> Backup | None:
-        """Under the service's lock: copy the positions and start the journal's next log.
-        None while another backup is under way."""
+        """Under the service's lock: start the journal's next log and copy the positions of
+        the groups that moved since the last backup. None while another one is under way."""
         if self.backing_up:
             return None
-        copy = {key: [(c.committed, set(c.acked)) for c in group.cursors] for key, group in groups.items()}
         generation = self.journal.rotate()
+        keys = groups if self.moved is None else [key for key in self.moved if key in groups]
+        copy = {key: [(c.committed, set(c.acked)) for c in groups[key].cursors] for key in keys}
+        self.moved = set()
         self.backing_up = True
         self.since_backup = 0
         return generation, copy
 
     def finish_backup(self, backup: Backup) -> None:
-        """With no lock held: write the copy as the snapshot of its generation."""
+        """With no lock held: write the positions as of :meth:`begin_backup` as the snapshot of
+        its generation."""
+        generation, copy = backup
         try:
-            self.journal.write_snapshot(backup[0], _encode(backup[1]))
+            for key, positions in copy.items():
+                self.encoded[key] = _encode_group(key, positions)
+            self.journal.write_snapshot(generation, b"[" + b",".join(self.encoded.values()) + b"]")
             self.backups += 1
         finally:
             self.backing_up = False
@@ -192,15 +207,15 @@ class Positions:
         self.journal.close()
 
 
+def _encode_group(key: tuple[str, str], positions: list[tuple[int, set[int]]]) -> bytes:
+    entry = {
+        "t": key[0],
+        "g": key[1],
+        "positions": [committed for committed, _ in positions],
+        "a": [[p, _ranges(acked)] for p, (_, acked) in enumerate(positions) if acked],
+    }
+    return json.dumps(entry).encode()
+
+
 def _encode(state: State) -> bytes:
-    return json.dumps(
-        [
-            {
-                "t": topic,
-                "g": group,
-                "positions": [committed for committed, _ in positions],
-                "a": [[p, _ranges(acked)] for p, (_, acked) in enumerate(positions) if acked],
-            }
-            for (topic, group), positions in state.items()
-        ]
-    ).encode()
+    return b"[" + b",".join(_encode_group(key, positions) for key, positions in state.items()) + b"]"

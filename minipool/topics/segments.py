@@ -151,6 +151,10 @@ class Segment:
             os.fsync(self.fd)
             os.fsync(self.index_fd)
 
+    def duplicates(self) -> list[int]:
+        """New descriptors of its files, to fsync without holding the topic's lock."""
+        return [os.dup(self.fd), os.dup(self.index_fd)] if self.fd >= 0 else []
+
     def close(self) -> None:
         for fd in (self.fd, self.index_fd):
             if fd >= 0:
@@ -241,12 +245,16 @@ class PartitionLog:
         self.segments[-1].cut(max(offset, self.start))
         self.dirty = True
 
-    def sync(self) -> None:
-        if self.dirty:
-            self.dirty = False
-            self.segments[-1].sync()
-            if len(self.segments) > 1:
-                self.segments[-2].sync()  # rolled since the last sync, perhaps
+    def unsynced(self) -> list[int]:
+        """Descriptors (new ones: the caller fsyncs and closes them, with no lock held) of the
+        files appended to since the last call."""
+        if not self.dirty:
+            return []
+        self.dirty = False
+        fds = self.segments[-1].duplicates()
+        if len(self.segments) > 1:
+            fds += self.segments[-2].duplicates()  # rolled since the last sync, perhaps
+        return fds
 
     def trim(self, retention_bytes: int | None, retention_seconds: float | None, now: float) -> int:
         """Delete whole segments from the old end while the partition is over its size or they

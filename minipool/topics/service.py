@@ -105,21 +105,24 @@ class TopicService:
         if self.positions is not None:
             self.positions.commit(topic, group, partitions, seek)
 
-    def backup(self) -> bool:
-        """Snapshot every group's positions, holding the lock only to copy them (traffic goes
-        on while the snapshot is written). False if there is no journal or one is under way.
+    def backup(self) -> float | None:
+        """Snapshot every group's positions, holding the lock only to copy what moved (traffic
+        goes on while the snapshot is written). Returns the seconds the lock was held, or
+        None if there is no journal or a backup is under way.
 
         Raises:
             JournalError: the snapshot could not be written (the journal still replays).
         """
         if self.positions is None:
-            return False
+            return None
         with self.cond:
+            started = time.perf_counter()
             backup = self.positions.begin_backup(self.groups)
+            held = time.perf_counter() - started
         if backup is None:
-            return False
+            return None
         self.positions.finish_backup(backup)
-        return True
+        return held
 
     # -- topics ----------------------------------------------------------------------------
 
