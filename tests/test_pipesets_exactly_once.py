@@ -237,7 +237,12 @@ def centre_process(url, journal):
     process = subprocess.Popen(argv + ["--heartbeat", "0.5"], env=env(), stdout=subprocess.PIPE, text=True)
     while "listening on" not in (line := process.stdout.readline()):
         assert line, "the coordinator did not start"
-    threading.Thread(target=process.stdout.read, daemon=True).start()
+
+    def drain():  # until the process ends, then let the pipe go
+        with process.stdout:
+            process.stdout.read()
+
+    threading.Thread(target=drain, daemon=True).start()
     return process
 
 
