@@ -137,3 +137,37 @@ def test_the_backups_bench_reports_every_phase_beside_the_steady_one(capsys):
     assert phases["backup()"]["snapshots"] > 0 and phases["snapshot under the lock"]["snapshots"] > 0
     assert all(p["exchanges"] > 0 for p in phases.values())
     assert "p99 / steady" in capsys.readouterr().out
+
+
+def test_a_topic_is_fsynced_without_holding_its_lock_and_a_later_sync_waits_for_it(tmp_path, monkeypatch):
+    import os
+
+    from minipool.topics.topic import Topic
+
+    topic = Topic("t", TopicConfig(), tmp_path / "t")
+    topic.append([(None, b"first"), (None, b"second")])
+    syncing, release, fsync = threading.Event(), threading.Event(), os.fsync
+
+    def slow_fsync(fd):
+        syncing.set()
+        assert release.wait(10)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    first = threading.Thread(target=topic.sync)
+    first.start()
+    try:
+        assert syncing.wait(5)
+        assert topic.read(0, 0, 1 << 20, 10)[2] == 2  # the lock is free meanwhile
+        # Nothing new to sync, but the records it would vouch for are not on disk yet: it waits.
+        second = threading.Thread(target=topic.sync)
+        second.start()
+        second.join(0.3)
+        assert second.is_alive()
+        assert topic.append([(None, b"third")]) == [(0, 2)]
+    finally:
+        release.set()
+        first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+    topic.close()

@@ -79,6 +79,7 @@ class Topic:
         self.config = config.checked(directory is not None)
         self.directory = directory
         self.lock = threading.Lock()
+        self._syncing = threading.Lock()  # one sync at a time (see sync)
         self.dropped = 0  # records deleted by retention since this coordinator started
         self._next_partition = 0
         if directory is not None:
@@ -152,16 +153,19 @@ class Topic:
             return [(p.start, p.end) for p in self.partitions]
 
     def sync(self) -> None:
-        """fsync what was appended since the last call. The lock is held only to find the
-        files: an fsync takes milliseconds, and appends and reads go on meanwhile."""
-        with self.lock:
-            fds = [fd for partition in self.partitions for fd in partition.unsynced()]
-        try:
-            for fd in fds:
-                os.fsync(fd)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        """fsync what was appended before this call. :attr:`lock` is held only to find the
+        files: an fsync takes milliseconds, and appends and reads go on meanwhile. Syncs take
+        turns, so one that finds nothing new returns only once the sync that took its records
+        is done (``fsync="always"``: a producer is acknowledged after its records are on disk)."""
+        with self._syncing:
+            with self.lock:
+                fds = [fd for partition in self.partitions for fd in partition.unsynced()]
+            try:
+                for fd in fds:
+                    os.fsync(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
     def trim(self, now: float) -> None:
         with self.lock:
