@@ -18,6 +18,7 @@ from minipool.topics.records import pack_entries, unpack_chunks
 from minipool.topics.segments import Segment
 from minipool.topics.service import TopicService
 from minipool.topics.topic import Topic
+from pipeset_fixtures import square, squares
 from test_pipesets import KEY, collect, coordinator, env, instances, members, start, stop, wait_for  # noqa: F401
 
 
@@ -279,6 +280,9 @@ def test_a_coordinator_killed_mid_run_with_its_journal_loses_nothing(tmp_path):
         counts = collections.Counter(json.loads(v)["n"] for v in values)
         assert set(counts) == set(range(total)) - {13}  # nothing lost
         assert len(values) == len(counts)  # nothing twice
+        uninterrupted = [squares.encode(square(n)) for n in range(total) if n != 13]
+        assert sorted(values) == sorted(uninterrupted)  # the very records of a run not killed
+        assert wait_for(lambda: produced("numbers")) == total  # and no input resent by the producer
     finally:
         client.close()
         stop(*sets)
