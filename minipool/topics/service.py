@@ -4,9 +4,10 @@ Technique: *a log with consumer groups inside the broker*, as Redis Streams live
 The coordinator's broker hands every topic message (kinds 50-69) to :meth:`TopicService.handle`,
 which answers with one reply message; the broker sends it on the path every reply takes.
 Records go to :mod:`.topic` (segment files, or memory), group state is :mod:`.groups`' data,
-and each change to a group's committed position is written to a :class:`~minipool.journal.
-Journal` of its own, so positions survive a coordinator killed with SIGKILL. The coordinator
-holds no record in memory when it has a directory: a fetch reads from the segment files.
+and each change to a group's committed position is written to a journal of its own
+(:mod:`.positions`, backed up without stalling the channels), so positions survive a
+coordinator killed with SIGKILL; a pipe set's step is :mod:`.step`'s. The coordinator holds no
+record in memory when it has a directory: a fetch reads from the segment files.
 
 Topics are **created on first use** -- by a producer's first record or a consumer's first fetch
 -- with the coordinator's default settings, as Kafka does with ``auto.create.topics.enable``:
