@@ -1,4 +1,4 @@
-"""The distributed annual-report example runs its three pipe sets and matches the serial run."""
+"""The annual-report example's distributed mode runs its three pipe sets and matches the serial run."""
 
 import os
 import subprocess
@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_annual_reports_distributed_matches_the_serial_run():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "annual_reports_distributed.py")]
-        + ["--reports", "10", "--latency", "0", "--classifiers", "2"],
+        [sys.executable, str(ROOT / "examples" / "annual_reports.py")]
+        + ["--reports", "10", "--latency", "0", "--distributed", "--instances", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -20,3 +20,15 @@ def test_annual_reports_distributed_matches_the_serial_run():
     )
     assert out.returncode == 0, out.stderr
     assert "identical statistics to the serial run" in out.stdout
+
+
+def test_annual_reports_refuses_distributed_options_without_distributed():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "annual_reports.py"), "--instances", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 2 and "go with --distributed" in out.stderr

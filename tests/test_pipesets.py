@@ -80,6 +80,8 @@ def stop(*processes):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+        if p.stderr is not None:
+            p.stderr.close()
 
 
 def test_two_instances_share_a_channel_and_a_killed_one_loses_nothing(coordinator):

@@ -114,6 +114,25 @@ def test_a_torn_tail_is_cut_off_on_reopening(tmp_path):
     again.close()
 
 
+def test_cutting_a_partition_drops_the_records_from_an_offset_across_segments(where):
+    log = PartitionLog(where, segment_bytes=1024)
+    for i in range(60):
+        log.append([(1.0, None, b"%03d" % i + b"x" * 60)])
+    assert len(log.segments) > 3
+    cut_at = log.segments[-3].base + 1  # inside a segment, with two more after it
+    log.cut(cut_at)
+    assert log.end == cut_at and len(log.segments) == len(log.bases)
+    assert log.append([(1.0, None, b"again")]) == cut_at
+    if where is not None:
+        log.close()
+        log = PartitionLog(where, segment_bytes=1024)
+        assert log.end == cut_at + 1
+    chunk, _, count = log.read(cut_at - 1, 1 << 20, 10)
+    values = [r.value for r in unpack_chunks("t", pack_chunk(0, chunk))]
+    assert count == 2 and values[0].startswith(b"%03d" % (cut_at - 1)) and values[1] == b"again"
+    log.close()
+
+
 def test_retention_by_size_drops_whole_oldest_segments(where):
     log = PartitionLog(where, segment_bytes=2048)
     for _ in range(100):

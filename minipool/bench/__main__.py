@@ -18,6 +18,7 @@ BENCHMARKS = {
     "rpc": "remote method calls: minipool.rpc vs multiprocessing.managers and xmlrpc",
     "topics": "a consumer group vs Redis Streams: throughput, fsync's cost, latency, a large topic",
     "pipesets": "seed 001's experiment: pipe sets over exchange channels vs fast pipes vs one process",
+    "backups": "exchange latency while the centre backs up its group positions, vs under the lock",
 }
 
 

@@ -10,11 +10,14 @@ The journal directory holds a snapshot ``NAME.G.snap`` and a log ``NAME.G.log`` 
 ``G`` (their layout is :mod:`.format`'s). Snapshot ``G`` holds the state as of the moment log
 ``G`` was started, so replay is "newest valid snapshot, then the logs of generations G, G+1,
 ..." (generation 0 has no snapshot). Rotating to
-a new generation is ordered so that a crash at any step leaves a recoverable directory: the
-snapshot is written to a ``.tmp`` file, fsynced, renamed into place and the directory fsynced;
-only then does log ``G`` begin and the older files go. A crash before the rename leaves a stray
-``.tmp`` (ignored and removed); a crash after it leaves a snapshot without its log (an empty
-log, which is fine) plus stale older files (ignored and removed).
+a new generation is ordered so that a crash at any step leaves a recoverable directory: log
+``G`` begins first (appends go to it from then on), then the snapshot is written to a ``.tmp``
+file, fsynced, renamed into place and the directory fsynced, and only then do the older files
+go. A crash before the rename leaves a log without its snapshot (replayed from the older base
+through both logs) and perhaps a stray ``.tmp`` (ignored and removed); a crash after it leaves
+stale older files (ignored and removed). Only the rotation must see no append: the snapshot
+itself is written while the owner's state goes on changing (:meth:`Journal.rotate`,
+:meth:`Journal.write_snapshot`), so a backup does not stall the process that makes it.
 
 Each record carries its length and a CRC32, so a torn write (the process died mid-``write``) or a
 flipped bit is detected: replay keeps the valid prefix, stops at the first bad record, and says
@@ -169,18 +172,20 @@ class Journal:
         self._remove_older_than(found.base_generation)
         return found.replay.damage, generation
 
-    def _create_log(self, generation: int) -> None:
+    def _create_log(self, generation: int, durable: bool = True) -> None:
         # Written aside and renamed, so a log never exists without its complete header.
         path = log_path(self.directory, self.name, generation)
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, LOG_HEADER.pack(LOG_MAGIC, FORMAT_VERSION, generation))
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_directory(self.directory)
+        if durable:
+            _fsync_directory(self.directory)
 
     def _remove_older_than(self, generation: int) -> None:
         logs, snaps = list_files(self.directory, self.name)
@@ -299,37 +304,68 @@ class Journal:
 
         ``state`` must reflect every record appended before this call, and nothing may be
         appended while it runs (a record written to the old log just before the rotation
-        would be dropped with it): take the lock that guards the state you serialize.
+        would be dropped with it): take the lock that guards the state you serialize. To
+        keep that lock only for an instant, use :meth:`rotate` and :meth:`write_snapshot`.
+
+        Raises:
+            JournalError: the journal is closed, or writing it failed.
+        """
+        self.write_snapshot(self.rotate(), state)
+
+    def rotate(self) -> int:
+        """Start the log of a new generation: records appended from now on go to it. Returns
+        the generation, whose snapshot -- the state as of this call -- the caller then writes
+        with :meth:`write_snapshot`, while appends go on.
+
+        This is the part of a snapshot that must see no append (take the lock that guards
+        your state, copy the state, call this, let go); it writes a header, and fsyncs only
+        under ``fsync="always"`` (else the header is fsynced with the records, in the
+        background). Until the snapshot is in place, a replay reads the old base and both
+        logs, so a crash in between loses nothing.
+
+        Raises:
+            JournalError: the journal is closed, or writing it failed.
+        """
+        if self.fsync == "always":
+            self.flush()  # a queued record belongs to the old log
+        with self._io_lock:
+            self._check_usable()
+            generation = self._generation + 1
+            try:
+                self._create_log(generation, durable=self.fsync == "always")
+                fd = os.open(log_path(self.directory, self.name, generation), os.O_WRONLY | os.O_APPEND)
+            except OSError as exc:
+                raise JournalError(f"journal rotation failed: {exc}") from exc
+            os.close(self._fd)
+            self._fd, self._generation = fd, generation
+            self._dirty = True  # "everysec": its header is fsynced within the second
+        return generation
+
+    def write_snapshot(self, generation: int, state: bytes) -> None:
+        """Durably store ``state`` as the base of ``generation`` (from :meth:`rotate`), then
+        remove the files it replaces. Appends go on meanwhile.
 
         Raises:
             JournalError: the journal is closed, or writing it failed.
         """
         state = bytes(state)
-        self.flush()
+        final = snap_path(self.directory, self.name, generation)
+        tmp = final.with_name(final.name + ".tmp")
         with self._io_lock:
             self._check_usable()
-            generation = self._generation + 1
-            final = snap_path(self.directory, self.name, generation)
-            tmp = final.with_name(final.name + ".tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(
-                        SNAP_HEADER.pack(
-                            SNAP_MAGIC, FORMAT_VERSION, generation, len(state), zlib.crc32(state)
-                        )
-                    )
-                    f.write(state)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-                _fsync_directory(self.directory)  # from here on the snapshot is the base
-                self._create_log(generation)
-                fd = os.open(log_path(self.directory, self.name, generation), os.O_WRONLY | os.O_APPEND)
-            except OSError as exc:
-                raise JournalError(f"journal snapshot failed: {exc}") from exc
-            os.close(self._fd)
-            self._fd, self._generation = fd, generation
-            self._remove_older_than(generation)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(
+                    SNAP_HEADER.pack(SNAP_MAGIC, FORMAT_VERSION, generation, len(state), zlib.crc32(state))
+                )
+                f.write(state)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_directory(self.directory)  # from here on the snapshot is the base
+        except OSError as exc:
+            raise JournalError(f"journal snapshot failed: {exc}") from exc
+        self._remove_older_than(generation)  # files no append touches: no lock needed
 
     def replay(self) -> Replay:
         """The newest valid snapshot and every record after it, as now on disk.

@@ -12,6 +12,9 @@ acknowledged. An instance killed before the step leaves its inputs unacknowledge
 redelivered, and their outputs made once, by another instance); one killed after it has nothing
 left to do. If the inputs were redelivered meanwhile and another instance got there first, the
 step is refused, nothing is appended, and the instance drops those inputs and redoes the rest.
+The coordinator makes the step atomic on disk too (:mod:`minipool.topics.step`): killed inside
+it, it keeps or discards the whole step on restart, and a step this instance sends again after
+reconnecting is refused as done, so the instance's retry loop needs no bookkeeping of its own.
 
 The instance renews a registry entry (key ``NAME/HOST:PID``, service ``NAME``, meta kind
 ``pipe-set``) every third of its TTL, carrying its measured rate and the weight the centre gives

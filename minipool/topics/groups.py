@@ -69,6 +69,15 @@ class Cursor:
         self.acked.clear()
         self.redeliver.clear()
 
+    def resume(self, acked: set[int]) -> None:
+        """Start again after a restart with ``acked`` acknowledged above ``committed``: the
+        records between them go out again, those acknowledged never."""
+        above = {o for o in acked if o > self.committed}
+        if above:
+            self.acked = above
+            self.next = max(above) + 1
+            self.redeliver = [o for o in range(self.committed, self.next) if o not in above]
+
     def advance(self) -> bool:
         """Move ``committed`` over acknowledged records; True if it moved."""
         start = self.committed
@@ -295,6 +304,27 @@ class Group:
             if cursor.committed != before:
                 moved.add(partition)
         return moved
+
+    def committed_after(self, acks: list[tuple[int, int, int]]) -> dict[int, int]:
+        """The committed offset each partition that ``acks`` name would have once :meth:`ack`
+        took them; nothing changes (a step journals it before it applies it)."""
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for partition, first, end in acks:
+            if 0 <= partition < len(self.cursors):
+                spans.setdefault(partition, []).append((first, end))
+        after = {}
+        for partition, ranges in spans.items():
+            cursor = self.cursors[partition]
+            at = cursor.committed
+            for first, end in sorted(ranges):
+                while at in cursor.acked:
+                    at += 1
+                if first <= at < min(end, cursor.next):
+                    at = min(end, cursor.next)
+            while at in cursor.acked:
+                at += 1
+            after[partition] = at
+        return after
 
     def settled(self, acks: list[tuple[int, int, int]]) -> list[list[int]]:
         """The parts of ``(partition, first, end)`` ranges that cannot be acknowledged as a

@@ -103,6 +103,28 @@ class Segment:
         self.next = first + count
         self.newest = newest
 
+    def cut(self, offset: int) -> None:
+        """Drop the records from ``offset`` on, and any bytes past the last whole record (a
+        write that failed half done): the outputs of a step that never completed (see
+        :mod:`.positions`), written last, so nothing follows them."""
+        end = self.size
+        if offset < self.next:
+            at = bisect.bisect_right(self.offsets, offset) - 1
+            start = self.positions[at] if at >= 0 else 0
+            for position, _, found, _, _, _ in frames(self._pread(start, self.size - start)):
+                if found >= offset:
+                    end = start + position
+                    break
+            keep = bisect.bisect_left(self.positions, end)
+            del self.offsets[keep:], self.positions[keep:]
+            self.next = offset
+        if self.buffer is not None:
+            del self.buffer[end:]
+        else:
+            os.ftruncate(self.fd, end)
+            os.ftruncate(self.index_fd, len(self.offsets) * _INDEX_ENTRY.size)
+        self.size = end
+
     def read(self, offset: int, max_bytes: int, max_records: int) -> tuple[bytes, int]:
         """Whole frames from ``offset`` on, at most ``max_records`` and about ``max_bytes`` of
         them (at least one), and how many records they hold."""
@@ -128,6 +150,10 @@ class Segment:
         if self.fd >= 0:
             os.fsync(self.fd)
             os.fsync(self.index_fd)
+
+    def duplicates(self) -> list[int]:
+        """New descriptors of its files, to fsync without holding the topic's lock."""
+        return [os.dup(self.fd), os.dup(self.index_fd)] if self.fd >= 0 else []
 
     def close(self) -> None:
         for fd in (self.fd, self.index_fd):
@@ -211,12 +237,24 @@ class PartitionLog:
         data, count = segment.read(offset, max_bytes, max_records)
         return data, offset, count
 
-    def sync(self) -> None:
-        if self.dirty:
-            self.dirty = False
-            self.segments[-1].sync()
-            if len(self.segments) > 1:
-                self.segments[-2].sync()  # rolled since the last sync, perhaps
+    def cut(self, offset: int) -> None:
+        """Drop the records from ``offset`` on (at most back to :attr:`start`)."""
+        while len(self.segments) > 1 and self.segments[-1].base >= offset:
+            self.segments.pop().delete()
+            self.bases.pop()
+        self.segments[-1].cut(max(offset, self.start))
+        self.dirty = True
+
+    def unsynced(self) -> list[int]:
+        """Descriptors (new ones: the caller fsyncs and closes them, with no lock held) of the
+        files appended to since the last call."""
+        if not self.dirty:
+            return []
+        self.dirty = False
+        fds = self.segments[-1].duplicates()
+        if len(self.segments) > 1:
+            fds += self.segments[-2].duplicates()  # rolled since the last sync, perhaps
+        return fds
 
     def trim(self, retention_bytes: int | None, retention_seconds: float | None, now: float) -> int:
         """Delete whole segments from the old end while the partition is over its size or they

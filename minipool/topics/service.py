@@ -4,9 +4,10 @@ Technique: *a log with consumer groups inside the broker*, as Redis Streams live
 The coordinator's broker hands every topic message (kinds 50-69) to :meth:`TopicService.handle`,
 which answers with one reply message; the broker sends it on the path every reply takes.
 Records go to :mod:`.topic` (segment files, or memory), group state is :mod:`.groups`' data,
-and each change to a group's committed position is written to a :class:`~minipool.journal.
-Journal` of its own, so positions survive a coordinator killed with SIGKILL. The coordinator
-holds no record in memory when it has a directory: a fetch reads from the segment files.
+and each change to a group's committed position is written to a journal of its own
+(:mod:`.positions`, backed up without stalling the channels), so positions survive a
+coordinator killed with SIGKILL; a pipe set's step is :mod:`.step`'s. The coordinator holds no
+record in memory when it has a directory: a fetch reads from the segment files.
 
 Topics are **created on first use** -- by a producer's first record or a consumer's first fetch
 -- with the coordinator's default settings, as Kafka does with ``auto.create.topics.enable``:
@@ -22,6 +23,7 @@ is appended, without polling in a loop.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import asdict
@@ -29,18 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MinipoolError, TopicError
-from ..journal import Journal
 from ..wire import HEADROOM, Format, Kind, Message
 from .groups import Group
+from .positions import Positions
 from .records import FRAME_HEAD, Buffer, check_acks, check_count, check_topic_name, pack_chunk, unpack_entries
-from .room import wait_for_room
+from .step import transact
 from .topic import Topic, TopicConfig
 
 __all__ = ["TopicService", "MAX_FETCH_RECORDS"]
 
 MAX_FETCH_RECORDS = 10_000
-SNAPSHOT_EVERY = 10_000  # group journal records between snapshots
 _RESETS = ("earliest", "latest")
+
+log = logging.getLogger("minipool.topics")
 
 
 class TopicService:
@@ -76,8 +79,7 @@ class TopicService:
         self.memberships: dict[str, set[tuple[str, str]]] = {}
         self.cond = threading.Condition()
         self.waiting_for_room = 0  # capped steps waiting (room.py): an acknowledgement wakes them
-        self.journal: Journal | None = None
-        self._since_snapshot = 0
+        self.positions: Positions | None = None  # the group positions' journal (positions.py)
         self.turn = 0
         if self.root is not None:
             logs = self.root / "log"
@@ -85,48 +87,43 @@ class TopicService:
             for folder in sorted(logs.iterdir()):
                 if (folder / "topic.json").exists():
                     self.topics[folder.name] = Topic.open(folder)
-            self.journal = Journal(self.root / "groups", fsync=fsync, name="groups")
-            self._restore(self.journal)
+            self.positions = Positions(self.root / "groups", fsync)
+            for (topic, name), positions in self.positions.restore(self.topics).items():
+                if topic in self.topics:
+                    count = len(self.topics[topic].partitions)
+                    positions = (positions + [(0, set())] * count)[:count]
+                    group = self.groups[(topic, name)] = Group(name, [c for c, _ in positions])
+                    for cursor, (_, acked) in zip(group.cursors, positions, strict=True):
+                        cursor.resume(acked)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="minipool-topics")
         self._ticker.start()
 
-    # -- persistence of group positions ----------------------------------------------------
+    # -- persistence of group positions (positions.py) ---------------------------------------
 
-    def _restore(self, journal: Journal) -> None:
-        replay = journal.replay()
-        state: dict[tuple[str, str], list[int]] = {}
-        if replay.snapshot is not None:
-            for entry in json.loads(replay.snapshot):
-                state[(entry["t"], entry["g"])] = entry["positions"]
-        for record in replay.records:
-            entry = json.loads(record)
-            positions = state.setdefault((entry["t"], entry["g"]), [])
-            positions.extend([0] * (entry["p"] + 1 - len(positions)))
-            positions[entry["p"]] = entry["o"]
-        for (topic, name), positions in state.items():
-            if topic in self.topics:
-                count = len(self.topics[topic].partitions)
-                self.groups[(topic, name)] = Group(name, (positions + [0] * count)[:count])
-
-    def _persist(self, topic: str, group: Group, partitions: set[int] | range) -> None:
+    def _persist(self, topic: str, group: Group, partitions: set[int] | range, seek: bool = False) -> None:
         """Journal the committed offsets of ``partitions`` (under ``cond``)."""
-        if self.journal is None or not partitions:
-            return
-        self.journal.append_many(
-            [
-                json.dumps({"t": topic, "g": group.name, "p": p, "o": group.cursors[p].committed}).encode()
-                for p in partitions
-            ]
-        )
-        self._since_snapshot += len(partitions)
-        if self._since_snapshot >= SNAPSHOT_EVERY:
-            self._since_snapshot = 0
-            state = [
-                {"t": t, "g": g.name, "positions": [c.committed for c in g.cursors]}
-                for (t, _), g in self.groups.items()
-            ]
-            self.journal.snapshot(json.dumps(state).encode())
+        if self.positions is not None:
+            self.positions.commit(topic, group, partitions, seek)
+
+    def backup(self) -> float | None:
+        """Snapshot every group's positions, holding the lock only to copy what moved (traffic
+        goes on while the snapshot is written). Returns the seconds the lock was held, or
+        None if there is no journal or a backup is under way.
+
+        Raises:
+            JournalError: the snapshot could not be written (the journal still replays).
+        """
+        if self.positions is None:
+            return None
+        with self.cond:
+            started = time.perf_counter()
+            backup = self.positions.begin_backup(self.groups)
+            held = time.perf_counter() - started
+        if backup is None:
+            return None
+        self.positions.finish_backup(backup)
+        return held
 
     # -- topics ----------------------------------------------------------------------------
 
@@ -147,13 +144,7 @@ class TopicService:
     def produce(self, name: Any, entries: list[tuple[Buffer | None, Buffer]]) -> list[tuple[int, int]]:
         """Append records; return each one's ``(partition, offset)`` once it is appended (and
         on disk, with ``fsync="always"``)."""
-        limit = self.max_message - HEADROOM - FRAME_HEAD.size - 8
-        for key, value in entries:
-            if len(value) + len(key or b"") > limit:
-                raise TopicError(
-                    f"a record of {len(value) + len(key or b''):,} bytes is larger than the"
-                    f" {limit:,} bytes a record may have (max_message less its envelope)"
-                )
+        self.check_sizes(entries)
         topic = self.topic(name)
         where = topic.append(entries) if entries else []
         if self.fsync == "always":
@@ -161,6 +152,16 @@ class TopicService:
         with self.cond:
             self.cond.notify_all()
         return where
+
+    def check_sizes(self, entries: list[tuple[Buffer | None, Buffer]]) -> None:
+        """Raise TopicError if a record could not be fetched in one message."""
+        limit = self.max_message - HEADROOM - FRAME_HEAD.size - 8
+        for key, value in entries:
+            if len(value) + len(key or b"") > limit:
+                raise TopicError(
+                    f"a record of {len(value) + len(key or b''):,} bytes is larger than the"
+                    f" {limit:,} bytes a record may have (max_message less its envelope)"
+                )
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -334,7 +335,7 @@ class TopicService:
         if request.get("group") is not None:
             group = self.group(topic, request.get("group"))
             group.cursors[partition].move_to(offset)
-            self._persist(topic.name, group, {partition})
+            self._persist(topic.name, group, {partition}, seek=True)
         return [start, end, offset]
 
     def describe(self, name: Any = None, group: Any = None) -> list[dict[str, Any]]:
@@ -365,33 +366,11 @@ class TopicService:
 
     def transact(self, request: dict[str, Any], body: bytes) -> dict[str, Any]:
         """Append a pipe set's outputs and acknowledge the inputs they came from as one step,
-        under the lock every group change takes: both happen, or (when some input was already
-        acknowledged, by a redelivery's other taker) neither does, and the reply's ``done``
-        names the inputs to drop. ``outputs`` is ``[[topic, count], ...]`` over ``body``."""
-        source = self.topic(request.get("topic"), create=False)
-        acks = check_acks(request.get("acks", []))
-        entries = unpack_entries(body)
-        outputs = request.get("outputs", [])
-        if not isinstance(outputs, list) or sum(
-            check_count(n, "count", 0, 1 << 30) for _, n in outputs
-        ) != len(entries):
-            raise TopicError("outputs must be [topic, count] pairs that add up to the records sent")
-        with self.cond:
-            full = wait_for_room(self, request, outputs)  # capped channels: room.py
-            group = self.groups.get((source.name, str(request.get("group"))))
-            if group is None:
-                raise TopicError(f"no group {request.get('group')!r} on topic {source.name!r}")
-            done = group.settled(acks)
-            if done or full:
-                return {"done": done, "appended": 0, "full": full}
-            at = 0
-            for name, count in outputs:
-                self.produce(name, entries[at : at + count])
-                at += count
-            self._persist(source.name, group, group.ack(acks))
-            if self.waiting_for_room:
-                self.cond.notify_all()
-        return {"done": [], "appended": len(entries), "full": None}
+        atomic across a crash (:mod:`.step`): both happen, or (when some input was already
+        acknowledged, by a redelivery's other taker, or by this same step sent again) neither
+        does, and the reply's ``done`` names the inputs to drop. ``outputs`` is ``[[topic,
+        count], ...]`` over ``body``."""
+        return transact(self, request, body)
 
     # -- the wire --------------------------------------------------------------------------
 
@@ -416,7 +395,8 @@ class TopicService:
             return Message(Kind.TOPIC_ERROR, msg.id, headers={"reason": str(exc)})
 
     def _tick(self) -> None:
-        """Once a second: fsync what was appended (``everysec``), apply retention by age."""
+        """Once a second: fsync what was appended (``everysec``), apply retention by age, and
+        back up the group positions when their journal has grown enough."""
         while not self._stop.wait(1.0):
             with self.cond:
                 topics = list(self.topics.values())
@@ -428,6 +408,11 @@ class TopicService:
                     topic.trim(now)
                 except OSError:
                     continue  # closed under us while the coordinator shuts down
+            if self.positions is not None and self.positions.due:
+                try:
+                    self.backup()
+                except MinipoolError as exc:  # the journal replays without it: try again later
+                    log.warning("backup of the group positions failed: %s", exc)
 
     def close(self) -> None:
         self._stop.set()
@@ -435,5 +420,5 @@ class TopicService:
         with self.cond:
             for topic in self.topics.values():
                 topic.close()
-            if self.journal is not None:
-                self.journal.close()
+            if self.positions is not None:
+                self.positions.close()

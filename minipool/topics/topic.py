@@ -79,6 +79,7 @@ class Topic:
         self.config = config.checked(directory is not None)
         self.directory = directory
         self.lock = threading.Lock()
+        self._syncing = threading.Lock()  # one sync at a time (see sync)
         self.dropped = 0  # records deleted by retention since this coordinator started
         self._next_partition = 0
         if directory is not None:
@@ -101,27 +102,45 @@ class Topic:
 
     def append(self, entries: list[tuple[Buffer | None, Buffer]]) -> list[tuple[int, int]]:
         """Append ``(key, value)`` records; return each one's ``(partition, offset)``."""
-        now = time.time()
-        count = len(self.partitions)
         with self.lock:
-            placed: dict[int, list[int]] = {}
-            for i, (key, _) in enumerate(entries):
-                if key is None:
-                    p = self._next_partition
-                    self._next_partition = (p + 1) % count
-                else:
-                    p = partition_for(key, count)
-                placed.setdefault(p, []).append(i)
-            where: list[tuple[int, int]] = [(0, 0)] * len(entries)
-            for p, indexes in placed.items():
-                partition = self.partitions[p]
-                segments = len(partition.segments)
-                first = partition.append([(now, entries[i][0], entries[i][1]) for i in indexes])
-                if len(partition.segments) != segments:  # rolled: the oldest may have to go
-                    self.dropped += partition.trim(self.config.retention_bytes, None, now)
-                for n, i in enumerate(indexes):
-                    where[i] = (p, first + n)
-            return where
+            return self.write(entries, self.place(entries))
+
+    def place(self, entries: list[tuple[Buffer | None, Buffer]]) -> dict[int, list[int]]:
+        """Which records go to which partition: partition -> indexes into ``entries``, by key
+        or round-robin. Under :attr:`lock`, as :meth:`write` after it."""
+        count = len(self.partitions)
+        placed: dict[int, list[int]] = {}
+        for i, (key, _) in enumerate(entries):
+            if key is None:
+                p = self._next_partition
+                self._next_partition = (p + 1) % count
+            else:
+                p = partition_for(key, count)
+            placed.setdefault(p, []).append(i)
+        return placed
+
+    def write(
+        self, entries: list[tuple[Buffer | None, Buffer]], placed: dict[int, list[int]]
+    ) -> list[tuple[int, int]]:
+        """Append ``entries`` where :meth:`place` put them (under :attr:`lock`): each partition's
+        records land at its current end, in order. Returns each one's ``(partition, offset)``."""
+        now = time.time()
+        where: list[tuple[int, int]] = [(0, 0)] * len(entries)
+        for p, indexes in placed.items():
+            partition = self.partitions[p]
+            segments = len(partition.segments)
+            first = partition.append([(now, entries[i][0], entries[i][1]) for i in indexes])
+            if len(partition.segments) != segments:  # rolled: the oldest may have to go
+                self.dropped += partition.trim(self.config.retention_bytes, None, now)
+            for n, i in enumerate(indexes):
+                where[i] = (p, first + n)
+        return where
+
+    def cut(self, partition: int, offset: int) -> None:
+        """Drop the records of ``partition`` from ``offset`` on: what a step cut short by a
+        crash had written (:mod:`.positions`)."""
+        with self.lock:
+            self.partitions[partition].cut(offset)
 
     def read(self, partition: int, offset: int, max_bytes: int, max_records: int) -> tuple[bytes, int, int]:
         """See :meth:`PartitionLog.read`."""
@@ -134,9 +153,19 @@ class Topic:
             return [(p.start, p.end) for p in self.partitions]
 
     def sync(self) -> None:
-        with self.lock:
-            for partition in self.partitions:
-                partition.sync()
+        """fsync what was appended before this call. :attr:`lock` is held only to find the
+        files: an fsync takes milliseconds, and appends and reads go on meanwhile. Syncs take
+        turns, so one that finds nothing new returns only once the sync that took its records
+        is done (``fsync="always"``: a producer is acknowledged after its records are on disk)."""
+        with self._syncing:
+            with self.lock:
+                fds = [fd for partition in self.partitions for fd in partition.unsynced()]
+            try:
+                for fd in fds:
+                    os.fsync(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
     def trim(self, now: float) -> None:
         with self.lock:
