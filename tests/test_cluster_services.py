@@ -249,8 +249,11 @@ def test_a_big_state_is_not_snapshotted_more_often_than_its_log_grows(tmp_path):
     scheduler = Scheduler(journaling=True)
     lock = threading.Lock()
     snapshots = []
-    real = durable._journal.snapshot
-    durable._journal.snapshot = lambda blob: (snapshots.append(len(blob)), real(blob))
+    real = durable._journal.write_snapshot
+    durable._journal.write_snapshot = lambda generation, blob: (
+        snapshots.append(len(blob)),
+        real(generation, blob),
+    )
 
     def submit(first, count):
         for i in range(first, first + count):
@@ -268,6 +271,49 @@ def test_a_big_state_is_not_snapshotted_more_often_than_its_log_grows(tmp_path):
     submit(1000, 1)
     assert len(snapshots) == 5
     durable.close()
+
+
+def test_a_task_snapshot_is_written_without_the_coordinators_lock_and_loses_nothing(tmp_path):
+    from minipool.cluster.scheduler import Effects, Scheduler
+    from minipool.cluster.task_journal import TaskJournal
+    from minipool.wire import Format
+
+    durable = TaskJournal(str(tmp_path), fsync="no", snapshot_every=10)
+    scheduler = Scheduler(journaling=True)
+    lock = threading.Lock()
+    writing, release = threading.Event(), threading.Event()
+    real = durable._journal.write_snapshot
+
+    def slow_write(generation, blob):
+        writing.set()
+        assert release.wait(10)
+        real(generation, blob)
+
+    durable._journal.write_snapshot = slow_write
+
+    def submit(numbers):
+        for i in numbers:
+            fx = Effects()
+            with lock:
+                scheduler.submit("c", i, b"body", Format.PICKLE, "none", None, fx)
+                durable.write(fx.records)
+
+    submit(range(20))
+    backup = threading.Thread(target=durable.maybe_snapshot, args=(lock, scheduler))
+    backup.start()
+    assert writing.wait(10)
+    # The snapshot is being written: traffic goes on under the lock meanwhile.
+    assert lock.acquire(timeout=2), "the snapshot write held the coordinator's lock"
+    lock.release()
+    submit(range(20, 30))
+    release.set()
+    backup.join(10)
+    durable.close()
+    restored = Scheduler()
+    again = TaskJournal(str(tmp_path), fsync="no")
+    again.restore(restored)
+    again.close()
+    assert sorted(t.client_number for t in restored.tasks.values()) == list(range(30))
 
 
 def test_the_result_store_is_bounded_by_bytes_as_well_as_by_count(monkeypatch):

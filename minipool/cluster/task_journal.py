@@ -30,13 +30,13 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..journal import Journal, pack_records, unpack_records
 from ..wire import Format, Kind
 from .scheduler import Effects, Scheduler
-from .state import Outcome, TaskState
+from .state import Outcome, Task, TaskState
 
 __all__ = ["TaskJournal", "encode_task_record", "pack_task_record", "decode_task_record"]
 
@@ -198,7 +198,7 @@ class TaskJournal:
                 len(scheduler.tasks),
                 len(scheduler.results),
             )
-            state = _state(scheduler)
+            state = _state(scheduler.tasks.values(), scheduler.results.items())
             self._journal.snapshot(pack_records(state))
             self._last_snapshot = len(state)
 
@@ -235,19 +235,25 @@ class TaskJournal:
         tasks -- is not rewritten every ``snapshot_every`` records: a snapshot never costs
         more than the log it replaces.
 
-        The coordinator's lock is held from taking the state to starting the new log, so no
-        record can be *made* meanwhile: every record made before is in the state (wherever it
-        lands, old log or new, replay is idempotent) and every record made after goes to the
-        new log. The coordinator pauses for the length of one snapshot write.
+        A backup must not stall the traffic it backs up (seed 001's third open problem). The
+        coordinator's lock is held only to copy the *references* to the live tasks and stored
+        outcomes (what a record holds of them never changes once made) and to start the new
+        log: every record made before is in that copy (wherever it lands, old log or new,
+        replay is idempotent) and every record made after goes to the new log. Encoding,
+        writing and fsyncing the snapshot happen after the lock is let go; until the snapshot
+        is in place a replay reads the old base and both logs, so a crash meanwhile loses
+        nothing.
         """
         if self._since_snapshot < max(self.snapshot_every, self._last_snapshot):
             return
         with lock:
             self._flush_buffer()
-            state = _state(scheduler)
-            self._journal.snapshot(pack_records(state))
+            tasks, results = list(scheduler.tasks.values()), list(scheduler.results.items())
+            generation = self._journal.rotate()
             self._since_snapshot = 0
-            self._last_snapshot = len(state)
+        state = _state(tasks, results)
+        self._journal.write_snapshot(generation, pack_records(state))
+        self._last_snapshot = len(state)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -263,9 +269,10 @@ class TaskJournal:
         self._journal.close()
 
 
-def _state(scheduler: Scheduler) -> list[bytes]:
-    records = [encode_task_record("submit", t.meta(), t.body) for t in scheduler.tasks.values()]
-    for (client, number), outcome in scheduler.results.items():
+def _state(tasks: Iterable[Task], results: Iterable[tuple[tuple[str, int], Outcome]]) -> list[bytes]:
+    """The records of a snapshot: the live tasks as ``submit``, stored outcomes as ``done``."""
+    records = [encode_task_record("submit", t.meta(), t.body) for t in tasks]
+    for (client, number), outcome in results:
         meta = {
             "n": 0,
             "c": client,
