@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -30,12 +31,15 @@ def wait_for(condition, timeout=20.0):
 
 
 def start(url, spec="pipeset_fixtures:squares", *extra):
-    return subprocess.Popen(
+    # Its log goes to a file, not a pipe nobody reads: a pipe fills at 64 KB and would stop it.
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
         [sys.executable, "-m", "minipool", "pipe-set", spec, "--connect", url, "--ttl", "1", *extra],
         env=env(),
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log,
     )
+    process.log = log
+    return process
 
 
 def instances(coordinator, name="squares"):
@@ -80,8 +84,9 @@ def stop(*processes):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-        if p.stderr is not None:
-            p.stderr.close()
+        log = getattr(p, "log", None)
+        if log is not None:
+            log.close()
 
 
 def test_two_instances_share_a_channel_and_a_killed_one_loses_nothing(coordinator):
