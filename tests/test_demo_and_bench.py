@@ -123,6 +123,16 @@ def test_bench_rpc_small_measures_every_implementation(tmp_path):
     assert "A 1 MB pool task's round trip" in out
 
 
+def test_bench_checksum_times_every_way_of_checking_and_the_parts(tmp_path):
+    path = tmp_path / "checksum.json"
+    out = run("minipool.bench", "checksum", "--budget", "0.2", "--size", "300000", "--json", str(path))
+    results = json.loads(path.read_text())["results"]
+    assert [r["mode"] for r in results["rows"]] == ["none", "whole", "overlapped receive", "overlapped both"]
+    assert all(r["scheduled_us"] > 0 for r in results["rows"])
+    assert {p["part"] for p in results["parts"]} >= {"zlib.crc32", "copy into fresh pages"}
+    assert "checked four ways" in out
+
+
 def test_bench_streaming_small_every_engine_gives_the_same_counts(tmp_path):
     path = tmp_path / "streaming.json"
     out = run("minipool.bench", "streaming", "--records", "5000", "--repeat", "1", "--json", str(path))
