@@ -158,7 +158,9 @@ class Connection(abc.ABC):
         """Receive the next whole message.
 
         Small messages come back as ``bytes``; a large one may come back as a ``bytearray``
-        (bytes-like, and one copy cheaper).
+        (bytes-like, and one copy cheaper), perhaps the connection's spare buffer, which is
+        refilled only once nothing holds it (:mod:`~minipool.transports.spares`): a message,
+        or a view into it, that the caller keeps never changes.
 
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds (the connection stays usable
