@@ -73,10 +73,11 @@ def test_the_spare_buffer_is_used_again_only_once_nothing_holds_it():
 
 
 def test_a_kept_message_stays_whole_while_later_ones_reuse_the_spare():
-    """The first large message is received into the spare; while it is kept, the next goes
-    elsewhere; once it is let go, the spare is refilled -- never under a reader's feet."""
+    """With ``reuse_buffer`` (rpc's proxies and daemons set it), the first large message is
+    received into the spare; while it is kept, the next goes elsewhere; once it is let go, the
+    spare is refilled -- never under a reader's feet."""
     with EchoServer("tcp://127.0.0.1:0", max_message=4 << 20) as server:
-        conn = connect(server.url, max_message=4 << 20)
+        conn = connect(server.url, max_message=4 << 20, reuse_buffer=True)
         try:
             payloads = [bytes([n]) * BIG for n in range(5)]
 
@@ -94,6 +95,22 @@ def test_a_kept_message_stays_whole_while_later_ones_reuse_the_spare():
             view = memoryview(third)
             del third
             assert echo(4) == payloads[4] and view == payloads[3]  # a view holds it as well
+        finally:
+            conn.close()
+
+
+def test_without_reuse_buffer_a_run_of_large_messages_arrives_in_objects_of_their_own():
+    with EchoServer("tcp://127.0.0.1:0", max_message=4 << 20) as server:
+        conn = connect(server.url, max_message=4 << 20)
+        try:
+            kinds = []
+            for n in range(3):
+                conn.send(bytes([n]) * BIG)
+                received = conn.recv(10)
+                assert received == bytes([n]) * BIG
+                kinds.append(type(received))
+                del received  # let it go: a spare buffer would be used again
+            assert kinds[1:] == [bytes, bytes]  # what recv(n, MSG_WAITALL) made, not a spare
         finally:
             conn.close()
 

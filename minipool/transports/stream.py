@@ -71,14 +71,16 @@ class SocketStream:
 
     Args:
         sock: a connected, blocking socket (plain or ``ssl.SSLSocket``).
+        reuse_buffer: receive large messages into a :class:`~minipool.transports.spares.SpareBuffer`.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, reuse_buffer: bool = False) -> None:
         self.sock = sock
         self._buf = bytearray()
         self._pos = 0  # start of unread data in _buf
         self._large_run = False  # the last frame read_prefixed returned was large
-        self._spare = SpareBuffer()  # what large messages are received into, when it is free
+        # What large messages are received into when nothing holds it (see reuse_buffer).
+        self._spare = SpareBuffer() if reuse_buffer else None
         self._send_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -185,9 +187,9 @@ class SocketStream:
         return self.read_exact(n, deadline)
 
     def _read_large(self, n: int, deadline: float | None) -> bytes:
-        out: bytearray | bytes | None = self._spare.take(n)
+        out: bytearray | bytes | None = None if self._spare is None else self._spare.take(n)
         if out is None and not self.buffered and deadline is None and _WAITALL and not self._is_ssl:
-            # The spare is held (or too small to keep), and nothing of it read yet: the kernel
+            # No spare (or it is held, or this is too large to keep), and nothing of it read yet: the kernel
             # can put it all straight into a new bytes object, as a raw socket's recv(n,
             # MSG_WAITALL) does -- no zero-filled buffer first, no second pass over 16 MB.
             self._buf.clear()
