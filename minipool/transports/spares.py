@@ -5,7 +5,9 @@ allocator hands a large block back to the kernel when it is freed (glibc trims t
 heap, or unmaps the block), so the next one starts as untouched pages and the kernel faults
 each 4 KiB page in and zeroes it while the message is copied into it -- on this project's
 machine that cost more than the copy itself, and a 1 MB echo made about 500 such faults.
-Receiving into a buffer that is already mapped costs only the copy.
+Receiving into a buffer that is already mapped costs only the copy. A connection opened with
+``reuse_buffer=True`` (:class:`~minipool.transports.base.Options`; :mod:`minipool.rpc` sets
+it) keeps one.
 
 Why it is built this way:
 
@@ -21,7 +23,11 @@ Why it is built this way:
   the next large message is received as before, into a ``bytes`` object of its own that
   ``recv`` fills without zero-filling it first, and the one after it into the spare again;
 * only up to :data:`LARGEST` bytes are kept, so an idle connection holds at most that much;
-  larger messages are rare and are received into objects of their own.
+  larger messages are rare and are received into objects of their own;
+* an option, not the rule: where the allocator hands fresh memory back is decided by the
+  whole process, and a buffer that stays mapped moves that line. A pool worker, which keeps
+  the received task while it unpickles, runs and pickles, faulted in more pages per task with
+  a spare than without; an rpc client, which lets each reply go, none at all.
 """
 
 from __future__ import annotations

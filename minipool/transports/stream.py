@@ -15,9 +15,10 @@ Why it is built this way:
   an ``mremap`` and a ``munmap``, and made a 1 KB round trip almost twice as slow when both
   ends share one core;
 * a large message never passes through that buffer. The kernel copies it straight into an
-  object of its own, with ``MSG_WAITALL`` so that one call receives all of it: into the
-  connection's spare buffer when nobody holds it any more (:mod:`~minipool.transports.spares`:
-  its pages are already mapped, so the copy is all it costs); else the first large frame of
+  object of its own, with ``MSG_WAITALL`` so that one call receives all of it: with
+  ``reuse_buffer``, into the connection's spare buffer when nobody holds it any more
+  (:mod:`~minipool.transports.spares`: its pages are already mapped, so the copy is all it
+  costs); else the first large frame of
   a run into a new ``bytearray`` (the part already buffered copied in first) and every later
   one -- after a large frame the next length prefix is read on its own, so none of the frame
   is buffered -- into the ``bytes`` object that ``recv(n, MSG_WAITALL)`` creates, as a raw
