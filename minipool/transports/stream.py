@@ -18,12 +18,12 @@ Why it is built this way:
   object of its own, with ``MSG_WAITALL`` so that one call receives all of it: with
   ``reuse_buffer``, into the connection's spare buffer when nobody holds it any more
   (:mod:`~minipool.transports.spares`: its pages are already mapped, so the copy is all it
-  costs); else the first large frame of
-  a run into a new ``bytearray`` (the part already buffered copied in first) and every later
-  one -- after a large frame the next length prefix is read on its own, so none of the frame
-  is buffered -- into the ``bytes`` object that ``recv(n, MSG_WAITALL)`` creates, as a raw
-  socket would: no zero-filled buffer to allocate, no second pass over 16 MB. With a
-  deadline, or over TLS, it is read with ``poll`` and ``recv_into`` instead;
+  costs); else the first large frame of a run into a new ``bytearray`` (the part already
+  buffered copied in first) and every later one -- after a large frame the next length
+  prefix is read on its own, so none of the frame is buffered -- into the ``bytes`` object
+  that ``recv(n, MSG_WAITALL)`` creates, as a raw socket would: no zero-filled buffer to
+  allocate, no second pass over 16 MB. With a deadline, or over TLS, it is read with
+  ``poll`` and ``recv_into`` instead;
 * deadlines use ``poll`` rather than ``socket.settimeout``, because a socket's timeout also
   applies to *sends* made from other threads at the same moment;
 * writes take a lock (several threads may send on one connection) and gather their parts with
@@ -190,9 +190,10 @@ class SocketStream:
     def _read_large(self, n: int, deadline: float | None) -> bytes:
         out: bytearray | bytes | None = None if self._spare is None else self._spare.take(n)
         if out is None and not self.buffered and deadline is None and _WAITALL and not self._is_ssl:
-            # No spare (or it is held, or this is too large to keep), and nothing of it read yet: the kernel
-            # can put it all straight into a new bytes object, as a raw socket's recv(n,
-            # MSG_WAITALL) does -- no zero-filled buffer first, no second pass over 16 MB.
+            # No spare to use (none, held, or this is too large to keep), and nothing of it
+            # read yet: the kernel can put it all straight into a new bytes object, as a raw
+            # socket's recv(n, MSG_WAITALL) does -- no zero-filled buffer first, no second
+            # pass over 16 MB.
             self._buf.clear()
             self._pos = 0
             try:
