@@ -113,6 +113,24 @@ def test_bench_rpc_small_measures_every_implementation(tmp_path):
     for r in rows:
         assert r["rtt_us"] > 0 and r["rtt_vs_minipool"] > 0
     assert "Remote method calls over loopback" in out
+    # The same megabyte as a pool task, beside ProcessPoolExecutor.
+    tasks = json.loads(path.read_text())["results"]["tasks"]
+    assert [(r["task"], r["impl"]) for r in tasks] == [
+        ("bytes(1 MB)", "minipool.Pool"),
+        ("bytes(1 MB)", "ProcessPoolExecutor"),
+    ]
+    assert all(r["rtt_us"] > 0 for r in tasks) and tasks[0]["rtt_vs_minipool"] == 1.0
+    assert "A 1 MB pool task's round trip" in out
+
+
+def test_bench_checksum_times_every_way_of_checking_and_the_parts(tmp_path):
+    path = tmp_path / "checksum.json"
+    out = run("minipool.bench", "checksum", "--budget", "0.2", "--size", "300000", "--json", str(path))
+    results = json.loads(path.read_text())["results"]
+    assert [r["mode"] for r in results["rows"]] == ["none", "whole", "overlapped receive", "overlapped both"]
+    assert all(r["scheduled_us"] > 0 for r in results["rows"])
+    assert {p["part"] for p in results["parts"]} >= {"zlib.crc32", "copy into fresh pages"}
+    assert "checked four ways" in out
 
 
 def test_bench_streaming_small_every_engine_gives_the_same_counts(tmp_path):

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "streaming": "a per-key tumbling event-time window count: minipool vs Bytewax vs a plain loop",
     "balance": "balancing policies with one slowed worker among fast ones",
     "rpc": "remote method calls: minipool.rpc vs multiprocessing.managers and xmlrpc",
+    "checksum": "a large message's CRC-32: what it costs and whether overlapping it with the copy hides it",
     "topics": "a consumer group vs Redis Streams: throughput, fsync's cost, latency, a large topic",
     "pipesets": "seed 001's experiment: pipe sets over exchange channels vs fast pipes vs one process",
     "backups": "exchange latency while the centre backs up its group positions, vs under the lock",

@@ -11,12 +11,16 @@ with client and server pinned to one core, which measures each implementation's 
 (see :func:`~minipool.bench.common.on_one_core` for why both).
 
 Two calls: ``add(1)`` (a small call: what the machinery costs) and ``echo(data)`` with 1 MB of
-bytes each way (what moving an argument costs; ``xmlrpc`` must base64 it into XML).
+bytes each way (what moving an argument costs; ``xmlrpc`` must base64 it into XML). Then the
+same megabyte as a pool task: ``submit(bytes, data).result()`` (``bytes`` of a ``bytes`` is
+that very object, so the task is an echo) on ``minipool.Pool(1)`` beside
+``concurrent.futures.ProcessPoolExecutor(1)``, taking turns the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import multiprocessing
 import multiprocessing.managers
@@ -116,6 +120,36 @@ def _turn(call: Callable[[], object], seconds: float) -> float:
     return statistics.median(times)
 
 
+def _round_trip(executor: concurrent.futures.Executor, data: bytes) -> object:
+    return executor.submit(bytes, data).result()
+
+
+def _task_rows(budget: float, data: bytes) -> list[dict[str, Any]]:
+    """A 1 MB pool task's round trip on minipool's Pool beside ProcessPoolExecutor."""
+    from .. import Pool
+
+    with Pool(1) as pool, concurrent.futures.ProcessPoolExecutor(1, mp_context=SPAWN) as ppe:
+        pool.wait_for_workers()
+        executors: dict[str, concurrent.futures.Executor] = {
+            "minipool.Pool": pool,
+            "ProcessPoolExecutor": ppe,
+        }
+        for name, executor in executors.items():  # warm up, and check that each answers right
+            if executor.submit(bytes, data).result() != data:
+                raise RuntimeError(f"{name} echoed something else")
+        turns: dict[str, list[float]] = {name: [] for name in executors}
+        names = list(executors)
+        for round_no in range(_ROUNDS):
+            for name in names[round_no % 2 :] + names[: round_no % 2]:
+                call = functools.partial(_round_trip, executors[name], data)
+                turns[name].append(_turn(call, budget / _ROUNDS))
+    base = min(turns["minipool.Pool"])
+    return [
+        {"task": "bytes(1 MB)", "impl": name, "rtt_us": min(t) * 1e6, "rtt_vs_minipool": min(t) / base}
+        for name, t in turns.items()
+    ]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ctx = SPAWN
     servers: list[BaseProcess] = []
@@ -194,4 +228,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for r in rows
         ],
     )
-    return {"rows": rows, "transport": args.transport}
+    progress("a 1 MB pool task")
+    tasks = _task_rows(args.budget, data)
+    print_table(
+        "A 1 MB pool task's round trip (submit(bytes, data).result(), one worker process)",
+        ["task", "executor", "rtt us", "time / minipool.Pool"],
+        [[r["task"], r["impl"], r["rtt_us"], r["rtt_vs_minipool"]] for r in tasks],
+    )
+    return {"rows": rows, "tasks": tasks, "transport": args.transport}

@@ -58,7 +58,7 @@ class Daemon:
         **transport_options: Any,
     ) -> None:
         self._key = required_key(authkey)
-        self._listener = listen(url, **transport_options)
+        self._listener = listen(url, **{"reuse_buffer": True, **transport_options})  # (see Proxy)
         self.url = self._listener.url
         self._objects: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -68,12 +68,17 @@ class Options:
         nodelay: set TCP_NODELAY (disable Nagle's algorithm). ``False`` exists only to let the
             transport benchmark show the Nagle / delayed-ACK stall.
         handshake_timeout: seconds a client's ``connect`` may spend on the opening handshake.
+        reuse_buffer: receive large messages into one spare buffer per connection, refilled
+            only once nothing holds the message last received into it (``tcp://`` and
+            ``tls://``; see :mod:`~minipool.transports.spares`). :mod:`minipool.rpc` turns it
+            on; the pool does not, since its worker measured slower with it.
     """
 
     max_message: int = DEFAULT_MAX_MESSAGE
     ssl_context: ssl.SSLContext | None = None
     nodelay: bool = True
     handshake_timeout: float = 10.0
+    reuse_buffer: bool = False
 
 
 class Connection(abc.ABC):
@@ -158,7 +163,9 @@ class Connection(abc.ABC):
         """Receive the next whole message.
 
         Small messages come back as ``bytes``; a large one may come back as a ``bytearray``
-        (bytes-like, and one copy cheaper).
+        (bytes-like, and one copy cheaper), perhaps the connection's spare buffer, which is
+        refilled only once nothing holds it (:mod:`~minipool.transports.spares`): a message,
+        or a view into it, that the caller keeps never changes.
 
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds (the connection stays usable

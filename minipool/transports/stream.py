@@ -15,18 +15,22 @@ Why it is built this way:
   an ``mremap`` and a ``munmap``, and made a 1 KB round trip almost twice as slow when both
   ends share one core;
 * a large message never passes through that buffer. The kernel copies it straight into an
-  object of its own, with ``MSG_WAITALL`` so that one call receives all of it: the first
-  large frame of a run into a ``bytearray`` (the part already buffered copied in first);
-  every later one -- after a large frame the next length prefix is read on its own, so none
-  of the frame is buffered -- into the ``bytes`` object that ``recv(n, MSG_WAITALL)``
-  creates, as a raw socket would: no zero-filled buffer to allocate, no second pass over
-  16 MB. With a deadline, or over TLS, it is read with ``poll`` and ``recv_into`` instead;
+  object of its own, with ``MSG_WAITALL`` so that one call receives all of it: with
+  ``reuse_buffer``, into the connection's spare buffer when nobody holds it any more
+  (:mod:`~minipool.transports.spares`: its pages are already mapped, so the copy is all it
+  costs); else the first large frame of a run into a new ``bytearray`` (the part already
+  buffered copied in first) and every later one -- after a large frame the next length
+  prefix is read on its own, so none of the frame is buffered -- into the ``bytes`` object
+  that ``recv(n, MSG_WAITALL)`` creates, as a raw socket would: no zero-filled buffer to
+  allocate, no second pass over 16 MB. With a deadline, or over TLS, it is read with
+  ``poll`` and ``recv_into`` instead;
 * deadlines use ``poll`` rather than ``socket.settimeout``, because a socket's timeout also
   applies to *sends* made from other threads at the same moment;
 * writes take a lock (several threads may send on one connection) and gather their parts with
-  ``sendmsg``, so a header and its body leave in one write (on a plain socket, without
-  copying the body): with TCP_NODELAY set, one message is one segment train and never waits
-  for a delayed ACK (the Nagle stall seed 000's HTTP example would hit).
+  ``sendmsg``, so a header and its body leave in one write without copying the body: with
+  TCP_NODELAY set, one message is one segment train and never waits for a delayed ACK (the
+  Nagle stall seed 000's HTTP example would hit). ``ssl`` cannot gather: over TLS small
+  parts are joined and a large one is written from where it lies.
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from ..errors import ConnectionClosed, FrameTooLarge
+from .spares import SpareBuffer
 
 __all__ = ["RESUMABLE_READ", "SocketStream", "configure_socket"]
 
@@ -67,13 +72,16 @@ class SocketStream:
 
     Args:
         sock: a connected, blocking socket (plain or ``ssl.SSLSocket``).
+        reuse_buffer: receive large messages into a :class:`~minipool.transports.spares.SpareBuffer`.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, reuse_buffer: bool = False) -> None:
         self.sock = sock
         self._buf = bytearray()
         self._pos = 0  # start of unread data in _buf
         self._large_run = False  # the last frame read_prefixed returned was large
+        # What large messages are received into when nothing holds it (see reuse_buffer).
+        self._spare = SpareBuffer() if reuse_buffer else None
         self._send_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -180,23 +188,33 @@ class SocketStream:
         return self.read_exact(n, deadline)
 
     def _read_large(self, n: int, deadline: float | None) -> bytes:
-        if not self.buffered and deadline is None and _WAITALL and not self._is_ssl:
-            # Nothing of it read yet: the kernel can put it all straight into a new bytes
-            # object, as a raw socket's recv(n, MSG_WAITALL) does -- no zero-filled buffer
-            # to allocate first, no second pass over 16 MB.
+        out: bytearray | bytes | None = None if self._spare is None else self._spare.take(n)
+        if out is None and not self.buffered and deadline is None and _WAITALL and not self._is_ssl:
+            # No spare to use (none, held, or this is too large to keep), and nothing of it
+            # read yet: the kernel can put it all straight into a new bytes object, as a raw
+            # socket's recv(n, MSG_WAITALL) does -- no zero-filled buffer first, no second
+            # pass over 16 MB.
             self._buf.clear()
             self._pos = 0
             try:
-                data = self.sock.recv(n, _WAITALL)
+                out = self.sock.recv(n, _WAITALL)
             except (OSError, ValueError) as exc:
                 raise ConnectionClosed(f"connection lost: {exc}") from exc
-            if len(data) == n:
-                return data
-            if not data:
+            if len(out) == n:
+                return out
+            if not out:
                 raise ConnectionClosed("connection closed by peer")
-            self._buf += data  # cut short (a signal, a shutdown): finish it below
-        out = bytearray(n)
-        view = memoryview(out)
+            self._buf += out  # cut short (a signal, a shutdown): finish it below
+        buffer = bytearray(n) if out is None or type(out) is bytes else out
+        with memoryview(buffer) as view:  # (released on the way out: a view holds the buffer)
+            self._receive_into(view, deadline)
+        # Returned as is: copying 16 MB into an immutable bytes would cost as much again as
+        # receiving it. A bytearray is bytes-like for everything that reads a message.
+        return buffer  # type: ignore[return-value]
+
+    def _receive_into(self, view: memoryview, deadline: float | None) -> None:
+        """Fill ``view``: first with what is buffered, then from the socket."""
+        n = len(view)
         have = self.buffered
         if have:
             with memoryview(self._buf) as buffered:  # (a slice of _buf itself would copy)
@@ -216,9 +234,6 @@ class SocketStream:
             if not got:
                 raise ConnectionClosed("connection closed by peer")
             have += got
-        # Returned as is: copying 16 MB into an immutable bytes would cost as much again as
-        # receiving it. A bytearray is bytes-like for everything that reads a message.
-        return out  # type: ignore[return-value]
 
     def read_prefixed(self, prefix: struct.Struct, limit: int, deadline: float | None = None) -> bytes:
         """Read one length-prefixed frame: a ``prefix``-packed length, then that many bytes.
@@ -337,8 +352,11 @@ class SocketStream:
             if self._closed:
                 raise ConnectionClosed("connection closed")
             try:
-                if self._is_ssl or len(parts) == 1:
-                    self.sock.sendall(parts[0] if len(parts) == 1 else b"".join(parts))
+                if len(parts) == 1:
+                    self.sock.sendall(parts[0])
+                elif self._is_ssl:  # ssl has no gathering write: a large part goes as itself
+                    for run in _ungathered(parts):
+                        self.sock.sendall(run)
                 else:
                     self._sendmsg_all(parts)
             except (OSError, ValueError) as exc:
@@ -402,3 +420,20 @@ class SocketStream:
         except OSError:
             pass
         self.sock.close()
+
+
+def _ungathered(parts: Sequence[Buffer]) -> Iterator[Buffer]:
+    """``parts`` for a socket that cannot gather them (TLS): each run of small parts joined
+    into one write, each large part written from where it lies (joining 1 MB behind its
+    head would copy it once more before ssl reads it into its records)."""
+    small: list[Buffer] = []
+    for part in parts:
+        if len(part) < _FILL:
+            small.append(part)
+            continue
+        if small:
+            yield b"".join(small)
+            small = []
+        yield part
+    if small:
+        yield b"".join(small)

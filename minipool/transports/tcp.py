@@ -44,7 +44,7 @@ class TcpConnection(Connection):
     def __init__(self, sock: socket.socket, options: Options, *, server_tls: bool = False) -> None:
         self._options = options
         self._server_tls = server_tls
-        self._stream = SocketStream(sock)
+        self._stream = SocketStream(sock, reuse_buffer=options.reuse_buffer)
         self.peer = self._stream.peer
 
     def handshake(self, timeout: float | None = None) -> None:
@@ -72,7 +72,7 @@ class TcpConnection(Connection):
                 raise TimeoutError("TLS handshake timed out") from exc
             raise ProtocolError(f"TLS handshake failed: {exc}") from exc
         tls.settimeout(None)
-        self._stream = SocketStream(tls)
+        self._stream = SocketStream(tls, reuse_buffer=self._options.reuse_buffer)
         self._server_tls = False
 
     def send(self, message: Buffer) -> None:

@@ -28,8 +28,8 @@ Why it is built this way:
 * a large body is never copied by the envelope: :func:`encode_buffers` hands the head and the
   body to the transport as two buffers (``tcp://`` gathers them with one ``sendmsg``), and
   ``decode(data, view=True)`` cuts a large pickled body out of the received message as a
-  ``memoryview`` (:data:`VIEW_MIN`), since a transport's message is an object of its own that
-  nothing refills. A 1 MB round trip then costs pickling, the kernel and the CRC, not two more copies
+  ``memoryview`` (:data:`VIEW_MIN`), since a transport refills no message that anyone still
+  holds (a view holds it). A 1 MB round trip then costs pickling, the kernel and the CRC, not two more copies
   at each end;
 * the coordinator never decodes task bodies: it reads the head and forwards the body bytes
   untouched, so it needs no pickle, no codec work and no trust in what tasks contain;

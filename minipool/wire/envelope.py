@@ -234,7 +234,7 @@ _pack_fields_none = _FIELDS_NONE.pack
 def decode(data: bytes, *, view: bool = False) -> Message:
     """Parse one transport message. With ``view``, a pickled body of :data:`VIEW_MIN` bytes or
     more is a ``memoryview`` into ``data``, not a copy of its tail (:mod:`minipool.rpc` asks
-    for it; the pool does not yet: see docs/protocol.md).
+    for it; the pool does not: see docs/protocol.md).
 
     Raises:
         DamagedMessage: the CRC-32 does not match: the message changed on the way.
@@ -259,8 +259,8 @@ def decode(data: bytes, *, view: bool = False) -> Message:
             f" {size} bytes: damaged on the way, or not a minipool sender"
         )
     # The body is cut out once (the message keeps it) and its CRC chained into the check. A
-    # view is safe: the transport hands over a message object of its own that nothing reuses
-    # (see Connection.recv), so the view never sees later bytes.
+    # view is safe: the transport refills no message that anyone holds, and the view holds
+    # this one (see Connection.recv), so the view never sees later bytes.
     if view and size - end_headers >= VIEW_MIN and fmt == _PICKLE:
         # (Typed as bytes: a view is bytes-like for everything that reads a pickled body --
         # pickle, the codecs, joins -- and only those ever see one.)
