@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import IncompatibleInterpreter
-from ..wire import Format, Kind
+from ..wire import Format, Kind, Message
 from .balance import ewma_step
 
 __all__ = [
@@ -234,6 +234,10 @@ class WorkerState(Peer):
         # Leased tasks waiting on tasks they submitted: still this worker's (lost with it), but
         # holding no slot, so other tasks may be leased in their place (see secede).
         self.waiting: dict[int, Task] = {}
+        # Leased tasks that keep children in the worker, which an idle slot may steal (see
+        # TaskQueue.offer_steals), and whether a STEAL is out to it, not answered by a SUBMIT.
+        self.lending: set[int] = set()
+        self.asked = False
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
         # EWMA of seconds from a lease until the task can start there: 0 for a task leased to a
@@ -302,6 +306,11 @@ class WorkerState(Peer):
         if task is not None:
             self.leases[number] = task
 
+    def ask_to_lend(self) -> Message:
+        """The STEAL that asks this worker for one of its tasks' kept children."""
+        self.asked = True
+        return Message(Kind.STEAL, next(iter(self.lending)))
+
     def held(self) -> list[Task]:
         """Every task this worker holds, running or waiting on its children."""
         return [*self.leases.values(), *self.waiting.values()] if self.waiting else list(self.leases.values())
@@ -311,6 +320,8 @@ class WorkerState(Peer):
         task = self.leases.pop(number, None)
         if task is None and self.waiting:
             task = self.waiting.pop(number, None)
+        if self.lending:
+            self.lending.discard(number)
         if not self.leases:
             self.idle_since = now
         if task is None:

@@ -305,6 +305,9 @@ class Worker:
             return False
         elif msg.kind in FOR_TASKS and self.tasks_client is not None:
             self.tasks_client.on_message(msg)
+        elif msg.kind is Kind.STEAL:  # a slot is idle: give up a kept child, if the task keeps one
+            if self.tasks_client is not None and self.nest.holds(msg.id):
+                self.tasks_client.give()
         elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
             raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
         return True
@@ -381,6 +384,8 @@ class Worker:
         beat = encode(Message(Kind.HEARTBEAT))
         while not outbox.failed and not outbox.conn.closed:
             time.sleep(FLUSH_INTERVAL)
+            if self.nest.holders and self.tasks_client is not None:  # children kept too long
+                self.tasks_client.age(time.monotonic())
             if outbox.has_pending:
                 outbox.flush()
             elif time.monotonic() - outbox.last_send >= self.heartbeat:
