@@ -3,9 +3,14 @@
 Three measurements, beside the dispatch table (``python -m minipool.bench dispatch``):
 
 * ``nested submit``: N no-op tasks submitted by a task and all awaited there, timed inside the
-  task, vs the same N submitted by the client (an embedded pool's, in-process);
+  task, vs the same N submitted by the client (an embedded pool's, in-process): kept in the
+  worker and run by the task as it waits (the default), and all through the coordinator
+  (``current_pool(keep_children=False)``);
 * ``recursive Fibonacci``: ``fib(n)`` whose calls above a cutoff are two child tasks, on a pool
-  of two workers, vs the plain recursion in one process;
+  of two workers, vs the plain recursion in one process, each run beside the serial one: kept
+  children and work stealing (the default), and every child through the coordinator. How many
+  children went through the coordinator (stolen) and how many STEAL requests were sent, from
+  the coordinator's counts;
 * the same recursive program on ``ProcessPoolExecutor(2)``, whose workers reach it through a
   small server in the bench's process (a ``multiprocessing`` manager): two parents waiting on
   their children hold both workers, and nothing runs again. Shown with a timeout; then its
@@ -36,23 +41,29 @@ def fib_serial(n: int) -> int:
     return n if n < 2 else fib_serial(n - 1) + fib_serial(n - 2)
 
 
-def fib(n: int, cutoff: int) -> int:
-    """Recursive Fibonacci: at or below ``cutoff`` in this task, above it as two children."""
+def fib(n: int, cutoff: int, keep: bool = True) -> int:
+    """Recursive Fibonacci: at or below ``cutoff`` in this task, above it as two children
+    (``keep``: kept in the worker unless stolen; else through the coordinator)."""
     if n <= cutoff:
         return fib_serial(n)
-    pool = current_pool() if _proxy is None else _proxy
-    a = pool.submit(fib, n - 1, cutoff)
-    b = pool.submit(fib, n - 2, cutoff)
+    pool = current_pool(keep) if _proxy is None else _proxy
+    a = pool.submit(fib, n - 1, cutoff, keep)
+    b = pool.submit(fib, n - 2, cutoff, keep)
     return a.result() + b.result()
+
+
+def children_of(n: int, cutoff: int) -> int:
+    """How many child tasks ``fib(n, cutoff)`` submits."""
+    return 0 if n <= cutoff else 2 + children_of(n - 1, cutoff) + children_of(n - 2, cutoff)
 
 
 def noop(x: Any = None) -> Any:
     return x
 
 
-def submit_inside(n: int) -> float:
+def submit_inside(n: int, keep: bool = True) -> float:
     """Submit ``n`` no-op children and wait for them all; the seconds it took, from here."""
-    pool = current_pool()
+    pool = current_pool(keep)
     started = time.perf_counter()
     futures = [pool.submit(noop, i) for i in range(n)]
     for future in futures:
@@ -178,49 +189,90 @@ def measure(
     deadlock_timeout: float = DEADLOCK_TIMEOUT,
 ) -> dict[str, Any]:
     """The nested rows: submit cost inside vs outside a task, and recursion vs serial."""
-    pool.submit(submit_inside, 100).result()  # warm up the workers' own client
-    inside, outside, recursive, serial = [], [], [], []
+    for _ in range(2 * workers):  # warm up every worker's own client, both ways
+        pool.submit(fib, cutoff + 3, cutoff).result()
+        pool.submit(fib, cutoff + 3, cutoff, False).result()
+    inside, through, outside = [], [], []
+    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}  # (pool, serial) pairs
+    counts = {True: [0, 0], False: [0, 0]}  # children through the coordinator, STEALs
     for _ in range(repeat):
         inside.append(pool.submit(submit_inside, submits).result())
+        through.append(pool.submit(submit_inside, submits, False).result())
         outside.append(submit_outside(pool, submits))
-        started = time.perf_counter()
-        assert pool.submit(fib, n, cutoff).result() == fib_serial(n)
-        recursive.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        fib_serial(n)
-        serial.append(time.perf_counter() - started)
+        for _ in range(3):
+            for keep in (True, False):
+                before = pool.status()
+                started = time.perf_counter()
+                assert pool.submit(fib, n, cutoff, keep).result() == fib_serial(n)
+                seconds = time.perf_counter() - started
+                after = pool.status()
+                counts[keep][0] += after["submitted"] - before["submitted"] - 1
+                counts[keep][1] += after["steals"] - before["steals"]
+                started = time.perf_counter()
+                fib_serial(n)
+                runs[keep].append((seconds, time.perf_counter() - started))
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     status = pool.status()
-    return {
+    figures: dict[str, Any] = {
         "submits": submits,
         "inside_rate": submits / med(inside),
+        "through_rate": submits / med(through),
         "outside_rate": submits / med(outside),
-        "fib": {"n": n, "cutoff": cutoff, "workers": workers},
-        "fib_pool_s": med(recursive),
-        "fib_serial_s": med(serial),
+        "fib": {"n": n, "cutoff": cutoff, "workers": workers, "children": children_of(n, cutoff)},
         "waiting_peak": status.get("waiting_peak", 0),
         "ppe": ppe_fib(n, cutoff, workers, deadlock_timeout),
     }
+    for keep, name in ((True, "fib"), (False, "fib_through")):
+        pairs = runs[keep]
+        figures[f"{name}_pool_s"] = med([p for p, _ in pairs])
+        figures[f"{name}_serial_s"] = med([s for _, s in pairs])
+        figures[f"{name}_ratios"] = sorted(s / p for p, s in pairs)  # each run beside its serial
+        figures[f"{name}_via_coordinator"] = counts[keep][0] / len(pairs)
+        figures[f"{name}_steals"] = counts[keep][1] / len(pairs)
+    return figures
 
 
 def rows(figures: dict[str, Any]) -> list[list[Any]]:
     """The dispatch table's rows for ``figures`` (see :func:`measure`)."""
     fib_label = f"fib({figures['fib']['n']}) cutoff {figures['fib']['cutoff']} (s)"
     ppe = figures["ppe"]
+    med = lambda xs: xs[len(xs) // 2]  # noqa: E731
+    children = figures["fib"]["children"]
     return [
         [
-            "nested submit (from a task)",
+            "nested submit, kept (from a task)",
             figures["inside_rate"],
             "Pool.submit from the client",
             figures["outside_rate"],
             figures["inside_rate"] / figures["outside_rate"],
         ],
         [
-            fib_label,
+            "nested submit, keep_children=False",
+            figures["through_rate"],
+            "Pool.submit from the client",
+            figures["outside_rate"],
+            figures["through_rate"] / figures["outside_rate"],
+        ],
+        [
+            fib_label + ", kept + stolen",
             figures["fib_pool_s"],
-            "the same recursion, serial",
+            "the same recursion, serial (ratio: median of the pairs)",
             figures["fib_serial_s"],
-            figures["fib_serial_s"] / figures["fib_pool_s"],
+            med(figures["fib_ratios"]),
+        ],
+        [
+            f"  of {children} children: via the coordinator, STEALs",
+            figures["fib_via_coordinator"],
+            "STEAL requests sent",
+            figures["fib_steals"],
+            "-",
+        ],
+        [
+            fib_label + ", keep_children=False",
+            figures["fib_through_pool_s"],
+            "the same recursion, serial (ratio: median of the pairs)",
+            figures["fib_through_serial_s"],
+            med(figures["fib_through_ratios"]),
         ],
         [
             fib_label,

@@ -358,7 +358,7 @@ class Worker:
                 if msg.kind is Kind.RESULT or msg.kind is Kind.FAILURE:
                     self._undelivered[msg.id] = data
 
-    def _deliver(self, number: int, data: bytes, origin: str | None) -> None:
+    def _deliver(self, number: int, data: bytes, origin: str | None, urgent: bool = False) -> None:
         """Send a task's outcome on the current connection, or keep it until there is one."""
         with self._held:
             if origin != self._coordinator:
@@ -372,10 +372,11 @@ class Worker:
                 self._recent.append((number, data))
         # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
         # on executor threads send at once, coalescing through the outbox under contention, and
-        # so does a task whose thread cannot read next (another, standing in, is reading).
+        # so does a task whose thread cannot read next (another, standing in, is reading), or
+        # may not (``urgent``: a stand-in read for it while it kept children).
         outbox.put(
             data,
-            flush=self._threaded or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
+            flush=urgent or self._threaded or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
         )
 
     def _beat(self, outbox: Outbox) -> None:
@@ -440,4 +441,5 @@ class Worker:
             msg.id,
             encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body, Format.PICKLE, codec, None),
             origin,
+            running.holding,
         )
