@@ -22,6 +22,12 @@ Two things make it safe:
   read their outcomes) and lets those running finish; the parent runs again elsewhere and
   submits its children afresh (docs/failures.md).
 
+What makes it fast: **children are kept** (:mod:`minipool.cluster.stealing`). A child goes
+through the coordinator only when it is worth it: it stays in the worker, and its parent, when
+it waits on it, runs it as a call (fork/join's join); an idle slot elsewhere steals the oldest.
+:class:`TaskClient` decides, as the submit passes through it, and is the one place a kept
+child is run, submitted or cancelled. ``current_pool(keep_children=False)`` turns it off.
+
 How the waits are seen: a child's future (:class:`ChildFuture`) remembers the task that
 submitted it. ``result()`` and ``exception()`` announce the wait themselves; ``wait`` and
 ``as_completed`` install a *waiter* on every future they watch and remove it when they return,

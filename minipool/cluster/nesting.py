@@ -20,6 +20,10 @@ What stands in for a waiting thread depends on the worker's kind:
   thread per waiting task (:class:`Turns` counts it), and a task that rejoins runs at once:
   for a while the worker runs over its slots, as Dask's does.
 
+A task that keeps children in the worker (:mod:`minipool.cluster.stealing`) is told on by
+HOLDING, and on a process worker it is owed a stand-in too, though it does not wait: someone
+must read the coordinator's STEAL while it computes.
+
 This module keeps the bookkeeping, which is plain data behind one lock: which task each thread
 is running (:func:`current_task`), how many waits each task is in, and how many stand-ins are
 owed or due to retire. The worker (:mod:`minipool.cluster.worker`) does the I/O.
@@ -55,7 +59,7 @@ _local = threading.local()
 PARK_SECONDS = 5.0
 #: The GIL switch interval of a process worker whose tasks keep children: how long a computing
 #: thread may keep the reader of a STEAL waiting (Python's default is 5 ms).
-STEAL_SWITCH_INTERVAL = 0.0005
+STEAL_SWITCH_INTERVAL = 0.0002
 
 
 class TasksClient(Protocol):
