@@ -351,8 +351,15 @@ class TaskClient(Client):
 
     def lost(self, exc: BaseException) -> None:
         """The connection is gone while a task waits in the thread that would reconnect: fail
-        the children's futures, so that it stops waiting (it raises ``exc``)."""
+        the futures of the children that left the worker, so that it stops waiting (it raises
+        ``exc``). Kept children need no connection: their parents may still run them."""
+        with self._lock:
+            kept = {n: f for n, f in self._pending.items() if n in self.children}
+            for number in kept:
+                del self._pending[number]
         self.fail_all(exc)
+        with self._lock:
+            self._pending.update(kept)
 
 
 def _keepable(headers: dict[str, Any] | None) -> bool:

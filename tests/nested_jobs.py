@@ -168,3 +168,13 @@ def cancel_a_kept_child(path):
     """Cancel a kept child before anything could run it: it never runs."""
     child = current_pool().submit(mark_then, path, 1)
     return child.cancel(), child.cancelled(), os.path.exists(path)
+
+
+def sleepy_children(count, seconds):
+    """Submit ``count`` children that sleep, wait on each in turn; the seconds it all took."""
+    pool = current_pool()
+    started = time.perf_counter()
+    futures = [pool.submit(time.sleep, seconds) for _ in range(count)]
+    for f in futures:
+        f.result()
+    return time.perf_counter() - started

@@ -252,3 +252,12 @@ def _outcome():
     from minipool.cluster.state import Outcome
 
     return Outcome(Kind.RESULT, Format.PICKLE, "none", b"")
+
+
+def test_kept_children_on_a_thread_worker_are_stolen_by_its_idle_slots():
+    """Four sleeping children of a task on a four-slot thread worker: kept, they would run one
+    after the other in their parent; the worker's idle slots steal them, and they overlap."""
+    with Pool(4, kind="thread") as pool:
+        pool.wait_for_workers()
+        assert pool.submit(nj.sleepy_children, 4, 0.3).result(30) < 0.9  # 1.2 s one by one
+        assert pool.status()["steals"] >= 1

@@ -268,10 +268,6 @@ class Nest:
         if self.slot is not None:
             self.turns.rejoined()
 
-    def holds(self, number: int) -> bool:
-        """Whether task ``number`` runs here and keeps children (a STEAL for another is stale)."""
-        return number in self.holders
-
     def secede(self, task: RunningTask) -> None:
         """``task`` waits on its children: tell the coordinator, and put a thread in its place."""
         self.send(encode(Message(Kind.WAITING, task.number)))

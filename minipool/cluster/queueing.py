@@ -141,8 +141,8 @@ class TaskQueue:
         for worker in lenders.values():
             if idle <= 0:
                 return
-            if len(worker.leases) < worker.slots:
-                continue  # its tasks wait, having run what they kept: the others' work to take
+            if not worker.leases:
+                continue  # its tasks all wait, having run what they kept: nothing to give
             idle -= 1  # a request already out covers one idle slot
             if not worker.asked:
                 self.counts["steals"] += 1

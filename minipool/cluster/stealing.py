@@ -124,6 +124,9 @@ class KeptChildren:
             self.counts["submitted"] += len(out)
             return out
 
+    def __contains__(self, number: object) -> bool:
+        return number in self._kept
+
     def forget_demand(self) -> None:
         """No task here keeps children now: requests still standing are void."""
         with self._lock:

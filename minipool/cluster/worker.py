@@ -305,8 +305,8 @@ class Worker:
             return False
         elif msg.kind in FOR_TASKS and self.tasks_client is not None:
             self.tasks_client.on_message(msg)
-        elif msg.kind is Kind.STEAL:  # a slot is idle: give up a kept child, if the task keeps one
-            if self.tasks_client is not None and self.nest.holds(msg.id):
+        elif msg.kind is Kind.STEAL:  # a slot is idle: give up a kept child (any task's here)
+            if self.tasks_client is not None and self.nest.holders:
                 self.tasks_client.give()
         elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
             raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
