@@ -261,3 +261,27 @@ def test_kept_children_on_a_thread_worker_are_stolen_by_its_idle_slots():
         pool.wait_for_workers()
         assert pool.submit(nj.sleepy_children, 4, 0.3).result(30) < 0.9  # 1.2 s one by one
         assert pool.status()["steals"] >= 1
+
+
+def test_the_kept_children_table_hands_each_child_out_once():
+    from minipool.cluster.stealing import KeptChildren
+
+    class Owner:
+        touched = 0.0
+
+    a, b = Owner(), Owner()
+    table = KeptChildren()
+    for number, owner in ((1, a), (2, a), (3, b), (4, a)):
+        assert table.keep(number, f"call {number}", owner)
+    assert table.steal().number == 1  # the oldest: in a recursion, the biggest subtree
+    assert table.take(1) is None and table.take(2).number == 2  # its parent runs it
+    assert table.newest().number == 4  # a parent helping while it waits: the newest
+    assert [k.number for k in table.release(owner=b)] == [3]  # b ended: submitted
+    assert table.steal() is None and table.demand == 1  # nothing kept: the request stands
+    assert not table.keep(5, "call 5", a) and table.demand == 0  # ... and takes the next child
+    assert table.keep(6, "call 6", a) and table.keep(7, "call 7", b)
+    b.touched = a.touched + 1.0
+    assert [k.number for k in table.release(idle_since=a.touched + 0.5)] == [6]  # a idle too long
+    assert table.release(idle_since=a.touched + 0.5) == []
+    assert table.drop(7).number == 7 and len(table) == 0  # cancelled
+    assert table.counts == {"kept": 6, "inline": 2, "stolen": 2, "submitted": 2}
