@@ -399,6 +399,12 @@ class TaskPool(ClientExecutor):
         with self._client.through_coordinator():
             return super().submit(fn, *args, **kwargs)
 
+    def submit_with(self, fn: Callable[..., Any], *args: Any, **options: Any) -> concurrent.futures.Future:
+        """Never kept: its options are the coordinator's to apply, and a ``@task``'s ``.delay()``
+        (which submits this way) is waited on through an :class:`OutcomeFuture` of its own."""
+        with self._client.through_coordinator():
+            return super().submit_with(fn, *args, **options)
+
     def _send(self, *args: Any, **options: Any) -> concurrent.futures.Future:
         if self.keep_children:
             return super()._send(*args, **options)

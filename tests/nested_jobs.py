@@ -178,3 +178,18 @@ def sleepy_children(count, seconds):
     for f in futures:
         f.result()
     return time.perf_counter() - started
+
+
+def kept_after(how):
+    """How many children this worker keeps just after one is submitted ``how``, and its value."""
+    pool = current_pool()
+    if how == "delay":
+        handle = pool.task(fib_serial).delay(10)
+        return len(pool._client.children), handle.get(30)
+    if how == "submit_with":
+        future = pool.submit_with(fib_serial, (10,), priority=1)
+    elif how == "keep_children=False":
+        future = current_pool(keep_children=False).submit(fib_serial, 10)
+    else:
+        future = pool.submit(fib_serial, 10)
+    return len(pool._client.children), future.result(30)

@@ -285,3 +285,12 @@ def test_the_kept_children_table_hands_each_child_out_once():
     assert table.release(idle_since=a.touched + 0.5) == []
     assert table.drop(7).number == 7 and len(table) == 0  # cancelled
     assert table.counts == {"kept": 6, "inline": 2, "stolen": 2, "submitted": 2}
+
+
+@pytest.mark.parametrize(
+    ("how", "kept"), [("submit", 1), ("delay", 0), ("submit_with", 0), ("keep_children=False", 0)]
+)
+def test_what_a_task_keeps(pool2, how, kept):
+    """A plain submit is kept; a .delay() (an AsyncResult waits on it through a future of its
+    own), options for the coordinator, and keep_children=False go through the coordinator."""
+    assert pool2.submit(nj.kept_after, how).result(30) == (kept, 55)
