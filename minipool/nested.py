@@ -214,14 +214,12 @@ class TaskClient(Client):
         # Called under the table's lock, before _send: a child kept is never sent, so it is not
         # remembered for a resubmission either (it would run twice).
         task = current_task()
-        if (
-            task is not None
-            and not getattr(self._kept_now, "through", False)
-            and _keepable(message.headers)
-            and self.children.keep(number, message, task)
-        ):
-            self._kept_now.task = task
-            return
+        if task is not None and not getattr(self._kept_now, "through", False) and _keepable(message.headers):
+            if task.lend:  # a slot was idle when this task was leased: this child is its work
+                task.lend -= 1
+            elif self.children.keep(number, message, task):
+                self._kept_now.task = task
+                return
         self._unanswered[number] = message
 
     def _take(self, number: int) -> Any:

@@ -181,15 +181,16 @@ def sleepy_children(count, seconds):
 
 
 def kept_after(how):
-    """How many children this worker keeps just after one is submitted ``how``, and its value."""
+    """How many of three children submitted ``how`` this worker keeps just after, and the sum
+    of their values."""
     pool = current_pool()
     if how == "delay":
-        handle = pool.task(fib_serial).delay(10)
-        return len(pool._client.children), handle.get(30)
+        handles = [pool.task(fib_serial).delay(10) for _ in range(3)]
+        return len(pool._client.children), sum(h.get(30) for h in handles)
     if how == "submit_with":
-        future = pool.submit_with(fib_serial, (10,), priority=1)
+        futures = [pool.submit_with(fib_serial, (10,), priority=1) for _ in range(3)]
     elif how == "keep_children=False":
-        future = current_pool(keep_children=False).submit(fib_serial, 10)
+        futures = [current_pool(keep_children=False).submit(fib_serial, 10) for _ in range(3)]
     else:
-        future = pool.submit(fib_serial, 10)
-    return len(pool._client.children), future.result(30)
+        futures = [pool.submit(fib_serial, 10) for _ in range(3)]
+    return len(pool._client.children), sum(f.result(30) for f in futures)

@@ -139,15 +139,10 @@ class Broker:
         if fx.records and self.journal is not None:
             self.journal.write(fx.records)
         for worker, task, urgent in fx.sends:
-            data = encode_parts(
-                _TASK,
-                task.number,
-                task.body,
-                task.fmt,
-                task.codec,
-                None if task.timeout is None else {"timeout": task.timeout},
-                task.body_crc,
-            )
+            headers = None if task.timeout is None else {"timeout": task.timeout}
+            if task.lend:  # (only for a worker whose tasks keep children: see TaskQueue.lease)
+                headers = {**(headers or {}), "lend": task.lend}
+            data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers, task.body_crc)
             if batch is None:
                 outbox = worker.link.outbox
                 outbox.put(data, flush=urgent)

@@ -81,7 +81,7 @@ class TasksClient(Protocol):
 class RunningTask:
     """One task a worker is running: its number at the coordinator, and its waits."""
 
-    __slots__ = ("nest", "number", "codec", "waits", "done", "holding", "touched", "pool")
+    __slots__ = ("nest", "number", "codec", "waits", "done", "holding", "touched", "pool", "lend")
 
     def __init__(self, nest: Nest, number: int, codec: str) -> None:
         self.nest = nest  # its worker's Nest
@@ -92,6 +92,7 @@ class RunningTask:
         self.holding = False  # it keeps children in the worker (see minipool.cluster.stealing)
         self.touched = 0.0  # when it last kept or waited on a child
         self.pool: Any = None  # what minipool.current_pool() returns in it
+        self.lend = 0  # children to submit rather than keep: slots were idle when it was leased
 
     def begin_wait(self) -> None:
         """A thread of this task is about to block on a child's future: secede on the first."""

@@ -82,6 +82,7 @@ class TaskQueue:
         there unless they are stolen): an idle slot may now ask for one (:meth:`offer_steals`)."""
         if number in worker.leases or number in worker.waiting:
             worker.lending.add(number)
+            worker.nests = True
             self.lenders[worker.id] = worker
             self.offer_steals(fx)
 
@@ -156,4 +157,10 @@ class TaskQueue:
         task.state = TaskState.RUNNING
         task.worker = worker
         worker.lease(task)
+        # A worker whose tasks keep children learns, with the task, how many slots are idle
+        # with nothing queued: its task gives that many children away at once, a steal's round
+        # trip (HOLDING, STEAL) sooner.
+        task.lend = 0
+        if worker.nests and not self.queue and not self.pinned:
+            task.lend = sum(1 for w in self.workers.values() if len(w.leases) < w.slots)
         fx.send(worker, task, len(worker.leases) <= worker.slots)

@@ -72,6 +72,7 @@ class Task:
         "leased_at",
         "needs",
         "body_crc",
+        "lend",
     )
 
     def __init__(
@@ -101,6 +102,7 @@ class Task:
         self.leased_at = 0.0
         self.needs: str | None = None  # the interpreter a by-value function in it needs
         self.body_crc: int | None = None  # the body's CRC-32, when its SUBMIT carried it here
+        self.lend = 0  # idle slots elsewhere when it was leased, if its worker nests (the TASK says)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -238,6 +240,7 @@ class WorkerState(Peer):
         # TaskQueue.offer_steals), and whether a STEAL is out to it, not answered by a SUBMIT.
         self.lending: set[int] = set()
         self.asked = False
+        self.nests = False  # its tasks have kept children: its next ones are told of idle slots
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
         # EWMA of seconds from a lease until the task can start there: 0 for a task leased to a

@@ -408,6 +408,8 @@ class Worker:
         started = time.perf_counter()
         inline = not self._threaded
         running = RunningTask(self.nest, msg.id, msg.codec)
+        if msg.headers:
+            running.lend = int(msg.headers.get("lend", 0))
         self.nest.enter(running)
         try:
             self._inline_task = inline
