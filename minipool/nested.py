@@ -217,6 +217,7 @@ class TaskClient(Client):
         if task is not None and not getattr(self._kept_now, "through", False) and _keepable(message.headers):
             if task.lend:  # a slot was idle when this task was leased: this child is its work
                 task.lend -= 1
+                self._kept_now.lent = True
             elif self.children.keep(number, message, task):
                 self._kept_now.task = task
                 return
@@ -229,12 +230,17 @@ class TaskClient(Client):
 
     def _send(self, message: Message) -> None:
         submit = message.kind is Kind.SUBMIT
-        if submit and (task := getattr(self._kept_now, "task", None)) is not None:
-            self._kept_now.task = None
-            if not task.holding:
-                self._nest.hold(task)
-            return
-        if not self._nest.send(encode(message), flush=not submit) and not submit:
+        flush = not submit
+        if submit:
+            now = self._kept_now
+            if (task := getattr(now, "task", None)) is not None:
+                now.task = None
+                if not task.holding:
+                    self._nest.hold(task)
+                return
+            if getattr(now, "lent", False):  # an idle slot waits for it: not held for a batch
+                now.lent, flush = False, True
+        if not self._nest.send(encode(message), flush=flush) and not submit:
             raise ConnectionClosed("the worker has no connection to its coordinator now")
 
     def request(
