@@ -102,7 +102,7 @@ class Task:
         self.leased_at = 0.0
         self.needs: str | None = None  # the interpreter a by-value function in it needs
         self.body_crc: int | None = None  # the body's CRC-32, when its SUBMIT carried it here
-        self.lend = 0  # idle slots elsewhere when it was leased, if its worker nests (the TASK says)
+        self.lend = 0  # slots idle when it was leased, if its worker nests (its TASK says so)
 
     @property
     def key(self) -> tuple[str, int]:
