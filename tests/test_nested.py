@@ -302,3 +302,20 @@ def test_what_a_task_keeps(pool2, how, keeps):
     for the coordinator, and keep_children=False go through the coordinator."""
     kept, total = pool2.submit(nj.kept_after, how).result(30)
     assert total == 3 * 55 and (kept >= 2 if keeps else kept == 0)
+
+
+def test_bench_nested_prints_rounds_of_both_ways(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "nested.json"
+    args = ["--fib", "17,13", "--rounds", "1", "--pairs", "2", "--json", str(path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool.bench", "nested", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| round | load | serial (s) | kept (s) | kept ratio |" in done.stdout
+    (only,) = json.loads(path.read_text())["results"]["rounds"]
+    assert len(only["kept"]["ratios"]) == len(only["through"]["ratios"]) == 2
+    assert only["through"]["via_coordinator"] == 14  # every child of fib(17, 13)

@@ -15,12 +15,20 @@ Three measurements, beside the dispatch table (``python -m minipool.bench dispat
   small server in the bench's process (a ``multiprocessing`` manager): two parents waiting on
   their children hold both workers, and nothing runs again. Shown with a timeout; then its
   processes are ended, and the bench checks that none is left.
+
+``python -m minipool.bench nested`` runs the recursion alone, in rounds, each row a median of
+many pairs beside the machine's load average: on a shared machine, the rows of its quiet
+moments are the ones that say what the technique does.
+
+    python -m minipool.bench nested --fib 27,18 --rounds 5 --pairs 15
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import multiprocessing
+import os
 import secrets
 import threading
 import time
@@ -28,8 +36,9 @@ from multiprocessing.managers import BaseManager
 from typing import Any
 
 from ..nested import current_pool
+from .common import print_table, progress
 
-__all__ = ["fib", "fib_serial", "measure"]
+__all__ = ["fib", "fib_serial", "measure", "rows", "add_arguments", "run"]
 
 #: How long the ProcessPoolExecutor run is given before it is declared deadlocked.
 DEADLOCK_TIMEOUT = 3.0
@@ -189,54 +198,136 @@ def measure(
     deadlock_timeout: float = DEADLOCK_TIMEOUT,
 ) -> dict[str, Any]:
     """The nested rows: submit cost inside vs outside a task, and recursion vs serial."""
-    for _ in range(2 * workers):  # warm up every worker's own client, both ways
-        pool.submit(fib, cutoff + 3, cutoff).result()
-        pool.submit(fib, cutoff + 3, cutoff, False).result()
+    warm_up(pool, workers, cutoff)
     inside, through, outside = [], [], []
-    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}  # (pool, serial) pairs
-    counts = {True: [0, 0], False: [0, 0]}  # children through the coordinator, STEALs
+    runs: dict[bool, list[Pair]] = {True: [], False: []}
     for _ in range(repeat):
         inside.append(pool.submit(submit_inside, submits).result())
         through.append(pool.submit(submit_inside, submits, False).result())
         outside.append(submit_outside(pool, submits))
         for _ in range(3):
             for keep in (True, False):
-                before = pool.status()
-                started = time.perf_counter()
-                assert pool.submit(fib, n, cutoff, keep).result() == fib_serial(n)
-                seconds = time.perf_counter() - started
-                after = pool.status()
-                counts[keep][0] += after["submitted"] - before["submitted"] - 1
-                counts[keep][1] += after["steals"] - before["steals"]
-                started = time.perf_counter()
-                fib_serial(n)
-                runs[keep].append((seconds, time.perf_counter() - started))
-    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+                runs[keep].append(pair(pool, n, cutoff, keep))
     status = pool.status()
     figures: dict[str, Any] = {
         "submits": submits,
-        "inside_rate": submits / med(inside),
-        "through_rate": submits / med(through),
-        "outside_rate": submits / med(outside),
+        "inside_rate": submits / _median(inside),
+        "through_rate": submits / _median(through),
+        "outside_rate": submits / _median(outside),
         "fib": {"n": n, "cutoff": cutoff, "workers": workers, "children": children_of(n, cutoff)},
         "waiting_peak": status.get("waiting_peak", 0),
         "ppe": ppe_fib(n, cutoff, workers, deadlock_timeout),
     }
     for keep, name in ((True, "fib"), (False, "fib_through")):
-        pairs = runs[keep]
-        figures[f"{name}_pool_s"] = med([p for p, _ in pairs])
-        figures[f"{name}_serial_s"] = med([s for _, s in pairs])
-        figures[f"{name}_ratios"] = sorted(s / p for p, s in pairs)  # each run beside its serial
-        figures[f"{name}_via_coordinator"] = counts[keep][0] / len(pairs)
-        figures[f"{name}_steals"] = counts[keep][1] / len(pairs)
+        figures.update({f"{name}_{key}": value for key, value in summary(runs[keep]).items()})
     return figures
+
+
+#: One recursion on the pool beside a serial one: (pool seconds, serial seconds, children that
+#: went through the coordinator, STEAL requests sent).
+Pair = tuple[float, float, int, int]
+
+
+def warm_up(pool: Any, workers: int, cutoff: int) -> None:
+    """Every worker loads the recursion and makes its tasks' client, both ways."""
+    for _ in range(2 * workers):
+        pool.submit(fib, cutoff + 3, cutoff).result()
+        pool.submit(fib, cutoff + 3, cutoff, False).result()
+
+
+def pair(pool: Any, n: int, cutoff: int, keep: bool) -> Pair:
+    """``fib(n)`` on the pool, then serially here: each beside the other, in turn."""
+    before = pool.status()
+    started = time.perf_counter()
+    assert pool.submit(fib, n, cutoff, keep).result() == fib_serial(n)
+    seconds = time.perf_counter() - started
+    after = pool.status()
+    started = time.perf_counter()
+    fib_serial(n)
+    serial = time.perf_counter() - started
+    return seconds, serial, after["submitted"] - before["submitted"] - 1, after["steals"] - before["steals"]
+
+
+def summary(pairs: list[Pair]) -> dict[str, Any]:
+    """Medians of the pool and serial seconds, every pair's ratio (sorted), and the mean
+    children through the coordinator and STEALs per run."""
+    return {
+        "pool_s": _median([p[0] for p in pairs]),
+        "serial_s": _median([p[1] for p in pairs]),
+        "ratios": sorted(p[1] / p[0] for p in pairs),  # each run beside its serial
+        "via_coordinator": sum(p[2] for p in pairs) / len(pairs),
+        "steals": sum(p[3] for p in pairs) / len(pairs),
+    }
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+# -- python -m minipool.bench nested: the recursion alone, round after round ------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fib", default="27,18", help="n,cutoff of the recursion (default 27,18)")
+    parser.add_argument("--workers", type=int, default=2, help="pool workers (default 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, each a median (default 5)")
+    parser.add_argument("--pairs", type=int, default=15, help="runs of each kind per round (default 15)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Rounds of pairs, kept and through the coordinator in turns; one row per round with the
+    machine's load average, so that a quiet moment can be told from a busy one."""
+    from ..pool import Pool
+
+    n, cutoff = (int(x) for x in args.fib.split(","))
+    rounds: list[dict[str, Any]] = []
+    with Pool(args.workers) as pool:
+        pool.wait_for_workers(args.workers)
+        warm_up(pool, args.workers, cutoff)
+        for number in range(1, args.rounds + 1):
+            progress(f"round {number} of {args.rounds}")
+            load = os.getloadavg()[0]
+            runs: dict[bool, list[Pair]] = {True: [], False: []}
+            for _ in range(args.pairs):
+                for keep in (True, False):
+                    runs[keep].append(pair(pool, n, cutoff, keep))
+            rounds.append({"load": load, "kept": summary(runs[True]), "through": summary(runs[False])})
+    rows = [
+        [
+            number,
+            r["load"],
+            r["kept"]["serial_s"],
+            r["kept"]["pool_s"],
+            _median(r["kept"]["ratios"]),
+            r["kept"]["steals"],
+            r["kept"]["via_coordinator"],
+            _median(r["through"]["ratios"]),
+        ]
+        for number, r in enumerate(rounds, 1)
+    ]
+    print_table(
+        f"fib({n}) cutoff {cutoff} on Pool({args.workers}) beside the serial recursion "
+        f"({children_of(n, cutoff)} children; ratios: medians of {args.pairs} pairs)",
+        [
+            "round",
+            "load",
+            "serial (s)",
+            "kept (s)",
+            "kept ratio",
+            "STEALs",
+            "via coordinator",
+            "through ratio",
+        ],
+        rows,
+    )
+    return {"fib": {"n": n, "cutoff": cutoff, "workers": args.workers}, "rounds": rounds}
 
 
 def rows(figures: dict[str, Any]) -> list[list[Any]]:
     """The dispatch table's rows for ``figures`` (see :func:`measure`)."""
     fib_label = f"fib({figures['fib']['n']}) cutoff {figures['fib']['cutoff']} (s)"
     ppe = figures["ppe"]
-    med = lambda xs: xs[len(xs) // 2]  # noqa: E731
+    med = _median
     children = figures["fib"]["children"]
     return [
         [
