@@ -315,7 +315,7 @@ def test_bench_nested_prints_rounds_of_both_ways(tmp_path):
         [sys.executable, "-m", "minipool.bench", "nested", *args], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| round | load | serial (s) | kept (s) | kept ratio |" in done.stdout
+    assert "| round | load | serial (s) | kept (s) | workers' CPU (s) | kept ratio |" in done.stdout
     (only,) = json.loads(path.read_text())["results"]["rounds"]
     assert len(only["kept"]["ratios"]) == len(only["through"]["ratios"]) == 2
     assert only["through"]["via_coordinator"] == 14  # every child of fib(17, 13)

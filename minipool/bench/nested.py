@@ -18,7 +18,9 @@ Three measurements, beside the dispatch table (``python -m minipool.bench dispat
 
 ``python -m minipool.bench nested`` runs the recursion alone, in rounds, each row a median of
 many pairs beside the machine's load average: on a shared machine, the rows of its quiet
-moments are the ones that say what the technique does.
+moments are the ones that say what the technique does. It also says how much CPU the workers
+used per kept run (from ``/proc``, in clock ticks: a mean over the round's runs), which bounds
+the speed-up on any machine: two workers cannot finish sooner than half of it.
 
     python -m minipool.bench nested --fib 27,18 --rounds 5 --pairs 15
 """
@@ -285,20 +287,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with Pool(args.workers) as pool:
         pool.wait_for_workers(args.workers)
         warm_up(pool, args.workers, cutoff)
+        pids = _worker_pids(pool, args.workers)
         for number in range(1, args.rounds + 1):
             progress(f"round {number} of {args.rounds}")
             load = os.getloadavg()[0]
             runs: dict[bool, list[Pair]] = {True: [], False: []}
+            kept_cpu = 0.0
             for _ in range(args.pairs):
-                for keep in (True, False):
-                    runs[keep].append(pair(pool, n, cutoff, keep))
-            rounds.append({"load": load, "kept": summary(runs[True]), "through": summary(runs[False])})
+                before = _cpu_seconds(pids)
+                runs[True].append(pair(pool, n, cutoff, True))
+                kept_cpu += _cpu_seconds(pids) - before
+                runs[False].append(pair(pool, n, cutoff, False))
+            kept = summary(runs[True]) | {"workers_cpu_s": kept_cpu / args.pairs if pids else None}
+            rounds.append({"load": load, "kept": kept, "through": summary(runs[False])})
     rows = [
         [
             number,
             r["load"],
             r["kept"]["serial_s"],
             r["kept"]["pool_s"],
+            "-" if r["kept"]["workers_cpu_s"] is None else r["kept"]["workers_cpu_s"],
             _median(r["kept"]["ratios"]),
             r["kept"]["steals"],
             r["kept"]["via_coordinator"],
@@ -314,6 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load",
             "serial (s)",
             "kept (s)",
+            "workers' CPU (s)",
             "kept ratio",
             "STEALs",
             "via coordinator",
@@ -322,6 +331,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows,
     )
     return {"fib": {"n": n, "cutoff": cutoff, "workers": args.workers}, "rounds": rounds}
+
+
+def _pid() -> int:
+    time.sleep(0.05)  # long enough that the other workers take the others
+    return os.getpid()
+
+
+def _worker_pids(pool: Any, workers: int) -> list[int]:
+    """The pool's worker processes (none where /proc cannot tell their CPU time)."""
+    if not os.path.exists(f"/proc/{os.getpid()}/stat"):
+        return []
+    pids: set[int] = set()
+    while len(pids) < workers:
+        pids.update(f.result() for f in [pool.submit(_pid) for _ in range(2 * workers)])
+    return sorted(pids)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds the processes ``pids`` have used (in clock ticks)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rows(figures: dict[str, Any]) -> list[list[Any]]:
