@@ -69,8 +69,6 @@ STOP_GRACE = 2.0
 #: (the last RECENT_MAX, each of at most RECENT_ITEM bytes: 4 MiB in all at most).
 RECENT_MAX = 128
 RECENT_ITEM = 32 * 1024
-#: What the coordinator sends a worker for its tasks' own requests (see minipool.nested).
-_FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY))
 
 
 class Worker:
