@@ -3,14 +3,21 @@
 SCOOP's documentation shows a function that submits futures of itself until a depth is reached,
 so that the computation unfolds as a tree across the workers instead of being cut up at the
 centre. With minipool the same program asks :func:`minipool.current_pool` for the pool its task
-runs in and calls ``map`` there. Every inner node waits on its children, and there are far more
-inner nodes than workers: it completes because a waiting task gives its slot back (docs/pool.md,
-"Tasks that submit tasks"). On ``ProcessPoolExecutor`` the same tree would stop for good once
-every worker held a waiting parent.
+runs in and calls ``map`` there. The tree grows twice:
 
-The script prints the tree's shape (futures per level), the time beside a serial run of the same
-tree and the speed-up, and the peak number of parents waiting at once, which the coordinator
-counts; it checks the parallel answer against the serial one before exiting 0.
+* the default way: the children stay in the worker of the task that made them, which runs them
+  when it waits on them, and an idle worker steals the oldest (the biggest subtrees) -- work
+  stealing, so that a node costs about a function call (docs/pool.md, "Children kept and
+  stolen");
+* SCOOP's way, ``current_pool(keep_children=False)``: every child goes through the coordinator.
+  Every inner node waits on its children, and there are far more inner nodes than workers: it
+  completes because a waiting task gives its slot back (docs/pool.md, "Tasks that submit
+  tasks"). On ``ProcessPoolExecutor`` the same tree would stop for good once every worker held
+  a waiting parent.
+
+The script prints the tree's shape (futures per level), both times beside a serial run of the
+same tree and the speed-ups, the steals, and the peak number of parents waiting at once, which
+the coordinator counts; it checks the parallel answers against the serial one before exiting 0.
 
     python examples/nested_futures.py                     # 4 levels of 3 children
     python examples/nested_futures.py --levels 5 --branching 2 --work 200000 --workers 4
@@ -37,18 +44,16 @@ def leaf(seed: int, work: int) -> int:
     return total
 
 
-def node(level: int, index: int, branching: int, work: int) -> tuple[int, list[int]]:
+def node(level: int, index: int, branching: int, work: int, keep: bool = True) -> tuple[int, list[int]]:
     """A subtree: ``(its value, futures per level below and at it)``. A leaf computes; an inner
-    node maps itself over its children, on the pool it runs in -- SCOOP's recursive call."""
+    node maps itself over its children, on the pool it runs in -- SCOOP's recursive call.
+    ``keep``: its children stay in its worker unless stolen (else through the coordinator)."""
     if level == 0:
         return leaf(index, work), [1]
     children = [index * branching + k for k in range(branching)]
-    outcomes = list(
-        current_pool().map(
-            node, [level - 1] * branching, children, [branching] * branching, [work] * branching
-        )
-    )
-    return combine(outcomes)
+    many = lambda value: [value] * branching  # noqa: E731
+    pool = current_pool(keep_children=keep)
+    return combine(list(pool.map(node, many(level - 1), children, many(branching), many(work), many(keep))))
 
 
 def node_serial(level: int, index: int, branching: int, work: int) -> tuple[int, list[int]]:
@@ -75,9 +80,16 @@ def run(
     serial = time.perf_counter() - started
     with Pool(workers) as pool:
         pool.wait_for_workers()
+        for keep in (True, False):  # every worker loads this module and makes its tasks' client
+            list(pool.map(node, [1] * 2 * workers, range(2 * workers), [2] * 2 * workers, [1] * 2 * workers))
+            pool.submit(node, 2, 0, 2, 1, keep).result()
         started = time.perf_counter()
         value, pool_shape = pool.submit(node, levels, 0, branching, work).result()
         parallel = time.perf_counter() - started
+        steals = pool.status()["steals"]
+        started = time.perf_counter()
+        through_value, through_shape = pool.submit(node, levels, 0, branching, work, False).result()
+        through = time.perf_counter() - started
         status = pool.status()
     return {
         "levels": levels,
@@ -86,10 +98,13 @@ def run(
         "futures_per_level": list(reversed(pool_shape)),  # the root first
         "futures": sum(pool_shape),
         "value": value,
-        "matches_serial": value == expected and pool_shape == shape,
+        "matches_serial": value == expected == through_value and pool_shape == shape == through_shape,
         "serial_s": serial,
         "pool_s": parallel,
         "speedup": serial / parallel,
+        "steals": steals,
+        "through_s": through,
+        "through_speedup": serial / through,
         "waiting_peak": status["waiting_peak"],
     }
 
@@ -107,10 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     for depth, count in enumerate(figures["futures_per_level"]):
         print(f"  level {depth}: {count:4d} {'future' if count == 1 else 'futures'}")
     print(
-        f"serial {figures['serial_s']:.3f} s, on {figures['workers']} workers"
-        f" {figures['pool_s']:.3f} s: speed-up {figures['speedup']:.2f}x (a shared machine gives less)"
+        f"serial {figures['serial_s']:.3f} s; on {figures['workers']} workers, children kept and"
+        f" stolen {figures['pool_s']:.3f} s: speed-up {figures['speedup']:.2f}x"
+        f" ({figures['steals']} steals); every child through the coordinator"
+        f" {figures['through_s']:.3f} s: {figures['through_speedup']:.2f}x (a shared machine gives less)"
     )
-    print(f"peak parents waiting at once: {figures['waiting_peak']} (on {figures['workers']} slots)")
+    print(
+        f"peak parents waiting at once: {figures['waiting_peak']} (children through the coordinator,"
+        f" on {figures['workers']} slots)"
+    )
     print(f"matches the serial tree: {'yes' if figures['matches_serial'] else 'NO'}")
     return 0 if figures["matches_serial"] else 1
 

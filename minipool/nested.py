@@ -22,6 +22,12 @@ Two things make it safe:
   read their outcomes) and lets those running finish; the parent runs again elsewhere and
   submits its children afresh (docs/failures.md).
 
+What makes it fast: **children are kept** (:mod:`minipool.cluster.stealing`). A child goes
+through the coordinator only when it is worth it: it stays in the worker, and its parent, when
+it waits on it, runs it as a call (fork/join's join); an idle slot elsewhere steals the oldest.
+:class:`TaskClient` decides, as the submit passes through it, and is the one place a kept
+child is run, submitted or cancelled. ``current_pool(keep_children=False)`` turns it off.
+
 How the waits are seen: a child's future (:class:`ChildFuture`) remembers the task that
 submitted it. ``result()`` and ``exception()`` announce the wait themselves; ``wait`` and
 ``as_completed`` install a *waiter* on every future they watch and remove it when they return,
@@ -32,8 +38,11 @@ removed.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copyreg
 import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
@@ -41,6 +50,7 @@ from . import mapping, shipping
 from . import task as tasklib
 from .asyncresult import TaskFunction
 from .cluster.nesting import Nest, RunningTask, current_task
+from .cluster.stealing import PUBLISH_AFTER, Kept, KeptChildren
 from .errors import ConnectionClosed
 from .executor import ClientExecutor
 from .futures import TaskFuture
@@ -53,8 +63,14 @@ _SETTLED = (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
 _made = threading.Lock()  # one TaskClient per worker, however many tasks ask at once
 
 
-def current_pool() -> TaskPool:
+def current_pool(keep_children: bool = True) -> TaskPool:
     """The pool the calling task runs in: an Executor bound to its coordinator.
+
+    Args:
+        keep_children: keep the children submitted through it in this worker, for this task
+            to run when it waits on them, unless an idle slot steals them (the default,
+            :mod:`minipool.cluster.stealing`); False sends every one to the coordinator, as
+            SCOOP does (each then costs a round trip, and waiting on it gives the slot back).
 
     Raises:
         RuntimeError: not called from a task running on a minipool worker.
@@ -65,7 +81,12 @@ def current_pool() -> TaskPool:
             "minipool.current_pool() works only inside a task running on a minipool worker "
             "(and in the task's own thread); outside one, use the Pool you created"
         )
-    return TaskPool(_client_of(task.nest), task.codec)
+    if not keep_children:
+        return TaskPool(_client_of(task.nest), task.codec, keep_children=False)
+    pool = task.pool
+    if pool is None or pool._shutdown:  # one per task: a recursion asks at every call
+        pool = task.pool = TaskPool(_client_of(task.nest), task.codec)
+    return pool
 
 
 def _client_of(nest: Nest) -> TaskClient:
@@ -80,14 +101,16 @@ class _Waiters(list):
     """A child future's waiters: adding one means a thread of its parent is about to block on
     it (``wait``, ``as_completed``); removing it, that the wait is over."""
 
-    __slots__ = ("parent",)
+    __slots__ = ("parent", "future")
 
-    def __init__(self, parent: RunningTask) -> None:
+    def __init__(self, parent: RunningTask, future: _Seceding) -> None:
         super().__init__()
         self.parent = parent
+        self.future = future
 
     def append(self, waiter: Any) -> None:
         super().append(waiter)
+        self.future.before_blocking()
         self.parent.begin_wait()
 
     def remove(self, waiter: Any) -> None:
@@ -105,11 +128,20 @@ class _Seceding:
     def hook_waits(self) -> None:
         self.parent = current_task()
         if self.parent is not None:
-            self._waiters = _Waiters(self.parent)
+            self._waiters = _Waiters(self.parent, self)
+
+    def before_blocking(self) -> None:
+        """A thread is about to block on this future among others (``wait``)."""
+
+    def join(self, timeout: float | None) -> None:
+        """The parent is about to wait on this future."""
 
     def result(self, timeout: float | None = None) -> Any:
         parent = self.parent
         if parent is None or self._state in _SETTLED:
+            return super().result(timeout)  # type: ignore[misc]
+        self.join(timeout)
+        if self._state in _SETTLED:
             return super().result(timeout)  # type: ignore[misc]
         parent.begin_wait()
         try:
@@ -120,6 +152,9 @@ class _Seceding:
     def exception(self, timeout: float | None = None) -> BaseException | None:
         parent = self.parent
         if parent is None or self._state in _SETTLED:
+            return super().exception(timeout)  # type: ignore[misc]
+        self.join(timeout)
+        if self._state in _SETTLED:
             return super().exception(timeout)  # type: ignore[misc]
         parent.begin_wait()
         try:
@@ -135,6 +170,18 @@ class ChildFuture(_Seceding, TaskFuture):  # type: ignore[misc]  # _waiters: a l
     def __init__(self, client: Any, number: int) -> None:
         TaskFuture.__init__(self, client, number)
         self.hook_waits()
+
+    def join(self, timeout: float | None) -> None:
+        """Fork/join's join: run the child here if it is still kept; if it left (stolen),
+        help with the children kept here until it is done. With a timeout it is submitted
+        instead, so that the wait can end on time."""
+        if timeout is None:
+            self._client.join(self)
+        else:
+            self._client.submit_kept((self.number,))
+
+    def before_blocking(self) -> None:
+        self._client.submit_kept((self.number,))
 
 
 class OutcomeFuture(_Seceding, concurrent.futures.Future):  # type: ignore[misc]  # the same
@@ -160,8 +207,20 @@ class TaskClient(Client):
         self.client_id = nest.worker.incarnation
         self.max_message = nest.worker.max_message
         self._unanswered: dict[int, Message] = {}
+        self.children = KeptChildren()  # kept here, for their parents to run (work stealing)
+        self._kept_now = threading.local()  # the child this thread's submit just kept
 
     def _remember(self, number: int, message: Message) -> None:
+        # Called under the table's lock, before _send: a child kept is never sent, so it is not
+        # remembered for a resubmission either (it would run twice).
+        task = current_task()
+        if task is not None and not getattr(self._kept_now, "through", False) and _keepable(message.headers):
+            if task.lend:  # a slot was idle when this task was leased: this child is its work
+                task.lend -= 1
+                self._kept_now.lent = True
+            elif self.children.keep(number, message, task):
+                self._kept_now.task = task
+                return
         self._unanswered[number] = message
 
     def _take(self, number: int) -> Any:
@@ -171,7 +230,17 @@ class TaskClient(Client):
 
     def _send(self, message: Message) -> None:
         submit = message.kind is Kind.SUBMIT
-        if not self._nest.send(encode(message), flush=not submit) and not submit:
+        flush = not submit
+        if submit:
+            now = self._kept_now
+            if (task := getattr(now, "task", None)) is not None:
+                now.task = None
+                if not task.holding:
+                    self._nest.hold(task)
+                return
+            if getattr(now, "lent", False):  # an idle slot waits for it: not held for a batch
+                now.lent, flush = False, True
+        if not self._nest.send(encode(message), flush=flush) and not submit:
             raise ConnectionClosed("the worker has no connection to its coordinator now")
 
     def request(
@@ -194,6 +263,89 @@ class TaskClient(Client):
     def _ask_started(self, futures: list[TaskFuture], cancel: bool) -> tuple[set[int], set[int]] | None:
         return self.ask_leases(futures, cancel, 10.0)
 
+    # -- kept children (minipool.cluster.stealing) -------------------------------------------
+
+    @contextlib.contextmanager
+    def through_coordinator(self) -> Iterator[None]:
+        """Children submitted by this thread meanwhile are not kept."""
+        self._kept_now.through = True
+        try:
+            yield
+        finally:
+            self._kept_now.through = False
+
+    def join(self, future: ChildFuture) -> None:
+        """``future``'s parent waits on it: run it here if it is kept; else run the children
+        kept here, newest first, until it is done (it was stolen: help while waiting)."""
+        kept = self.children.take(future.number)
+        if kept is not None:
+            self._run(kept)
+            return
+        if future.parent is not None:
+            future.parent.touched = time.monotonic()
+        while future._state not in _SETTLED and (kept := self.children.newest()) is not None:
+            self._run(kept)
+
+    def _run(self, kept: Kept) -> None:
+        """Run a kept child in this thread, as its worker would, and settle its future."""
+        try:
+            value, ok = tasklib.execute(kept.message.body, kept.message.codec), True
+        except tasklib.Interrupted:
+            raise  # the worker is stopping
+        except BaseException as exc:  # noqa: BLE001 - the child's failure is its outcome, as on a worker
+            value, ok = exc, False
+        future = self._take(kept.number)
+        if future is None:
+            return
+        try:
+            future.set_result(value) if ok else future.set_exception(value)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled meanwhile
+
+    def _submit(self, kept: list[Kept]) -> None:
+        """Send kept children to the coordinator as ordinary SUBMITs (remembered from now on,
+        for a reconnect, like any)."""
+        with self._lock:
+            kept = [k for k in kept if k.number in self._pending]
+            for k in kept:
+                self._unanswered[k.number] = k.message
+        for k in kept:
+            self._nest.send(encode(k.message))
+
+    def submit_kept(self, numbers: tuple[int, ...]) -> None:
+        """Submit those of these children that are kept (waited on with a timeout, or among
+        others by ``wait``/``as_completed``)."""
+        if len(self.children):
+            self._submit(self.children.release(numbers=numbers))
+
+    def give(self) -> None:
+        """A STEAL: submit the oldest kept child (or the next one kept)."""
+        kept = self.children.steal()
+        if kept is not None:
+            self._submit([kept])
+
+    def release(self, task: RunningTask, last: bool) -> None:
+        """``task`` ended: submit the children it kept and never waited on."""
+        self._submit(self.children.release(owner=task))
+        if last:
+            self.children.forget_demand()
+
+    def age(self, now: float) -> None:
+        if len(self.children):
+            self._submit(self.children.release(idle_since=now - PUBLISH_AFTER))
+
+    def cancel(self, futures: Any) -> None:
+        """Kept children are cancelled here (the coordinator never saw them); the rest there."""
+        futures = list(futures)
+        rest = []
+        for future in futures:
+            if self.children.drop(future.number) is not None and self._take(future.number) is not None:
+                future.settle_cancelled()
+            else:
+                rest.append(future)
+        if rest:
+            super().cancel(rest)
+
     def resume(self) -> None:
         """A new connection: send again every request not answered yet."""
         with self._lock:
@@ -203,8 +355,21 @@ class TaskClient(Client):
 
     def lost(self, exc: BaseException) -> None:
         """The connection is gone while a task waits in the thread that would reconnect: fail
-        the children's futures, so that it stops waiting (it raises ``exc``)."""
+        the futures of the children that left the worker, so that it stops waiting (it raises
+        ``exc``). Kept children need no connection: their parents may still run them."""
+        with self._lock:
+            kept = {n: f for n, f in self._pending.items() if n in self.children}
+            for number in kept:
+                del self._pending[number]
         self.fail_all(exc)
+        with self._lock:
+            self._pending.update(kept)
+
+
+def _keepable(headers: dict[str, Any] | None) -> bool:
+    """A child may be kept unless it has options only the coordinator applies (a priority,
+    a timeout): an ``interpreter`` it needs is this worker's, which made it."""
+    return headers is None or headers.keys() <= {"interpreter"}
 
 
 class TaskPool(ClientExecutor):
@@ -215,9 +380,12 @@ class TaskPool(ClientExecutor):
     cancels the calling worker's children not started), and nothing else.
     """
 
-    def __init__(self, client: TaskClient, codec: str) -> None:
+    _client: TaskClient
+
+    def __init__(self, client: TaskClient, codec: str, keep_children: bool = True) -> None:
         self._client = client
         self.codec = codec
+        self.keep_children = keep_children
         # The running task's pool initializer travels in its children too; pinned, in case it
         # was shipped by value, to workers of this interpreter.
         self._init = tasklib.current_initializer()
@@ -228,6 +396,24 @@ class TaskPool(ClientExecutor):
 
     def future(self) -> concurrent.futures.Future:
         return OutcomeFuture()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        if self.keep_children:
+            return super().submit(fn, *args, **kwargs)
+        with self._client.through_coordinator():
+            return super().submit(fn, *args, **kwargs)
+
+    def submit_with(self, fn: Callable[..., Any], *args: Any, **options: Any) -> concurrent.futures.Future:
+        """Never kept: its options are the coordinator's to apply, and a ``@task``'s ``.delay()``
+        (which submits this way) is waited on through an :class:`OutcomeFuture` of its own."""
+        with self._client.through_coordinator():
+            return super().submit_with(fn, *args, **options)
+
+    def _send(self, *args: Any, **options: Any) -> concurrent.futures.Future:
+        if self.keep_children:
+            return super()._send(*args, **options)
+        with self._client.through_coordinator():
+            return super()._send(*args, **options)
 
     @staticmethod
     def wait_any(futures: set[concurrent.futures.Future], timeout: float | None) -> Any:

@@ -122,3 +122,75 @@ def parent_after_nap(seconds):
     child = current_pool().submit(fib_serial, 10)
     time.sleep(seconds)
     return child.result()
+
+
+def fib_through(n, cutoff):
+    """``fib`` whose children all go through the coordinator (none kept in the worker)."""
+    if n <= cutoff:
+        return fib_serial(n)
+    pool = current_pool(keep_children=False)
+    a = pool.submit(fib_through, n - 1, cutoff)
+    b = pool.submit(fib_through, n - 2, cutoff)
+    return a.result() + b.result()
+
+
+def fib_logged(n, cutoff, path):
+    """``fib`` that appends a line ``pid n`` to ``path`` each time one of its tasks runs."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()} {n}\n")
+    if n <= cutoff:
+        return fib_serial(n)
+    pool = current_pool()
+    a = pool.submit(fib_logged, n - 1, cutoff, path)
+    b = pool.submit(fib_logged, n - 2, cutoff, path)
+    return a.result() + b.result()
+
+
+def thief_dies_once(folder, parent_pid, value):
+    """A child that kills its worker the first time it runs anywhere but its parent's worker
+    (it was stolen), after a moment of work; then returns ``value``."""
+    marker = os.path.join(folder, "thief died")
+    if os.getpid() != parent_pid and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    time.sleep(0.02)
+    return value
+
+
+def parent_of_a_dying_thief(folder, children):
+    """Keep ``children`` children, then wait on each in turn: the idle worker steals some."""
+    pool = current_pool()
+    futures = [pool.submit(thief_dies_once, folder, os.getpid(), i) for i in range(children)]
+    return [f.result() for f in futures]
+
+
+def cancel_a_kept_child(path):
+    """Cancel a kept child before anything could run it: it never runs."""
+    child = current_pool().submit(mark_then, path, 1)
+    return child.cancel(), child.cancelled(), os.path.exists(path)
+
+
+def sleepy_children(count, seconds):
+    """Submit ``count`` children that sleep, wait on each in turn; the seconds it all took."""
+    pool = current_pool()
+    started = time.perf_counter()
+    futures = [pool.submit(time.sleep, seconds) for _ in range(count)]
+    for f in futures:
+        f.result()
+    return time.perf_counter() - started
+
+
+def kept_after(how):
+    """How many of three children submitted ``how`` this worker keeps just after, and the sum
+    of their values."""
+    pool = current_pool()
+    if how == "delay":
+        handles = [pool.task(fib_serial).delay(10) for _ in range(3)]
+        return len(pool._client.children), sum(h.get(30) for h in handles)
+    if how == "submit_with":
+        futures = [pool.submit_with(fib_serial, (10,), priority=1) for _ in range(3)]
+    elif how == "keep_children=False":
+        futures = [current_pool(keep_children=False).submit(fib_serial, 10) for _ in range(3)]
+    else:
+        futures = [pool.submit(fib_serial, 10) for _ in range(3)]
+    return len(pool._client.children), sum(f.result(30) for f in futures)

@@ -8,7 +8,7 @@ import nested_jobs as nj
 from minipool import Pool, current_pool
 from minipool.cluster.scheduler import Effects, Scheduler
 from minipool.cluster.state import TaskClientState, WorkerState
-from minipool.wire import Format
+from minipool.wire import Format, Kind
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,10 @@ def test_current_pool_outside_a_task_raises_a_clear_error():
 
 
 def test_a_recursion_deeper_than_the_slots_completes_on_two_workers(pool2):
-    """fib(20) with cutoff 12 has parents six levels deep waiting on their children; with two
-    slots it completes only because a waiting parent gives its slot back."""
-    assert pool2.submit(nj.fib, 20, 12).result(60) == nj.fib_serial(20)
+    """fib(20) with cutoff 12, every child through the coordinator, has parents six levels deep
+    waiting on their children; with two slots it completes only because a waiting parent gives
+    its slot back."""
+    assert pool2.submit(nj.fib_through, 20, 12).result(60) == nj.fib_serial(20)
     assert pool2.status()["waiting_peak"] > 2  # more parents waited at once than there are slots
 
 
@@ -166,7 +167,155 @@ def test_tasks_of_a_remote_pool_submit_tasks_over_http():
         try:
             with Pool(address=url, authkey=key) as pool:
                 pool.wait_for_workers(2)
-                assert pool.submit(nj.fib, 18, 12).result(60) == nj.fib_serial(18)
+                assert pool.submit(nj.fib_through, 18, 12).result(60) == nj.fib_serial(18)
                 assert pool.status()["waiting_peak"] >= 2
+                assert pool.submit(nj.fib, 18, 12).result(60) == nj.fib_serial(18)
         finally:
             supervisor.close()
+
+
+def _tasks_of_fib(n, cutoff):
+    """How many tasks fib(n) with this cutoff runs: the root and two children per call above."""
+    return 1 if n <= cutoff else 1 + _tasks_of_fib(n - 1, cutoff) + _tasks_of_fib(n - 2, cutoff)
+
+
+def test_kept_children_run_in_their_parents_worker_each_once_and_an_idle_worker_steals(tmp_path):
+    """Children are kept where they were submitted and mostly run there, as calls; the idle
+    worker asks for work (STEAL) and gets some, so both workers run tasks; and every task of
+    the tree runs exactly once, wherever it ran."""
+    n, cutoff = 26, 18
+    with Pool(2) as pool:
+        pool.wait_for_workers(2)
+        deadline = time.monotonic() + 30
+        while True:  # a steal needs the thief idle while work is left: on a loaded machine, retry
+            log = tmp_path / f"run{int(time.monotonic() * 1000)}"
+            submitted = pool.status()["submitted"]
+            assert pool.submit(nj.fib_logged, n, cutoff, str(log)).result(60) == nj.fib_serial(n)
+            status = pool.status()
+            runs = log.read_text().split()
+            pids = set(runs[0::2])
+            through_coordinator = status["submitted"] - submitted - 1  # children not kept
+            assert len(runs) // 2 == _tasks_of_fib(n, cutoff)  # each task once: none ran twice
+            assert through_coordinator < (_tasks_of_fib(n, cutoff) - 1) / 2  # most ran as calls
+            if len(pids) == 2 or time.monotonic() > deadline:
+                break
+        assert len(pids) == 2 and status["steals"] >= 1
+
+
+def test_a_stolen_child_whose_thief_dies_still_completes(tmp_path):
+    """A child stolen by the idle worker kills it: like any task whose worker died, it runs
+    again, and its parent, still waiting, gets its value."""
+    with Pool(2) as pool:
+        pool.wait_for_workers(2)
+        assert pool.submit(nj.parent_of_a_dying_thief, str(tmp_path), 12).result(60) == list(range(12))
+        assert (tmp_path / "thief died").exists()  # it was stolen, and its thief did die
+        assert pool.status()["workers_lost"] >= 1
+
+
+def test_a_kept_child_cancelled_never_runs(tmp_path):
+    """The coordinator never saw it: the worker cancels it, and the promise holds."""
+    with Pool(1) as pool:
+        path = tmp_path / "ran"
+        assert pool.submit(nj.cancel_a_kept_child, str(path)).result(30) == (True, True, False)
+        pool.submit(nj.fib_serial, 1).result(30)  # anything still due to run here has run
+        assert not path.exists()
+
+
+def test_the_scheduler_asks_a_busy_lender_for_a_child_when_a_slot_is_idle():
+    s = Scheduler()
+    busy = WorkerState(None, "busy", 1, 0, {"incarnation": "a"})
+    idle = WorkerState(None, "idle", 1, 0, {"incarnation": "b"})
+    s.worker_joined(busy, Effects())
+    s.submit("c", 1, b"parent", Format.PICKLE, "none", None, Effects())
+    (parent,) = busy.leases
+    s.worker_joined(idle, Effects())
+    assert s.tasks[parent].lend == 0  # its worker had never kept children: nothing said
+    fx = Effects()
+    s.holding(busy, parent, fx)  # its task keeps children; a slot is idle, nothing is queued
+    assert [(peer, m.kind, m.id) for peer, m in fx.replies] == [(busy, Kind.STEAL, parent)]
+    assert busy.nests  # from now on its tasks are told of idle slots when they are leased
+    fx = Effects()
+    s.dispatch(fx)
+    assert not fx.replies  # one request at a time
+    busy.asked = False  # its SUBMIT came: the stolen child is leased to the idle slot
+    s.submit("a", 1, b"stolen child", Format.PICKLE, "none", None, fx := Effects())
+    assert [w for w, _, _ in fx.sends] == [idle] and not fx.replies  # no slot idle now
+    s.waiting(busy, parent, fx := Effects())
+    assert not fx.replies  # a waiting lender has run what it kept: not asked
+    s.complete(idle, [(number, _outcome()) for number in list(idle.leases)], fx := Effects())
+    assert not fx.replies  # the idle slot's worker has only a waiting lender
+    s.resumed(busy, parent)
+    s.complete(busy, [(parent, _outcome())], fx := Effects())
+    assert not s.lenders and not busy.lending  # its task ended: nothing to lend
+    assert s.counts["steals"] == 1
+    s.submit("c", 2, b"next parent", Format.PICKLE, "none", None, fx := Effects())
+    (leased,) = [task for w, task, _ in fx.sends]
+    assert leased.worker is busy and leased.lend == 1  # the TASK says: one slot is idle
+
+
+def _outcome():
+    from minipool.cluster.state import Outcome
+
+    return Outcome(Kind.RESULT, Format.PICKLE, "none", b"")
+
+
+def test_kept_children_on_a_thread_worker_are_stolen_by_its_idle_slots():
+    """Four sleeping children of a task on a four-slot thread worker: kept, they would run one
+    after the other in their parent; the worker's idle slots steal them, and they overlap."""
+    with Pool(4, kind="thread") as pool:
+        pool.wait_for_workers()
+        assert pool.submit(nj.sleepy_children, 4, 0.3).result(30) < 0.9  # 1.2 s one by one
+        assert pool.status()["steals"] >= 1
+
+
+def test_the_kept_children_table_hands_each_child_out_once():
+    from minipool.cluster.stealing import KeptChildren
+
+    class Owner:
+        touched = 0.0
+
+    a, b = Owner(), Owner()
+    table = KeptChildren()
+    for number, owner in ((1, a), (2, a), (3, b), (4, a)):
+        assert table.keep(number, f"call {number}", owner)
+    assert table.steal().number == 1  # the oldest: in a recursion, the biggest subtree
+    assert table.take(1) is None and table.take(2).number == 2  # its parent runs it
+    assert table.newest().number == 4  # a parent helping while it waits: the newest
+    assert [k.number for k in table.release(owner=b)] == [3]  # b ended: submitted
+    assert table.steal() is None and table.demand == 1  # nothing kept: the request stands
+    assert not table.keep(5, "call 5", a) and table.demand == 0  # ... and takes the next child
+    assert table.keep(6, "call 6", a) and table.keep(7, "call 7", b)
+    b.touched = a.touched + 1.0
+    assert [k.number for k in table.release(idle_since=a.touched + 0.5)] == [6]  # a idle too long
+    assert table.release(idle_since=a.touched + 0.5) == []
+    assert table.drop(7).number == 7 and len(table) == 0  # cancelled
+    assert table.counts == {"kept": 6, "inline": 2, "stolen": 2, "submitted": 2}
+
+
+@pytest.mark.parametrize(
+    ("how", "keeps"),
+    [("submit", True), ("delay", False), ("submit_with", False), ("keep_children=False", False)],
+)
+def test_what_a_task_keeps(pool2, how, keeps):
+    """A plain submit is kept (but for one given at once to the idle worker, when the task was
+    told of it); a .delay() (an AsyncResult waits on it through a future of its own), options
+    for the coordinator, and keep_children=False go through the coordinator."""
+    kept, total = pool2.submit(nj.kept_after, how).result(30)
+    assert total == 3 * 55 and (kept >= 2 if keeps else kept == 0)
+
+
+def test_bench_nested_prints_rounds_of_both_ways(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "nested.json"
+    args = ["--fib", "17,13", "--rounds", "1", "--pairs", "2", "--json", str(path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool.bench", "nested", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| round | load | serial (s) | kept (s) | workers' CPU (s) | kept ratio |" in done.stdout
+    (only,) = json.loads(path.read_text())["results"]["rounds"]
+    assert len(only["kept"]["ratios"]) == len(only["through"]["ratios"]) == 2
+    assert only["through"]["via_coordinator"] == 14  # every child of fib(17, 13)

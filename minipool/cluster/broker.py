@@ -139,15 +139,10 @@ class Broker:
         if fx.records and self.journal is not None:
             self.journal.write(fx.records)
         for worker, task, urgent in fx.sends:
-            data = encode_parts(
-                _TASK,
-                task.number,
-                task.body,
-                task.fmt,
-                task.codec,
-                None if task.timeout is None else {"timeout": task.timeout},
-                task.body_crc,
-            )
+            headers = None if task.timeout is None else {"timeout": task.timeout}
+            if task.lend:  # (only for a worker whose tasks keep children: see TaskQueue.lease)
+                headers = {**(headers or {}), "lend": task.lend}
+            data = encode_parts(_TASK, task.number, task.body, task.fmt, task.codec, headers, task.body_crc)
             if batch is None:
                 outbox = worker.link.outbox
                 outbox.put(data, flush=urgent)
@@ -324,7 +319,8 @@ class Broker:
     def on_worker_burst(self, worker: WorkerState, burst: list[Message], batch: Batch) -> None:
         """A worker's messages, handled together: its results complete under one lock. Its
         tasks' own requests (a SUBMIT from a running task) are a client's, from its
-        :class:`TaskClientState`; WAITING and RESUMED move a task's slot (Dask's secede)."""
+        :class:`TaskClientState`; WAITING and RESUMED move a task's slot (Dask's secede), HOLDING
+        offers a task's kept children to idle slots (work stealing)."""
         outcomes, registers, turns, wrong = [], [], [], None
         for msg in burst:
             kind = msg.kind
@@ -333,8 +329,10 @@ class Broker:
             elif kind is Kind.REGISTER:
                 registers.append(msg.headers)
             elif kind in _TASK_REQUESTS:
+                if kind is Kind.SUBMIT:
+                    worker.asked = False  # a STEAL's answer (or any child): it may be asked again
                 self.handle_client_message(self.tasks_client(worker), msg, batch)
-            elif kind is Kind.WAITING or kind is Kind.RESUMED:
+            elif kind is Kind.WAITING or kind is Kind.RESUMED or kind is Kind.HOLDING:
                 turns.append(msg)
             elif kind is not Kind.HEARTBEAT:
                 wrong = kind
@@ -345,8 +343,10 @@ class Broker:
                 for msg in turns:
                     if msg.kind is Kind.WAITING:
                         self.scheduler.waiting(worker, msg.id, fx)
-                    else:
+                    elif msg.kind is Kind.RESUMED:
                         self.scheduler.resumed(worker, msg.id)
+                    else:
+                        self.scheduler.holding(worker, msg.id, fx)
                 if outcomes:
                     self.scheduler.complete(worker, outcomes, fx)
             self.apply(fx, batch)

@@ -20,6 +20,10 @@ What stands in for a waiting thread depends on the worker's kind:
   thread per waiting task (:class:`Turns` counts it), and a task that rejoins runs at once:
   for a while the worker runs over its slots, as Dask's does.
 
+A task that keeps children in the worker (:mod:`minipool.cluster.stealing`) is told on by
+HOLDING, and on a process worker it is owed a stand-in too, though it does not wait: someone
+must read the coordinator's STEAL while it computes.
+
 This module keeps the bookkeeping, which is plain data behind one lock: which task each thread
 is running (:func:`current_task`), how many waits each task is in, and how many stand-ins are
 owed or due to retire. The worker (:mod:`minipool.cluster.worker`) does the I/O.
@@ -28,6 +32,7 @@ owed or due to retire. The worker (:mod:`minipool.cluster.worker`) does the I/O.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from typing import Any, Protocol
 
@@ -52,6 +57,9 @@ FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP
 _local = threading.local()
 #: Seconds a retired stand-in waits to be called back before its thread ends.
 PARK_SECONDS = 5.0
+#: The GIL switch interval of a process worker whose tasks keep children: how long a computing
+#: thread may keep the reader of a STEAL waiting (Python's default is 5 ms).
+STEAL_SWITCH_INTERVAL = 0.0002
 
 
 class TasksClient(Protocol):
@@ -63,11 +71,17 @@ class TasksClient(Protocol):
 
     def lost(self, exc: BaseException) -> None: ...  # the connection is gone while tasks wait
 
+    def give(self) -> None: ...  # a STEAL: submit the oldest kept child (see cluster.stealing)
+
+    def release(self, task: RunningTask, last: bool) -> None: ...  # ``task`` ended: submit its kept
+
+    def age(self, now: float) -> None: ...  # submit the kept children of parents idle too long
+
 
 class RunningTask:
     """One task a worker is running: its number at the coordinator, and its waits."""
 
-    __slots__ = ("nest", "number", "codec", "waits", "done")
+    __slots__ = ("nest", "number", "codec", "waits", "done", "holding", "touched", "pool", "lend")
 
     def __init__(self, nest: Nest, number: int, codec: str) -> None:
         self.nest = nest  # its worker's Nest
@@ -75,6 +89,10 @@ class RunningTask:
         self.codec = codec
         self.waits = 0  # waits in progress (several threads of one task may wait at once)
         self.done = False
+        self.holding = False  # it keeps children in the worker (see minipool.cluster.stealing)
+        self.touched = 0.0  # when it last kept or waited on a child
+        self.pool: Any = None  # what minipool.current_pool() returns in it
+        self.lend = 0  # children to submit rather than keep: slots were idle when it was leased
 
     def begin_wait(self) -> None:
         """A thread of this task is about to block on a child's future: secede on the first."""
@@ -194,6 +212,7 @@ class Nest:
         # parents is taken by the thread that stands in for one of them.
         self.tasks: queue.SimpleQueue[tuple[Message, str | None] | None] = queue.SimpleQueue()
         self.threads = 0  # task threads started and not ended
+        self.holders: dict[int, RunningTask] = {}  # running tasks that keep children, by number
         self._threads_lock = threading.RLock()
         # A process worker's one slot: held by the thread computing a task. Its threads share
         # one GIL, so a task that rejoins waits for the one in its place to end (or to wait in
@@ -207,6 +226,8 @@ class Nest:
             self.slot.acquire()
 
     def leave(self, task: RunningTask) -> None:
+        if task.holding:
+            self.unhold(task)
         left(task)
         if self.slot is not None:
             self.slot.release()
@@ -222,16 +243,46 @@ class Nest:
         outbox.put(data, flush=flush)
         return True
 
+    def hold(self, task: RunningTask) -> None:
+        """``task`` keeps its first child in the worker: tell the coordinator, which may now
+        ask for one (STEAL) when a slot is idle, and make sure someone reads that request: a
+        process worker's reader is this very thread, so a stand-in reads while it computes."""
+        task.holding = True
+        with self._threads_lock:
+            self.holders[task.number] = task
+        self.send(encode(Message(Kind.HOLDING, task.number)))
+        if self.slot is not None:
+            # The stand-in needs the GIL to answer; by default a computing thread keeps it for
+            # 5 ms, longer than a steal is worth waiting for.
+            if sys.getswitchinterval() > STEAL_SWITCH_INTERVAL:
+                sys.setswitchinterval(STEAL_SWITCH_INTERVAL)
+            self._stand_in_owed()
+
+    def unhold(self, task: RunningTask) -> None:
+        """``task`` ends: its children still kept are submitted, and its reader retires."""
+        with self._threads_lock:
+            self.holders.pop(task.number, None)
+            last = not self.holders
+        client = self.worker.tasks_client
+        if client is not None:
+            client.release(task, last)
+        if self.slot is not None:
+            self.turns.rejoined()
+
     def secede(self, task: RunningTask) -> None:
         """``task`` waits on its children: tell the coordinator, and put a thread in its place."""
         self.send(encode(Message(Kind.WAITING, task.number)))
+        self._stand_in_owed()
+        if self.slot is not None:
+            self.slot.release()
+
+    def _stand_in_owed(self) -> None:
+        """One more thread is owed: start one, unless one due to retire or parked serves."""
         if self.turns.seceded():
             if self.slot is not None:
                 threading.Thread(target=self.stand_in, daemon=True, name="minipool-stand-in").start()
             else:
                 self._start_thread(stand_in=True)
-        if self.slot is not None:
-            self.slot.release()
 
     def rejoin(self, task: RunningTask) -> None:
         self.turns.rejoined()

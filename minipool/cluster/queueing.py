@@ -33,6 +33,8 @@ class TaskQueue:
         balance: the balancing policy's name.
     """
 
+    counts: dict[str, int]  # the scheduler's
+
     def __init__(self, balance: str = "least-loaded") -> None:
         self.policy: Policy = get_policy(balance)
         self.queue: list[tuple[int, int, int]] = []  # heap of (-priority, order, task number)
@@ -46,6 +48,9 @@ class TaskQueue:
         # How many connected workers run each interpreter: whether a by-value task can run
         # anywhere is asked at every submission, and must not cost a walk over the workers.
         self._interpreters: collections.Counter[str | None] = collections.Counter()
+        # Workers whose tasks keep children that an idle slot may steal, by id (see
+        # offer_steals): empty unless tasks submit tasks, and then dispatch looks at them.
+        self.lenders: dict[str, WorkerState] = {}
 
     def add_worker(self, worker: WorkerState) -> None:
         """Count ``worker`` in (in place of a worker of the same id, if one is connected)."""
@@ -72,6 +77,15 @@ class TaskQueue:
         entry = (-task.priority, next(self._front), task.number)
         heapq.heappush(self.queue if task.needs is None else self.pinned.setdefault(task.needs, []), entry)
 
+    def holding(self, worker: WorkerState, number: int, fx: Effects) -> None:
+        """``worker``'s task ``number`` keeps children in the worker (its parent runs them
+        there unless they are stolen): an idle slot may now ask for one (:meth:`offer_steals`)."""
+        if number in worker.leases or number in worker.waiting:
+            worker.lending.add(number)
+            worker.nests = True
+            self.lenders[worker.id] = worker
+            self.offer_steals(fx)
+
     def dispatch(self, fx: Effects) -> None:
         """Lease queued tasks to workers with a free lease, as the policy chooses.
 
@@ -82,6 +96,8 @@ class TaskQueue:
         """
         queue, pinned = self.queue, self.pinned
         if not queue and not pinned:
+            if self.lenders:
+                self.offer_steals(fx)
             return
         choose = self.policy.choose
         free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
@@ -106,6 +122,32 @@ class TaskQueue:
             self.lease(worker, task, fx)
             if len(worker.leases) >= worker.capacity:
                 free.remove(worker)
+        if self.lenders and not queue:
+            self.offer_steals(fx)
+
+    def offer_steals(self, fx: Effects) -> None:
+        """Work stealing: while a slot is idle and nothing is queued, ask a worker whose tasks
+        keep children of their own (HOLDING) to give one up (STEAL). It submits its oldest kept
+        child -- in a recursion, the biggest subtree -- as an ordinary task, which the next
+        dispatch leases to the idle slot. One request per worker at a time; it stands until the
+        worker submits (the answer) or its lending tasks end."""
+        lenders, workers = self.lenders, self.workers
+        for worker in list(lenders.values()):
+            if not worker.lending or workers.get(worker.id) is not worker:
+                del lenders[worker.id]
+                worker.asked = False
+        if not lenders or self.pinned:
+            return
+        idle = sum(w.slots - len(w.leases) for w in workers.values() if len(w.leases) < w.slots)
+        for worker in lenders.values():
+            if idle <= 0:
+                return
+            if not worker.leases:
+                continue  # its tasks all wait, having run what they kept: nothing to give
+            idle -= 1  # a request already out covers one idle slot
+            if not worker.asked:
+                self.counts["steals"] += 1
+                fx.reply(worker, worker.ask_to_lend())
 
     def choose(self) -> WorkerState | None:
         free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
@@ -115,4 +157,10 @@ class TaskQueue:
         task.state = TaskState.RUNNING
         task.worker = worker
         worker.lease(task)
+        # A worker whose tasks keep children learns, with the task, how many slots are idle
+        # with nothing queued: its task gives that many children away at once, a steal's round
+        # trip (HOLDING, STEAL) sooner.
+        task.lend = 0
+        if worker.nests and not self.queue and not self.pinned:
+            task.lend = sum(1 for w in self.workers.values() if len(w.leases) < w.slots)
         fx.send(worker, task, len(worker.leases) <= worker.slots)

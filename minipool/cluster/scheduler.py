@@ -94,6 +94,7 @@ class Scheduler(TaskQueue):
             "losses_forgiven": 0,
             "leases_resumed": 0,
             "waiting_peak": 0,
+            "steals": 0,  # STEAL requests sent (see TaskQueue.offer_steals)
         }
         # Tasks a worker process left behind when its connection was cut, by the process's
         # incarnation, until it comes back (see worker_joined). Bounded: a process that never

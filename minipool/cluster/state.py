@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import IncompatibleInterpreter
-from ..wire import Format, Kind
+from ..wire import Format, Kind, Message
 from .balance import ewma_step
 
 __all__ = [
@@ -72,6 +72,7 @@ class Task:
         "leased_at",
         "needs",
         "body_crc",
+        "lend",
     )
 
     def __init__(
@@ -101,6 +102,7 @@ class Task:
         self.leased_at = 0.0
         self.needs: str | None = None  # the interpreter a by-value function in it needs
         self.body_crc: int | None = None  # the body's CRC-32, when its SUBMIT carried it here
+        self.lend = 0  # slots idle when it was leased, if its worker nests (its TASK says so)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -236,6 +238,11 @@ class WorkerState(Peer):
         # Leased tasks waiting on tasks they submitted: still this worker's (lost with it), but
         # holding no slot, so other tasks may be leased in their place (see secede).
         self.waiting: dict[int, Task] = {}
+        # Leased tasks that keep children in the worker, which an idle slot may steal (see
+        # TaskQueue.offer_steals), and whether a STEAL is out to it, not answered by a SUBMIT.
+        self.lending: set[int] = set()
+        self.asked = False
+        self.nests = False  # its tasks have kept children: its next ones are told of idle slots
         self.done = 0
         self.avg_run: float | None = None  # EWMA of seconds per task, as seen from here
         # EWMA of seconds from a lease until the task can start there: 0 for a task leased to a
@@ -304,6 +311,11 @@ class WorkerState(Peer):
         if task is not None:
             self.leases[number] = task
 
+    def ask_to_lend(self) -> Message:
+        """The STEAL that asks this worker for one of its tasks' kept children."""
+        self.asked = True
+        return Message(Kind.STEAL, next(iter(self.lending)))
+
     def held(self) -> list[Task]:
         """Every task this worker holds, running or waiting on its children."""
         return [*self.leases.values(), *self.waiting.values()] if self.waiting else list(self.leases.values())
@@ -313,6 +325,8 @@ class WorkerState(Peer):
         task = self.leases.pop(number, None)
         if task is None and self.waiting:
             task = self.waiting.pop(number, None)
+        if self.lending:
+            self.lending.discard(number)
         if not self.leases:
             self.idle_since = now
         if task is None:

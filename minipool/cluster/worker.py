@@ -69,8 +69,6 @@ STOP_GRACE = 2.0
 #: (the last RECENT_MAX, each of at most RECENT_ITEM bytes: 4 MiB in all at most).
 RECENT_MAX = 128
 RECENT_ITEM = 32 * 1024
-#: What the coordinator sends a worker for its tasks' own requests (see minipool.nested).
-_FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP_REPLY, Kind.LEASES_REPLY))
 
 
 class Worker:
@@ -305,6 +303,9 @@ class Worker:
             return False
         elif msg.kind in FOR_TASKS and self.tasks_client is not None:
             self.tasks_client.on_message(msg)
+        elif msg.kind is Kind.STEAL:  # a slot is idle: give up a kept child (any task's here)
+            if self.tasks_client is not None and self.nest.holders:
+                self.tasks_client.give()
         elif msg.kind is not Kind.HEARTBEAT:  # a coordinator's kind we never receive
             raise ProtocolError(f"a worker does not expect {msg.kind.name} from the coordinator")
         return True
@@ -355,7 +356,7 @@ class Worker:
                 if msg.kind is Kind.RESULT or msg.kind is Kind.FAILURE:
                     self._undelivered[msg.id] = data
 
-    def _deliver(self, number: int, data: bytes, origin: str | None) -> None:
+    def _deliver(self, number: int, data: bytes, origin: str | None, urgent: bool = False) -> None:
         """Send a task's outcome on the current connection, or keep it until there is one."""
         with self._held:
             if origin != self._coordinator:
@@ -369,10 +370,11 @@ class Worker:
                 self._recent.append((number, data))
         # Inline tasks defer the write (the read loop flushes when no task is waiting); tasks
         # on executor threads send at once, coalescing through the outbox under contention, and
-        # so does a task whose thread cannot read next (another, standing in, is reading).
+        # so does a task whose thread cannot read next (another, standing in, is reading), or
+        # may not (``urgent``: a stand-in read for it while it kept children).
         outbox.put(
             data,
-            flush=self._threaded or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
+            flush=urgent or self._threaded or outbox.pending_bytes > FLUSH_BYTES or self.reading.locked(),
         )
 
     def _beat(self, outbox: Outbox) -> None:
@@ -381,6 +383,8 @@ class Worker:
         beat = encode(Message(Kind.HEARTBEAT))
         while not outbox.failed and not outbox.conn.closed:
             time.sleep(FLUSH_INTERVAL)
+            if self.nest.holders and self.tasks_client is not None:  # children kept too long
+                self.tasks_client.age(time.monotonic())
             if outbox.has_pending:
                 outbox.flush()
             elif time.monotonic() - outbox.last_send >= self.heartbeat:
@@ -402,6 +406,8 @@ class Worker:
         started = time.perf_counter()
         inline = not self._threaded
         running = RunningTask(self.nest, msg.id, msg.codec)
+        if msg.headers:
+            running.lend = int(msg.headers.get("lend", 0))
         self.nest.enter(running)
         try:
             self._inline_task = inline
@@ -435,4 +441,5 @@ class Worker:
             msg.id,
             encode_parts(Kind.RESULT if ok else Kind.FAILURE, msg.id, body, Format.PICKLE, codec, None),
             origin,
+            running.holding,
         )

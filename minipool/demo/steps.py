@@ -49,8 +49,9 @@ STEPS: list[Step] = [
     Step(
         "nested",
         "tasks that submit tasks: SCOOP's futures created on the workers, recursion without deadlock",
-        "A task may submit tasks and wait for them: while it waits it gives its slot back, so a "
-        "recursion deeper than the pool has slots still completes.",
+        "A task may submit tasks and wait for them: its children stay in its worker and run as "
+        "calls unless an idle worker steals them, and while it waits on a stolen one it gives its "
+        "slot back, so a recursion deeper than the pool has slots still completes.",
         recursion.nested,
     ),
     Step(

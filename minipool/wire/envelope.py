@@ -86,6 +86,8 @@ class Kind(enum.IntEnum):
     # Tasks that submit tasks (a worker's connection also carries its tasks' own submissions).
     WAITING = 40  # worker -> coordinator: task id waits on its children; its slot is free
     RESUMED = 41  # worker -> coordinator: task id runs again (it may briefly exceed the slots)
+    HOLDING = 42  # worker -> coordinator: task id keeps children of its own that may be stolen
+    STEAL = 43  # coordinator -> worker: a slot is idle: give one kept child (of task id) to the queue
     # Topics (minipool.topics): 50-69. Requests carry JSON headers; see docs/topics.md.
     TOPIC_PRODUCE = 50  # client -> coordinator: headers {"topic"}, body = a batch of entries
     TOPIC_ACKS = 51  # coordinator -> client: JSON body {"partitions": [...], "offsets": [...]}
