@@ -25,6 +25,7 @@ from minipool.transports.wsframes import (
     serialize,
     serialize_close,
 )
+from minipool.transports.wsmask import masked_copy
 from minipool.transports.wsmessages import MessageAssembler
 
 KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # the masking key of RFC 6455 §5.7's examples
@@ -86,6 +87,16 @@ def test_roundtrip_sizes(size, masked):
 def test_mask_matches_the_definition(data, key):
     assert apply_mask(data, key) == naive_mask(data, key)
     assert apply_mask(apply_mask(data, key), key) == data
+    assert masked_copy(memoryview(data), memoryview(key)) == naive_mask(data, key)
+
+
+@given(st.binary(max_size=65535), st.one_of(st.none(), st.binary(min_size=4, max_size=4)))
+@settings(max_examples=100, deadline=None)
+def test_the_small_binary_frame_is_the_general_serializers_frame(data, key):
+    from minipool.transports.wsframes import small_binary_frame
+
+    assert small_binary_frame(data, key) == serialize(Frame(Opcode.BINARY, data), key or False)
+    assert small_binary_frame(memoryview(data), key) == small_binary_frame(data, key)
 
 
 def test_mask_long_payload_with_remainder():

@@ -60,6 +60,7 @@ from .wsframes import (
     parse_close,
     parse_frame,
     serialize_close,
+    small_binary_frame,
 )
 from .wshandshake import (
     accept_key,
@@ -69,7 +70,7 @@ from .wshandshake import (
     new_key,
     upgrade_request,
 )
-from .wsmask import MaskKeys, apply_mask
+from .wsmask import MaskKeys, masked_copy
 from .wsmessages import MessageAssembler
 
 __all__ = ["WebSocketConnection", "WebSocketListener", "accept_key", "connect", "listen", "refusal_headers"]
@@ -219,9 +220,13 @@ class WebSocketConnection(TcpConnection):
 
     def _frame_parts(self, opcode: int, payload: Buffer) -> tuple[Buffer, ...]:
         n = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+        if n <= _JOIN_BELOW and opcode is Opcode.BINARY:  # the common case, in one buffer
+            if isinstance(payload, memoryview) and payload.format != "B":
+                payload = payload.cast("B")
+            return (small_binary_frame(payload, self._mask_key() if self._client else None),)
         if self._client:  # §5.3: clients mask, with a fresh unpredictable key per frame
             key = self._mask_key()
-            head, payload = frame_header(opcode, n, key=key), apply_mask(payload, key)
+            head, payload = frame_header(opcode, n, key=key), masked_copy(payload, key)
         else:
             head = frame_header(opcode, n)
         # A small frame is cheaper to copy into one buffer than to gather with sendmsg.

@@ -43,7 +43,7 @@ import struct
 from collections.abc import Callable, Generator
 
 from ..errors import FrameTooLarge, ProtocolError
-from .wsmask import apply_mask
+from .wsmask import apply_mask, masked_copy
 
 Buffer = bytes | bytearray | memoryview
 
@@ -163,6 +163,7 @@ _HEAD16 = struct.Struct("!BBH")
 _HEAD64 = struct.Struct("!BBQ")
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
+_WHOLE_BINARY = 0x80 | Opcode.BINARY  # FIN, no RSV bit, BINARY: one frame, one message
 
 
 def frame_header(
@@ -182,6 +183,17 @@ def frame_header(
     else:
         head = _HEAD64.pack(b0, m | 127, length)
     return head + key if key is not None else head
+
+
+def small_binary_frame(payload: bytes | bytearray | memoryview, key: bytes | None) -> bytes:
+    """A whole, unfragmented BINARY frame of under 64 KiB in one buffer, masked with ``key``
+    if one is given: the send side's commonest case (the mirror of
+    :func:`binary_frame_cutter`), without :func:`frame_header`'s general arguments."""
+    n = len(payload)
+    if key is None:
+        return (_HEAD.pack(_WHOLE_BINARY, n) if n < 126 else _HEAD16.pack(_WHOLE_BINARY, 126, n)) + payload
+    head = _HEAD.pack(_WHOLE_BINARY, 0x80 | n) if n < 126 else _HEAD16.pack(_WHOLE_BINARY, 0xFE, n)
+    return head + key + masked_copy(payload, key)
 
 
 def serialize(frame: Frame, mask: bool | bytes = False) -> bytes:
@@ -301,7 +313,7 @@ def binary_frame_cutter(*, masked: bool, max_size: int) -> Callable[[Buffer, int
     gives None, and :func:`parse_frame` handles it (raising what it must). Every frame the
     cutter accepts, :func:`parse_frame` accepts the same.
     """
-    whole_binary = 0x80 | Opcode.BINARY  # FIN, no RSV bit, BINARY: one frame, one message
+    whole_binary = _WHOLE_BINARY
     unpack16 = _U16.unpack_from
 
     def cut(data: Buffer, start: int) -> tuple[int, bytes] | None:
@@ -326,7 +338,7 @@ def binary_frame_cutter(*, masked: bool, max_size: int) -> Callable[[Buffer, int
             end = pos + 4 + length
             if end > size:
                 return None
-            return end, apply_mask(data[pos + 4 : end], bytes(data[pos : pos + 4]))
+            return end, apply_mask(data[pos + 4 : end], data[pos : pos + 4])
         end = pos + length
         if end > size:
             return None

@@ -16,7 +16,7 @@ import collections
 import functools
 import os
 
-__all__ = ["MaskKeys", "apply_mask"]
+__all__ = ["MaskKeys", "apply_mask", "masked_copy"]
 
 _TRANSLATE_FROM = 512  # from here on, byte tables beat big-integer XOR (docs/websocket.md)
 
@@ -65,7 +65,7 @@ def _xor_table(k: int) -> bytes:
 _XOR_TABLES = [b""] * 256
 
 
-def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+def apply_mask(data: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (§5.3); masking and unmasking are the same.
 
     Args:
@@ -80,6 +80,16 @@ def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
         n4 = (n + 3) & ~3
         masked = int.from_bytes(data, "little") ^ int.from_bytes(key, "little") * _ones(n4)
         return masked.to_bytes(n4, "little")[:n] if n != n4 else masked.to_bytes(n, "little")
+    return bytes(masked_copy(data, key))
+
+
+def masked_copy(
+    data: bytes | bytearray | memoryview, key: bytes | bytearray | memoryview
+) -> bytes | bytearray:
+    """:func:`apply_mask`, as a ``bytearray`` when that saves a copy (a sender that joins the
+    result behind a frame header copies it once more anyway)."""
+    if len(data) < _TRANSLATE_FROM:
+        return apply_mask(data, key)
     # Every 4th byte is XORed with the same key byte: four strided slices, each translated
     # through its key byte's table, all in C.
     out = bytearray(data)
@@ -88,4 +98,4 @@ def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     out[1::4] = out[1::4].translate(_XOR_TABLES[k1] or _xor_table(k1))
     out[2::4] = out[2::4].translate(_XOR_TABLES[k2] or _xor_table(k2))
     out[3::4] = out[3::4].translate(_XOR_TABLES[k3] or _xor_table(k3))
-    return bytes(out)
+    return out
