@@ -61,21 +61,47 @@ class _LazyCondition:
         return cond
 
 
+class _LazyList:
+    """A list attribute (``_waiters``, ``_done_callbacks``) made on first access and kept in
+    the instance attribute ``held``, whose class default None lets the hot path look without
+    making one. Assigning replaces it (a child future hooks its waiters' list)."""
+
+    def __init__(self, held: str) -> None:
+        self.held = held
+
+    def __get__(self, future: LightFuture | None, owner: type) -> Any:
+        if future is None:
+            return self
+        items = getattr(future, self.held)
+        if items is None:
+            items = []
+            setattr(future, self.held, items)
+        return items
+
+    def __set__(self, future: LightFuture, items: list[Any]) -> None:
+        setattr(future, self.held, items)
+
+
 class LightFuture(concurrent.futures.Future):
     """A :class:`concurrent.futures.Future` whose condition is built only when someone waits,
     and that is settled with its lock's own methods: for futures made by the thousand (a
     task's, a producer's record's), most of which are never waited on while pending."""
 
     _condition = _LazyCondition()
+    # Future's two lists, made only when a waiter or a callback comes: a future that lives
+    # while thousands of others are pending is scanned by every full garbage collection, and
+    # two lists each were a third of what a pending task left for it to scan.
+    _waiters = _LazyList("_waiting")
+    _done_callbacks = _LazyList("_callbacks")
+    _waiting: list[Any] | None = None
+    _callbacks: list[Any] | None = None
 
     def __init__(self) -> None:
-        # Future.__init__, minus the condition it would build.
+        # Future.__init__, minus the condition and the two lists it would build.
         self._lock = _RLock()
         self._state = PENDING
         self._result = None
         self._exception = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
 
     # -- settling: Future.set_result / set_exception with the lock's own methods ---------------
 
@@ -99,13 +125,15 @@ class LightFuture(concurrent.futures.Future):
             self._wake(ok)
         finally:
             lock.release()
-        if self._done_callbacks:
+        if self._callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def _wake(self, ok: bool) -> None:
         """Under the lock: tell ``wait``/``as_completed`` waiters and sleeping threads."""
-        for waiter in self._waiters:
-            waiter.add_result(self) if ok else waiter.add_exception(self)
+        waiters = self._waiting
+        if waiters:
+            for waiter in waiters:
+                waiter.add_result(self) if ok else waiter.add_exception(self)
         cond = self.__dict__.get("_condition")  # none built: nobody can be asleep on it
         if cond is not None and cond._waiters:
             cond.notify_all()
@@ -122,6 +150,10 @@ class LightFuture(concurrent.futures.Future):
             raise concurrent.futures.CancelledError()
 
     def result(self, timeout: float | None = None) -> Any:
+        if self._state is FINISHED and self._exception is None:
+            # Settled with a value, for good: _settle wrote the value before the state, and a
+            # finished future never changes again, so there is nothing to wait for or lock.
+            return self._result
         lock = self._lock
         lock.acquire()
         try:
@@ -155,7 +187,11 @@ class TaskFuture(LightFuture):
     """
 
     def __init__(self, client: Any, number: int) -> None:
-        super().__init__()
+        # LightFuture.__init__, inlined: one is made per task submitted.
+        self._lock = _RLock()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
         self._client = client
         self.number = number
 
@@ -198,10 +234,11 @@ class TaskFuture(LightFuture):
             if self._state != PENDING:
                 return self._state in _CANCELLED
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
+            for waiter in self._waiting or ():
                 waiter.add_cancelled(self)
             cond = self.__dict__.get("_condition")
             if cond is not None and cond._waiters:
                 cond.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it, typeshed not
+        if self._callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it, typeshed not
         return True

@@ -175,7 +175,7 @@ class Scheduler(TaskQueue):
         if self.workers and not self.can_run(task.needs):
             self._fail_incompatible(task, fx)
             return
-        self.push(task, self.pinned.setdefault(task.needs, []))  # type: ignore[arg-type]
+        self.push(task, self.pinned_line(task.needs))  # type: ignore[arg-type]
         self.dispatch(fx)
 
     def _fail_incompatible(self, task: Task, fx: Effects) -> None:
@@ -214,7 +214,7 @@ class Scheduler(TaskQueue):
         was = task.state
         if task.worker is not None:
             task.worker.leases.pop(task.number, None)
-        self.counts["failed"] += 1  # a queued one's heap entry is skipped by dispatch
+        self.counts["failed"] += 1  # a queued one's entry in line is skipped by dispatch
         self._finish(task, failure_outcome("Revoked", message), fx)
         self.dispatch(fx)
         return was
