@@ -49,15 +49,17 @@ _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 
 class _LazyCondition:
     """The ``_condition`` attribute, built on first access around the future's own lock and
-    then stored on the instance (a non-data descriptor: later reads never come back here)."""
+    then stored on the instance (a non-data descriptor: later reads never come back here),
+    and as ``_cond``, which settling reads: its class default None says no one can be asleep
+    without making the instance's ``__dict__`` (asking for it builds one)."""
 
     def __get__(self, future: LightFuture | None, owner: type) -> Any:
         if future is None:
             return self
         with future._lock:  # two threads asking at once must get the same condition
-            cond = future.__dict__.get("_condition")
+            cond = future._cond
             if cond is None:
-                cond = future.__dict__["_condition"] = threading.Condition(future._lock)
+                cond = future._cond = future._condition = threading.Condition(future._lock)
         return cond
 
 
@@ -95,6 +97,7 @@ class LightFuture(concurrent.futures.Future):
     _done_callbacks = _LazyList("_callbacks")
     _waiting: list[Any] | None = None
     _callbacks: list[Any] | None = None
+    _cond: Any = None  # the threading.Condition, once built (its _waiters are read)
 
     def __init__(self) -> None:
         # Future.__init__, minus the condition and the two lists it would build.
@@ -134,7 +137,7 @@ class LightFuture(concurrent.futures.Future):
         if waiters:
             for waiter in waiters:
                 waiter.add_result(self) if ok else waiter.add_exception(self)
-        cond = self.__dict__.get("_condition")  # none built: nobody can be asleep on it
+        cond = self._cond  # none built: nobody can be asleep on it
         if cond is not None and cond._waiters:
             cond.notify_all()
 
@@ -236,7 +239,7 @@ class TaskFuture(LightFuture):
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._waiting or ():
                 waiter.add_cancelled(self)
-            cond = self.__dict__.get("_condition")
+            cond = self._cond
             if cond is not None and cond._waiters:
                 cond.notify_all()
         if self._callbacks:
