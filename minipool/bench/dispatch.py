@@ -4,7 +4,11 @@ Measured in one run, each pool with the same number of local worker processes:
 
 * ``submit``: N no-op tasks submitted one by one, then all results awaited (one message each way
   per task) -- ``Pool.submit`` vs ``ProcessPoolExecutor.submit`` vs
-  ``multiprocessing.Pool.imap_unordered(chunksize=1)``;
+  ``multiprocessing.Pool.imap_unordered(chunksize=1)``; and the CPU time this process (the
+  client, and for minipool the embedded coordinator; for ``multiprocessing`` its task and
+  result threads) spends per task, all its threads together: the GIL runs them one at a time,
+  so on a quiet machine that is the bound on the rate, and it moves less with the load of the
+  machine than the rate does;
 * ``round trip``: one task at a time, submit to result -- ``Pool.submit(...).result()`` vs
   ``multiprocessing.Pool.apply`` vs ``ProcessPoolExecutor.submit(...).result()``;
 * ``map``: ``list(map(noop, range(M)))`` with automatic chunking vs ``multiprocessing.Pool.map``
@@ -31,6 +35,7 @@ import contextlib
 import functools
 import multiprocessing
 import resource
+import statistics
 import time
 from typing import Any
 
@@ -68,6 +73,17 @@ def _submit_all(executor: concurrent.futures.Executor, n: int) -> None:
     futures = [executor.submit(noop, i) for i in range(n)]
     for f in futures:
         f.result()
+
+
+def _cpu_counted(fn: Any, spent: list[float]) -> Any:
+    """``fn``, noting the CPU time this process spends in each call (all its threads)."""
+
+    def run() -> None:
+        start = time.process_time()
+        fn()
+        spent.append(time.process_time() - start)
+
+    return run
 
 
 def _trips(call: Any, n: int) -> None:
@@ -188,7 +204,6 @@ def _dashboard_rates(workers: int, n: int, trips: int, repeat: int) -> dict[str,
     """The same pool measured with and without a dashboard, in turns: one pool, so that no
     difference between two pools' processes is taken for the dashboard's cost; the order of
     the two flips every round."""
-    import statistics
 
     from ..pool import Pool
 
@@ -239,17 +254,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mp.map(noop, range(200))
         _submit_all(ppe, 200)
         progress("submit")
+        cpu: dict[str, list[float]] = {"minipool": [], "mp": []}
         times = median_times(
             {
-                "minipool submit": lambda: _submit_all(pool, n),
-                "mp imap_unordered(chunksize=1)": lambda: sum(
-                    1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)
+                "minipool submit": _cpu_counted(lambda: _submit_all(pool, n), cpu["minipool"]),
+                "mp imap_unordered(chunksize=1)": _cpu_counted(
+                    lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)), cpu["mp"]
                 ),
                 "ppe submit": lambda: _submit_all(ppe, n),
             },
             rep,
         )
         rates = {name: n / t for name, t in times.items()}
+        cpu_us = {name: 1e6 * statistics.median(spent) / n for name, spent in cpu.items()}
         progress("round trip")
         times = median_times(
             {
@@ -298,6 +315,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ProcessPoolExecutor.submit",
             rates["ppe submit"],
             rates["minipool submit"] / rates["ppe submit"],
+        ],
+        [
+            "submit: this process's CPU per task (µs)",
+            cpu_us["minipool"],
+            "mp imap_unordered(chunksize=1)",
+            cpu_us["mp"],
+            cpu_us["mp"] / cpu_us["minipool"],
         ],
         [
             "round trip (µs)",
@@ -367,6 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "workers": w,
         "rates": rates,
+        "cpu_per_task_us": cpu_us,
         "dashboard": dashboard,
         "stream": memory,
         "journal": journal,
