@@ -20,7 +20,9 @@ Measured in one run, each pool with the same number of local worker processes:
 * ``memory``: ``Pool.map`` over an endless-style generator of ``--stream`` items: peak RSS growth
   and the time to the first result;
 * ``nested``: a submit from inside a task vs from the client, and recursive Fibonacci on the
-  pool vs serial vs ``ProcessPoolExecutor`` (which deadlocks): see :mod:`minipool.bench.nested`.
+  pool vs serial vs ``ProcessPoolExecutor`` (which deadlocks): see :mod:`minipool.bench.nested`;
+* ``path``: the embedded pool's path in the coordinator's process without sockets, CPU per task
+  by phase: see :mod:`minipool.bench.dispatch_path`.
 
 Every figure is a median of ``--repeat`` runs; the ratio column compares with the named peer.
 All the pools are started first and then take turns, round after round, test by test: on a
@@ -39,7 +41,7 @@ import statistics
 import time
 from typing import Any
 
-from . import nested
+from . import dispatch_path, nested
 from .common import format_table, median_times, print_table, progress
 
 
@@ -62,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nested-submits", type=int, default=5000, help="submits from inside a task")
     parser.add_argument(
         "--fib", default="27,18", help="recursive Fibonacci's n and serial cutoff (default 27,18)"
+    )
+    parser.add_argument(
+        "--path-tasks", type=int, default=20_000, help="tasks in the path-without-sockets test (0 to skip)"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
@@ -242,6 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.tasks, args.trips, args.map_items, args.stream, args.repeat = 2000, 100, 100_000, 200_000, 1
         args.journal_tasks = min(args.journal_tasks, 1000)
         args.nested_submits, args.fib = 500, "20,14"
+        args.path_tasks = min(args.path_tasks, 2000)
     w, n, trips, m, rep = args.workers, args.tasks, args.trips, args.map_items, args.repeat
     spawn = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
@@ -365,6 +371,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ["items", "seconds", "first result (s)", "peak RSS growth (MB)"],
             [[memory["items"], memory["seconds"], memory["first_result_s"], memory["peak_rss_growth_mb"]]],
         )
+    path = dispatch_path.measure(args.path_tasks, rep) if args.path_tasks else {}
+    if path:
+        print_table(
+            f"The coordinator's process without sockets: CPU per task by phase (µs, {args.path_tasks:,}"
+            f" tasks, the best of {rep})",
+            [*dispatch_path.PHASES, "total"],
+            [[path[phase] for phase in (*dispatch_path.PHASES, "total")]],
+        )
     journal = _journal_rates(w, args.journal_tasks, rep) if args.journal_tasks else {}
     if journal:
         print_table(
@@ -392,6 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": w,
         "rates": rates,
         "cpu_per_task_us": cpu_us,
+        "path": path,
         "dashboard": dashboard,
         "stream": memory,
         "journal": journal,
