@@ -109,7 +109,7 @@ class TaskQueue:
         queue, pinned = self.queue, self.pinned
         if not queue and not pinned:
             return
-        choose = self.policy.choose
+        choose, tasks, lease, queued = self.policy.choose, self.tasks, self.lease, TaskState.QUEUED
         free = [w for w in self.workers.values() if len(w.leases) < w.capacity]
         while free and (queue or pinned):
             worker = choose(free)
@@ -126,10 +126,10 @@ class TaskQueue:
             _, _, number = line.popleft()
             if not line and line is not queue:
                 del pinned[worker.interpreter]  # type: ignore[arg-type]
-            task = self.tasks.get(number)
-            if task is None or task.state is not TaskState.QUEUED:
+            task = tasks.get(number)
+            if task is None or task.state is not queued:
                 continue  # cancelled or finished while queued
-            self.lease(worker, task, fx)
+            lease(worker, task, fx)
             if len(worker.leases) >= worker.capacity:
                 free.remove(worker)
 

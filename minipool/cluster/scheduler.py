@@ -248,9 +248,8 @@ class Scheduler(TaskQueue):
         (Anything with an Outcome's fields will do: the coordinator passes the decoded RESULT
         messages themselves, body CRC included, and the result store keeps them.)
 
-        One call per burst, not per result: a busy worker's results arrive several per read,
-        and the leases they free are refilled together (one TASK write, not one each).
-        """
+        One call per burst, not per result: a busy worker's results arrive several per read, and
+        the leases they free are refilled together (one TASK write, not one each)."""
         now = time.monotonic()
         tasks, counts, finish = self.tasks, self.counts, worker.finish
         for number, outcome in outcomes:
