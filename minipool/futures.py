@@ -21,9 +21,12 @@ waiting on overlapping sets of futures that share locks can take them in opposit
 
 ``running()`` and ``cancel()`` are the coordinator's answer, not this object's guess: the task
 runs in another process, so only the coordinator knows whether a worker holds it (see
-:meth:`TaskFuture.cancel`). Everything else -- ``done``, ``add_done_callback``, ``wait``,
-``as_completed`` -- is the standard class's own code. The attributes set here are the ones
-``Future.__init__`` sets, unchanged from Python 3.2 to 3.13.
+:meth:`TaskFuture.cancel`). ``done()`` and ``cancelled()`` read the state without the lock
+(one attribute, which only moves forward), so that a loop polling its futures builds no
+conditions. Everything else -- ``add_done_callback``, ``wait``, ``as_completed`` -- is the
+standard class's own code. The attributes this class sets are the ones ``Future.__init__``
+sets, unchanged from Python 3.2 to 3.13; the two lists it leaves to the first waiter or
+callback.
 """
 
 from __future__ import annotations
@@ -140,6 +143,17 @@ class LightFuture(concurrent.futures.Future):
         cond = self._cond  # none built: nobody can be asleep on it
         if cond is not None and cond._waiters:
             cond.notify_all()
+
+    # -- asking: one attribute read (Future's own build the condition to read it) -------------
+
+    def done(self) -> bool:
+        return self._state in _SETTLED
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED
+
+    def running(self) -> bool:
+        return self._state == RUNNING
 
     # -- waiting: no condition is built when the outcome is already there -----------------------
 

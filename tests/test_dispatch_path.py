@@ -39,6 +39,14 @@ def test_a_settled_value_is_read_without_waiting_for_the_futures_lock():
     assert got == ["value"]
 
 
+def test_asking_whether_a_future_is_done_builds_no_condition():
+    f = TaskFuture(FakeClient(), 1)
+    assert not f.done() and not f.cancelled()
+    f.set_result(1)
+    assert f.done() and not f.cancelled() and not f.running()
+    assert "_condition" not in vars(f)
+
+
 def a_result():
     return Outcome(Kind.RESULT, Format.PICKLE, "none", b"r")
 
