@@ -21,9 +21,12 @@ waiting on overlapping sets of futures that share locks can take them in opposit
 
 ``running()`` and ``cancel()`` are the coordinator's answer, not this object's guess: the task
 runs in another process, so only the coordinator knows whether a worker holds it (see
-:meth:`TaskFuture.cancel`). Everything else -- ``done``, ``add_done_callback``, ``wait``,
-``as_completed`` -- is the standard class's own code. The attributes set here are the ones
-``Future.__init__`` sets, unchanged from Python 3.2 to 3.13.
+:meth:`TaskFuture.cancel`). ``done()`` and ``cancelled()`` read the state without the lock
+(one attribute, which only moves forward), so that a loop polling its futures builds no
+conditions. Everything else -- ``add_done_callback``, ``wait``, ``as_completed`` -- is the
+standard class's own code. The attributes this class sets are the ones ``Future.__init__``
+sets, unchanged from Python 3.2 to 3.13; the two lists it leaves to the first waiter or
+callback.
 """
 
 from __future__ import annotations
@@ -49,16 +52,39 @@ _CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 
 class _LazyCondition:
     """The ``_condition`` attribute, built on first access around the future's own lock and
-    then stored on the instance (a non-data descriptor: later reads never come back here)."""
+    then stored on the instance (a non-data descriptor: later reads never come back here),
+    and as ``_cond``, which settling reads: its class default None says no one can be asleep
+    without making the instance's ``__dict__`` (asking for it builds one)."""
 
     def __get__(self, future: LightFuture | None, owner: type) -> Any:
         if future is None:
             return self
         with future._lock:  # two threads asking at once must get the same condition
-            cond = future.__dict__.get("_condition")
+            cond = future._cond
             if cond is None:
-                cond = future.__dict__["_condition"] = threading.Condition(future._lock)
+                cond = future._cond = future._condition = threading.Condition(future._lock)
         return cond
+
+
+class _LazyList:
+    """A list attribute (``_waiters``, ``_done_callbacks``) made on first access and kept in
+    the instance attribute ``held``, whose class default None lets the hot path look without
+    making one. Assigning replaces it (a child future hooks its waiters' list)."""
+
+    def __init__(self, held: str) -> None:
+        self.held = held
+
+    def __get__(self, future: LightFuture | None, owner: type) -> Any:
+        if future is None:
+            return self
+        items = getattr(future, self.held)
+        if items is None:
+            items = []
+            setattr(future, self.held, items)
+        return items
+
+    def __set__(self, future: LightFuture, items: list[Any]) -> None:
+        setattr(future, self.held, items)
 
 
 class LightFuture(concurrent.futures.Future):
@@ -67,15 +93,21 @@ class LightFuture(concurrent.futures.Future):
     task's, a producer's record's), most of which are never waited on while pending."""
 
     _condition = _LazyCondition()
+    # Future's two lists, made only when a waiter or a callback comes: a future that lives
+    # while thousands of others are pending is scanned by every full garbage collection, and
+    # two lists each were a third of what a pending task left for it to scan.
+    _waiters = _LazyList("_waiting")
+    _done_callbacks = _LazyList("_callbacks")
+    _waiting: list[Any] | None = None
+    _callbacks: list[Any] | None = None
+    _cond: Any = None  # the threading.Condition, once built (its _waiters are read)
 
     def __init__(self) -> None:
-        # Future.__init__, minus the condition it would build.
+        # Future.__init__, minus the condition and the two lists it would build.
         self._lock = _RLock()
         self._state = PENDING
         self._result = None
         self._exception = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
 
     # -- settling: Future.set_result / set_exception with the lock's own methods ---------------
 
@@ -99,16 +131,29 @@ class LightFuture(concurrent.futures.Future):
             self._wake(ok)
         finally:
             lock.release()
-        if self._done_callbacks:
+        if self._callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def _wake(self, ok: bool) -> None:
         """Under the lock: tell ``wait``/``as_completed`` waiters and sleeping threads."""
-        for waiter in self._waiters:
-            waiter.add_result(self) if ok else waiter.add_exception(self)
-        cond = self.__dict__.get("_condition")  # none built: nobody can be asleep on it
+        waiters = self._waiting
+        if waiters:
+            for waiter in waiters:
+                waiter.add_result(self) if ok else waiter.add_exception(self)
+        cond = self._cond  # none built: nobody can be asleep on it
         if cond is not None and cond._waiters:
             cond.notify_all()
+
+    # -- asking: one attribute read (Future's own build the condition to read it) -------------
+
+    def done(self) -> bool:
+        return self._state in _SETTLED
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED
+
+    def running(self) -> bool:
+        return self._state == RUNNING
 
     # -- waiting: no condition is built when the outcome is already there -----------------------
 
@@ -122,6 +167,10 @@ class LightFuture(concurrent.futures.Future):
             raise concurrent.futures.CancelledError()
 
     def result(self, timeout: float | None = None) -> Any:
+        if self._state is FINISHED and self._exception is None:
+            # Settled with a value, for good: _settle wrote the value before the state, and a
+            # finished future never changes again, so there is nothing to wait for or lock.
+            return self._result
         lock = self._lock
         lock.acquire()
         try:
@@ -155,7 +204,11 @@ class TaskFuture(LightFuture):
     """
 
     def __init__(self, client: Any, number: int) -> None:
-        super().__init__()
+        # LightFuture.__init__, inlined: one is made per task submitted.
+        self._lock = _RLock()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
         self._client = client
         self.number = number
 
@@ -198,10 +251,11 @@ class TaskFuture(LightFuture):
             if self._state != PENDING:
                 return self._state in _CANCELLED
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
+            for waiter in self._waiting or ():
                 waiter.add_cancelled(self)
-            cond = self.__dict__.get("_condition")
+            cond = self._cond
             if cond is not None and cond._waiters:
                 cond.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it, typeshed not
+        if self._callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it, typeshed not
         return True

@@ -28,6 +28,10 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
         "ppe map",
     ):
         assert rates[name] > 0
+    assert set(results["cpu_per_task_us"]) == {"minipool", "mp"}  # this process's, per submitted task
+    assert all(us > 0 for us in results["cpu_per_task_us"].values())
+    path = results["path"]  # the coordinator's process without sockets, by phase
+    assert set(path) == {"submit", "decode", "burst", "result", "total"} and path["total"] > 0
     assert set(results["journal"]) == {"none", "everysec", "always"}
     assert results["stream"]["items"] > 0
     assert {"submit with", "submit without", "round trip with", "round trip without"} == set(

@@ -4,7 +4,11 @@ Measured in one run, each pool with the same number of local worker processes:
 
 * ``submit``: N no-op tasks submitted one by one, then all results awaited (one message each way
   per task) -- ``Pool.submit`` vs ``ProcessPoolExecutor.submit`` vs
-  ``multiprocessing.Pool.imap_unordered(chunksize=1)``;
+  ``multiprocessing.Pool.imap_unordered(chunksize=1)``; and the CPU time this process (the
+  client, and for minipool the embedded coordinator; for ``multiprocessing`` its task and
+  result threads) spends per task, all its threads together: the GIL runs them one at a time,
+  so on a quiet machine that is the bound on the rate, and it moves less with the load of the
+  machine than the rate does;
 * ``round trip``: one task at a time, submit to result -- ``Pool.submit(...).result()`` vs
   ``multiprocessing.Pool.apply`` vs ``ProcessPoolExecutor.submit(...).result()``;
 * ``map``: ``list(map(noop, range(M)))`` with automatic chunking vs ``multiprocessing.Pool.map``
@@ -16,7 +20,9 @@ Measured in one run, each pool with the same number of local worker processes:
 * ``memory``: ``Pool.map`` over an endless-style generator of ``--stream`` items: peak RSS growth
   and the time to the first result;
 * ``nested``: a submit from inside a task vs from the client, and recursive Fibonacci on the
-  pool vs serial vs ``ProcessPoolExecutor`` (which deadlocks): see :mod:`minipool.bench.nested`.
+  pool vs serial vs ``ProcessPoolExecutor`` (which deadlocks): see :mod:`minipool.bench.nested`;
+* ``path``: the embedded pool's path in the coordinator's process without sockets, CPU per task
+  by phase: see :mod:`minipool.bench.dispatch_path`.
 
 Every figure is a median of ``--repeat`` runs; the ratio column compares with the named peer.
 All the pools are started first and then take turns, round after round, test by test: on a
@@ -31,10 +37,11 @@ import contextlib
 import functools
 import multiprocessing
 import resource
+import statistics
 import time
 from typing import Any
 
-from . import nested
+from . import dispatch_path, nested
 from .common import format_table, median_times, print_table, progress
 
 
@@ -58,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fib", default="27,18", help="recursive Fibonacci's n and serial cutoff (default 27,18)"
     )
+    parser.add_argument(
+        "--path-tasks", type=int, default=20_000, help="tasks in the path-without-sockets test (0 to skip)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
         "--no-dashboard", dest="dashboard", action="store_false", help="skip the dashboard's cost"
@@ -68,6 +78,17 @@ def _submit_all(executor: concurrent.futures.Executor, n: int) -> None:
     futures = [executor.submit(noop, i) for i in range(n)]
     for f in futures:
         f.result()
+
+
+def _cpu_counted(fn: Any, spent: list[float]) -> Any:
+    """``fn``, noting the CPU time this process spends in each call (all its threads)."""
+
+    def run() -> None:
+        start = time.process_time()
+        fn()
+        spent.append(time.process_time() - start)
+
+    return run
 
 
 def _trips(call: Any, n: int) -> None:
@@ -188,7 +209,6 @@ def _dashboard_rates(workers: int, n: int, trips: int, repeat: int) -> dict[str,
     """The same pool measured with and without a dashboard, in turns: one pool, so that no
     difference between two pools' processes is taken for the dashboard's cost; the order of
     the two flips every round."""
-    import statistics
 
     from ..pool import Pool
 
@@ -227,6 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.tasks, args.trips, args.map_items, args.stream, args.repeat = 2000, 100, 100_000, 200_000, 1
         args.journal_tasks = min(args.journal_tasks, 1000)
         args.nested_submits, args.fib = 500, "20,14"
+        args.path_tasks = min(args.path_tasks, 2000)
     w, n, trips, m, rep = args.workers, args.tasks, args.trips, args.map_items, args.repeat
     spawn = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
@@ -239,17 +260,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mp.map(noop, range(200))
         _submit_all(ppe, 200)
         progress("submit")
+        cpu: dict[str, list[float]] = {"minipool": [], "mp": []}
         times = median_times(
             {
-                "minipool submit": lambda: _submit_all(pool, n),
-                "mp imap_unordered(chunksize=1)": lambda: sum(
-                    1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)
+                "minipool submit": _cpu_counted(lambda: _submit_all(pool, n), cpu["minipool"]),
+                "mp imap_unordered(chunksize=1)": _cpu_counted(
+                    lambda: sum(1 for _ in mp.imap_unordered(noop, range(n), chunksize=1)), cpu["mp"]
                 ),
                 "ppe submit": lambda: _submit_all(ppe, n),
             },
             rep,
         )
         rates = {name: n / t for name, t in times.items()}
+        cpu_us = {name: 1e6 * statistics.median(spent) / n for name, spent in cpu.items()}
         progress("round trip")
         times = median_times(
             {
@@ -300,6 +323,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rates["minipool submit"] / rates["ppe submit"],
         ],
         [
+            "submit: this process's CPU per task (µs)",
+            cpu_us["minipool"],
+            "mp imap_unordered(chunksize=1)",
+            cpu_us["mp"],
+            cpu_us["mp"] / cpu_us["minipool"],
+        ],
+        [
             "round trip (µs)",
             1e6 / rates["minipool round trip"],
             "multiprocessing.Pool.apply",
@@ -341,6 +371,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ["items", "seconds", "first result (s)", "peak RSS growth (MB)"],
             [[memory["items"], memory["seconds"], memory["first_result_s"], memory["peak_rss_growth_mb"]]],
         )
+    path = dispatch_path.measure(args.path_tasks, rep) if args.path_tasks else {}
+    if path:
+        print_table(
+            f"The coordinator's process without sockets: CPU per task by phase (µs, {args.path_tasks:,}"
+            f" tasks, the best of {rep})",
+            [*dispatch_path.PHASES, "total"],
+            [[path[phase] for phase in (*dispatch_path.PHASES, "total")]],
+        )
     journal = _journal_rates(w, args.journal_tasks, rep) if args.journal_tasks else {}
     if journal:
         print_table(
@@ -367,6 +405,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "workers": w,
         "rates": rates,
+        "cpu_per_task_us": cpu_us,
+        "path": path,
         "dashboard": dashboard,
         "stream": memory,
         "journal": journal,

@@ -135,12 +135,13 @@ class LeastLoaded(_Stateless):
     name = "least-loaded"
 
     def choose(self, candidates: Sequence[C]) -> C | None:
-        best, best_key = None, (float("inf"), 0)
+        # Asked once per lease: comparisons rather than max() and a float("inf") start.
+        best, best_key = None, None
         for c in candidates:
-            slots = max(c.slots, 1)
+            slots = c.slots if c.slots > 1 else 1
             inflight = c.inflight
             key = (inflight / slots, inflight - slots)
-            if key < best_key:
+            if best_key is None or key < best_key:
                 best, best_key = c, key
         return best
 

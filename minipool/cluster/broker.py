@@ -391,7 +391,8 @@ class Broker:
         fx = Effects()
         with self.lock:
             self.scheduler.submit(client.id, number, body, Format.PICKLE, codec, headers, fx)
-        self.apply(fx)
+        if fx:  # in a burst, most tasks only join the queue: nothing to carry out
+            self.apply(fx)
 
     def register_entry(self, entry: dict[str, Any]) -> None:
         try:

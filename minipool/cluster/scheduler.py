@@ -176,7 +176,7 @@ class Scheduler(TaskQueue):
         if self.workers and not self.can_run(task.needs):
             self._fail_incompatible(task, fx)
             return
-        self.push(task, self.pinned.setdefault(task.needs, []))  # type: ignore[arg-type]
+        self.push(task, self.pinned_line(task.needs))  # type: ignore[arg-type]
         self.dispatch(fx)
 
     def _fail_incompatible(self, task: Task, fx: Effects) -> None:
@@ -215,7 +215,7 @@ class Scheduler(TaskQueue):
         was = task.state
         if task.worker is not None:
             task.worker.leases.pop(task.number, None)
-        self.counts["failed"] += 1  # a queued one's heap entry is skipped by dispatch
+        self.counts["failed"] += 1  # a queued one's entry in line is skipped by dispatch
         self._finish(task, failure_outcome("Revoked", message), fx)
         self.dispatch(fx)
         return was
@@ -249,9 +249,8 @@ class Scheduler(TaskQueue):
         (Anything with an Outcome's fields will do: the coordinator passes the decoded RESULT
         messages themselves, body CRC included, and the result store keeps them.)
 
-        One call per burst, not per result: a busy worker's results arrive several per read,
-        and the leases they free are refilled together (one TASK write, not one each).
-        """
+        One call per burst, not per result: a busy worker's results arrive several per read, and
+        the leases they free are refilled together (one TASK write, not one each)."""
         now = time.monotonic()
         tasks, counts, finish = self.tasks, self.counts, worker.finish
         for number, outcome in outcomes:

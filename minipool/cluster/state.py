@@ -334,9 +334,11 @@ class WorkerState(Peer):
         self.done += 1
         # A task starts when it is leased or when the worker finished the one before it,
         # whichever is later: for a busy worker, the gap between results is its service time.
-        sample = now - max(task.leased_at, self._last_result)
+        # (Comparisons, not max() and min(): this runs for every result.)
+        last = self._last_result
+        sample = now - (task.leased_at if task.leased_at > last else last)
         self._last_result = now
-        self.avg_run = ewma_step(self.avg_run, sample, EWMA_WEIGHT)
+        avg = self.avg_run = ewma_step(self.avg_run, sample, EWMA_WEIGHT)
         prefetched = self._prefetched
         while prefetched:  # the slot this result freed goes to the oldest prefetched task
             waiting = prefetched.popleft()
@@ -347,8 +349,8 @@ class WorkerState(Peer):
             # Adaptive prefetch: queue about PREFETCH_SECONDS of work at the worker. Tiny tasks
             # get a deep queue (no idle gaps between them); long ones get one spare, so a task
             # never waits behind a long one while another worker sits idle.
-            depth = int(PREFETCH_SECONDS / max(self.avg_run, 1e-6))
-            self.capacity = self.slots * (1 + min(MAX_PREFETCH, max(1, depth)))
+            depth = int(PREFETCH_SECONDS / (avg if avg > 1e-6 else 1e-6))
+            self.capacity = self.slots * (1 + (MAX_PREFETCH if depth > MAX_PREFETCH else depth or 1))
 
     def info(self) -> dict[str, Any]:
         idle = None if self.idle_since is None else round(time.monotonic() - self.idle_since, 3)
