@@ -419,7 +419,7 @@ class History:
             if state and now_state != state:
                 continue
             if results is None:
-                results = self._results_by_worker(finished)
+                results = self._results_by_worker(ring, finished)
                 leases = collections.Counter(map(id, ring))
             record = self._records.get(task) or TaskRecord(task)
             self._records[task] = record
@@ -429,9 +429,9 @@ class History:
             record.transport = "" if task.worker is None else transport_of(task.worker)
             record.finished, record.outcome, record.started = when, outcomes.get(task), None
             if when is not None or now_state == "running":  # it started when its worker was free
-                times = results.get(holder, [])
-                before = times[: bisect.bisect_left(times, when)] if when is not None else times
-                record.started = max(task.leased_at, before[-1]) if before else task.leased_at
+                times = results.get(holder, ())
+                before = len(times) if when is None else bisect.bisect_left(times, when)
+                record.started = max(task.leased_at, times[before - 1]) if before else task.leased_at
             if key in ended:
                 record.finished = record.finished or end
             yield record
@@ -439,9 +439,10 @@ class History:
             self._records = {task: self._records[task] for task in seen if task in self._records}
 
     @staticmethod
-    def _results_by_worker(finished: dict[Any, float]) -> dict[Any, list[float]]:
+    def _results_by_worker(ring: list[Any], finished: dict[Any, float]) -> dict[Any, list[float]]:
+        """When each worker's results came, in order, of the tasks in the ring."""
         results: dict[Any, list[float]] = {}
-        for task in list(finished):  # (keys only: no tuple per entry)
+        for task in ring:
             when = finished.get(task)
             if when is not None:
                 times = results.get(task.worker)
