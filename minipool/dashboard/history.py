@@ -1,25 +1,25 @@
 """The dashboard's memory: a bounded ring of recent tasks and events, and the counters behind
 the charts and the metrics.
 
-Technique: *observe the effects, fold them cheaply, describe lazily, in fixed memory*. The
-coordinator already turns every decision into an :class:`~minipool.cluster.effects.Effects`
-object (tasks to send, outcomes to deliver) and carries it out in one function. A dashboard
-only has to see those objects: :meth:`History.observe` is called there with each one, and does
-nothing but put it, stamped with the time, on a queue -- no lock, no formatting, no copy.
+Technique: *observe the effects, fold them without allocating, describe lazily, in fixed
+memory*. The coordinator already turns every decision into an
+:class:`~minipool.cluster.effects.Effects` object (tasks to send, outcomes to deliver) and
+carries it out in one function. A dashboard only has to see those objects:
+:meth:`History.observe` is called there with each one and folds it at once -- per task, the
+coordinator's own Task appended to a ring, its outcome and finish time put in two dictionaries,
+a run time appended to a list; no object of its own, nothing described. Keeping the Effects on
+a queue for later would cost more than folding them: kept a fraction of a second, they outlive
+the garbage collector's young generation, and collecting the older ones stops every thread.
+The monitor thread (:meth:`History.collect`, a few times a second) buckets the run times and
+turns byte counts by peer into counts by transport.
 
-A monitor thread :meth:`drains <History.drain>` that queue a few times a second and *folds* it:
-per task only what the counters need and what must be remembered before it is gone -- the
-lease's ``(time, worker, task)`` tuple appended to a ring, its outcome and finish time put in a
-dictionary, a run time added to a list that is bucketed once per drain. No record object, no
-text, no per-task lock: a burst of 20,000 tasks costs well under a microsecond each, off the
-dispatch path. What a person reads -- a :class:`TaskRecord` with its state, name, arguments and
-result -- is made when the page or the API asks (:meth:`History.select`), from the newest
-leases only, and kept for the next ask while the task is in the ring.
+What a person reads -- a :class:`TaskRecord` with its state, name, arguments and result -- is
+made when the page or the API asks (:meth:`History.records`), for the tasks asked for.
 
 Everything is bounded, so a dashboard open for days uses the same memory as one open for a
-minute: the newest :data:`TASKS` leases, :data:`EVENTS` events, :data:`SAMPLES` one-second
-samples, and of each task body :data:`BODY_KEEP` bytes (only what the page shows a person; see
-:mod:`minipool.dashboard.peek`). Sizes are in docs/dashboard.md.
+minute: the newest :data:`TASKS` leases, their outcomes, :data:`EVENTS` events,
+:data:`SAMPLES` one-second samples, and of each task body :data:`BODY_KEEP` bytes (only what
+the page shows a person; see :mod:`minipool.dashboard.peek`). Sizes are in docs/dashboard.md.
 """
 
 from __future__ import annotations

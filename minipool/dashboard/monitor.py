@@ -1,11 +1,14 @@
 """The monitor: one thread that turns the coordinator's state into history, a few times a second.
 
 Technique: *sample and diff, beside the hot path*. Tasks reach the history through the
-coordinator's observer (see :mod:`minipool.dashboard.history`); everything else a person wants
-to see change -- workers joining and leaving, requeues, autoscaling, restarts -- is found by
-looking, every :data:`INTERVAL` seconds, at what the coordinator, its supervisor and its
-autoscaler already keep, and comparing it with the last look. The lock is held for a few
-dictionary reads, so the dispatch path never waits on the dashboard for longer than that.
+coordinator's observer (see :mod:`minipool.dashboard.history`); every :data:`INTERVAL` seconds
+this thread collects what the observer gathered, and finds everything else a person wants to
+see change -- workers joining and leaving, requeues, autoscaling, restarts -- by looking at
+what the coordinator, its supervisor and its autoscaler already keep, and comparing it with
+the last look. The coordinator's lock is held for a few dictionary reads, so the dispatch path
+never waits on the dashboard for longer than that. Which leased tasks have started is read
+from the leases' order (:func:`lease_states`); the next queued ones from the root of the
+queue's heap (:func:`heap_first`).
 
 Readers that want to know when something changed (the WebSocket feed) wait on :attr:`changed`.
 """
