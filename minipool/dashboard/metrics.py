@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .history import RUNTIME_BUCKETS, History, transport_of
+from .history import RUNTIME_BUCKETS, History
+from .records import transport_of
 
 __all__ = ["exposition", "count_connections", "CONTENT_TYPE"]
 

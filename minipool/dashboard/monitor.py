@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from ..cluster.state import TaskState
-from .history import History, transport_of
+from .history import History
+from .records import transport_of, wall_time
 
 __all__ = ["Monitor", "INTERVAL", "heap_first", "lease_states"]
 
@@ -198,7 +199,7 @@ class Monitor:
                             "id": f"{task.owner_id}-{task.client_number}",
                             "state": "queued",
                             "priority": task.priority,
-                            "submitted": round(now_wall - (now - task.submitted_at), 3),
+                            "submitted": wall_time(task.submitted_at, now_wall, now),
                         }
                     )
                     if len(out) >= limit:
