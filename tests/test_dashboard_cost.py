@@ -196,3 +196,23 @@ def test_the_queue_is_read_from_the_heap_root() -> None:
         heapq.heappush(heap, (-rng.randrange(3), rng.randrange(10**6), n))
     assert heap_first(heap, 40) == [entry[2] for entry in heapq.nsmallest(40, heap)]
     assert heap_first([], 5) == [] and len(heap_first(heap, 10**6)) == 500
+
+
+def test_a_large_task_leased_twice_is_one_record_with_its_prefix() -> None:
+    history = History()
+    worker, client = WorkerState(None, "w", 1, None, {}), ClientState(None, "c")
+    task = Task(1, "c", 1, pickle.dumps(("x" * 10_000,)), Format.PICKLE, "none")
+    for _ in range(2):  # its first worker lost, leased again
+        fx = Effects()
+        task.leased_at, task.worker = time.monotonic(), worker
+        fx.send(worker, task, True)
+        history.observe(fx)
+    fx = Effects()
+    fx.deliver(client, 1, Outcome(Kind.RESULT, Format.PICKLE, "none", pickle.dumps("y" * 10_000)))
+    history.observe(fx)
+    history.collect()
+    [record] = history.records()
+    assert record.attempts == 2 and record.state == "done" and len(record.task.body) == 4096
+    detail = record.to_json(detail=True)
+    assert detail["result"].startswith("'yyy") and len(detail["result"]) <= 200
+    assert len(history.outcomes[record.task].body) < 1000  # described, the large body let go

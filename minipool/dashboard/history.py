@@ -276,15 +276,13 @@ class History:
         keys = [(t.owner_id, t.client_number) for t in unfinished]
         now = live(keys) if live is not None and keys else {}
         results: dict[Any, list[float]] | None = None  # each worker's result times, in order
-        leases: collections.Counter[int] = collections.Counter()
-        seen: set[Any] = set()
+        leases: collections.Counter[tuple[str, int]] = collections.Counter()
+        seen: set[tuple[str, int]] = set()  # (by key: a large task's prefix is new at each lease)
         for task in reversed(ring):
-            if task in seen:
-                continue
-            seen.add(task)
             key = (task.owner_id, task.client_number)
-            if only is not None and key != only:
+            if key in seen or (only is not None and key != only):
                 continue
+            seen.add(key)
             when = finished.get(task)
             holder = task.worker
             if key in ended:
@@ -297,11 +295,11 @@ class History:
                 continue
             if results is None:
                 results = self._results_by_worker(ring, finished)
-                leases = collections.Counter(map(id, ring))
+                leases = collections.Counter((t.owner_id, t.client_number) for t in ring)
             record = self._records.get(task) or TaskRecord(task)
             self._records[task] = record
             record.state, record.received = now_state, task.leased_at
-            record.attempts = leases[id(task)]
+            record.attempts = leases[key]
             record.worker = "" if task.worker is None else task.worker.name
             record.transport = "" if task.worker is None else transport_of(task.worker)
             record.finished, record.outcome, record.started = when, outcomes.get(task), None
@@ -313,7 +311,8 @@ class History:
                 record.finished = record.finished or end
             yield record
         if len(self._records) > 2 * self.capacity:  # the cache keeps what the ring still has
-            self._records = {task: self._records[task] for task in seen if task in self._records}
+            held = set(ring)
+            self._records = {task: r for task, r in list(self._records.items()) if task in held}
 
     @staticmethod
     def _results_by_worker(ring: list[Any], finished: dict[Any, float]) -> dict[Any, list[float]]:
