@@ -29,7 +29,7 @@ from .outbox import Batch
 from .registry import Registry
 from .scheduler import Effects, Scheduler
 from .session import HEARTBEAT, LIVENESS
-from .state import ClientState, LocalClientState, TaskClientState, TaskState, WorkerState
+from .state import ClientState, LocalClientState, TaskClientState, WorkerState
 
 __all__ = ["Broker"]
 
@@ -113,7 +113,7 @@ class Broker:
                 "workers": workers,
                 "slots": sum(w["slots"] for w in workers),
                 "clients": sum(not c.monitor for c in scheduler.clients.values()),
-                "queued": sum(1 for t in scheduler.tasks.values() if t.state is TaskState.QUEUED),
+                "queued": scheduler.queued,
                 "running": sum(len(w.leases) for w in scheduler.workers.values()),
                 "waiting": sum(len(w.waiting) for w in scheduler.workers.values()),
                 "balance": scheduler.policy.name,

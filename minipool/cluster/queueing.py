@@ -63,6 +63,9 @@ class TaskQueue:
         self.order = itertools.count()
         self._front = itertools.count(-1, -1)  # requeued tasks jump the line
         self.tasks: dict[int, Task] = {}  # live tasks by number
+        # Of those, how many are RUNNING (leased), kept by each change of state, so that the
+        # number queued is known without a walk: see `queued`.
+        self.running = 0
         self.workers: dict[str, WorkerState] = {}
         # How many connected workers run each interpreter: whether a by-value task can run
         # anywhere is asked at every submission, and must not cost a walk over the workers.
@@ -82,6 +85,11 @@ class TaskQueue:
     def remove_worker(self, worker: WorkerState) -> None:
         del self.workers[worker.id]
         self._interpreters[worker.interpreter] -= 1
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for a worker (state QUEUED), in O(1): the live tasks not running."""
+        return len(self.tasks) - self.running
 
     def can_run(self, interpreter: str | None) -> bool:
         """Whether a connected worker runs ``interpreter``."""
@@ -181,6 +189,7 @@ class TaskQueue:
 
     def lease(self, worker: WorkerState, task: Task, fx: Effects) -> None:
         task.state = TaskState.RUNNING
+        self.running += 1
         task.worker = worker
         worker.lease(task)
         # A worker whose tasks keep children learns, with the task, how many slots are idle

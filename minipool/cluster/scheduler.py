@@ -268,6 +268,7 @@ class Scheduler(TaskQueue):
 
     def _finish(self, task: Task, outcome: Outcome, fx: Effects) -> None:
         key = (task.owner_id, task.client_number)
+        self.running -= task.state is TaskState.RUNNING
         task.state = TaskState.DONE
         self.tasks.pop(task.number, None)
         self.by_key.pop(key, None)
@@ -341,8 +342,8 @@ class Scheduler(TaskQueue):
             task = self.tasks.get(number)
             if task is not None and task.state is TaskState.QUEUED:
                 # Its place in the queue stays, and dispatch skips it: it is RUNNING again.
-                task.state = TaskState.RUNNING
-                task.worker = worker
+                task.state, task.worker = TaskState.RUNNING, worker
+                self.running += 1
                 worker.lease(task)
                 self.counts["leases_resumed"] += 1
         if self.pinned:
@@ -387,6 +388,7 @@ class Scheduler(TaskQueue):
                     self._finish(task, lost_outcome(task, worker, reason), fx)
                     continue
             task.state = TaskState.QUEUED
+            self.running -= 1
             self.counts["requeued"] += 1
             self.requeue(task)
         worker.leases.clear()

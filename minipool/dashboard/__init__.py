@@ -1,9 +1,9 @@
 """A live dashboard and monitoring API for a coordinator (Celery's Flower, seed 002).
 
 Technique: *watch a system without slowing it*. The coordinator hands every Effects object it
-applies to an observer that only queues it (:mod:`~minipool.dashboard.history`); a monitor
-thread turns that, and periodic looks at the coordinator, into a bounded history
-(:mod:`~minipool.dashboard.monitor`); a pure API answers from it
+applies to an observer that folds it into a bounded history with no object made per task
+(:mod:`~minipool.dashboard.history`); a monitor thread adds periodic looks at the coordinator
+(:mod:`~minipool.dashboard.monitor`); a pure API answers from them
 (:mod:`~minipool.dashboard.api`, :mod:`~minipool.dashboard.metrics`); a small server speaks
 HTTP and WebSocket with minipool's own code (:mod:`~minipool.dashboard.server`) to one static
 page (:mod:`~minipool.dashboard.page`). A dashboard in another process watches through the

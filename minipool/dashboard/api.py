@@ -24,13 +24,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..cluster.effects import Effects
 from ..cluster.state import TaskState
 from .metrics import count_connections
-from .monitor import Monitor
+from .monitor import Monitor, lease_states
 
 __all__ = ["Api", "ApiError", "MAX_LIMIT", "TASK_STATES"]
 
 #: Most records one listing returns.
 MAX_LIMIT = 1000
-TASK_STATES = ("queued", "running", "done", "failed", "cancelled", "terminated")
+TASK_STATES = ("queued", "reserved", "running", "done", "failed", "cancelled", "terminated")
 _TASK_ID = re.compile(r"([A-Za-z0-9_.:-]{1,128})-([0-9]{1,18})")
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:@/#-]{1,128}")
 _MAX_QUERY = 2048
@@ -116,9 +116,12 @@ class Api:
         workers = report.pop("workers")
         report.pop("registry", None)
         report["workers"] = len(workers)
+        # Of the leased tasks, those waiting in a worker's prefetch have not started.
+        report["reserved"] = sum(max(0, w["inflight"] - w["slots"]) for w in workers)
+        report["running"] -= report["reserved"]
         if query.get("workers"):  # the live feed: one status() call for both
             report["workers_list"] = workers
-        report["history"] = {"tasks": len(self.history.tasks), "events": len(self.history.events)}
+        report["history"] = {"tasks": len(self.history.leases), "events": len(self.history.events)}
         report["sections"] = sorted(self.coordinator.sections)
         with self.coordinator.lock:
             scheduler = self.coordinator.scheduler
@@ -140,15 +143,16 @@ class Api:
         if len(name) > 200:
             raise ApiError(400, "name filter longer than 200 characters")
         limit = _int(query, "limit", 100, MAX_LIMIT)
+        self.monitor.look()  # the workers' events as fresh as the tasks
         if state == "queued":
             return self.monitor.queued(limit)
-        return self.history.select(state or None, name or None, limit)
+        return self.history.select(state or None, name or None, limit, self.monitor.live)
 
     def task(self, task_id: str) -> dict[str, Any]:
         match = _TASK_ID.fullmatch(task_id)
         if match is None:
             raise ApiError(400, "a task id is CLIENT-NUMBER")
-        record = self.history.find((match.group(1), int(match.group(2))))
+        record = self.history.find((match.group(1), int(match.group(2))), self.monitor.live)
         if record is None:
             for queued in self.monitor.queued(MAX_LIMIT):
                 if queued["id"] == task_id:
@@ -158,6 +162,7 @@ class Api:
 
     def events(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         since = _int(query, "since", 0, 10**15)
+        self.monitor.look()
         return self.history.events_since(since, _int(query, "limit", 200, MAX_LIMIT))
 
     def section(self, name: str) -> list[Any]:
@@ -226,15 +231,24 @@ class Api:
                 raise ApiError(409, "the task is running: terminate it")
             worker = None if task is None else task.worker
             pid = None if worker is None else worker.meta.get("pid")
+            # Reserved (in its worker's prefetch, not started): revoked, its worker goes on, and
+            # the result it sends later is dropped as a duplicate.
+            reserved = lease_states(coordinator.scheduler, [key]).get(key, ("",))[0] == "reserved"
             was = coordinator.scheduler.revoke(key, f"{action}led from the dashboard", fx)
         if was is None:
             raise ApiError(404, f"no queued or running task {task_id}")
         coordinator.apply(fx)
         self.history.note_outcome(key, "cancelled" if action == "cancel" else "terminated")
         restarted = False
-        if action == "terminate" and isinstance(pid, int) and self.monitor.supervisor is not None:
+        if (
+            action == "terminate"
+            and not reserved
+            and isinstance(pid, int)
+            and self.monitor.supervisor is not None
+        ):
             restarted = self._restart_process(pid)  # the only way to stop a call mid-run
-        return {"task": task_id, "was": was.value, "action": action, "worker_restarted": restarted}
+        was_named = "reserved" if reserved else was.value
+        return {"task": task_id, "was": was_named, "action": action, "worker_restarted": restarted}
 
     def worker_action(self, worker_id: str, action: str) -> dict[str, Any]:
         with self.coordinator.lock:

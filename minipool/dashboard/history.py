@@ -1,15 +1,23 @@
 """The dashboard's memory: a bounded ring of recent tasks and events, and the counters behind
 the charts and the metrics.
 
-Technique: *observe the effects, off the hot path, in fixed memory*. The coordinator already
-turns every decision into an :class:`~minipool.cluster.effects.Effects` object (tasks to send,
-outcomes to deliver) and carries it out in one function. A dashboard only has to see those
-objects: :meth:`History.observe` is called there with each one, and does nothing but put it,
-stamped with the time, on a queue -- no lock, no formatting, no copy. A monitor thread
-:meth:`drains <History.drain>` that queue a few times a second and turns it into records.
+Technique: *observe the effects, fold them without allocating, describe lazily, in fixed
+memory*. The coordinator already turns every decision into an
+:class:`~minipool.cluster.effects.Effects` object (tasks to send, outcomes to deliver) and
+carries it out in one function. A dashboard only has to see those objects:
+:meth:`History.observe` is called there with each one and folds it at once -- per task, the
+coordinator's own Task appended to a ring, its outcome and finish time put in two dictionaries,
+a run time appended to a list; no object of its own, nothing described. Keeping the Effects on
+a queue for later would cost more than folding them: kept a fraction of a second, they outlive
+the garbage collector's young generation, and collecting the older ones stops every thread.
+The monitor thread (:meth:`History.collect`, a few times a second) buckets the run times and
+turns byte counts by peer into counts by transport.
+
+What a person reads -- a :class:`TaskRecord` with its state, name, arguments and result -- is
+made when the page or the API asks (:meth:`History.records`), for the tasks asked for.
 
 Everything is bounded, so a dashboard open for days uses the same memory as one open for a
-minute: at most :data:`TASKS` task records (the oldest leave first), :data:`EVENTS` events,
+minute: the newest :data:`TASKS` leases, their outcomes, :data:`EVENTS` events,
 :data:`SAMPLES` one-second samples, and of each task body :data:`BODY_KEEP` bytes (only what
 the page shows a person; see :mod:`minipool.dashboard.peek`). Sizes are in docs/dashboard.md.
 """
@@ -21,142 +29,58 @@ import collections
 import itertools
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..cluster.effects import Effects
 from ..cluster.state import Outcome
 from ..wire import Format, Kind
-from .peek import describe_call, describe_value
+from .peek import describe_value
+from .records import BODY_KEEP, BodyPrefix, TaskRecord, transport_of
 
-__all__ = ["TaskRecord", "History", "TASKS", "EVENTS", "SAMPLES", "BODY_KEEP", "RUNTIME_BUCKETS"]
+__all__ = ["History", "TASKS", "EVENTS", "SAMPLES", "RUNTIME_BUCKETS"]
 
-#: Task records kept (the most recently started).
+#: Task leases remembered (the most recent), and so task records shown.
 TASKS = 2000
 #: Events kept.
 EVENTS = 1000
 #: One-second samples kept for the charts (five minutes).
 SAMPLES = 300
-#: Bytes of a task's body or result kept for its description.
-BODY_KEEP = 4096
-#: Effects drained between two releases of the GIL.
-YIELD_EVERY = 64
 #: Upper bounds, in seconds, of the run-time histogram's buckets (Prometheus ``le``).
 RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 
+#: ``live(keys)``: the coordinator's word on unfinished tasks, ``{key: (state, worker)}`` with
+#: state "queued", "reserved" or "running" (see :meth:`Monitor.live`).
+Live = Callable[[list[tuple[str, int]]], dict[tuple[str, int], tuple[str, Any]]]
 
-_TRANSPORTS: dict[type, str] = {}
+#: Outcomes forgotten at a time, between two releases of the lock.
+YIELD_EVERY = 256
 
-
-def transport_of(peer: Any) -> str:
-    """The transport a peer came in by ("tcp", "ws", "http", "zmq"), or "local" in-process."""
-    link = peer.link
-    if link is None:
-        return "local"
-    kind = type(link.conn)
-    name = _TRANSPORTS.get(kind)
-    if name is None:
-        module = kind.__module__.rpartition(".")[2]
-        name = _TRANSPORTS[kind] = {"websocket": "ws", "httpserver": "http", "routersocket": "zmq"}.get(
-            module, module
-        )
-    return name
-
-
-class _Copy:
-    """What a record keeps of a task whose body is too large to hold on to: a prefix."""
-
-    __slots__ = ("number", "owner_id", "client_number", "submitted_at", "codec", "body", "size")
-
-    def __init__(self, task: Any) -> None:
-        self.number, self.owner_id, self.client_number = task.number, task.owner_id, task.client_number
-        self.submitted_at, self.codec = task.submitted_at, task.codec
-        self.body, self.size = bytes(task.body[:BODY_KEEP]), len(task.body)
-
-
-class TaskRecord:
-    """One task as the dashboard remembers it (a worker has held it at least once).
-
-    Made for every task, so it only keeps references (the coordinator's own Task and Outcome
-    objects, which nothing changes once they are made, or a prefix of a large body) and
-    describes them when someone asks.
-    """
-
-    __slots__ = (
-        "task",
-        "worker",
-        "transport",
-        "started",
-        "state",
-        "finished",
-        "attempts",
-        "outcome",
-        "_text",
-    )
-
-    def __init__(self, task: Any, worker: str, transport: str, stamp: float) -> None:
-        self.task = task if len(task.body) <= BODY_KEEP else _Copy(task)
-        self.worker = worker
-        self.transport = transport
-        self.started = stamp
-        self.state = "running"
-        self.finished: float | None = None
-        self.attempts = 1
-        self.outcome: Any = None
-        self._text: tuple[str, str] | None = None
-
-    @property
-    def id(self) -> str:
-        return f"{self.task.owner_id}-{self.task.client_number}"
-
-    def call(self) -> tuple[str, str]:
-        """``(name, arguments)`` from the body, read once and kept."""
-        if self._text is None:
-            task = self.task
-            if isinstance(task, _Copy) and task.codec != "none":
-                self._text = ("?", f"(a compressed body of {task.size} bytes)")
-            else:
-                self._text = describe_call(task.body, task.codec)
-        return self._text
-
-    @property
-    def runtime(self) -> float | None:
-        return None if self.finished is None else round(self.finished - self.started, 6)
-
-    def to_json(self, detail: bool = False) -> dict[str, Any]:
-        name, args = self.call()
-        submitted = time.time() - (time.monotonic() - self.task.submitted_at)
-        report: dict[str, Any] = {
-            "id": self.id,
-            "name": name,
-            "state": self.state,
-            "worker": self.worker,
-            "submitted": round(min(submitted, self.started), 3),
-            "started": round(self.started, 3),
-            "finished": None if self.finished is None else round(self.finished, 3),
-            "runtime": self.runtime,
-            "attempts": self.attempts,
-        }
-        if detail:
-            report["args"] = args
-            outcome = self.outcome
-            if outcome is not None:
-                text = describe_value(outcome.body, int(outcome.fmt), outcome.codec)
-                report["result" if self.state == "done" else "error"] = text
-        return report
+_NONE_OPEN: dict[int, Any] = {}  # (never written: a client with no open lease pops from it)
 
 
 class History:
-    """The ring of tasks and events, the samples, and running totals; fed by :meth:`observe`.
+    """The ring of leases and events, the samples, and running totals; fed by :meth:`observe`.
 
-    Only the monitor thread calls the other methods (readers take :attr:`lock`).
+    :meth:`observe` runs on the coordinator's threads, :meth:`collect` on the monitor's; both,
+    and the readers, hold :attr:`lock` for a few dictionary operations at a time.
     """
 
     def __init__(self, tasks: int = TASKS, events: int = EVENTS, samples: int = SAMPLES) -> None:
         self.lock = threading.Lock()
-        # A deque: append and popleft are atomic under the GIL and the cheapest queue there is.
-        self._inbox: collections.deque[tuple[float, Effects]] = collections.deque()
         self.capacity = tasks
-        self.tasks: collections.OrderedDict[tuple[str, int], TaskRecord] = collections.OrderedDict()
+        #: The tasks of the newest leases, oldest first: the coordinator's own Task objects (a
+        #: task leased again, its worker lost, is in it twice), or a prefix of a large one.
+        self.leases: collections.deque[Any] = collections.deque(maxlen=tasks)
+        #: Outcomes of recently finished tasks, and when they came, by the task in the ring.
+        self.outcomes: dict[Any, Any] = {}
+        self.finished: dict[Any, float] = {}
+        #: Tasks the dashboard itself ended: key -> ("cancelled" or "terminated", time).
+        self.ended: dict[tuple[str, int], tuple[str, float]] = {}
+        # Leased tasks with no outcome yet, by client id and the client's number for them:
+        # how an outcome finds its task (two levels, so that no key is made per task).
+        self._open: dict[str, dict[int, Any]] = {}
+        self._records: dict[Any, TaskRecord] = {}
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=events)
         self.samples: collections.deque[dict[str, Any]] = collections.deque(maxlen=samples)
         self._seq = itertools.count(1)
@@ -164,87 +88,246 @@ class History:
         self.runtime_counts = [0] * (len(RUNTIME_BUCKETS) + 1)  # the last one is +Inf
         self.runtime_sum = 0.0
         self.bytes: dict[tuple[str, str], int] = collections.defaultdict(int)  # (transport, in|out)
+        # What observe gathered since the last collect: run times, bytes by peer, and the tasks
+        # whose outcome is to be described (a failure, or a result too large to keep).
+        self._runtimes: list[float] = []
+        self._sent: collections.defaultdict[Any, int] = collections.defaultdict(int)
+        self._received: collections.defaultdict[Any, int] = collections.defaultdict(int)
+        self._later: list[Any] = []
+        self._observed = 0
 
     def observe(self, fx: Effects) -> None:
-        """Called by the coordinator with every Effects it applies: one append, no more."""
-        if fx.sends or fx.deliveries:
-            self._inbox.append((time.time(), fx))
+        """Called by the coordinator, on its own threads, with every Effects it applies.
 
-    def drain(self) -> int:
-        """Turn what was observed into records; return how many Effects were read.
-
-        Made for every task, so it is lean: a tuple key, a reference to the coordinator's own
-        objects, a bisect for the histogram bucket; everything else waits until asked for.
+        It folds them at once rather than queueing them for later: an Effects object kept
+        for a fraction of a second outlives the garbage collector's young generation, and
+        walking the older ones costs the coordinator more than this fold does. So, per task:
+        a few appends and dictionary entries of objects that exist already, no new object the
+        collector would track, nothing described, no Python-level call under the lock.
         """
-        count = 0
-        transports: dict[int, str] = {}  # id(peer) -> transport, for this drain
+        sends, deliveries = fx.sends, fx.deliveries
+        if not sends and not deliveries:
+            return
+        stamp = time.monotonic()
+        with self.lock:
+            self._observed += 1
+            if sends:
+                self._leased(sends)
+            if deliveries:
+                self._delivered(stamp, deliveries)
 
-        def transport(peer: Any) -> str:
-            name = transports.get(id(peer))
-            if name is None:
-                name = transports[id(peer)] = transport_of(peer)
-            return name
+    def _leased(self, sends: Any) -> None:
+        """Bytes are summed while the peer stays the same (an effect's tasks mostly go to one
+        worker, its outcomes to one client, from one worker) and counted when it changes."""
+        leases, opened, sent = self.leases, self._open, self._sent
+        worker, total, owner, table = sends[0][0], 0, None, _NONE_OPEN
+        for peer, task, _ in sends:
+            if peer is not worker:
+                sent[worker] += total
+                worker, total = peer, 0
+            size = len(task.body)
+            total += size
+            if size > BODY_KEEP:
+                task = BodyPrefix(task, peer)
+            leases.append(task)
+            if task.owner_id is not owner:
+                owner = task.owner_id
+                found = opened.get(owner)  # (not setdefault: that would make a dict each time)
+                if found is None:
+                    found = opened[owner] = {}
+                table = found
+            table[task.client_number] = task
+        sent[worker] += total
 
-        inbox = self._inbox
-        pending = len(inbox)  # no more than this: a look ends even while tasks pour in
-        while count < pending:
-            with self.lock:
-                count += self._drain_some(inbox, min(YIELD_EVERY, pending - count), transport)
-            # Let the coordinator's threads have the GIL between batches: a thread that wants
-            # it back after a socket call would otherwise wait a whole switch interval (5 ms)
-            # each time while this one runs -- the convoy that would slow dispatch.
-            time.sleep(0)
-        return count
+    def _delivered(self, stamp: float, deliveries: Any) -> None:
+        opened, outcomes, finished, runtimes = self._open, self.outcomes, self.finished, self._runtimes
+        sent, received, later = self._sent, self._received, self._later
+        failure = Kind.FAILURE  # (an enum member read from its class costs more than the rest)
+        client, worker = deliveries[0][0], None
+        table = opened.get(client.id, _NONE_OPEN)
+        total = bodies = results = 0
+        for peer, number, outcome in deliveries:
+            if peer is not client:
+                sent[client] += total
+                received[client] += bodies
+                client, total, bodies = peer, 0, 0
+                table = opened.get(client.id, _NONE_OPEN)
+            size = len(outcome.body)
+            total += size
+            task = table.pop(number, None)
+            if task is None:  # a stored outcome handed out again, or a lease not seen
+                continue
+            runtimes.append(stamp - task.leased_at)
+            bodies += task.size if task.__class__ is BodyPrefix else len(task.body)
+            if task.worker is not worker:
+                received[worker] += results
+                worker, results = task.worker, 0
+            results += size
+            outcomes[task] = outcome
+            finished[task] = stamp
+            if size > BODY_KEEP or outcome.kind is failure:
+                later.append(task)
+        sent[client] += total
+        received[client] += bodies
+        received[worker] += results
 
-    def _drain_some(self, inbox: collections.deque, most: int, transport: Any) -> int:
-        """Turn up to ``most`` observed Effects into records; return how many there were."""
-        tasks, capacity, sizes = self.tasks, self.capacity, self.bytes
-        for count in range(most):
-            try:
-                stamp, fx = inbox.popleft()
-            except IndexError:
-                return count
-            for worker, task, _ in fx.sends:
-                key = (task.owner_id, task.client_number)
-                where = transport(worker)
-                sizes[(where, "out")] += len(task.body)
-                record = tasks.get(key)
-                if record is None:
-                    tasks[key] = TaskRecord(task, worker.name, where, stamp)
-                    if len(tasks) > capacity:
-                        tasks.popitem(last=False)
-                else:  # leased again: its worker was lost, or it was restored
-                    record.attempts += 1
-                    record.worker, record.transport, record.started = worker.name, where, stamp
-                    record.state = "running"
-                    tasks.move_to_end(key)
-            for client, number, outcome in fx.deliveries:
-                record = tasks.get((client.id, number))
-                if record is not None and record.state == "running":
-                    self._finished(record, outcome, stamp, transport(client))
-        return most
+    def collect(self) -> int:
+        """The monitor's part, once a look: bucket the run times, turn peers into transports,
+        describe what waited for it, trim. Returns how many Effects were observed since."""
+        with self.lock:
+            runtimes, self._runtimes = self._runtimes, []
+            sent, self._sent = self._sent, collections.defaultdict(int)
+            received, self._received = self._received, collections.defaultdict(int)
+            later, self._later = self._later, []
+            observed, self._observed = self._observed, 0
+            for owner in [owner for owner, table in self._open.items() if not table]:
+                del self._open[owner]
+        # The oldest outcomes go, a few at a time: the newest 2 * capacity include those of
+        # every task in the ring (only tasks leased before one, and running then, can finish
+        # after it). Deleted by key, not rebuilt from items(): a tuple per entry would make
+        # the garbage collector run, which costs the coordinator's threads too.
+        excess = len(self.finished) - 2 * self.capacity
+        if excess > self.capacity:  # now and then, not at every look
+            while excess > 0:
+                with self.lock:
+                    finished, outcomes = self.finished, self.outcomes
+                    for task in list(itertools.islice(finished, min(excess, YIELD_EVERY))):
+                        del finished[task]
+                        outcomes.pop(task, None)
+                excess -= YIELD_EVERY
+        runtimes.sort()
+        buckets, low = [0] * len(self.runtime_counts), 0
+        for i, bound in enumerate(RUNTIME_BUCKETS):
+            high = bisect.bisect_right(runtimes, bound, low)
+            buckets[i], low = high - low, high
+        buckets[-1] = len(runtimes) - low
+        with self.lock:
+            self.runtime_counts = [a + b for a, b in zip(self.runtime_counts, buckets, strict=True)]
+            self.runtime_sum += sum(runtimes)
+            for direction, sizes in (("out", sent), ("in", received)):
+                for peer, size in sizes.items():
+                    if peer is not None:
+                        self.bytes[(transport_of(peer), direction)] += size
+        for task in later:
+            self._describe(task)
+        return observed
 
-    def _finished(self, record: TaskRecord, outcome: Any, stamp: float, transport: str) -> None:
-        failed = outcome.kind == Kind.FAILURE
-        record.state = "failed" if failed else "done"
-        record.finished = stamp
-        body = outcome.body
-        if len(body) > BODY_KEEP:  # too large to hold on to: described now, from the whole
-            text = describe_value(body, int(outcome.fmt), outcome.codec)
-            record.outcome = Outcome(outcome.kind, Format.JSON, "none", text.encode())  # shown as is
-        else:
-            record.outcome = outcome
-        sizes = self.bytes
-        sizes[(transport, "out")] += len(body)
-        sizes[(transport, "in")] += len(record.task.body)  # the body its client sent
-        sizes[(record.transport, "in")] += len(body)  # the result its worker sent
-        runtime = stamp - record.started
-        self.runtime_sum += runtime
-        self.runtime_counts[bisect.bisect_left(RUNTIME_BUCKETS, runtime)] += 1
-        if failed:
-            self.event(
-                "task-failed", task=record.id, worker=record.worker, error=record.to_json(True).get("error")
-            )
+    def _describe(self, task: Any) -> None:
+        """A failure becomes an event; a result too large to hold on to, its description."""
+        outcome = self.outcomes.get(task)
+        if outcome is None:
+            return
+        text = describe_value(outcome.body, int(outcome.fmt), outcome.codec)
+        with self.lock:
+            if len(outcome.body) > BODY_KEEP and task in self.outcomes:
+                self.outcomes[task] = Outcome(outcome.kind, Format.JSON, "none", text.encode())  # as is
+            if outcome.kind is Kind.FAILURE:
+                worker = "" if task.worker is None else task.worker.name
+                self.event(
+                    "task-failed", task=f"{task.owner_id}-{task.client_number}", worker=worker, error=text
+                )
+
+    def forget_open(self, live: Callable[[tuple[str, int]], bool]) -> None:
+        """Drop open leases whose task the coordinator no longer has (its client went away, so
+        no outcome is delivered): called now and then by the monitor, ``live(key)`` under the
+        coordinator's lock."""
+        with self.lock:
+            self._open = {
+                owner: {n: task for n, task in table.items() if live((owner, n))}
+                for owner, table in self._open.items()
+            }
+
+    @property
+    def open_leases(self) -> int:
+        return sum(map(len, self._open.values()))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def select(
+        self, state: str | None, name: str | None, limit: int, live: Live | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest task records first, filtered by state and by a substring of the name;
+        ``live`` tells the state of the unfinished ones (without it they show as running)."""
+        out = []
+        for record in self.records(live, state):
+            if name and name not in record.call()[0]:
+                continue
+            out.append(record.to_json())
+            if len(out) >= limit:
+                break
+        return out
+
+    def find(self, key: tuple[str, int], live: Live | None = None) -> TaskRecord | None:
+        """The record of task ``(client id, its number)``, if the ring still has its lease."""
+        return next(self.records(live, only=key), None)
+
+    def records(
+        self, live: Live | None = None, state: str | None = None, only: tuple[str, int] | None = None
+    ) -> Iterator[TaskRecord]:
+        """The records of the tasks in the ring, newest lease first, made as they are read
+        (a reader that wants the newest fifty makes fifty): of one ``state``, or of the task
+        ``only``. Nothing here is per task in the ring but C-level copies and lookups."""
+        with self.lock:
+            ring = list(self.leases)
+            finished, outcomes, ended = self.finished, self.outcomes, dict(self.ended)
+        # (The fold adds to those two dictionaries meanwhile, and replaces them when it trims:
+        # reading them by key needs no lock, and a task folded since shows as unfinished.)
+        unfinished = [t for t in ring if t not in finished]
+        keys = [(t.owner_id, t.client_number) for t in unfinished]
+        now = live(keys) if live is not None and keys else {}
+        results: dict[Any, list[float]] | None = None  # each worker's result times, in order
+        leases: collections.Counter[tuple[str, int]] = collections.Counter()
+        seen: set[tuple[str, int]] = set()  # (by key: a large task's prefix is new at each lease)
+        for task in reversed(ring):
+            key = (task.owner_id, task.client_number)
+            if key in seen or (only is not None and key != only):
+                continue
+            seen.add(key)
+            when = finished.get(task)
+            holder = task.worker
+            if key in ended:
+                now_state, end = ended[key]
+            elif when is not None:
+                now_state = "failed" if outcomes[task].kind is Kind.FAILURE else "done"
+            else:
+                now_state, holder = now.get(key, ("running", holder))
+            if state and now_state != state:
+                continue
+            if results is None:
+                results = self._results_by_worker(ring, finished)
+                leases = collections.Counter((t.owner_id, t.client_number) for t in ring)
+            record = self._records.get(task) or TaskRecord(task)
+            self._records[task] = record
+            record.state, record.received = now_state, task.leased_at
+            record.attempts = leases[key]
+            record.worker = "" if task.worker is None else task.worker.name
+            record.transport = "" if task.worker is None else transport_of(task.worker)
+            record.finished, record.outcome, record.started = when, outcomes.get(task), None
+            if when is not None or now_state == "running":  # it started when its worker was free
+                times = results.get(holder, ())
+                before = len(times) if when is None else bisect.bisect_left(times, when)
+                record.started = max(task.leased_at, times[before - 1]) if before else task.leased_at
+            if key in ended:
+                record.finished = record.finished or end
+            yield record
+        if len(self._records) > 2 * self.capacity:  # the cache keeps what the ring still has
+            held = set(ring)
+            self._records = {task: r for task, r in list(self._records.items()) if task in held}
+
+    @staticmethod
+    def _results_by_worker(ring: list[Any], finished: dict[Any, float]) -> dict[Any, list[float]]:
+        """When each worker's results came, in order, of the tasks in the ring."""
+        results: dict[Any, list[float]] = {}
+        for task in ring:
+            when = finished.get(task)
+            if when is not None:
+                times = results.get(task.worker)
+                if times is None:
+                    times = results[task.worker] = []
+                times.append(when)
+        for times in results.values():
+            times.sort()
+        return results
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append an event (the caller holds :attr:`lock`, or is the only writer)."""
@@ -258,30 +341,10 @@ class History:
         with self.lock:
             return [e for e in self.events if e["seq"] > since][:limit]
 
-    def select(self, state: str | None, name: str | None, limit: int) -> list[dict[str, Any]]:
-        """The newest task records first, filtered by state and by a substring of the name."""
-        with self.lock:
-            records = list(reversed(self.tasks.values()))
-        out = []
-        for record in records:
-            if state and record.state != state:
-                continue
-            if name and name not in record.call()[0]:
-                continue
-            out.append(record.to_json())
-            if len(out) >= limit:
-                break
-        return out
-
-    def find(self, key: tuple[str, int]) -> TaskRecord | None:
-        """The record of task ``(client id, its number)``, if the history still has it."""
-        with self.lock:
-            return self.tasks.get(key)
-
     def note_outcome(self, key: tuple[str, int], state: str) -> None:
         """A task the dashboard itself ended (cancelled or terminated)."""
         with self.lock:
-            record = self.tasks.get(key)
-            if record is not None and record.state == "running":
-                record.state, record.finished = state, time.time()
+            self.ended[key] = (state, time.monotonic())
+            if len(self.ended) > self.capacity:
+                self.ended.pop(next(iter(self.ended)))
             self.event(f"task-{state}", task=f"{key[0]}-{key[1]}")

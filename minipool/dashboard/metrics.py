@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .history import RUNTIME_BUCKETS, History, transport_of
+from .history import RUNTIME_BUCKETS, History
+from .records import transport_of
 
 __all__ = ["exposition", "count_connections", "CONTENT_TYPE"]
 
@@ -67,8 +68,10 @@ def exposition(coordinator: Any, history: History, topics: list[Any]) -> str:
     with coordinator.lock:
         scheduler = coordinator.scheduler
         counts = dict(scheduler.counts)
-        queued = len(scheduler.queue)
-        running = sum(len(w.leases) for w in scheduler.workers.values())
+        queued = scheduler.queued
+        # A worker's leases past its slots wait in its prefetch: reserved, not yet running.
+        reserved = sum(max(0, len(w.leases) - w.slots) for w in scheduler.workers.values())
+        running = scheduler.running - reserved
         workers = list(scheduler.workers.values())
         clients = [c for c in scheduler.clients.values() if not c.monitor]
     connections = count_connections(workers, clients)
@@ -104,8 +107,14 @@ def exposition(coordinator: Any, history: History, topics: list[Any]) -> str:
         _family(
             "minipool_tasks_active",
             "gauge",
-            "Tasks now queued (waiting for a worker) or running (leased to one).",
+            "Tasks now queued (waiting for a worker) or running (started by one).",
             [("", {"state": "queued"}, queued), ("", {"state": "running"}, running)],
+        ),
+        _family(
+            "minipool_tasks_reserved",
+            "gauge",
+            "Tasks a worker has received in its prefetch and not started yet.",
+            [("", {}, reserved)],
         ),
         _family("minipool_queue_depth", "gauge", "Tasks waiting for a worker.", [("", {}, queued)]),
         _family("minipool_workers", "gauge", "Workers connected.", [("", {}, len(workers))]),

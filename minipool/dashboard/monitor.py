@@ -1,11 +1,14 @@
 """The monitor: one thread that turns the coordinator's state into history, a few times a second.
 
 Technique: *sample and diff, beside the hot path*. Tasks reach the history through the
-coordinator's observer (see :mod:`minipool.dashboard.history`); everything else a person wants
-to see change -- workers joining and leaving, requeues, autoscaling, restarts -- is found by
-looking, every :data:`INTERVAL` seconds, at what the coordinator, its supervisor and its
-autoscaler already keep, and comparing it with the last look. The lock is held for a few
-dictionary reads, so the dispatch path never waits on the dashboard for longer than that.
+coordinator's observer (see :mod:`minipool.dashboard.history`); every :data:`INTERVAL` seconds
+this thread collects what the observer gathered, and finds everything else a person wants to
+see change -- workers joining and leaving, requeues, autoscaling, restarts -- by looking at
+what the coordinator, its supervisor and its autoscaler already keep, and comparing it with
+the last look. The coordinator's lock is held for a few dictionary reads, so the dispatch path
+never waits on the dashboard for longer than that. Which leased tasks have started is read
+from the leases' order (:func:`lease_states`); the next queued ones from the root of the
+queue's heap (:func:`heap_first`).
 
 Readers that want to know when something changed (the WebSocket feed) wait on :attr:`changed`.
 """
@@ -13,17 +16,62 @@ Readers that want to know when something changed (the WebSocket feed) wait on :a
 from __future__ import annotations
 
 import heapq
+import itertools
 import threading
 import time
 from typing import Any
 
 from ..cluster.state import TaskState
-from .history import History, transport_of
+from .history import History
+from .records import transport_of, wall_time
 
-__all__ = ["Monitor", "INTERVAL"]
+__all__ = ["Monitor", "INTERVAL", "heap_first", "lease_states"]
 
 #: Seconds between two looks: well inside the page's one-second promise.
 INTERVAL = 0.2
+
+
+def heap_first(heap: list[tuple[Any, ...]], most: int) -> list[Any]:
+    """The last items of the ``most`` smallest entries of ``heap``, smallest first, without
+    copying it: a best-first walk from the root (an entry's children are at ``2i+1`` and
+    ``2i+2`` and no smaller than it), which looks at about ``2 * most`` entries."""
+    out: list[Any] = []
+    frontier = [(heap[0], 0)] if heap else []
+    while frontier and len(out) < most:
+        entry, i = heapq.heappop(frontier)
+        out.append(entry[-1])
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < len(heap):
+                heapq.heappush(frontier, (heap[child], child))
+    return out
+
+
+def lease_states(scheduler: Any, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, Any]]:
+    """What ``scheduler`` says of these unfinished tasks: ``{key: (state, worker)}``, state
+    "queued" (requeued, its worker lost), "running" or "reserved" (the caller holds its lock).
+
+    A worker starts its tasks in the order they were leased, one per free slot: of its leases
+    (in lease order) the first ``slots`` are running and the rest wait in its prefetch --
+    *reserved*, as Celery calls a task a worker has received but not started. Its result is
+    the signal that the next one starts; no message says so. A task waiting on its children
+    has given its slot back and is running."""
+    out: dict[tuple[str, int], tuple[str, Any]] = {}
+    heads: dict[Any, set[int]] = {}
+    by_key = scheduler.by_key
+    for key in keys:
+        task = by_key.get(key)
+        if task is None:
+            continue
+        worker = task.worker
+        if task.state is TaskState.QUEUED or worker is None:
+            out[key] = ("queued", None)
+            continue
+        head = heads.get(worker)
+        if head is None:
+            head = heads[worker] = set(itertools.islice(worker.leases, worker.slots))
+        running = task.number in head or task.number in worker.waiting
+        out[key] = ("running" if running else "reserved", worker)
+    return out
 
 
 class Monitor:
@@ -49,6 +97,7 @@ class Monitor:
         self._seen = {"autoscale": time.monotonic() - 1e9, "supervisor": time.time()}
         self._last_sample = 0.0
         self._stop = threading.Event()
+        self._looking = threading.Lock()
         coordinator.observer = self.history.observe
         self._thread = threading.Thread(target=self._run, daemon=True, name="minipool-dashboard-monitor")
         self._thread.start()
@@ -58,18 +107,29 @@ class Monitor:
             self.look()
 
     def look(self) -> None:
-        """One look: drain the observed effects, diff the workers and counters, sample."""
+        """One look: collect what was observed, diff the workers and counters, sample. Also
+        made by a reader of the events, so that they are as fresh as the tasks it sees (which
+        the coordinator's threads record as they go)."""
+        with self._looking:
+            self._look()
+
+    def _look(self) -> None:
         history = self.history
         before = history.last_seq
-        drained = history.drain()
+        drained = history.collect()
         coordinator = self.coordinator
         with coordinator.lock:
             scheduler = coordinator.scheduler
             workers = {w.id: (w.name, transport_of(w)) for w in scheduler.workers.values()}
             counts = dict(scheduler.counts)
-            queued = len(scheduler.queue)
-            running = sum(len(w.leases) for w in scheduler.workers.values())
+            queued = scheduler.queued
+            running = scheduler.running
             slots = sum(w.slots for w in scheduler.workers.values())
+            tasks = len(scheduler.tasks)
+        if history.open_leases > 2 * tasks + 1000:  # outcomes that no client was there to take
+            by_key = scheduler.by_key
+            with coordinator.lock:
+                history.forget_open(by_key.__contains__)
         with history.lock:
             for wid in workers.keys() - self._workers.keys():
                 history.event("worker-joined", worker=workers[wid][0], id=wid, transport=workers[wid][1])
@@ -124,27 +184,32 @@ class Monitor:
 
     def queued(self, limit: int) -> list[dict[str, Any]]:
         """The next ``limit`` tasks no worker holds yet, in the order they will go (the history
-        keeps only tasks a worker has held). The lock is held for a C-level copy of the queue
-        and ``limit`` lookups, never for a walk over every queued task."""
+        keeps only tasks a worker has held). The queue is a heap, so these are found by a walk
+        down from its root that looks at about ``2 * limit`` entries, never at every task."""
         now_wall, now = time.time(), time.monotonic()
-        coordinator = self.coordinator
-        with coordinator.lock:
-            heap = list(coordinator.scheduler.queue)
-        first = [entry[2] for entry in heapq.nsmallest(limit * 2, heap)]
         out = []
-        with coordinator.lock:
-            tasks = coordinator.scheduler.tasks
-            for task in filter(None, map(tasks.get, first)):
-                if task.state is TaskState.QUEUED:
+        with self.coordinator.lock:
+            scheduler = self.coordinator.scheduler
+            tasks = scheduler.tasks
+            for number in heap_first(scheduler.queue, 2 * limit):
+                task = tasks.get(number)
+                if task is not None and task.state is TaskState.QUEUED:
                     out.append(
                         {
                             "id": f"{task.owner_id}-{task.client_number}",
                             "state": "queued",
                             "priority": task.priority,
-                            "submitted": round(now_wall - (now - task.submitted_at), 3),
+                            "submitted": wall_time(task.submitted_at, now_wall, now),
                         }
                     )
-        return out[:limit]
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def live(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, Any]]:
+        """What the coordinator says of these unfinished tasks now (see :func:`lease_states`)."""
+        with self.coordinator.lock:
+            return lease_states(self.coordinator.scheduler, keys)
 
     def close(self) -> None:
         if self.coordinator.observer == self.history.observe:

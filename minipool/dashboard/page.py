@@ -26,7 +26,7 @@ h2{font-size:14px;margin:0 0 6px}table{border-collapse:collapse;width:100%}
 td,th{text-align:left;padding:2px 6px;border-bottom:1px solid #eee;white-space:nowrap}
 th{font-weight:600;color:#555}.tiles{display:flex;gap:10px;flex-wrap:wrap}
 .tile{background:#eef2ff;border-radius:4px;padding:4px 8px}.tile b{display:block;font-size:18px}
-.done{color:#15803d}.failed,.terminated{color:#b91c1c}.running{color:#1d4ed8}.cancelled{color:#6b7280}
+.done{color:#15803d}.failed,.terminated{color:#b91c1c}.running{color:#1d4ed8}.reserved{color:#b45309}.cancelled{color:#6b7280}
 pre{white-space:pre-wrap;word-break:break-all;background:#f8f8f8;padding:6px;margin:4px 0}
 button{font-size:11px;padding:1px 6px}svg{background:#fafafa;border:1px solid #eee}
 .muted{color:#888}#err{color:#b91c1c}
@@ -39,9 +39,9 @@ button{font-size:11px;padding:1px 6px}svg{background:#fafafa;border:1px solid #e
 <div id="autoscale"></div></section>
 <section><h2>Workers</h2><table id="workers"><thead><tr><th>name</th><th>id</th><th>slots</th><th>running</th><th>done</th><th>avg run</th><th>pid</th><th></th></tr></thead><tbody></tbody></table></section>
 <section><h2>Tasks</h2>
-<div><select id="fstate"><option value="">any state</option><option>queued</option><option>running</option><option>done</option><option>failed</option><option>cancelled</option><option>terminated</option></select>
+<div><select id="fstate"><option value="">any state</option><option>queued</option><option>reserved</option><option>running</option><option>done</option><option>failed</option><option>cancelled</option><option>terminated</option></select>
 <input id="fname" placeholder="name contains" size="16"> <span class="muted">click a row for details</span></div>
-<table id="tasks"><thead><tr><th>id</th><th>name</th><th>state</th><th>worker</th><th title="from the lease to the outcome, prefetch wait included">leased → outcome</th><th></th></tr></thead><tbody></tbody></table>
+<table id="tasks"><thead><tr><th>id</th><th>name</th><th>state</th><th>worker</th><th title="from its start (its worker free) to its outcome">run time</th><th></th></tr></thead><tbody></tbody></table>
 <pre id="detail" class="muted">no task selected</pre></section>
 <section><h2>Events</h2><table id="events"><tbody></tbody></table></section>
 <section><h2>Topics and consumer groups</h2><div id="topics"></div></section>
@@ -74,7 +74,7 @@ function render(u) {
   last = u;
   const o = u.overview || {};
   document.getElementById("urls").textContent = (o.urls || []).join(" ");
-  const tiles = [["workers", o.workers], ["slots", o.slots], ["queued", o.queued], ["running", o.running], ["done", o.done], ["failed", o.failed], ["requeued", o.requeued], ["clients", o.clients]];
+  const tiles = [["workers", o.workers], ["slots", o.slots], ["queued", o.queued], ["reserved", o.reserved], ["running", o.running], ["done", o.done], ["failed", o.failed], ["requeued", o.requeued], ["clients", o.clients]];
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => { const t = el("div", null, "tile"); t.appendChild(el("b", v === undefined ? "" : v)); t.appendChild(el("span", k)); t.id = "tile-" + k; return t; }));
   const conns = o.connections || {};
   document.getElementById("tiles").appendChild(el("div", "connections: " + Object.keys(conns).map(k => conns[k] + " " + k).join(", "), "muted"));
@@ -110,7 +110,7 @@ function renderTasks() {
   const state = document.getElementById("fstate").value, name = document.getElementById("fname").value;
   const all = (last.queued || []).concat(last.tasks || []);
   fill("tasks", all.filter(t => (!state || t.state === state) && (!name || (t.name || "").includes(name))).map(t => {
-    const c = el("span"); if (t.state === "queued") c.appendChild(button("cancel", "/api/tasks/" + t.id + "/cancel")); if (t.state === "running") c.appendChild(button("terminate", "/api/tasks/" + t.id + "/terminate"));
+    const c = el("span"); if (t.state === "queued") c.appendChild(button("cancel", "/api/tasks/" + t.id + "/cancel")); if (t.state === "running" || t.state === "reserved") c.appendChild(button("terminate", "/api/tasks/" + t.id + "/terminate"));
     const tr = row([t.id, t.name || "", el("span", t.state, t.state), t.worker || "", secs(t.runtime), c], {"data-task": t.id, "data-state": t.state});
     tr.onclick = () => { selected = t.id; showDetail(); }; return tr; }));
 }
