@@ -4,6 +4,7 @@ counts its queued tasks without a walk (with the same numbers as the walk)."""
 
 from __future__ import annotations
 
+import collections
 import gc
 import pickle
 import random
@@ -16,7 +17,7 @@ from minipool.cluster.effects import Effects
 from minipool.cluster.scheduler import Scheduler
 from minipool.cluster.state import ClientState, Outcome, Task, TaskState, WorkerState
 from minipool.dashboard.history import History
-from minipool.dashboard.monitor import heap_first
+from minipool.dashboard.monitor import line_first
 from minipool.wire import Format, Kind
 
 
@@ -187,15 +188,17 @@ def test_the_queued_count_is_kept_by_the_state_changes() -> None:
     assert scheduler.counts["requeued"] and scheduler.counts["cancelled"] and scheduler.counts["timed_out"]
 
 
-def test_the_queue_is_read_from_the_heap_root() -> None:
-    import heapq
+def test_the_queue_is_read_from_the_front_of_its_line() -> None:
+    from minipool.cluster.queueing import TaskQueue
 
-    heap: list[tuple[int, int, int]] = []
+    queue = TaskQueue()
     rng = random.Random(2)
     for n in range(500):
-        heapq.heappush(heap, (-rng.randrange(3), rng.randrange(10**6), n))
-    assert heap_first(heap, 40) == [entry[2] for entry in heapq.nsmallest(40, heap)]
-    assert heap_first([], 5) == [] and len(heap_first(heap, 10**6)) == 500
+        task = Task(n, "c", n, b"", Format.PICKLE, "none", rng.randrange(3), None, 0.0)
+        queue.push(task, queue.queue)
+    expected = [entry[2] for entry in sorted(queue.queue)][:40]
+    assert line_first(queue.queue, 40) == expected
+    assert line_first(collections.deque(), 5) == [] and len(line_first(queue.queue, 10**6)) == 500
 
 
 def test_a_large_task_leased_twice_is_one_record_with_its_prefix() -> None:

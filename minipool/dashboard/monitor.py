@@ -7,43 +7,35 @@ see change -- workers joining and leaving, requeues, autoscaling, restarts -- by
 what the coordinator, its supervisor and its autoscaler already keep, and comparing it with
 the last look. The coordinator's lock is held for a few dictionary reads, so the dispatch path
 never waits on the dashboard for longer than that. Which leased tasks have started is read
-from the leases' order (:func:`lease_states`); the next queued ones from the root of the
-queue's heap (:func:`heap_first`).
+from the leases' order (:func:`lease_states`); the next queued ones from the front of the
+queue's sorted line (:func:`line_first`).
 
 Readers that want to know when something changed (the WebSocket feed) wait on :attr:`changed`.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from ..cluster.state import TaskState
 from .history import History
 from .records import transport_of, wall_time
 
-__all__ = ["Monitor", "INTERVAL", "heap_first", "lease_states"]
+__all__ = ["Monitor", "INTERVAL", "line_first", "lease_states"]
 
 #: Seconds between two looks: well inside the page's one-second promise.
 INTERVAL = 0.2
 
 
-def heap_first(heap: list[tuple[Any, ...]], most: int) -> list[Any]:
-    """The last items of the ``most`` smallest entries of ``heap``, smallest first, without
-    copying it: a best-first walk from the root (an entry's children are at ``2i+1`` and
-    ``2i+2`` and no smaller than it), which looks at about ``2 * most`` entries."""
-    out: list[Any] = []
-    frontier = [(heap[0], 0)] if heap else []
-    while frontier and len(out) < most:
-        entry, i = heapq.heappop(frontier)
-        out.append(entry[-1])
-        for child in (2 * i + 1, 2 * i + 2):
-            if child < len(heap):
-                heapq.heappush(frontier, (heap[child], child))
-    return out
+def line_first(line: Iterable[tuple[Any, ...]], most: int) -> list[Any]:
+    """The last items of the first ``most`` entries of a waiting line
+    (:data:`minipool.cluster.queueing.Line`, kept in the order its tasks will go), without
+    copying it."""
+    return [entry[-1] for entry in itertools.islice(line, most)]
 
 
 def lease_states(scheduler: Any, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, Any]]:
@@ -184,14 +176,14 @@ class Monitor:
 
     def queued(self, limit: int) -> list[dict[str, Any]]:
         """The next ``limit`` tasks no worker holds yet, in the order they will go (the history
-        keeps only tasks a worker has held). The queue is a heap, so these are found by a walk
-        down from its root that looks at about ``2 * limit`` entries, never at every task."""
+        keeps only tasks a worker has held). The queue is a sorted line, so these are its first
+        ``2 * limit`` entries (some may be cancelled), never every task."""
         now_wall, now = time.time(), time.monotonic()
         out = []
         with self.coordinator.lock:
             scheduler = self.coordinator.scheduler
             tasks = scheduler.tasks
-            for number in heap_first(scheduler.queue, 2 * limit):
+            for number in line_first(scheduler.queue, 2 * limit):
                 task = tasks.get(number)
                 if task is not None and task.state is TaskState.QUEUED:
                     out.append(
