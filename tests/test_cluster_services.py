@@ -316,6 +316,31 @@ def test_a_task_snapshot_is_written_without_the_coordinators_lock_and_loses_noth
     assert sorted(t.client_number for t in restored.tasks.values()) == list(range(30))
 
 
+def test_what_autoscaling_reads_counts_the_queue_without_walking_it():
+    from minipool.cluster.scheduler import Effects
+    from minipool.cluster.state import TaskState
+    from minipool.wire import Format
+
+    with Coordinator(b"k" * 32) as coordinator:
+        scheduler = coordinator.scheduler
+        with coordinator.lock:
+            for i in range(50):
+                headers = (
+                    {"priority": i % 3, "interpreter": "cpython-x"} if i % 10 == 0 else {"priority": i % 3}
+                )
+                scheduler.submit("c", i, b"body", Format.PICKLE, "none", headers, Effects())
+            for number in (1, 2):  # two cancelled: their entries stay in line, skipped
+                task = scheduler.by_key[("c", number)]
+                task.state = TaskState.CANCELLED
+                scheduler.tasks.pop(task.number)
+                scheduler.by_key.pop(("c", number))
+        scheduler.by_key[("c", 0)].submitted_at -= 5.0  # a pinned task at the head of its own line
+        count, oldest, workers = coordinator.load()
+        walked = [t for t in scheduler.tasks.values() if t.state is TaskState.QUEUED]
+        assert count == len(walked) == 48 and workers == []
+        assert oldest >= 5.0
+
+
 def test_the_result_store_is_bounded_by_bytes_as_well_as_by_count(monkeypatch):
     from minipool.cluster import scheduler as scheduling
     from minipool.cluster.scheduler import Effects, Outcome, Scheduler

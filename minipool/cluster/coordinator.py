@@ -37,7 +37,7 @@ from .broker import Broker
 from .outbox import OUTBOX_LIMIT, Batch, Link, Outbox
 from .scheduler import Effects
 from .session import HEARTBEAT, LIVENESS, server_handshake
-from .state import ClientState, TaskState, WorkerState
+from .state import ClientState, WorkerState
 
 __all__ = ["Coordinator"]
 
@@ -356,10 +356,16 @@ class Coordinator(Broker):
         """
         now = time.monotonic()
         with self.lock:
-            waiting = [t for t in self.scheduler.tasks.values() if t.state is TaskState.QUEUED]
-            for worker in self.scheduler.workers.values():
+            scheduler = self.scheduler
+            count = scheduler.queued  # kept by the state changes: no walk over the tasks
+            # The longest wait is that of a priority's first task in some line: no walk.
+            lines = [scheduler.queue, *scheduler.pinned.values()]
+            waiting = [task for line in lines for task in scheduler.heads(line)]
+            for worker in scheduler.workers.values():
                 if worker.inflight > worker.slots:
-                    waiting += sorted(worker.leases.values(), key=lambda t: t.leased_at)[worker.slots :]
-            workers = list(self.scheduler.workers.values())
+                    prefetched = sorted(worker.leases.values(), key=lambda t: t.leased_at)[worker.slots :]
+                    count += len(prefetched)
+                    waiting += prefetched
+            workers = list(scheduler.workers.values())
         oldest = max((now - t.submitted_at for t in waiting), default=0.0)
-        return len(waiting), oldest, workers
+        return count, oldest, workers

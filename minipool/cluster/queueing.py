@@ -91,6 +91,23 @@ class TaskQueue:
         """Tasks waiting for a worker (state QUEUED), in O(1): the live tasks not running."""
         return len(self.tasks) - self.running
 
+    def heads(self, line: Line) -> list[Task]:
+        """The first live task of each priority in ``line``: within a priority a line keeps
+        submission order, so the task that has waited longest is among these. Entries of tasks
+        that left meanwhile (cancelled, revoked) are passed over, as dispatch does; the start
+        of the next priority is found by bisection, so the line is never walked whole."""
+        tasks, heads, i, end = self.tasks, [], 0, len(line)
+        while i < end:
+            rank = line[i][0]
+            while i < end and line[i][0] == rank:
+                task = tasks.get(line[i][2])
+                if task is not None and task.state is TaskState.QUEUED:
+                    heads.append(task)
+                    break
+                i += 1
+            i = bisect.bisect_left(line, (rank + 1,), i)
+        return heads
+
     def can_run(self, interpreter: str | None) -> bool:
         """Whether a connected worker runs ``interpreter``."""
         return self._interpreters[interpreter] > 0
