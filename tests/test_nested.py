@@ -321,3 +321,14 @@ def test_bench_nested_prints_rounds_of_both_ways(tmp_path):
     (only,) = json.loads(path.read_text())["results"]["rounds"]
     assert len(only["kept"]["ratios"]) == len(only["through"]["ratios"]) == 2
     assert only["through"]["via_coordinator"] == 14  # every child of fib(17, 13)
+
+
+def test_a_revoked_task_that_waits_on_its_children_leaves_its_worker():
+    s = Scheduler()
+    worker = WorkerState(None, "w", 1, 0, {})
+    s.worker_joined(worker, Effects())
+    s.submit("c", 1, b"parent", Format.PICKLE, "none", None, Effects())
+    (number,) = list(worker.leases)
+    s.waiting(worker, number, Effects())  # it waits on its children: its slot is given back
+    assert s.revoke(("c", 1), "revoked", Effects()) is not None
+    assert worker.held() == [] and not worker.waiting

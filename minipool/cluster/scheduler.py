@@ -213,8 +213,8 @@ class Scheduler(TaskQueue):
         if task is None or task.state not in _LIVE:
             return None
         was = task.state
-        if task.worker is not None:
-            task.worker.leases.pop(task.number, None)
+        if task.worker is not None:  # running, or waiting on its children
+            task.worker.leases.pop(task.number, None) or task.worker.waiting.pop(task.number, None)
         self.counts["failed"] += 1  # a queued one's entry in line is skipped by dispatch
         self._finish(task, failure_outcome("Revoked", message), fx)
         self.dispatch(fx)
