@@ -19,16 +19,7 @@ from minipool.cluster.state import ClientState, Outcome, Task, TaskState, Worker
 from minipool.dashboard.history import History
 from minipool.dashboard.monitor import line_first
 from minipool.wire import Format, Kind
-
-
-def wait_for(condition: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from test_dashboard import wait_for
 
 
 def wait_for_file(path: str) -> str:
@@ -112,8 +103,8 @@ def reserved_then_running(pool: Any, dashboard: Any, state: Any, first: str, sec
     """A one-slot worker runs ``first``'s task; ``second``'s waits in its prefetch."""
     blocker = pool.submit(wait_for_file, first)
     behind = pool.submit(wait_for_file, second)  # leased to the same busy slot: prefetched
-    running = wait_for(lambda: dashboard.call("GET", "/api/tasks?state=running")[1])
-    reserved = wait_for(lambda: dashboard.call("GET", "/api/tasks?state=reserved")[1])
+    running = wait_for(lambda: dashboard.call("GET", "/api/tasks?state=running")[1], 20)
+    reserved = wait_for(lambda: dashboard.call("GET", "/api/tasks?state=reserved")[1], 20)
     assert all(t["name"].endswith("wait_for_file") for t in running + reserved)
     blocker_id, behind_id = running[0]["id"], reserved[0]["id"]
     assert reserved[0]["started"] is None and reserved[0]["received"] is not None
@@ -122,7 +113,7 @@ def reserved_then_running(pool: Any, dashboard: Any, state: Any, first: str, sec
     assert "minipool_tasks_reserved 1" in dashboard.metrics()
     Path(first).touch()
     assert blocker.result(20) == first
-    wait_for(lambda: state(behind_id)["state"] == "running")
+    wait_for(lambda: state(behind_id)["state"] == "running", 20)
     began, before = state(behind_id), state(blocker_id)
     assert before["state"] == "done" and began["started"] is not None
     # Its start is the moment the result before it came back: the worker was then free.
@@ -130,7 +121,7 @@ def reserved_then_running(pool: Any, dashboard: Any, state: Any, first: str, sec
     assert dashboard.call("GET", "/api/overview")[1]["reserved"] == 0
     Path(second).touch()
     assert behind.result(20) == second
-    wait_for(lambda: state(behind_id)["state"] == "done")
+    wait_for(lambda: state(behind_id)["state"] == "done", 20)
 
 
 def walked(scheduler: Scheduler, state: TaskState) -> int:
