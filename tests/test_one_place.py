@@ -25,6 +25,14 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_starts_over_after_a_success(
     assert 0.05 <= backoff.next() <= 0.15
 
 
+def test_backoff_leaves_the_applications_random_sequence_alone():
+    random.seed(7)
+    expected = [random.random() for _ in range(3)]
+    random.seed(7)
+    Backoff(0.1, 0.5).next()  # a reconnect, perhaps in a background thread
+    assert [random.random() for _ in range(3)] == expected
+
+
 def test_the_shared_key_comes_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.setenv(AUTHKEY_ENV, "from-env")
     assert shared_key("text") == b"text"

@@ -71,6 +71,11 @@ def authkey_from_env() -> bytes | None:
     return shared_key(None) or None
 
 
+# Jitter from a generator of its own: the random module's shared one is the application's
+# (a seeded sequence it relies on is not disturbed by a reconnect in a background thread).
+_JITTER = random.Random()
+
+
 class Backoff:
     """Exponential backoff with jitter, for reconnecting: waits of about ``first``, then twice
     that, up to ``cap`` seconds. Each wait is drawn from 0.5x to 1.5x its step, so that peers
@@ -85,7 +90,7 @@ class Backoff:
 
     def next(self) -> float:
         """The next wait, in seconds."""
-        wait = self.step * random.uniform(0.5, 1.5)
+        wait = self.step * _JITTER.uniform(0.5, 1.5)
         self.step = min(self.step * 2, self.cap)
         return wait
 
