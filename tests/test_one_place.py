@@ -15,7 +15,6 @@ from minipool.cluster.state import Task, WorkerState
 
 
 def test_backoff_doubles_to_its_cap_with_jitter_and_starts_over_after_a_success():
-    random.seed(7)
     backoff = Backoff(0.1, 0.5)
     waits = [backoff.next() for _ in range(6)]
     steps = [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
