@@ -5,21 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_examples_pipeline import run_example
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_annual_reports_distributed_matches_the_serial_run():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "annual_reports.py")]
-        + ["--reports", "10", "--latency", "0", "--distributed", "--instances", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stderr
-    assert "identical statistics to the serial run" in out.stdout
+    args = ["--reports", "10", "--latency", "0", "--distributed", "--instances", "2"]
+    assert "identical statistics to the serial run" in run_example("annual_reports.py", *args)
 
 
 def test_annual_reports_refuses_distributed_options_without_distributed():
