@@ -28,11 +28,12 @@ it waits on it, runs it as a call (fork/join's join); an idle slot elsewhere ste
 :class:`TaskClient` decides, as the submit passes through it, and is the one place a kept
 child is run, submitted or cancelled. ``current_pool(keep_children=False)`` turns it off.
 
-How the waits are seen: a child's future (:class:`ChildFuture`) remembers the task that
-submitted it. ``result()`` and ``exception()`` announce the wait themselves; ``wait`` and
-``as_completed`` install a *waiter* on every future they watch and remove it when they return,
-so the future's list of waiters announces the wait when one is added and its end when it is
-removed.
+A kept child whose arguments nobody can change (numbers, strings, bytes, tuples of them) is
+kept as the call itself, and pickled only if it leaves the worker: run by its parent, it costs
+a function call and a future, not a pickling round trip. Arguments that could change are
+pickled at submit, as for any task, so a child never sees what its parent does to them after.
+How a wait on a child is seen, and turned into a join or a secede, is
+:mod:`minipool.childfutures`.
 """
 
 from __future__ import annotations
@@ -43,23 +44,22 @@ import copyreg
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
 from . import mapping, shipping
 from . import task as tasklib
 from .asyncresult import TaskFunction
+from .childfutures import SETTLED, ChildFuture, OutcomeFuture
 from .cluster.nesting import Nest, RunningTask, current_task
 from .cluster.stealing import PUBLISH_AFTER, Kept, KeptChildren
 from .errors import ConnectionClosed
 from .executor import ClientExecutor
 from .futures import TaskFuture
 from .futuretable import Client
-from .wire import Kind, Message, encode
+from .wire import Format, Kind, Message, encode
 
 __all__ = ["current_pool", "TaskPool", "TaskClient", "ChildFuture", "OutcomeFuture"]
 
-_SETTLED = (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
 _made = threading.Lock()  # one TaskClient per worker, however many tasks ask at once
 
 
@@ -97,101 +97,6 @@ def _client_of(nest: Nest) -> TaskClient:
         return worker.tasks_client
 
 
-class _Waiters(list):
-    """A child future's waiters: adding one means a thread of its parent is about to block on
-    it (``wait``, ``as_completed``); removing it, that the wait is over."""
-
-    __slots__ = ("parent", "future")
-
-    def __init__(self, parent: RunningTask, future: _Seceding) -> None:
-        super().__init__()
-        self.parent = parent
-        self.future = future
-
-    def append(self, waiter: Any) -> None:
-        super().append(waiter)
-        self.future.before_blocking()
-        self.parent.begin_wait()
-
-    def remove(self, waiter: Any) -> None:
-        super().remove(waiter)
-        self.parent.end_wait()
-
-
-class _Seceding:
-    """Waits that give the waiting task's slot back, for any future: ``parent`` is the task
-    that made it (None outside a task: then it is an ordinary future)."""
-
-    parent: RunningTask | None
-    _state: str
-
-    def hook_waits(self) -> None:
-        self.parent = current_task()
-        if self.parent is not None:
-            self._waiters = _Waiters(self.parent, self)
-
-    def before_blocking(self) -> None:
-        """A thread is about to block on this future among others (``wait``)."""
-
-    def join(self, timeout: float | None) -> None:
-        """The parent is about to wait on this future."""
-
-    def result(self, timeout: float | None = None) -> Any:
-        parent = self.parent
-        if parent is None or self._state in _SETTLED:
-            return super().result(timeout)  # type: ignore[misc]
-        self.join(timeout)
-        if self._state in _SETTLED:
-            return super().result(timeout)  # type: ignore[misc]
-        parent.begin_wait()
-        try:
-            return super().result(timeout)  # type: ignore[misc]
-        finally:
-            parent.end_wait()
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        parent = self.parent
-        if parent is None or self._state in _SETTLED:
-            return super().exception(timeout)  # type: ignore[misc]
-        self.join(timeout)
-        if self._state in _SETTLED:
-            return super().exception(timeout)  # type: ignore[misc]
-        parent.begin_wait()
-        try:
-            return super().exception(timeout)  # type: ignore[misc]
-        finally:
-            parent.end_wait()
-
-
-class ChildFuture(_Seceding, TaskFuture):  # type: ignore[misc]  # _waiters: a list, hooked
-    """The future of a task submitted from inside a task: waiting on it gives the parent's
-    slot back while it is pending."""
-
-    def __init__(self, client: Any, number: int) -> None:
-        TaskFuture.__init__(self, client, number)
-        self.hook_waits()
-
-    def join(self, timeout: float | None) -> None:
-        """Fork/join's join: run the child here if it is still kept; if it left (stolen),
-        help with the children kept here until it is done. With a timeout it is submitted
-        instead, so that the wait can end on time."""
-        if timeout is None:
-            self._client.join(self)
-        else:
-            self._client.submit_kept((self.number,))
-
-    def before_blocking(self) -> None:
-        self._client.submit_kept((self.number,))
-
-
-class OutcomeFuture(_Seceding, concurrent.futures.Future):  # type: ignore[misc]  # the same
-    """A future made of child futures (a Celery-style task's, across its retries)."""
-
-    def __init__(self) -> None:
-        concurrent.futures.Future.__init__(self)
-        self.hook_waits()
-
-
 class TaskClient(Client):
     """The client of a worker's tasks, on the worker's connection (one per worker process).
 
@@ -217,10 +122,12 @@ class TaskClient(Client):
         if task is not None and not getattr(self._kept_now, "through", False) and _keepable(message.headers):
             if task.lend:  # a slot was idle when this task was leased: this child is its work
                 task.lend -= 1
-                self._kept_now.lent = True
-            elif self.children.keep(number, message, task):
+                self._kept_now.urgent = True
+            elif self.children.keep(number, task, message=message):
                 self._kept_now.task = task
                 return
+            else:  # a steal request stands: an idle slot waits for this child
+                self._kept_now.urgent = True
         self._unanswered[number] = message
 
     def _take(self, number: int) -> Any:
@@ -238,8 +145,8 @@ class TaskClient(Client):
                 if not task.holding:
                     self._nest.hold(task)
                 return
-            if getattr(now, "lent", False):  # an idle slot waits for it: not held for a batch
-                now.lent, flush = False, True
+            if getattr(now, "urgent", False):  # an idle slot waits for it: not held for a batch
+                now.urgent, flush = False, True
         if not self._nest.send(encode(message), flush=flush) and not submit:
             raise ConnectionClosed("the worker has no connection to its coordinator now")
 
@@ -274,6 +181,29 @@ class TaskClient(Client):
         finally:
             self._kept_now.through = False
 
+    def keep_call(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict, pool: TaskPool
+    ) -> ChildFuture | None:
+        """Keep a child as the call itself, to be pickled only if it leaves the worker; None if
+        it is to be submitted the usual way (not from a task, to be given away now, or a
+        function never packed here: packed at submit, a function that does not pickle fails
+        there, as anywhere). The caller has checked that its arguments cannot change."""
+        task = current_task()
+        if task is None or task.lend or self.closed or self.broken or not tasklib.packs(fn):
+            return None
+        if getattr(self._kept_now, "through", False):
+            return None
+        number = next(self._numbers)
+        future = ChildFuture(self, number)
+        with self._lock:
+            self._pending[number] = future
+        call = (fn, args, kwargs, pool)
+        if not self.children.keep(number, task, call=call):  # a steal request stands
+            self._submit([Kept(number, task, call=call)])
+        elif not task.holding:
+            self._nest.hold(task)
+        return future
+
     def join(self, future: ChildFuture) -> None:
         """``future``'s parent waits on it: run it here if it is kept; else run the children
         kept here, newest first, until it is done (it was stolen: help while waiting)."""
@@ -283,13 +213,17 @@ class TaskClient(Client):
             return
         if future.parent is not None:
             future.parent.touched = time.monotonic()
-        while future._state not in _SETTLED and (kept := self.children.newest()) is not None:
+        while future._state not in SETTLED and (kept := self.children.newest()) is not None:
             self._run(kept)
 
     def _run(self, kept: Kept) -> None:
         """Run a kept child in this thread, as its worker would, and settle its future."""
         try:
-            value, ok = tasklib.execute(kept.message.body, kept.message.codec), True
+            if kept.call is not None:
+                fn, args, kwargs, _ = kept.call
+                value, ok = fn(*args, **kwargs), True
+            else:
+                value, ok = tasklib.execute(kept.message.body, kept.message.codec), True
         except tasklib.Interrupted:
             raise  # the worker is stopping
         except BaseException as exc:  # noqa: BLE001 - the child's failure is its outcome, as on a worker
@@ -304,13 +238,29 @@ class TaskClient(Client):
 
     def _submit(self, kept: list[Kept]) -> None:
         """Send kept children to the coordinator as ordinary SUBMITs (remembered from now on,
-        for a reconnect, like any)."""
+        for a reconnect, like any), packing those kept as calls."""
+        messages = [m for m in map(self._message, kept) if m is not None]
         with self._lock:
-            kept = [k for k in kept if k.number in self._pending]
-            for k in kept:
-                self._unanswered[k.number] = k.message
-        for k in kept:
-            self._nest.send(encode(k.message))
+            messages = [m for m in messages if m.id in self._pending]
+            for m in messages:
+                self._unanswered[m.id] = m
+        for m in messages:
+            self._nest.send(encode(m))
+
+    def _message(self, kept: Kept) -> Message | None:
+        """A kept child's SUBMIT; None if its call does not pack (its future fails with why)."""
+        if kept.message is not None:
+            return kept.message
+        fn, args, kwargs, pool = kept.call
+        try:
+            body, codec, needs = tasklib.pack_call(fn, args, kwargs, pool.codec, pool._init)
+        except Exception as exc:  # noqa: BLE001 - as ClientExecutor.submit: the future says why
+            future = self._take(kept.number)
+            if future is not None:
+                future.set_exception(exc)
+            return None
+        headers = needs or pool._init_needs
+        return Message(Kind.SUBMIT, kept.number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
 
     def submit_kept(self, numbers: tuple[int, ...]) -> None:
         """Submit those of these children that are kept (waited on with a timeout, or among
@@ -372,6 +322,20 @@ def _keepable(headers: dict[str, Any] | None) -> bool:
     return headers is None or headers.keys() <= {"interpreter"}
 
 
+#: Argument types whose values no one can change: a child kept with only these as arguments
+#: (and tuples and frozensets of them) runs on the very objects, not on a copy.
+_CONSTANT = frozenset((int, float, complex, bool, str, bytes, type(None)))
+
+
+def _unchanging(values: Any) -> bool:
+    """Whether every value is a constant (:data:`_CONSTANT`) or a tuple or frozenset of them."""
+    for value in values:
+        kind = type(value)
+        if kind not in _CONSTANT and not ((kind is tuple or kind is frozenset) and _unchanging(value)):
+            return False
+    return True
+
+
 class TaskPool(ClientExecutor):
     """The pool a task runs in, as that task sees it (:func:`current_pool`).
 
@@ -399,6 +363,10 @@ class TaskPool(ClientExecutor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         if self.keep_children:
+            if not self._shutdown and _unchanging(args) and (not kwargs or _unchanging(kwargs.values())):
+                future = self._client.keep_call(fn, args, kwargs, self)
+                if future is not None:
+                    return future
             return super().submit(fn, *args, **kwargs)
         with self._client.through_coordinator():
             return super().submit(fn, *args, **kwargs)

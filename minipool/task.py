@@ -44,6 +44,7 @@ from .blobs import CACHE_MAX_BLOB, BoundedCache, FunctionBlobs
 from .codecs import DEFAULT_MAX_SIZE, get_codec
 
 __all__ = [
+    "packs",
     "pack_call",
     "BY_VALUE",
     "pack_invocation",
@@ -142,6 +143,12 @@ def _packed(
 ) -> tuple[bytes, str, dict[str, Any] | None]:
     body, data_needs = _pack(task, shipped)
     return (*_compress(body, codec), needs or data_needs)
+
+
+def packs(fn: Callable[..., Any]) -> bool:
+    """Whether :func:`pack_call` has packed ``fn`` before (so it packs again, from its cache)."""
+    entry = _blob_entries.get(id(fn))
+    return entry is not None and entry[0]() is fn
 
 
 def pack_call(

@@ -194,3 +194,40 @@ def kept_after(how):
     else:
         futures = [pool.submit(fib_serial, 10) for _ in range(3)]
     return len(pool._client.children), sum(f.result(30) for f in futures)
+
+
+def identity(value):
+    return id(value)
+
+
+def contents(items):
+    return list(items)
+
+
+def kept_as_calls():
+    """A child with constant arguments runs on the very objects (kept as the call); one whose
+    arguments could change runs on a copy taken at submit, whatever its parent does after."""
+    pool = current_pool()
+    data = b"x" * 1000
+    items = [1, 2, 3]
+    pool.submit(identity, 0).result()  # each function is packed once before it is kept as a call
+    pool.submit(contents, ()).result()
+    same = pool.submit(identity, data)
+    copied = pool.submit(contents, items)
+    items.append(4)
+    return same.result() == id(data), copied.result()
+
+
+def switch_interval_while_keeping():
+    """The GIL switch interval while this task keeps a child, and its child's value."""
+    import sys
+
+    child = current_pool().submit(fib_serial, 10)
+    while_kept = sys.getswitchinterval()
+    return while_kept, child.result()
+
+
+def switch_interval():
+    import sys
+
+    return sys.getswitchinterval()

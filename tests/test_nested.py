@@ -277,14 +277,14 @@ def test_the_kept_children_table_hands_each_child_out_once():
     a, b = Owner(), Owner()
     table = KeptChildren()
     for number, owner in ((1, a), (2, a), (3, b), (4, a)):
-        assert table.keep(number, f"call {number}", owner)
+        assert table.keep(number, owner, f"call {number}")
     assert table.steal().number == 1  # the oldest: in a recursion, the biggest subtree
     assert table.take(1) is None and table.take(2).number == 2  # its parent runs it
     assert table.newest().number == 4  # a parent helping while it waits: the newest
     assert [k.number for k in table.release(owner=b)] == [3]  # b ended: submitted
     assert table.steal() is None and table.demand == 1  # nothing kept: the request stands
-    assert not table.keep(5, "call 5", a) and table.demand == 0  # ... and takes the next child
-    assert table.keep(6, "call 6", a) and table.keep(7, "call 7", b)
+    assert not table.keep(5, a, "call 5") and table.demand == 0  # ... and takes the next child
+    assert table.keep(6, a, "call 6") and table.keep(7, b, "call 7")
     b.touched = a.touched + 1.0
     assert [k.number for k in table.release(idle_since=a.touched + 0.5)] == [6]  # a idle too long
     assert table.release(idle_since=a.touched + 0.5) == []
@@ -302,6 +302,47 @@ def test_what_a_task_keeps(pool2, how, keeps):
     for the coordinator, and keep_children=False go through the coordinator."""
     kept, total = pool2.submit(nj.kept_after, how).result(30)
     assert total == 3 * 55 and (kept >= 2 if keeps else kept == 0)
+
+
+def test_a_child_with_constant_arguments_is_kept_as_the_call_and_others_as_a_copy():
+    """On one worker nothing is stolen: the child of constant arguments runs on its parent's
+    very object (no pickling), the child of a list on the list as it was at submit."""
+    with Pool(1) as pool:
+        assert pool.submit(nj.kept_as_calls).result(30) == (True, [1, 2, 3])
+
+
+def test_a_worker_whose_tasks_keep_children_switches_threads_often_then_as_before():
+    """While a task keeps children, the GIL is handed over every 20 us (the reader of a STEAL
+    must not wait 5 ms for it); once no task keeps any, the interval is the process's again."""
+    from minipool.cluster.nesting import STEAL_SWITCH_INTERVAL
+
+    with Pool(1) as pool:
+        before = pool.submit(nj.switch_interval).result(30)
+        while_kept, value = pool.submit(nj.switch_interval_while_keeping).result(30)
+        assert while_kept == pytest.approx(STEAL_SWITCH_INTERVAL) and value == 55
+        assert pool.submit(nj.switch_interval).result(30) == before > STEAL_SWITCH_INTERVAL
+
+
+def test_a_child_a_steal_request_waits_for_is_sent_at_once():
+    """A STEAL that found nothing kept stands; the next child submitted goes to the coordinator
+    without waiting for a batch (flushed): an idle slot waits for it."""
+    from types import SimpleNamespace
+
+    from minipool.cluster.nesting import RunningTask, entered, left
+    from minipool.nested import TaskClient
+
+    sent = []
+    worker = SimpleNamespace(incarnation="w1", max_message=1 << 20)
+    nest = SimpleNamespace(worker=worker, send=lambda data, flush=True: sent.append(flush) or True)
+    client = TaskClient(nest)
+    client.children.demand = 1
+    task = RunningTask(nest, 7, "none")
+    entered(task)
+    try:
+        client.submit(b"call")
+    finally:
+        left(task)
+    assert sent == [True] and client.children.demand == 0 and not len(client.children)
 
 
 def test_bench_nested_prints_rounds_of_both_ways(tmp_path):

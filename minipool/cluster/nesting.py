@@ -57,9 +57,11 @@ FOR_TASKS = frozenset((Kind.RESULT, Kind.FAILURE, Kind.STATUS_REPLY, Kind.LOOKUP
 _local = threading.local()
 #: Seconds a retired stand-in waits to be called back before its thread ends.
 PARK_SECONDS = 5.0
-#: The GIL switch interval of a process worker whose tasks keep children: how long a computing
-#: thread may keep the reader of a STEAL waiting (Python's default is 5 ms).
-STEAL_SWITCH_INTERVAL = 0.0002
+#: The GIL switch interval of a process worker while its tasks keep children: how long a
+#: computing thread may keep the reader of a STEAL waiting (Python's default is 5 ms). Reading
+#: and answering one takes the GIL back several times (after each system call), and every
+#: time the reader waits this long: an idle slot elsewhere waits for the sum.
+STEAL_SWITCH_INTERVAL = 0.00002
 
 
 class TasksClient(Protocol):
@@ -218,6 +220,7 @@ class Nest:
         # one GIL, so a task that rejoins waits for the one in its place to end (or to wait in
         # turn) rather than run beside it: two computing threads would only take turns.
         self.slot: threading.Lock | None = threading.Lock() if worker.kind == "process" else None
+        self._switch_interval: float | None = None  # the GIL's, while tasks hold (see hold)
 
     def enter(self, task: RunningTask) -> None:
         """This thread starts running ``task``: it takes the slot."""
@@ -253,9 +256,11 @@ class Nest:
         self.send(encode(Message(Kind.HOLDING, task.number)))
         if self.slot is not None:
             # The stand-in needs the GIL to answer; by default a computing thread keeps it for
-            # 5 ms, longer than a steal is worth waiting for.
-            if sys.getswitchinterval() > STEAL_SWITCH_INTERVAL:
-                sys.setswitchinterval(STEAL_SWITCH_INTERVAL)
+            # 5 ms, longer than a steal is worth waiting for. Restored when no task holds.
+            with self._threads_lock:
+                if self._switch_interval is None and sys.getswitchinterval() > STEAL_SWITCH_INTERVAL:
+                    self._switch_interval = sys.getswitchinterval()
+                    sys.setswitchinterval(STEAL_SWITCH_INTERVAL)
             self._stand_in_owed()
 
     def unhold(self, task: RunningTask) -> None:
@@ -263,6 +268,9 @@ class Nest:
         with self._threads_lock:
             self.holders.pop(task.number, None)
             last = not self.holders
+            if last and self._switch_interval is not None:
+                sys.setswitchinterval(self._switch_interval)
+                self._switch_interval = None
         client = self.worker.tasks_client
         if client is not None:
             client.release(task, last)

@@ -40,14 +40,17 @@ PUBLISH_AFTER = 0.05
 
 
 class Kept:
-    """A kept child: its number in the tasks' client, its SUBMIT, and the task that made it."""
+    """A kept child: its number in the tasks' client, the task that made it, and either its
+    SUBMIT (``message``) or, not pickled yet, the call itself (``call``, whatever the client
+    needs to pack it if it leaves)."""
 
-    __slots__ = ("number", "message", "owner")
+    __slots__ = ("number", "owner", "message", "call")
 
-    def __init__(self, number: int, message: Any, owner: Any) -> None:
+    def __init__(self, number: int, owner: Any, message: Any = None, call: Any = None) -> None:
         self.number = number
-        self.message = message
         self.owner = owner  # the RunningTask that holds the slot it was submitted from
+        self.message = message
+        self.call = call
 
 
 class KeptChildren:
@@ -63,16 +66,16 @@ class KeptChildren:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def keep(self, number: int, message: Any, owner: Any) -> bool:
-        """Keep a child just submitted by ``owner``; False if a steal request waits for it (then
-        it is to be submitted now)."""
+    def keep(self, number: int, owner: Any, message: Any = None, call: Any = None) -> bool:
+        """Keep a child just submitted by ``owner`` (its SUBMIT, or its call); False if a steal
+        request waits for it (then it is to be submitted now)."""
         with self._lock:
             owner.touched = time.monotonic()
             if self.demand:
                 self.demand -= 1
                 self.counts["stolen"] += 1
                 return False
-            self._kept[number] = Kept(number, message, owner)
+            self._kept[number] = Kept(number, owner, message, call)
             self._owners[owner] = self._owners.get(owner, 0) + 1
             self.counts["kept"] += 1
             return True
