@@ -327,11 +327,14 @@ def _keepable(headers: dict[str, Any] | None) -> bool:
 _CONSTANT = frozenset((int, float, complex, bool, str, bytes, type(None)))
 
 
-def _unchanging(values: Any) -> bool:
-    """Whether every value is a constant (:data:`_CONSTANT`) or a tuple or frozenset of them."""
+def _unchanging(values: Any, depth: int = 4) -> bool:
+    """Whether every value is a constant (:data:`_CONSTANT`) or a tuple or frozenset of them,
+    nested at most ``depth`` deep (deeper ones are copied, as any argument: no recursion limit)."""
     for value in values:
         kind = type(value)
-        if kind not in _CONSTANT and not ((kind is tuple or kind is frozenset) and _unchanging(value)):
+        if kind not in _CONSTANT and not (
+            (kind is tuple or kind is frozenset) and depth and _unchanging(value, depth - 1)
+        ):
             return False
     return True
 

@@ -311,6 +311,17 @@ def test_a_child_with_constant_arguments_is_kept_as_the_call_and_others_as_a_cop
         assert pool.submit(nj.kept_as_calls).result(30) == (True, [1, 2, 3])
 
 
+def test_which_arguments_count_as_unchanging():
+    from minipool.nested import _unchanging
+
+    assert _unchanging((1, "a", b"x", None, 2.5, 1j, True, (1, (2,)), frozenset({3})))
+    assert not _unchanging(([1],)) and not _unchanging(((1, [2]),)) and not _unchanging((bytearray(),))
+    deep: tuple = (1,)
+    for _ in range(10_000):
+        deep = (deep,)
+    assert not _unchanging((deep,))  # copied like any argument, without a RecursionError
+
+
 def test_a_worker_whose_tasks_keep_children_switches_threads_often_then_as_before():
     """While a task keeps children, the GIL is handed over every 20 us (the reader of a STEAL
     must not wait 5 ms for it); once no task keeps any, the interval is the process's again."""
