@@ -334,3 +334,35 @@ def test_the_read_loop_polls_while_results_are_held_then_waits_out_the_silence()
     task = encode(Message(Kind.TASK, 1, b""))
     wrong = read_until_lost(_peer(1.0, 3), _Scripted(task), Outbox(_Scripted()), refuse, beats=False)
     assert isinstance(wrong, ProtocolError) and str(wrong) == "not for me"
+
+
+def test_an_outbox_being_sent_by_another_thread_has_nothing_for_a_reader_to_flush():
+    """A reader polls while messages are held back with no one sending them; while another
+    thread sends, that thread takes them along, so the reader may block (its polls would only
+    take the GIL from the sender)."""
+    import threading
+
+    from minipool.cluster.outbox import Outbox
+
+    release, sent = threading.Event(), []
+
+    class Conn:
+        closed = False
+
+        def send_many(self, batch):
+            release.wait(10)
+            sent.extend(batch)
+
+    outbox = Outbox(Conn())
+    outbox.put(b"held", flush=False)
+    assert outbox.has_pending  # held back, and nobody sending: a reader should flush it
+    sender = threading.Thread(target=outbox.put, args=(b"first",))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not sent and outbox.has_pending and time.monotonic() < deadline:
+        time.sleep(0.001)
+    outbox.put(b"later", flush=False)
+    assert not outbox.has_pending  # the sender is in send_many: it will take "later" along
+    release.set()
+    sender.join(10)
+    assert sent == [b"held", b"first", b"later"] and not outbox.has_pending

@@ -67,7 +67,11 @@ class Outbox:
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        """Whether messages are held back with no thread sending: a reader should flush them
+        before it blocks. While another thread sends, it takes them along (it drains until
+        nothing is queued), and a reader polling meanwhile would only spin: every poll gives up
+        the GIL the sender needs to finish."""
+        return bool(self._pending) and not self._flushing
 
     def put(self, data: bytes, *, flush: bool = True) -> None:
         """Queue ``data`` and send it (with anything queued) now, unless another thread is
