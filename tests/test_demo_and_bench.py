@@ -42,6 +42,16 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
     assert nested["ppe"]["outcome"].startswith("deadlocked") and nested["ppe"]["processes_left"] == 0
 
 
+def test_bench_dispatch_refuses_a_count_of_nested_submits_below_one():
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool.bench", "dispatch", "--nested-submits", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--nested-submits: must be at least 1, not 0" in done.stderr
+
+
 def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path):
     path = tmp_path / "balance.json"
     run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -60,6 +61,14 @@ def on_one_core(pids: list[int]) -> Iterator[None]:
     finally:
         for pid, cpus in before.items():
             pin([pid], cpus)
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def median_time(fn: Callable[[], object], repeat: int = 5) -> float:

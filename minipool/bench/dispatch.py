@@ -42,7 +42,7 @@ import time
 from typing import Any
 
 from . import dispatch_path, nested
-from .common import format_table, median_times, print_table, progress
+from .common import format_table, median_times, positive, print_table, progress
 
 
 def noop(x: Any = None) -> Any:
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal-tasks", type=int, default=10_000, help="tasks in the journal test (0 to skip)"
     )
-    parser.add_argument("--nested-submits", type=int, default=5000, help="submits from inside a task")
+    parser.add_argument("--nested-submits", type=positive, default=5000, help="submits from inside a task")
     parser.add_argument(
         "--fib", default="27,18", help="recursive Fibonacci's n and serial cutoff (default 27,18)"
     )
