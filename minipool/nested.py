@@ -56,9 +56,9 @@ from .errors import ConnectionClosed
 from .executor import ClientExecutor
 from .futures import TaskFuture
 from .futuretable import Client
-from .wire import Format, Kind, Message, encode
+from .wire import HEADROOM, Format, Kind, Message, encode, envelope_size
 
-__all__ = ["current_pool", "TaskPool", "TaskClient", "ChildFuture", "OutcomeFuture"]
+__all__ = ["current_pool", "TaskPool", "TaskClient", "ChildFuture", "OutcomeFuture", "KEEP_AS_CALL"]
 
 _made = threading.Lock()  # one TaskClient per worker, however many tasks ask at once
 
@@ -260,6 +260,14 @@ class TaskClient(Client):
                 future.set_exception(exc)
             return None
         headers = needs or pool._init_needs
+        if (
+            len(body) + HEADROOM > self.max_message
+            and envelope_size(len(body), codec, headers) > self.max_message
+        ):
+            future = self._take(kept.number)  # (a coordinator that takes less than KEEP_AS_CALL)
+            if future is not None:
+                self._refuse_oversized(future, body, codec, headers)
+            return None
         return Message(Kind.SUBMIT, kept.number, body, fmt=Format.PICKLE, codec=codec, headers=headers)
 
     def submit_kept(self, numbers: tuple[int, ...]) -> None:
@@ -324,19 +332,31 @@ def _keepable(headers: dict[str, Any] | None) -> bool:
 
 #: Argument types whose values no one can change: a child kept with only these as arguments
 #: (and tuples and frozensets of them) runs on the very objects, not on a copy.
-_CONSTANT = frozenset((int, float, complex, bool, str, bytes, type(None)))
+_CONSTANT = frozenset((int, float, complex, bool, type(None)))
+_SIZED = frozenset((str, bytes))
+#: How large the arguments of a child kept as the call may be (a string or bytes counts its
+#: length, anything else 8): a larger call is pickled at submit, where one too large for the
+#: coordinator fails at once, as it would if it were stolen.
+KEEP_AS_CALL = 64 * 1024
 
 
-def _unchanging(values: Any, depth: int = 4) -> bool:
-    """Whether every value is a constant (:data:`_CONSTANT`) or a tuple or frozenset of them,
-    nested at most ``depth`` deep (deeper ones are copied, as any argument: no recursion limit)."""
+def _unchanging(values: Any, room: int = KEEP_AS_CALL, depth: int = 4) -> int:
+    """What is left of ``room`` if every value is a constant (:data:`_CONSTANT`, a string or
+    bytes) or a tuple or frozenset of them nested at most ``depth`` deep; else -1 (so deeper
+    ones are copied, as any argument, and no recursion limit is met)."""
     for value in values:
         kind = type(value)
-        if kind not in _CONSTANT and not (
-            (kind is tuple or kind is frozenset) and depth and _unchanging(value, depth - 1)
-        ):
-            return False
-    return True
+        if kind in _CONSTANT:
+            room -= 8
+        elif kind in _SIZED:
+            room -= len(value)
+        elif (kind is tuple or kind is frozenset) and depth:
+            room = _unchanging(value, room, depth - 1)
+        else:
+            return -1
+        if room < 0:
+            return -1
+    return room
 
 
 class TaskPool(ClientExecutor):
@@ -366,7 +386,8 @@ class TaskPool(ClientExecutor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         if self.keep_children:
-            if not self._shutdown and _unchanging(args) and (not kwargs or _unchanging(kwargs.values())):
+            room = _unchanging(args)
+            if room >= 0 and not self._shutdown and (not kwargs or _unchanging(kwargs.values(), room) >= 0):
                 future = self._client.keep_call(fn, args, kwargs, self)
                 if future is not None:
                     return future

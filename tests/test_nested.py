@@ -312,14 +312,15 @@ def test_a_child_with_constant_arguments_is_kept_as_the_call_and_others_as_a_cop
 
 
 def test_which_arguments_count_as_unchanging():
-    from minipool.nested import _unchanging
+    from minipool.nested import KEEP_AS_CALL, _unchanging
 
-    assert _unchanging((1, "a", b"x", None, 2.5, 1j, True, (1, (2,)), frozenset({3})))
-    assert not _unchanging(([1],)) and not _unchanging(((1, [2]),)) and not _unchanging((bytearray(),))
+    assert _unchanging((1, "ab", b"x", None, 2.5, 1j, True, (1, (2,)), frozenset({3}))) == KEEP_AS_CALL - 67
+    assert _unchanging(([1],)) == _unchanging(((1, [2]),)) == _unchanging((bytearray(),)) == -1
     deep: tuple = (1,)
     for _ in range(10_000):
         deep = (deep,)
-    assert not _unchanging((deep,))  # copied like any argument, without a RecursionError
+    assert _unchanging((deep,)) == -1  # copied like any argument, without a RecursionError
+    assert _unchanging(("x" * KEEP_AS_CALL,)) == 0 and _unchanging(("x" * KEEP_AS_CALL, 1)) == -1
 
 
 def test_a_worker_whose_tasks_keep_children_switches_threads_often_then_as_before():
@@ -354,6 +355,30 @@ def test_a_child_a_steal_request_waits_for_is_sent_at_once():
     finally:
         left(task)
     assert sent == [True] and client.children.demand == 0 and not len(client.children)
+
+
+def test_a_child_kept_as_a_call_too_large_to_leave_fails_instead_of_being_sent():
+    """Kept as the call, a child is pickled when it leaves: if the coordinator would refuse its
+    size, its future fails as a submit's would, and nothing is sent."""
+    from types import SimpleNamespace
+
+    from minipool.cluster.stealing import Kept
+    from minipool.errors import MessageTooLarge
+    from minipool.nested import TaskClient, TaskPool
+
+    sent = []
+    worker = SimpleNamespace(incarnation="w1", max_message=512)
+    client = TaskClient(
+        SimpleNamespace(worker=worker, send=lambda data, flush=True: sent.append(data) or True)
+    )
+    pool = TaskPool(client, "none")
+    future = client.future_type(client, 5)
+    client._pending[5] = future
+    client._submit([Kept(5, None, call=(nj.fib_serial, ("x" * 2000,), {}, pool))])
+    assert sent == [] and isinstance(future.exception(0), MessageTooLarge)
+    client._pending[6] = future6 = client.future_type(client, 6)
+    client._submit([Kept(6, None, call=(nj.fib_serial, (20,), {}, pool))])
+    assert len(sent) == 1 and not future6.done()  # a small one leaves as a SUBMIT
 
 
 def test_bench_nested_prints_rounds_of_both_ways(tmp_path):
