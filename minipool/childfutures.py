@@ -18,6 +18,7 @@ children are joined by ``result()`` and never need one.
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from typing import Any
 
@@ -65,28 +66,23 @@ class _Seceding:
         """The parent is about to wait on this future."""
 
     def result(self, timeout: float | None = None) -> Any:
-        parent = self.parent
-        if parent is None or self._state in SETTLED:
-            return super().result(timeout)  # type: ignore[misc]
-        self.join(timeout)
-        if self._state in SETTLED:
-            return super().result(timeout)  # type: ignore[misc]
-        parent.begin_wait()
-        try:
-            return super().result(timeout)  # type: ignore[misc]
-        finally:
-            parent.end_wait()
+        return self._seceding(super().result, timeout)  # type: ignore[misc]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._seceding(super().exception, timeout)  # type: ignore[misc]
+
+    def _seceding(self, ask: Callable[[float | None], Any], timeout: float | None) -> Any:
+        """``ask(timeout)`` (the future's own wait), joined first, and with the parent's slot
+        given back while it blocks."""
         parent = self.parent
         if parent is None or self._state in SETTLED:
-            return super().exception(timeout)  # type: ignore[misc]
+            return ask(timeout)
         self.join(timeout)
         if self._state in SETTLED:
-            return super().exception(timeout)  # type: ignore[misc]
+            return ask(timeout)
         parent.begin_wait()
         try:
-            return super().exception(timeout)  # type: ignore[misc]
+            return ask(timeout)
         finally:
             parent.end_wait()
 
