@@ -409,3 +409,30 @@ def test_a_revoked_task_that_waits_on_its_children_leaves_its_worker():
     s.waiting(worker, number, Effects())  # it waits on its children: its slot is given back
     assert s.revoke(("c", 1), "revoked", Effects()) is not None
     assert worker.held() == [] and not worker.waiting
+
+
+def test_bench_handoff_shows_the_switch_interval_bounds_an_answer_from_a_computing_worker(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "handoff.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool.bench", "handoff", "--echoes", "20", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(path.read_text())["results"]
+    assert list(rows) == [
+        "idle (no computing thread)",
+        "computing, interval 5000 µs",
+        "computing, interval 200 µs",
+        "computing, interval 20 µs",
+    ]
+    # Python's default makes the reader wait for about one interval; minipool's, a small part.
+    assert rows["computing, interval 5000 µs"]["median_us"] > 2000
+    assert (
+        rows["computing, interval 20 µs"]["median_us"] < rows["computing, interval 5000 µs"]["median_us"] / 4
+    )

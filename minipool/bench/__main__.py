@@ -11,6 +11,7 @@ from .common import write_json
 BENCHMARKS = {
     "dispatch": "per-task dispatch and map throughput vs multiprocessing.Pool and ProcessPoolExecutor",
     "nested": "recursive Fibonacci of child tasks (kept and stolen, or via the coordinator) vs serial",
+    "handoff": "an echo from a process whose other thread computes, by GIL switch interval, vs an idle one",
     "codecs": "compression ratio and MB/s of each codec on text, JSON logs and random bytes",
     "transports": "round trip and throughput of every transport beside a raw socket",
     "pipeline": "records/s and memory of the annual-report pipeline by stage and channel kind",
