@@ -68,10 +68,14 @@ def _end(pool, topic: str) -> int:
 
 
 def _values(pool, topic: str) -> list[bytes]:
-    out = []
+    """Every record ``topic`` holds (the writers have ended: its end is final)."""
+    out: list[bytes] = []
+    end = _end(pool, topic)
     with Consumer(topic, pool=pool, auto_offset_reset="earliest") as reader:
-        while batch := reader.poll(timeout=0.3):
-            out.extend(r.value for r in batch)
+        deadline = time.monotonic() + 30
+        while len(out) < end and time.monotonic() < deadline:
+            out.extend(r.value for r in reader.poll(timeout=1.0))
+    assert len(out) == end, f"read {len(out)} of the {end} records of {topic!r}"
     return out
 
 
