@@ -109,15 +109,31 @@ def test_bench_pipeline_small(tmp_path):
         "2000",
         "--stream-records",
         "0",
+        "--kind-tasks",
+        "20",
         "--json",
         str(path),
     )
-    assert json.loads(path.read_text())["results"]
+    results = json.loads(path.read_text())["results"]
+    assert results
+    assert {(r["work"], r["stage"]) for r in results["stage_kinds"]} == {
+        (work, stage)
+        for work, stages in (
+            ("CPU 1 ms x 200", ("thread, 1 worker", "thread, 2 workers", "process, 2 workers")),
+            (
+                "wait 20 ms x 20",
+                ("thread, 1 worker", "thread, 32 workers", "async, 32 workers", "process, 2 workers"),
+            ),
+        )
+        for stage in stages
+    }
+    assert all(r["seconds"] > 0 for r in results["stage_kinds"])
 
 
 def test_bench_rpc_small_measures_every_implementation(tmp_path):
     path = tmp_path / "rpc.json"
-    out = run("minipool.bench", "rpc", "--budget", "0.05", "--json", str(path))
+    # Two turns each: xmlrpc's 1 MB echo takes ~70 ms, and a turn is at least three calls.
+    out = run("minipool.bench", "rpc", "--budget", "0.05", "--rounds", "2", "--json", str(path))
     rows = json.loads(path.read_text())["results"]["rows"]
     assert {(r["call"], r["impl"]) for r in rows} == {
         (call, impl)
@@ -135,6 +151,16 @@ def test_bench_rpc_small_measures_every_implementation(tmp_path):
     ]
     assert all(r["rtt_us"] > 0 for r in tasks) and tasks[0]["rtt_vs_minipool"] == 1.0
     assert "A 1 MB pool task's round trip" in out
+
+
+def test_bench_rpc_refuses_fewer_than_one_round():
+    done = subprocess.run(
+        [sys.executable, "-m", "minipool.bench", "rpc", "--rounds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--rounds: must be at least 1, not 0" in done.stderr
 
 
 def test_bench_checksum_times_every_way_of_checking_and_the_parts(tmp_path):

@@ -54,8 +54,11 @@ def test_a_worker_killed_mid_run_loses_no_task(tmp_path, transport):
     log = tmp_path / "ran.txt"
     with Pool(2, heartbeat=0.2, transport=transport) as pool:
         pool.wait_for_workers()
-        futures = [pool.submit(jobs.record_then_sleep, str(log), i, 0.1) for i in range(24)]
-        time.sleep(0.35)
+        futures = [pool.submit(jobs.record_then_sleep, str(log), i, 0.05) for i in range(24)]
+        deadline = time.monotonic() + 30
+        while len(log.read_text().split() if log.exists() else []) < 2:  # under way: leases held
+            assert time.monotonic() < deadline, "no task started"
+            time.sleep(0.01)
         victim = pool.status()["local_processes"][0]
         os.kill(victim, signal.SIGKILL)
         results = [f.result(60) for f in futures]

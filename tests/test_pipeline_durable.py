@@ -22,15 +22,17 @@ SCRIPT = textwrap.dedent("""
     from minipool import pipeline as pl
 
     processed = 0
+    journal = sys.argv[1] if len(sys.argv) > 1 else None
+    paced = sys.argv[2:] == ["paced"]
 
     def work(x):
         global processed
         processed += 1
-        time.sleep(0.0005)
+        if paced:  # the run to kill lasts long enough for the kill to land mid-run
+            time.sleep(0.0005)
         return x * 7
 
     if __name__ == "__main__":
-        journal = sys.argv[1] if len(sys.argv) > 1 else None
         p = (pl.source(range(3000)) | pl.map(work) | pl.filter(lambda y: y % 3 != 0)
              | pl.batch(1) | pl.map(lambda b: b[0]) | pl.collect())
         result = p.run(journal=journal, snapshot_every=3)
@@ -53,7 +55,7 @@ def _run(script: Path, *args: str, timeout: float = 60) -> dict:
 def _kill_when(script: Path, journal: Path, ready) -> None:
     """Run ``script`` with ``journal`` and SIGKILL it once ``ready(journal)`` is true."""
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(journal)],
+        [sys.executable, str(script), str(journal), "paced"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -95,15 +97,17 @@ WINDOWED = textwrap.dedent("""
     from minipool import pipeline as pl
 
     processed = 0
+    journal = sys.argv[1] if len(sys.argv) > 1 else None
+    paced = sys.argv[2:] == ["paced"]
 
     def work(x):
         global processed
         processed += 1
-        time.sleep(0.0005)
+        if paced:  # the run to kill lasts long enough for the kill to land mid-run
+            time.sleep(0.0005)
         return x
 
     if __name__ == "__main__":
-        journal = sys.argv[1] if len(sys.argv) > 1 else None
         # keyed 1-second windows of event time that always hold records: only a barrier that
         # carries their state lets a checkpoint pass them
         p = (pl.source(range(3000)) | pl.map(work)

@@ -23,9 +23,11 @@ SCRIPT = textwrap.dedent("""
     from minipool import pipeline as pl
 
     address, group, out, journal = sys.argv[1:5]
+    paced = sys.argv[5:] == ["paced"]
 
     def slow(record):
-        time.sleep(0.0005)  # the kill must land mid-stream
+        if paced:  # the run to kill lasts long enough for the kill to land mid-stream
+            time.sleep(0.0005)
         return json.loads(record.value)
 
     p = (pl.from_topic("events", group=group, address=address, idle_timeout=0.7)
@@ -66,10 +68,14 @@ def _end(pool, topic: str) -> int:
 
 
 def _values(pool, topic: str) -> list[bytes]:
-    out = []
+    """Every record ``topic`` holds (the writers have ended: its end is final)."""
+    out: list[bytes] = []
+    end = _end(pool, topic)
     with Consumer(topic, pool=pool, auto_offset_reset="earliest") as reader:
-        while batch := reader.poll(timeout=0.3):
-            out.extend(r.value for r in batch)
+        deadline = time.monotonic() + 30
+        while len(out) < end and time.monotonic() < deadline:
+            out.extend(r.value for r in reader.poll(timeout=1.0))
+    assert len(out) == end, f"read {len(out)} of the {end} records of {topic!r}"
     return out
 
 
@@ -85,8 +91,8 @@ def test_sigkill_between_checkpoints_then_rerun_gives_identical_output(coordinat
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "MINIPOOL_AUTHKEY": key}
 
-    def start(group: str, out: str, journal: str) -> subprocess.Popen:
-        args = [sys.executable, str(script), pool.address, group, out, journal]
+    def start(group: str, out: str, journal: str, *paced: str) -> subprocess.Popen:
+        args = [sys.executable, str(script), pool.address, group, out, journal, *paced]
         return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
 
     def finish(proc: subprocess.Popen) -> object:
@@ -97,7 +103,7 @@ def test_sigkill_between_checkpoints_then_rerun_gives_identical_output(coordinat
     reference = finish(start("reference", "-" if output == "value" else "reference", str(tmp_path / "ref")))
     journal = tmp_path / "journal"
     out = "-" if output == "value" else "out"
-    victim = start("g", out, str(journal))
+    victim = start("g", out, str(journal), "paced")
     try:
         deadline = time.monotonic() + 30
         # killed after checkpoints carried the windows' state, and (topic) results were written

@@ -70,12 +70,13 @@ def test_map_raises_the_first_error_in_order(pool):
 
 
 def test_result_and_map_timeouts(pool):
-    future = pool.submit(jobs.sleep_then, 1.0, "late")
+    # Each task sleeps at least three times the timeout: no load makes one finish within it.
+    future = pool.submit(jobs.sleep_then, 0.3, "late")
     with pytest.raises(concurrent.futures.TimeoutError):
         future.result(timeout=0.05)
     assert future.result(10) == "late"
     with pytest.raises(concurrent.futures.TimeoutError):
-        list(pool.map(jobs.sleep_then, [0.5] * 4, timeout=0.1))
+        list(pool.map(jobs.sleep_then, [0.3] * 2, timeout=0.1))  # one a worker: soon free again
 
 
 def test_queued_futures_can_be_cancelled(pool, tmp_path):

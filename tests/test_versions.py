@@ -281,7 +281,7 @@ def test_by_value_tasks_run_only_on_workers_of_the_clients_version(version):
         other = start_worker(python, pool.address)
         try:
             pool.wait_for_workers(2)
-            pause = 0.2
+            pause = 0.1  # the first worker is busy while the rest are dispatched
             by_value = lambda: (time.sleep(pause), platform.python_version())[1]  # noqa: E731
             assert set(f.result(30) for f in [pool.submit(by_value) for _ in range(6)]) == {here}
             versions = {f.result(30) for f in [pool.submit(jobs.python_after, pause) for _ in range(6)]}

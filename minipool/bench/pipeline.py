@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import print_table, progress
+from .common import positive, print_table, progress
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "annual_reports.py"
 
@@ -86,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=200_000,
         help="records for durable channel throughput (200,000)",
+    )
+    parser.add_argument(
+        "--kind-tasks",
+        type=positive,
+        default=100,
+        help="waits of 20 ms in the stage-kinds case, and ten times as many 1 ms CPU tasks (100)",
     )
     parser.add_argument(
         "--stream-records",
@@ -209,25 +215,26 @@ def stage_kinds(args: argparse.Namespace) -> list[dict[str, Any]]:
     """CPU-bound and I/O-bound stages on each kind: when each one wins."""
     from minipool import pipeline as pl
 
-    cpu = [20_000] * 1000
-    io = list(range(100))
+    cpu = [20_000] * (10 * args.kind_tasks)
+    io = list(range(args.kind_tasks))
+    cpu_work, io_work = f"CPU 1 ms x {len(cpu)}", f"wait 20 ms x {len(io)}"
     cases = [
-        ("CPU 1 ms x 1000", "thread, 1 worker", lambda: pl.source(cpu) | pl.map(spin)),
-        ("CPU 1 ms x 1000", "thread, 2 workers", lambda: pl.source(cpu) | pl.map(spin, workers=2)),
+        (cpu_work, "thread, 1 worker", lambda: pl.source(cpu) | pl.map(spin)),
+        (cpu_work, "thread, 2 workers", lambda: pl.source(cpu) | pl.map(spin, workers=2)),
         (
-            "CPU 1 ms x 1000",
+            cpu_work,
             "process, 2 workers",
             lambda: pl.source(cpu) | pl.map(spin, kind="process", workers=2),
         ),
-        ("wait 20 ms x 100", "thread, 1 worker", lambda: pl.source(io) | pl.map(wait)),
-        ("wait 20 ms x 100", "thread, 32 workers", lambda: pl.source(io) | pl.map(wait, workers=32)),
+        (io_work, "thread, 1 worker", lambda: pl.source(io) | pl.map(wait)),
+        (io_work, "thread, 32 workers", lambda: pl.source(io) | pl.map(wait, workers=32)),
         (
-            "wait 20 ms x 100",
+            io_work,
             "async, 32 workers",
             lambda: pl.source(io) | pl.map(await_, kind="async", workers=32),
         ),
         (
-            "wait 20 ms x 100",
+            io_work,
             "process, 2 workers",
             lambda: pl.source(io) | pl.map(wait, kind="process", workers=2),
         ),

@@ -134,7 +134,7 @@ def distributed(
                 recovered = taken_over(labels.client, classifiers - 1, killed_at)
         elapsed = time.perf_counter() - started
         if killed_at is not None:
-            got += len(labels.poll(1.0))  # anything more would be a record made twice
+            got = labels_made(labels.client)  # the exact count: a record made twice shows here
             while recovered is None and time.perf_counter() - killed_at < 10:
                 recovered = taken_over(labels.client, classifiers - 1, killed_at)
         entries = [
@@ -175,6 +175,29 @@ def taken_over(client: Any, members: int, killed_at: float) -> float | None:
     headers = {"op": "describe", "topic": "paragraphs", "group": "classify"}
     group = request(client, Kind.TOPIC_ADMIN, headers, 10.0)[0]["groups"][0]
     return time.perf_counter() - killed_at if len(group["members"]) == members else None
+
+
+def labels_made(client: Any, timeout: float = 30.0) -> int:
+    """Every label the classify instances will ever make, once each is settled.
+
+    A classify step appends its labels and acknowledges its paragraphs as one transaction, so
+    once the group has acknowledged every paragraph (lag 0) no step is left to run, or to run
+    again: the labels channel's length is then final, duplicates included.
+    """
+    from ..topics.connection import request
+    from ..wire import Kind
+
+    def describe(topic: str, group: str | None) -> dict[str, Any]:
+        headers = {"op": "describe", "topic": topic, "group": group}
+        report: dict[str, Any] = request(client, Kind.TOPIC_ADMIN, headers, 10.0)[0]
+        return report
+
+    deadline = time.monotonic() + timeout
+    while describe("paragraphs", "classify")["groups"][0]["lag"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"classify left paragraphs unacknowledged for {timeout:.0f} s")
+        time.sleep(0.02)
+    return sum(p["end"] for p in describe("labels", None)["partitions"])
 
 
 def in_process(docs: list[str], total: int) -> float:

@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .common import CAN_PIN, on_one_core, print_table, progress
+from .common import CAN_PIN, on_one_core, positive, print_table, progress
 
 _ROUNDS = 10
 IMPLS = ["minipool.rpc", "multiprocessing.managers", "xmlrpc"]
@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="seconds spent on each implementation and call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive,
+        default=_ROUNDS,
+        help="turns each implementation takes; the budget is shared among them (default: %(default)s)",
     )
     parser.add_argument("--transport", default="tcp", help="minipool.rpc's transport (default: tcp)")
 
@@ -124,7 +130,7 @@ def _round_trip(executor: concurrent.futures.Executor, data: bytes) -> object:
     return executor.submit(bytes, data).result()
 
 
-def _task_rows(budget: float, data: bytes) -> list[dict[str, Any]]:
+def _task_rows(budget: float, data: bytes, rounds: int) -> list[dict[str, Any]]:
     """A 1 MB pool task's round trip on minipool's Pool beside ProcessPoolExecutor."""
     from .. import Pool
 
@@ -139,10 +145,10 @@ def _task_rows(budget: float, data: bytes) -> list[dict[str, Any]]:
                 raise RuntimeError(f"{name} echoed something else")
         turns: dict[str, list[float]] = {name: [] for name in executors}
         names = list(executors)
-        for round_no in range(_ROUNDS):
+        for round_no in range(rounds):
             for name in names[round_no % 2 :] + names[: round_no % 2]:
                 call = functools.partial(_round_trip, executors[name], data)
-                turns[name].append(_turn(call, budget / _ROUNDS))
+                turns[name].append(_turn(call, budget / rounds))
     base = min(turns["minipool.Pool"])
     return [
         {"task": "bytes(1 MB)", "impl": name, "rtt_us": min(t) * 1e6, "rtt_vs_minipool": min(t) / base}
@@ -181,12 +187,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"{kind} echoed something else")
         turns: dict[tuple[str, str, str], list[float]] = {}
         placements = ["scheduled", "one core"] if CAN_PIN else ["scheduled"]
-        for round_no in range(_ROUNDS):
+        for round_no in range(args.rounds):
             order = IMPLS[round_no % len(IMPLS) :] + IMPLS[: round_no % len(IMPLS)]
             for name, call in calls.items():
                 for kind in order:
                     proxy = clients[kind][0]
-                    seconds = args.budget / _ROUNDS / len(placements)
+                    seconds = args.budget / args.rounds / len(placements)
                     turns.setdefault((name, kind, "scheduled"), []).append(
                         _turn(functools.partial(call, proxy), seconds)
                     )
@@ -195,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             turns.setdefault((name, kind, "one core"), []).append(
                                 _turn(functools.partial(call, proxy), seconds)
                             )
-            progress(f"round {round_no + 1}/{_ROUNDS}")
+            progress(f"round {round_no + 1}/{args.rounds}")
     finally:
         for _, close in clients.values():
             try:
@@ -229,7 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
     )
     progress("a 1 MB pool task")
-    tasks = _task_rows(args.budget, data)
+    tasks = _task_rows(args.budget, data, args.rounds)
     print_table(
         "A 1 MB pool task's round trip (submit(bytes, data).result(), one worker process)",
         ["task", "executor", "rtt us", "time / minipool.Pool"],

@@ -68,7 +68,8 @@ def autoscaling(ctx: Context) -> Outcome:
     from ..pool import Pool
 
     burst = ctx.size(24, 60)
-    duration = 0.1
+    # Even at 50 ms, the quick burst holds one worker for over a second: far past scale_up_after.
+    duration = ctx.size(50, 100) / 1000
     high = ctx.workers * 2
     fixed = ctx.pool()
     fixed_s, _ = alternate({"fixed": lambda: list(fixed.map(sleep_for, [duration] * burst))}, 1)

@@ -164,7 +164,7 @@ def pi(ctx: Context) -> Outcome:
 
 def mapreduce(ctx: Context) -> Outcome:
     pool = ctx.pool()
-    count = ctx.size(40, 200)
+    count = ctx.size(24, 200)  # 10 ms waits overlap at any count; 24 makes 12 a worker
     inputs = [[a] * a for a in range(count)]
     seconds, values = alternate(
         {
@@ -290,7 +290,7 @@ def tasks(ctx: Context) -> Outcome:
     from ..asyncresult import AsyncResult
 
     pool = ctx.pool()
-    count = ctx.size(20, 50)
+    count = ctx.size(12, 50)  # 20 ms tasks: even 12 overlap on the workers
     square = pool.task(slow_square)
     seconds, values = alternate(
         {
