@@ -15,6 +15,7 @@ Readers that want to know when something changed (the WebSocket feed) wait on :a
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 import time
@@ -90,6 +91,12 @@ class Monitor:
         self._last_sample = 0.0
         self._stop = threading.Event()
         self._looking = threading.Lock()
+        self._looked_at_fold = -1
+        # The history's containers live as long as the dashboard: moved to the collector's
+        # oldest generation now, while they are empty, the young collections that the
+        # coordinator's threads trigger never walk their thousands of entries (a new container
+        # is young, and is walked at each of them until it has survived two).
+        gc.collect(1)
         coordinator.observer = self.history.observe
         self._thread = threading.Thread(target=self._run, daemon=True, name="minipool-dashboard-monitor")
         self._thread.start()
@@ -105,8 +112,17 @@ class Monitor:
         with self._looking:
             self._look()
 
+    def refresh(self) -> None:
+        """Look now if the history has folded anything since the last look: what a reader of
+        the tasks or events calls, so that the events are as fresh as the tasks. Nothing folded,
+        the tasks are no fresher than the last look's events and no look is forced (the live
+        feed, which reads right after a look, then costs the coordinator nothing more)."""
+        if self.history.folds != self._looked_at_fold:
+            self.look()
+
     def _look(self) -> None:
         history = self.history
+        self._looked_at_fold = history.folds
         before = history.last_seq
         drained = history.collect()
         coordinator = self.coordinator
