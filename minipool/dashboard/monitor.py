@@ -15,7 +15,6 @@ Readers that want to know when something changed (the WebSocket feed) wait on :a
 
 from __future__ import annotations
 
-import gc
 import itertools
 import threading
 import time
@@ -92,11 +91,6 @@ class Monitor:
         self._stop = threading.Event()
         self._looking = threading.Lock()
         self._looked_at_fold = -1
-        # The history's containers live as long as the dashboard: moved to the collector's
-        # oldest generation now, while they are empty, the young collections that the
-        # coordinator's threads trigger never walk their thousands of entries (a new container
-        # is young, and is walked at each of them until it has survived two).
-        gc.collect(1)
         coordinator.observer = self.history.observe
         self._thread = threading.Thread(target=self._run, daemon=True, name="minipool-dashboard-monitor")
         self._thread.start()
