@@ -198,9 +198,11 @@ class History:
         # The oldest outcomes go, a few at a time: the newest 2 * capacity include those of
         # every task in the ring (only tasks leased before one, and running then, can finish
         # after it). Deleted by key, not rebuilt from items(): a tuple per entry would make
-        # the garbage collector run, which costs the coordinator's threads too.
+        # the garbage collector run, which costs the coordinator's threads too. At every look:
+        # letting them pile up for a later one would free a burst's tasks in one go after it
+        # has ended, a pause of milliseconds that falls on whatever the coordinator does next.
         excess = len(self.finished) - 2 * self.capacity
-        if excess > self.capacity:  # now and then, not at every look
+        if excess > 0:
             while excess > 0:
                 with self.lock:
                     finished, outcomes = self.finished, self.outcomes
