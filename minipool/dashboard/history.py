@@ -55,8 +55,8 @@ RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 #: state "queued", "reserved" or "running" (see :meth:`Monitor.live`).
 Live = Callable[[list[tuple[str, int]]], dict[tuple[str, int], tuple[str, Any]]]
 
-#: Outcomes forgotten at a time, between two releases of the lock.
-YIELD_EVERY = 256
+#: Outcomes past the bound forgotten at a time (by the fold, under the lock).
+FORGET_EVERY = 256
 
 #: Leases of the ring read at a time, newest first, by :meth:`History.records`.
 READ_AHEAD = 128
@@ -87,6 +87,8 @@ class History:
         #: Outcomes of recently finished tasks, and when they came, by the task in the ring.
         self.outcomes: dict[Any, Any] = {}
         self.finished: dict[Any, float] = {}
+        self.keep = 2 * tasks  # outcomes kept, and how many more come before the oldest go
+        self.forget_every = min(FORGET_EVERY, tasks)
         #: Tasks the dashboard itself ended: key -> ("cancelled" or "terminated", time).
         self.ended: dict[tuple[str, int], tuple[str, float]] = {}
         # Leased tasks with no outcome yet, by client id and the client's number for them:
@@ -118,8 +120,9 @@ class History:
         for a fraction of a second outlives the garbage collector's young generation, and
         walking the older ones costs the coordinator more than this fold does. So, per task:
         a few appends and dictionary entries of objects that exist already, no new object the
-        collector would track, nothing described, no Python-level call under the lock -- and
-        one call for the whole Effects, one clock read for all its outcomes.
+        collector would track, nothing described, no Python-level call under the lock but one
+        every few hundred outcomes to forget the oldest -- and one call for the whole Effects,
+        one clock read for all its outcomes.
 
         Bytes are summed while the peer stays the same (an effect's tasks mostly go to one
         worker, its outcomes to one client, from one worker) and counted when it changes.
@@ -183,6 +186,22 @@ class History:
             sent[client] += total
             received[client] += bodies
             received[worker] += results
+            if len(finished) - self.keep >= self.forget_every:
+                self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """The oldest outcomes go, a few hundred at a time, as they come (the caller holds the
+        lock): the newest 2 * capacity include those of every task in the ring (only tasks
+        leased before one, and running then, can finish after it). Here rather than on the
+        monitor's thread because that is where the coordinator frees a task without a
+        dashboard: left for the next look, a burst's tasks would all be freed at once after it
+        ended, a pause of milliseconds on whatever the coordinator does next. Deleted by key
+        in loops that run in C, not rebuilt from items(): a tuple per entry would make the
+        garbage collector run."""
+        finished = self.finished
+        oldest = list(itertools.islice(finished, len(finished) - self.keep))
+        _drain(map(finished.__delitem__, oldest))
+        _drain(map(self.outcomes.pop, oldest, itertools.repeat(None)))
 
     def collect(self) -> int:
         """The monitor's part, once a look: bucket the run times, turn peers into transports,
@@ -195,21 +214,6 @@ class History:
             observed, self._collected = self.folds - self._collected, self.folds
             for owner in [owner for owner, table in self._open.items() if not table]:
                 del self._open[owner]
-        # The oldest outcomes go, a few at a time: the newest 2 * capacity include those of
-        # every task in the ring (only tasks leased before one, and running then, can finish
-        # after it). Deleted by key, not rebuilt from items(): a tuple per entry would make
-        # the garbage collector run, which costs the coordinator's threads too. At every look:
-        # letting them pile up for a later one would free a burst's tasks in one go after it
-        # has ended, a pause of milliseconds that falls on whatever the coordinator does next.
-        excess = len(self.finished) - 2 * self.capacity
-        if excess > 0:
-            while excess > 0:
-                with self.lock:
-                    finished, outcomes = self.finished, self.outcomes
-                    oldest = list(itertools.islice(finished, min(excess, YIELD_EVERY)))
-                    _drain(map(finished.__delitem__, oldest))  # (loops in C, not per task here)
-                    _drain(map(outcomes.pop, oldest, itertools.repeat(None)))
-                excess -= YIELD_EVERY
         runtimes = sorted(folded)
         buckets, low = [0] * len(self.runtime_counts), 0
         for i, bound in enumerate(RUNTIME_BUCKETS):
