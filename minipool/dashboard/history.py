@@ -87,7 +87,7 @@ class History:
         #: Outcomes of recently finished tasks, and when they came, by the task in the ring.
         self.outcomes: dict[Any, Any] = {}
         self.finished: dict[Any, float] = {}
-        self.keep = 2 * tasks  # outcomes kept, and how many more come before the oldest go
+        self.keep = 2 * tasks  # outcomes kept: those of every task in the ring (see below)
         self.forget_every = min(FORGET_EVERY, tasks)
         #: Tasks the dashboard itself ended: key -> ("cancelled" or "terminated", time).
         self.ended: dict[tuple[str, int], tuple[str, float]] = {}
