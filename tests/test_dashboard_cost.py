@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import json
 import pickle
 import random
 import time
@@ -210,3 +211,41 @@ def test_a_large_task_leased_twice_is_one_record_with_its_prefix() -> None:
     detail = record.to_json(detail=True)
     assert detail["result"].startswith("'yyy") and len(detail["result"]) <= 200
     assert len(history.outcomes[record.task].body) < 1000  # described, the large body let go
+
+
+def test_the_feed_sends_what_changed_and_reads_no_task_while_idle() -> None:
+    from minipool.dashboard.feed import Feed
+
+    with Pool(1, dashboard="127.0.0.1:0") as pool:
+        pool.submit(pow, 2, 3).result(20)
+        dashboard = pool.dashboard
+        asked: list[str] = []
+
+        def call(method: str, target: str, body: bytes = b"") -> Any:
+            asked.append(target)
+            return dashboard.call(method, target, body)
+
+        feed = Feed(call)
+        first = json.loads(feed.update() or "")
+        assert {"overview", "workers", "tasks", "queued", "topics", "pipesets", "journal"} <= first.keys()
+        assert [t["name"] for t in first["tasks"]] == ["builtins.pow"]
+
+        def settled() -> bool:  # (the first update's look may add a worker's event)
+            asked.clear()
+            feed.update()
+            return not [target for target in asked if target.startswith("/api/tasks")]
+
+        wait_for(settled, 10)
+        looks: list[int] = []
+        monitor_look = dashboard.monitor.look
+        dashboard.monitor.look = lambda: looks.append(1) or monitor_look()  # type: ignore[method-assign]
+        # Idle: nothing but the chart's new samples (and the workers' heartbeat times) is sent,
+        # the ring is not read and no look is forced.
+        asked.clear()
+        message = json.loads(feed.update() or '{"type": "update"}')
+        assert not {"tasks", "queued", "topics", "pipesets", "journal", "events"} & message.keys()
+        assert not [target for target in asked if target.startswith("/api/tasks")] and not looks
+        pool.submit(divmod, 7, 2).result(20)
+        message = json.loads(wait_for(feed.update, 10))
+        assert [t["name"] for t in message["tasks"]][:2] == ["builtins.divmod", "builtins.pow"]
+        assert "topics" not in message and "overview" in message

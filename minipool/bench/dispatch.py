@@ -205,18 +205,23 @@ class _Watched:
         self.dashboard.close()
 
 
-def _dashboard_rates(workers: int, n: int, trips: int, repeat: int) -> dict[str, float]:
+def _dashboard_rates(
+    workers: int, n: int, trips: int, repeat: int
+) -> tuple[dict[str, float], dict[str, float]]:
     """The same pool measured with and without a dashboard, in turns: one pool, so that no
     difference between two pools' processes is taken for the dashboard's cost; the order of
-    the two flips every round."""
+    the two flips every round. Beside each rate, this process's CPU time per task (all its
+    threads: the coordinator, the dashboard's, the feed's reader), steadier than a rate on a
+    shared machine."""
 
     from ..pool import Pool
 
     progress("dashboard: one pool, with and without a dashboard and a live feed, taking turns")
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     tests = {
-        "submit": lambda pool: _submit_all(pool, n),
-        "round trip": lambda pool: _trips(lambda i: pool.submit(noop, i).result(), trips),
+        "submit": (lambda pool: _submit_all(pool, n), n),
+        "round trip": (lambda pool: _trips(lambda i: pool.submit(noop, i).result(), trips), trips),
     }
     with Pool(workers) as pool:
         pool.wait_for_workers()
@@ -225,19 +230,20 @@ def _dashboard_rates(workers: int, n: int, trips: int, repeat: int) -> dict[str,
             for watched in (True, False) if round_ % 2 else (False, True):
                 watcher = _Watched(pool) if watched else None
                 try:
-                    for test, fn in tests.items():
-                        start = time.perf_counter()
+                    for test, (fn, count) in tests.items():
+                        name = f"{test} {'with' if watched else 'without'}"
+                        spent, start = time.process_time(), time.perf_counter()
                         fn(pool)
-                        times.setdefault(f"{test} {'with' if watched else 'without'}", []).append(
-                            time.perf_counter() - start
-                        )
+                        times.setdefault(name, []).append(time.perf_counter() - start)
+                        cpu.setdefault(name, []).append((time.process_time() - spent) / count)
                 finally:
                     if watcher is not None:
                         watcher.close()
-    return {
+    rates = {
         name: (n if name.startswith("submit") else trips) / statistics.median(values)
         for name, values in times.items()
     }
+    return rates, {name: 1e6 * statistics.median(values) for name, values in cpu.items()}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -387,17 +393,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ["journal", "tasks/s", "vs no journal"],
             [[name, rate, rate / journal["none"]] for name, rate in journal.items()],
         )
-    dashboard = _dashboard_rates(w, n, trips, rep) if args.dashboard else {}
+    dashboard, dashboard_cpu = _dashboard_rates(w, n, trips, rep) if args.dashboard else ({}, {})
     if dashboard:
         print_table(
-            f"A dashboard open with a live WebSocket client (tasks/s, median of {rep})",
-            ["test", "without", "with", "with / without"],
+            f"A dashboard open with a live WebSocket client (tasks/s, and this process's CPU per"
+            f" task, median of {rep})",
+            ["test", "without", "with", "with / without", "CPU without (µs)", "CPU with (µs)"],
             [
                 [
                     test,
                     dashboard[f"{test} without"],
                     dashboard[f"{test} with"],
                     dashboard[f"{test} with"] / dashboard[f"{test} without"],
+                    dashboard_cpu[f"{test} without"],
+                    dashboard_cpu[f"{test} with"],
                 ]
                 for test in ("submit", "round trip")
             ],
@@ -408,6 +417,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_per_task_us": cpu_us,
         "path": path,
         "dashboard": dashboard,
+        "dashboard_cpu_us": dashboard_cpu,  # this process's CPU per task, with and without
         "stream": memory,
         "journal": journal,
         "nested": recursion,

@@ -121,7 +121,13 @@ class Api:
         report["running"] -= report["reserved"]
         if query.get("workers"):  # the live feed: one status() call for both
             report["workers_list"] = workers
-        report["history"] = {"tasks": len(self.history.leases), "events": len(self.history.events)}
+        history = self.history
+        report["history"] = {
+            "tasks": len(history.leases),
+            "events": len(history.events),
+            "folds": history.folds,  # (the live feed's sign that the tasks may have changed)
+            "last_event": history.last_seq,
+        }
         report["sections"] = sorted(self.coordinator.sections)
         with self.coordinator.lock:
             scheduler = self.coordinator.scheduler
@@ -143,7 +149,7 @@ class Api:
         if len(name) > 200:
             raise ApiError(400, "name filter longer than 200 characters")
         limit = _int(query, "limit", 100, MAX_LIMIT)
-        self.monitor.look()  # the workers' events as fresh as the tasks
+        self.monitor.refresh()  # the workers' events as fresh as the tasks
         if state == "queued":
             return self.monitor.queued(limit)
         return self.history.select(state or None, name or None, limit, self.monitor.live)
@@ -162,7 +168,7 @@ class Api:
 
     def events(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         since = _int(query, "since", 0, 10**15)
-        self.monitor.look()
+        self.monitor.refresh()
         return self.history.events_since(since, _int(query, "limit", 200, MAX_LIMIT))
 
     def section(self, name: str) -> list[Any]:

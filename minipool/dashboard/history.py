@@ -24,12 +24,14 @@ the page shows a person; see :mod:`minipool.dashboard.peek`). Sizes are in docs/
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from time import monotonic
 from typing import Any
 
 from ..cluster.effects import Effects
@@ -53,10 +55,20 @@ RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
 #: state "queued", "reserved" or "running" (see :meth:`Monitor.live`).
 Live = Callable[[list[tuple[str, int]]], dict[tuple[str, int], tuple[str, Any]]]
 
-#: Outcomes forgotten at a time, between two releases of the lock.
-YIELD_EVERY = 256
+#: Outcomes past the bound forgotten at a time (by the fold, under the lock).
+FORGET_EVERY = 256
+
+#: Leases of the ring read at a time, newest first, by :meth:`History.records`.
+READ_AHEAD = 128
 
 _NONE_OPEN: dict[int, Any] = {}  # (never written: a client with no open lease pops from it)
+#: Runs an iterator to its end, keeping nothing: a loop in C.
+_drain: Callable[[Iterable[Any]], None] = collections.deque(maxlen=0).extend
+
+
+def _leases_of(ring: list[Any], key: tuple[str, int]) -> int:
+    """How often the task ``key`` is in the ring (a large task's prefix is new at each lease)."""
+    return sum(1 for t in ring if t.client_number == key[1] and t.owner_id == key[0])
 
 
 class History:
@@ -75,6 +87,8 @@ class History:
         #: Outcomes of recently finished tasks, and when they came, by the task in the ring.
         self.outcomes: dict[Any, Any] = {}
         self.finished: dict[Any, float] = {}
+        self.keep = 2 * tasks  # outcomes kept: those of every task in the ring (see below)
+        self.forget_every = min(FORGET_EVERY, tasks)
         #: Tasks the dashboard itself ended: key -> ("cancelled" or "terminated", time).
         self.ended: dict[tuple[str, int], tuple[str, float]] = {}
         # Leased tasks with no outcome yet, by client id and the client's number for them:
@@ -88,13 +102,16 @@ class History:
         self.runtime_counts = [0] * (len(RUNTIME_BUCKETS) + 1)  # the last one is +Inf
         self.runtime_sum = 0.0
         self.bytes: dict[tuple[str, str], int] = collections.defaultdict(int)  # (transport, in|out)
-        # What observe gathered since the last collect: run times, bytes by peer, and the tasks
-        # whose outcome is to be described (a failure, or a result too large to keep).
-        self._runtimes: list[float] = []
+        # What observe gathered since the last collect: run times (in an array, which the
+        # garbage collector's young collections do not walk float by float), bytes by peer, and
+        # the tasks whose outcome is to be described (a failure, or a result too large to keep).
+        self._runtimes = array.array("d")
         self._sent: collections.defaultdict[Any, int] = collections.defaultdict(int)
         self._received: collections.defaultdict[Any, int] = collections.defaultdict(int)
         self._later: list[Any] = []
-        self._observed = 0
+        #: Effects folded so far (the live feed's sign that the tasks may have changed).
+        self.folds = 0
+        self._collected = 0
 
     def observe(self, fx: Effects) -> None:
         """Called by the coordinator, on its own threads, with every Effects it applies.
@@ -103,99 +120,101 @@ class History:
         for a fraction of a second outlives the garbage collector's young generation, and
         walking the older ones costs the coordinator more than this fold does. So, per task:
         a few appends and dictionary entries of objects that exist already, no new object the
-        collector would track, nothing described, no Python-level call under the lock.
+        collector would track, nothing described, no Python-level call under the lock but one
+        every few hundred outcomes to forget the oldest -- and one call for the whole Effects,
+        one clock read for all its outcomes.
+
+        Bytes are summed while the peer stays the same (an effect's tasks mostly go to one
+        worker, its outcomes to one client, from one worker) and counted when it changes.
         """
         sends, deliveries = fx.sends, fx.deliveries
         if not sends and not deliveries:
             return
-        stamp = time.monotonic()
         with self.lock:
-            self._observed += 1
+            self.folds += 1
+            opened, sent = self._open, self._sent
             if sends:
-                self._leased(sends)
-            if deliveries:
-                self._delivered(stamp, deliveries)
-
-    def _leased(self, sends: Any) -> None:
-        """Bytes are summed while the peer stays the same (an effect's tasks mostly go to one
-        worker, its outcomes to one client, from one worker) and counted when it changes."""
-        leases, opened, sent = self.leases, self._open, self._sent
-        worker, total, owner, table = sends[0][0], 0, None, _NONE_OPEN
-        for peer, task, _ in sends:
-            if peer is not worker:
+                append = self.leases.append
+                worker, total, owner, table = sends[0][0], 0, None, _NONE_OPEN
+                for peer, task, _ in sends:
+                    if peer is not worker:
+                        sent[worker] += total
+                        worker, total = peer, 0
+                    size = len(task.body)
+                    total += size
+                    if size > BODY_KEEP:
+                        task = BodyPrefix(task, peer)
+                    append(task)
+                    if task.owner_id is not owner:
+                        owner = task.owner_id
+                        found = opened.get(owner)  # (not setdefault: that would make a dict each time)
+                        if found is None:
+                            found = opened[owner] = {}
+                        table = found
+                    table[task.client_number] = task
                 sent[worker] += total
-                worker, total = peer, 0
-            size = len(task.body)
-            total += size
-            if size > BODY_KEEP:
-                task = BodyPrefix(task, peer)
-            leases.append(task)
-            if task.owner_id is not owner:
-                owner = task.owner_id
-                found = opened.get(owner)  # (not setdefault: that would make a dict each time)
-                if found is None:
-                    found = opened[owner] = {}
-                table = found
-            table[task.client_number] = task
-        sent[worker] += total
+            if not deliveries:
+                return
+            stamp = monotonic()
+            outcomes, finished, runtime = self.outcomes, self.finished, self._runtimes.append
+            received, later = self._received, self._later
+            failure = Kind.FAILURE  # (an enum member read from its class costs more than the rest)
+            client, worker = deliveries[0][0], None
+            table = opened.get(client.id, _NONE_OPEN)
+            total = bodies = results = 0
+            for peer, number, outcome in deliveries:
+                if peer is not client:
+                    sent[client] += total
+                    received[client] += bodies
+                    client, total, bodies = peer, 0, 0
+                    table = opened.get(client.id, _NONE_OPEN)
+                size = len(outcome.body)
+                total += size
+                task = table.pop(number, None)
+                if task is None:  # a stored outcome handed out again, or a lease not seen
+                    continue
+                runtime(stamp - task.leased_at)
+                bodies += task.size if task.__class__ is BodyPrefix else len(task.body)
+                if task.worker is not worker:
+                    received[worker] += results
+                    worker, results = task.worker, 0
+                results += size
+                outcomes[task] = outcome
+                finished[task] = stamp
+                if size > BODY_KEEP or outcome.kind is failure:
+                    later.append(task)
+            sent[client] += total
+            received[client] += bodies
+            received[worker] += results
+            if len(finished) - self.keep >= self.forget_every:
+                self._forget_oldest()
 
-    def _delivered(self, stamp: float, deliveries: Any) -> None:
-        opened, outcomes, finished, runtimes = self._open, self.outcomes, self.finished, self._runtimes
-        sent, received, later = self._sent, self._received, self._later
-        failure = Kind.FAILURE  # (an enum member read from its class costs more than the rest)
-        client, worker = deliveries[0][0], None
-        table = opened.get(client.id, _NONE_OPEN)
-        total = bodies = results = 0
-        for peer, number, outcome in deliveries:
-            if peer is not client:
-                sent[client] += total
-                received[client] += bodies
-                client, total, bodies = peer, 0, 0
-                table = opened.get(client.id, _NONE_OPEN)
-            size = len(outcome.body)
-            total += size
-            task = table.pop(number, None)
-            if task is None:  # a stored outcome handed out again, or a lease not seen
-                continue
-            runtimes.append(stamp - task.leased_at)
-            bodies += task.size if task.__class__ is BodyPrefix else len(task.body)
-            if task.worker is not worker:
-                received[worker] += results
-                worker, results = task.worker, 0
-            results += size
-            outcomes[task] = outcome
-            finished[task] = stamp
-            if size > BODY_KEEP or outcome.kind is failure:
-                later.append(task)
-        sent[client] += total
-        received[client] += bodies
-        received[worker] += results
+    def _forget_oldest(self) -> None:
+        """The oldest outcomes go, a few hundred at a time, as they come (the caller holds the
+        lock): the newest 2 * capacity include those of every task in the ring (only tasks
+        leased before one, and running then, can finish after it). Here rather than on the
+        monitor's thread because that is where the coordinator frees a task without a
+        dashboard: left for the next look, a burst's tasks would all be freed at once after it
+        ended, a pause of milliseconds on whatever the coordinator does next. Deleted by key
+        in loops that run in C, not rebuilt from items(): a tuple per entry would make the
+        garbage collector run."""
+        finished = self.finished
+        oldest = list(itertools.islice(finished, len(finished) - self.keep))
+        _drain(map(finished.__delitem__, oldest))
+        _drain(map(self.outcomes.pop, oldest, itertools.repeat(None)))
 
     def collect(self) -> int:
         """The monitor's part, once a look: bucket the run times, turn peers into transports,
         describe what waited for it, trim. Returns how many Effects were observed since."""
         with self.lock:
-            runtimes, self._runtimes = self._runtimes, []
+            folded, self._runtimes = self._runtimes, array.array("d")
             sent, self._sent = self._sent, collections.defaultdict(int)
             received, self._received = self._received, collections.defaultdict(int)
             later, self._later = self._later, []
-            observed, self._observed = self._observed, 0
+            observed, self._collected = self.folds - self._collected, self.folds
             for owner in [owner for owner, table in self._open.items() if not table]:
                 del self._open[owner]
-        # The oldest outcomes go, a few at a time: the newest 2 * capacity include those of
-        # every task in the ring (only tasks leased before one, and running then, can finish
-        # after it). Deleted by key, not rebuilt from items(): a tuple per entry would make
-        # the garbage collector run, which costs the coordinator's threads too.
-        excess = len(self.finished) - 2 * self.capacity
-        if excess > self.capacity:  # now and then, not at every look
-            while excess > 0:
-                with self.lock:
-                    finished, outcomes = self.finished, self.outcomes
-                    for task in list(itertools.islice(finished, min(excess, YIELD_EVERY))):
-                        del finished[task]
-                        outcomes.pop(task, None)
-                excess -= YIELD_EVERY
-        runtimes.sort()
+        runtimes = sorted(folded)
         buckets, low = [0] * len(self.runtime_counts), 0
         for i, bound in enumerate(RUNTIME_BUCKETS):
             high = bisect.bisect_right(runtimes, bound, low)
@@ -265,51 +284,55 @@ class History:
         self, live: Live | None = None, state: str | None = None, only: tuple[str, int] | None = None
     ) -> Iterator[TaskRecord]:
         """The records of the tasks in the ring, newest lease first, made as they are read
-        (a reader that wants the newest fifty makes fifty): of one ``state``, or of the task
-        ``only``. Nothing here is per task in the ring but C-level copies and lookups."""
+        (a reader that wants the newest fifty makes about fifty): of one ``state``, or of the
+        task ``only``. The ring is read newest first, :data:`READ_AHEAD` leases at a time, and
+        ``live`` is asked once per such slice about its unfinished tasks, so the page's newest
+        fifty cost one short look at the coordinator, not one over the whole ring. Nothing
+        here is per task in the ring but C-level copies and lookups."""
         with self.lock:
             ring = list(self.leases)
             finished, outcomes, ended = self.finished, self.outcomes, dict(self.ended)
         # (The fold adds to those two dictionaries meanwhile, and replaces them when it trims:
         # reading them by key needs no lock, and a task folded since shows as unfinished.)
-        unfinished = [t for t in ring if t not in finished]
-        keys = [(t.owner_id, t.client_number) for t in unfinished]
-        now = live(keys) if live is not None and keys else {}
         results: dict[Any, list[float]] | None = None  # each worker's result times, in order
-        leases: collections.Counter[tuple[str, int]] = collections.Counter()
+        leases: collections.Counter[Any] = collections.Counter()
         seen: set[tuple[str, int]] = set()  # (by key: a large task's prefix is new at each lease)
-        for task in reversed(ring):
-            key = (task.owner_id, task.client_number)
-            if key in seen or (only is not None and key != only):
-                continue
-            seen.add(key)
-            when = finished.get(task)
-            holder = task.worker
-            if key in ended:
-                now_state, end = ended[key]
-            elif when is not None:
-                now_state = "failed" if outcomes[task].kind is Kind.FAILURE else "done"
-            else:
-                now_state, holder = now.get(key, ("running", holder))
-            if state and now_state != state:
-                continue
-            if results is None:
-                results = self._results_by_worker(ring, finished)
-                leases = collections.Counter((t.owner_id, t.client_number) for t in ring)
-            record = self._records.get(task) or TaskRecord(task)
-            self._records[task] = record
-            record.state, record.received = now_state, task.leased_at
-            record.attempts = leases[key]
-            record.worker = "" if task.worker is None else task.worker.name
-            record.transport = "" if task.worker is None else transport_of(task.worker)
-            record.finished, record.outcome, record.started = when, outcomes.get(task), None
-            if when is not None or now_state == "running":  # it started when its worker was free
-                times = results.get(holder, ())
-                before = len(times) if when is None else bisect.bisect_left(times, when)
-                record.started = max(task.leased_at, times[before - 1]) if before else task.leased_at
-            if key in ended:
-                record.finished = record.finished or end
-            yield record
+        newest = reversed(ring)
+        while slice_ := list(itertools.islice(newest, READ_AHEAD)):
+            keys = [(t.owner_id, t.client_number) for t in slice_ if t not in finished]
+            now = live(keys) if live is not None and keys else {}
+            for task in slice_:
+                key = (task.owner_id, task.client_number)
+                if key in seen or (only is not None and key != only):
+                    continue
+                seen.add(key)
+                when = finished.get(task)
+                holder = task.worker
+                if key in ended:
+                    now_state, end = ended[key]
+                elif when is not None:
+                    now_state = "failed" if outcomes[task].kind is Kind.FAILURE else "done"
+                else:
+                    now_state, holder = now.get(key, ("running", holder))
+                if state and now_state != state:
+                    continue
+                if results is None:
+                    results = self._results_by_worker(ring, finished)
+                    leases = collections.Counter(ring)  # by object: a task leased again is in it twice
+                record = self._records.get(task) or TaskRecord(task)
+                self._records[task] = record
+                record.state, record.received = now_state, task.leased_at
+                record.attempts = leases[task] if task.__class__ is not BodyPrefix else _leases_of(ring, key)
+                record.worker = "" if task.worker is None else task.worker.name
+                record.transport = "" if task.worker is None else transport_of(task.worker)
+                record.finished, record.outcome, record.started = when, outcomes.get(task), None
+                if when is not None or now_state == "running":  # it started when its worker was free
+                    times = results.get(holder, ())
+                    before = len(times) if when is None else bisect.bisect_left(times, when)
+                    record.started = max(task.leased_at, times[before - 1]) if before else task.leased_at
+                if key in ended:
+                    record.finished = record.finished or end
+                yield record
         if len(self._records) > 2 * self.capacity:  # the cache keeps what the ring still has
             held = set(ring)
             self._records = {task: r for task, r in list(self._records.items()) if task in held}

@@ -90,6 +90,7 @@ class Monitor:
         self._last_sample = 0.0
         self._stop = threading.Event()
         self._looking = threading.Lock()
+        self._looked_at_fold = -1
         coordinator.observer = self.history.observe
         self._thread = threading.Thread(target=self._run, daemon=True, name="minipool-dashboard-monitor")
         self._thread.start()
@@ -105,8 +106,17 @@ class Monitor:
         with self._looking:
             self._look()
 
+    def refresh(self) -> None:
+        """Look now if the history has folded anything since the last look: what a reader of
+        the tasks or events calls, so that the events are as fresh as the tasks. Nothing folded,
+        the tasks are no fresher than the last look's events and no look is forced (the live
+        feed, which reads right after a look, then costs the coordinator nothing more)."""
+        if self.history.folds != self._looked_at_fold:
+            self.look()
+
     def _look(self) -> None:
         history = self.history
+        self._looked_at_fold = history.folds
         before = history.last_seq
         drained = history.collect()
         coordinator = self.coordinator

@@ -1,8 +1,8 @@
 """The dashboard's one page: HTML, CSS, plain JavaScript and inline SVG charts in one string.
 
 Technique: *a page with no build step and no external assets*. It works offline and behind
-any firewall, and a student can read all of it: one WebSocket (``/ws``) brings a JSON
-snapshot after every change, and ``render`` redraws the panels from it. Every value from the
+any firewall, and a student can read all of it: one WebSocket (``/ws``) brings the sections
+that changed (:mod:`minipool.dashboard.feed`), and ``render`` merges them and redraws the panels. Every value from the
 coordinator is written with ``textContent`` (never ``innerHTML``), so a task whose result is
 ``<script>`` shows the text ``<script>``. Control buttons POST to the API with the token taken
 from the page's own URL (``?token=``), which the coordinator prints once.
@@ -50,7 +50,8 @@ button{font-size:11px;padding:1px 6px}svg{background:#fafafa;border:1px solid #e
 <script>
 "use strict";
 const token = new URLSearchParams(location.search).get("token") || "";
-let last = null, events = [], selected = null;
+let last = null, events = [], series = [], selected = null;
+const view = {};  // the sections as last sent: a message carries only those that changed
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = String(text); if (cls) e.className = cls; return e; }
 function row(cells, attrs) { const tr = el("tr"); for (const c of cells) { const td = el("td"); if (c instanceof Node) td.appendChild(c); else td.textContent = c === null || c === undefined ? "" : String(c); tr.appendChild(td); } for (const k in attrs || {}) tr.setAttribute(k, attrs[k]); return tr; }
 function fill(id, rows) { const body = document.querySelector("#" + id + " tbody"); body.replaceChildren(...rows); }
@@ -70,7 +71,10 @@ function chart(id, values, color) {
   const label = document.createElementNS(ns, "text"); label.setAttribute("x", w - 36); label.setAttribute("y", 12); label.setAttribute("font-size", "10"); label.textContent = String(Math.round(max));
   svg.replaceChildren(line, label);
 }
-function render(u) {
+function render(message) {
+  for (const k of ["overview", "workers", "tasks", "queued", "topics", "pipesets", "chaos", "journal"]) if (k in message) view[k] = message[k];
+  series = series.concat(message.series || []).slice(-300);
+  const u = view;
   last = u;
   const o = u.overview || {};
   document.getElementById("urls").textContent = (o.urls || []).join(" ");
@@ -78,14 +82,14 @@ function render(u) {
   document.getElementById("tiles").replaceChildren(...tiles.map(([k, v]) => { const t = el("div", null, "tile"); t.appendChild(el("b", v === undefined ? "" : v)); t.appendChild(el("span", k)); t.id = "tile-" + k; return t; }));
   const conns = o.connections || {};
   document.getElementById("tiles").appendChild(el("div", "connections: " + Object.keys(conns).map(k => conns[k] + " " + k).join(", "), "muted"));
-  const s = u.series || [];
+  const s = series;
   const rate = s.slice(1).map((p, i) => Math.max(0, (p.done + p.failed - s[i].done - s[i].failed) / Math.max(0.001, p.time - s[i].time)));
   chart("rate", rate.slice(-120), "#15803d"); chart("depth", s.map(p => p.queued).slice(-120), "#1d4ed8");
   const a = o.autoscale, as = document.getElementById("autoscale"); as.replaceChildren();
   if (a) { as.appendChild(el("span", "autoscale " + a.min_workers + "–" + a.max_workers + " workers ")); const lo = el("input"); lo.size = 2; lo.value = a.min_workers; const hi = el("input"); hi.size = 2; hi.value = a.max_workers; const b = el("button", "set"); b.onclick = () => control("/api/autoscale", {min_workers: +lo.value, max_workers: +hi.value}); as.append(lo, hi, b); }
   fill("workers", (u.workers || []).map(w => { const c = el("span"); c.append(button("restart", "/api/workers/" + encodeURIComponent(w.id) + "/restart"), button("stop", "/api/workers/" + encodeURIComponent(w.id) + "/stop")); return row([w.name, w.id, w.slots, w.inflight, w.done, secs(w.avg_run), w.pid, c], {"data-worker": w.name}); }));
   renderTasks();
-  for (const e of u.events || []) events.push(e);
+  for (const e of message.events || []) events.push(e);
   events = events.slice(-200);
   fill("events", events.slice().reverse().map(e => { const rest = Object.assign({}, e); delete rest.seq; delete rest.time; delete rest.kind; return row([new Date(e.time * 1000).toLocaleTimeString(), e.kind, JSON.stringify(rest)], {"data-event": e.kind}); }));
   const tp = document.getElementById("topics"); tp.replaceChildren();
@@ -123,7 +127,7 @@ document.getElementById("fstate").onchange = renderTasks; document.getElementByI
 function connect() {
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" + (token ? "?token=" + token : ""));
   const conn = document.getElementById("conn");
-  ws.onopen = () => { conn.textContent = "live"; };
+  ws.onopen = () => { conn.textContent = "live"; events = []; series = []; };  // the feed starts over
   ws.onmessage = (m) => render(JSON.parse(m.data));
   ws.onclose = () => { conn.textContent = "reconnecting…"; setTimeout(connect, 1000); };
 }

@@ -17,6 +17,7 @@ inject markup either.
 
 from __future__ import annotations
 
+import functools
 import pickletools
 from dataclasses import dataclass
 from typing import Any
@@ -223,6 +224,14 @@ def _plain(body: bytes, codec: str) -> bytes:
         return b""
 
 
+@functools.lru_cache(maxsize=256)
+def _function_name(blob: bytes) -> str:
+    """The name of the function a task carries (its pickle, the same bytes for every task of
+    that function: read once, not once per task shown)."""
+    fn = peek(blob)
+    return fn.name if isinstance(fn, Global) else render(fn, 60)
+
+
 def describe_call(body: bytes, codec: str, limit: int = 200) -> tuple[str, str]:
     """``(function name, arguments text)`` of a task body made by ``task.pack_call``.
 
@@ -232,8 +241,7 @@ def describe_call(body: bytes, codec: str, limit: int = 200) -> tuple[str, str]:
     if isinstance(value, _Partial) and len(value) >= 2 and isinstance(value[1], bytes):
         value = (value[0], value[1], ...)  # a body cut short: its function is still there
     if isinstance(value, tuple) and len(value) >= 3 and isinstance(value[1], bytes):
-        fn = peek(value[1])
-        name = fn.name if isinstance(fn, Global) else render(fn, 60)
+        name = _function_name(value[1])
         call = value[2]
         if isinstance(call, tuple) and len(call) == 2:
             args, kwargs = call

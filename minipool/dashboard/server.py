@@ -30,7 +30,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +38,7 @@ from ..transports.base import Options
 from ..transports.http11 import HttpError, Request, content_length, final_response
 from ..transports.tcp import TcpListener
 from ..transports.websocket import WebSocketConnection, refusal_headers
+from .feed import Feed
 from .metrics import CONTENT_TYPE
 from .page import PAGE
 
@@ -200,16 +200,19 @@ class DashboardServer:
     # -- the live feed ----------------------------------------------------------------------------
 
     def _feed(self, ws: WebSocketConnection) -> None:
-        """Send a snapshot now and again after each change (at most every monitor interval)."""
+        """Send the page everything now, then what changed after each change (at most two
+        messages a second); a page's feed does no work between two changes, and none exists
+        without a page connected."""
         with self._lock:
             self._feeds.add(ws)
-        version, since = -1, 0
+        feed, version = Feed(self.backend.call), -1
         try:
             while not self._closed.is_set():
-                update, since = snapshot(self.backend.call, since)
-                ws.send_text(json.dumps(update, separators=(",", ":"), default=str))
+                message = feed.update()
+                if message is not None:
+                    ws.send_text(message)
                 # At most two updates a second: the page's promise is one second, and each
-                # snapshot takes the coordinator's lock for a moment.
+                # update reads the coordinator's state for a moment.
                 self._closed.wait(FEED_INTERVAL)
                 version = self.backend.wait(version, 1.0)
         except (MinipoolError, OSError):
@@ -227,25 +230,3 @@ class DashboardServer:
             feeds = list(self._feeds)
         for ws in feeds:
             ws.close()
-
-
-def snapshot(call: Callable[..., tuple[int, Any]], since: int) -> tuple[dict[str, Any], int]:
-    """What one feed message carries, and the newest event number it includes."""
-    update: dict[str, Any] = {"type": "update"}
-    for key, target in (
-        ("overview", "/api/overview?workers=1"),
-        ("tasks", "/api/tasks?limit=50"),
-        ("queued", "/api/tasks?state=queued&limit=20"),
-        ("series", "/api/series"),
-        ("topics", "/api/topics"),
-        ("pipesets", "/api/pipesets"),
-        ("chaos", "/api/chaos"),
-        ("journal", "/api/journal"),
-        ("events", f"/api/events?since={since}&limit=200"),
-    ):
-        status, value = call("GET", target)
-        update[key] = value if status == 200 else None
-    overview = update["overview"] or {}
-    update["workers"] = overview.pop("workers_list", [])
-    events = update["events"] or []
-    return update, max([since, *(e["seq"] for e in events)])
