@@ -228,6 +228,8 @@ class TaskClient(Client):
             raise  # the worker is stopping
         except BaseException as exc:  # noqa: BLE001 - the child's failure is its outcome, as on a worker
             value, ok = exc, False
+        finally:
+            self.children.ran(kept)
         future = self._take(kept.number)
         if future is None:
             return

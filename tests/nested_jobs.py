@@ -231,3 +231,16 @@ def switch_interval():
     import sys
 
     return sys.getswitchinterval()
+
+
+def nap_then(seconds, word):
+    time.sleep(seconds)
+    return word
+
+
+def long_then_quick(seconds):
+    """Two children kept: the first runs ``seconds`` in this task's thread, the second after."""
+    pool = current_pool()
+    long = pool.submit(nap_then, seconds, "long")
+    quick = pool.submit(nap_then, 0.0, "quick")
+    return f"{long.result()}, {quick.result()}"

@@ -273,19 +273,27 @@ def test_the_kept_children_table_hands_each_child_out_once():
 
     class Owner:
         touched = 0.0
+        running_kept = 0
 
     a, b = Owner(), Owner()
     table = KeptChildren()
     for number, owner in ((1, a), (2, a), (3, b), (4, a)):
         assert table.keep(number, owner, f"call {number}")
     assert table.steal().number == 1  # the oldest: in a recursion, the biggest subtree
-    assert table.take(1) is None and table.take(2).number == 2  # its parent runs it
-    assert table.newest().number == 4  # a parent helping while it waits: the newest
+    assert table.take(1) is None and (two := table.take(2)).number == 2  # its parent runs it
+    assert (four := table.newest()).number == 4  # a parent helping while it waits: the newest
+    assert a.running_kept == 2
+    table.ran(two)
+    table.ran(four)
+    assert a.running_kept == 0
     assert [k.number for k in table.release(owner=b)] == [3]  # b ended: submitted
     assert table.steal() is None and table.demand == 1  # nothing kept: the request stands
     assert not table.keep(5, a, "call 5") and table.demand == 0  # ... and takes the next child
     assert table.keep(6, a, "call 6") and table.keep(7, b, "call 7")
     b.touched = a.touched + 1.0
+    a.running_kept = 1  # a runs a child it kept, however long: its others do not age meanwhile
+    assert table.release(idle_since=a.touched + 0.5) == []
+    a.running_kept = 0
     assert [k.number for k in table.release(idle_since=a.touched + 0.5)] == [6]  # a idle too long
     assert table.release(idle_since=a.touched + 0.5) == []
     assert table.drop(7).number == 7 and len(table) == 0  # cancelled
@@ -321,6 +329,19 @@ def test_which_arguments_count_as_unchanging():
         deep = (deep,)
     assert _unchanging((deep,)) == -1  # copied like any argument, without a RecursionError
     assert _unchanging(("x" * KEEP_AS_CALL,)) == 0 and _unchanging(("x" * KEEP_AS_CALL, 1)) == -1
+
+
+def test_a_parent_running_a_long_child_it_kept_keeps_its_other_children():
+    """A kept child that runs longer than PUBLISH_AFTER in its parent's thread is the parent
+    working through its children, not leaving them: its sibling stays kept and runs there too
+    (on one worker nothing steals it), instead of going through the coordinator."""
+    from minipool.cluster.stealing import PUBLISH_AFTER
+
+    with Pool(1) as pool:
+        pool.submit(nj.long_then_quick, 0.0).result(30)  # each function packed once
+        before = pool.status()["submitted"]
+        assert pool.submit(nj.long_then_quick, 3 * PUBLISH_AFTER).result(30) == "long, quick"
+        assert pool.status()["submitted"] - before == 1  # the parent alone
 
 
 def test_a_worker_whose_tasks_keep_children_switches_threads_often_then_as_before():

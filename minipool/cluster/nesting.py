@@ -83,7 +83,18 @@ class TasksClient(Protocol):
 class RunningTask:
     """One task a worker is running: its number at the coordinator, and its waits."""
 
-    __slots__ = ("nest", "number", "codec", "waits", "done", "holding", "touched", "pool", "lend")
+    __slots__ = (
+        "nest",
+        "number",
+        "codec",
+        "waits",
+        "done",
+        "holding",
+        "touched",
+        "running_kept",
+        "pool",
+        "lend",
+    )
 
     def __init__(self, nest: Nest, number: int, codec: str) -> None:
         self.nest = nest  # its worker's Nest
@@ -92,7 +103,8 @@ class RunningTask:
         self.waits = 0  # waits in progress (several threads of one task may wait at once)
         self.done = False
         self.holding = False  # it keeps children in the worker (see minipool.cluster.stealing)
-        self.touched = 0.0  # when it last kept or waited on a child
+        self.touched = 0.0  # when it last kept or waited on a child, or ran one it kept
+        self.running_kept = 0  # its kept children running now (in its threads, or helpers')
         self.pool: Any = None  # what minipool.current_pool() returns in it
         self.lend = 0  # children to submit rather than keep: slots were idle when it was leased
 

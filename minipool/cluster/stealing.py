@@ -21,7 +21,7 @@ long), or to be cancelled; so it never runs twice. A kept child dies with its wo
 queued child of a lost worker is cancelled: the parent runs again elsewhere and submits its
 own. Children of a parent that neither submits nor waits for :data:`PUBLISH_AFTER` seconds
 (it sleeps, or computes at length) are submitted, where every worker, and ``status()``, sees
-them.
+them; a parent running one of its kept children is waiting, however long that child runs.
 
 This module is the table, plain data behind one lock; :mod:`minipool.nested` runs and submits
 what it hands out.
@@ -91,11 +91,11 @@ class KeptChildren:
         return kept
 
     def take(self, number: int) -> Kept | None:
-        """Child ``number``, to run here now, if it is still kept."""
+        """Child ``number``, to run here now, if it is still kept (then :meth:`ran` after)."""
         with self._lock:
             kept = self._left(self._kept.pop(number, None))
             if kept is not None:
-                self.counts["inline"] += 1
+                self._running(kept)
             return kept
 
     def newest(self) -> Kept | None:
@@ -103,8 +103,22 @@ class KeptChildren:
         with self._lock:
             if not self._kept:
                 return None
-            self.counts["inline"] += 1
-            return self._left(self._kept.popitem()[1])
+            kept = self._kept.popitem()[1]
+            self._left(kept)
+            self._running(kept)
+            return kept
+
+    def _running(self, kept: Kept) -> None:
+        """(Under the lock.) ``kept`` runs here now: its owner is busy with its children, and
+        its other kept children do not age meanwhile, however long this one runs."""
+        self.counts["inline"] += 1
+        kept.owner.running_kept += 1
+
+    def ran(self, kept: Kept) -> None:
+        """``kept``, handed out by :meth:`take` or :meth:`newest`, has run."""
+        with self._lock:
+            kept.owner.running_kept -= 1
+            kept.owner.touched = time.monotonic()
 
     def steal(self) -> Kept | None:
         """The oldest kept child, to submit for an idle slot; None (and the request stands) if
@@ -127,14 +141,16 @@ class KeptChildren:
         with self._lock:
             if not self._kept:
                 return []
-            if idle_since is not None and all(o.touched >= idle_since for o in self._owners):
+            if idle_since is not None and all(
+                o.touched >= idle_since or o.running_kept for o in self._owners
+            ):
                 return []  # (the clock's question, every 10 ms: answered without a walk)
             out = [
                 k
                 for k in self._kept.values()
                 if (numbers is not None and k.number in numbers)
                 or (owner is not None and k.owner is owner)
-                or (idle_since is not None and k.owner.touched < idle_since)
+                or (idle_since is not None and k.owner.touched < idle_since and not k.owner.running_kept)
             ]
             for kept in out:
                 self._left(self._kept.pop(kept.number))
