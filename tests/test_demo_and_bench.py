@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args, timeout=120):
     done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
@@ -42,14 +44,15 @@ def test_bench_dispatch_quick_measures_every_peer(tmp_path):
     assert nested["ppe"]["outcome"].startswith("deadlocked") and nested["ppe"]["processes_left"] == 0
 
 
-def test_bench_dispatch_refuses_a_count_of_nested_submits_below_one():
+@pytest.mark.parametrize(("bench", "option"), [("dispatch", "--nested-submits"), ("rpc", "--rounds")])
+def test_a_bench_refuses_a_count_below_one(bench, option):
     done = subprocess.run(
-        [sys.executable, "-m", "minipool.bench", "dispatch", "--nested-submits", "0"],
+        [sys.executable, "-m", "minipool.bench", bench, option, "0"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert done.returncode == 2 and "--nested-submits: must be at least 1, not 0" in done.stderr
+    assert done.returncode == 2 and f"{option}: must be at least 1, not 0" in done.stderr
 
 
 def test_bench_balance_small_runs_the_simulation_and_a_real_coordinator(tmp_path):
@@ -151,16 +154,6 @@ def test_bench_rpc_small_measures_every_implementation(tmp_path):
     ]
     assert all(r["rtt_us"] > 0 for r in tasks) and tasks[0]["rtt_vs_minipool"] == 1.0
     assert "A 1 MB pool task's round trip" in out
-
-
-def test_bench_rpc_refuses_fewer_than_one_round():
-    done = subprocess.run(
-        [sys.executable, "-m", "minipool.bench", "rpc", "--rounds", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2 and "--rounds: must be at least 1, not 0" in done.stderr
 
 
 def test_bench_checksum_times_every_way_of_checking_and_the_parts(tmp_path):
